@@ -1,0 +1,42 @@
+"""The errors core raises. The service layer maps each class to one gRPC status code."""
+
+from __future__ import annotations
+
+
+class LtrrError(Exception):
+    """Base class of every error ltrr raises on purpose."""
+
+
+class InvalidArgumentError(LtrrError, ValueError):
+    """A caller-supplied value is malformed or out of range.
+
+    `field` names the offending argument in wire terms (e.g. "query.text", "quota",
+    "query.filters[0].field") so that clients can point at it.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFoundError(LtrrError, LookupError):
+    """A referenced object (entity, decision) does not exist."""
+
+
+class NotReadyError(LtrrError):
+    """The component is still loading or warming up."""
+
+
+class IndexFormatError(LtrrError):
+    """An index file is missing, truncated, corrupted or of an unsupported version.
+
+    The message always names the file.
+    """
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class CatalogError(LtrrError, ValueError):
+    """A catalog file cannot be read as the format it claims to be; names the file and line."""

@@ -1,0 +1,3 @@
+"""Imports every strategy module so that each registers itself in core.strategy.REGISTRY."""
+
+from core.lexical import index as _lexical  # noqa: F401

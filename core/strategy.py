@@ -1,0 +1,123 @@
+"""One interface for every retrieval strategy, and the registry that names them.
+
+A strategy answers `retrieve(query, quota, allowed)` with Hits: flat arrays of entity ordinals
+and scores, best first. The shard server hosts any registered strategy by name and never branches
+on its type; optional abilities (query understanding, learning) are Protocols below.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from pyroaring import BitMap
+
+from core.catalog import Entity
+from core.collection import Collection
+from core.query import Query
+
+
+class StrategyKind(enum.StrEnum):
+    LEXICAL = "lexical"
+    SEMANTIC = "semantic"
+    ATTRIBUTE = "attribute"
+    MEMORY = "memory"
+
+
+@dataclass(frozen=True, slots=True)
+class Hits:
+    """A strategy's answer.
+
+    ordinals: int64, shape (n,), entity ordinals best first, no repeats.
+    scores: float32, shape (n,), strategy-native, non-increasing.
+    total_matches: entities that matched before the quota cut (>= n).
+    """
+
+    ordinals: np.ndarray
+    scores: np.ndarray
+    total_matches: int
+    interpretations: tuple[Any, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.ordinals.shape != self.scores.shape or self.ordinals.ndim != 1:
+            raise ValueError(f"ordinals and scores must be 1-d of one shape, got {self.ordinals.shape} "
+                             f"and {self.scores.shape}")
+
+    def __len__(self) -> int:
+        return int(self.ordinals.shape[0])
+
+    @classmethod
+    def empty(cls) -> Hits:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), 0)
+
+
+class Strategy(Protocol):
+    """What the shard server needs of a loaded strategy."""
+
+    kind: StrategyKind
+    collection: Collection
+
+    def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
+        """Top `quota` entities for `query` among `allowed` ordinals (None: every live entity)."""
+        ...
+
+    def warm_up(self) -> None:
+        """Compile and touch everything the first real request would, on a tiny input."""
+        ...
+
+    def describe(self) -> Mapping[str, str]:
+        """Strategy parameters as text, for Describe."""
+        ...
+
+    @property
+    def vector_dim(self) -> int:
+        """Length of query vectors accepted; 0 when the strategy takes none."""
+        ...
+
+
+@runtime_checkable
+class SupportsUnderstand(Protocol):
+    def understand(self, query: Query, max_interpretations: int) -> tuple[Any, ...]: ...
+
+
+@runtime_checkable
+class SupportsLearn(Protocol):
+    def learn(self, events: Sequence[Any]) -> tuple[int, int]: ...
+
+
+ProgressFactory = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class StrategyEntry:
+    """How to build a strategy's index component from a catalog, and how to load it.
+
+    build(entities, collection, root, options) writes the component under `root`;
+    load(root, collection) returns the Strategy.
+    """
+
+    build: Callable[[Sequence[Entity], Collection, str | os.PathLike[str], Mapping[str, Any]], None]
+    load: Callable[[str | os.PathLike[str], Collection], Strategy]
+
+
+REGISTRY: dict[StrategyKind, StrategyEntry] = {}
+
+
+def register(kind: StrategyKind, entry: StrategyEntry) -> None:
+    REGISTRY[kind] = entry
+
+
+def entry_for(name: str) -> tuple[StrategyKind, StrategyEntry]:
+    """The registered strategy called `name`; ValueError listing the known ones otherwise."""
+    import core.strategies  # noqa: F401  (fills REGISTRY)
+
+    try:
+        kind = StrategyKind(name)
+        return kind, REGISTRY[kind]
+    except (ValueError, KeyError):
+        known = ", ".join(sorted(k.value for k in REGISTRY))
+        raise ValueError(f"unknown strategy {name!r}; available: {known}") from None

@@ -1,0 +1,101 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from ltrr.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StrategyStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STRATEGY_STATUS_UNSPECIFIED: _ClassVar[StrategyStatus]
+    STRATEGY_STATUS_OK: _ClassVar[StrategyStatus]
+    STRATEGY_STATUS_TIMEOUT: _ClassVar[StrategyStatus]
+    STRATEGY_STATUS_ERROR: _ClassVar[StrategyStatus]
+    STRATEGY_STATUS_SKIPPED: _ClassVar[StrategyStatus]
+STRATEGY_STATUS_UNSPECIFIED: StrategyStatus
+STRATEGY_STATUS_OK: StrategyStatus
+STRATEGY_STATUS_TIMEOUT: StrategyStatus
+STRATEGY_STATUS_ERROR: StrategyStatus
+STRATEGY_STATUS_SKIPPED: StrategyStatus
+
+class SearchRequest(_message.Message):
+    __slots__ = ("query", "k", "budget_ms")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
+    query: _common_pb2.Query
+    k: int
+    budget_ms: int
+    def __init__(self, query: _Optional[_Union[_common_pb2.Query, _Mapping]] = ..., k: _Optional[int] = ..., budget_ms: _Optional[int] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("decision_id", "results", "strategies", "degraded", "took_ms")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGIES_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    results: _containers.RepeatedCompositeFieldContainer[Result]
+    strategies: _containers.RepeatedCompositeFieldContainer[StrategyReport]
+    degraded: bool
+    took_ms: float
+    def __init__(self, decision_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., strategies: _Optional[_Iterable[_Union[StrategyReport, _Mapping]]] = ..., degraded: _Optional[bool] = ..., took_ms: _Optional[float] = ...) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("entity_id", "score", "rank", "strategies")
+    ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    STRATEGIES_FIELD_NUMBER: _ClassVar[int]
+    entity_id: str
+    score: float
+    rank: int
+    strategies: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, entity_id: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., strategies: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StrategyReport(_message.Message):
+    __slots__ = ("strategy", "quota", "returned", "status", "latency_ms", "propensity")
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    strategy: str
+    quota: int
+    returned: int
+    status: StrategyStatus
+    latency_ms: float
+    propensity: float
+    def __init__(self, strategy: _Optional[str] = ..., quota: _Optional[int] = ..., returned: _Optional[int] = ..., status: _Optional[_Union[StrategyStatus, str]] = ..., latency_ms: _Optional[float] = ..., propensity: _Optional[float] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("decision_id", "entity_id", "type", "value", "timestamp", "event_id")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    entity_id: str
+    type: _common_pb2.EventType
+    value: float
+    timestamp: _timestamp_pb2.Timestamp
+    event_id: str
+    def __init__(self, decision_id: _Optional[str] = ..., entity_id: _Optional[str] = ..., type: _Optional[_Union[_common_pb2.EventType, str]] = ..., value: _Optional[float] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_id: _Optional[str] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("duplicate", "reward")
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    duplicate: bool
+    reward: float
+    def __init__(self, duplicate: _Optional[bool] = ..., reward: _Optional[float] = ...) -> None: ...

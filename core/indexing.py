@@ -28,7 +28,8 @@ def build_index(entities: Sequence[Entity], root: str | os.PathLike[str], strate
     return collection
 
 
-def open_strategy(root: str | os.PathLike[str], name: str) -> Strategy:
-    """Load the collection and the named strategy's component from `root` (verifying checksums)."""
+def open_strategy(root: str | os.PathLike[str], name: str, options: Mapping[str, Any] | None = None) -> Strategy:
+    """Load the collection and the named strategy's component from `root` (verifying checksums).
+    options: the strategy's run-time settings."""
     _, entry = entry_for(name)
-    return entry.load(root, Collection.load(root))
+    return entry.load(root, Collection.load(root), options or {})

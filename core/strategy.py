@@ -28,6 +28,53 @@ class StrategyKind(enum.StrEnum):
     MEMORY = "memory"
 
 
+class EventType(enum.IntEnum):
+    """User actions; values equal ltrr.v1.EventType's."""
+
+    CLICK = 1
+    PLAY = 2
+    LIKE = 3
+    FAVORITE = 4
+    SKIP = 5
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FeedbackEvent:
+    """One user action (see FeedbackEvent in protos/ltrr/v1/common.proto).
+
+    value: strength in [0, 1]; 0 = not given. timestamp: seconds since the Unix epoch.
+    """
+
+    event_id: str
+    query_text: str
+    entity_id: str
+    type: EventType
+    value: float = 0.0
+    timestamp: float = 0.0
+    context: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Slot:
+    """An attribute constraint read from the query span text[start:end]; confidence in [0, 1]."""
+
+    field: str
+    value: str
+    span: str
+    start: int
+    end: int
+    confidence: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Interpretation:
+    """One reading of a query: slots plus leftover free text, with its probability in [0, 1]."""
+
+    slots: tuple[Slot, ...]
+    free_text: str
+    likelihood: float
+
+
 @dataclass(frozen=True, slots=True)
 class Hits:
     """A strategy's answer.
@@ -35,12 +82,13 @@ class Hits:
     ordinals: int64, shape (n,), entity ordinals best first, no repeats.
     scores: float32, shape (n,), strategy-native, non-increasing.
     total_matches: entities that matched before the quota cut (>= n).
+    interpretations: the readings of the query the strategy used (attribute strategy).
     """
 
     ordinals: np.ndarray
     scores: np.ndarray
     total_matches: int
-    interpretations: tuple[Any, ...] = field(default=())
+    interpretations: tuple[Interpretation, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.ordinals.shape != self.scores.shape or self.ordinals.ndim != 1:
@@ -81,27 +129,42 @@ class Strategy(Protocol):
 
 @runtime_checkable
 class SupportsUnderstand(Protocol):
-    def understand(self, query: Query, max_interpretations: int) -> tuple[Any, ...]: ...
+    """Query understanding without retrieval (the attribute strategy)."""
+
+    def understand(self, query: Query, max_interpretations: int) -> tuple[Interpretation, ...]:
+        """Most likely first; likelihoods sum to at most 1."""
+        ...
 
 
 @runtime_checkable
 class SupportsLearn(Protocol):
-    def learn(self, events: Sequence[Any]) -> tuple[int, int]: ...
+    """Learning from feedback (the memory strategy)."""
+
+    def learn(self, events: Sequence[FeedbackEvent]) -> tuple[int, int]:
+        """Record events durably before returning (accepted, duplicates). Unknown entity ids
+        raise NotFoundError and record nothing of the batch."""
+        ...
 
 
-ProgressFactory = Callable[..., Any]
+@runtime_checkable
+class SupportsClose(Protocol):
+    """Strategies holding files or background work release them in close()."""
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
 class StrategyEntry:
     """How to build a strategy's index component from a catalog, and how to load it.
 
-    build(entities, collection, root, options) writes the component under `root`;
-    load(root, collection) returns the Strategy.
+    build(entities, collection, root, options) writes the component under `root`; options are the
+    strategy's build options (CLI: `ltrr index --option NAME.KEY=VALUE`).
+    load(root, collection, options) returns the Strategy; options are run-time settings
+    (CLI: `ltrr shard NAME --option KEY=VALUE`), e.g. a state directory.
     """
 
     build: Callable[[Sequence[Entity], Collection, str | os.PathLike[str], Mapping[str, Any]], None]
-    load: Callable[[str | os.PathLike[str], Collection], Strategy]
+    load: Callable[[str | os.PathLike[str], Collection, Mapping[str, Any]], Strategy]
 
 
 REGISTRY: dict[StrategyKind, StrategyEntry] = {}

@@ -214,9 +214,13 @@ class LexicalIndex:
         write_index(entities, config, root, progress=bool(options.get("progress", True)))
 
     @classmethod
-    def load(cls, root: str | os.PathLike[str], collection: Collection) -> LexicalIndex:
+    def load(cls, root: str | os.PathLike[str], collection: Collection,
+             options: Mapping[str, Any] | None = None) -> LexicalIndex:
+        """options may override k1, b and popularity_weight for this process."""
         r = ComponentReader(root, COMPONENT)
-        config = LexicalConfig.from_params(r.params)
+        params = dict(r.params)
+        params.update({k: float(v) for k, v in (options or {}).items() if k in ("k1", "b", "popularity_weight")})
+        config = LexicalConfig.from_params(params)
         names = r.read_json("terms.json")
         terms = [{t: i for i, t in enumerate(names[f.name], start=base)}
                  for f, base in zip(config.fields, np.cumsum([0] + [len(names[f.name]) for f in config.fields]),

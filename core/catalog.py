@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from core.errors import CatalogError
 
@@ -248,7 +248,7 @@ def write_jsonl(entities: Iterable[Entity], path: str | os.PathLike[str]) -> Non
     """Write a canonical JSONL catalog (gzip'd when the name ends in .gz), atomically."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    raw: IO[bytes] = gzip.GzipFile(tmp, "wb", mtime=0) if p.suffix == ".gz" else tmp.open("wb")
+    raw = cast(IO[bytes], gzip.GzipFile(tmp, "wb", mtime=0) if p.suffix == ".gz" else tmp.open("wb"))
     with raw:
         for e in entities:
             raw.write(json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True).encode() + b"\n")

@@ -40,3 +40,7 @@ class IndexFormatError(LtrrError):
 
 class CatalogError(LtrrError, ValueError):
     """A catalog file cannot be read as the format it claims to be; names the file and line."""
+
+
+class UnimplementedError(LtrrError):
+    """An optional ability (query understanding, learning) the strategy does not offer."""

@@ -16,14 +16,11 @@ import numpy as np
 
 from core.lexical import scoring
 
-_JIT = {"cache": True, "nogil": True}
-
-
 def _compile(fn: Callable[..., Any], env: dict[str, Any], **options: Any) -> Any:
     """njit a copy of `fn` whose global names in `env` refer to already compiled kernels."""
     clone = types.FunctionType(fn.__code__, {**fn.__globals__, **env}, fn.__name__, fn.__defaults__)
     clone.__qualname__ = fn.__qualname__
-    return numba.njit(**_JIT, **options)(clone)
+    return numba.njit(cache=True, nogil=True, **options)(clone)
 
 
 worse = _compile(scoring.worse, {}, inline="always")

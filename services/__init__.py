@@ -1,0 +1,1 @@
+"""ltrr services: gRPC servers, clients, the CLI and process launchers; thin adapters over core/."""

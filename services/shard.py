@@ -1,0 +1,213 @@
+"""The shard server: one retrieval strategy behind ltrr.v1.Shard, on grpc.aio and uvloop.
+
+Life of a shard process:
+1. bind the port and start serving at once, health NOT_SERVING, every Shard rpc UNAVAILABLE;
+2. load the index (checksums verified) and warm every kernel, in a worker thread;
+3. health SERVING; requests run one at a time on a worker thread (the Numba kernels release the
+   GIL), so the event loop keeps answering health checks and watching deadlines;
+4. on SIGTERM or SIGINT: health NOT_SERVING, in-flight requests get a grace period, then exit 0.
+A damaged index ends the process with exit code 2 and a message naming the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from ltrr.v1 import shard_pb2, shard_pb2_grpc
+
+from core.errors import InvalidArgumentError, LtrrError, NotReadyError, UnimplementedError
+from core.indexing import open_strategy
+from core.query import Limits, check_quota
+from core.storage import FORMAT_VERSION
+from core.strategy import Strategy, SupportsClose, SupportsLearn, SupportsUnderstand
+from services import convert
+from services.status import status_for
+
+log = logging.getLogger("ltrr.shard")
+SERVICE = shard_pb2.DESCRIPTOR.services_by_name["Shard"].full_name
+GRACE_SECONDS = 5.0
+MAX_LEARN_EVENTS = 1000
+DEFAULT_INTERPRETATIONS = 8
+MAX_INTERPRETATIONS = 32
+
+Resp = TypeVar("Resp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardConfig:
+    """strategy: registered strategy name; index: index directory; options: the strategy's run-time
+    settings; delay_ms: test-only artificial delay added to every Retrieve (0 = none)."""
+
+    strategy: str
+    index: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    limits: Limits = field(default_factory=Limits)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    delay_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"`port` must be in [0, 65535], but got {self.port}")
+        if self.delay_ms < 0:
+            raise ValueError(f"`delay_ms` must be >= 0, but got {self.delay_ms}")
+
+
+def rpc(handler: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
+    """Map core errors onto status codes (one table: services.status); everything else is INTERNAL."""
+
+    @wraps(handler)
+    async def wrapper(self: ShardService, request: Any, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except LtrrError as err:
+            await context.abort(status_for(err), str(err))
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{handler.__name__} failed; see the shard's log")
+        raise AssertionError("unreachable: context.abort raises")
+
+    return wrapper
+
+
+class ShardService(shard_pb2_grpc.ShardServicer):
+    def __init__(self, config: ShardConfig) -> None:
+        self.config = config
+        self.strategy: Strategy | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-shard")
+
+    def _ready(self) -> Strategy:
+        if self.strategy is None:
+            raise NotReadyError(f"the {self.config.strategy} shard is still loading its index")
+        return self.strategy
+
+    async def _run(self, fn: Callable[..., Resp], *args: Any) -> Resp:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _retrieve(self, request: shard_pb2.RetrieveRequest) -> shard_pb2.RetrieveResponse:
+        start = time.perf_counter()
+        strategy = self._ready()
+        query = convert.query_from_proto(request.query, self.config.limits, strategy.vector_dim)
+        quota = check_quota(request.quota, self.config.limits)
+        hits = strategy.retrieve(query, quota, strategy.collection.allowed(query.filters))
+        if self.config.delay_ms:
+            time.sleep(self.config.delay_ms / 1000)
+        took = (time.perf_counter() - start) * 1000
+        return convert.hits_to_response(strategy.kind.value, hits, strategy.collection.ids, took)
+
+    @rpc
+    async def Retrieve(self, request: shard_pb2.RetrieveRequest, context: grpc.aio.ServicerContext
+                       ) -> shard_pb2.RetrieveResponse:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the shard started")
+        return await self._run(self._retrieve, request)
+
+    def _understand(self, request: shard_pb2.UnderstandRequest) -> shard_pb2.UnderstandResponse:
+        start = time.perf_counter()
+        strategy = self._ready()
+        if not isinstance(strategy, SupportsUnderstand):
+            raise UnimplementedError(f"the {strategy.kind.value} strategy has no query understanding")
+        n = request.max_interpretations or DEFAULT_INTERPRETATIONS
+        if not 1 <= n <= MAX_INTERPRETATIONS:
+            raise InvalidArgumentError("max_interpretations", f"must be in [0, {MAX_INTERPRETATIONS}], but got {n}")
+        query = convert.query_from_proto(request.query, self.config.limits, strategy.vector_dim)
+        interps = strategy.understand(query, n)
+        return shard_pb2.UnderstandResponse(interpretations=[convert.interpretation_to_proto(i) for i in interps],
+                                            took_ms=(time.perf_counter() - start) * 1000)
+
+    @rpc
+    async def Understand(self, request: shard_pb2.UnderstandRequest, context: grpc.aio.ServicerContext
+                         ) -> shard_pb2.UnderstandResponse:
+        return await self._run(self._understand, request)
+
+    def _learn(self, request: shard_pb2.LearnRequest) -> shard_pb2.LearnResponse:
+        strategy = self._ready()
+        if not isinstance(strategy, SupportsLearn):
+            raise UnimplementedError(f"the {strategy.kind.value} strategy does not learn from feedback")
+        if not 1 <= len(request.events) <= MAX_LEARN_EVENTS:
+            raise InvalidArgumentError("events", f"must hold 1..{MAX_LEARN_EVENTS} events, got {len(request.events)}")
+        events = [convert.event_from_proto(e, f"events[{i}]") for i, e in enumerate(request.events)]
+        accepted, duplicates = strategy.learn(events)
+        return shard_pb2.LearnResponse(accepted=accepted, duplicates=duplicates)
+
+    @rpc
+    async def Learn(self, request: shard_pb2.LearnRequest, context: grpc.aio.ServicerContext
+                    ) -> shard_pb2.LearnResponse:
+        return await self._run(self._learn, request)
+
+    @rpc
+    async def Describe(self, request: shard_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+                       ) -> shard_pb2.DescribeResponse:
+        s = self._ready()
+        c = s.collection
+        return shard_pb2.DescribeResponse(
+            strategy=s.kind.value, format_version=FORMAT_VERSION, index_id=c.index_id, num_entities=len(c),
+            num_deleted=len(c.deleted), max_quota=self.config.limits.max_quota,
+            max_query_chars=self.config.limits.max_query_chars, filter_fields=c.filter_fields,
+            vector_dim=s.vector_dim, params=dict(s.describe()))
+
+    def load(self) -> None:
+        """Open the index and warm it up (blocking; runs on the worker thread)."""
+        started = time.perf_counter()
+        strategy = open_strategy(self.config.index, self.config.strategy, self.config.options)
+        strategy.warm_up()
+        self.strategy = strategy
+        log.info("loaded %s index %s (%d entities) in %.2fs", self.config.strategy, self.config.index,
+                 len(strategy.collection), time.perf_counter() - started)
+
+    def close(self) -> None:
+        if isinstance(self.strategy, SupportsClose):
+            self.strategy.close()
+        self.executor.shutdown(wait=True)
+
+
+async def serve(config: ShardConfig, *, on_listening: Callable[[str], None] | None = None) -> int:
+    """Run a shard until SIGTERM/SIGINT; returns the process exit code."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+    service = ShardService(config)
+    shard_pb2_grpc.add_ShardServicer_to_server(service, server)
+    health_service = health.aio.HealthServicer()  # type: ignore[attr-defined]  # set up conditionally
+    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    for name in ("", SERVICE):
+        await health_service.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    address = f"{config.host}:{port}"
+    if on_listening:
+        on_listening(address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await loop.run_in_executor(service.executor, service.load)
+    except LtrrError as err:
+        log.error("cannot serve: %s", err)
+        await server.stop(0)
+        return 2
+    except Exception:
+        log.exception("cannot serve: loading the index failed")
+        await server.stop(0)
+        return 1
+    for name in ("", SERVICE):
+        await health_service.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("%s shard serving on %s", config.strategy, address)
+    await stop.wait()
+    log.info("stopping (grace %.0fs)", GRACE_SECONDS)
+    await health_service.enter_graceful_shutdown()
+    await server.stop(GRACE_SECONDS)
+    service.close()
+    return 0

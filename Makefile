@@ -1,0 +1,39 @@
+# The two commands a newcomer needs (see README.md):
+#   make demo   set up, then index the bundled music catalog, serve it and run example searches
+#   make test   set up, then lint, type-check and run the test suite
+# Everything installs into .venv from the package registries; re-running skips what is done.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ltrr-installed
+
+.PHONY: demo test lint pytest bench install clean
+
+demo: $(STAMP)
+	$(BIN)/ltrr demo $(DEMO_ARGS)
+
+test: lint pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.lexical
+
+install: $(STAMP)
+
+# torch==2.13.0 first: it is the CPU build here; any other torch pulls gigabytes of GPU packages.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[semantic,dev,bench]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) indexes .pytest_cache .mypy_cache .ruff_cache

@@ -23,7 +23,7 @@ def _options(pairs: Sequence[str], *, scoped: bool) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: --option expects KEY=VALUE, got {pair!r}")
+            raise SystemExit(f"error: --option expects {'STRATEGY.' if scoped else ''}KEY=VALUE, got {pair!r}")
         if scoped:
             scope, dot, name = key.partition(".")
             if not dot:
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     try:
         return int(args.func(args))
-    except LtrrError as err:
+    except (LtrrError, ValueError) as err:  # core validates input with precise ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,191 @@
+"""Approximate nearest neighbours over usearch HNSW (Malkov & Yashunin, 2018), cosine metric.
+
+Keys are entity ordinals (uint64 in usearch, int64 here). Scores are cosine similarities
+(1 - usearch's cosine distance), float32, in [-1, 1], best first.
+
+Filters: usearch has no filtered search from Python, so an `allowed` bitmap is honoured by
+over-fetching and filtering with Roaring, widening the fetch until the quota is met or the index is
+exhausted (the last round is an exact scan, which misses nothing). Small allowed sets are scored
+exactly, straight from their stored vectors.
+
+A saved index is opened memory-mapped (`view`): read-only and shared by the page cache. The first
+add or remove on a view copies the index into memory (copy on write), under a lock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from pyroaring import BitMap
+from usearch.index import Index
+
+DTYPES = ("f32", "f16", "i8")
+DEFAULT_DTYPE = "f16"
+DEFAULT_CONNECTIVITY = 16
+DEFAULT_EXPANSION_ADD = 128
+DEFAULT_EXPANSION_SEARCH = 64
+DEFAULT_EXACT_BELOW = 2048
+DEFAULT_OVERFETCH = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnnConfig:
+    """dtype: storage of vectors ("f32", "f16" half precision, "i8" 8-bit scalar quantisation).
+    connectivity: HNSW graph degree M. expansion_add / expansion_search: candidate-list sizes
+    (efConstruction / ef) at build and query time; more is slower and more exact.
+    exact_below: indexes with fewer vectors, and allowed sets with fewer members, are searched
+    exactly (brute force; 0 = never). overfetch: a filtered search first asks for
+    quota * overfetch / (share of the index allowed) neighbours, then doubles."""
+
+    dtype: str = DEFAULT_DTYPE
+    connectivity: int = DEFAULT_CONNECTIVITY
+    expansion_add: int = DEFAULT_EXPANSION_ADD
+    expansion_search: int = DEFAULT_EXPANSION_SEARCH
+    exact_below: int = DEFAULT_EXACT_BELOW
+    overfetch: float = DEFAULT_OVERFETCH
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"`dtype` must be one of {', '.join(DTYPES)}, but got {self.dtype!r}")
+        if not 2 <= self.connectivity <= 256:
+            raise ValueError(f"`connectivity` must be in [2, 256], but got {self.connectivity}")
+        for name in ("expansion_add", "expansion_search"):
+            if not 1 <= getattr(self, name) <= 65_536:
+                raise ValueError(f"`{name}` must be in [1, 65536], but got {getattr(self, name)}")
+        if self.exact_below < 0:
+            raise ValueError(f"`exact_below` must be >= 0, but got {self.exact_below}")
+        if not (math.isfinite(self.overfetch) and self.overfetch >= 1):
+            raise ValueError(f"`overfetch` must be finite and >= 1, but got {self.overfetch}")
+
+
+def _set_expansion(index: Index, expansion_search: int) -> None:
+    index.expansion_search = expansion_search  # type: ignore[misc]  # usearch's setter is untyped
+
+
+class VectorIndex:
+    """An HNSW index of unit vectors keyed by ordinal, plus the bitmap of keys it holds."""
+
+    def __init__(self, index: Index, config: AnnConfig, *, view: bool = False) -> None:
+        self.index = index
+        self.config = config
+        self.view = view
+        self.keys = BitMap(np.asarray(index.keys, dtype=np.uint64).astype(np.uint32))
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, dim: int, config: AnnConfig) -> VectorIndex:
+        if dim < 1:
+            raise ValueError(f"`dim` must be >= 1, but got {dim}")
+        return cls(Index(ndim=dim, metric="cos", dtype=config.dtype, connectivity=config.connectivity,
+                         expansion_add=config.expansion_add, expansion_search=config.expansion_search), config)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], config: AnnConfig, *, view: bool = True) -> VectorIndex:
+        """A saved index, memory-mapped read-only when `view` (else copied into memory)."""
+        index = Index.restore(os.fspath(path), view=view)
+        if index is None:
+            raise ValueError(f"{path}: not a usearch index")
+        _set_expansion(index, config.expansion_search)
+        return cls(index, config, view=view)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.ndim)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def to_bytes(self) -> bytes:
+        """The whole index in usearch's file format."""
+        data = self.index.save()
+        if data is None:
+            raise RuntimeError("usearch returned no buffer from save()")
+        return bytes(data)
+
+    # -- updates --------------------------------------------------------------------------------
+
+    def _writable(self) -> Index:
+        if self.view:
+            copy = Index.restore(bytearray(self.to_bytes()), view=False)
+            if copy is None:
+                raise RuntimeError("usearch could not copy its index into memory")
+            _set_expansion(copy, self.config.expansion_search)
+            self.index = copy
+            self.view = False
+        return self.index
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert or replace: keys int64, shape (n,), distinct, >= 0; vectors float32, shape (n, dim)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(keys), -1)
+        if vectors.shape[1] != self.dim:
+            raise ValueError(f"`vectors` must have {self.dim} columns, but got {vectors.shape[1]}")
+        if len(np.unique(keys)) != len(keys) or (keys < 0).any():
+            raise ValueError("`keys` must be distinct and >= 0")
+        with self._lock:
+            index = self._writable()
+            present = keys[[int(k) in self.keys for k in keys]]
+            if present.size:
+                index.remove(present.astype(np.uint64))
+            if keys.size:
+                index.add(keys.astype(np.uint64), vectors)
+            self.keys |= BitMap(keys.astype(np.uint32))
+
+    def remove(self, keys: np.ndarray) -> int:
+        """Remove the given keys (absent ones are ignored); returns how many were removed."""
+        with self._lock:
+            present = np.array([k for k in np.asarray(keys, dtype=np.int64).tolist() if k in self.keys],
+                               dtype=np.int64)
+            if present.size == 0:
+                return 0
+            self._writable().remove(present.astype(np.uint64))
+            self.keys -= BitMap(present.astype(np.uint32))
+            return int(present.size)
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def _search(self, vector: np.ndarray, count: int, exact: bool) -> tuple[np.ndarray, np.ndarray]:
+        m = self.index.search(vector, count, exact=exact)
+        return np.asarray(m.keys, dtype=np.int64), (1.0 - np.asarray(m.distances, dtype=np.float32))
+
+    def _exact_subset(self, vector: np.ndarray, candidates: BitMap, quota: int) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.asarray(candidates.to_array(), dtype=np.int64)
+        stored = np.stack(self.index.get(keys.astype(np.uint64), dtype="f32")).reshape(len(keys), -1)  # type: ignore[arg-type]
+        norms = np.linalg.norm(stored, axis=1) * np.linalg.norm(vector)
+        sims = np.divide(stored @ vector, norms, out=np.zeros(len(keys), dtype=np.float32), where=norms > 0)
+        top = np.argsort(-sims, kind="stable")[:quota]
+        return keys[top], sims[top].astype(np.float32)
+
+    def search(self, vector: np.ndarray, quota: int, allowed: BitMap | None = None
+               ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Top `quota` keys among `allowed` (None: all) by cosine similarity to `vector`
+        (float32, shape (dim,), non-zero). Returns (keys int64 (m,), similarities float32 (m,),
+        total candidates allowed), m <= quota, best first."""
+        n = len(self.keys)
+        if n == 0 or quota < 1:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), 0
+        exact_below = self.config.exact_below
+        if allowed is None:
+            keys, sims = self._search(vector, min(quota, n), exact=n < exact_below)
+            return keys, sims, n
+        candidates = self.keys & allowed
+        total = len(candidates)
+        if total == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), 0
+        if total < exact_below:
+            keys, sims = self._exact_subset(vector, candidates, quota)
+            return keys, sims, total
+        members = np.asarray(candidates.to_array(), dtype=np.int64)
+        want = min(quota, total)
+        count = min(n, max(want, math.ceil(want * self.config.overfetch * n / total)))
+        while True:
+            exact = count >= n or n < exact_below
+            keys, sims = self._search(vector, n if exact else count, exact=exact)
+            keep = np.isin(keys, members, assume_unique=True)
+            if keep.sum() >= want or exact:
+                return keys[keep][:quota], sims[keep][:quota], total
+            count = min(n, count * 2)

@@ -1,0 +1,155 @@
+"""The usearch vector index: HNSW against exact search, filters, storage types, updates, views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyroaring import BitMap
+
+from core.semantic.ann import AnnConfig, VectorIndex
+from core.semantic.encoders import l2_normalize
+
+N, DIM = 3000, 32
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    """Clustered unit vectors (as real embeddings are) and queries near them; fixed seed."""
+    rng = np.random.default_rng(42)
+    centres = rng.standard_normal((30, DIM))
+    points = centres[rng.integers(0, 30, N)] + 0.6 * rng.standard_normal((N, DIM))
+    queries = centres[rng.integers(0, 30, 50)] + 0.6 * rng.standard_normal((50, DIM))
+    return l2_normalize(points), l2_normalize(queries)
+
+
+def exact_topk(points: np.ndarray, query: np.ndarray, k: int, allowed: BitMap | None = None) -> np.ndarray:
+    sims = points @ query
+    if allowed is not None:
+        mask = np.zeros(len(points), dtype=bool)
+        mask[np.asarray(allowed.to_array(), dtype=np.int64)] = True
+        sims = np.where(mask, sims, -np.inf)
+    order = np.argsort(-sims, kind="stable")[:k]
+    return order[np.isfinite(sims[order])]
+
+
+def build(points: np.ndarray, **config: object) -> VectorIndex:
+    index = VectorIndex.create(points.shape[1], AnnConfig(**config))  # type: ignore[arg-type]
+    index.add(np.arange(len(points)), points)
+    return index
+
+
+@pytest.fixture(scope="module")
+def hnsw(data: tuple[np.ndarray, np.ndarray]) -> VectorIndex:
+    return build(data[0], exact_below=0, dtype="f32")
+
+
+def recall_at_10(index: VectorIndex, points: np.ndarray, queries: np.ndarray) -> float:
+    found = 0
+    for q in queries:
+        keys, _, _ = index.search(q, 10)
+        found += len(set(keys.tolist()) & set(exact_topk(points, q, 10).tolist()))
+    return found / (10 * len(queries))
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "i8"])
+def test_hnsw_agrees_with_exact_search(data: tuple[np.ndarray, np.ndarray], dtype: str) -> None:
+    points, queries = data
+    index = build(points, exact_below=0, dtype=dtype)
+    assert recall_at_10(index, points, queries) >= (0.95 if dtype != "i8" else 0.9)
+
+
+def test_scores_are_cosine_similarities_best_first(hnsw: VectorIndex, data: tuple[np.ndarray, np.ndarray]) -> None:
+    points, queries = data
+    keys, sims, total = hnsw.search(queries[0], 20)
+    assert total == N and keys.dtype == np.int64 and sims.dtype == np.float32
+    np.testing.assert_allclose(sims, points[keys] @ queries[0], atol=1e-5)
+    assert np.all(np.diff(sims) <= 0)
+
+
+def test_small_index_is_searched_exactly(data: tuple[np.ndarray, np.ndarray]) -> None:
+    points, queries = data
+    small = build(points[:500], dtype="f32", expansion_search=1, connectivity=2)  # a poor graph...
+    for q in queries[:10]:
+        keys, _, _ = small.search(q, 10)  # ...is not used below exact_below
+        assert keys.tolist() == exact_topk(points[:500], q, 10).tolist()
+
+
+@pytest.mark.parametrize("share", [0.9, 0.3, 0.05, 0.002])
+def test_filter_meets_quota_with_allowed_keys_only(hnsw: VectorIndex, data: tuple[np.ndarray, np.ndarray],
+                                                   share: float) -> None:
+    points, queries = data
+    rng = np.random.default_rng(1)
+    allowed = BitMap(np.flatnonzero(rng.random(N) < share).astype(np.uint32))
+    for q in queries[:10]:
+        keys, sims, total = hnsw.search(q, 10, allowed)
+        assert total == len(allowed)
+        assert len(keys) == min(10, len(allowed)) and set(keys.tolist()) <= set(allowed)
+        assert np.all(np.diff(sims) <= 0)
+        expected = exact_topk(points, q, 10, allowed)
+        assert len(set(keys.tolist()) & set(expected.tolist())) >= 0.8 * len(expected)
+
+
+def test_filter_widens_until_exhausted(data: tuple[np.ndarray, np.ndarray]) -> None:
+    """A filter the first fetch misses entirely must still be answered (by widening to a full scan)."""
+    points, queries = data
+    index = build(points, exact_below=0, overfetch=1.0)
+    far = exact_topk(points, -queries[0], 2500)  # the 2500 entities least like the query
+    allowed = BitMap(far.astype(np.uint32))
+    keys, _, total = index.search(queries[0], 5, allowed)
+    assert total == 2500 and len(keys) == 5 and set(keys.tolist()) <= set(allowed)
+    keys, _, _ = index.search(queries[0], 50, BitMap([int(far[0]), int(far[1])]) | BitMap([N + 7]))
+    assert sorted(keys.tolist()) == sorted(far[:2].tolist())  # ordinals outside the index are ignored
+
+
+def test_empty_allowed_and_empty_index(hnsw: VectorIndex, data: tuple[np.ndarray, np.ndarray]) -> None:
+    _, queries = data
+    assert [len(a) for a in hnsw.search(queries[0], 5, BitMap())[:2]] == [0, 0]
+    empty = VectorIndex.create(DIM, AnnConfig())
+    assert empty.search(queries[0], 5)[2] == 0
+
+
+def test_add_replace_and_remove(data: tuple[np.ndarray, np.ndarray]) -> None:
+    points, queries = data
+    index = build(points[:100], dtype="f32")
+    index.add(np.array([5]), queries[:1])  # re-embed ordinal 5 as the query itself
+    keys, sims, _ = index.search(queries[0], 1)
+    assert keys.tolist() == [5] and sims[0] == pytest.approx(1.0, abs=1e-5)
+    assert len(index) == 100
+    assert index.remove(np.array([5, 999])) == 1 and len(index) == 99
+    assert 5 not in index.search(queries[0], 100)[0].tolist()
+
+
+def test_saved_index_opens_as_a_view_and_copies_on_write(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
+                                                          ) -> None:
+    points, queries = data
+    index = build(points[:400], dtype="f16", exact_below=0)
+    path = tmp_path / "index.usearch"
+    path.write_bytes(index.to_bytes())
+    view = VectorIndex.open(path, index.config)
+    assert view.view and len(view) == 400 and view.dim == DIM
+    assert view.search(queries[0], 10)[0].tolist() == index.search(queries[0], 10)[0].tolist()
+    view.remove(view.search(queries[0], 1)[0])
+    assert not view.view and len(view) == 399
+    assert len(VectorIndex.open(path, index.config)) == 400  # the file is untouched
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"dtype": "f64"}, "`dtype` must be one of f32, f16, i8, but got 'f64'"),
+    ({"connectivity": 1}, "`connectivity` must be in"),
+    ({"expansion_search": 0}, "`expansion_search` must be in"),
+    ({"expansion_add": 10**6}, "`expansion_add` must be in"),
+    ({"exact_below": -1}, "`exact_below` must be >= 0"),
+    ({"overfetch": 0.5}, "`overfetch` must be finite and >= 1"),
+])
+def test_config_rejects(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        AnnConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_add_rejects_bad_input(hnsw: VectorIndex) -> None:
+    with pytest.raises(ValueError, match="must have 32 columns"):
+        hnsw.add(np.array([1]), np.ones((1, 8), dtype=np.float32))
+    with pytest.raises(ValueError, match="distinct"):
+        hnsw.add(np.array([1, 1]), np.ones((2, DIM), dtype=np.float32))

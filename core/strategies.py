@@ -2,4 +2,3 @@
 
 from core.lexical import index as _lexical  # noqa: F401
 from core.semantic import index as _semantic  # noqa: F401
-from core.attribute import index as _attribute  # noqa: F401

@@ -16,6 +16,7 @@ import numpy as np
 
 from core.lexical import scoring
 
+
 def _compile(fn: Callable[..., Any], env: dict[str, Any], **options: Any) -> Any:
     """njit a copy of `fn` whose global names in `env` refer to already compiled kernels."""
     clone = types.FunctionType(fn.__code__, {**fn.__globals__, **env}, fn.__name__, fn.__defaults__)

@@ -65,7 +65,7 @@ def test_vector_query_and_filter(client: ShardClient, catalog: list[Entity]) -> 
     by_vector = client.retrieve("", 10, vector=vector)
     by_text = client.retrieve("gold city summer", 10)
     assert [c.entity_id for c in by_vector.candidates] == [c.entity_id for c in by_text.candidates]
-    jazz = {e.id for e in catalog if "jazz" in e.attributes["genre"]}
+    jazz = {e.id for e in catalog if e.attributes["genre"] == ("jazz",)}
     filtered = client.retrieve("love", 30, filters=[Filter(field="genre", values=("jazz",))])
     assert len(filtered.candidates) == 30 and {c.entity_id for c in filtered.candidates} <= jazz
 

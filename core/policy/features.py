@@ -1,0 +1,69 @@
+"""Query and context features for the policy: a fixed-length float64 vector.
+
+Layout (FEATURE_NAMES gives the names, in order):
+- bias;
+- query shape: token count one-hot (1, 2, 3-4, 5+), has a digit, has a quote or a dash;
+- query understanding (from the attribute strategy, when it answered in time): likelihood of the
+  top interpretation, whether it has an artist / title / genre / decade / mood slot, whether it
+  leaves no free text, and how many interpretations there are (/ 8, capped at 1);
+- time: hour of day as sin and cos (0 when unknown), weekend;
+- device one-hot (mobile, desktop, speaker, tv);
+- strongest user affinity given in the context (max of "affinity.*" values, clipped to [0, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from core.strategy import Interpretation
+
+DEVICES = ("mobile", "desktop", "speaker", "tv")
+SLOT_GROUPS = {"artist": ("artist",), "title": ("title", "track"), "genre": ("genre", "subgenre"),
+               "decade": ("decade", "year", "release_date"), "mood": ("mood", "tempo", "danceability", "energy")}
+FEATURE_NAMES = (
+    "bias", "tokens_1", "tokens_2", "tokens_3_4", "tokens_5_plus", "has_digit", "has_punctuation",
+    "qu_likelihood", *(f"qu_slot_{g}" for g in SLOT_GROUPS), "qu_no_free_text", "qu_interpretations",
+    "hour_sin", "hour_cos", "weekend", *(f"device_{d}" for d in DEVICES), "affinity_max",
+)
+DIM = len(FEATURE_NAMES)
+
+
+def _number(context: Mapping[str, str], key: str) -> float | None:
+    try:
+        value = float(context[key])
+    except (KeyError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def featurize(text: str, context: Mapping[str, str], interpretations: Sequence[Interpretation] = ()
+              ) -> np.ndarray:
+    """float64, shape (DIM,). Unknown or malformed context values count as absent."""
+    x = np.zeros(DIM)
+    x[0] = 1.0
+    n_tokens = len(text.split())
+    x[1 + (0 if n_tokens <= 1 else 1 if n_tokens == 2 else 2 if n_tokens <= 4 else 3)] = 1.0
+    x[5] = float(any(c.isdigit() for c in text))
+    x[6] = float(any(c in "\"'-&:" for c in text))
+    if interpretations:
+        top = max(interpretations, key=lambda i: i.likelihood)
+        x[7] = top.likelihood
+        fields = {s.field for s in top.slots}
+        for k, group in enumerate(SLOT_GROUPS.values()):
+            x[8 + k] = float(any(f in fields for f in group))
+        x[13] = float(not top.free_text and bool(top.slots))
+        x[14] = min(1.0, len(interpretations) / 8)
+    hour = _number(context, "hour")
+    if hour is not None:
+        x[15], x[16] = math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24)
+    weekday = _number(context, "weekday")
+    x[17] = float(weekday is not None and weekday >= 5)
+    device = context.get("device", "")
+    if device in DEVICES:
+        x[18 + DEVICES.index(device)] = 1.0
+    affinities = [v for k in context if k.startswith("affinity.") and (v := _number(context, k)) is not None]
+    x[22] = min(1.0, max(0.0, max(affinities))) if affinities else 0.0
+    return x

@@ -1,0 +1,192 @@
+"""Allocation policies: which strategies to call and with what quota, with the propensity of the choice.
+
+Every policy scores the feasible allocations (core.policy.allocation) from predicted hit
+probabilities, then mixes in an exploration floor: with probability `exploration_floor` the
+allocation is drawn uniformly instead, so every allocation keeps probability >= floor / A and
+off-policy estimators stay unbiased. The recorded propensity is
+
+    P(a) = (1 - floor) * P_rule(a) + floor / A
+
+where P_rule is exact for LinUCB and epsilon-greedy (argmax, or argmax mixed with uniform) and, for
+Thompson sampling, estimated by re-drawing the posterior `propensity_samples` times and counting how
+often each allocation wins (the acting draw is one of them). Static plans have P(a) = 1.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.policy.allocation import DEFAULT_BUDGET, DEFAULT_LEVELS, AllocationSpace, equal_split
+from core.policy.models import LinearArms
+from core.storage import write_file_atomic
+
+
+class PolicyKind(enum.StrEnum):
+    THOMPSON = "thompson"
+    LINUCB = "linucb"
+    EPSILON_GREEDY = "epsilon-greedy"
+    STATIC = "static"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyConfig:
+    """Costs are in reward units (a hit is worth 1): per candidate fetched and per millisecond of
+    the slowest strategy called. static_quotas: per strategy, for kind "static" (empty: equal split)."""
+
+    kind: PolicyKind = PolicyKind.THOMPSON
+    levels: tuple[int, ...] = DEFAULT_LEVELS
+    budget: int = DEFAULT_BUDGET
+    exploration_floor: float = 0.05
+    epsilon: float = 0.1
+    ucb_alpha: float = 1.0
+    noise: float = 0.5
+    prior_precision: float = 1.0
+    propensity_samples: int = 64
+    cost_per_candidate: float = 0.0005
+    cost_per_ms: float = 0.001
+    latency_decay: float = 0.1
+    static_quotas: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", PolicyKind(self.kind))
+        for name in ("exploration_floor", "epsilon", "latency_decay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1], but got {getattr(self, name)}")
+        if self.propensity_samples < 1:
+            raise ValueError(f"`propensity_samples` must be >= 1, but got {self.propensity_samples}")
+        if self.cost_per_candidate < 0 or self.cost_per_ms < 0 or self.ucb_alpha < 0:
+            raise ValueError("`cost_per_candidate`, `cost_per_ms` and `ucb_alpha` must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """quotas: per strategy (0 = skip); propensity: P(this joint allocation), in (0, 1];
+    marginals: per strategy, P(that strategy gets its quota); allocation: index in the space."""
+
+    quotas: tuple[int, ...]
+    propensity: float
+    marginals: tuple[float, ...]
+    allocation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one strategy did in a search that got feedback. rank: 1-based rank of the acted-on
+    entity in the strategy's list, 0 = absent; answered: False for TIMEOUT, ERROR or SKIPPED."""
+
+    quota: int
+    rank: int
+    answered: bool
+
+
+Rule = Callable[["BanditPolicy", np.ndarray, np.random.Generator], tuple[int, np.ndarray]]
+
+
+def _thompson(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+    draws = policy.arms.sample(x, policy.config.propensity_samples, rng)
+    winners = policy.values(draws).argmax(axis=1)
+    probs = np.bincount(winners, minlength=policy.n_allocations) / len(winners)
+    return int(winners[0]), probs
+
+
+def _linucb(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+    mean, var = policy.arms.predict(x)
+    best = int(policy.values((mean + policy.config.ucb_alpha * np.sqrt(var))[None]).argmax())
+    return best, np.eye(policy.n_allocations)[best]
+
+
+def _epsilon_greedy(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+    mean, _ = policy.arms.predict(x)
+    eps = policy.config.epsilon
+    probs = np.full(policy.n_allocations, eps / policy.n_allocations)
+    probs[int(policy.values(mean[None]).argmax())] += 1.0 - eps
+    return int(rng.choice(policy.n_allocations, p=probs)), probs
+
+
+def _static(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+    return policy.static_allocation, np.eye(policy.n_allocations)[policy.static_allocation]
+
+
+RULES: dict[PolicyKind, Rule] = {
+    PolicyKind.THOMPSON: _thompson, PolicyKind.LINUCB: _linucb,
+    PolicyKind.EPSILON_GREEDY: _epsilon_greedy, PolicyKind.STATIC: _static,
+}
+
+
+@dataclass
+class BanditPolicy:
+    """A contextual bandit over joint allocations for `strategies`, on context features of size `dim`."""
+
+    strategies: tuple[str, ...]
+    dim: int
+    config: PolicyConfig = field(default_factory=PolicyConfig)
+
+    def __post_init__(self) -> None:
+        self.space = AllocationSpace(strategies=tuple(self.strategies), levels=self.config.levels,
+                                     budget=self.config.budget)
+        self.n_allocations = len(self.space.allocations)
+        self.arms = LinearArms(len(self.strategies), len(self.config.levels), self.dim,
+                               prior_precision=self.config.prior_precision, noise=self.config.noise)
+        self.latency_ms = np.zeros(len(self.strategies))
+        quotas = self.config.static_quotas or equal_split(self.space)
+        self.static_allocation = self.space.index_of(quotas)
+        self.floor = 0.0 if self.config.kind is PolicyKind.STATIC else self.config.exploration_floor
+
+    def values(self, p: np.ndarray) -> np.ndarray:
+        """Allocation values for hit probabilities p (M, S, L): float64 (M, A)."""
+        c = self.config
+        return self.space.values(p, self.latency_ms, c.cost_per_candidate, c.cost_per_ms)
+
+    def decide(self, x: np.ndarray, rng: np.random.Generator) -> Decision:
+        """Choose an allocation for context x (float64, (dim,))."""
+        chosen, rule_probs = RULES[self.config.kind](self, x, rng)
+        if self.floor > 0 and rng.random() < self.floor:
+            chosen = int(rng.integers(self.n_allocations))
+        probs = (1.0 - self.floor) * rule_probs + self.floor / self.n_allocations
+        alloc = self.space.allocations
+        marginals = tuple(float(probs[alloc[:, s] == alloc[chosen, s]].sum()) for s in range(len(self.strategies)))
+        return Decision(self.space.quotas(chosen), float(probs[chosen]), marginals, chosen)
+
+    def observe_latency(self, strategy: int, latency_ms: float) -> None:
+        """Fold one measured call latency into the strategy's moving average (an action feature)."""
+        d = self.config.latency_decay
+        self.latency_ms[strategy] = latency_ms if self.latency_ms[strategy] == 0 else \
+            (1 - d) * self.latency_ms[strategy] + d * latency_ms
+
+    def update(self, x: np.ndarray, outcomes: Sequence[Outcome]) -> None:
+        """Learn from one search's feedback. A strategy called with quota q reveals the hit for
+        every level up to q (was the entity in its top-q' for q' <= q?), so all those arms learn."""
+        if len(outcomes) != len(self.strategies):
+            raise ValueError(f"`outcomes` must have {len(self.strategies)} entries, but got {len(outcomes)}")
+        for s, o in enumerate(outcomes):
+            if not o.answered or o.quota <= 0:
+                continue
+            for level, q in enumerate(self.config.levels):
+                if 0 < q <= o.quota:
+                    self.arms.update(x, s, level, 1.0 if 0 < o.rank <= q else 0.0)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Atomically write the learned state (and the config it belongs to) to one .npz file."""
+        buf = io.BytesIO()
+        meta = json.dumps({"strategies": list(self.strategies), "dim": self.dim, "config": asdict(self.config)})
+        arrays: dict[str, np.ndarray] = {"meta": np.array(meta), "latency_ms": self.latency_ms, **self.arms.state()}
+        np.savez(buf, allow_pickle=False, **arrays)
+        write_file_atomic(Path(path), buf.getvalue())
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Restore state saved by `save`; ValueError if it belongs to other strategies or features."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta["strategies"] != list(self.strategies) or meta["dim"] != self.dim:
+                raise ValueError(f"{path}: saved for strategies {meta['strategies']} and dim {meta['dim']}, "
+                                 f"not {list(self.strategies)} and {self.dim}")
+            self.arms.load_state({k: data[k] for k in ("a_inv", "b", "n")})
+            self.latency_ms = np.array(data["latency_ms"])

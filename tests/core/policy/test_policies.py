@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.policy.allocation import AllocationSpace, equal_split
+from core.policy.features import DIM, featurize
+from core.policy.policies import BanditPolicy, Outcome, PolicyConfig, PolicyKind
+from core.strategy import Interpretation, Slot
+
+STRATEGIES = ("lexical", "semantic", "attribute", "memory")
+LEARNING_KINDS = [PolicyKind.THOMPSON, PolicyKind.LINUCB, PolicyKind.EPSILON_GREEDY]
+
+
+def x_for(text: str = "dance monkey") -> np.ndarray:
+    return featurize(text, {"hour": "9", "device": "mobile"})
+
+
+def test_allocations_respect_the_budget_and_call_something() -> None:
+    space = AllocationSpace(strategies=STRATEGIES, levels=(0, 10, 25, 50, 100), budget=100)
+    quotas = np.asarray(space.levels)[space.allocations]
+    assert (quotas.sum(axis=1) <= 100).all() and (quotas.sum(axis=1) > 0).all()
+    assert len({tuple(r) for r in space.allocations.tolist()}) == len(space.allocations)
+    assert space.quotas(space.index_of((25, 25, 25, 25))) == (25, 25, 25, 25)
+    with pytest.raises(ValueError, match="exceed the budget"):
+        space.index_of((100, 100, 0, 0))
+    assert equal_split(space) == (25, 25, 25, 25)
+
+
+def test_union_value_of_independent_strategies() -> None:
+    space = AllocationSpace(strategies=("a", "b"), levels=(0, 10), budget=20)
+    p = np.array([[[0.0, 0.5], [0.0, 0.4]]])
+    values = dict(zip(map(tuple, space.allocations.tolist()), space.values(p, np.zeros(2), 0.0, 0.0)[0],
+                      strict=True))
+    assert values[(1, 0)] == pytest.approx(0.5) and values[(0, 1)] == pytest.approx(0.4)
+    assert values[(1, 1)] == pytest.approx(1 - 0.5 * 0.6)
+
+
+@pytest.mark.parametrize("kind", [*LEARNING_KINDS, PolicyKind.STATIC])
+def test_propensities_are_probabilities_of_what_was_chosen(kind: PolicyKind) -> None:
+    policy = BanditPolicy(STRATEGIES, DIM, PolicyConfig(kind=kind, propensity_samples=256))
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        d = policy.decide(x_for(), rng)
+        assert 0 < d.propensity <= 1 and all(d.propensity <= m + 1e-12 <= 1 + 1e-12 for m in d.marginals)
+        assert sum(d.quotas) <= policy.config.budget
+    if kind is PolicyKind.STATIC:
+        assert d.propensity == 1.0 and d.quotas == (50, 50, 50, 50)
+
+
+@pytest.mark.parametrize("kind", LEARNING_KINDS)
+def test_rule_probabilities_sum_to_one_and_exploration_keeps_its_floor(kind: PolicyKind) -> None:
+    from core.policy.policies import RULES
+
+    policy = BanditPolicy(STRATEGIES, DIM, PolicyConfig(kind=kind, exploration_floor=0.1))
+    rng = np.random.default_rng(1)
+    _, probs = RULES[kind](policy, x_for(), rng)
+    mixed = 0.9 * probs + 0.1 / policy.n_allocations
+    assert probs.sum() == pytest.approx(1.0) and mixed.sum() == pytest.approx(1.0)
+    for _ in range(30):
+        assert policy.decide(x_for(), rng).propensity >= 0.1 / policy.n_allocations
+
+
+def test_empirical_choice_frequency_matches_the_recorded_propensity() -> None:
+    """Epsilon-greedy's propensity is exact: observed frequencies must match it."""
+    policy = BanditPolicy(("a", "b"), DIM, PolicyConfig(kind=PolicyKind.EPSILON_GREEDY, levels=(0, 10, 25),
+                                                        budget=50, epsilon=0.3, exploration_floor=0.1))
+    rng = np.random.default_rng(2)
+    decisions = [policy.decide(x_for(), rng) for _ in range(20000)]
+    counts = np.bincount([d.allocation for d in decisions], minlength=policy.n_allocations) / len(decisions)
+    for d in decisions[:50]:
+        assert counts[d.allocation] == pytest.approx(d.propensity, abs=0.015)
+
+
+def test_outcomes_update_every_level_up_to_the_quota() -> None:
+    policy = BanditPolicy(STRATEGIES, DIM, PolicyConfig(levels=(0, 10, 25, 50), budget=100))
+    policy.update(x_for(), [Outcome(quota=25, rank=12, answered=True), Outcome(quota=0, rank=0, answered=False),
+                            Outcome(quota=50, rank=0, answered=False), Outcome(quota=10, rank=3, answered=True)])
+    assert policy.arms.n.tolist() == [[0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]
+    mean, _ = policy.arms.predict(x_for())
+    assert mean[0, 1] == 0 < mean[0, 2]  # rank 12: a miss at top-10, a hit at top-25
+    assert mean[3, 1] > 0
+
+
+@pytest.mark.parametrize("kind", LEARNING_KINDS)
+def test_learns_to_call_the_strategy_that_finds_things(kind: PolicyKind) -> None:
+    """Only 'memory' ever holds the acted-on entity (at rank 5): the policy should learn to call it."""
+    policy = BanditPolicy(STRATEGIES, DIM, PolicyConfig(kind=kind, exploration_floor=0.05))
+    rng = np.random.default_rng(3)
+    called = []
+    for _ in range(600):
+        x = x_for()
+        d = policy.decide(x, rng)
+        called.append(d.quotas[3] > 0)
+        policy.update(x, [Outcome(quota=q, rank=5 if s == 3 else 0, answered=q > 0) for s, q in enumerate(d.quotas)])
+    assert np.mean(called[-200:]) > 0.85
+
+
+def test_state_round_trip(tmp_path: Path) -> None:
+    policy = BanditPolicy(STRATEGIES, DIM)
+    policy.update(x_for(), [Outcome(quota=25, rank=1, answered=True)] * 4)
+    policy.observe_latency(0, 12.0)
+    policy.save(tmp_path / "policy.npz")
+    restored = BanditPolicy(STRATEGIES, DIM)
+    restored.load(tmp_path / "policy.npz")
+    np.testing.assert_array_equal(restored.arms.a_inv, policy.arms.a_inv)
+    assert restored.latency_ms[0] == 12.0
+    with pytest.raises(ValueError, match="saved for strategies"):
+        BanditPolicy(("lexical",), DIM).load(tmp_path / "policy.npz")
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"exploration_floor": 1.5}, "exploration_floor"), ({"epsilon": -0.1}, "epsilon"),
+    ({"propensity_samples": 0}, "propensity_samples"), ({"kind": "magic"}, "magic"),
+])
+def test_bad_config(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PolicyConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_features_read_query_shape_context_and_understanding() -> None:
+    interp = Interpretation(slots=(Slot(field="artist", value="Taylor Swift", span="tayler", start=0, end=6,
+                                        confidence=0.8),), free_text="love", likelihood=0.7)
+    x = featurize("tayler love", {"hour": "6", "weekday": "6", "device": "tv", "affinity.genre.pop": "3"}, [interp])
+    names = dict(zip(__import__("core.policy.features", fromlist=["FEATURE_NAMES"]).FEATURE_NAMES, x, strict=True))
+    assert names["tokens_2"] == 1 and names["qu_likelihood"] == pytest.approx(0.7) and names["qu_slot_artist"] == 1
+    assert names["hour_sin"] == pytest.approx(1.0) and names["weekend"] == 1 and names["device_tv"] == 1
+    assert names["affinity_max"] == 1.0 and names["qu_no_free_text"] == 0
+    assert featurize("x", {"hour": "nan", "device": "fridge"})[15:].sum() == 0

@@ -1,0 +1,217 @@
+"""The attribute strategy: structured search over Roaring bitmaps, driven by query understanding.
+
+On disk (component "attribute", see core.storage):
+- vocab.json: {field: [[name, display, popularity, [alias, ...]], ...]}: the value vocabulary.
+  For the catalog's categorical fields (QU_FIELDS) `name` is the collection's folded value and the
+  bitmap is the collection's own filter bitmap (not stored twice); for the derived fields (mood,
+  tempo, danceability: core.attribute.buckets) and "title" (short title: the part before " - ",
+  "(" or "[") `name` keys the bitmaps stored here. popularity: the largest of the value's entities.
+- bitmaps.json + bitmaps.roaring: {field: {name: [offset, size]}} of serialized Roaring bitmaps,
+  for the derived fields, "title" and "text" (stemmed word -> entities having it in title, artist
+  or album: the free-text index).
+
+Retrieve: the top `max_interpretations` readings of the query (core.attribute.understand); an
+entity's score = sum of the likelihoods of the readings it satisfies, times (1 + popularity) /
+(1 + the catalog's largest popularity). A reading with slots and free text gives its full
+likelihood to entities satisfying both, and `relax` x likelihood to those satisfying the slots only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pyroaring import BitMap
+
+from core.analysis import Analyzer
+from core.attribute.buckets import DERIVED_FIELDS, derived_values
+from core.attribute.understand import UnderstandConfig, analyse, understand
+from core.attribute.vocabulary import ValueEntry, Vocabulary, key_of
+from core.catalog import Entity
+from core.collection import Collection, filter_value
+from core.query import Query
+from core.storage import ComponentReader, ComponentWriter
+from core.strategy import Hits, Interpretation, StrategyEntry, StrategyKind, register
+
+COMPONENT = "attribute"
+QU_FIELDS = ("artist", "album", "genre", "subgenre", "decade", "year", "playlist")
+DEFAULT_MAX_INTERPRETATIONS = 4
+DEFAULT_RELAX = 0.5
+_TITLE_CUT = re.compile(r"\s+-\s+|\s*[(\[]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttributeConfig:
+    """Run-time settings. max_interpretations: readings Retrieve uses, 1..32; relax: share of a
+    reading's likelihood given to entities matching its slots but not its free text, in [0, 1]."""
+
+    max_interpretations: int = DEFAULT_MAX_INTERPRETATIONS
+    relax: float = DEFAULT_RELAX
+    understand: UnderstandConfig = field(default_factory=UnderstandConfig)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_interpretations <= 32:
+            raise ValueError(f"`max_interpretations` must be in [1, 32], but got {self.max_interpretations}")
+        if not (math.isfinite(self.relax) and 0 <= self.relax <= 1):
+            raise ValueError(f"`relax` must be in [0, 1], but got {self.relax}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> AttributeConfig:
+        """From CLI-style options: max_interpretations, relax, beam, max_span_tokens."""
+        qu = {k: int(options[k]) for k in ("beam", "max_span_tokens") if k in options}
+        return cls(max_interpretations=int(options.get("max_interpretations", DEFAULT_MAX_INTERPRETATIONS)),
+                   relax=float(options.get("relax", DEFAULT_RELAX)), understand=UnderstandConfig(**qu))
+
+
+def short_title(title: str) -> str:
+    """"Love Story - Taylor's Version" -> "Love Story"; "Bad Guy (with Justin Bieber)" -> "Bad Guy"."""
+    return _TITLE_CUT.split(title, maxsplit=1)[0].strip() or title.strip()
+
+
+class AttributeStrategy:
+    """A loaded attribute index; implements core.strategy.Strategy and SupportsUnderstand."""
+
+    kind = StrategyKind.ATTRIBUTE
+    vector_dim = 0
+
+    def __init__(self, config: AttributeConfig, collection: Collection, vocab: Vocabulary) -> None:
+        self.config = config
+        self.collection = collection
+        self.vocab = vocab
+        pop = collection.popularity.astype(np.float64)
+        self.prior = (1.0 + pop) / (1.0 + (pop.max() if pop.size else 0.0))
+
+    def understand(self, query: Query, max_interpretations: int) -> tuple[Interpretation, ...]:
+        return understand(query.text, self.vocab, max_interpretations, self.config.understand)
+
+    def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
+        readings = analyse(query.text, self.vocab, self.config.max_interpretations, self.config.understand)
+        acc = np.zeros(len(self.collection), dtype=np.float64)
+        for r in readings:
+            like = r.interpretation.likelihood
+            text = self.vocab.text_bitmap(r.free_words) if r.free_words else None
+            if r.slot_bits is None:
+                if text is not None:
+                    acc[text.to_array()] += like
+            elif text is None:
+                acc[r.slot_bits.to_array()] += like
+            else:
+                acc[r.slot_bits.to_array()] += like * self.config.relax
+                acc[(r.slot_bits & text).to_array()] += like * (1.0 - self.config.relax)
+        if allowed is not None:
+            acc *= self.collection.mask(allowed)
+        elif self.collection.deleted:
+            acc[self.collection.deleted.to_array()] = 0.0
+        candidates = np.flatnonzero(acc > 0)
+        scores = acc[candidates] * self.prior[candidates]
+        order = np.argsort(-scores, kind="stable")[:quota]
+        return Hits(candidates[order].astype(np.int64), scores[order].astype(np.float32), int(candidates.size),
+                    tuple(r.interpretation for r in readings))
+
+    def warm_up(self) -> None:
+        self.vocab.analyzer("warm up")
+        analyse("warm up 90s chill songs", self.vocab, 2, self.config.understand)
+
+    def describe(self) -> dict[str, str]:
+        counts = Counter(v.field for v in self.vocab.values)
+        return {"max_interpretations": str(self.config.max_interpretations), "relax": str(self.config.relax),
+                "beam": str(self.config.understand.beam), "values": str(len(self.vocab.values)),
+                "fields": ",".join(f"{f}:{n}" for f, n in sorted(counts.items())),
+                "phrases": str(len(self.vocab.phrases)), "text_words": str(len(self.vocab.text))}
+
+    # -- build and storage -------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, entities: Sequence[Entity], collection: Collection, root: str | os.PathLike[str],
+              options: Mapping[str, Any]) -> None:
+        write_index(entities, collection, root)
+
+    @classmethod
+    def load(cls, root: str | os.PathLike[str], collection: Collection,
+             options: Mapping[str, Any] | None = None) -> AttributeStrategy:
+        r = ComponentReader(root, COMPONENT)
+        blob = r.read_bytes("bitmaps.roaring")
+        own = {f: {name: BitMap.deserialize(blob[off:off + size]) for name, (off, size) in values.items()}
+               for f, values in r.read_json("bitmaps.json").items()}
+        entries = []
+        for f, rows in r.read_json("vocab.json").items():
+            source = own.get(f) if f in own else collection.bitmaps.get(f, {})
+            for name, display, popularity, aliases in rows:
+                bitmap = (source or {}).get(name)
+                if bitmap is not None:
+                    entries.append(ValueEntry(f, key_of(name), display, popularity, bitmap, tuple(aliases)))
+        max_pop = float(collection.popularity.max()) if len(collection) else 0.0
+        vocab = Vocabulary(entries, own.get("text", {}), max_pop)
+        return cls(AttributeConfig.from_options(options or {}), collection, vocab)
+
+
+def _display_forms(entities: Sequence[Entity]) -> dict[tuple[str, str], str]:
+    """(field, folded value) -> the spelling used most often in the catalog (ties: first seen)."""
+    counts: dict[tuple[str, str], Counter[str]] = {}
+    for e in entities:
+        for name, value in e.categorical():
+            if name in QU_FIELDS:
+                counts.setdefault((name, filter_value(value)), Counter())[value] += 1
+    return {k: c.most_common(1)[0][0] for k, c in counts.items()}
+
+
+def _own_bitmaps(entities: Sequence[Entity]) -> tuple[dict[str, dict[str, BitMap]], dict[str, dict[str, Any]]]:
+    """Bitmaps of the derived fields, short titles and the free-text index; title display forms
+    and aliases (full-title keys)."""
+    own: dict[str, dict[str, BitMap]] = {f: {} for f in (*DERIVED_FIELDS, "title", "text")}
+    titles: dict[str, dict[str, Any]] = {}
+    analyzer = Analyzer()
+    for i, e in enumerate(entities):
+        for f, value in derived_values(e.attributes):
+            own[f].setdefault(value, BitMap()).add(i)
+        title = e.fields.get("title", "")
+        key = key_of(short_title(title))
+        if key:
+            own["title"].setdefault(key, BitMap()).add(i)
+            meta = titles.setdefault(key, {"display": Counter(), "aliases": set()})
+            meta["display"][short_title(title)] += 1
+            if key_of(title) != key:
+                meta["aliases"].add(key_of(title))
+        text = " ".join(e.fields.get(f, "") for f in ("title", "artist", "album"))
+        for stem in set(analyzer(text)):
+            own["text"].setdefault(stem, BitMap()).add(i)
+    return own, titles
+
+
+def write_index(entities: Sequence[Entity], collection: Collection, root: str | os.PathLike[str]) -> None:
+    """Write the attribute component for `entities` (the collection's catalog) under `root`."""
+    pop = collection.popularity
+
+    def top(bitmap: BitMap) -> float:
+        return float(pop[bitmap.to_array()].max()) if bitmap else 0.0
+
+    displays = _display_forms(entities)
+    vocab: dict[str, list[list[Any]]] = {}
+    for f in QU_FIELDS:
+        for name, bitmap in sorted(collection.bitmaps.get(f, {}).items()):
+            vocab.setdefault(f, []).append([name, displays.get((f, name), name), top(bitmap), []])
+    own, titles = _own_bitmaps(entities)
+    for f in DERIVED_FIELDS:
+        vocab[f] = [[name, name, top(b), []] for name, b in sorted(own[f].items())]
+    vocab["title"] = [[key, titles[key]["display"].most_common(1)[0][0], top(b), sorted(titles[key]["aliases"])]
+                      for key, b in sorted(own["title"].items())]
+    blob = bytearray()
+    directory: dict[str, dict[str, list[int]]] = {}
+    for f in sorted(own):
+        for name in sorted(own[f]):
+            data = own[f][name].serialize()
+            directory.setdefault(f, {})[name] = [len(blob), len(data)]
+            blob += data
+    with ComponentWriter(root, COMPONENT, {"entities": len(entities), "fields": sorted(vocab)}) as w:
+        w.write_json("vocab.json", vocab)
+        w.write_json("bitmaps.json", directory)
+        w.write_bytes("bitmaps.roaring", bytes(blob))
+
+
+register(StrategyKind.ATTRIBUTE, StrategyEntry(build=AttributeStrategy.build, load=AttributeStrategy.load))

@@ -1,0 +1,270 @@
+"""The memory strategy: what worked before for this query (Q2E statistics), learning from feedback.
+
+On disk, built by `ltrr index` (component "memory", see core.storage): the predicted pairs of
+core.memory.predict as CSR arrays:
+- queries.json: the predicted query keys, sorted; row r is queries[r];
+- offsets.npy: int64, shape (Q + 1,); row r's pairs are [offsets[r], offsets[r + 1]);
+- ordinals.npy: int32, shape (P,); scores.npy: float32, shape (P,): entity and predicted score.
+Run-time state (feedback), in `state_dir` (default `<index>/memory-state`): core.memory.wal.
+
+Retrieve: the pairs of the query's key, predicted and observed, scored by the posterior mean of
+core.memory.store; ties go to the lower ordinal.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyroaring import BitMap
+
+from core.catalog import Entity
+from core.collection import Collection
+from core.errors import NotFoundError
+from core.memory.predict import DEFAULT_MAX_PER_QUERY, predict
+from core.memory.store import PairStats, ScoringConfig, query_key, reward
+from core.memory.wal import WriteAheadLog, read_snapshot, write_snapshot
+from core.query import Query
+from core.storage import ComponentReader, ComponentWriter
+from core.strategy import EventType, FeedbackEvent, Hits, StrategyEntry, StrategyKind, register
+
+COMPONENT = "memory"
+DEFAULT_STATE_DIR = "memory-state"
+DEFAULT_SNAPSHOT_EVERY = 10_000
+DEFAULT_SNAPSHOT_INTERVAL_S = 300.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryConfig:
+    """Run-time settings. state_dir: where the log and snapshots live; snapshot_every: snapshot once
+    this many events were logged since the last one (>= 1); snapshot_interval_s: ... or once this
+    many seconds have passed with at least one new event (0 = never by time)."""
+
+    state_dir: Path
+    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY
+    snapshot_interval_s: float = DEFAULT_SNAPSHOT_INTERVAL_S
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+
+    def __post_init__(self) -> None:
+        if self.snapshot_every < 1:
+            raise ValueError(f"`snapshot_every` must be >= 1, but got {self.snapshot_every}")
+        if not (math.isfinite(self.snapshot_interval_s) and self.snapshot_interval_s >= 0):
+            raise ValueError(f"`snapshot_interval_s` must be finite and >= 0, but got {self.snapshot_interval_s}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], root: str | os.PathLike[str]) -> MemoryConfig:
+        """From CLI-style options: state_dir, snapshot_every, snapshot_interval_s, prior_strength,
+        prior_mean, half_life_days."""
+        scoring = ScoringConfig(**{k: float(options[k]) for k in ("prior_strength", "prior_mean", "half_life_days")
+                                   if k in options})
+        return cls(state_dir=Path(options.get("state_dir") or Path(root) / DEFAULT_STATE_DIR),
+                   snapshot_every=int(options.get("snapshot_every", DEFAULT_SNAPSHOT_EVERY)),
+                   snapshot_interval_s=float(options.get("snapshot_interval_s", DEFAULT_SNAPSHOT_INTERVAL_S)),
+                   scoring=scoring)
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """The predicted pairs (CSR, see the module docstring); rows: query key -> row."""
+
+    rows: dict[str, int]
+    offsets: np.ndarray
+    ordinals: np.ndarray
+    scores: np.ndarray
+
+    def pairs(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        r = self.rows.get(key)
+        if r is None:
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+        a, b = int(self.offsets[r]), int(self.offsets[r + 1])
+        return self.ordinals[a:b], self.scores[a:b]
+
+
+class MemoryStrategy:
+    """A loaded memory index with its feedback state; implements Strategy, SupportsLearn, SupportsClose.
+
+    Calls are serialised by a lock. `clock` gives "now" in seconds since the Unix epoch.
+    """
+
+    kind = StrategyKind.MEMORY
+    vector_dim = 0
+
+    def __init__(self, config: MemoryConfig, collection: Collection, predicted: Predicted,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.collection = collection
+        self.predicted = predicted
+        self.clock = clock
+        self.observed: dict[str, dict[int, PairStats]] = {}
+        self.seen: set[str] = set()
+        self.seq = 0
+        self.pending = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.wal = WriteAheadLog(config.state_dir)
+        self._recover()
+        self.last_snapshot = time.monotonic()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Load the snapshot, then replay the log records it does not include."""
+        snapshot = read_snapshot(self.config.state_dir)
+        if snapshot is not None:
+            self.seq = int(snapshot["seq"])
+            self.seen = set(snapshot["events"])
+            ordinal = self.collection.ordinal
+            for key, rows in snapshot["pairs"].items():
+                pairs = self.observed.setdefault(key, {})
+                for entity_id, *stats in rows:
+                    if entity_id in ordinal:
+                        pairs[ordinal[entity_id]] = PairStats.from_list(stats)
+                    else:
+                        self.dropped += 1
+        for record in self.wal.replay():
+            if record["seq"] > self.seq:
+                self._apply(record["events"])
+                self.seq = record["seq"]
+                self.pending += len(record["events"])
+
+    def _apply(self, rows: Sequence[list[Any]]) -> None:
+        """rows: [event_id, query key, entity id, event type, value, timestamp] as logged."""
+        ordinal = self.collection.ordinal
+        for event_id, key, entity_id, type_, value, at in rows:
+            self.seen.add(event_id)
+            o = ordinal.get(entity_id)
+            if o is None:
+                self.dropped += 1
+                continue
+            if key:
+                r, w = reward(EventType(type_), value)
+                self.observed.setdefault(key, {}).setdefault(o, PairStats()).add(r, w, at, self.config.scoring)
+
+    def snapshot(self) -> None:
+        """Write the whole state atomically, then empty the log."""
+        ids = self.collection.ids
+        pairs = {key: [[ids[o], *s.to_list()] for o, s in sorted(stats.items())]
+                 for key, stats in self.observed.items()}
+        write_snapshot(self.config.state_dir, {"version": 1, "seq": self.seq, "events": sorted(self.seen),
+                                               "pairs": pairs})
+        self.wal.reset()
+        self.pending = 0
+        self.last_snapshot = time.monotonic()
+
+    def _snapshot_due(self) -> bool:
+        if self.pending >= self.config.snapshot_every:
+            return True
+        interval = self.config.snapshot_interval_s
+        return self.pending > 0 and interval > 0 and time.monotonic() - self.last_snapshot >= interval
+
+    # -- SupportsLearn / SupportsClose ------------------------------------------------------------
+
+    def learn(self, events: Sequence[FeedbackEvent]) -> tuple[int, int]:
+        """Log the batch's new events (fsync'd) and apply them; returns (accepted, duplicates).
+        An unknown entity id raises NotFoundError and nothing of the batch is recorded."""
+        ordinal = self.collection.ordinal
+        for i, e in enumerate(events):
+            if e.entity_id not in ordinal:
+                raise NotFoundError(f"events[{i}].entity_id: entity {e.entity_id!r} is not in the index")
+        with self.lock:
+            now = self.clock()
+            rows: list[list[Any]] = []
+            batch: set[str] = set()
+            for e in events:
+                if e.event_id in self.seen or e.event_id in batch:
+                    continue
+                batch.add(e.event_id)
+                rows.append([e.event_id, query_key(e.query_text), e.entity_id, int(e.type), float(e.value),
+                             e.timestamp or now])
+            if rows:
+                self.wal.append({"seq": self.seq + 1, "events": rows})
+                self.seq += 1
+                self._apply(rows)
+                self.pending += len(rows)
+                if self._snapshot_due():
+                    self.snapshot()
+            return len(rows), len(events) - len(rows)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.pending:
+                self.snapshot()
+            self.wal.close()
+
+    # -- Strategy -----------------------------------------------------------------------------------
+
+    def scores_for(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ordinals int64, scores float64) of every pair of the query's key, in no order."""
+        key = query_key(text)
+        ordinals, predicted = self.predicted.pairs(key)
+        observed = self.observed.get(key, {})
+        prior = dict(zip(ordinals.tolist(), predicted.tolist(), strict=True))
+        scoring, now = self.config.scoring, self.clock()
+        out = {o: p for o, p in prior.items() if o not in observed}
+        for o, stats in observed.items():
+            out[o] = stats.score(prior.get(o), now, scoring)
+        return np.fromiter(out.keys(), dtype=np.int64, count=len(out)), \
+            np.fromiter(out.values(), dtype=np.float64, count=len(out))
+
+    def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
+        with self.lock:
+            ordinals, scores = self.scores_for(query.text)
+        live = self.collection.mask(allowed) if allowed is not None else None
+        keep = np.ones(ordinals.size, dtype=bool) if live is None else live[ordinals].astype(bool)
+        if allowed is None and self.collection.deleted:
+            keep &= ~np.isin(ordinals, self.collection.deleted.to_array())
+        ordinals, scores = ordinals[keep], scores[keep]
+        order = np.lexsort((ordinals, -scores))[:quota]
+        return Hits(ordinals[order], scores[order].astype(np.float32), int(ordinals.size))
+
+    def warm_up(self) -> None:
+        self.scores_for("warm up")
+        query_key("Warm Up")
+
+    def describe(self) -> dict[str, str]:
+        c = self.config
+        return {"state_dir": str(c.state_dir), "snapshot_every": str(c.snapshot_every),
+                "snapshot_interval_s": str(c.snapshot_interval_s), "prior_strength": str(c.scoring.prior_strength),
+                "prior_mean": str(c.scoring.prior_mean), "half_life_days": str(c.scoring.half_life_days),
+                "predicted_queries": str(len(self.predicted.rows)),
+                "predicted_pairs": str(self.predicted.ordinals.size),
+                "observed_queries": str(len(self.observed)), "events": str(len(self.seen)),
+                "dropped_on_load": str(self.dropped)}
+
+    # -- build and storage ----------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, entities: Sequence[Entity], collection: Collection, root: str | os.PathLike[str],
+              options: Mapping[str, Any]) -> None:
+        """options: max_per_query (predicted entities kept per query, default 1000)."""
+        pairs = predict(entities, collection.popularity, int(options.get("max_per_query", DEFAULT_MAX_PER_QUERY)))
+        keys = sorted(pairs)
+        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum([len(pairs[k]) for k in keys], out=offsets[1:])
+        ordinals = np.array([o for k in keys for o, _ in pairs[k]], dtype=np.int32)
+        scores = np.array([s for k in keys for _, s in pairs[k]], dtype=np.float32)
+        with ComponentWriter(root, COMPONENT, {"entities": len(entities), "queries": len(keys)}) as w:
+            w.write_json("queries.json", keys)
+            w.write_array("offsets.npy", offsets)
+            w.write_array("ordinals.npy", ordinals)
+            w.write_array("scores.npy", scores)
+
+    @classmethod
+    def load(cls, root: str | os.PathLike[str], collection: Collection,
+             options: Mapping[str, Any] | None = None) -> MemoryStrategy:
+        r = ComponentReader(root, COMPONENT)
+        keys = r.read_json("queries.json")
+        predicted = Predicted({k: i for i, k in enumerate(keys)}, r.read_array("offsets.npy", mmap=False),
+                              r.read_array("ordinals.npy", mmap=False), r.read_array("scores.npy", mmap=False))
+        return cls(MemoryConfig.from_options(options or {}, root), collection, predicted)
+
+
+register(StrategyKind.MEMORY, StrategyEntry(build=MemoryStrategy.build, load=MemoryStrategy.load))

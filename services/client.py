@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from ltrr.v1 import shard_pb2, shard_pb2_grpc
 
 from core.query import Filter
 from core.strategy import FeedbackEvent
+from ltrr.v1 import shard_pb2, shard_pb2_grpc
 from services import convert
 
 DEFAULT_TIMEOUT_S = 10.0

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from ltrr.v1 import common_pb2, shard_pb2
 
 from core.errors import InvalidArgumentError
 from core.query import Filter, Limits, Query, make_query
 from core.strategy import EventType, FeedbackEvent, Hits, Interpretation
+from ltrr.v1 import common_pb2, shard_pb2
 
 MAX_EVENT_ID_BYTES = 128
 

@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from ltrr.v1 import shard_pb2, shard_pb2_grpc
 
 from core.errors import InvalidArgumentError, LtrrError, NotReadyError, UnimplementedError
 from core.indexing import open_strategy
 from core.query import Limits, check_quota
 from core.storage import FORMAT_VERSION
 from core.strategy import Strategy, SupportsClose, SupportsLearn, SupportsUnderstand
+from ltrr.v1 import shard_pb2, shard_pb2_grpc
 from services import convert
 from services.status import status_for
 

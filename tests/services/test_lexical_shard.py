@@ -10,11 +10,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from ltrr.v1 import common_pb2, shard_pb2
 
 from core.indexing import open_strategy
 from core.query import Filter, make_query
 from core.strategy import EventType, FeedbackEvent
+from ltrr.v1 import common_pb2, shard_pb2
 from services.client import ShardClient
 from services.process import ServerProcess, shard_args, spawn
 

@@ -10,9 +10,11 @@ only the first run pays for encoding. Reported:
 - nDCG@10 and Recall@100 (ir-measures, test split) for semantic alone (ltrr's index, default
   settings), lexical alone (ltrr BM25) and their reciprocal-rank fusion (k = 60, top 100 of each);
 - HNSW recall@10 of ltrr's index against exact f32 search;
-- single-thread queries per second (query vector -> top-10 keys) of usearch and faiss
-  IndexHNSWFlat over the same vectors, sweeping the search expansion (ef); compared at the
-  smallest ef where each reaches the target recall (default 0.98), in the same run;
+- single-thread queries per second (query vector -> top-10 keys) of usearch (as ltrr configures
+  it: inner product of unit vectors, M=16, ef_construction=128; f16 and f32) and faiss
+  IndexHNSWFlat (f32, inner product, same M and ef_construction) over the same vectors, sweeping
+  the search expansion (ef); each compared at its fastest point reaching the target recall
+  (default 0.98), in the same run;
 - encoding throughput (documents per second, on a fixed sample, never cached) with
   --encode-threads threads, and query-encoding latency (one query at a time, one thread).
 """
@@ -146,7 +148,9 @@ def ann_recall(semantic: Any, doc_vectors: np.ndarray, qvecs: np.ndarray) -> tup
 def sweep_usearch(doc_vectors: np.ndarray, qvecs: np.ndarray, truth: np.ndarray, dtype: str) -> list[dict[str, float]]:
     from usearch.index import Index
 
-    index = Index(ndim=doc_vectors.shape[1], metric="cos", dtype=dtype, connectivity=CONNECTIVITY,
+    from core.semantic.ann import METRIC
+
+    index = Index(ndim=doc_vectors.shape[1], metric=METRIC, dtype=dtype, connectivity=CONNECTIVITY,
                   expansion_add=EXPANSION_ADD)
     index.add(np.arange(len(doc_vectors), dtype=np.uint64), doc_vectors, threads=1)
     rows = []

@@ -1,7 +1,9 @@
-"""Approximate nearest neighbours over usearch HNSW (Malkov & Yashunin, 2018), cosine metric.
+"""Approximate nearest neighbours over usearch HNSW (Malkov & Yashunin, 2018), cosine similarity.
 
-Keys are entity ordinals (uint64 in usearch, int64 here). Scores are cosine similarities
-(1 - usearch's cosine distance), float32, in [-1, 1], best first.
+Keys are entity ordinals (uint64 in usearch, int64 here). Scores are cosine similarities, float32,
+in [-1, 1], best first. Every vector is scaled to unit length on the way in (add and search), so
+the index uses usearch's inner-product metric: on unit vectors it equals the cosine and skips the
+two norms usearch's "cos" metric computes per distance (measured faster at equal recall).
 
 Filters: usearch has no filtered search from Python, so an `allowed` bitmap is honoured by
 over-fetching and filtering with Roaring, widening the fetch until the quota is met or the index is
@@ -23,6 +25,9 @@ import numpy as np
 from pyroaring import BitMap
 from usearch.index import Index
 
+from core.semantic.encoders import l2_normalize
+
+METRIC = "ip"  # on unit vectors: the cosine
 DTYPES = ("f32", "f16", "i8")
 DEFAULT_DTYPE = "f16"
 DEFAULT_CONNECTIVITY = 16
@@ -80,7 +85,7 @@ class VectorIndex:
     def create(cls, dim: int, config: AnnConfig) -> VectorIndex:
         if dim < 1:
             raise ValueError(f"`dim` must be >= 1, but got {dim}")
-        return cls(Index(ndim=dim, metric="cos", dtype=config.dtype, connectivity=config.connectivity,
+        return cls(Index(ndim=dim, metric=METRIC, dtype=config.dtype, connectivity=config.connectivity,
                          expansion_add=config.expansion_add, expansion_search=config.expansion_search), config)
 
     @classmethod
@@ -124,6 +129,7 @@ class VectorIndex:
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(keys), -1)
         if vectors.shape[1] != self.dim:
             raise ValueError(f"`vectors` must have {self.dim} columns, but got {vectors.shape[1]}")
+        vectors = l2_normalize(vectors)
         if len(np.unique(keys)) != len(keys) or (keys < 0).any():
             raise ValueError("`keys` must be distinct and >= 0")
         with self._lock:
@@ -155,8 +161,7 @@ class VectorIndex:
     def _exact_subset(self, vector: np.ndarray, candidates: BitMap, quota: int) -> tuple[np.ndarray, np.ndarray]:
         keys = np.asarray(candidates.to_array(), dtype=np.int64)
         stored = np.stack(self.index.get(keys.astype(np.uint64), dtype="f32")).reshape(len(keys), -1)  # type: ignore[arg-type]
-        norms = np.linalg.norm(stored, axis=1) * np.linalg.norm(vector)
-        sims = np.divide(stored @ vector, norms, out=np.zeros(len(keys), dtype=np.float32), where=norms > 0)
+        sims = l2_normalize(stored) @ vector
         top = np.argsort(-sims, kind="stable")[:quota]
         return keys[top], sims[top].astype(np.float32)
 
@@ -165,6 +170,7 @@ class VectorIndex:
         """Top `quota` keys among `allowed` (None: all) by cosine similarity to `vector`
         (float32, shape (dim,), non-zero). Returns (keys int64 (m,), similarities float32 (m,),
         total candidates allowed), m <= quota, best first."""
+        vector = l2_normalize(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
         n = len(self.keys)
         if n == 0 or quota < 1:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), 0

@@ -90,7 +90,8 @@ def test_filter_restricts_to_allowed(music_attribute: AttributeStrategy) -> None
 
 
 @pytest.mark.parametrize(("valence", "energy", "want"), [
-    (0.9, 0.9, ["happy", "energetic"]), (0.1, 0.3, ["sad"]), (0.5, 0.3, ["chill"]), (0.1, 0.95, ["energetic", "intense"]),
+    (0.9, 0.9, ["happy", "energetic"]), (0.1, 0.3, ["sad"]), (0.5, 0.3, ["chill"]),
+    (0.1, 0.95, ["energetic", "intense"]),
 ])
 def test_mood_buckets(valence: float, energy: float, want: list[str]) -> None:
     assert moods(valence, energy) == want

@@ -233,7 +233,7 @@ class SemanticStrategy:
         cache_opt = str(options.get("cache", DEFAULT_CACHE_DIR))
         cache = None if cache_opt in ("", "off", "none") else EmbeddingCache(Path(cache_opt))
         try:
-            keys, vecs = embed_entities(entities, config, encoder, cache, progress=bool(options.get("progress", True)),
+            keys, vecs = embed_entities(entities, config, encoder, cache, progress=_flag(options.get("progress", True)),
                                         batch_size=int(options.get("batch_size", DEFAULT_BATCH_SIZE)))
         finally:
             if cache is not None:
@@ -260,6 +260,11 @@ class SemanticStrategy:
         if len(vectors) and vectors.keys.max() >= len(collection):
             raise IndexFormatError(path, f"has ordinal {vectors.keys.max()}, collection has {len(collection)}")
         return cls(config, collection, encoder, vectors)
+
+
+def _flag(value: Any) -> bool:
+    """A boolean option given as a bool or as CLI text ("false", "0", "no" and "off" are false)."""
+    return value if isinstance(value, bool) else str(value).strip().lower() not in ("false", "0", "no", "off", "")
 
 
 def write_component(root: str | os.PathLike[str], config: SemanticConfig, encoder: Encoder,

@@ -77,7 +77,11 @@ class Collection:
                 raise InvalidArgumentError(
                     f"query.filters[{i}].field",
                     f"unknown attribute field {f.field!r}; known fields: {', '.join(self.filter_fields)}")
-            match = BitMap.union(BitMap(), *(values.get(filter_value(v), BitMap()) for v in f.values))
+            unknown = [v for v in f.values if filter_value(v) not in values]
+            if unknown:
+                raise InvalidArgumentError(f"query.filters[{i}].values",
+                                           f"unknown value(s) {unknown} for attribute field {f.field!r}")
+            match = BitMap.union(BitMap(), *(values[filter_value(v)] for v in f.values))
             allowed = allowed - match if f.exclude else allowed & match
         return allowed - self.deleted
 

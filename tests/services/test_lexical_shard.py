@@ -75,6 +75,8 @@ BAD_REQUESTS = [
     ("quota above max", "love", 1001, (), "quota"),
     ("unknown filter field", "love", 10, (Filter(field="colour", values=("red",)),), "query.filters[0].field"),
     ("filter without values", "love", 10, (Filter(field="genre", values=()),), "query.filters[0].values"),
+    ("unknown filter value", "love", 10, (Filter(field="genre", values=("rock", "polka")),),
+     "query.filters[0].values"),
     ("empty filter field", "love", 10, (Filter(field=" ", values=("x",)),), "query.filters[0].field"),
 ]
 

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.merge import StrategyList, merge
+from core.policy.policies import BanditPolicy, Outcome, PolicyConfig, PolicyKind
+from core.reward import acted_ranks, hits_by_level, search_reward, strategy_outcomes
+from core.strategy import EventType
+
+LEVELS = (0, 10, 25, 50, 100)
+COSTS = {"cost_per_candidate": 0.001, "cost_per_ms": 0.01, "latency_ms": 20.0}
+
+
+def test_hit_minus_costs() -> None:
+    # lexical ranked the clicked entity 7th of 10; memory did not return it.
+    r = search_reward((10, 0, 25), (7, 0, 0), EventType.CLICK, **COSTS)
+    assert r == pytest.approx(1.0 - 0.001 * 35 - 0.01 * 20)
+
+
+def test_miss_pays_only_costs_and_value_scales_the_gain() -> None:
+    assert search_reward((10, 25), (0, 0), EventType.PLAY, **COSTS) == pytest.approx(-0.035 - 0.2)
+    assert search_reward((10, 25), (0, 3), EventType.LIKE, 0.5, **COSTS) == pytest.approx(0.5 - 0.035 - 0.2)
+
+
+def test_skip_gives_zero() -> None:
+    assert search_reward((10, 25), (1, 1), EventType.SKIP, **COSTS) == 0.0
+    assert search_reward((10, 25), (0, 0), EventType.SKIP, **COSTS) == 0.0
+
+
+@pytest.mark.parametrize(("quotas", "hit"), [
+    ((50, 10), True),   # what was asked: rank 30 is within 50
+    ((25, 10), False),  # counterfactually smaller: 30 > 25, and strategy 2 never had it
+    ((25, 100), True),  # strategy 2 found it at 60
+    ((25, 50), False),
+])
+def test_counterfactual_quotas(quotas: tuple[int, int], hit: bool) -> None:
+    r = search_reward(quotas, (30, 60), EventType.CLICK, cost_per_candidate=0.0, cost_per_ms=0.0, latency_ms=0.0)
+    assert r == (1.0 if hit else 0.0)
+
+
+def test_outcomes_reveal_every_level_up_to_the_quota() -> None:
+    lexical, semantic, memory = strategy_outcomes((50, 25, 10), (20, 0, 3), (True, True, False), EventType.PLAY)
+    assert lexical == Outcome(quota=50, rank=20, answered=True)
+    np.testing.assert_array_equal(hits_by_level(lexical, LEVELS), [np.nan, 0, 1, 1, np.nan])
+    np.testing.assert_array_equal(hits_by_level(semantic, LEVELS), [np.nan, 0, 0, np.nan, np.nan])
+    assert np.isnan(hits_by_level(memory, LEVELS)).all()  # timed out: nothing learnt
+
+
+def test_rank_beyond_quota_counts_as_absent_and_skips_teach_nothing() -> None:
+    assert strategy_outcomes((10,), (11,), (True,), EventType.CLICK) == [Outcome(quota=10, rank=0, answered=True)]
+    assert all(not o.answered for o in strategy_outcomes((10, 10), (1, 2), (True, True), EventType.SKIP))
+
+
+def test_policy_update_learns_the_counterfactual_levels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The policy's own expansion of an Outcome matches hits_by_level."""
+    policy = BanditPolicy(("lexical", "memory"), dim=2, config=PolicyConfig(kind=PolicyKind.LINUCB, levels=LEVELS))
+    seen: list[tuple[int, int, float]] = []
+    monkeypatch.setattr(policy.arms, "update", lambda x, s, level, reward: seen.append((s, level, reward)))
+    outcomes = strategy_outcomes((50, 10), (20, 4), (True, True), EventType.CLICK)
+    policy.update(np.ones(2), outcomes)
+    assert seen == [(0, 1, 0.0), (0, 2, 1.0), (0, 3, 1.0), (1, 1, 1.0)]
+    for s, o in enumerate(outcomes):
+        table = hits_by_level(o, LEVELS)
+        assert [(lvl, table[lvl]) for (t, lvl, _) in seen if t == s] == [(lvl, r) for (t, lvl, r) in seen if t == s]
+
+
+def test_acted_ranks_reads_the_merge() -> None:
+    m = merge([StrategyList("lexical", ["a", "b"], np.ones(2, np.float32)),
+               StrategyList("memory", ["b"], np.ones(1, np.float32))], ("lexical", "semantic", "memory"))
+    assert acted_ranks(m, "b") == (2, 0, 1)
+    assert acted_ranks(m, "zzz") == (0, 0, 0)
+
+
+@pytest.mark.parametrize(("args", "kwargs", "match"), [
+    (((10,), (1, 2), EventType.CLICK), {}, "`ranks` must have 1 entries"),
+    (((-1,), (1,), EventType.CLICK), {}, "`quotas` must be >= 0"),
+    (((10,), (-1,), EventType.CLICK), {}, "`ranks` must be >= 0"),
+    (((10,), (1,), EventType.CLICK, 1.5), {}, "`value` must be in"),
+    (((10,), (1,), EventType.CLICK), {"latency_ms": -1.0}, "`latency_ms` must be finite"),
+    (((10,), (1,), EventType.CLICK), {"cost_per_ms": float("nan")}, "`cost_per_ms` must be finite"),
+])
+def test_bad_reward_inputs(args: tuple[object, ...], kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        search_reward(*args, **{**COSTS, **kwargs})  # type: ignore[arg-type]
+
+
+def test_bad_outcome_inputs() -> None:
+    with pytest.raises(ValueError, match="`answered` must have 2 entries"):
+        strategy_outcomes((10, 10), (1, 1), (True,), EventType.CLICK)

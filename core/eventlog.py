@@ -157,6 +157,14 @@ def _lists_json(lists: Sequence[StrategyList]) -> str:
                        for lst in lists})
 
 
+def _decision_values(record: DecisionRecord) -> tuple[Any, ...]:
+    return (record.decision_id, record.ts, record.query_text, json.dumps(dict(record.context)),
+            record.features.astype("<f8").tobytes(), json.dumps(list(record.strategies)),
+            json.dumps([int(q) for q in record.quotas]), int(record.allocation), float(record.propensity),
+            json.dumps([float(m) for m in record.marginals]), record.policy, _lists_json(record.lists),
+            json.dumps(list(record.final)))
+
+
 def _decision_from_row(row: Sequence[Any]) -> DecisionRecord:
     lists = tuple(StrategyList(s, v["ids"], np.array(v["scores"], dtype=np.float32))
                   for s, v in json.loads(row[11]).items())
@@ -194,17 +202,31 @@ class EventLog:
 
     def record_decision(self, record: DecisionRecord) -> None:
         """Store one decision durably; ValueError if its decision_id was recorded before."""
-        values = (record.decision_id, record.ts, record.query_text, json.dumps(dict(record.context)),
-                  record.features.astype("<f8").tobytes(), json.dumps(list(record.strategies)),
-                  json.dumps([int(q) for q in record.quotas]), int(record.allocation), float(record.propensity),
-                  json.dumps([float(m) for m in record.marginals]), record.policy, _lists_json(record.lists),
-                  json.dumps(list(record.final)))
+        values = _decision_values(record)
         with self._lock:
             try:
                 self._conn.execute(f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES "
                                    f"({', '.join('?' * 13)})", values)
             except sqlite3.IntegrityError:
                 raise ValueError(f"`decision_id` {record.decision_id!r} was already recorded") from None
+
+    def record_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Store several decisions in one transaction (one fsync): the broker's batched writer."""
+        if not records:
+            return
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for record in records:
+                    self._conn.execute(f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES "
+                                       f"({', '.join('?' * 13)})", _decision_values(record))
+                self._conn.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._conn.execute("ROLLBACK")
+                raise ValueError("a decision_id in the batch was already recorded") from None
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def record_event(self, event: EventRecord) -> bool:
         """Store one event durably before returning. False if its event_id was seen before (nothing

@@ -145,6 +145,117 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+POLICY_KEYS = {"budget": int, "exploration_floor": float, "epsilon": float, "ucb_alpha": float, "noise": float,
+               "cost_per_candidate": float, "cost_per_ms": float, "propensity_samples": int}
+
+
+def broker_config(args: argparse.Namespace) -> Any:
+    from core.catalog import load_catalog
+    from core.policy.policies import PolicyConfig
+    from services.broker import BrokerConfig
+
+    settings = _options(args.set, scoped=False)
+    policy = PolicyConfig(kind=settings.pop("policy", "thompson"),
+                          **{k: POLICY_KEYS[k](settings.pop(k)) for k in list(settings) if k in POLICY_KEYS})
+    shards = dict(pair.split("=", 1) for pair in args.shard)
+    ranker = settings.pop("ranker", "rrf")
+    seed = int(settings.pop("seed", 0))
+    if settings:
+        known = ", ".join(["policy", "ranker", "seed", *POLICY_KEYS])
+        raise ValueError(f"unknown --set keys {sorted(settings)}; known: {known}")
+    model = Path(args.state) / "ranker.txt"
+    return BrokerConfig(shards=shards, state_dir=args.state, entities=tuple(load_catalog(args.catalog)),
+                        policy=policy, ranker=ranker, ranker_model=str(model), seed=seed)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from services.broker import serve
+
+    config = broker_config(args)
+
+    def listening(address: str) -> None:
+        print(f"ltrr broker listening on {address}", flush=True)
+
+    return uvloop.run(serve(config, args.host, args.port, on_listening=listening))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import signal
+
+    from services.cluster import Cluster, ClusterConfig, build_missing
+
+    config = ClusterConfig.from_toml(args.config)
+    build_missing(config)
+    cluster = Cluster(config)
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        address = cluster.start(args.port)
+        for name, shard in cluster.shards.items():
+            print(f"  {name:9s} shard on {shard.address} (pid {shard.process.pid})")
+        print(f"ltrr cluster up: broker on {address}; try: ltrr search --target {address} \"dance monkey\"", flush=True)
+        if args.examples:
+            run_examples(address, config)
+        while not stop and not args.once:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+        print("ltrr cluster stopped")
+    return 0
+
+
+def run_examples(address: str, config: Any) -> None:
+    from core.catalog import load_catalog
+    from services.client import BrokerClient
+
+    names = {e.id: f"{e.fields.get('title')} — {e.fields.get('artist')}" for e in load_catalog(config.catalog_path)}
+    with BrokerClient(address) as client:
+        for query in DEMO_QUERIES:
+            response = client.search(query, k=5, budget_ms=200)
+            calls = ", ".join(f"{r.strategy}:{r.quota}" for r in response.strategies if r.quota)
+            flag = "; degraded" if response.degraded else ""
+            print(f"\n{query!r}  ({response.took_ms:.1f} ms; quotas {calls}{flag})")
+            for r in response.results:
+                print(f"  {r.rank}. {names.get(r.entity_id, r.entity_id)}  [{', '.join(r.strategies)}]")
+            if response.results:
+                fb = client.feedback(response.decision_id, response.results[0].entity_id, "click")
+                print(f"  clicked #1: reward {fb.reward:.3f}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from services.client import BrokerClient
+
+    context = _options(args.context, scoped=False)
+    with BrokerClient(args.target) as client:
+        response = client.search(args.text, k=args.k, budget_ms=args.budget_ms, context=context)
+    print(f"decision {response.decision_id}: {len(response.results)} results in {response.took_ms:.1f} ms"
+          f"{' (degraded)' if response.degraded else ''}")
+    for r in response.strategies:
+        print(f"  {r.strategy:9s} quota {r.quota:4d}  returned {r.returned:4d}  status {r.status}  "
+              f"{r.latency_ms:6.1f} ms  p={r.propensity:.3f}")
+    for r in response.results:
+        print(f"{r.rank:4d}  {r.score:8.4f}  {r.entity_id}  [{', '.join(r.strategies)}]")
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from services.client import BrokerClient
+
+    with BrokerClient(args.target) as client:
+        response = client.feedback(args.decision_id, args.entity_id, args.type, value=args.value)
+    print(f"{'duplicate' if response.duplicate else 'recorded'}; reward {response.reward:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltrr", description="Learning-to-rank-and-retrieve search cluster.")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
@@ -201,6 +312,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=50051, help="shard port (default: %(default)s)")
     p.add_argument("--once", action="store_true", help="stop after the examples instead of serving on")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("broker", help="serve the broker over running shards")
+    p.add_argument("--shard", action="append", default=[], required=True, metavar="STRATEGY=HOST:PORT")
+    p.add_argument("--state", required=True, help="directory for the event log and the policy snapshot")
+    p.add_argument("--catalog", required=True, help="the catalog the shards were built from")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=50050)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="policy (thompson|linucb|epsilon-greedy|static), ranker (rrf|blend|lambdamart), seed, "
+                        "budget, exploration_floor, cost_per_candidate, cost_per_ms, ...")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("up", help="start a local cluster (every shard + the broker) from one TOML config")
+    p.add_argument("--config", help="cluster config (see services/cluster.py; default: the bundled catalog)")
+    p.add_argument("--port", type=int, help="broker port (overrides the config)")
+    p.add_argument("--examples", action="store_true", help="run example searches with feedback once up")
+    p.add_argument("--once", action="store_true", help="stop after start-up (and the examples)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("search", help="search through the broker")
+    p.add_argument("text")
+    p.add_argument("--target", default="127.0.0.1:50050")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--budget-ms", type=int, default=100)
+    p.add_argument("--context", action="append", default=[], metavar="KEY=VALUE", help="e.g. device=mobile, hour=21")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("feedback", help="report a user action on a search result")
+    p.add_argument("decision_id")
+    p.add_argument("entity_id")
+    p.add_argument("--type", default="click", choices=["click", "play", "like", "favorite", "skip"])
+    p.add_argument("--value", type=float, default=0.0)
+    p.add_argument("--target", default="127.0.0.1:50050")
+    p.set_defaults(func=cmd_feedback)
     return parser
 
 

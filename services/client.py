@@ -9,8 +9,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core.query import Filter
-from core.strategy import FeedbackEvent
-from ltrr.v1 import shard_pb2, shard_pb2_grpc
+from core.strategy import EventType, FeedbackEvent
+from ltrr.v1 import broker_pb2, broker_pb2_grpc, shard_pb2, shard_pb2_grpc
 from services import convert
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -60,3 +60,65 @@ class ShardClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class BrokerClient:
+    """A blocking client of the broker."""
+
+    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(address)
+        self.stub = broker_pb2_grpc.BrokerStub(self.channel)
+
+    def search(self, text: str, *, k: int = 10, budget_ms: int = 100, context: dict[str, str] | None = None,
+               filters: Sequence[Filter] = (), timeout: float | None = None) -> broker_pb2.SearchResponse:
+        request = broker_pb2.SearchRequest(query=convert.query_to_proto(text, context=context, filters=filters),
+                                           k=k, budget_ms=budget_ms)
+        return self.stub.Search(request, timeout=timeout or self.timeout)
+
+    def feedback(self, decision_id: str, entity_id: str, event: str | int = "click", *, value: float = 0.0,
+                 event_id: str = "", timeout: float | None = None) -> broker_pb2.FeedbackResponse:
+        kind = EventType[event.upper()] if isinstance(event, str) else EventType(event)
+        request = broker_pb2.FeedbackRequest(decision_id=decision_id, entity_id=entity_id, type=int(kind),
+                                             value=value, event_id=event_id)
+        return self.stub.Feedback(request, timeout=timeout or self.timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> BrokerClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncBrokerClient:
+    """The broker client for asyncio code (grpc.aio)."""
+
+    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(address)
+        self.stub = broker_pb2_grpc.BrokerStub(self.channel)
+
+    async def search(self, text: str, *, k: int = 10, budget_ms: int = 100,
+                     context: dict[str, str] | None = None) -> broker_pb2.SearchResponse:
+        request = broker_pb2.SearchRequest(query=convert.query_to_proto(text, context=context), k=k,
+                                           budget_ms=budget_ms)
+        return await self.stub.Search(request, timeout=self.timeout)
+
+    async def feedback(self, decision_id: str, entity_id: str, event: str = "click", *, value: float = 0.0
+                       ) -> broker_pb2.FeedbackResponse:
+        request = broker_pb2.FeedbackRequest(decision_id=decision_id, entity_id=entity_id,
+                                             type=int(EventType[event.upper()]), value=value)
+        return await self.stub.Feedback(request, timeout=self.timeout)
+
+    async def close(self) -> None:
+        await self.channel.close(grace=None)
+
+    async def __aenter__(self) -> AsyncBrokerClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()

@@ -8,7 +8,7 @@ import numpy as np
 
 from core.errors import InvalidArgumentError
 from core.query import Filter, Limits, Query, make_query
-from core.strategy import EventType, FeedbackEvent, Hits, Interpretation
+from core.strategy import EventType, FeedbackEvent, Hits, Interpretation, Slot
 from ltrr.v1 import common_pb2, shard_pb2
 
 MAX_EVENT_ID_BYTES = 128
@@ -64,3 +64,9 @@ def event_to_proto(event: FeedbackEvent) -> common_pb2.FeedbackEvent:
     if event.timestamp:
         pb.timestamp.FromNanoseconds(int(event.timestamp * 1e9))
     return pb
+
+
+def interpretation_from_proto(interp: common_pb2.Interpretation) -> Interpretation:
+    slots = tuple(Slot(field=s.field, value=s.value, span=s.span, start=s.start, end=s.end, confidence=s.confidence)
+                  for s in interp.slots)
+    return Interpretation(slots=slots, free_text=interp.free_text, likelihood=interp.likelihood)

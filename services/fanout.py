@@ -52,7 +52,7 @@ class ShardPool:
 
     async def close(self) -> None:
         for channel in self.channels.values():
-            await channel.close()
+            await channel.close(grace=None)
 
 
 async def _call(stub: shard_pb2_grpc.ShardStub, strategy: str, query: common_pb2.Query, quota: int,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +21,6 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from core.errors import InvalidArgumentError, LtrrError, NotReadyError, UnimplementedError
 from core.indexing import open_strategy
@@ -32,11 +29,11 @@ from core.storage import FORMAT_VERSION
 from core.strategy import Strategy, SupportsClose, SupportsLearn, SupportsUnderstand
 from ltrr.v1 import shard_pb2, shard_pb2_grpc
 from services import convert
+from services.server import Hosted, run
 from services.status import status_for
 
 log = logging.getLogger("ltrr.shard")
 SERVICE = shard_pb2.DESCRIPTOR.services_by_name["Shard"].full_name
-GRACE_SECONDS = 5.0
 MAX_LEARN_EVENTS = 1000
 DEFAULT_INTERPRETATIONS = 8
 MAX_INTERPRETATIONS = 32
@@ -175,39 +172,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
 async def serve(config: ShardConfig, *, on_listening: Callable[[str], None] | None = None) -> int:
     """Run a shard until SIGTERM/SIGINT; returns the process exit code."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
     service = ShardService(config)
-    shard_pb2_grpc.add_ShardServicer_to_server(service, server)
-    health_service = health.aio.HealthServicer()  # type: ignore[attr-defined]  # set up conditionally
-    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
-    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
-    for name in ("", SERVICE):
-        await health_service.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.start()
-    address = f"{config.host}:{port}"
-    if on_listening:
-        on_listening(address)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await loop.run_in_executor(service.executor, service.load)
-    except LtrrError as err:
-        log.error("cannot serve: %s", err)
-        await server.stop(0)
-        return 2
-    except Exception:
-        log.exception("cannot serve: loading the index failed")
-        await server.stop(0)
-        return 1
-    for name in ("", SERVICE):
-        await health_service.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("%s shard serving on %s", config.strategy, address)
-    await stop.wait()
-    log.info("stopping (grace %.0fs)", GRACE_SECONDS)
-    await health_service.enter_graceful_shutdown()
-    await server.stop(GRACE_SECONDS)
-    service.close()
-    return 0
+
+    async def load() -> None:
+        await asyncio.get_running_loop().run_in_executor(service.executor, service.load)
+
+    async def close() -> None:
+        service.close()
+
+    hosted = Hosted(SERVICE, lambda server: shard_pb2_grpc.add_ShardServicer_to_server(service, server), load, close)
+    return await run(hosted, config.host, config.port, label=f"{config.strategy} shard", on_listening=on_listening)

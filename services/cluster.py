@@ -1,0 +1,122 @@
+"""A local cluster from one TOML file: every strategy shard and the broker as separate processes.
+
+    ltrr up [--config FILE]
+
+All keys are optional (defaults in parentheses):
+
+    catalog = ""                    # catalog file (the bundled demo music catalog)
+    index = "indexes/demo"          # index directory; missing components are built first
+    state = "indexes/demo-state"    # broker state: event log, policy snapshot, ranker model
+    host = "127.0.0.1"              # where every process binds
+    port = 50050                    # broker port; shards take free ports
+    strategies = ["lexical", "semantic", "attribute", "memory"]
+
+    [build.lexical]                 # `ltrr index` options per strategy
+    fields = "title^2,artist^1.5,album^0.5"
+    [run.memory]                    # shard run-time options per strategy
+    snapshot_every = 1000
+    [broker]                        # policy and ranking
+    policy = "thompson"             # thompson, linucb, epsilon-greedy, static
+    budget = 200                    # candidates per search, all strategies together
+    ranker = "rrf"                  # rrf, blend, lambdamart (state/ranker.txt once trained)
+    seed = 0
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.catalog import demo_catalog_path, load_catalog
+from core.indexing import build_index
+from core.storage import MANIFEST
+from services.process import ServerProcess, shard_args, spawn
+
+DEFAULT_STRATEGIES = ("lexical", "semantic", "attribute", "memory")
+DEFAULT_BUILD = {"lexical": {"fields": "title^2,artist^1.5,album^0.5"}}
+RANKER_FILE = "ranker.txt"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    catalog: str = ""
+    index: str = "indexes/demo"
+    state: str = "indexes/demo-state"
+    host: str = "127.0.0.1"
+    port: int = 50050
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    build: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: DEFAULT_BUILD)
+    run: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    broker: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str] | None) -> ClusterConfig:
+        if path is None:
+            return cls()
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ValueError(f"{path}: cannot read the cluster config ({err})") from None
+        known = set(cls.__dataclass_fields__)
+        if unknown := sorted(set(raw) - known):
+            raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+        if "strategies" in raw:
+            raw["strategies"] = tuple(raw["strategies"])
+        if "build" in raw:
+            raw["build"] = {**DEFAULT_BUILD, **raw["build"]}
+        return cls(**raw)
+
+    @property
+    def catalog_path(self) -> Path:
+        return Path(self.catalog) if self.catalog else demo_catalog_path()
+
+
+def build_missing(config: ClusterConfig) -> None:
+    """Build the index components the cluster needs and does not have yet."""
+    missing = [s for s in config.strategies if not (Path(config.index) / s / MANIFEST).exists()]
+    if missing or not (Path(config.index) / "collection" / MANIFEST).exists():
+        print(f"building {', '.join(missing) or 'collection'} in {config.index} from {config.catalog_path} ...",
+              flush=True)
+        build_index(load_catalog(config.catalog_path), config.index, missing or ["lexical"], config.build)
+
+
+def broker_args(config: ClusterConfig, shards: Mapping[str, str], port: int) -> list[str]:
+    args = ["broker", "--state", config.state, "--catalog", str(config.catalog_path), "--host", config.host,
+            "--port", str(port)]
+    for name, address in shards.items():
+        args += ["--shard", f"{name}={address}"]
+    for key, value in config.broker.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+class Cluster:
+    """Shard processes and the broker; stop() ends them in reverse order."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.shards: dict[str, ServerProcess] = {}
+        self.broker: ServerProcess | None = None
+
+    def start(self, broker_port: int | None = None) -> str:
+        """Start everything and wait until all serve; returns the broker's address."""
+        c = self.config
+        try:
+            for name in c.strategies:
+                self.shards[name] = spawn(shard_args(name, c.index, c.run.get(name), ["--host", c.host]))
+            port = c.port if broker_port is None else broker_port
+            self.broker = spawn(broker_args(c, {n: s.address for n, s in self.shards.items()}, port))
+        except BaseException:
+            self.stop()
+            raise
+        return self.broker.address
+
+    def stop(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+        for shard in reversed(list(self.shards.values())):
+            shard.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -53,6 +54,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_shard(args: argparse.Namespace) -> int:
+    # Before numba or torch load: one shard, one core's worth of threads unless told otherwise.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
     import uvloop
 
     from core.query import Limits
@@ -282,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-query-chars", type=int, default=1024, help="longest accepted query (default: %(default)s)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a run-time strategy option, e.g. k1=1.2 (repeatable)")
+    p.add_argument("--threads", type=int, default=1, help="compute threads (numba, torch) (default: %(default)s)")
     p.add_argument("--test-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_shard)
 

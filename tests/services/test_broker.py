@@ -1,0 +1,147 @@
+"""The broker over real shard processes: search, feedback, deadlines, dead shards, crash durability."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from core.catalog import Entity, write_jsonl
+from core.indexing import build_index
+from ltrr.v1 import broker_pb2
+from services.client import BrokerClient
+from services.cluster import Cluster, ClusterConfig, broker_args
+from services.process import ServerProcess, shard_args, spawn
+
+pytestmark = pytest.mark.slow
+ALL = ("lexical", "semantic", "attribute", "memory")
+OK, TIMEOUT, ERROR = (broker_pb2.STRATEGY_STATUS_OK, broker_pb2.STRATEGY_STATUS_TIMEOUT,
+                      broker_pb2.STRATEGY_STATUS_ERROR)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, catalog: list[Entity]) -> Path:
+    root = tmp_path_factory.mktemp("cluster")
+    write_jsonl(catalog, root / "catalog.jsonl")
+    build_index(catalog, root / "index", ALL, {"lexical": {"fields": "title^2,artist", "progress": False},
+                                               "semantic": {"encoder": "hashing", "progress": False,
+                                                            "cache": str(root / "cache")}})
+    return root
+
+
+def config(root: Path, state: str, **broker: object) -> ClusterConfig:
+    return ClusterConfig(catalog=str(root / "catalog.jsonl"), index=str(root / "index"), state=str(root / state),
+                         strategies=ALL, run={"memory": {"state_dir": str(root / state / "memory")}},
+                         broker=broker)
+
+
+@pytest.fixture(scope="module")
+def cluster(built: Path) -> Iterator[Cluster]:
+    c = Cluster(config(built, "state-main", policy="static"))
+    c.start(broker_port=0)
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def client(cluster: Cluster) -> Iterator[BrokerClient]:
+    assert cluster.broker is not None
+    with BrokerClient(cluster.broker.address) as c:
+        yield c
+
+
+def test_search_reports_every_strategy(client: BrokerClient) -> None:
+    response = client.search("love night", k=5, budget_ms=2000)
+    assert len(response.decision_id) == 32 and 0 < len(response.results) <= 5
+    assert [r.strategy for r in response.strategies] == list(ALL)
+    called = [r for r in response.strategies if r.quota > 0]
+    assert called and all(r.status == OK and 0 < r.propensity <= 1 for r in called)
+    assert all(r.status == broker_pb2.STRATEGY_STATUS_SKIPPED for r in response.strategies if r.quota == 0)
+    assert not response.degraded
+    assert [r.rank for r in response.results] == list(range(1, len(response.results) + 1))
+    assert all(r.strategies for r in response.results)
+
+
+def test_feedback_counts_once_and_names_unknowns(client: BrokerClient) -> None:
+    response = client.search("blue river", k=5, budget_ms=2000)
+    entity = response.results[0].entity_id
+    first = client.feedback(response.decision_id, entity, "click", event_id="ev-1")
+    again = client.feedback(response.decision_id, entity, "click", event_id="ev-1")
+    assert not first.duplicate and again.duplicate and first.reward == pytest.approx(again.reward)
+    for decision, eid, field in [("nope", entity, "decision_id"), (response.decision_id, "no-such-id", "entity_id")]:
+        with pytest.raises(grpc.RpcError) as err:
+            client.feedback(decision, eid, "click")
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND and field in (err.value.details() or "")
+
+
+@pytest.mark.parametrize(("k", "budget", "field"), [(101, 100, "k"), (5, 2, "budget_ms"), (5, 20000, "budget_ms")])
+def test_bad_search_arguments(client: BrokerClient, k: int, budget: int, field: str) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        client.search("love", k=k, budget_ms=budget)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith(field)
+
+
+def test_slow_shard_never_pushes_the_search_past_its_budget(built: Path) -> None:
+    fast = spawn(shard_args("lexical", built / "index"))
+    slow = spawn(shard_args("semantic", built / "index", extra=["--test-delay-ms", "300"]))
+    broker = spawn(broker_args(config(built, "state-slow", policy="static"),
+                               {"lexical": fast.address, "semantic": slow.address}, 0))
+    try:
+        with BrokerClient(broker.address) as client:
+            client.search("love", budget_ms=1000)  # connections up
+            for _ in range(5):
+                started = time.perf_counter()
+                response = client.search("love night", k=5, budget_ms=50)
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                status = {r.strategy: r.status for r in response.strategies}
+                assert status == {"lexical": OK, "semantic": TIMEOUT} and response.degraded
+                assert response.took_ms <= 60, response.took_ms
+                assert elapsed_ms <= 150  # client side, with the Python gRPC round trip on a shared machine
+                assert len(response.results) > 0
+    finally:
+        for p in (broker, slow, fast):
+            p.stop()
+
+
+def test_killing_a_shard_mid_run_fails_no_search(built: Path) -> None:
+    cluster = Cluster(config(built, "state-kill", policy="static"))
+    cluster.start(broker_port=0)
+    try:
+        assert cluster.broker is not None
+        with BrokerClient(cluster.broker.address) as client:
+            failures = degraded = 0
+            for i in range(60):
+                if i == 20:
+                    cluster.shards["lexical"].kill()
+                try:
+                    degraded += client.search("love night", k=5, budget_ms=500).degraded
+                except grpc.RpcError:
+                    failures += 1
+            assert failures == 0 and degraded >= 30
+    finally:
+        cluster.stop()
+
+
+def test_acknowledged_feedback_survives_a_broker_sigkill(built: Path) -> None:
+    shard = spawn(shard_args("lexical", built / "index"))
+    args = broker_args(config(built, "state-crash"), {"lexical": shard.address}, 0)
+    broker: ServerProcess = spawn(args)
+    try:
+        with BrokerClient(broker.address) as client:
+            acked = []
+            for i in range(20):
+                r = client.search("love", k=3, budget_ms=1000)
+                assert not client.feedback(r.decision_id, r.results[0].entity_id, "play", event_id=f"e{i}").duplicate
+                acked.append((r.decision_id, r.results[0].entity_id, f"e{i}"))
+        broker.kill()
+        broker = spawn(args)
+        with BrokerClient(broker.address) as client:
+            for decision, entity, event in acked:
+                assert client.feedback(decision, entity, "play", event_id=event).duplicate
+    finally:
+        broker.stop()
+        shard.stop()

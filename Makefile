@@ -1,5 +1,6 @@
 # The two commands a newcomer needs (see README.md):
-#   make demo   set up, then index the bundled music catalog, serve it and run example searches
+#   make demo   set up, then start the whole local cluster on the bundled music catalog (building its
+#               indexes the first time) and run example searches with feedback; Ctrl-C stops it
 #   make test   set up, then lint, type-check and run the test suite
 # Everything installs into .venv from the package registries; re-running skips what is done.
 
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.ltrr-installed
 .PHONY: demo test lint pytest bench install clean
 
 demo: $(STAMP)
-	$(BIN)/ltrr demo $(DEMO_ARGS)
+	$(BIN)/ltrr up --examples $(DEMO_ARGS)
 
 test: lint pytest
 

@@ -64,7 +64,8 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
     config = ShardConfig(strategy=args.strategy, index=args.index, host=args.host, port=args.port,
                          limits=Limits(max_quota=args.max_quota, max_query_chars=args.max_query_chars),
-                         options=_options(args.option, scoped=False), delay_ms=args.test_delay_ms)
+                         options=_options(args.option, scoped=False), delay_ms=args.test_delay_ms,
+                         noop=args.noop)
 
     def listening(address: str) -> None:
         print(f"ltrr shard {args.strategy} listening on {address}", flush=True)
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a run-time strategy option, e.g. k1=1.2 (repeatable)")
     p.add_argument("--threads", type=int, default=1, help="compute threads (numba, torch) (default: %(default)s)")
     p.add_argument("--test-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--noop", action="store_true", help="serve a no-op strategy under this name (benchmark floor)")
     p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser("retrieve", help="ask a shard for candidates")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,12 +102,13 @@ class Cluster:
         self.shards: dict[str, ServerProcess] = {}
         self.broker: ServerProcess | None = None
 
-    def start(self, broker_port: int | None = None) -> str:
-        """Start everything and wait until all serve; returns the broker's address."""
+    def start(self, broker_port: int | None = None, shard_flags: Sequence[str] = ()) -> str:
+        """Start everything and wait until all serve; returns the broker's address.
+        shard_flags: extra `ltrr shard` flags for every shard (e.g. --noop)."""
         c = self.config
         try:
             for name in c.strategies:
-                self.shards[name] = spawn(shard_args(name, c.index, c.run.get(name), ["--host", c.host]))
+                self.shards[name] = spawn(shard_args(name, c.index, c.run.get(name), ["--host", c.host, *shard_flags]))
             port = c.port if broker_port is None else broker_port
             self.broker = spawn(broker_args(c, {n: s.address for n, s in self.shards.items()}, port))
         except BaseException:

@@ -22,11 +22,13 @@ from typing import Any, TypeVar
 
 import grpc
 
+from core.collection import Collection
 from core.errors import InvalidArgumentError, LtrrError, NotReadyError, UnimplementedError
 from core.indexing import open_strategy
+from core.noop import NoopStrategy
 from core.query import Limits, check_quota
 from core.storage import FORMAT_VERSION
-from core.strategy import Strategy, SupportsClose, SupportsLearn, SupportsUnderstand
+from core.strategy import Strategy, StrategyKind, SupportsClose, SupportsLearn, SupportsUnderstand
 from ltrr.v1 import shard_pb2, shard_pb2_grpc
 from services import convert
 from services.server import Hosted, run
@@ -44,7 +46,8 @@ Resp = TypeVar("Resp")
 @dataclass(frozen=True, kw_only=True)
 class ShardConfig:
     """strategy: registered strategy name; index: index directory; options: the strategy's run-time
-    settings; delay_ms: test-only artificial delay added to every Retrieve (0 = none)."""
+    settings; delay_ms: test-only artificial delay added to every Retrieve (0 = none); noop: serve
+    core.noop.NoopStrategy under the strategy's name (benchmarks' floor)."""
 
     strategy: str
     index: str
@@ -53,6 +56,7 @@ class ShardConfig:
     limits: Limits = field(default_factory=Limits)
     options: Mapping[str, Any] = field(default_factory=dict)
     delay_ms: float = 0.0
+    noop: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -158,7 +162,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     def load(self) -> None:
         """Open the index and warm it up (blocking; runs on the worker thread)."""
         started = time.perf_counter()
-        strategy = open_strategy(self.config.index, self.config.strategy, self.config.options)
+        if self.config.noop:
+            strategy: Strategy = NoopStrategy(StrategyKind(self.config.strategy), Collection.load(self.config.index))
+        else:
+            strategy = open_strategy(self.config.index, self.config.strategy, self.config.options)
         strategy.warm_up()
         self.strategy = strategy
         log.info("loaded %s index %s (%d entities) in %.2fs", self.config.strategy, self.config.index,

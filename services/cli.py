@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import LtrrError
+from core.policy.policies import PolicyConfig
 
 DEFAULT_DEMO_DIR = Path("indexes") / "demo"
 DEMO_FIELDS = "title^2,artist^1.5,album^0.5"
@@ -156,7 +157,6 @@ POLICY_KEYS = {"budget": int, "exploration_floor": float, "epsilon": float, "ucb
 
 def broker_config(args: argparse.Namespace) -> Any:
     from core.catalog import load_catalog
-    from core.policy.policies import PolicyConfig
     from services.broker import BrokerConfig
 
     settings = _options(args.set, scoped=False)
@@ -261,6 +261,43 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_ranker(args: argparse.Namespace) -> int:
+    from core.catalog import load_catalog
+    from core.eventlog import EventLog
+    from core.ranking import EntityTable, train_lambdamart
+
+    out = Path(args.out or Path(args.state) / "ranker.txt")
+    table = EntityTable.from_entities(load_catalog(args.catalog))
+    with EventLog(Path(args.state) / "events.sqlite") as log:
+        report = train_lambdamart(log.training_groups(), out, table=table)
+    print(f"trained LambdaMART on {report.train_groups} searches ({report.rows} candidates), "
+          f"held out {report.valid_groups}: nDCG@10 {report.ndcg_at_10:.4f} (RRF {report.rrf_ndcg_at_10:.4f})")
+    print(f"model: {report.model_path} (restart the broker with --set ranker=lambdamart to serve it)")
+    return 0
+
+
+def cmd_evaluate_policy(args: argparse.Namespace) -> int:
+    from core.eventlog import EventLog
+    from core.policy.evaluate import evaluate_policy
+    from core.policy.features import DIM
+    from core.policy.policies import BanditPolicy
+
+    settings = _options(args.set, scoped=False)
+    policy_config = PolicyConfig(kind=settings.pop("policy", "thompson"),
+                                 **{k: POLICY_KEYS[k](v) for k, v in settings.items() if k in POLICY_KEYS})
+    with EventLog(Path(args.state) / "events.sqlite") as log:
+        feedback = log.bandit_feedback(policy=args.logged_policy or None)
+    policy = BanditPolicy(feedback.strategies, DIM, policy_config)
+    if args.policy_state:
+        policy.load(args.policy_state)
+    estimates = evaluate_policy(feedback, policy, seed=args.seed)
+    print(f"{len(feedback.action)} logged decisions; candidate policy {policy_config.kind.value}; "
+          f"logged mean reward {feedback.reward.mean():.4f}")
+    for name, e in estimates.items():
+        print(f"  {name.name:5s} {e.value:.4f}  95% CI [{e.lower:.4f}, {e.upper:.4f}]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltrr", description="Learning-to-rank-and-retrieve search cluster.")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
@@ -353,6 +390,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value", type=float, default=0.0)
     p.add_argument("--target", default="127.0.0.1:50050")
     p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("train-ranker", help="train the LambdaMART ranker from the broker's event log")
+    p.add_argument("--state", required=True, help="the broker's state directory")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--out", help="model file (default: STATE/ranker.txt, where the broker looks)")
+    p.set_defaults(func=cmd_train_ranker)
+
+    p = sub.add_parser("evaluate-policy", help="estimate a candidate policy's value from the event log (IPS, "
+                       "SNIPS, DR)")
+    p.add_argument("--state", required=True, help="the broker's state directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="candidate policy settings")
+    p.add_argument("--policy-state", help="learned state for the candidate (a policy.npz)")
+    p.add_argument("--logged-policy", default="", help="only decisions logged by this policy kind")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate_policy)
     return parser
 
 

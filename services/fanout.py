@@ -47,7 +47,11 @@ class ShardPool:
 
     def __init__(self, addresses: Mapping[str, str]) -> None:
         self.addresses = dict(addresses)
-        self.channels = {name: grpc.aio.insecure_channel(addr) for name, addr in self.addresses.items()}
+        # round_robin: behind a headless Service (Kubernetes) DNS yields every replica, and calls
+        # are balanced per request instead of pinning one long-lived connection to one pod.
+        options = [("grpc.lb_policy_name", "round_robin")]
+        self.channels = {name: grpc.aio.insecure_channel(addr, options=options)
+                         for name, addr in self.addresses.items()}
         self.stubs = {name: shard_pb2_grpc.ShardStub(ch) for name, ch in self.channels.items()}
 
     async def close(self) -> None:

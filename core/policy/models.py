@@ -1,9 +1,11 @@
 """Bayesian linear regression arms, one per (strategy, quota level): the hit-probability models.
 
 Arm (s, l) predicts p(x) = theta_sl . x, the probability that the entity the user acts on is in
-strategy s's top-q_l for context x. Prior theta ~ N(0, I / prior_precision); observations r in
+strategy s's top-q_l for context x. Prior theta ~ N(m_l e_0, I / prior_precision) (feature 0 is
+the bias, so m_l is the prior hit probability of level l in every context); observations r in
 {0, 1} with noise scale `noise`. The posterior is kept as A^-1 (Sherman-Morrison updates) and b:
-    mean = A^-1 b,   Cov = noise^2 A^-1,   A = prior_precision I + sum x x^T,   b = sum r x.
+    mean = A^-1 b,   Cov = noise^2 A^-1,   A = prior_precision I + sum x x^T,
+    b = prior_precision m_l e_0 + sum r x.
 Only the prediction at the current x is ever needed, so Thompson sampling draws the scalar
 theta . x ~ N(mean . x, noise^2 x^T A^-1 x) instead of a whole theta.
 """
@@ -18,7 +20,10 @@ class LinearArms:
     Level 0 (not called) is kept for shape only and never updated."""
 
     def __init__(self, n_strategies: int, n_levels: int, dim: int, *, prior_precision: float = 1.0,
-                 noise: float = 0.5) -> None:
+                 noise: float = 0.5, prior_mean: np.ndarray | None = None) -> None:
+        """prior_mean: float64 (n_levels,), the prior hit probability of each level, carried by the
+        bias feature (x[0] = 1): theta's prior mean is prior_mean[l] * e_0, so before any data
+        every context predicts prior_mean[l]. None: zero."""
         if dim < 1:
             raise ValueError(f"`dim` must be >= 1, but got {dim}")
         if prior_precision <= 0 or noise <= 0:
@@ -26,6 +31,10 @@ class LinearArms:
         self.noise = noise
         self.a_inv = np.tile(np.eye(dim) / prior_precision, (n_strategies, n_levels, 1, 1))
         self.b = np.zeros((n_strategies, n_levels, dim))
+        if prior_mean is not None:
+            if np.shape(prior_mean) != (n_levels,):
+                raise ValueError(f"`prior_mean` must have shape ({n_levels},), but got {np.shape(prior_mean)}")
+            self.b[:, :, 0] = prior_precision * np.asarray(prior_mean, dtype=np.float64)
         self.n = np.zeros((n_strategies, n_levels), dtype=np.int64)
         self._mean_theta: np.ndarray | None = None
 

@@ -39,7 +39,11 @@ class PolicyKind(enum.StrEnum):
 @dataclass(frozen=True, kw_only=True)
 class PolicyConfig:
     """Costs are in reward units (a hit is worth 1): per candidate fetched and per millisecond of
-    the slowest strategy called. static_quotas: per strategy, for kind "static" (empty: equal split)."""
+    the slowest strategy called. static_quotas: per strategy, for kind "static" (empty: equal split).
+    prior_hit_rate: the cold-start belief that a strategy called at the largest level finds the
+    entity; level q starts at prior_hit_rate * sqrt(q / max level), so before any feedback the
+    policy calls every strategy at a middle quota (for the defaults: 50 each of 200) and learns
+    from there, rather than betting on one strategy at random."""
 
     kind: PolicyKind = PolicyKind.THOMPSON
     levels: tuple[int, ...] = DEFAULT_LEVELS
@@ -47,17 +51,18 @@ class PolicyConfig:
     exploration_floor: float = 0.05
     epsilon: float = 0.1
     ucb_alpha: float = 1.0
-    noise: float = 0.5
-    prior_precision: float = 1.0
+    noise: float = 0.2
+    prior_precision: float = 5.0
     propensity_samples: int = 64
     cost_per_candidate: float = 0.0005
     cost_per_ms: float = 0.001
     latency_decay: float = 0.1
     static_quotas: tuple[int, ...] = ()
+    prior_hit_rate: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", PolicyKind(self.kind))
-        for name in ("exploration_floor", "epsilon", "latency_decay"):
+        for name in ("exploration_floor", "epsilon", "latency_decay", "prior_hit_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1], but got {getattr(self, name)}")
         if self.propensity_samples < 1:
@@ -133,8 +138,10 @@ class BanditPolicy:
         self.space = AllocationSpace(strategies=tuple(self.strategies), levels=self.config.levels,
                                      budget=self.config.budget)
         self.n_allocations = len(self.space.allocations)
-        self.arms = LinearArms(len(self.strategies), len(self.config.levels), self.dim,
-                               prior_precision=self.config.prior_precision, noise=self.config.noise)
+        levels = np.asarray(self.config.levels, dtype=np.float64)
+        self.arms = LinearArms(len(self.strategies), len(levels), self.dim, prior_precision=self.config.prior_precision,
+                               noise=self.config.noise,
+                               prior_mean=self.config.prior_hit_rate * np.sqrt(levels / levels[-1]))
         self.latency_ms = np.zeros(len(self.strategies))
         quotas = self.config.static_quotas or equal_split(self.space)
         self.static_allocation = self.space.index_of(quotas)

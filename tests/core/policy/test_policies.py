@@ -80,8 +80,18 @@ def test_outcomes_update_every_level_up_to_the_quota() -> None:
                             Outcome(quota=50, rank=0, answered=False), Outcome(quota=10, rank=3, answered=True)])
     assert policy.arms.n.tolist() == [[0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]
     mean, _ = policy.arms.predict(x_for())
-    assert mean[0, 1] == 0 < mean[0, 2]  # rank 12: a miss at top-10, a hit at top-25
-    assert mean[3, 1] > 0
+    prior, _ = BanditPolicy(STRATEGIES, DIM, PolicyConfig(levels=(0, 10, 25, 50), budget=100)).arms.predict(x_for())
+    assert mean[0, 1] < prior[0, 1] and mean[0, 2] > prior[0, 2]  # rank 12: a miss at top-10, a hit at top-25
+    assert mean[3, 1] > prior[3, 1]
+    np.testing.assert_array_equal(mean[1], prior[1])  # not called: nothing learned
+
+
+def test_cold_start_calls_several_strategies() -> None:
+    """With no feedback yet, the prior makes the default policy spread its budget, not bet on one strategy."""
+    policy = BanditPolicy(STRATEGIES, DIM)
+    rng = np.random.default_rng(4)
+    called = [sum(q > 0 for q in policy.decide(x_for(), rng).quotas) for _ in range(200)]
+    assert np.mean([c >= 3 for c in called]) > 0.8
 
 
 @pytest.mark.parametrize("kind", LEARNING_KINDS)

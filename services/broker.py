@@ -59,7 +59,7 @@ class BrokerConfig:
     state_dir: str
     entities: tuple[Entity, ...] = ()
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    ranker: str = "rrf"
+    ranker: str = "lambdamart"
     ranker_model: str | None = None
     reserve_ms: float = 3.0
     understand_fraction: float = 0.2
@@ -150,6 +150,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.table = EntityTable.from_entities(config.entities)
         self.known_ids = frozenset(self.table.ids) if config.entities else None
         self.ranker = make_ranker(config.ranker, self.table, config.ranker_model)
+        log.info("ranker: %s (asked for %s)", type(self.ranker).__name__, config.ranker)
         self.rng = np.random.default_rng(config.seed)
         self.writer = DecisionWriter(EventLog(self.state_dir / EVENTS_FILE))
         self.recent: OrderedDict[str, Logged] = OrderedDict()

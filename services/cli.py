@@ -163,7 +163,7 @@ def broker_config(args: argparse.Namespace) -> Any:
     policy = PolicyConfig(kind=settings.pop("policy", "thompson"),
                           **{k: POLICY_KEYS[k](settings.pop(k)) for k in list(settings) if k in POLICY_KEYS})
     shards = dict(pair.split("=", 1) for pair in args.shard)
-    ranker = settings.pop("ranker", "rrf")
+    ranker = settings.pop("ranker", "lambdamart")  # RRF until `ltrr train-ranker` writes the model
     seed = int(settings.pop("seed", 0))
     if settings:
         known = ", ".join(["policy", "ranker", "seed", *POLICY_KEYS])
@@ -272,7 +272,7 @@ def cmd_train_ranker(args: argparse.Namespace) -> int:
         report = train_lambdamart(log.training_groups(), out, table=table)
     print(f"trained LambdaMART on {report.train_groups} searches ({report.rows} candidates), "
           f"held out {report.valid_groups}: nDCG@10 {report.ndcg_at_10:.4f} (RRF {report.rrf_ndcg_at_10:.4f})")
-    print(f"model: {report.model_path} (restart the broker with --set ranker=lambdamart to serve it)")
+    print(f"model: {report.model_path} (the broker serves it from its next start)")
     return 0
 
 

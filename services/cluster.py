@@ -18,7 +18,7 @@ All keys are optional (defaults in parentheses):
     [broker]                        # policy and ranking
     policy = "thompson"             # thompson, linucb, epsilon-greedy, static
     budget = 200                    # candidates per search, all strategies together
-    ranker = "rrf"                  # rrf, blend, lambdamart (state/ranker.txt once trained)
+    ranker = "lambdamart"           # served once `ltrr train-ranker` wrote state/ranker.txt; RRF until then
     seed = 0
 """
 

@@ -264,6 +264,20 @@ class EventLog:
         return [EventRecord(event_id=r[0], decision_id=r[1], entity_id=r[2], type=EventType(r[3]), value=r[4],
                             ts=r[5], reward=r[6]) for r in rows]
 
+    def last_event_rowid(self) -> int:
+        """Position of the newest event in recording order (0 when there is none)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0])
+
+    def events_after(self, rowid: int) -> list[tuple[int, EventRecord]]:
+        """(position, event) of every event recorded after position `rowid`, in recording order:
+        what a policy snapshot taken at `rowid` has not learned yet."""
+        with self._lock:
+            rows = self._conn.execute("SELECT rowid, event_id, decision_id, entity_id, type, value, ts, reward "
+                                      "FROM events WHERE rowid > ? ORDER BY rowid", (rowid,)).fetchall()
+        return [(int(r[0]), EventRecord(event_id=r[1], decision_id=r[2], entity_id=r[3], type=EventType(r[4]),
+                                        value=r[5], ts=r[6], reward=r[7])) for r in rows]
+
     def counts(self) -> tuple[int, int]:
         """(decisions, events) recorded."""
         with self._lock:

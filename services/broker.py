@@ -33,6 +33,7 @@ from core.policy.policies import BanditPolicy, Decision, PolicyConfig
 from core.query import Limits
 from core.ranking import EntityTable, make_ranker
 from core.reward import acted_ranks, search_reward, strategy_outcomes
+from core.storage import write_file_atomic
 from core.strategy import EventType, FeedbackEvent, StrategyKind
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2
 from services import convert
@@ -45,6 +46,7 @@ DEFAULT_K, MAX_K = 10, 100
 DEFAULT_BUDGET_MS, MIN_BUDGET_MS, MAX_BUDGET_MS = 100, 5, 10_000
 RECENT_DECISIONS = 100_000
 POLICY_FILE = "policy.npz"
+APPLIED = "applied_event_rowid"  # the event-log position a policy snapshot has learned up to
 EVENTS_FILE = "events.sqlite"
 
 
@@ -145,8 +147,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.pool = ShardPool(config.shards)
         self.policy = BanditPolicy(self.strategies, DIM, config.policy)
-        if (self.state_dir / POLICY_FILE).exists():
-            self.policy.load(self.state_dir / POLICY_FILE)
+        saved = self.policy.load(self.state_dir / POLICY_FILE) if (self.state_dir / POLICY_FILE).exists() else {}
         self.table = EntityTable.from_entities(config.entities)
         self.known_ids = frozenset(self.table.ids) if config.entities else None
         self.ranker = make_ranker(config.ranker, self.table, config.ranker_model)
@@ -155,6 +156,21 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.writer = DecisionWriter(EventLog(self.state_dir / EVENTS_FILE))
         self.recent: OrderedDict[str, Logged] = OrderedDict()
         self.updates = 0
+        self.applied_rowid = self._replay(int(saved.get(APPLIED, 0)))
+
+    def _replay(self, applied: int) -> int:
+        """Learn the logged events the policy snapshot does not include (after a crash, or with no
+        snapshot at all): the policy is rebuilt from snapshot + event log. Returns the new watermark."""
+        log_ = self.writer.log
+        events = log_.events_after(applied)
+        for rowid, event in events:
+            rec = log_.decision(event.decision_id)
+            ranks = acted_ranks(rec.merged(), event.entity_id)
+            self.policy.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, event.type))
+            applied = rowid
+        if events:
+            log.info("policy: replayed %d logged events newer than its snapshot", len(events))
+        return applied
 
     async def _understand(self, query: common_pb2.Query, timeout_s: float) -> list[Any]:
         stub = self.pool.stubs.get(StrategyKind.ATTRIBUTE.value)
@@ -235,30 +251,39 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         c = self.config.policy
         reward = search_reward(rec.quotas, ranks, event.type, event.value, cost_per_candidate=c.cost_per_candidate,
                                cost_per_ms=c.cost_per_ms, latency_ms=logged.latency_ms)
-        new = await self.writer.run(self.writer.log.record_event, EventRecord(
+        rowid = await self.writer.run(self._record, EventRecord(
             event_id=event.event_id, decision_id=rec.decision_id, entity_id=event.entity_id, type=event.type,
             value=event.value, ts=event.timestamp or time.time(), reward=reward))
-        if new:
-            self._learn(rec, ranks, event)
-        return broker_pb2.FeedbackResponse(duplicate=not new, reward=reward)
+        if rowid:
+            self._learn(rec, ranks, event, rowid)
+        return broker_pb2.FeedbackResponse(duplicate=not rowid, reward=reward)
 
-    def _learn(self, rec: DecisionRecord, ranks: tuple[int, ...], event: FeedbackEvent) -> None:
+    def _record(self, event: EventRecord) -> int:
+        """On the writer thread: store the event; its log position, 0 for a duplicate. Events are
+        written by this one thread only, so the newest position right after is this event's."""
+        return self.writer.log.last_event_rowid() if self.writer.log.record_event(event) else 0
+
+    def _learn(self, rec: DecisionRecord, ranks: tuple[int, ...], event: FeedbackEvent, rowid: int) -> None:
         self.policy.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, event.type))
+        self.applied_rowid = rowid
         self.updates += 1
         if self.updates % self.config.save_every == 0:
-            self.writer.executor.submit(self.save_policy)
+            self._save_policy_async()
         memory = self.pool.stubs.get(StrategyKind.MEMORY.value)
         if memory is not None and event.type is not EventType.SKIP:
             task = asyncio.ensure_future(memory.Learn(shard_pb2.LearnRequest(events=[convert.event_to_proto(event)]),
                                                       timeout=5.0))
             task.add_done_callback(_log_failure)
 
-    def save_policy(self) -> None:
-        self.policy.save(self.state_dir / POLICY_FILE)
+    def _save_policy_async(self) -> None:
+        """Snapshot the policy here (a consistent copy, with the log position it has learned up
+        to); write it on the writer thread."""
+        data = self.policy.to_bytes({APPLIED: self.applied_rowid})
+        self.writer.executor.submit(write_file_atomic, self.state_dir / POLICY_FILE, data)
 
     async def close(self) -> None:
         await self.pool.close()
-        self.writer.executor.submit(self.save_policy).result()
+        self._save_policy_async()
         self.writer.close()
 
 

@@ -18,9 +18,10 @@ import enum
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -180,16 +181,23 @@ class BanditPolicy:
                 if 0 < q <= o.quota:
                     self.arms.update(x, s, level, 1.0 if 0 < o.rank <= q else 0.0)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Atomically write the learned state (and the config it belongs to) to one .npz file."""
+    def to_bytes(self, extra: Mapping[str, Any] | None = None) -> bytes:
+        """The learned state (with the config it belongs to and `extra`, JSON-able) as .npz bytes;
+        a consistent copy, so it can be written on another thread while learning goes on."""
         buf = io.BytesIO()
-        meta = json.dumps({"strategies": list(self.strategies), "dim": self.dim, "config": asdict(self.config)})
+        meta = json.dumps({"strategies": list(self.strategies), "dim": self.dim, "config": asdict(self.config),
+                           "extra": dict(extra or {})})
         arrays: dict[str, np.ndarray] = {"meta": np.array(meta), "latency_ms": self.latency_ms, **self.arms.state()}
         np.savez(buf, allow_pickle=False, **arrays)
-        write_file_atomic(Path(path), buf.getvalue())
+        return buf.getvalue()
 
-    def load(self, path: str | os.PathLike[str]) -> None:
-        """Restore state saved by `save`; ValueError if it belongs to other strategies or features."""
+    def save(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> None:
+        """Atomically write `to_bytes(extra)` to one .npz file."""
+        write_file_atomic(Path(path), self.to_bytes(extra))
+
+    def load(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Restore state saved by `save`; returns its `extra`. ValueError if it belongs to other
+        strategies or features."""
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             if meta["strategies"] != list(self.strategies) or meta["dim"] != self.dim:
@@ -197,3 +205,4 @@ class BanditPolicy:
                                  f"not {list(self.strategies)} and {self.dim}")
             self.arms.load_state({k: data[k] for k in ("a_inv", "b", "n")})
             self.latency_ms = np.array(data["latency_ms"])
+        return dict(meta.get("extra", {}))

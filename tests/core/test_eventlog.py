@@ -178,3 +178,17 @@ def test_logged_feedback_trains_a_ranker(log: EventLog, tmp_path: Path) -> None:
                               TrainParams(num_boost_round=3, min_data_in_leaf=1, valid_fraction=0.25), table=table)
     assert (report.train_groups, report.valid_groups, report.rows) == (9, 3, 36)
     assert report.feature_names[:3] == ("rank_lexical", "score_lexical", "missing_lexical")
+
+
+def test_events_after_a_position_in_recording_order(log: EventLog) -> None:
+    """The broker rebuilds its policy from a snapshot plus the events logged after its position."""
+    log.record_decisions([decision("d1"), decision("d2")])
+    assert log.last_event_rowid() == 0
+    for i, d in enumerate(["d2", "d1", "d2"]):
+        assert log.record_event(event(f"e{i}", decision_id=d))
+    assert not log.record_event(event("e1", decision_id="d1"))  # a duplicate takes no position
+    last = log.last_event_rowid()
+    assert [e.event_id for _, e in log.events_after(0)] == ["e0", "e1", "e2"]
+    after_first = log.events_after(log.events_after(0)[0][0])
+    assert [e.event_id for _, e in after_first] == ["e1", "e2"] and after_first[-1][0] == last
+    assert log.events_after(last) == []

@@ -7,10 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from core.catalog import Entity, write_jsonl
+from core.eventlog import EventLog
 from core.indexing import build_index
+from core.policy.features import DIM
+from core.policy.policies import BanditPolicy
+from core.reward import acted_ranks, strategy_outcomes
 from ltrr.v1 import broker_pb2
 from services.client import BrokerClient
 from services.cluster import Cluster, ClusterConfig, broker_args
@@ -142,9 +147,24 @@ def test_acknowledged_feedback_survives_a_broker_sigkill(built: Path) -> None:
         with BrokerClient(broker.address) as client:
             for decision, entity, event in acked:
                 assert client.feedback(decision, entity, "play", event_id=event).duplicate
+        assert broker.stop() == 0
     finally:
         broker.stop()
         shard.stop()
+    # No snapshot existed when the broker was killed (20 updates < save_every): the restarted broker
+    # rebuilt its policy from the event log, so its snapshot equals a replay of the log.
+    state = built / "state-crash"
+    restored = BanditPolicy(("lexical",), DIM)
+    assert restored.load(state / "policy.npz")["applied_event_rowid"] == 20
+    reference = BanditPolicy(("lexical",), DIM)
+    with EventLog(state / "events.sqlite") as log:
+        for _, event in log.events_after(0):
+            rec = log.decision(event.decision_id)
+            ranks = acted_ranks(rec.merged(), event.entity_id)
+            reference.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, event.type))
+    assert reference.arms.n.sum() > 0
+    np.testing.assert_array_equal(restored.arms.n, reference.arms.n)
+    np.testing.assert_allclose(restored.arms.b, reference.arms.b)
 
 
 def test_event_log_feeds_ranker_training_and_policy_evaluation(cluster: Cluster, client: BrokerClient,

@@ -1,0 +1,108 @@
+"""The strategies of one index directory, run in process, with the caching long runs need.
+
+A strategy's answer to a query text is deterministic for lexical, semantic and attribute (their
+indexes do not change during a run), and a top-q list is the prefix of the top-Q list for q <= Q
+(every strategy sorts by score with a deterministic tie order). So each (strategy, text) is
+retrieved once at `max_quota` and sliced for smaller quotas. The memory strategy changes as it
+learns, so it is asked afresh every time. Query understanding (the attribute strategy's
+`understand`) is cached by text too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from core.indexing import open_strategy
+from core.merge import StrategyList
+from core.query import Query
+from core.strategy import Interpretation, Strategy, StrategyKind, SupportsLearn, SupportsUnderstand
+
+DEFAULT_INTERPRETATIONS = 8  # what the broker asks the attribute shard's Understand for
+CACHED_KINDS = frozenset({StrategyKind.LEXICAL, StrategyKind.SEMANTIC, StrategyKind.ATTRIBUTE})
+
+
+class InProcessStrategies:
+    """strategies: names in column order (the policy's and Merged's); memory_state: where the
+    memory strategy keeps its feedback (a fresh directory per run: learning must not leak between
+    runs); clock: "now" for the memory strategy's time decay (simulated time keeps runs
+    deterministic)."""
+
+    def __init__(self, root: str | os.PathLike[str], strategies: Sequence[str], max_quota: int, *,
+                 memory_state: str | os.PathLike[str] | None = None,
+                 clock: Callable[[], float] = time.time,
+                 shared: InProcessStrategies | None = None) -> None:
+        if max_quota < 1:
+            raise ValueError(f"`max_quota` must be >= 1, but got {max_quota}")
+        self.names = tuple(strategies)
+        self.max_quota = max_quota
+        self.loaded: dict[str, Strategy] = {}
+        for name in self.names:
+            if name == StrategyKind.MEMORY.value:
+                if memory_state is None:
+                    raise ValueError("`memory_state` is required when the memory strategy is used")
+                options = {"state_dir": str(Path(memory_state)), "snapshot_every": 1_000_000,
+                           "snapshot_interval_s": 0}
+                self.loaded[name] = open_strategy(root, name, options)
+                self.loaded[name].clock = clock  # type: ignore[attr-defined]
+            elif shared is not None and name in shared.loaded:
+                self.loaded[name] = shared.loaded[name]
+            else:
+                self.loaded[name] = open_strategy(root, name)
+        first = next(iter(self.loaded.values()))
+        self.ids: list[str] = list(first.collection.ids)
+        self.ordinal = first.collection.ordinal
+        self.cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = shared.cache if shared else {}
+        self.qu_cache: dict[str, tuple[Interpretation, ...]] = shared.qu_cache if shared else {}
+
+    def understand(self, text: str) -> tuple[Interpretation, ...]:
+        """The attribute strategy's readings of `text` (empty without one)."""
+        attr = self.loaded.get(StrategyKind.ATTRIBUTE.value)
+        if not isinstance(attr, SupportsUnderstand):
+            return ()
+        if text not in self.qu_cache:
+            self.qu_cache[text] = attr.understand(Query(text=text), DEFAULT_INTERPRETATIONS)
+        return self.qu_cache[text]
+
+    def top(self, name: str, text: str, quota: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ordinals int64, scores float32) of strategy `name`'s top `quota` for `text`."""
+        strategy = self.loaded[name]
+        if strategy.kind not in CACHED_KINDS:
+            hits = strategy.retrieve(Query(text=text), quota, None)
+            return hits.ordinals, hits.scores
+        key = (name, text)
+        if key not in self.cache:
+            hits = strategy.retrieve(Query(text=text), self.max_quota, None)
+            self.cache[key] = (hits.ordinals, hits.scores)
+        ordinals, scores = self.cache[key]
+        return ordinals[:quota], scores[:quota]
+
+    def lists(self, text: str, quotas: Sequence[int]) -> list[StrategyList]:
+        """One StrategyList per called strategy (quota > 0), in column order."""
+        out = []
+        for name, q in zip(self.names, quotas, strict=True):
+            if q > 0:
+                ordinals, scores = self.top(name, text, q)
+                out.append(StrategyList(name, [self.ids[o] for o in ordinals.tolist()], scores))
+        return out
+
+    def target_ranks(self, text: str, target: int) -> np.ndarray:
+        """int64 (S,): 1-based rank of ordinal `target` in each strategy's top max_quota, 0 = absent."""
+        out = np.zeros(len(self.names), dtype=np.int64)
+        for s, name in enumerate(self.names):
+            hit = np.flatnonzero(self.top(name, text, self.max_quota)[0] == target)
+            out[s] = hit[0] + 1 if hit.size else 0
+        return out
+
+    def learner(self) -> SupportsLearn | None:
+        memory = self.loaded.get(StrategyKind.MEMORY.value)
+        return memory if isinstance(memory, SupportsLearn) else None
+
+    def close(self) -> None:
+        memory = self.loaded.get(StrategyKind.MEMORY.value)
+        if memory is not None and hasattr(memory, "close"):
+            memory.close()

@@ -1,0 +1,237 @@
+"""The in-process experiment: simulated searches through the same core objects the broker runs.
+
+Per search (services/broker.py, Search then Feedback, minus the transport):
+featurize(text, context, understand(text)) -> policy.decide -> each called strategy's top-quota
+list -> merge -> ranker -> the user's action (core.simulator.clicks) -> acted_ranks, search_reward,
+strategy_outcomes -> policy.update, and the memory strategy's learn for the acted-on entity.
+
+Latency is simulated, so runs are deterministic: a strategy called with quota q takes
+`base_ms + per_candidate_ms * q` (LatencyModel), the search waits for the slowest one called, and
+the policy sees these through observe_latency as the broker sees measured ones.
+
+Regret is measured on the target (the track the user wants), not on the noisy action: for an
+allocation a, r(a) = 1[target in the union of a's lists] - cost_per_candidate * sum(quotas)
+- cost_per_ms * latency(a). The oracle takes argmax_a r(a), which with positive costs is the
+cheapest allocation that retrieves the target (or the cheapest allocation of all when none
+does: its hit is 0 whatever it does); per-search regret is r(oracle) - r(chosen).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from core.catalog import Entity
+from core.merge import Merged, merge
+from core.policy.allocation import AllocationSpace
+from core.policy.features import DIM, featurize
+from core.policy.policies import BanditPolicy, Decision, PolicyConfig, PolicyKind
+from core.ranking import EntityTable, make_ranker
+from core.reward import acted_ranks, search_reward, strategy_outcomes
+from core.simulator.clicks import Action, ClickConfig, ClickModel
+from core.simulator.metrics import Records, ndcg_at, reciprocal_rank
+from core.simulator.policies import PolicySpec
+from core.simulator.retrieval import InProcessStrategies
+from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
+from core.simulator.world import MusicWorld
+from core.strategy import EventType, FeedbackEvent, StrategyKind
+
+EXPERIMENT_LEVELS = (0, 10, 25, 50, 100, 200)
+EXPERIMENT_BUDGET = 200
+SIM_EPOCH = 1_800_000_000.0  # simulated wall clock at search 0 (seconds since the Unix epoch)
+SECONDS_PER_SEARCH = 1.0
+DEFAULT_BASE_MS = {"lexical": 1.0, "semantic": 2.0, "attribute": 1.5, "memory": 0.5}
+DEFAULT_PER_CANDIDATE_MS = {"lexical": 0.01, "semantic": 0.01, "attribute": 0.005, "memory": 0.002}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencyModel:
+    """Simulated call latency in ms: base_ms[s] + per_candidate_ms[s] * quota (1 ms and 0.01 ms
+    for strategies not named)."""
+
+    base_ms: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_BASE_MS))
+    per_candidate_ms: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PER_CANDIDATE_MS))
+
+    def __post_init__(self) -> None:
+        for name in ("base_ms", "per_candidate_ms"):
+            bad = {k: v for k, v in getattr(self, name).items() if not v >= 0}
+            if bad:
+                raise ValueError(f"`{name}` must hold values >= 0, but got {bad}")
+
+    def table(self, strategies: Sequence[str], levels: Sequence[int]) -> np.ndarray:
+        """float64 (S, L): latency of strategy s called at level l (0 for level 0)."""
+        lv = np.asarray(levels, dtype=np.float64)
+        out = np.array([[self.base_ms.get(s, 1.0) + self.per_candidate_ms.get(s, 0.01) * q for q in lv]
+                        for s in strategies])
+        out[:, lv == 0] = 0.0
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """searches: per policy run; seed: fixes the searches, the clicks and the policies' draws;
+    k: results shown and ranked; levels, budget: the allocation space every policy shares;
+    learn_every: feedback reaches the memory strategy in batches of this many events (the broker
+    forwards it asynchronously too; batching saves one fsync per event)."""
+
+    searches: int = 1000
+    seed: int = 0
+    k: int = 10
+    levels: tuple[int, ...] = EXPERIMENT_LEVELS
+    budget: int = EXPERIMENT_BUDGET
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    clicks: ClickConfig = field(default_factory=ClickConfig)
+    latency: LatencyModel = field(default_factory=LatencyModel)
+    learn_every: int = 16
+
+    def __post_init__(self) -> None:
+        if self.learn_every < 1:
+            raise ValueError(f"`learn_every` must be >= 1, but got {self.learn_every}")
+        if self.searches < 1:
+            raise ValueError(f"`searches` must be >= 1, but got {self.searches}")
+        if not 1 <= self.k <= 100:
+            raise ValueError(f"`k` must be in [1, 100], but got {self.k}")
+        if self.k < self.clicks.shown:
+            raise ValueError(f"`k` ({self.k}) must be >= `clicks.shown` ({self.clicks.shown})")
+
+
+def draw_searches(users: UserSimulator, n: int) -> list[SimSearch]:
+    """The next n searches of `users` (every policy of a seed replays the same list)."""
+    return [users.next_search() for _ in range(n)]
+
+
+def target_rewards(space: AllocationSpace, target_ranks: np.ndarray, latency: np.ndarray,
+                   config: PolicyConfig) -> np.ndarray:
+    """float64 (A,): r(a) of the module docstring for every allocation. target_ranks: int64 (S,)
+    (0 = absent from the strategy's top max level); latency: float64 (S, L)."""
+    alloc = space.allocations
+    levels = np.asarray(space.levels)
+    quota = levels[alloc]
+    hit = ((target_ranks[None, :] > 0) & (target_ranks[None, :] <= quota)).any(axis=1)
+    lat = latency[np.arange(alloc.shape[1])[None, :], alloc].max(axis=1)
+    return hit - config.cost_per_candidate * quota.sum(axis=1) - config.cost_per_ms * lat
+
+
+def oracle_allocation(rewards: np.ndarray, space: AllocationSpace) -> Decision:
+    """The allocation with the largest target reward; ties go to fewer candidates, then lower index."""
+    quota = np.asarray(space.levels)[space.allocations].sum(axis=1)
+    best = int(np.lexsort((np.arange(rewards.size), quota, -rewards))[0])
+    return Decision(space.quotas(best), 1.0, (1.0,) * space.allocations.shape[1], best)
+
+
+class PolicyRun:
+    """One policy over one list of searches, stepping search by search (module docstring)."""
+
+    def __init__(self, spec: PolicySpec, config: ExperimentConfig, strategies: InProcessStrategies,
+                 users: UserSimulator, table: EntityTable) -> None:
+        self.spec, self.config, self.strategies, self.users = spec, config, strategies, users
+        names = strategies.names
+        kind = spec.kind if spec.kind is not None else PolicyKind.STATIC
+        policy_config = replace(config.policy, kind=kind, levels=config.levels, budget=config.budget,
+                                static_quotas=spec.static_quotas)
+        self.policy = BanditPolicy(names, DIM, policy_config)
+        self.space = self.policy.space
+        self.ranker = make_ranker(spec.ranker, table)
+        self.clicks = ClickModel(config.clicks)
+        self.latency = config.latency.table(names, config.levels)
+        # Common random numbers: every policy of a seed sees the same click uniforms.
+        self.click_rng = np.random.default_rng([config.seed, 1])
+        self.rng = np.random.default_rng([config.seed, 2])
+        self.learner = strategies.learner()
+        self.pending: list[FeedbackEvent] = []
+        self.now = SIM_EPOCH
+
+    def flush(self) -> None:
+        """Hand the pending feedback to the memory strategy."""
+        if self.learner is not None and self.pending:
+            self.learner.learn(self.pending)
+        self.pending = []
+
+    def step(self, t: int, sim: SimSearch, rec: Records) -> None:
+        self.now = SIM_EPOCH + t * SECONDS_PER_SEARCH
+        x = featurize(sim.text, sim.context, self.strategies.understand(sim.text))
+        target_ranks = self.strategies.target_ranks(sim.text, sim.target)
+        rewards = target_rewards(self.space, target_ranks, self.latency, self.policy.config)
+        best = oracle_allocation(rewards, self.space)
+        decision = best if self.spec.is_oracle else self.policy.decide(x, self.rng)
+        lists = self.strategies.lists(sim.text, decision.quotas)
+        level = self.space.allocations[decision.allocation]
+        latency = self.latency[np.arange(level.size), level]
+        for s in np.flatnonzero(level > 0).tolist():
+            self.policy.observe_latency(s, float(latency[s]))
+        merged = merge(lists, self.strategies.names)
+        order, _ = self.ranker.rank(merged, sim.text, self.config.k)
+        ordinal = self.strategies.ordinal
+        shown = np.array([ordinal[merged.entity_ids[i]] for i in order.tolist()], dtype=np.int64)
+        action = self.clicks.act(shown, sim.relevant, sim.target, self.click_rng,
+                                 self.users.affinity_multiplier(sim.user, shown[: self.config.clicks.shown]))
+        rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, decision.quotas, decision.propensity
+        rec.fetched[t] = sum(len(lst.entity_ids) for lst in lists)
+        rec.candidates[t], rec.called[t] = len(merged), int((level > 0).sum())
+        rec.target_found[t] = bool(((target_ranks > 0) & (target_ranks <= decision.quotas)).any())
+        rec.rr[t], rec.ndcg[t] = reciprocal_rank(shown, sim.target), ndcg_at(shown, sim.relevant, sim.target,
+                                                                              self.config.clicks.shown)
+        rec.regret[t] = rewards[best.allocation] - rewards[decision.allocation]
+        if action.entity >= 0:
+            self._feedback(t, sim, x, decision, merged, action, latency, rec)
+
+    def _feedback(self, t: int, sim: SimSearch, x: np.ndarray, decision: Decision, merged: Merged,
+                  action: Action, latency: np.ndarray, rec: Records) -> None:
+        """The broker's Feedback: reward, policy update, and the event for the memory strategy."""
+        event = EventType.PLAY if action.follow_up else EventType.CLICK
+        entity_id = self.strategies.ids[action.entity]
+        ranks = acted_ranks(merged, entity_id)
+        c = self.policy.config
+        rec.feedback[t], rec.acted_found[t] = True, any(r > 0 for r in ranks)
+        rec.reward[t] = search_reward(decision.quotas, ranks, event, cost_per_candidate=c.cost_per_candidate,
+                                      cost_per_ms=c.cost_per_ms, latency_ms=float(latency.max()))
+        if not self.spec.is_oracle:
+            self.policy.update(x, strategy_outcomes(decision.quotas, ranks, tuple(q > 0 for q in decision.quotas),
+                                                    event))
+        self.pending.append(FeedbackEvent(event_id=str(t), query_text=sim.text, entity_id=entity_id,
+                                          type=event, timestamp=self.now, context=sim.context))
+        if len(self.pending) >= self.config.learn_every:
+            self.flush()
+
+
+def run_policy(spec: PolicySpec, config: ExperimentConfig, root: str | os.PathLike[str], strategies: Sequence[str],
+               searches: Sequence[SimSearch], users: UserSimulator, table: EntityTable, *,
+               memory_state: str | os.PathLike[str], shared: InProcessStrategies | None = None) -> Records:
+    """Run `spec` over `searches` on the index at `root`; memory_state: a fresh directory for the
+    memory strategy's feedback; shared: strategies (and caches) to reuse from an earlier run."""
+    clock_box: list[PolicyRun] = []
+    loaded = InProcessStrategies(root, strategies, max(config.levels), memory_state=memory_state,
+                                 clock=lambda: clock_box[0].now if clock_box else SIM_EPOCH, shared=shared)
+    try:
+        run = PolicyRun(spec, config, loaded, users, table)
+        clock_box.append(run)
+        rec = Records.empty(spec.name, loaded.names, len(searches))
+        for t, sim in enumerate(searches):
+            run.step(t, sim, rec)
+        run.flush()
+        return rec
+    finally:
+        loaded.close()
+
+
+def run_experiment(entities: Sequence[Entity], root: str | os.PathLike[str], strategies: Sequence[str],
+                   specs: Sequence[PolicySpec], config: ExperimentConfig, workdir: str | os.PathLike[str],
+                   simulator: SimulatorConfig | None = None) -> dict[str, Records]:
+    """Every spec over the same `config.searches` searches (seeded by config.seed) on the index at
+    `root`, built from `entities` (same order). workdir: memory state, one subdirectory per spec."""
+    world = MusicWorld.from_entities(entities)
+    users = UserSimulator(world, replace(simulator or SimulatorConfig(), seed=config.seed))
+    searches = draw_searches(users, config.searches)
+    table = EntityTable.from_entities(entities)
+    shared = InProcessStrategies(root, [s for s in strategies if s != StrategyKind.MEMORY.value],
+                                 max(config.levels))
+    out = {}
+    for spec in specs:
+        state = Path(workdir) / f"memory-{config.seed}-{spec.name}"
+        out[spec.name] = run_policy(spec, config, root, strategies, searches, users, table,
+                                    memory_state=state, shared=shared)
+    return out

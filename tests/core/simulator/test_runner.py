@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.catalog import Entity
+from core.policy.allocation import AllocationSpace
+from core.policy.policies import PolicyConfig, PolicyKind
+from core.simulator.metrics import Records, ndcg_at, reciprocal_rank
+from core.simulator.policies import ORACLE, PolicySpec, standard_policies
+from core.simulator.runner import (
+    EXPERIMENT_LEVELS,
+    ExperimentConfig,
+    LatencyModel,
+    oracle_allocation,
+    run_experiment,
+    target_rewards,
+)
+from tests.core.simulator.conftest import STRATEGIES
+
+SEARCHES = 300
+
+
+@pytest.fixture(scope="module")
+def results(music_slice: list[Entity], music_index: Path, tmp_path_factory: pytest.TempPathFactory
+            ) -> dict[str, Records]:
+    config = ExperimentConfig(searches=SEARCHES, seed=11)
+    specs = standard_policies(STRATEGIES, config.levels, config.budget)
+    return run_experiment(music_slice, music_index, STRATEGIES, specs, config, tmp_path_factory.mktemp("work"))
+
+
+def test_every_policy_has_a_record_per_search(results: dict[str, Records]) -> None:
+    assert set(results) == {"lexical-only", "semantic-only", "attribute-only", "memory-only", "static-equal",
+                            "static-rrf", "epsilon-greedy", "linucb", "thompson", ORACLE}
+    for rec in results.values():
+        assert len(rec) == SEARCHES and rec.quotas.shape == (SEARCHES, len(STRATEGIES))
+        assert np.all(rec.quotas.sum(axis=1) <= 200) and np.all(rec.called >= 1)
+        assert np.all((rec.propensity > 0) & (rec.propensity <= 1))
+        assert np.all(rec.fetched >= rec.candidates)
+        assert np.all((rec.rr >= 0) & (rec.rr <= 1)) and np.all((rec.ndcg >= 0) & (rec.ndcg <= 1 + 1e-6))
+        assert np.all(rec.regret >= -1e-6)
+        assert np.isnan(rec.reward[~rec.feedback]).all() and not np.isnan(rec.reward[rec.feedback]).any()
+        assert set(np.unique(rec.intent).tolist()) == {0, 1, 2, 3}
+        summary = rec.summary()
+        assert 0 <= summary["candidate_recall"] <= 1 and summary["searches"] == SEARCHES
+
+
+def test_static_plans_keep_their_quotas_and_the_oracle_is_best(results: dict[str, Records]) -> None:
+    np.testing.assert_array_equal(np.unique(results["lexical-only"].quotas, axis=0), [[200, 0, 0, 0]])
+    np.testing.assert_array_equal(np.unique(results["static-rrf"].quotas, axis=0), [[50, 50, 50, 50]])
+    oracle = results[ORACLE]
+    assert oracle.regret.max() == pytest.approx(0.0, abs=1e-6)
+    for name, rec in results.items():
+        assert oracle.target_found.mean() >= rec.target_found.mean(), name
+        # the target is never found by a plan when the oracle cannot find it
+        assert not (rec.target_found & ~oracle.target_found).any(), name
+    # the oracle fetches at most what is needed: never more than the budget, usually far less
+    assert oracle.quotas.sum(axis=1).mean() < results["static-rrf"].quotas.sum(axis=1).mean()
+
+
+def test_learning_policies_vary_their_allocations(results: dict[str, Records]) -> None:
+    for name in ("epsilon-greedy", "linucb", "thompson"):
+        assert len(np.unique(results[name].quotas, axis=0)) > 3, name
+
+
+def test_a_run_is_deterministic_under_its_seed(music_slice: list[Entity], music_index: Path, tmp_path: Path) -> None:
+    config = ExperimentConfig(searches=60, seed=3)
+    spec = [PolicySpec(name="thompson", kind=PolicyKind.THOMPSON)]
+    a = run_experiment(music_slice, music_index, STRATEGIES, spec, config, tmp_path / "a")["thompson"]
+    b = run_experiment(music_slice, music_index, STRATEGIES, spec, config, tmp_path / "b")["thompson"]
+    for field in ("quotas", "target_found", "rr", "ndcg", "reward", "propensity", "regret"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_oracle_takes_the_cheapest_allocation_that_retrieves_the_target() -> None:
+    strategies = ("lexical", "semantic")
+    space = AllocationSpace(strategies=strategies, levels=EXPERIMENT_LEVELS, budget=200)
+    latency = LatencyModel().table(strategies, EXPERIMENT_LEVELS)
+    rewards = target_rewards(space, np.array([40, 7]), latency, PolicyConfig())
+    assert oracle_allocation(rewards, space).quotas == (0, 10)
+    rewards = target_rewards(space, np.array([0, 0]), latency, PolicyConfig())
+    assert sum(oracle_allocation(rewards, space).quotas) == 10
+
+
+def test_metrics() -> None:
+    shown = np.array([5, 3, 9, 1], dtype=np.int64)
+    assert reciprocal_rank(shown, 9) == pytest.approx(1 / 3)
+    assert reciprocal_rank(shown, 7) == 0.0
+    assert ndcg_at(np.array([9, 1]), np.array([1, 9]), 9) == pytest.approx(1.0)
+    assert ndcg_at(np.array([1, 9]), np.array([1, 9]), 9) == pytest.approx((1 + 3 / np.log2(3)) / (3 + 1 / np.log2(3)))
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"searches": 0}, "`searches` must be >= 1"),
+    ({"k": 5}, r"`k` \(5\) must be >= `clicks.shown` \(10\)"),
+    ({"learn_every": 0}, "`learn_every` must be >= 1"),
+])
+def test_invalid_experiment_config(kwargs: dict[str, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ExperimentConfig(**kwargs)  # type: ignore[arg-type]

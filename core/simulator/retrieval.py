@@ -1,11 +1,14 @@
 """The strategies of one index directory, run in process, with the caching long runs need.
 
 A strategy's answer to a query text is deterministic for lexical, semantic and attribute (their
-indexes do not change during a run), and a top-q list is the prefix of the top-Q list for q <= Q
-(every strategy sorts by score with a deterministic tie order). So each (strategy, text) is
-retrieved once at `max_quota` and sliced for smaller quotas. The memory strategy changes as it
-learns, so it is asked afresh every time. Query understanding (the attribute strategy's
-`understand`) is cached by text too.
+indexes do not change during a run), so answers are cached by (strategy, text). For lexical and
+attribute (exact top-k with a deterministic tie order) a top-q list is the prefix of the top-Q list
+for q <= Q, so each text is retrieved once at `max_quota` and sliced for smaller quotas. Semantic
+search is approximate (HNSW: a search for k = q explores less than one for k = 200, and on the demo
+catalog about half of the top-q lists differ from the top-200 list's prefix, with 94% overlap), so
+it is cached per (text, quota) instead: the simulation sees exactly what a shard would return.
+The memory strategy changes as it learns, so it is asked afresh every time. Query understanding
+(the attribute strategy's `understand`) is cached by text too.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from core.query import Query
 from core.strategy import Interpretation, Strategy, StrategyKind, SupportsLearn, SupportsUnderstand
 
 DEFAULT_INTERPRETATIONS = 8  # what the broker asks the attribute shard's Understand for
-CACHED_KINDS = frozenset({StrategyKind.LEXICAL, StrategyKind.SEMANTIC, StrategyKind.ATTRIBUTE})
+PREFIX_KINDS = frozenset({StrategyKind.LEXICAL, StrategyKind.ATTRIBUTE})  # top-q = prefix of top-Q
+CACHED_KINDS = PREFIX_KINDS | {StrategyKind.SEMANTIC}
 
 
 class InProcessStrategies:
@@ -56,7 +60,7 @@ class InProcessStrategies:
         first = next(iter(self.loaded.values()))
         self.ids: list[str] = list(first.collection.ids)
         self.ordinal = first.collection.ordinal
-        self.cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = shared.cache if shared else {}
+        self.cache: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = shared.cache if shared else {}
         self.qu_cache: dict[str, tuple[Interpretation, ...]] = shared.qu_cache if shared else {}
 
     def understand(self, text: str) -> tuple[Interpretation, ...]:
@@ -74,9 +78,10 @@ class InProcessStrategies:
         if strategy.kind not in CACHED_KINDS:
             hits = strategy.retrieve(Query(text=text), quota, None)
             return hits.ordinals, hits.scores
-        key = (name, text)
+        fetch = self.max_quota if strategy.kind in PREFIX_KINDS else quota
+        key = (name, text, fetch)
         if key not in self.cache:
-            hits = strategy.retrieve(Query(text=text), self.max_quota, None)
+            hits = strategy.retrieve(Query(text=text), fetch, None)
             self.cache[key] = (hits.ordinals, hits.scores)
         ordinals, scores = self.cache[key]
         return ordinals[:quota], scores[:quota]
@@ -90,12 +95,16 @@ class InProcessStrategies:
                 out.append(StrategyList(name, [self.ids[o] for o in ordinals.tolist()], scores))
         return out
 
-    def target_ranks(self, text: str, target: int) -> np.ndarray:
-        """int64 (S,): 1-based rank of ordinal `target` in each strategy's top max_quota, 0 = absent."""
-        out = np.zeros(len(self.names), dtype=np.int64)
+    def target_hits(self, text: str, target: int, levels: Sequence[int]) -> np.ndarray:
+        """bool (S, L): is ordinal `target` in strategy s's top-levels[l] list (False for level 0)?"""
+        out = np.zeros((len(self.names), len(levels)), dtype=bool)
+        lv = np.asarray(levels)
         for s, name in enumerate(self.names):
-            hit = np.flatnonzero(self.top(name, text, self.max_quota)[0] == target)
-            out[s] = hit[0] + 1 if hit.size else 0
+            if self.loaded[name].kind in PREFIX_KINDS or self.loaded[name].kind not in CACHED_KINDS:
+                hit = np.flatnonzero(self.top(name, text, self.max_quota)[0] == target)
+                out[s] = (lv > hit[0]) if hit.size else False
+            else:
+                out[s] = [q > 0 and bool((self.top(name, text, q)[0] == target).any()) for q in levels]
         return out
 
     def learner(self) -> SupportsLearn | None:

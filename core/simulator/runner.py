@@ -104,15 +104,15 @@ def draw_searches(users: UserSimulator, n: int) -> list[SimSearch]:
     return [users.next_search() for _ in range(n)]
 
 
-def target_rewards(space: AllocationSpace, target_ranks: np.ndarray, latency: np.ndarray,
+def target_rewards(space: AllocationSpace, target_hits: np.ndarray, latency: np.ndarray,
                    config: PolicyConfig) -> np.ndarray:
-    """float64 (A,): r(a) of the module docstring for every allocation. target_ranks: int64 (S,)
-    (0 = absent from the strategy's top max level); latency: float64 (S, L)."""
+    """float64 (A,): r(a) of the module docstring for every allocation. target_hits: bool (S, L),
+    is the target in strategy s's top-levels[l] list; latency: float64 (S, L)."""
     alloc = space.allocations
-    levels = np.asarray(space.levels)
-    quota = levels[alloc]
-    hit = ((target_ranks[None, :] > 0) & (target_ranks[None, :] <= quota)).any(axis=1)
-    lat = latency[np.arange(alloc.shape[1])[None, :], alloc].max(axis=1)
+    quota = np.asarray(space.levels)[alloc]
+    cols = np.arange(alloc.shape[1])[None, :]
+    hit = target_hits[cols, alloc].any(axis=1)
+    lat = latency[cols, alloc].max(axis=1)
     return hit - config.cost_per_candidate * quota.sum(axis=1) - config.cost_per_ms * lat
 
 
@@ -154,8 +154,8 @@ class PolicyRun:
     def step(self, t: int, sim: SimSearch, rec: Records) -> None:
         self.now = SIM_EPOCH + t * SECONDS_PER_SEARCH
         x = featurize(sim.text, sim.context, self.strategies.understand(sim.text))
-        target_ranks = self.strategies.target_ranks(sim.text, sim.target)
-        rewards = target_rewards(self.space, target_ranks, self.latency, self.policy.config)
+        hits = self.strategies.target_hits(sim.text, sim.target, self.config.levels)
+        rewards = target_rewards(self.space, hits, self.latency, self.policy.config)
         best = oracle_allocation(rewards, self.space)
         decision = best if self.spec.is_oracle else self.policy.decide(x, self.rng)
         lists = self.strategies.lists(sim.text, decision.quotas)
@@ -172,7 +172,7 @@ class PolicyRun:
         rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, decision.quotas, decision.propensity
         rec.fetched[t] = sum(len(lst.entity_ids) for lst in lists)
         rec.candidates[t], rec.called[t] = len(merged), int((level > 0).sum())
-        rec.target_found[t] = bool(((target_ranks > 0) & (target_ranks <= decision.quotas)).any())
+        rec.target_found[t] = bool(hits[np.arange(level.size), level].any())
         rec.rr[t], rec.ndcg[t] = reciprocal_rank(shown, sim.target), ndcg_at(shown, sim.relevant, sim.target,
                                                                               self.config.clicks.shown)
         rec.regret[t] = rewards[best.allocation] - rewards[decision.allocation]

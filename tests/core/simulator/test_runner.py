@@ -78,9 +78,11 @@ def test_oracle_takes_the_cheapest_allocation_that_retrieves_the_target() -> Non
     strategies = ("lexical", "semantic")
     space = AllocationSpace(strategies=strategies, levels=EXPERIMENT_LEVELS, budget=200)
     latency = LatencyModel().table(strategies, EXPERIMENT_LEVELS)
-    rewards = target_rewards(space, np.array([40, 7]), latency, PolicyConfig())
+    levels = np.asarray(EXPERIMENT_LEVELS)
+    hits = np.stack([levels >= 40, levels >= 7])  # ranked 40th by lexical, 7th by semantic
+    rewards = target_rewards(space, hits, latency, PolicyConfig())
     assert oracle_allocation(rewards, space).quotas == (0, 10)
-    rewards = target_rewards(space, np.array([0, 0]), latency, PolicyConfig())
+    rewards = target_rewards(space, np.zeros((2, len(levels)), dtype=bool), latency, PolicyConfig())
     assert sum(oracle_allocation(rewards, space).quotas) == 10
 
 

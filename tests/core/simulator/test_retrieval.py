@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.catalog import Entity
+from core.query import Query
+from core.simulator.retrieval import InProcessStrategies
+from tests.core.simulator.conftest import STRATEGIES
+
+QUERIES = ("love", "dance pop", "ed sheeran", "tayler swift", "pop remix", "happy edm", "2010s", "zzzz")
+
+
+@pytest.fixture(scope="module")
+def loaded(music_index: Path, tmp_path_factory: pytest.TempPathFactory) -> InProcessStrategies:
+    return InProcessStrategies(music_index, STRATEGIES, 200, memory_state=tmp_path_factory.mktemp("memory"))
+
+
+@pytest.mark.parametrize("name", ["lexical", "semantic", "attribute"])
+def test_cached_lists_equal_a_direct_call(loaded: InProcessStrategies, name: str) -> None:
+    """The cache slices one top-200 list per (strategy, text) for lexical and attribute (and keeps
+    one list per quota for approximate semantic search): what a direct call returns."""
+    for text in QUERIES:
+        for quota in (10, 25, 50):
+            direct = loaded.loaded[name].retrieve(Query(text=text), quota, None)
+            ordinals, scores = loaded.top(name, text, quota)
+            np.testing.assert_array_equal(ordinals, direct.ordinals, err_msg=f"{name} {text!r} {quota}")
+            np.testing.assert_allclose(scores, direct.scores, rtol=1e-6)
+
+
+def test_lists_and_target_hits(loaded: InProcessStrategies, music_slice: list[Entity]) -> None:
+    lists = loaded.lists("ed sheeran", (10, 0, 25, 5))
+    assert [lst.strategy for lst in lists] == ["lexical", "attribute", "memory"]
+    assert len(lists[0].entity_ids) <= 10 and len(lists[1].entity_ids) <= 25
+    first = loaded.ordinal[lists[0].entity_ids[0]]
+    hits = loaded.target_hits("ed sheeran", first, (0, 10, 25))
+    assert hits.shape == (4, 3) and hits[0].tolist() == [False, True, True]
+    assert loaded.understand("ed sheeran") is loaded.understand("ed sheeran")
+
+
+def test_memory_needs_a_state_directory(music_index: Path) -> None:
+    with pytest.raises(ValueError, match="`memory_state` is required"):
+        InProcessStrategies(music_index, STRATEGIES, 200)
+    with pytest.raises(ValueError, match="`max_quota` must be >= 1"):
+        InProcessStrategies(music_index, ("lexical",), 0)

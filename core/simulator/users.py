@@ -9,7 +9,7 @@ a seed fixes the whole stream of searches):
    24, its weekday uniform in 0..6. The context sent with the query carries hour, weekday, device
    and the user's strongest affinity as `affinity.<genre>`.
 2. Intent, drawn from `intent_mix` (spearfishing, topical, attribute, context):
-   - spearfishing: a target track drawn with weight (popularity + 1)^popularity_exponent, typed as
+   - spearfishing: a target track drawn with weight exp(popularity / popularity_scale), typed as
      its short title, a partial title, "artist + a title word" ("tayler love"), the artist alone,
      or "title artist"; then a typo with probability typo_rate and a dropped word with probability
      drop_rate (core.simulator.noise). Relevant: the target (grade 2) and, for the artist-alone
@@ -21,10 +21,16 @@ a seed fixes the whole stream of searches):
    - context: a vague time-of-day query ("late night music"); relevant: the tracks of the user's
      favourite genre in the moods of that part of the day (DAYPARTS).
 3. Target. For every intent but spearfishing, the track the user wants is drawn from the relevant
-   set with weight (popularity + 1)^popularity_exponent * ((1 - s) + s * G * a_u[genre]) *
+   set with weight exp(popularity / popularity_scale) * ((1 - s) + s * G * a_u[genre]) *
    (1 + hour_boost if the track's mood suits the hour), s = affinity_strength, G = number of
    genres: context (time of day and affinity) shifts which relevant track a user acts on. The
    target has grade 2, the rest of the relevant set grade 1.
+
+Demand is head-heavy: Spotify's popularity (0..100) is a compressed scale of recent plays, so the
+weight is exponential in it; with popularity_scale 10 a track 20 points more popular is e^2 (7.4
+times) as likely to be wanted. (A weight linear in popularity made broad intents' targets almost
+uniform over relevant sets of thousands, so that no plan, the oracle included, could retrieve
+them, and the memory strategy had nothing to learn from repeats.)
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ class SimulatorConfig:
     intent_mix: tuple[float, float, float, float] = (0.4, 0.2, 0.25, 0.15)
     typo_rate: float = 0.3
     drop_rate: float = 0.1
-    popularity_exponent: float = 1.0
+    popularity_scale: float = 10.0
     affinity_concentration: float = 0.3
     affinity_strength: float = 0.8
     hour_spread: float = 3.0
@@ -93,11 +99,12 @@ class SimulatorConfig:
         for name in ("typo_rate", "drop_rate", "affinity_strength"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1], but got {getattr(self, name)}")
-        for name in ("popularity_exponent", "affinity_concentration", "hour_spread", "hour_boost"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0) or (name == "affinity_concentration" and value == 0):
-                raise ValueError(f"`{name}` must be finite and {'>' if name == 'affinity_concentration' else '>='} 0"
-                                 f", but got {value}")
+        for name in ("popularity_scale", "affinity_concentration"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"`{name}` must be finite and > 0, but got {getattr(self, name)}")
+        for name in ("hour_spread", "hour_boost"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"`{name}` must be finite and >= 0, but got {getattr(self, name)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,7 +138,7 @@ class UserSimulator:
         self.affinity = self.rng.dirichlet(np.full(n_genres, c.affinity_concentration), size=c.n_users)
         self.peak_hour = self.rng.integers(0, 24, size=c.n_users)
         self.device = self.rng.choice(len(DEVICES), size=c.n_users, p=[p for _, p in DEVICES])
-        self.pop_weight = (world.popularity + 1.0) ** c.popularity_exponent
+        self.pop_weight = np.exp((world.popularity - world.popularity.max()) / c.popularity_scale)
         self.mood_mask = {m: np.isin(np.arange(len(world)), world.facet("mood", m))
                           for _, (_, ms, _) in DAYPARTS.items() for m in ms}
         self.playlists = world.facet_values("playlist", c.min_relevant)

@@ -90,3 +90,7 @@ def test_daypart_and_invalid_config() -> None:
         SimulatorConfig(typo_rate=2.0)
     with pytest.raises(ValueError, match="`n_users` and `min_relevant` must be >= 1"):
         SimulatorConfig(n_users=0)
+    with pytest.raises(ValueError, match="`popularity_scale` must be finite and > 0"):
+        SimulatorConfig(popularity_scale=0.0)
+    with pytest.raises(ValueError, match="`hour_boost` must be finite and >= 0"):
+        SimulatorConfig(hour_boost=-1.0)

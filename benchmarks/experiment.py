@@ -82,6 +82,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from core.simulator.runner import ExperimentConfig, run_experiment
     from core.simulator.users import Intent
 
+    info = run_info()  # before the run: the commit whose code is loaded
     root = build_or_open(args.index, out, args.encoder)
     entities = load_catalog(demo_catalog_path())
     summaries: dict[str, list[dict[str, Any]]] = {}
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             summary: dict[str, Any] = rec.summary()
             summary["by_intent"] = {i.name.lower(): rec.summary(rec.intent == i)["candidate_recall"] for i in Intent}
             summaries.setdefault(name, []).append(summary)
-    return {"run": run_info(), "searches": args.searches, "seeds": args.seeds, "encoder": args.encoder,
+    return {"run": info, "searches": args.searches, "seeds": args.seeds, "encoder": args.encoder,
             "seconds": seconds, "policies": summaries}
 
 

@@ -158,10 +158,10 @@ def test_acknowledged_feedback_survives_a_broker_sigkill(built: Path) -> None:
     assert restored.load(state / "policy.npz")["applied_event_rowid"] == 20
     reference = BanditPolicy(("lexical",), DIM)
     with EventLog(state / "events.sqlite") as log:
-        for _, event in log.events_after(0):
-            rec = log.decision(event.decision_id)
-            ranks = acted_ranks(rec.merged(), event.entity_id)
-            reference.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, event.type))
+        for _, logged in log.events_after(0):
+            rec = log.decision(logged.decision_id)
+            ranks = acted_ranks(rec.merged(), logged.entity_id)
+            reference.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, logged.type))
     assert reference.arms.n.sum() > 0
     np.testing.assert_array_equal(restored.arms.n, reference.arms.n)
     np.testing.assert_allclose(restored.arms.b, reference.arms.b)

@@ -16,19 +16,13 @@ from core.query import Filter, make_query
 from core.strategy import EventType, FeedbackEvent
 from ltrr.v1 import common_pb2, shard_pb2
 from services.client import ShardClient
-from services.process import ServerProcess, shard_args, spawn
+from services.process import shard_args, spawn
+from tests.services.conftest import serving
 
 
 @pytest.fixture(scope="module")
-def shard(lexical_index_dir: Path) -> Iterator[ServerProcess]:
-    server = spawn(shard_args("lexical", lexical_index_dir))
-    yield server
-    assert server.stop() == 0, server.log_text()
-
-
-@pytest.fixture(scope="module")
-def client(shard: ServerProcess) -> Iterator[ShardClient]:
-    with ShardClient(shard.address) as c:
+def client(lexical_index_dir: Path) -> Iterator[ShardClient]:
+    with serving("lexical", lexical_index_dir) as c:
         yield c
 
 

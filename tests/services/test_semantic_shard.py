@@ -15,7 +15,7 @@ from core.indexing import build_index, open_strategy
 from core.query import Filter, make_query
 from core.semantic.encoders import HashingEncoder
 from services.client import ShardClient
-from services.process import ServerProcess, shard_args, spawn
+from tests.services.conftest import serving
 
 DIM = 256
 
@@ -29,15 +29,8 @@ def semantic_dir(tmp_path_factory: pytest.TempPathFactory, catalog: list[Entity]
 
 
 @pytest.fixture(scope="module")
-def shard(semantic_dir: Path) -> Iterator[ServerProcess]:
-    server = spawn(shard_args("semantic", semantic_dir, {"expansion_search": 100}))
-    yield server
-    assert server.stop() == 0, server.log_text()
-
-
-@pytest.fixture(scope="module")
-def client(shard: ServerProcess) -> Iterator[ShardClient]:
-    with ShardClient(shard.address) as c:
+def client(semantic_dir: Path) -> Iterator[ShardClient]:
+    with serving("semantic", semantic_dir, {"expansion_search": 100}) as c:
         yield c
 
 

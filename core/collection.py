@@ -41,6 +41,7 @@ class Collection:
         self.deleted = deleted
         self.bitmaps = bitmaps
         self.index_id = index_id
+        self._live_cache: tuple[BitMap, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -68,8 +69,8 @@ class Collection:
 
     def allowed(self, filters: Sequence[Filter]) -> BitMap | None:
         """Ordinals satisfying every filter, deleted ones removed; None when nothing restricts."""
-        if not filters and not self.deleted:
-            return None
+        if not filters:
+            return self._live()
         allowed = BitMap(np.arange(len(self.ids), dtype=np.uint32))
         for i, f in enumerate(filters):
             values = self.bitmaps.get(f.field)
@@ -85,10 +86,25 @@ class Collection:
             allowed = allowed - match if f.exclude else allowed & match
         return allowed - self.deleted
 
+    def _live(self) -> BitMap | None:
+        """Every ordinal not deleted (None when nothing is), built once per set of deletions:
+        unfiltered requests are the common case and must not pay O(n) each."""
+        if not self.deleted:
+            return None
+        if self._live_cache is None:
+            live = BitMap(np.arange(len(self.ids), dtype=np.uint32)) - self.deleted
+            self._live_cache = (live, self._build_mask(live))
+        return self._live_cache[0]
+
     def mask(self, allowed: BitMap | None) -> np.ndarray:
         """uint8 mask, shape (n,), 1 = may be returned; shape (0,) when `allowed` is None (no check)."""
         if allowed is None:
             return np.zeros(0, dtype=np.uint8)
+        if self._live_cache is not None and allowed is self._live_cache[0]:
+            return self._live_cache[1]
+        return self._build_mask(allowed)
+
+    def _build_mask(self, allowed: BitMap) -> np.ndarray:
         mask = np.zeros(len(self.ids), dtype=np.uint8)
         mask[allowed.to_array()] = 1
         return mask
@@ -104,6 +120,7 @@ class Collection:
             ordinals.append(self.ordinal[eid])
         before = len(self.deleted)
         self.deleted |= BitMap(ordinals)
+        self._live_cache = None
         return len(self.deleted) - before
 
     # -- storage --------------------------------------------------------------------------------

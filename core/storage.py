@@ -41,7 +41,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so that renames and new files in it survive a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -57,7 +58,7 @@ def write_file_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class ComponentWriter:
@@ -103,13 +104,13 @@ class ComponentWriter:
         manifest = {"format": FORMAT, "version": FORMAT_VERSION, "component": self.component,
                     "params": self.params, "files": self.files}
         write_file_atomic(self.tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-        _fsync_dir(self.tmp)
+        fsync_dir(self.tmp)
         old = None
         if self.final.exists():
             old = self.final.parent / f".{self.component}.old-{uuid.uuid4().hex[:8]}"
             os.replace(self.final, old)
         os.replace(self.tmp, self.final)
-        _fsync_dir(self.final.parent)
+        fsync_dir(self.final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.final

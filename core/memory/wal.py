@@ -25,21 +25,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.errors import IndexFormatError
-from core.storage import write_file_atomic
+from core.storage import fsync_dir, write_file_atomic
 
 WAL_NAME = "wal.log"
 SNAPSHOT_NAME = "snapshot.json"
 _HEADER = struct.Struct("<II")
 MAX_RECORD_BYTES = 1 << 30
 log = logging.getLogger(__name__)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class WriteAheadLog:
@@ -80,7 +72,7 @@ class WriteAheadLog:
             self.file = self.path.open("ab")
             if created:
                 os.fsync(self.file.fileno())
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
         return self.file
 
     def append(self, record: dict[str, Any]) -> None:

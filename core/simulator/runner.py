@@ -29,7 +29,7 @@ from core.catalog import Entity
 from core.merge import Merged, merge
 from core.policy.allocation import AllocationSpace
 from core.policy.features import DIM, featurize
-from core.policy.policies import BanditPolicy, Decision, PolicyConfig, PolicyKind
+from core.policy.policies import Decision, PolicyConfig
 from core.ranking import EntityTable, make_ranker
 from core.reward import acted_ranks, search_reward, strategy_outcomes
 from core.simulator.clicks import Action, ClickConfig, ClickModel
@@ -130,10 +130,7 @@ class PolicyRun:
                  users: UserSimulator, table: EntityTable) -> None:
         self.spec, self.config, self.strategies, self.users = spec, config, strategies, users
         names = strategies.names
-        kind = spec.kind if spec.kind is not None else PolicyKind.STATIC
-        policy_config = replace(config.policy, kind=kind, levels=config.levels, budget=config.budget,
-                                static_quotas=spec.static_quotas)
-        self.policy = BanditPolicy(names, DIM, policy_config)
+        self.policy = spec.allocator(names, replace(config.policy, levels=config.levels, budget=config.budget), DIM)
         self.space = self.policy.space
         self.ranker = make_ranker(spec.ranker, table)
         self.clicks = ClickModel(config.clicks)
@@ -187,11 +184,12 @@ class PolicyRun:
         ranks = acted_ranks(merged, entity_id)
         c = self.policy.config
         rec.feedback[t], rec.acted_found[t] = True, any(r > 0 for r in ranks)
-        rec.reward[t] = search_reward(decision.quotas, ranks, event, cost_per_candidate=c.cost_per_candidate,
-                                      cost_per_ms=c.cost_per_ms, latency_ms=float(latency.max()))
+        reward = search_reward(decision.quotas, ranks, event, cost_per_candidate=c.cost_per_candidate,
+                               cost_per_ms=c.cost_per_ms, latency_ms=float(latency.max()))
+        rec.reward[t] = reward
         if not self.spec.is_oracle:
-            self.policy.update(x, strategy_outcomes(decision.quotas, ranks, tuple(q > 0 for q in decision.quotas),
-                                                    event))
+            outcomes = strategy_outcomes(decision.quotas, ranks, tuple(q > 0 for q in decision.quotas), event)
+            self.policy.learn(x, decision, outcomes, reward)
         self.pending.append(FeedbackEvent(event_id=str(t), query_text=sim.text, entity_id=entity_id,
                                           type=event, timestamp=self.now, context=sim.context))
         if len(self.pending) >= self.config.learn_every:

@@ -207,10 +207,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             lists=tuple(answered), final=tuple(merged.entity_ids[i] for i in order.tolist()))
         self._remember(Logged(record, merged, max((r.latency_ms for r in results), default=0.0)))
         self.writer.add(record)
-        return self._response(record.decision_id, merged, order, scores, decision, results, started)
+        return self._response(record.decision_id, merged, order, scores, decision, results, started,
+                              request.return_candidates)
 
-    def _response(self, decision_id: str, merged: Merged, order: np.ndarray, scores: np.ndarray,
-                  decision: Decision, results: list[CallResult], started: float) -> broker_pb2.SearchResponse:
+    def _response(self, decision_id: str, merged: Merged, order: np.ndarray, scores: np.ndarray, decision: Decision,
+                  results: list[CallResult], started: float, with_candidates: bool) -> broker_pb2.SearchResponse:
         out = [broker_pb2.Result(entity_id=merged.entity_ids[i], score=s, rank=r, strategies=merged.found_by(i))
                for r, (i, s) in enumerate(zip(order.tolist(), scores.tolist(), strict=True), start=1)]
         reports = [broker_pb2.StrategyReport(strategy=r.strategy, quota=r.quota, status=int(r.status),
@@ -218,7 +219,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                                              latency_ms=r.latency_ms, propensity=decision.marginals[s])
                    for s, r in enumerate(results)]
         degraded = any(r.status in (CallStatus.TIMEOUT, CallStatus.ERROR) for r in results)
+        candidates = [broker_pb2.MergedCandidate(entity_id=eid, ranks=ranks) for eid, ranks
+                      in zip(merged.entity_ids, merged.ranks.tolist(), strict=True)] if with_candidates else []
         return broker_pb2.SearchResponse(decision_id=decision_id, results=out, strategies=reports, degraded=degraded,
+                                         propensity=decision.propensity, candidates=candidates,
                                          took_ms=(time.perf_counter() - started) * 1000)
 
     def _remember(self, logged: Logged) -> None:

@@ -72,9 +72,11 @@ class BrokerClient:
         self.stub = broker_pb2_grpc.BrokerStub(self.channel)
 
     def search(self, text: str, *, k: int = 10, budget_ms: int = 100, context: dict[str, str] | None = None,
-               filters: Sequence[Filter] = (), timeout: float | None = None) -> broker_pb2.SearchResponse:
+               filters: Sequence[Filter] = (), return_candidates: bool = False, timeout: float | None = None
+               ) -> broker_pb2.SearchResponse:
+        """return_candidates: also get every merged candidate (SearchResponse.candidates)."""
         request = broker_pb2.SearchRequest(query=convert.query_to_proto(text, context=context, filters=filters),
-                                           k=k, budget_ms=budget_ms)
+                                           k=k, budget_ms=budget_ms, return_candidates=return_candidates)
         return self.stub.Search(request, timeout=timeout or self.timeout)
 
     def feedback(self, decision_id: str, entity_id: str, event: str | int = "click", *, value: float = 0.0,

@@ -70,6 +70,23 @@ def test_search_reports_every_strategy(client: BrokerClient) -> None:
     assert all(r.strategies for r in response.results)
 
 
+def test_candidates_are_the_whole_merged_union_on_request(client: BrokerClient) -> None:
+    plain = client.search("love night", k=3, budget_ms=2000)
+    assert not plain.candidates and plain.propensity == 1.0  # a static plan chooses with certainty
+    response = client.search("love night", k=3, budget_ms=2000, return_candidates=True)
+    ids = [c.entity_id for c in response.candidates]
+    assert len(ids) == len(set(ids)) > len(response.results)
+    assert {r.entity_id for r in response.results} <= set(ids)
+    ranks = np.array([list(c.ranks) for c in response.candidates])
+    assert ranks.shape == (len(ids), len(ALL))
+    for s, report in enumerate(response.strategies):
+        # every list that came back is in the union, each rank 1..returned exactly once
+        found = np.sort(ranks[:, s][ranks[:, s] > 0])
+        np.testing.assert_array_equal(found, np.arange(1, report.returned + 1))
+    best = np.where(ranks > 0, ranks, np.iinfo(np.int32).max).min(axis=1)
+    assert np.all(np.diff(best) >= 0)  # ordered by best rank in any list
+
+
 def test_feedback_counts_once_and_names_unknowns(client: BrokerClient) -> None:
     response = client.search("blue river", k=5, budget_ms=2000)
     entity = response.results[0].entity_id

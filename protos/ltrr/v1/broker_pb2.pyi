@@ -25,28 +25,42 @@ STRATEGY_STATUS_ERROR: StrategyStatus
 STRATEGY_STATUS_SKIPPED: StrategyStatus
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "k", "budget_ms")
+    __slots__ = ("query", "k", "budget_ms", "return_candidates")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     query: _common_pb2.Query
     k: int
     budget_ms: int
-    def __init__(self, query: _Optional[_Union[_common_pb2.Query, _Mapping]] = ..., k: _Optional[int] = ..., budget_ms: _Optional[int] = ...) -> None: ...
+    return_candidates: bool
+    def __init__(self, query: _Optional[_Union[_common_pb2.Query, _Mapping]] = ..., k: _Optional[int] = ..., budget_ms: _Optional[int] = ..., return_candidates: _Optional[bool] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("decision_id", "results", "strategies", "degraded", "took_ms")
+    __slots__ = ("decision_id", "results", "strategies", "degraded", "took_ms", "propensity", "candidates")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     STRATEGIES_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     results: _containers.RepeatedCompositeFieldContainer[Result]
     strategies: _containers.RepeatedCompositeFieldContainer[StrategyReport]
     degraded: bool
     took_ms: float
-    def __init__(self, decision_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., strategies: _Optional[_Iterable[_Union[StrategyReport, _Mapping]]] = ..., degraded: _Optional[bool] = ..., took_ms: _Optional[float] = ...) -> None: ...
+    propensity: float
+    candidates: _containers.RepeatedCompositeFieldContainer[MergedCandidate]
+    def __init__(self, decision_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., strategies: _Optional[_Iterable[_Union[StrategyReport, _Mapping]]] = ..., degraded: _Optional[bool] = ..., took_ms: _Optional[float] = ..., propensity: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[MergedCandidate, _Mapping]]] = ...) -> None: ...
+
+class MergedCandidate(_message.Message):
+    __slots__ = ("entity_id", "ranks")
+    ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    entity_id: str
+    ranks: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, entity_id: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("entity_id", "score", "rank", "strategies")

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from core.policy.policies import PolicyConfig
 from services.cli_common import DEMO_QUERIES, parse_options
 
-POLICY_KEYS = {"budget": int, "exploration_floor": float, "epsilon": float, "ucb_alpha": float, "noise": float,
-               "cost_per_candidate": float, "cost_per_ms": float, "propensity_samples": int}
+
+def int_tuple(text: str) -> tuple[int, ...]:
+    """A list of integers, "0,10,25" or a TOML array's text "[0, 10, 25]", as a tuple."""
+    return tuple(int(v) for v in text.strip("[]() ").split(",") if v.strip())
+
+
+POLICY_KEYS: dict[str, Callable[[str], Any]] = {
+    "budget": int, "levels": int_tuple, "static_quotas": int_tuple, "exploration_floor": float, "epsilon": float,
+    "ucb_alpha": float, "noise": float, "prior_precision": float, "prior_hit_rate": float, "latency_decay": float,
+    "cost_per_candidate": float, "cost_per_ms": float, "propensity_samples": int}
 
 
 def broker_config(args: argparse.Namespace) -> Any:
@@ -167,7 +176,8 @@ def add_broker_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=50050)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="policy (thompson|linucb|epsilon-greedy|static), ranker (rrf|blend|lambdamart), seed, "
-                        "budget, exploration_floor, cost_per_candidate, cost_per_ms, ...")
+                        "budget, levels (e.g. 0,10,25,50,100), static_quotas (one per --shard, in strategy "
+                        "order), exploration_floor, cost_per_candidate, cost_per_ms, ...")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("up", help="start a local cluster (every shard + the broker) from one TOML config")

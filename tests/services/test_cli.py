@@ -66,3 +66,17 @@ def test_demo_indexes_the_bundled_catalog_and_answers(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "lexical shard serving on 127.0.0.1:" in result.stdout
     assert "1. Dance Monkey — Tones and I" in result.stdout
+
+
+def test_broker_settings_reach_the_policy_config(catalog_file: Path) -> None:
+    import argparse
+
+    from services.cli_broker import broker_config
+
+    args = argparse.Namespace(shard=["lexical=127.0.0.1:1", "semantic=127.0.0.1:2"], state="/tmp/unused",
+                              catalog=str(catalog_file),
+                              set=["policy=static", "levels=0,10,25,50,100,200", "static_quotas=[100, 100]",
+                                   "budget=200", "ranker=blend", "seed=3"])
+    config = broker_config(args)
+    assert config.policy.kind == "static" and config.policy.levels == (0, 10, 25, 50, 100, 200)
+    assert config.policy.static_quotas == (100, 100) and config.ranker == "blend" and config.seed == 3

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.policy.features import DIM
+
 _DISCOUNT = 1.0 / np.log2(np.arange(2, 102, dtype=np.float64))  # rank 1..100
 
 
@@ -44,7 +46,10 @@ class Records:
     (candidate recall); feedback: bool (N,), the user acted; acted_found: bool (N,), the acted-on
     entity is a candidate (False without feedback); rr, ndcg: float32 (N,), of the target in the top
     k after ranking; reward: float32 (N,), core.reward.search_reward of the action (NaN without
-    feedback); propensity: float32 (N,); regret: float32 (N,), against the oracle (runner docstring).
+    feedback); propensity: float32 (N,); regret: float32 (N,), against the oracle (runner docstring);
+    allocation: int32 (N,), the chosen allocation's index in the policy's AllocationSpace; features:
+    float32 (N, DIM), the context the policy decided on (core.policy.features; float32 to keep long
+    runs small). The last two are what off-policy evaluation needs (core.simulator.offpolicy).
     """
 
     policy: str
@@ -62,6 +67,8 @@ class Records:
     reward: np.ndarray
     propensity: np.ndarray
     regret: np.ndarray
+    allocation: np.ndarray
+    features: np.ndarray
 
     @classmethod
     def empty(cls, policy: str, strategies: tuple[str, ...], n: int) -> Records:
@@ -70,7 +77,8 @@ class Records:
                    quotas=np.zeros((n, len(strategies)), dtype=np.int16), fetched=np.zeros(n, dtype=np.int32),
                    candidates=np.zeros(n, dtype=np.int32), called=np.zeros(n, dtype=np.int8),
                    target_found=np.zeros(n, dtype=bool), feedback=np.zeros(n, dtype=bool),
-                   acted_found=np.zeros(n, dtype=bool), reward=np.full(n, np.nan, dtype=np.float32), **f32)
+                   acted_found=np.zeros(n, dtype=bool), reward=np.full(n, np.nan, dtype=np.float32),
+                   allocation=np.zeros(n, dtype=np.int32), features=np.zeros((n, DIM), dtype=np.float32), **f32)
 
     def __len__(self) -> int:
         return int(self.intent.shape[0])

@@ -167,6 +167,7 @@ class PolicyRun:
         action = self.clicks.act(shown, sim.relevant, sim.target, self.click_rng,
                                  self.users.affinity_multiplier(sim.user, shown[: self.config.clicks.shown]))
         rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, decision.quotas, decision.propensity
+        rec.allocation[t], rec.features[t] = decision.allocation, x
         rec.fetched[t] = sum(len(lst.entity_ids) for lst in lists)
         rec.candidates[t], rec.called[t] = len(merged), int((level > 0).sum())
         rec.target_found[t] = bool(hits[np.arange(level.size), level].any())

@@ -104,6 +104,33 @@ def draw_searches(users: UserSimulator, n: int) -> list[SimSearch]:
     return [users.next_search() for _ in range(n)]
 
 
+def simulated_searches(entities: Sequence[Entity], config: ExperimentConfig, simulator: SimulatorConfig | None = None
+                       ) -> tuple[UserSimulator, list[SimSearch]]:
+    """The users of config.seed over `entities` and their first config.searches searches: what every
+    policy, in process or over gRPC, replays."""
+    users = UserSimulator(MusicWorld.from_entities(entities), replace(simulator or SimulatorConfig(), seed=config.seed))
+    return users, draw_searches(users, config.searches)
+
+
+def click_generator(seed: int) -> np.random.Generator:
+    """The click model's uniforms for a run of `seed`: common random numbers, every policy of a
+    seed sees the same ones."""
+    return np.random.default_rng([seed, 1])
+
+
+def user_action(clicks: ClickModel, users: UserSimulator, sim: SimSearch, shown: np.ndarray,
+                rng: np.random.Generator) -> Action:
+    """What the user of `sim` does with the ranked ordinals `shown` (int64, best first): the click
+    model, with the user's genre affinity for the visible results."""
+    return clicks.act(shown, sim.relevant, sim.target, rng,
+                      users.affinity_multiplier(sim.user, shown[: clicks.config.shown]))
+
+
+def action_event(action: Action) -> EventType:
+    """The feedback event of an action: a click from the list, or a play reached another way."""
+    return EventType.PLAY if action.follow_up else EventType.CLICK
+
+
 def target_rewards(space: AllocationSpace, target_hits: np.ndarray, latency: np.ndarray,
                    config: PolicyConfig) -> np.ndarray:
     """float64 (A,): r(a) of the module docstring for every allocation. target_hits: bool (S, L),
@@ -135,8 +162,7 @@ class PolicyRun:
         self.ranker = make_ranker(spec.ranker, table)
         self.clicks = ClickModel(config.clicks)
         self.latency = config.latency.table(names, config.levels)
-        # Common random numbers: every policy of a seed sees the same click uniforms.
-        self.click_rng = np.random.default_rng([config.seed, 1])
+        self.click_rng = click_generator(config.seed)
         self.rng = np.random.default_rng([config.seed, 2])
         self.learner = strategies.learner()
         self.pending: list[FeedbackEvent] = []
@@ -164,8 +190,7 @@ class PolicyRun:
         order, _ = self.ranker.rank(merged, sim.text, self.config.k)
         ordinal = self.strategies.ordinal
         shown = np.array([ordinal[merged.entity_ids[i]] for i in order.tolist()], dtype=np.int64)
-        action = self.clicks.act(shown, sim.relevant, sim.target, self.click_rng,
-                                 self.users.affinity_multiplier(sim.user, shown[: self.config.clicks.shown]))
+        action = user_action(self.clicks, self.users, sim, shown, self.click_rng)
         rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, decision.quotas, decision.propensity
         rec.allocation[t], rec.features[t] = decision.allocation, x
         rec.fetched[t] = sum(len(lst.entity_ids) for lst in lists)
@@ -180,7 +205,7 @@ class PolicyRun:
     def _feedback(self, t: int, sim: SimSearch, x: np.ndarray, decision: Decision, merged: Merged,
                   action: Action, latency: np.ndarray, rec: Records) -> None:
         """The broker's Feedback: reward, policy update, and the event for the memory strategy."""
-        event = EventType.PLAY if action.follow_up else EventType.CLICK
+        event = action_event(action)
         entity_id = self.strategies.ids[action.entity]
         ranks = acted_ranks(merged, entity_id)
         c = self.policy.config
@@ -222,9 +247,7 @@ def run_experiment(entities: Sequence[Entity], root: str | os.PathLike[str], str
                    simulator: SimulatorConfig | None = None) -> dict[str, Records]:
     """Every spec over the same `config.searches` searches (seeded by config.seed) on the index at
     `root`, built from `entities` (same order). workdir: memory state, one subdirectory per spec."""
-    world = MusicWorld.from_entities(entities)
-    users = UserSimulator(world, replace(simulator or SimulatorConfig(), seed=config.seed))
-    searches = draw_searches(users, config.searches)
+    users, searches = simulated_searches(entities, config, simulator)
     table = EntityTable.from_entities(entities)
     shared = InProcessStrategies(root, [s for s in strategies if s != StrategyKind.MEMORY.value],
                                  max(config.levels))

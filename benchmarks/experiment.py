@@ -1,7 +1,7 @@
-"""The LTR&R experiment (issue 6), in process: every retrieval plan over the same simulated searches.
+"""The LTR&R experiment (issue 6): every retrieval plan over the same simulated searches, in process or over gRPC.
 
-    python -m benchmarks.experiment [--searches N] [--seeds K] [--out DIR] [--encoder hashing|minilm]
-                                    [--index DIR] [--policies a,b,...]
+    python -m benchmarks.experiment [--mode inprocess|grpc] [--searches N] [--seeds K] [--out DIR]
+                                    [--encoder hashing|minilm] [--index DIR] [--policies a,b,...]
 
 For each seed, core.simulator.runner.run_experiment replays one stream of N simulated searches
 (core.simulator.users: spearfishing, topical, attribute and context intents over the bundled
@@ -17,7 +17,13 @@ plan, the mean over seeds with a 95% Student-t confidence interval over seeds:
 A second table gives candidate recall per intent. The index is built once with the chosen encoder
 (hashing by default: no model needed; MiniLM embeddings are cached in ~/.cache/ltrr/embeddings)
 under DIR/index-<encoder>, or taken from --index. With --out, results.json and results.md are
-written to DIR. Plots, the gRPC mode, Vowpal Wabbit and the off-policy check are not here yet.
+written to DIR. Plots, Vowpal Wabbit and the off-policy check are not here yet.
+
+--mode grpc runs the same searches, clicks and measures through a real cluster (shard and broker
+processes on loopback; benchmarks/experiment_grpc.py), by default a short run: 300 searches, one
+seed, thompson and static-equal. Latency there is measured, not simulated (regret still uses the
+simulated latency model, so it means the same in both modes); a third table gives the Search round
+trip and searches/s.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +84,7 @@ def markdown(rows: list[list[str]], header: Sequence[str]) -> str:
 
 def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from core.catalog import demo_catalog_path, load_catalog
+    from core.simulator.metrics import Records
     from core.simulator.policies import standard_policies
     from core.simulator.runner import ExperimentConfig, run_experiment
     from core.simulator.users import Intent
@@ -93,7 +100,12 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                  if not args.policies or s.name in args.policies]
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as work:
-            records = run_experiment(entities, root, STRATEGIES, specs, config, work)
+            if args.mode == "grpc":
+                from benchmarks.experiment_grpc import run_grpc
+
+                records: Mapping[str, Records] = run_grpc(entities, root, STRATEGIES, specs, config, work)
+            else:
+                records = run_experiment(entities, root, STRATEGIES, specs, config, work)
         seconds += time.perf_counter() - started
         print(f"seed {seed}: {len(specs)} plans x {args.searches} searches in {time.perf_counter() - started:.0f} s",
               flush=True)
@@ -102,7 +114,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             summary["by_intent"] = {i.name.lower(): rec.summary(rec.intent == i)["candidate_recall"] for i in Intent}
             summaries.setdefault(name, []).append(summary)
     return {"run": info, "searches": args.searches, "seeds": args.seeds, "encoder": args.encoder,
-            "seconds": seconds, "policies": summaries}
+            "seconds": seconds, "policies": summaries, "mode": args.mode}
 
 
 def report(result: dict[str, Any]) -> str:
@@ -116,21 +128,34 @@ def report(result: dict[str, Any]) -> str:
                           for name, runs in pol.items()], ["candidate recall", *intents])
     n_runs = sum(len(r) for r in pol.values())
     r = result["run"]
+    mode = result.get("mode", "inprocess")
+    timing = ""
+    if mode == "grpc":
+        from benchmarks.experiment_grpc import timing_table
+
+        timing = timing_table(pol) + "\n\n"
     return (f"{result['searches']:,} searches x {result['seeds']} seeds per policy, budget 200 candidates, "
-            f"{result['encoder']} encoder; mean ± 95% CI over seeds\n\n{main}\n\n{by_intent}\n\n"
-            f"{n_runs * result['searches'] / result['seconds']:,.0f} searches/s in process "
+            f"{result['encoder']} encoder, {mode}; mean ± 95% CI over seeds\n\n{main}\n\n{by_intent}\n\n{timing}"
+            f"{n_runs * result['searches'] / result['seconds']:,.0f} searches/s {mode}, start-up included "
             f"(commit {r['commit']}, {r['machine']}, {r['threads']} thread)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--searches", type=int, default=20_000, help="searches per policy and seed")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--mode", choices=("inprocess", "grpc"), default="inprocess",
+                        help="in process on the core objects, or through a real cluster over gRPC")
+    parser.add_argument("--searches", type=int, default=None,
+                        help="searches per policy and seed (default 20000; grpc: 300)")
+    parser.add_argument("--seeds", type=int, default=None, help="default 3; grpc: 1")
     parser.add_argument("--out", type=Path, default=None, help="write results.json and results.md here")
     parser.add_argument("--index", type=Path, default=None, help="an index directory with the four strategies")
     parser.add_argument("--encoder", choices=("hashing", "minilm"), default="hashing")
     parser.add_argument("--policies", type=lambda s: [p for p in s.split(",") if p], default=[])
     args = parser.parse_args(argv)
+    grpc = args.mode == "grpc"
+    args.searches = (300 if grpc else 20_000) if args.searches is None else args.searches
+    args.seeds = (1 if grpc else 3) if args.seeds is None else args.seeds
+    args.policies = args.policies or (["thompson", "static-equal"] if grpc else [])
     if args.searches < 1 or args.seeds < 1:
         parser.error("--searches and --seeds must be >= 1")
     pin_threads()

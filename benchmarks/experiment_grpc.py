@@ -1,0 +1,369 @@
+"""The LTR&R experiment over gRPC (issue 6): the simulated users of core.simulator against a real cluster.
+
+    run_grpc(entities, root, strategies, specs, config, workdir) -> {policy name: GrpcRecords}
+
+The same users and searches (core.simulator.runner.simulated_searches: same seed, same searches),
+the same click model and click uniforms (user_action, click_generator) and the same measures
+(core.simulator.metrics.Records) as the in-process runner, but every search goes through the
+real broker. Per search t:
+
+1. Target hits: is the target in strategy s's top-q, for every level q, asked of the shards
+   themselves (services.client.ShardClient): lexical, attribute and memory once at the largest
+   level (their top-q is the prefix of their top-Q), semantic once per level (HNSW's top-q is not;
+   core.simulator.retrieval). Lexical, semantic and attribute answers are cached by text, as their
+   indexes do not change; the memory shard is asked afresh, so its current state is used. From the
+   hits, core.simulator.runner.target_rewards and oracle_allocation give the oracle and the regret.
+2. Search(text, context = SimSearch.context, k, budget_ms, return_candidates) at the broker: its
+   policy's decision (StrategyReport.quota per strategy, SearchResponse.propensity), the ranked top
+   k, and every merged candidate (SearchResponse.candidates), from which candidate recall is measured.
+3. The simulated user acts on the ranked results; the action goes back as Feedback (CLICK from the
+   list, PLAY for a follow-up). The broker computes the reward (recorded), logs the event, updates
+   its policy and forwards the event to the memory shard, as in production.
+
+How it differs from the in-process mode:
+- Latency is real. The broker's policy sees measured shard latencies and its reward charges them.
+  Regret keeps the in-process LatencyModel for every allocation (the oracle's allocation was never
+  run, so its latency cannot be measured), so regret means the same in both modes and does not
+  depend on the machine's load. The measured Search round trips are in GrpcRecords.
+- The broker draws its policy's randomness from its own generator (seeded with config.seed), so
+  decisions differ from the in-process run of the same seed; the searches and clicks do not.
+- Feedback reaches the memory shard one event at a time, asynchronously, stamped with the wall
+  clock (the in-process mode batches `learn_every` events on a simulated clock).
+- Records.features is rebuilt here with core.policy.features.featurize from the attribute shard's
+  Understand, as the broker computes it (the wire does not carry it).
+- Only plans the broker can run: a BanditPolicy kind. The oracle and factory plans (external
+  allocators) run in process only.
+
+Processes: the shards whose indexes do not change (lexical, semantic, attribute) start once; each
+plan gets a fresh memory shard and a fresh broker over WORKDIR/grpc-<seed>-<plan>/{memory,broker},
+so no learning leaks between plans. Everything started is stopped (SIGTERM) also on errors, and a
+process that does not exit with code 0 fails the run. This lives in benchmarks/, not services/: it
+joins the simulator to the clients for an experiment, and serving never needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from core.catalog import Entity, write_jsonl
+from core.policy.allocation import AllocationSpace
+from core.policy.features import featurize
+from core.policy.policies import PolicyConfig
+from core.simulator.clicks import ClickModel
+from core.simulator.metrics import Records, ndcg_at, reciprocal_rank
+from core.simulator.policies import PolicySpec
+from core.simulator.retrieval import CACHED_KINDS, PREFIX_KINDS
+from core.simulator.runner import (
+    ExperimentConfig,
+    action_event,
+    click_generator,
+    oracle_allocation,
+    simulated_searches,
+    target_rewards,
+    user_action,
+)
+from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
+from core.strategy import Interpretation, StrategyKind
+from ltrr.v1 import broker_pb2
+from services import convert
+from services.cli_broker import POLICY_KEYS
+from services.client import BrokerClient, ShardClient
+from services.cluster import ClusterConfig, broker_args
+from services.process import ServerProcess, shard_args, spawn
+
+DEFAULT_BUDGET_MS = 500  # generous: the experiment measures retrieval plans, not timeouts (counted anyway)
+HOST = "127.0.0.1"
+MEMORY = StrategyKind.MEMORY.value
+OK = broker_pb2.STRATEGY_STATUS_OK
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrpcRecords(Records):
+    """Records plus what only a real cluster has. search_ms: float32 (N,), the client's Search
+    round trip; took_ms: float32 (N,), the broker's own time; degraded: bool (N,), a called
+    strategy timed out or failed; seconds: wall time of the plan's whole search loop (target hits,
+    Search and Feedback; process start-up excluded)."""
+
+    search_ms: np.ndarray
+    took_ms: np.ndarray
+    degraded: np.ndarray
+    seconds: float = 0.0
+
+    @classmethod
+    def empty(cls, policy: str, strategies: tuple[str, ...], n: int) -> GrpcRecords:
+        base = Records.empty(policy, strategies, n)
+        return cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(Records)},
+                   search_ms=np.zeros(n, dtype=np.float32), took_ms=np.zeros(n, dtype=np.float32),
+                   degraded=np.zeros(n, dtype=bool))
+
+    def summary(self, mask: np.ndarray | None = None) -> dict[str, float]:
+        """Records.summary plus the Search round trip's p50 and p99 (ms), the degraded share and
+        the plan's searches/s (over all searches, whatever `mask`)."""
+        m = np.ones(len(self), dtype=bool) if mask is None else mask
+        ms = self.search_ms[m]
+        return {**super().summary(mask),
+                "search_ms_p50": float(np.percentile(ms, 50)) if ms.size else float("nan"),
+                "search_ms_p99": float(np.percentile(ms, 99)) if ms.size else float("nan"),
+                "degraded_rate": float(self.degraded[m].mean()) if m.any() else float("nan"),
+                "searches_per_s": len(self) / self.seconds if self.seconds > 0 else float("nan")}
+
+
+def broker_settings(spec: PolicySpec, config: ExperimentConfig, strategies: Sequence[str]) -> dict[str, str]:
+    """`ltrr broker --set` pairs that make the broker's policy the one `spec` runs in process:
+    kind, levels, budget, static quotas (reordered to the broker's strategy order), every
+    PolicyConfig setting, the ranker and the seed. ValueError for a plan the broker cannot run,
+    or a PolicyConfig setting the broker cannot be given."""
+    if spec.kind is None:
+        raise ValueError(f"plan {spec.name!r} has no broker policy: the oracle and external allocators "
+                         "run in process only")
+    order = broker_order(strategies)
+    quotas = dict(zip(strategies, spec.static_quotas, strict=True)) if spec.static_quotas else {}
+    policy = replace(config.policy, kind=spec.kind, levels=config.levels, budget=config.budget,
+                     static_quotas=tuple(quotas[s] for s in order) if quotas else ())
+    unsettable = [f.name for f in dataclasses.fields(PolicyConfig) if f.name != "kind" and f.name not in POLICY_KEYS
+                  and getattr(policy, f.name) != getattr(PolicyConfig(), f.name)]
+    if unsettable:
+        raise ValueError(f"`config.policy` sets {unsettable}, which `ltrr broker --set` does not take")
+    out = {"policy": policy.kind.value, "ranker": spec.ranker.value, "seed": str(config.seed)}
+    for key in POLICY_KEYS:
+        value = getattr(policy, key)
+        out[key] = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+    return out
+
+
+def broker_order(strategies: Sequence[str]) -> tuple[str, ...]:
+    """The broker's strategy order (services.broker.BrokerConfig: StrategyKind order)."""
+    return tuple(k.value for k in StrategyKind if k.value in strategies)
+
+
+def _spawn_all(args: Sequence[Sequence[str]], logs: Path) -> list[ServerProcess]:
+    """Start the servers in parallel (start-up is mostly index loading); if any fails, stop the rest."""
+    with ThreadPoolExecutor(max_workers=max(len(args), 1)) as pool:
+        futures = [pool.submit(spawn, a, log_dir=str(logs)) for a in args]
+    errors = [e for f in futures if (e := f.exception()) is not None]
+    started = [f.result() for f in futures if f.exception() is None]
+    if errors:
+        for server in started:
+            server.stop()
+        raise errors[0]
+    return started
+
+
+class PlanCluster:
+    """The shards whose indexes do not change, started once; per plan a fresh memory shard and
+    broker. exit_codes: every stopped process's exit code, by label."""
+
+    def __init__(self, root: Path, strategies: Sequence[str], catalog: Path, logs: Path) -> None:
+        self.root, self.names, self.catalog, self.logs = root, tuple(strategies), catalog, logs
+        self.static: dict[str, ServerProcess] = {}
+        self.plan: dict[str, ServerProcess] = {}
+        self.exit_codes: dict[str, int] = {}
+
+    def start_static(self) -> None:
+        names = [n for n in self.names if n != MEMORY]
+        servers = _spawn_all([shard_args(n, self.root, extra=["--host", HOST]) for n in names], self.logs)
+        self.static = dict(zip(names, servers, strict=True))
+
+    def start_plan(self, state: Path, settings: Mapping[str, str]) -> dict[str, str]:
+        """A fresh memory shard (if used) and broker with their state under `state`; every address
+        by strategy name, and the broker's under "broker"."""
+        if MEMORY in self.names:
+            options = {"state_dir": str(state / "memory")}
+            self.plan[MEMORY] = spawn(shard_args(MEMORY, self.root, options, ["--host", HOST]), log_dir=str(self.logs))
+        shards = {n: s.address for n, s in {**self.static, **self.plan}.items()}
+        config = ClusterConfig(catalog=str(self.catalog), index=str(self.root), state=str(state / "broker"),
+                               host=HOST, strategies=self.names, broker=settings)
+        self.plan["broker"] = spawn(broker_args(config, shards, 0), log_dir=str(self.logs))
+        return {n: s.address for n, s in {**self.static, **self.plan}.items()}
+
+    def stop_plan(self, label: str) -> None:
+        for name in sorted(self.plan, key=lambda n: n != "broker"):  # the broker first: it flushes to memory
+            self.exit_codes[f"{label}/{name}"] = self.plan.pop(name).stop()
+
+    def stop(self) -> dict[str, int]:
+        self.stop_plan("unfinished")
+        for name in list(self.static):
+            self.exit_codes[name] = self.static.pop(name).stop()
+        return self.exit_codes
+
+
+class ShardProbe:
+    """What the in-process runner computes from its strategies, asked of the running shards:
+    target hits per level (module docstring, step 1) and the query understanding."""
+
+    def __init__(self, clients: Mapping[str, ShardClient], strategies: Sequence[str], levels: Sequence[int],
+                 cache: dict[tuple[str, str, int], list[str]]) -> None:
+        self.clients, self.names, self.levels = clients, tuple(strategies), np.asarray(levels)
+        self.cache = cache  # (strategy, text, quota) -> entity ids; shared by the plans of a run
+        self.qu_cache: dict[str, tuple[Interpretation, ...]] = {}
+
+    def top_ids(self, name: str, text: str, quota: int) -> list[str]:
+        key = (name, text, quota)
+        if StrategyKind(name) in CACHED_KINDS and key in self.cache:
+            return self.cache[key]
+        ids = [c.entity_id for c in self.clients[name].retrieve(text, quota).candidates]
+        if StrategyKind(name) in CACHED_KINDS:
+            self.cache[key] = ids
+        return ids
+
+    def target_hits(self, text: str, target: str) -> np.ndarray:
+        """bool (S, L): is `target` in strategy s's top-levels[l] list (False for level 0)?"""
+        out = np.zeros((len(self.names), self.levels.size), dtype=bool)
+        top = int(self.levels.max())
+        for s, name in enumerate(self.names):
+            kind = StrategyKind(name)
+            if kind in PREFIX_KINDS or kind not in CACHED_KINDS:
+                ids = self.top_ids(name, text, top)
+                out[s] = self.levels > ids.index(target) if target in ids else False
+            else:
+                out[s] = [q > 0 and target in self.top_ids(name, text, int(q)) for q in self.levels.tolist()]
+        return out
+
+    def understand(self, text: str) -> tuple[Interpretation, ...]:
+        """The attribute shard's readings of `text`, as the broker asks for them (empty without one)."""
+        client = self.clients.get(StrategyKind.ATTRIBUTE.value)
+        if client is None:
+            return ()
+        if text not in self.qu_cache:
+            self.qu_cache[text] = tuple(convert.interpretation_from_proto(i)
+                                        for i in client.understand(text).interpretations)
+        return self.qu_cache[text]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Setting:
+    """What every plan of one run shares. ids: entity ids by ordinal; ordinal: the inverse."""
+
+    config: ExperimentConfig
+    strategies: tuple[str, ...]
+    ids: Sequence[str]
+    ordinal: Mapping[str, int]
+    searches: Sequence[SimSearch]
+    users: UserSimulator
+    budget_ms: int
+
+
+class PlanRun:
+    """One plan over the run's searches against its broker (module docstring, steps 1-3)."""
+
+    def __init__(self, setting: Setting, probe: ShardProbe, client: BrokerClient) -> None:
+        c = setting.config
+        self.setting, self.probe, self.client = setting, probe, client
+        self.space = AllocationSpace(strategies=setting.strategies, levels=c.levels, budget=c.budget)
+        self.latency = c.latency.table(setting.strategies, c.levels)
+        self.clicks, self.click_rng = ClickModel(c.clicks), click_generator(c.seed)
+
+    def search(self, sim: SimSearch) -> tuple[broker_pb2.SearchResponse, float]:
+        """The broker's answer with every candidate, and the round trip in ms."""
+        started = time.perf_counter()
+        response = self.client.search(sim.text, k=self.setting.config.k, budget_ms=self.setting.budget_ms,
+                                      context=sim.context, return_candidates=True)
+        return response, (time.perf_counter() - started) * 1000
+
+    def step(self, t: int, sim: SimSearch, rec: GrpcRecords) -> None:
+        setting, space = self.setting, self.space
+        ids, config = setting.ids, setting.config
+        hits = self.probe.target_hits(sim.text, ids[sim.target])
+        rewards = target_rewards(space, hits, self.latency, config.policy)
+        response, rec.search_ms[t] = self.search(sim)
+        report = {r.strategy: r for r in response.strategies}
+        quotas = tuple(int(report[s].quota) for s in setting.strategies)
+        chosen = space.index_of(quotas)
+        candidates = {c.entity_id for c in response.candidates}
+        shown = np.array([setting.ordinal[r.entity_id] for r in response.results], dtype=np.int64)
+        action = user_action(self.clicks, setting.users, sim, shown, self.click_rng)
+        rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, quotas, response.propensity
+        rec.allocation[t] = chosen
+        rec.features[t] = featurize(sim.text, sim.context, self.probe.understand(sim.text))
+        rec.fetched[t] = sum(r.returned for r in response.strategies if r.status == OK)
+        rec.candidates[t], rec.called[t] = len(candidates), sum(q > 0 for q in quotas)
+        rec.target_found[t] = ids[sim.target] in candidates
+        rec.rr[t], rec.ndcg[t] = reciprocal_rank(shown, sim.target), ndcg_at(shown, sim.relevant, sim.target,
+                                                                              config.clicks.shown)
+        rec.regret[t] = rewards[oracle_allocation(rewards, space).allocation] - rewards[chosen]
+        rec.took_ms[t], rec.degraded[t] = response.took_ms, response.degraded
+        if action.entity >= 0:
+            acted = ids[action.entity]
+            rec.feedback[t], rec.acted_found[t] = True, acted in candidates
+            rec.reward[t] = self.client.feedback(response.decision_id, acted, action_event(action)).reward
+
+
+@contextmanager
+def _clients(addresses: Mapping[str, str], strategies: Sequence[str]) -> Iterator[tuple[BrokerClient,
+                                                                                       dict[str, ShardClient]]]:
+    with ExitStack() as stack:
+        shards = {n: stack.enter_context(ShardClient(addresses[n])) for n in strategies}
+        yield stack.enter_context(BrokerClient(addresses["broker"])), shards
+
+
+def run_plan(spec: PolicySpec, setting: Setting, cluster: PlanCluster, state: Path,
+             cache: dict[tuple[str, str, int], list[str]]) -> GrpcRecords:
+    """`spec` over the run's searches on a fresh memory shard and broker with state under `state`
+    (which must not exist yet); both are stopped before returning, also on errors."""
+    settings = broker_settings(spec, setting.config, setting.strategies)
+    state.mkdir(parents=True, exist_ok=False)
+    try:
+        addresses = cluster.start_plan(state, settings)
+        with _clients(addresses, setting.strategies) as (broker, shards):
+            run = PlanRun(setting, ShardProbe(shards, setting.strategies, setting.config.levels, cache), broker)
+            rec = GrpcRecords.empty(spec.name, setting.strategies, len(setting.searches))
+            started = time.perf_counter()
+            for t, sim in enumerate(setting.searches):
+                run.step(t, sim, rec)
+            return replace(rec, seconds=time.perf_counter() - started)
+    finally:
+        cluster.stop_plan(spec.name)
+
+
+def run_grpc(entities: Sequence[Entity], root: str | os.PathLike[str], strategies: Sequence[str],
+             specs: Sequence[PolicySpec], config: ExperimentConfig, workdir: str | os.PathLike[str],
+             simulator: SimulatorConfig | None = None, *, budget_ms: int = DEFAULT_BUDGET_MS
+             ) -> dict[str, GrpcRecords]:
+    """Every spec over the same `config.searches` searches (seeded by config.seed) through a real
+    cluster over the index at `root`, built from `entities` (same order): the shape of
+    core.simulator.runner.run_experiment. workdir: the catalog the broker reads, process logs, and
+    per plan WORKDIR/grpc-<seed>-<plan>/{broker,memory}. budget_ms: each Search's latency budget.
+    RuntimeError if a process does not stop cleanly (exit code 0 on SIGTERM)."""
+    work = Path(workdir)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    write_jsonl(entities, work / "catalog.jsonl")
+    users, searches = simulated_searches(entities, config, simulator)
+    ids = [e.id for e in entities]
+    setting = Setting(config=config, strategies=tuple(strategies), ids=ids, ordinal={e: i for i, e in enumerate(ids)},
+                      searches=searches, users=users, budget_ms=budget_ms)
+    for spec in specs:
+        broker_settings(spec, config, strategies)  # refuse a plan the broker cannot run before starting anything
+    cluster = PlanCluster(Path(root), strategies, work / "catalog.jsonl", work / "logs")
+    cache: dict[tuple[str, str, int], list[str]] = {}
+    try:
+        cluster.start_static()
+        out = {spec.name: run_plan(spec, setting, cluster, work / f"grpc-{config.seed}-{spec.name}", cache)
+               for spec in specs}
+    finally:
+        codes = cluster.stop()
+    unclean = {name: code for name, code in codes.items() if code != 0}
+    if unclean:
+        raise RuntimeError(f"processes did not stop cleanly (exit codes {unclean}); logs in {work / 'logs'}")
+    return out
+
+
+TIMING = (("search_ms_p50", "Search p50 ms"), ("search_ms_p99", "Search p99 ms"), ("degraded_rate", "degraded"),
+          ("searches_per_s", "searches/s"))
+
+
+def timing_table(policies: Mapping[str, Sequence[Mapping[str, float]]]) -> str:
+    """Markdown: per plan, the measured Search round trip, the degraded share and searches/s of the
+    whole loop (mean ± 95% CI over seeds). policies: plan -> GrpcRecords.summary() per seed."""
+    from benchmarks.experiment import fmt, markdown
+
+    rows = [[name, *(fmt([s[k] for s in runs]) for k, _ in TIMING)] for name, runs in policies.items()]
+    return markdown(rows, ["measured over gRPC", *(label for _, label in TIMING)])

@@ -333,6 +333,8 @@ def run_grpc(entities: Sequence[Entity], root: str | os.PathLike[str], strategie
     core.simulator.runner.run_experiment. workdir: the catalog the broker reads, process logs, and
     per plan WORKDIR/grpc-<seed>-<plan>/{broker,memory}. budget_ms: each Search's latency budget.
     RuntimeError if a process does not stop cleanly (exit code 0 on SIGTERM)."""
+    for spec in specs:
+        broker_settings(spec, config, strategies)  # refuse a plan the broker cannot run before starting anything
     work = Path(workdir)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     write_jsonl(entities, work / "catalog.jsonl")
@@ -340,8 +342,6 @@ def run_grpc(entities: Sequence[Entity], root: str | os.PathLike[str], strategie
     ids = [e.id for e in entities]
     setting = Setting(config=config, strategies=tuple(strategies), ids=ids, ordinal={e: i for i, e in enumerate(ids)},
                       searches=searches, users=users, budget_ms=budget_ms)
-    for spec in specs:
-        broker_settings(spec, config, strategies)  # refuse a plan the broker cannot run before starting anything
     cluster = PlanCluster(Path(root), strategies, work / "catalog.jsonl", work / "logs")
     cache: dict[tuple[str, str, int], list[str]] = {}
     try:

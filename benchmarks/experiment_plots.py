@@ -1,0 +1,169 @@
+"""PNG plots of the LTR&R experiment (issue 6): recall over time, cumulative regret, quota mix.
+
+    write_plots(runs, out)  ->  [out/recall_over_time.png, out/cumulative_regret.png,
+                                 out/quota_mix_<default>.png]
+
+runs: per policy name, one core.simulator.metrics.Records per seed (the same searches for every
+policy of a seed). Bands are 95% intervals of the mean over seeds (Student t); with a single seed,
+the recall band is the normal interval of a proportion over the window instead, and regret has none.
+
+1. Candidate recall over time: the share of the last `window` searches whose target was among
+   the candidates (a trailing moving average; the first window - 1 searches are not drawn).
+2. Cumulative regret against the oracle (core.simulator.runner) by search number.
+3. The default policy's mean quota per strategy for each intent (core.simulator.users.Intent),
+   stacked, over the first and the last `share` of the searches: what it learned to ask for.
+
+Drawn with matplotlib's object-oriented API on the Agg canvas (no pyplot state, no display).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from core.simulator.metrics import Records
+from core.simulator.users import Intent
+
+DPI = 150
+MIN_WINDOW = 50
+
+
+def _check(runs: Mapping[str, Sequence[Records]]) -> int:
+    """The common number of searches; ValueError for an empty or ragged `runs`."""
+    lengths = {len(r) for recs in runs.values() for r in recs}
+    if not runs or any(not recs for recs in runs.values()):
+        raise ValueError(f"`runs` must hold at least one Records per policy, but got "
+                         f"{ {k: len(v) for k, v in runs.items()} }")
+    if len(lengths) != 1:
+        raise ValueError(f"every run must have the same number of searches, but got {sorted(lengths)}")
+    return lengths.pop()
+
+
+def _band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds (axis 0) and the half-width of its 95% Student-t interval (0 for one seed)."""
+    from scipy import stats
+
+    mean = curves.mean(axis=0)
+    if curves.shape[0] < 2:
+        return mean, np.zeros_like(mean)
+    return mean, stats.t.ppf(0.975, curves.shape[0] - 1) * curves.std(axis=0, ddof=1) / np.sqrt(curves.shape[0])
+
+
+def _moving(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over `window` values, float64 (len(x) - window + 1,)."""
+    c = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+    return (c[window:] - c[:-window]) / window
+
+
+def _figure(width: float = 9.0, height: float = 5.0) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _colors(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {n: tuple(cmap(i % cmap.N)) for i, n in enumerate(names)}
+
+
+def plot_recall(runs: Mapping[str, Sequence[Records]], path: Path, window: int | None = None) -> Path:
+    n = _check(runs)
+    w = min(n, window or max(MIN_WINDOW, n // 40))
+    fig = _figure()
+    ax = fig.add_subplot()
+    x = np.arange(w, n + 1)
+    colors = _colors(list(runs))
+    for name, recs in runs.items():
+        curves = np.stack([_moving(r.target_found.astype(np.float64), w) for r in recs])
+        mean, half = _band(curves)
+        if len(recs) == 1:  # one seed: the proportion's own sampling interval over the window
+            half = 1.96 * np.sqrt(mean * (1 - mean) / w)
+        ax.plot(x, mean, color=colors[name], lw=1.4, label=name)
+        ax.fill_between(x, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1), color=colors[name], alpha=0.15,
+                        lw=0)
+    seeds = max(len(r) for r in runs.values())
+    ax.set(xlabel="search number", ylabel=f"candidate recall (trailing {w:,} searches)", xlim=(0, n),
+           title=f"Candidate recall over time (mean over {seeds} seed{'s' * (seeds > 1)}, 95% band)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def plot_regret(runs: Mapping[str, Sequence[Records]], path: Path) -> Path:
+    n = _check(runs)
+    fig = _figure()
+    ax = fig.add_subplot()
+    x = np.arange(1, n + 1)
+    colors = _colors(list(runs))
+    finals = {name: float(np.mean([r.regret.sum(dtype=np.float64) for r in recs])) for name, recs in runs.items()}
+    for name in sorted(runs, key=lambda k: -finals[k]):  # legend in the order of the curves' ends
+        curves = np.stack([np.cumsum(r.regret, dtype=np.float64) for r in runs[name]])
+        mean, half = _band(curves)
+        ax.plot(x, mean, color=colors[name], lw=1.4, label=f"{name} ({finals[name]:,.0f})")
+        ax.fill_between(x, mean - half, mean + half, color=colors[name], alpha=0.15, lw=0)
+    ax.set(xlabel="search number", ylabel="cumulative regret vs the oracle", xlim=(0, n), ylim=(0, None),
+           title="Cumulative regret (mean over seeds, 95% band; final value in the legend)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def quota_mix(recs: Sequence[Records], part: slice) -> np.ndarray:
+    """float64 (len(Intent), S): mean quota per strategy for each intent over the searches `part`
+    of every run (pooled over seeds); NaN for an intent with no search there."""
+    intent = np.concatenate([r.intent[part] for r in recs])
+    quotas = np.concatenate([r.quotas[part] for r in recs]).astype(np.float64)
+    out = np.full((len(Intent), quotas.shape[1]), np.nan)
+    for i in Intent:
+        if (intent == i).any():
+            out[i] = quotas[intent == i].mean(axis=0)
+    return out
+
+
+def plot_quota_mix(recs: Sequence[Records], path: Path, name: str, share: float = 0.1) -> Path:
+    n = _check({name: recs})
+    k = max(1, round(n * share))
+    parts = {f"first {k:,}": slice(0, k), f"last {k:,}": slice(n - k, n)}
+    mixes = {label: quota_mix(recs, part) for label, part in parts.items()}
+    strategies = recs[0].strategies
+    colors = _colors(list(strategies))
+    fig = _figure(9.0, 5.0)
+    ax = fig.add_subplot()
+    width, centers = 0.38, np.arange(len(Intent))
+    for j, (label, mix) in enumerate(mixes.items()):
+        pos = centers + (j - 0.5) * (width + 0.04)
+        bottom = np.zeros(len(Intent))
+        for s, strategy in enumerate(strategies):
+            values = np.nan_to_num(mix[:, s])
+            ax.bar(pos, values, width, bottom=bottom, color=colors[strategy], label=strategy if j == 0 else None,
+                   hatch="" if j == 0 else "//", edgecolor="white", lw=0.5)
+            bottom += values
+        for p, total in zip(pos, bottom, strict=True):
+            ax.text(p, total + 2, label.split()[0], ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(centers, [i.name.lower() for i in Intent])
+    ax.set(ylabel="mean quota per search (candidates)", ylim=(0, None),
+           title=f"Quota mix per intent, {name}: first vs last {k:,} searches (plain vs hatched)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="strategy", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def write_plots(runs: dict[str, list[Records]], out: Path, default: str = "thompson") -> list[Path]:
+    """The three plots of the module docstring as PNGs in `out` (created); returns their paths.
+    ValueError when `default` is not among the policies or the runs differ in length."""
+    if default not in runs:
+        raise ValueError(f"`default` must be one of the policies {sorted(runs)}, but got {default!r}")
+    _check(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    return [plot_recall(runs, out / "recall_over_time.png"),
+            plot_regret(runs, out / "cumulative_regret.png"),
+            plot_quota_mix(runs[default], out / f"quota_mix_{default}.png", default)]

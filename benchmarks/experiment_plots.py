@@ -4,15 +4,21 @@
                                  out/quota_mix_<default>.png]
 
 runs: per policy name, one core.simulator.metrics.Records per seed (the same searches for every
-policy of a seed). Bands are 95% intervals of the mean over seeds (Student t); with a single seed,
-the recall band is the normal interval of a proportion over the window instead, and regret has none.
+policy of a seed). Curves are means over seeds. Bands are 95% normal intervals of those means from
+the per-search sampling error, pooled over seeds (searches are independent draws of the simulator):
+with the usual two or three seeds, a Student-t interval over seeds is mostly its quantile (12.7 for
+two seeds, 4.3 for three) and hides every difference. They leave out how much a learning policy's
+path varies between seeds: the experiment's tables give intervals over seeds for that.
 
 1. Candidate recall over time: the share of the last `window` searches whose target was among
-   the candidates (a trailing moving average; the first window - 1 searches are not drawn).
-2. Cumulative regret against the oracle (core.simulator.runner) by search number.
+   the candidates (a trailing moving average; the first window - 1 searches are not drawn); the
+   band is that of a proportion over the window's searches of all seeds.
+2. Cumulative regret against the oracle (core.simulator.runner) by search number; the band is
+   1.96 sqrt(t s_t^2 / k), s_t^2 the variance of the per-search regret up to t over the k seeds.
 3. The default policy's mean quota per strategy for each intent (core.simulator.users.Intent),
    stacked, over the first and the last `share` of the searches: what it learned to ask for.
 
+Static plans (the same quotas on every search) are drawn dashed, the oracle dotted black.
 Drawn with matplotlib's object-oriented API on the Agg canvas (no pyplot state, no display).
 """
 
@@ -20,16 +26,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from core.simulator.metrics import Records
+from core.simulator.policies import ORACLE
 from core.simulator.users import Intent
 
 DPI = 150
-MIN_WINDOW = 50
+MIN_WINDOW = 100
+Z95 = 1.959963984540054
 
 
 def _check(runs: Mapping[str, Sequence[Records]]) -> int:
@@ -43,14 +52,11 @@ def _check(runs: Mapping[str, Sequence[Records]]) -> int:
     return lengths.pop()
 
 
-def _band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over seeds (axis 0) and the half-width of its 95% Student-t interval (0 for one seed)."""
-    from scipy import stats
-
-    mean = curves.mean(axis=0)
-    if curves.shape[0] < 2:
-        return mean, np.zeros_like(mean)
-    return mean, stats.t.ppf(0.975, curves.shape[0] - 1) * curves.std(axis=0, ddof=1) / np.sqrt(curves.shape[0])
+def _style(name: str, recs: Sequence[Records], color: tuple[float, ...]) -> dict[str, Any]:
+    if name == ORACLE:
+        return {"color": "black", "ls": ":", "lw": 1.6}
+    static = all(bool((r.quotas == r.quotas[:1]).all()) for r in recs)
+    return {"color": color, "ls": "--" if static else "-", "lw": 1.3 if static else 1.7}
 
 
 def _moving(x: np.ndarray, window: int) -> np.ndarray:
@@ -74,19 +80,18 @@ def _colors(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
 
 def plot_recall(runs: Mapping[str, Sequence[Records]], path: Path, window: int | None = None) -> Path:
     n = _check(runs)
-    w = min(n, window or max(MIN_WINDOW, n // 40))
+    w = min(n, window or max(MIN_WINDOW, n // 20))
     fig = _figure()
     ax = fig.add_subplot()
     x = np.arange(w, n + 1)
     colors = _colors(list(runs))
     for name, recs in runs.items():
-        curves = np.stack([_moving(r.target_found.astype(np.float64), w) for r in recs])
-        mean, half = _band(curves)
-        if len(recs) == 1:  # one seed: the proportion's own sampling interval over the window
-            half = 1.96 * np.sqrt(mean * (1 - mean) / w)
-        ax.plot(x, mean, color=colors[name], lw=1.4, label=name)
-        ax.fill_between(x, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1), color=colors[name], alpha=0.15,
-                        lw=0)
+        mean = np.mean([_moving(r.target_found.astype(np.float64), w) for r in recs], axis=0)
+        half = Z95 * np.sqrt(mean * (1 - mean) / (w * len(recs)))
+        style = _style(name, recs, colors[name])
+        ax.plot(x, mean, label=name, **style)
+        ax.fill_between(x, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1), color=style["color"],
+                        alpha=0.12, lw=0)
     seeds = max(len(r) for r in runs.values())
     ax.set(xlabel="search number", ylabel=f"candidate recall (trailing {w:,} searches)", xlim=(0, n),
            title=f"Candidate recall over time (mean over {seeds} seed{'s' * (seeds > 1)}, 95% band)")
@@ -100,14 +105,20 @@ def plot_regret(runs: Mapping[str, Sequence[Records]], path: Path) -> Path:
     n = _check(runs)
     fig = _figure()
     ax = fig.add_subplot()
-    x = np.arange(1, n + 1)
+    t = np.arange(1, n + 1)
     colors = _colors(list(runs))
     finals = {name: float(np.mean([r.regret.sum(dtype=np.float64) for r in recs])) for name, recs in runs.items()}
     for name in sorted(runs, key=lambda k: -finals[k]):  # legend in the order of the curves' ends
-        curves = np.stack([np.cumsum(r.regret, dtype=np.float64) for r in runs[name]])
-        mean, half = _band(curves)
-        ax.plot(x, mean, color=colors[name], lw=1.4, label=f"{name} ({finals[name]:,.0f})")
-        ax.fill_between(x, mean - half, mean + half, color=colors[name], alpha=0.15, lw=0)
+        recs = runs[name]
+        regret = np.stack([r.regret.astype(np.float64) for r in recs])  # (k, n)
+        mean = np.cumsum(regret.mean(axis=0))
+        total, squares = np.cumsum(regret.sum(axis=0)), np.cumsum((regret ** 2).sum(axis=0))
+        m = t * len(recs)  # searches pooled up to t
+        var = np.maximum(squares - total ** 2 / m, 0.0) / np.maximum(m - 1, 1)
+        half = Z95 * np.sqrt(t * var / len(recs))
+        style = _style(name, recs, colors[name])
+        ax.plot(t, mean, label=f"{name} ({finals[name]:,.0f})", **style)
+        ax.fill_between(t, np.maximum(mean - half, 0), mean + half, color=style["color"], alpha=0.12, lw=0)
     ax.set(xlabel="search number", ylabel="cumulative regret vs the oracle", xlim=(0, n), ylim=(0, None),
            title="Cumulative regret (mean over seeds, 95% band; final value in the legend)")
     ax.grid(alpha=0.3)

@@ -20,7 +20,7 @@ def int_tuple(text: str) -> tuple[int, ...]:
 POLICY_KEYS: dict[str, Callable[[str], Any]] = {
     "budget": int, "levels": int_tuple, "static_quotas": int_tuple, "exploration_floor": float, "epsilon": float,
     "ucb_alpha": float, "noise": float, "prior_precision": float, "prior_hit_rate": float, "latency_decay": float,
-    "cost_per_candidate": float, "cost_per_ms": float, "propensity_samples": int}
+    "cost_per_candidate": float, "cost_per_ms": float, "propensity_samples": int, "model": str}
 
 
 def broker_config(args: argparse.Namespace) -> Any:

@@ -58,19 +58,27 @@ class AllocationSpace:
             raise ValueError(f"quotas {list(quotas)} exceed the budget {self.budget}")
         return int(hits[0])
 
-    def values(self, p: np.ndarray, latency_ms: np.ndarray, cost_per_candidate: float,
-               cost_per_ms: float) -> np.ndarray:
-        """Value of every allocation. p: float64 (M, S, L) hit probabilities (column 0 ignored);
-        latency_ms: float64 (S,). Returns float64 (M, A)."""
-        alloc = self.allocations
+    def union_hit(self, p: np.ndarray) -> np.ndarray:
+        """P(some called strategy hits) of every allocation under independent misses, float64 (M, A).
+        p: float64 (M, S, L) per-strategy hit probabilities by level (column 0 ignored)."""
         miss = np.log1p(-np.clip(p, 0.0, 1.0 - 1e-12))
         miss[:, :, 0] = 0.0
         cols = np.arange(len(self.strategies))
-        log_all_miss = miss[:, cols[None, :], alloc].sum(axis=2)
+        return -np.expm1(miss[:, cols[None, :], self.allocations].sum(axis=2))
+
+    def cost(self, latency_ms: np.ndarray, cost_per_candidate: float, cost_per_ms: float) -> np.ndarray:
+        """float64 (A,): cost_per_candidate * candidates + cost_per_ms * slowest latency called.
+        latency_ms: float64 (S,)."""
+        alloc = self.allocations
         levels = np.asarray(self.levels, dtype=np.float64)
         cost = cost_per_candidate * levels[alloc].sum(axis=1)
-        cost += cost_per_ms * np.where(alloc > 0, latency_ms[None, :], 0.0).max(axis=1)
-        return -np.expm1(log_all_miss) - cost[None, :]
+        return cost + cost_per_ms * np.where(alloc > 0, latency_ms[None, :], 0.0).max(axis=1)
+
+    def values(self, p: np.ndarray, latency_ms: np.ndarray, cost_per_candidate: float,
+               cost_per_ms: float) -> np.ndarray:
+        """Value of every allocation under independent misses (module docstring). p: float64
+        (M, S, L) hit probabilities (column 0 ignored); latency_ms: float64 (S,). Returns (M, A)."""
+        return self.union_hit(p) - self.cost(latency_ms, cost_per_candidate, cost_per_ms)[None, :]
 
 
 _FEASIBLE: dict[tuple[tuple[int, ...], int, int], np.ndarray] = {}

@@ -4,8 +4,10 @@ Layout (FEATURE_NAMES gives the names, in order):
 - bias;
 - query shape: token count one-hot (1, 2, 3-4, 5+), has a digit, has a quote or a dash;
 - query understanding (from the attribute strategy, when it answered in time): likelihood of the
-  top interpretation, whether it has an artist / title / genre / decade / mood slot, whether it
-  leaves no free text, and how many interpretations there are (/ 8, capped at 1);
+  top interpretation, whether it has an artist / title / album / playlist / genre / decade / mood
+  slot, whether it leaves no free text, and how many interpretations there are (/ 8, capped at 1);
+  then, over all interpretations, the likelihood mass of those with a slot of each group and of
+  those with no slot at all (how sure query understanding is that the query names a thing);
 - time: hour of day as sin and cos (0 when unknown), weekend;
 - device one-hot (mobile, desktop, speaker, tv);
 - strongest user affinity given in the context (max of "affinity.*" values, clipped to [0, 1]).
@@ -21,11 +23,13 @@ import numpy as np
 from core.strategy import Interpretation
 
 DEVICES = ("mobile", "desktop", "speaker", "tv")
-SLOT_GROUPS = {"artist": ("artist",), "title": ("title", "track"), "genre": ("genre", "subgenre"),
+SLOT_GROUPS = {"artist": ("artist",), "title": ("title", "track"), "album": ("album",), "playlist": ("playlist",),
+               "genre": ("genre", "subgenre"),
                "decade": ("decade", "year", "release_date"), "mood": ("mood", "tempo", "danceability", "energy")}
 FEATURE_NAMES = (
     "bias", "tokens_1", "tokens_2", "tokens_3_4", "tokens_5_plus", "has_digit", "has_punctuation",
     "qu_likelihood", *(f"qu_slot_{g}" for g in SLOT_GROUPS), "qu_no_free_text", "qu_interpretations",
+    *(f"qu_mass_{g}" for g in SLOT_GROUPS), "qu_mass_no_slot",
     "hour_sin", "hour_cos", "weekend", *(f"device_{d}" for d in DEVICES), "affinity_max",
 )
 DIM = len(FEATURE_NAMES)
@@ -48,22 +52,32 @@ def featurize(text: str, context: Mapping[str, str], interpretations: Sequence[I
     x[1 + (0 if n_tokens <= 1 else 1 if n_tokens == 2 else 2 if n_tokens <= 4 else 3)] = 1.0
     x[5] = float(any(c.isdigit() for c in text))
     x[6] = float(any(c in "\"'-&:" for c in text))
+    n_groups = len(SLOT_GROUPS)
     if interpretations:
         top = max(interpretations, key=lambda i: i.likelihood)
-        x[7] = top.likelihood
         fields = {s.field for s in top.slots}
-        for k, group in enumerate(SLOT_GROUPS.values()):
-            x[8 + k] = float(any(f in fields for f in group))
-        x[13] = float(not top.free_text and bool(top.slots))
-        x[14] = min(1.0, len(interpretations) / 8)
+        x[7] = top.likelihood
+        x[8: 8 + n_groups] = [float(any(f in fields for f in group)) for group in SLOT_GROUPS.values()]
+        x[8 + n_groups] = float(not top.free_text and bool(top.slots))
+        x[9 + n_groups] = min(1.0, len(interpretations) / 8)
+        mass = 10 + n_groups
+        for interp in interpretations:
+            fields = {s.field for s in interp.slots}
+            for k, group in enumerate(SLOT_GROUPS.values()):
+                if any(f in fields for f in group):
+                    x[mass + k] += interp.likelihood
+            if not interp.slots:
+                x[mass + n_groups] += interp.likelihood
+        x[mass: mass + n_groups + 1] = np.minimum(x[mass: mass + n_groups + 1], 1.0)
+    t = FEATURE_NAMES.index("hour_sin")
     hour = _number(context, "hour")
     if hour is not None:
-        x[15], x[16] = math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24)
+        x[t], x[t + 1] = math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24)
     weekday = _number(context, "weekday")
-    x[17] = float(weekday is not None and weekday >= 5)
+    x[t + 2] = float(weekday is not None and weekday >= 5)
     device = context.get("device", "")
     if device in DEVICES:
-        x[18 + DEVICES.index(device)] = 1.0
+        x[t + 3 + DEVICES.index(device)] = 1.0
     affinities = [v for k in context if k.startswith("affinity.") and (v := _number(context, k)) is not None]
-    x[22] = min(1.0, max(0.0, max(affinities))) if affinities else 0.0
+    x[-1] = min(1.0, max(0.0, max(affinities))) if affinities else 0.0
     return x

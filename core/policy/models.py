@@ -1,74 +1,89 @@
-"""Bayesian linear regression arms, one per (strategy, quota level): the hit-probability models.
+"""Hit-probability models of the allocation policy: Bayesian linear regression arms.
 
-Arm (s, l) predicts p(x) = theta_sl . x, the probability that the entity the user acts on is in
-strategy s's top-q_l for context x. Prior theta ~ N(m_l e_0, I / prior_precision) (feature 0 is
-the bias, so m_l is the prior hit probability of level l in every context); observations r in
-{0, 1} with noise scale `noise`. The posterior is kept as A^-1 (Sherman-Morrison updates) and b:
+LinearArms: n arms, arm i predicts p_i(x) = theta_i . x, the probability that the entity the user
+acts on is retrieved, for context x. Prior theta_i ~ N(m_i e_0, I / prior_precision) (feature 0 is
+the bias, so m_i is arm i's prior hit probability in every context); observations r in {0, 1}
+with noise scale `noise`. The posterior is kept as A^-1 (Sherman-Morrison updates) and b:
     mean = A^-1 b,   Cov = noise^2 A^-1,   A = prior_precision I + sum x x^T,
-    b = prior_precision m_l e_0 + sum r x.
+    b = prior_precision m e_0 + sum r x.
 Only the prediction at the current x is ever needed, so Thompson sampling draws the scalar
 theta . x ~ N(mean . x, noise^2 x^T A^-1 x) instead of a whole theta.
+
+Two ways to turn arms into the hit probability of a joint allocation (core.policy.allocation):
+
+- IndependentModel: one arm per (strategy, quota level), combined as the union of independent
+  misses, 1 - prod_s (1 - p[s, a_s]). Few arms, so it learns fast, but strategies that find the
+  same entities (an artist query that lexical and attribute both answer) look complementary, so
+  it overvalues spreading the budget.
+- JointModel (the default): one arm per allocation, predicting the union hit directly, so
+  redundancy between strategies is learned rather than assumed away. A search's feedback reveals
+  the union hit of every allocation the chosen one dominates (each strategy at most its chosen
+  quota: top-q lists are prefixes of top-Q lists), so one search updates up to a few hundred arms.
+  The prior of each arm is the independent union of the per-level prior hit rates, and
+  predictions are closed upwards over the dominance order (JointModel's docstring).
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Sequence
+from typing import Protocol
+
 import numpy as np
+
+from core.policy.allocation import AllocationSpace
 
 
 class LinearArms:
-    """a_inv: float64 (S, L, d, d); b: float64 (S, L, d); n: int64 (S, L) observations per arm.
-    Level 0 (not called) is kept for shape only and never updated."""
+    """a_inv: float64 (n, d, d); b: float64 (n, d); n: int64 (n,) observations per arm."""
 
-    def __init__(self, n_strategies: int, n_levels: int, dim: int, *, prior_precision: float = 1.0,
-                 noise: float = 0.5, prior_mean: np.ndarray | None = None) -> None:
-        """prior_mean: float64 (n_levels,), the prior hit probability of each level, carried by the
-        bias feature (x[0] = 1): theta's prior mean is prior_mean[l] * e_0, so before any data
-        every context predicts prior_mean[l]. None: zero."""
-        if dim < 1:
-            raise ValueError(f"`dim` must be >= 1, but got {dim}")
+    def __init__(self, n_arms: int, dim: int, *, prior_precision: float = 1.0, noise: float = 0.5,
+                 prior_mean: np.ndarray | None = None) -> None:
+        """prior_mean: float64 (n_arms,), each arm's prior hit probability, carried by the bias
+        feature (x[0] = 1). None: zero."""
+        if dim < 1 or n_arms < 1:
+            raise ValueError(f"`dim` and `n_arms` must be >= 1, but got {dim} and {n_arms}")
         if prior_precision <= 0 or noise <= 0:
             raise ValueError(f"`prior_precision` and `noise` must be > 0, got {prior_precision}, {noise}")
         self.noise = noise
-        self.a_inv = np.tile(np.eye(dim) / prior_precision, (n_strategies, n_levels, 1, 1))
-        self.b = np.zeros((n_strategies, n_levels, dim))
+        self.a_inv = np.tile(np.eye(dim) / prior_precision, (n_arms, 1, 1))
+        self.b = np.zeros((n_arms, dim))
         if prior_mean is not None:
-            if np.shape(prior_mean) != (n_levels,):
-                raise ValueError(f"`prior_mean` must have shape ({n_levels},), but got {np.shape(prior_mean)}")
-            self.b[:, :, 0] = prior_precision * np.asarray(prior_mean, dtype=np.float64)
-        self.n = np.zeros((n_strategies, n_levels), dtype=np.int64)
-        self._mean_theta: np.ndarray | None = None
+            if np.shape(prior_mean) != (n_arms,):
+                raise ValueError(f"`prior_mean` must have shape ({n_arms},), but got {np.shape(prior_mean)}")
+            self.b[:, 0] = prior_precision * np.asarray(prior_mean, dtype=np.float64)
+        self.n = np.zeros(n_arms, dtype=np.int64)
+        self.theta = np.einsum("ade,ae->ad", self.a_inv, self.b)
 
     @property
     def dim(self) -> int:
-        return int(self.b.shape[2])
-
-    def _theta(self) -> np.ndarray:
-        if self._mean_theta is None:
-            self._mean_theta = np.einsum("slde,sle->sld", self.a_inv, self.b)
-        return self._mean_theta
+        return int(self.b.shape[1])
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, var) of theta . x for every arm, float64 (S, L) each; var excludes noise^2."""
+        """(mean, var) of theta . x for every arm, float64 (n,) each; var excludes noise^2."""
         if x.shape != (self.dim,):
             raise ValueError(f"`x` must have shape ({self.dim},), but got {x.shape}")
-        mean = self._theta() @ x
-        var = np.einsum("slde,d,e->sl", self.a_inv, x, x)
-        return mean, np.maximum(var, 0.0)
+        var = (self.a_inv @ x) @ x
+        return self.theta @ x, np.maximum(var, 0.0)
 
     def sample(self, x: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
-        """Thompson draws of theta . x, float64 (n_samples, S, L)."""
+        """Thompson draws of theta . x, float64 (n_samples, n)."""
         mean, var = self.predict(x)
-        z = rng.standard_normal((n_samples, *mean.shape))
+        z = rng.standard_normal((n_samples, mean.size))
         return mean[None] + self.noise * np.sqrt(var)[None] * z
 
-    def update(self, x: np.ndarray, strategy: int, level: int, reward: float) -> None:
-        """One observation for arm (strategy, level): Sherman-Morrison on A^-1."""
-        a_inv = self.a_inv[strategy, level]
+    def update(self, x: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
+        """One observation (x, rewards[i]) for each of the distinct `arms` (int64): batched
+        Sherman-Morrison on A^-1."""
+        if arms.size == 0:
+            return
+        a_inv = self.a_inv[arms]
         ax = a_inv @ x
-        a_inv -= np.outer(ax, ax) / (1.0 + x @ ax)
-        self.b[strategy, level] += reward * x
-        self.n[strategy, level] += 1
-        self._mean_theta = None
+        a_inv -= ax[:, :, None] * ax[:, None, :] / (1.0 + ax @ x)[:, None, None]
+        self.a_inv[arms] = a_inv
+        self.b[arms] += rewards[:, None] * x[None, :]
+        self.n[arms] += 1
+        self.theta[arms] = np.einsum("ade,ae->ad", a_inv, self.b[arms])
 
     def state(self) -> dict[str, np.ndarray]:
         return {"a_inv": self.a_inv, "b": self.b, "n": self.n}
@@ -78,4 +93,123 @@ class LinearArms:
             if state[name].shape != getattr(self, name).shape:
                 raise ValueError(f"saved `{name}` has shape {state[name].shape}, expected {getattr(self, name).shape}")
         self.a_inv, self.b, self.n = (np.array(state[k]) for k in ("a_inv", "b", "n"))
-        self._mean_theta = None
+        self.theta = np.einsum("ade,ae->ad", self.a_inv, self.b)
+
+
+class ModelKind(enum.StrEnum):
+    JOINT = "joint"
+    INDEPENDENT = "independent"
+
+
+class HitModel(Protocol):
+    """Predicts, for context x, the probability that each allocation of `space` retrieves the
+    entity the user acts on, and learns from a search's per-strategy outcomes."""
+
+    arms: LinearArms
+
+    def sample(self, x: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+        """Thompson draws of every allocation's hit probability, float64 (n_samples, A)."""
+
+    def mean(self, x: np.ndarray, ucb_alpha: float = 0.0) -> np.ndarray:
+        """Posterior mean (plus ucb_alpha posterior standard deviations) per allocation, (A,)."""
+
+    def update(self, x: np.ndarray, level: np.ndarray, rank: np.ndarray) -> None:
+        """level: int64 (S,), the level index each strategy answered at (0 = not called or no
+        answer); rank: int64 (S,), the acted-on entity's 1-based rank in its list, 0 = absent."""
+
+
+def level_prior(levels: Sequence[int], prior_hit_rate: float) -> np.ndarray:
+    """float64 (L,): the prior hit probability of one strategy at each level,
+    prior_hit_rate * sqrt(q / max level) (0 at level 0)."""
+    lv = np.asarray(levels, dtype=np.float64)
+    return prior_hit_rate * np.sqrt(lv / lv[-1])
+
+
+class IndependentModel:
+    """Arms per (strategy, level), arm index s * L + l; union of independent misses."""
+
+    def __init__(self, space: AllocationSpace, dim: int, *, prior_precision: float, noise: float,
+                 prior_hit_rate: float) -> None:
+        self.space = space
+        self.shape = (len(space.strategies), len(space.levels))
+        prior = np.tile(level_prior(space.levels, prior_hit_rate), self.shape[0])
+        self.arms = LinearArms(self.shape[0] * self.shape[1], dim, prior_precision=prior_precision, noise=noise,
+                               prior_mean=prior)
+
+    def sample(self, x: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+        return self.space.union_hit(self.arms.sample(x, n_samples, rng).reshape(n_samples, *self.shape))
+
+    def mean(self, x: np.ndarray, ucb_alpha: float = 0.0) -> np.ndarray:
+        mean, var = self.arms.predict(x)
+        return self.space.union_hit((mean + ucb_alpha * np.sqrt(var)).reshape(1, *self.shape))[0]
+
+    def update(self, x: np.ndarray, level: np.ndarray, rank: np.ndarray) -> None:
+        lv = np.asarray(self.space.levels)
+        n_levels = lv.size
+        arms, rewards = [], []
+        for s in np.flatnonzero(level > 0).tolist():
+            for li in range(1, int(level[s]) + 1):
+                arms.append(s * n_levels + li)
+                rewards.append(1.0 if 0 < rank[s] <= lv[li] else 0.0)
+        self.arms.update(x, np.asarray(arms, dtype=np.int64), np.asarray(rewards))
+
+
+class JointModel:
+    """One arm per allocation of `space` (module docstring). Predictions are made monotone: an
+    allocation that gives every strategy at least the quota of another can only find more, so its
+    hit probability (each Thompson draw too) is raised to the largest of the allocations it
+    dominates. An allocation never tried (the whole budget on one strategy) thus starts from what
+    the smaller ones it contains have learned, not from its prior."""
+
+    def __init__(self, space: AllocationSpace, dim: int, *, prior_precision: float, noise: float,
+                 prior_hit_rate: float) -> None:
+        self.space = space
+        self.alloc = space.allocations
+        per_level = level_prior(space.levels, prior_hit_rate)
+        prior = space.union_hit(np.tile(per_level, (1, len(space.strategies), 1)))[0]
+        self.arms = LinearArms(len(self.alloc), dim, prior_precision=prior_precision, noise=noise, prior_mean=prior)
+        self.quota = np.asarray(space.levels)[self.alloc]  # (A, S)
+        self.layers = _dominance_layers(self.alloc)
+
+    def _monotone(self, p: np.ndarray) -> np.ndarray:
+        """p: float64 (M, A), in place: each allocation's value raised to its predecessors' (one
+        strategy one level lower), layer by layer, which is the maximum over all it dominates."""
+        for members, preds in self.layers:
+            p[:, members] = np.maximum(p[:, members], p[:, preds].max(axis=2))
+        return p
+
+    def sample(self, x: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+        return self._monotone(self.arms.sample(x, n_samples, rng))
+
+    def mean(self, x: np.ndarray, ucb_alpha: float = 0.0) -> np.ndarray:
+        mean, var = self.arms.predict(x)
+        return self._monotone((mean + ucb_alpha * np.sqrt(var))[None])[0]
+
+    def update(self, x: np.ndarray, level: np.ndarray, rank: np.ndarray) -> None:
+        dominated = np.flatnonzero((self.alloc <= level[None, :]).all(axis=1))
+        found = (rank[None, :] > 0) & (rank[None, :] <= self.quota[dominated])
+        self.arms.update(x, dominated, found.any(axis=1).astype(np.float64))
+
+
+def _dominance_layers(alloc: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The allocations (rows of level indexes) grouped by their level sum, from 2 up, each with
+    its immediate predecessors: int64 (k,) members and int64 (k, S) predecessor rows, where a
+    strategy at level 0 (no predecessor through it) repeats the member itself."""
+    index = {tuple(row): i for i, row in enumerate(alloc.tolist())}
+    total = alloc.sum(axis=1)
+    layers = []
+    for t in range(2, int(total.max()) + 1):
+        members = np.flatnonzero(total == t)
+        preds = np.empty((members.size, alloc.shape[1]), dtype=np.int64)
+        for k, a in enumerate(members.tolist()):
+            for s in range(alloc.shape[1]):
+                row = list(alloc[a])
+                row[s] -= 1
+                preds[k, s] = index.get(tuple(row), a) if row[s] >= 0 else a
+        layers.append((members, preds))
+    return layers
+
+
+MODELS: dict[ModelKind, type[IndependentModel] | type[JointModel]] = {
+    ModelKind.JOINT: JointModel, ModelKind.INDEPENDENT: IndependentModel,
+}

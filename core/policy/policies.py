@@ -1,9 +1,9 @@
 """Allocation policies: which strategies to call and with what quota, with the propensity of the choice.
 
-Every policy scores the feasible allocations (core.policy.allocation) from predicted hit
-probabilities, then mixes in an exploration floor: with probability `exploration_floor` the
-allocation is drawn uniformly instead, so every allocation keeps probability >= floor / A and
-off-policy estimators stay unbiased. The recorded propensity is
+Every policy scores the feasible allocations (core.policy.allocation) by their predicted hit
+probability (core.policy.models) minus their cost in candidates and latency, then mixes in an
+exploration floor: with probability `exploration_floor` the allocation is drawn uniformly instead,
+so every allocation keeps probability >= floor / A and off-policy estimators stay unbiased. The recorded propensity is
 
     P(a) = (1 - floor) * P_rule(a) + floor / A
 
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from core.policy.allocation import DEFAULT_BUDGET, DEFAULT_LEVELS, AllocationSpace, equal_split
-from core.policy.models import LinearArms
+from core.policy.models import MODELS, HitModel, ModelKind
 from core.storage import write_file_atomic
 
 
@@ -44,7 +44,9 @@ class PolicyConfig:
     prior_hit_rate: the cold-start belief that a strategy called at the largest level finds the
     entity; level q starts at prior_hit_rate * sqrt(q / max level), so before any feedback the
     policy calls every strategy at a middle quota (for the defaults: 50 each of 200) and learns
-    from there, rather than betting on one strategy at random."""
+    from there, rather than betting on one strategy at random. model: how hit probabilities of
+    allocations are modelled (core.policy.models: "joint", one arm per allocation, or
+    "independent", per strategy and level with independent misses)."""
 
     kind: PolicyKind = PolicyKind.THOMPSON
     levels: tuple[int, ...] = DEFAULT_LEVELS
@@ -60,9 +62,11 @@ class PolicyConfig:
     latency_decay: float = 0.1
     static_quotas: tuple[int, ...] = ()
     prior_hit_rate: float = 0.5
+    model: ModelKind = ModelKind.JOINT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", PolicyKind(self.kind))
+        object.__setattr__(self, "model", ModelKind(self.model))
         for name in ("exploration_floor", "epsilon", "latency_decay", "prior_hit_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1], but got {getattr(self, name)}")
@@ -97,23 +101,21 @@ Rule = Callable[["BanditPolicy", np.ndarray, np.random.Generator], tuple[int, np
 
 
 def _thompson(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
-    draws = policy.arms.sample(x, policy.config.propensity_samples, rng)
-    winners = policy.values(draws).argmax(axis=1)
+    draws = policy.model.sample(x, policy.config.propensity_samples, rng)
+    winners = (draws - policy.cost()[None, :]).argmax(axis=1)
     probs = np.bincount(winners, minlength=policy.n_allocations) / len(winners)
     return int(winners[0]), probs
 
 
 def _linucb(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
-    mean, var = policy.arms.predict(x)
-    best = int(policy.values((mean + policy.config.ucb_alpha * np.sqrt(var))[None]).argmax())
+    best = int((policy.model.mean(x, policy.config.ucb_alpha) - policy.cost()).argmax())
     return best, np.eye(policy.n_allocations)[best]
 
 
 def _epsilon_greedy(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
-    mean, _ = policy.arms.predict(x)
     eps = policy.config.epsilon
     probs = np.full(policy.n_allocations, eps / policy.n_allocations)
-    probs[int(policy.values(mean[None]).argmax())] += 1.0 - eps
+    probs[int((policy.model.mean(x) - policy.cost()).argmax())] += 1.0 - eps
     return int(rng.choice(policy.n_allocations, p=probs)), probs
 
 
@@ -139,19 +141,28 @@ class BanditPolicy:
         self.space = AllocationSpace(strategies=tuple(self.strategies), levels=self.config.levels,
                                      budget=self.config.budget)
         self.n_allocations = len(self.space.allocations)
-        levels = np.asarray(self.config.levels, dtype=np.float64)
-        self.arms = LinearArms(len(self.strategies), len(levels), self.dim, prior_precision=self.config.prior_precision,
-                               noise=self.config.noise,
-                               prior_mean=self.config.prior_hit_rate * np.sqrt(levels / levels[-1]))
+        c = self.config
+        self.model: HitModel = MODELS[c.model](self.space, self.dim, prior_precision=c.prior_precision, noise=c.noise,
+                                               prior_hit_rate=c.prior_hit_rate)
+        self.arms = self.model.arms
+        self._level_of = {q: i for i, q in enumerate(c.levels)}
+        self._cost: np.ndarray | None = None
         self.latency_ms = np.zeros(len(self.strategies))
         quotas = self.config.static_quotas or equal_split(self.space)
         self.static_allocation = self.space.index_of(quotas)
         self.floor = 0.0 if self.config.kind is PolicyKind.STATIC else self.config.exploration_floor
 
-    def values(self, p: np.ndarray) -> np.ndarray:
-        """Allocation values for hit probabilities p (M, S, L): float64 (M, A)."""
-        c = self.config
-        return self.space.values(p, self.latency_ms, c.cost_per_candidate, c.cost_per_ms)
+    def cost(self) -> np.ndarray:
+        """float64 (A,): each allocation's cost (candidates and the slowest latency), in reward units."""
+        if self._cost is None:
+            c = self.config
+            self._cost = self.space.cost(self.latency_ms, c.cost_per_candidate, c.cost_per_ms)
+        return self._cost
+
+    def values(self, x: np.ndarray) -> np.ndarray:
+        """float64 (A,): each allocation's expected reward for context x (posterior mean hit
+        probability minus cost)."""
+        return self.model.mean(x) - self.cost()
 
     def decide(self, x: np.ndarray, rng: np.random.Generator) -> Decision:
         """Choose an allocation for context x (float64, (dim,))."""
@@ -168,18 +179,22 @@ class BanditPolicy:
         d = self.config.latency_decay
         self.latency_ms[strategy] = latency_ms if self.latency_ms[strategy] == 0 else \
             (1 - d) * self.latency_ms[strategy] + d * latency_ms
+        self._cost = None
 
     def update(self, x: np.ndarray, outcomes: Sequence[Outcome]) -> None:
         """Learn from one search's feedback. A strategy called with quota q reveals the hit for
         every level up to q (was the entity in its top-q' for q' <= q?), so all those arms learn."""
         if len(outcomes) != len(self.strategies):
             raise ValueError(f"`outcomes` must have {len(self.strategies)} entries, but got {len(outcomes)}")
+        level = np.zeros(len(outcomes), dtype=np.int64)
+        rank = np.zeros(len(outcomes), dtype=np.int64)
         for s, o in enumerate(outcomes):
-            if not o.answered or o.quota <= 0:
-                continue
-            for level, q in enumerate(self.config.levels):
-                if 0 < q <= o.quota:
-                    self.arms.update(x, s, level, 1.0 if 0 < o.rank <= q else 0.0)
+            if o.answered and o.quota > 0:
+                # the largest level within the quota asked (a quota between levels reveals those below it)
+                level[s] = max(i for q, i in self._level_of.items() if q <= o.quota)
+                rank[s] = o.rank
+        if level.any():
+            self.model.update(x, level, rank)
 
     def to_bytes(self, extra: Mapping[str, Any] | None = None) -> bytes:
         """The learned state (with the config it belongs to and `extra`, JSON-able) as .npz bytes;
@@ -205,4 +220,5 @@ class BanditPolicy:
                                  f"not {list(self.strategies)} and {self.dim}")
             self.arms.load_state({k: data[k] for k in ("a_inv", "b", "n")})
             self.latency_ms = np.array(data["latency_ms"])
+            self._cost = None
         return dict(meta.get("extra", {}))

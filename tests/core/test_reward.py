@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from core.merge import StrategyList, merge
+from core.policy.models import ModelKind
 from core.policy.policies import BanditPolicy, Outcome, PolicyConfig, PolicyKind
 from core.reward import acted_ranks, hits_by_level, search_reward, strategy_outcomes
 from core.strategy import EventType
@@ -53,10 +54,16 @@ def test_rank_beyond_quota_counts_as_absent_and_skips_teach_nothing() -> None:
 
 
 def test_policy_update_learns_the_counterfactual_levels(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The policy's own expansion of an Outcome matches hits_by_level."""
-    policy = BanditPolicy(("lexical", "memory"), dim=2, config=PolicyConfig(kind=PolicyKind.LINUCB, levels=LEVELS))
+    """The independent model's expansion of an Outcome matches hits_by_level."""
+    policy = BanditPolicy(("lexical", "memory"), dim=2,
+                          config=PolicyConfig(kind=PolicyKind.LINUCB, levels=LEVELS, model=ModelKind.INDEPENDENT))
     seen: list[tuple[int, int, float]] = []
-    monkeypatch.setattr(policy.arms, "update", lambda x, s, level, reward: seen.append((s, level, reward)))
+    n_levels = len(LEVELS)
+
+    def record(x: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
+        seen.extend((int(a) // n_levels, int(a) % n_levels, float(r)) for a, r in zip(arms, rewards, strict=True))
+
+    monkeypatch.setattr(policy.arms, "update", record)
     outcomes = strategy_outcomes((50, 10), (20, 4), (True, True), EventType.CLICK)
     policy.update(np.ones(2), outcomes)
     assert seen == [(0, 1, 0.0), (0, 2, 1.0), (0, 3, 1.0), (1, 1, 1.0)]

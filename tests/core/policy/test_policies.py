@@ -7,6 +7,7 @@ import pytest
 
 from core.policy.allocation import AllocationSpace, equal_split
 from core.policy.features import DIM, featurize
+from core.policy.models import ModelKind
 from core.policy.policies import BanditPolicy, Outcome, PolicyConfig, PolicyKind
 from core.strategy import Interpretation, Slot
 
@@ -75,15 +76,49 @@ def test_empirical_choice_frequency_matches_the_recorded_propensity() -> None:
 
 
 def test_outcomes_update_every_level_up_to_the_quota() -> None:
-    policy = BanditPolicy(STRATEGIES, DIM, PolicyConfig(levels=(0, 10, 25, 50), budget=100))
+    config = PolicyConfig(levels=(0, 10, 25, 50), budget=100, model=ModelKind.INDEPENDENT)
+    policy = BanditPolicy(STRATEGIES, DIM, config)
     policy.update(x_for(), [Outcome(quota=25, rank=12, answered=True), Outcome(quota=0, rank=0, answered=False),
                             Outcome(quota=50, rank=0, answered=False), Outcome(quota=10, rank=3, answered=True)])
-    assert policy.arms.n.tolist() == [[0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]
-    mean, _ = policy.arms.predict(x_for())
-    prior, _ = BanditPolicy(STRATEGIES, DIM, PolicyConfig(levels=(0, 10, 25, 50), budget=100)).arms.predict(x_for())
+    assert policy.arms.n.reshape(4, 4).tolist() == [[0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]
+    mean = policy.arms.predict(x_for())[0].reshape(4, 4)
+    prior = BanditPolicy(STRATEGIES, DIM, config).arms.predict(x_for())[0].reshape(4, 4)
     assert mean[0, 1] < prior[0, 1] and mean[0, 2] > prior[0, 2]  # rank 12: a miss at top-10, a hit at top-25
     assert mean[3, 1] > prior[3, 1]
     np.testing.assert_array_equal(mean[1], prior[1])  # not called: nothing learned
+
+
+def test_joint_model_learns_every_dominated_allocation() -> None:
+    """One search reveals the union hit of every allocation within the chosen quotas, no more."""
+    config = PolicyConfig(levels=(0, 10, 25, 50), budget=100)
+    policy = BanditPolicy(STRATEGIES, DIM, config)
+    space = policy.space
+    prior = BanditPolicy(STRATEGIES, DIM, config).arms.predict(x_for())[0]
+    # lexical at 25 ranked the entity 12th, memory at 10 ranked it 3rd; attribute timed out
+    policy.update(x_for(), [Outcome(quota=25, rank=12, answered=True), Outcome(quota=0, rank=0, answered=False),
+                            Outcome(quota=50, rank=0, answered=False), Outcome(quota=10, rank=3, answered=True)])
+    learned = {space.quotas(int(a)) for a in np.flatnonzero(policy.arms.n)}
+    assert learned == {(10, 0, 0, 0), (25, 0, 0, 0), (0, 0, 0, 10), (10, 0, 0, 10), (25, 0, 0, 10)}
+    mean = policy.arms.predict(x_for())[0]
+    for quotas, hit in [((10, 0, 0, 0), False), ((25, 0, 0, 0), True), ((10, 0, 0, 10), True)]:
+        a = space.index_of(quotas)
+        assert (mean[a] > prior[a]) == hit, quotas
+    assert mean[space.index_of((50, 0, 0, 0))] == prior[space.index_of((50, 0, 0, 0))]
+
+
+def test_joint_model_prefers_one_strategy_when_two_find_the_same_things() -> None:
+    """Lexical and attribute always hit together at 50: the joint model learns that calling both at
+    50 is no better than one at 50, where the independent model would count the pair twice."""
+    config = PolicyConfig(levels=(0, 25, 50, 100), budget=100, cost_per_candidate=0.0)
+    policy = BanditPolicy(("lexical", "attribute"), DIM, config)
+    rng = np.random.default_rng(5)
+    x = x_for()
+    for _ in range(300):
+        hit = rng.random() < 0.5
+        policy.update(x, [Outcome(quota=50, rank=30 if hit else 0, answered=True)] * 2)
+    both, alone = policy.space.index_of((50, 50)), policy.space.index_of((50, 0))
+    mean = policy.arms.predict(x)[0]
+    assert mean[both] == pytest.approx(mean[alone], abs=0.02) and mean[alone] == pytest.approx(0.5, abs=0.08)
 
 
 def test_cold_start_calls_several_strategies() -> None:
@@ -116,6 +151,8 @@ def test_state_round_trip(tmp_path: Path) -> None:
     restored = BanditPolicy(STRATEGIES, DIM)
     restored.load(tmp_path / "policy.npz")
     np.testing.assert_array_equal(restored.arms.a_inv, policy.arms.a_inv)
+    with pytest.raises(ValueError, match="a_inv"):
+        BanditPolicy(STRATEGIES, DIM, PolicyConfig(model=ModelKind.INDEPENDENT)).load(tmp_path / "policy.npz")
     assert restored.latency_ms[0] == 12.0
     with pytest.raises(ValueError, match="saved for strategies"):
         BanditPolicy(("lexical",), DIM).load(tmp_path / "policy.npz")
@@ -139,3 +176,22 @@ def test_features_read_query_shape_context_and_understanding() -> None:
     assert names["hour_sin"] == pytest.approx(1.0) and names["weekend"] == 1 and names["device_tv"] == 1
     assert names["affinity_max"] == 1.0 and names["qu_no_free_text"] == 0
     assert featurize("x", {"hour": "nan", "device": "fridge"})[15:].sum() == 0
+
+
+def test_joint_predictions_are_monotone_in_the_quotas() -> None:
+    """An allocation never tried that contains a well-learned one is predicted to find at least as
+    much (each Thompson draw too), so the whole budget on one strategy is not stuck at its prior."""
+    config = PolicyConfig(levels=(0, 50, 100, 200), budget=200)
+    policy = BanditPolicy(("lexical", "attribute"), DIM, config)
+    x = x_for()
+    for _ in range(200):
+        policy.update(x, [Outcome(quota=0, rank=0, answered=False), Outcome(quota=100, rank=60, answered=True)])
+    space = policy.space
+    learned, untried = space.index_of((0, 100)), space.index_of((0, 200))
+    assert policy.arms.n[untried] == 0 and policy.model.mean(x)[learned] > 0.9
+    assert policy.model.mean(x)[untried] >= policy.model.mean(x)[learned]
+    draws = policy.model.sample(x, 32, np.random.default_rng(0))
+    alloc = space.allocations
+    for a in range(len(alloc)):
+        dominated = np.flatnonzero((alloc <= alloc[a]).all(axis=1))
+        assert (draws[:, a] >= draws[:, dominated].max(axis=1) - 1e-12).all()

@@ -2,22 +2,29 @@
 
     python -m benchmarks.experiment [--mode inprocess|grpc] [--searches N] [--seeds K] [--out DIR]
                                     [--encoder hashing|minilm] [--index DIR] [--policies a,b,...]
+                                    [--ope-searches M]
 
 For each seed, core.simulator.runner.run_experiment replays one stream of N simulated searches
 (core.simulator.users: spearfishing, topical, attribute and context intents over the bundled
-catalog) through every plan of core.simulator.policies at one budget of 200 candidates, and the
-position-based click model (core.simulator.clicks) acts on each ranked list. The table gives, per
-plan, the mean over seeds with a 95% Student-t confidence interval over seeds:
+catalog) through every plan of core.simulator.policies, plus Vowpal Wabbit SquareCB
+(benchmarks.vw_peer), at one budget of 200 candidates, and the position-based click model
+(core.simulator.clicks) acts on each ranked list. The table gives, per plan, the mean over seeds
+with a 95% Student-t confidence interval over seeds:
 
-- recall: candidate recall, the share of searches whose target is among the candidates;
+- candidate recall: the share of searches with an action whose acted-on entity is among the
+  candidates (the issue's definition; what the policies learn from);
+- target recall: the share of searches whose target (the track the user wants) is among the
+  candidates (a user may act on another relevant track instead);
 - MRR@10, nDCG@10: of the target (grade 2) and the rest of the relevant set (grade 1) after ranking;
 - fetched: candidates the strategies returned, per search; strategies: strategies called;
 - regret: cumulative regret against the oracle over the N searches (core.simulator.runner).
 
-A second table gives candidate recall per intent. The index is built once with the chosen encoder
-(hashing by default: no model needed; MiniLM embeddings are cached in ~/.cache/ltrr/embeddings)
-under DIR/index-<encoder>, or taken from --index. With --out, results.json and results.md are
-written to DIR. Plots, Vowpal Wabbit and the off-policy check are not here yet.
+Then: both recalls per intent; the acceptance comparisons, paired over seeds (every plan of a
+seed sees the same searches and click draws); and the off-policy check (benchmarks.experiment_ope,
+--ope-searches, 0 skips it). The index is built once with the chosen encoder (hashing by default:
+no model needed; MiniLM embeddings are cached in ~/.cache/ltrr/embeddings) under DIR/index-<encoder>,
+or taken from --index. results.json, results.md and the PNG plots (benchmarks.experiment_plots:
+recall over time, cumulative regret, the default policy's quota mix per intent) go to DIR.
 
 --mode grpc runs the same searches, clicks and measures through a real cluster (shard and broker
 processes on loopback; benchmarks/experiment_grpc.py), by default a short run: 300 searches, one
@@ -41,7 +48,10 @@ import numpy as np
 from benchmarks.common import pin_threads, run_info
 
 STRATEGIES = ("lexical", "semantic", "attribute", "memory")
-COLUMNS = (("candidate_recall", "recall"), ("mrr@10", "MRR@10"), ("ndcg@10", "nDCG@10"), ("fetched", "fetched"),
+DEFAULT = "thompson"  # the broker's default policy, the one the acceptance is about
+PEER = "vw-squarecb"
+COLUMNS = (("acted_recall", "candidate recall"), ("candidate_recall", "target recall"), ("mrr@10", "MRR@10"),
+           ("ndcg@10", "nDCG@10"), ("fetched", "fetched"),
            ("strategies_called", "strategies"), ("cumulative_regret", "regret"))
 
 
@@ -82,10 +92,26 @@ def markdown(rows: list[list[str]], header: Sequence[str]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def plans(args: argparse.Namespace, config: Any) -> list[Any]:
+    """The plans of this run: core.simulator.policies.standard_policies plus, in process, Vowpal
+    Wabbit SquareCB (benchmarks.vw_peer) when vowpalwabbit is installed; --policies filters them."""
+    from core.simulator.policies import ORACLE, standard_policies
+
+    specs = standard_policies(STRATEGIES, config.levels, config.budget)
+    if args.mode == "inprocess":
+        try:
+            from benchmarks.vw_peer import squarecb_spec
+        except ImportError as e:  # vowpalwabbit is in the bench extra
+            print(f"skipping {PEER}: {e} (pip install -e '.[bench]')", flush=True)
+        else:
+            specs.insert(next(i for i, s in enumerate(specs) if s.name == ORACLE), squarecb_spec(name=PEER))
+    return [s for s in specs if not args.policies or s.name in args.policies]
+
+
+def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The JSON-able result and the per-search Records of every plan, one per seed."""
     from core.catalog import demo_catalog_path, load_catalog
     from core.simulator.metrics import Records
-    from core.simulator.policies import standard_policies
     from core.simulator.runner import ExperimentConfig, run_experiment
     from core.simulator.users import Intent
 
@@ -93,11 +119,11 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     root = build_or_open(args.index, out, args.encoder)
     entities = load_catalog(demo_catalog_path())
     summaries: dict[str, list[dict[str, Any]]] = {}
+    runs: dict[str, list[Records]] = {}
     seconds = 0.0
     for seed in range(args.seeds):
         config = ExperimentConfig(searches=args.searches, seed=seed)
-        specs = [s for s in standard_policies(STRATEGIES, config.levels, config.budget)
-                 if not args.policies or s.name in args.policies]
+        specs = plans(args, config)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as work:
             if args.mode == "grpc":
@@ -112,9 +138,67 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         for name, rec in records.items():
             summary: dict[str, Any] = rec.summary()
             summary["by_intent"] = {i.name.lower(): rec.summary(rec.intent == i)["candidate_recall"] for i in Intent}
+            summary["acted_by_intent"] = {i.name.lower(): rec.summary(rec.intent == i)["acted_recall"]
+                                          for i in Intent}
             summaries.setdefault(name, []).append(summary)
-    return {"run": info, "searches": args.searches, "seeds": args.seeds, "encoder": args.encoder,
-            "seconds": seconds, "policies": summaries, "mode": args.mode}
+            runs.setdefault(name, []).append(rec)
+    result: dict[str, Any] = {"run": info, "searches": args.searches, "seeds": args.seeds, "encoder": args.encoder,
+                              "seconds": seconds, "policies": summaries, "mode": args.mode}
+    result["verdict"] = verdict(summaries)
+    if args.mode == "inprocess" and args.ope_searches > 0:
+        from benchmarks.experiment_ope import offpolicy_check
+
+        with tempfile.TemporaryDirectory() as work:
+            result["offpolicy"] = offpolicy_check(entities, root, STRATEGIES,
+                                                  ExperimentConfig(searches=args.ope_searches, seed=0), work)
+    return result, runs
+
+
+def _paired(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95% half-width of the per-seed differences a - b (same seeds, same searches)."""
+    return interval([x - y for x, y in zip(a, b, strict=True)])
+
+
+def verdict(pol: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The acceptance comparisons of issue 6, paired over seeds (every plan of a seed sees the same
+    searches and click draws, so the difference per seed is what varies): the default policy's
+    candidate recall against the best static plan's (best single strategy, equal quotas or RRF),
+    under both recall definitions, with candidates fetched; and its cumulative regret against
+    Vowpal Wabbit's."""
+    out: dict[str, Any] = {}
+    if DEFAULT not in pol:
+        return out
+    statics = [n for n in pol if n.endswith("-only") or n in ("static-equal", "static-rrf")]
+    for key in ("acted_recall", "candidate_recall"):
+        if not statics:
+            break
+        best = max(statics, key=lambda n: float(np.mean([s[key] for s in pol[n]])))
+        diff, half = _paired([s[key] for s in pol[DEFAULT]], [s[key] for s in pol[best]])
+        fetched = float(np.mean([s["fetched"] for s in pol[DEFAULT]]))
+        best_fetched = float(np.mean([s["fetched"] for s in pol[best]]))
+        out[key] = {"best_static": best, "difference": diff, "half_width": half, "fetched": fetched,
+                    "best_static_fetched": best_fetched, "met": diff - half > 0 and fetched <= best_fetched}
+    if PEER in pol:
+        diff, half = _paired([s["cumulative_regret"] for s in pol[DEFAULT]],
+                             [s["cumulative_regret"] for s in pol[PEER]])
+        out["regret_vs_peer"] = {"difference": diff, "half_width": half, "met": diff <= 0}
+    return out
+
+
+def verdict_markdown(v: Mapping[str, Any]) -> str:
+    lines = []
+    for key, label in (("acted_recall", "candidate recall (acted-on entity)"),
+                       ("candidate_recall", "target recall")):
+        if key in v:
+            c = v[key]
+            lines.append(f"- {label}: {DEFAULT} - {c['best_static']} (the best static plan) = "
+                         f"{c['difference']:+.4f} ± {c['half_width']:.4f}, fetching {c['fetched']:.1f} vs "
+                         f"{c['best_static_fetched']:.1f} candidates: {'MET' if c['met'] else 'NOT MET'}")
+    if "regret_vs_peer" in v:
+        c = v["regret_vs_peer"]
+        lines.append(f"- cumulative regret: {DEFAULT} - {PEER} = {c['difference']:+.1f} ± {c['half_width']:.1f}: "
+                     f"{'MET' if c['met'] else 'NOT MET'} (no worse than Vowpal Wabbit)")
+    return "Acceptance (paired over seeds, mean ± 95% CI of the per-seed difference):\n" + "\n".join(lines)
 
 
 def report(result: dict[str, Any]) -> str:
@@ -124,8 +208,9 @@ def report(result: dict[str, Any]) -> str:
     main = markdown([[name, *(fmt([s[k] for s in runs]) for k, _ in COLUMNS)] for name, runs in pol.items()],
                     ["policy", *(label for _, label in COLUMNS)])
     intents = [i.name.lower() for i in Intent]
-    by_intent = markdown([[name, *(fmt([s["by_intent"][i] for s in runs]) for i in intents)]
-                          for name, runs in pol.items()], ["candidate recall", *intents])
+    by_intent = markdown([[name, *(fmt([s["acted_by_intent"][i] for s in runs]) for i in intents),
+                           *(fmt([s["by_intent"][i] for s in runs]) for i in intents)] for name, runs in pol.items()],
+                         ["policy", *(f"{i} (acted)" for i in intents), *(f"{i} (target)" for i in intents)])
     n_runs = sum(len(r) for r in pol.values())
     r = result["run"]
     mode = result.get("mode", "inprocess")
@@ -134,8 +219,16 @@ def report(result: dict[str, Any]) -> str:
         from benchmarks.experiment_grpc import timing_table
 
         timing = timing_table(pol) + "\n\n"
+    extra = ""
+    if result.get("verdict"):
+        extra += verdict_markdown(result["verdict"]) + "\n\n"
+    if "offpolicy" in result:
+        from benchmarks.experiment_ope import offpolicy_markdown
+
+        extra += offpolicy_markdown(result["offpolicy"]) + "\n\n"
     return (f"{result['searches']:,} searches x {result['seeds']} seeds per policy, budget 200 candidates, "
-            f"{result['encoder']} encoder, {mode}; mean ± 95% CI over seeds\n\n{main}\n\n{by_intent}\n\n{timing}"
+            f"{result['encoder']} encoder, {mode}; mean ± 95% CI over seeds\n\n{main}\n\n"
+            f"Candidate recall per intent:\n\n{by_intent}\n\n{timing}{extra}"
             f"{n_runs * result['searches'] / result['seconds']:,.0f} searches/s {mode}, start-up included "
             f"(commit {r['commit']}, {r['machine']}, {r['threads']} thread)")
 
@@ -147,7 +240,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--searches", type=int, default=None,
                         help="searches per policy and seed (default 20000; grpc: 300)")
     parser.add_argument("--seeds", type=int, default=None, help="default 3; grpc: 1")
-    parser.add_argument("--out", type=Path, default=None, help="write results.json and results.md here")
+    parser.add_argument("--out", type=Path, default=Path("experiment-results"),
+                        help="where results.json, results.md and the plots go (default: %(default)s)")
+    parser.add_argument("--ope-searches", type=int, default=None,
+                        help="searches of the off-policy check (default 20000; 0 skips it; grpc: 0)")
     parser.add_argument("--index", type=Path, default=None, help="an index directory with the four strategies")
     parser.add_argument("--encoder", choices=("hashing", "minilm"), default="hashing")
     parser.add_argument("--policies", type=lambda s: [p for p in s.split(",") if p], default=[])
@@ -156,19 +252,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.searches = (300 if grpc else 20_000) if args.searches is None else args.searches
     args.seeds = (1 if grpc else 3) if args.seeds is None else args.seeds
     args.policies = args.policies or (["thompson", "static-equal"] if grpc else [])
+    args.ope_searches = (0 if grpc else 20_000) if args.ope_searches is None else args.ope_searches
     if args.searches < 1 or args.seeds < 1:
         parser.error("--searches and --seeds must be >= 1")
+    if args.ope_searches not in range(2, 10**9) and args.ope_searches != 0:
+        parser.error("--ope-searches must be 0 (skip) or >= 2")
     pin_threads()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = args.out or Path(tmp)
-        out.mkdir(parents=True, exist_ok=True)
-        result = run(args, out)
-        text = report(result)
-        print(text)
-        if args.out is not None:
-            (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-            (out / "results.md").write_text(text + "\n")
-            print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    result, runs = run(args, out)
+    if args.mode == "inprocess" and DEFAULT in runs:
+        from benchmarks.experiment_plots import write_plots
+
+        result["plots"] = [str(p.relative_to(out)) for p in write_plots(runs, out)]
+    text = report(result)
+    if result.get("plots"):
+        text += "\n\nPlots: " + ", ".join(f"[{p}]({p})" for p in result["plots"])
+    print(text)
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "results.md").write_text(text + "\n")
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and the plots to {out}")
 
 
 if __name__ == "__main__":

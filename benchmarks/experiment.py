@@ -271,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(text)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "results.md").write_text(text + "\n")
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and the plots to {out}")
+    plots = f" and {len(result['plots'])} plots" if result.get("plots") else ""
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}{plots} to {out}")
 
 
 if __name__ == "__main__":

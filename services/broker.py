@@ -147,7 +147,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.pool = ShardPool(config.shards)
         self.policy = BanditPolicy(self.strategies, DIM, config.policy)
-        saved = self.policy.load(self.state_dir / POLICY_FILE) if (self.state_dir / POLICY_FILE).exists() else {}
+        saved = self._load_policy()
         self.table = EntityTable.from_entities(config.entities)
         self.known_ids = frozenset(self.table.ids) if config.entities else None
         self.ranker = make_ranker(config.ranker, self.table, config.ranker_model)
@@ -158,18 +158,43 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.updates = 0
         self.applied_rowid = self._replay(int(saved.get(APPLIED, 0)))
 
+    def _load_policy(self) -> dict[str, Any]:
+        """The policy snapshot's extra data after loading it; {} without one. A snapshot of another
+        policy (other strategies, features or model: an upgrade or a changed config) is moved
+        aside to policy.npz.incompatible, with a warning, and the policy is rebuilt from the log."""
+        path = self.state_dir / POLICY_FILE
+        if not path.exists():
+            return {}
+        try:
+            return self.policy.load(path)
+        except ValueError as e:
+            aside = path.with_name(POLICY_FILE + ".incompatible")
+            path.replace(aside)
+            log.warning("policy: %s; moved it to %s and rebuilding from the event log", e, aside)
+            return {}
+
     def _replay(self, applied: int) -> int:
         """Learn the logged events the policy snapshot does not include (after a crash, or with no
-        snapshot at all): the policy is rebuilt from snapshot + event log. Returns the new watermark."""
+        snapshot at all): the policy is rebuilt from snapshot + event log. Returns the new watermark.
+        Decisions logged with other features or quota levels (by an older policy) cannot teach this
+        one and are passed over, with a count in the log."""
         log_ = self.writer.log
         events = log_.events_after(applied)
+        foreign = 0
+        levels = set(self.config.policy.levels)
         for rowid, event in events:
             rec = log_.decision(event.decision_id)
+            applied = rowid
+            if rec.features.shape != (DIM,) or rec.strategies != self.strategies or not levels.issuperset(rec.quotas):
+                foreign += 1
+                continue
             ranks = acted_ranks(rec.merged(), event.entity_id)
             self.policy.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, event.type))
-            applied = rowid
         if events:
-            log.info("policy: replayed %d logged events newer than its snapshot", len(events))
+            log.info("policy: replayed %d logged events newer than its snapshot", len(events) - foreign)
+        if foreign:
+            log.warning("policy: passed over %d logged events whose decisions another policy made (features of "
+                        "another size or quotas off its levels)", foreign)
         return applied
 
     async def _understand(self, query: common_pb2.Query, timeout_s: float) -> list[Any]:

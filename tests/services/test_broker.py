@@ -211,3 +211,42 @@ def test_event_log_feeds_ranker_training_and_policy_evaluation(cluster: Cluster,
     lines = {line.split()[0]: float(line.split()[1]) for line in evaluated.splitlines()[1:]}
     mean = float(evaluated.splitlines()[0].rsplit(" ", 1)[1])
     assert lines["IPS"] == pytest.approx(mean) and lines["SNIPS"] == pytest.approx(mean)
+
+
+def test_state_from_an_older_policy_is_set_aside_not_fatal(tmp_path: Path) -> None:
+    """An upgrade that changes the features or the model must not stop the broker: the old
+    snapshot is moved aside and decisions logged with other features are not replayed."""
+    import asyncio
+
+    from core.eventlog import DecisionRecord, EventRecord
+    from core.merge import StrategyList
+    from core.policy.models import ModelKind
+    from core.policy.policies import PolicyConfig
+    from core.strategy import EventType
+    from services.broker import BrokerConfig, BrokerService
+
+    strategies = ("lexical", "memory")
+    state = tmp_path / "state"
+    state.mkdir()
+    BanditPolicy(strategies, DIM, PolicyConfig(model=ModelKind.INDEPENDENT)).save(state / "policy.npz")
+    lists = (StrategyList("lexical", ["a", "b"], np.array([2.0, 1.0], dtype=np.float32)),)
+    with EventLog(state / "events.sqlite") as log:
+        for i, dim in enumerate((DIM - 10, DIM)):
+            log.record_decision(DecisionRecord(
+                decision_id=f"d{i}", ts=1.0, query_text="q", context={}, features=np.ones(dim), strategies=strategies,
+                quotas=(10, 0), allocation=0, propensity=0.5, marginals=(0.5, 0.5), policy="thompson", lists=lists,
+                final=("a", "b")))
+            assert log.record_event(EventRecord(event_id=f"e{i}", decision_id=f"d{i}", entity_id="a",
+                                                type=EventType.CLICK, value=0.0, ts=2.0, reward=1.0))
+
+    async def start() -> BrokerService:
+        service = BrokerService(BrokerConfig(shards={s: "127.0.0.1:1" for s in strategies}, state_dir=str(state)))
+        await service.close()
+        return service
+
+    service = asyncio.run(start())
+    assert (state / "policy.npz.incompatible").exists()
+    assert int(service.policy.arms.n.sum()) > 0  # the decision with this policy's features was learned
+    fresh = BanditPolicy(strategies, DIM)
+    fresh.update(np.ones(DIM), strategy_outcomes((10, 0), (1, 0), (True, False), EventType.CLICK))
+    np.testing.assert_array_equal(service.policy.arms.n, fresh.arms.n)  # ... and only that one

@@ -10,7 +10,7 @@ with the usual two or three seeds, a Student-t interval over seeds is mostly its
 two seeds, 4.3 for three) and hides every difference. They leave out how much a learning policy's
 path varies between seeds: the experiment's tables give intervals over seeds for that.
 
-1. Candidate recall over time: the share of the last `window` searches whose target was among
+1. Target recall over time: the share of the last `window` searches whose target was among
    the candidates (a trailing moving average; the first window - 1 searches are not drawn); the
    band is that of a proportion over the window's searches of all seeds.
 2. Cumulative regret against the oracle (core.simulator.runner) by search number; the band is
@@ -93,8 +93,8 @@ def plot_recall(runs: Mapping[str, Sequence[Records]], path: Path, window: int |
         ax.fill_between(x, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1), color=style["color"],
                         alpha=0.12, lw=0)
     seeds = max(len(r) for r in runs.values())
-    ax.set(xlabel="search number", ylabel=f"candidate recall (trailing {w:,} searches)", xlim=(0, n),
-           title=f"Candidate recall over time (mean over {seeds} seed{'s' * (seeds > 1)}, 95% band)")
+    ax.set(xlabel="search number", ylabel=f"target recall (trailing {w:,} searches)", xlim=(0, n),
+           title=f"Target recall over time (mean over {seeds} seed{'s' * (seeds > 1)}, 95% band)")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.savefig(path, dpi=DPI)

@@ -193,8 +193,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         if events:
             log.info("policy: replayed %d logged events newer than its snapshot", len(events) - foreign)
         if foreign:
-            log.warning("policy: passed over %d logged events whose decisions another policy made (features of "
-                        "another size or quotas off its levels)", foreign)
+            log.warning("policy: passed over %d logged events whose decisions another policy made (other "
+                        "features, strategies or quota levels)", foreign)
         return applied
 
     async def _understand(self, query: common_pb2.Query, timeout_s: float) -> list[Any]:

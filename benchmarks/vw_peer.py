@@ -139,7 +139,6 @@ class SquareCBAllocator:
         # which leaks them (~15 MB per workspace) unless finish_example gives them back, while an
         # Example built from a string is freed with the Python object.
         self.actions = [vowpalwabbit.Example(self.vw, line, _CB) for line in self.lines]
-        self._alloc = self.space.allocations
 
     def pmf(self, x: np.ndarray) -> np.ndarray:
         """VW's probabilities of every allocation for context x: float64 (A,), summing to 1."""
@@ -153,9 +152,7 @@ class SquareCBAllocator:
         chosen = min(int(np.searchsorted(np.cumsum(p), rng.random(), side="right")), p.size - 1)
         while p[chosen] == 0.0:  # only reachable through rounding at the top end
             chosen -= 1
-        alloc = self._alloc
-        marginals = tuple(float(p[alloc[:, s] == alloc[chosen, s]].sum()) for s in range(alloc.shape[1]))
-        return Decision(self.space.quotas(chosen), float(p[chosen]), marginals, chosen)
+        return Decision(self.space.quotas(chosen), float(p[chosen]), self.space.marginals(p, chosen), chosen)
 
     def observe_latency(self, strategy: int, latency_ms: float) -> None:
         """Nothing: latency reaches VW through the reward."""

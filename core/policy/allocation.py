@@ -58,6 +58,12 @@ class AllocationSpace:
             raise ValueError(f"quotas {list(quotas)} exceed the budget {self.budget}")
         return int(hits[0])
 
+    def marginals(self, probs: np.ndarray, allocation: int) -> tuple[float, ...]:
+        """Per strategy, the probability under `probs` (float64 (A,), over the allocations) that it
+        gets the quota level `allocation` gives it."""
+        alloc = self.allocations
+        return tuple(float(probs[alloc[:, s] == alloc[allocation, s]].sum()) for s in range(alloc.shape[1]))
+
     def union_hit(self, p: np.ndarray) -> np.ndarray:
         """P(some called strategy hits) of every allocation under independent misses, float64 (M, A).
         p: float64 (M, S, L) per-strategy hit probabilities by level (column 0 ignored)."""

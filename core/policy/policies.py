@@ -14,6 +14,7 @@ often each allocation wins (the acting draw is one of them). Static plans have P
 
 from __future__ import annotations
 
+import bisect
 import enum
 import io
 import json
@@ -145,7 +146,6 @@ class BanditPolicy:
         self.model: HitModel = MODELS[c.model](self.space, self.dim, prior_precision=c.prior_precision, noise=c.noise,
                                                prior_hit_rate=c.prior_hit_rate)
         self.arms = self.model.arms
-        self._level_of = {q: i for i, q in enumerate(c.levels)}
         self._cost: np.ndarray | None = None
         self.latency_ms = np.zeros(len(self.strategies))
         quotas = self.config.static_quotas or equal_split(self.space)
@@ -159,20 +159,13 @@ class BanditPolicy:
             self._cost = self.space.cost(self.latency_ms, c.cost_per_candidate, c.cost_per_ms)
         return self._cost
 
-    def values(self, x: np.ndarray) -> np.ndarray:
-        """float64 (A,): each allocation's expected reward for context x (posterior mean hit
-        probability minus cost)."""
-        return self.model.mean(x) - self.cost()
-
     def decide(self, x: np.ndarray, rng: np.random.Generator) -> Decision:
         """Choose an allocation for context x (float64, (dim,))."""
         chosen, rule_probs = RULES[self.config.kind](self, x, rng)
         if self.floor > 0 and rng.random() < self.floor:
             chosen = int(rng.integers(self.n_allocations))
         probs = (1.0 - self.floor) * rule_probs + self.floor / self.n_allocations
-        alloc = self.space.allocations
-        marginals = tuple(float(probs[alloc[:, s] == alloc[chosen, s]].sum()) for s in range(len(self.strategies)))
-        return Decision(self.space.quotas(chosen), float(probs[chosen]), marginals, chosen)
+        return Decision(self.space.quotas(chosen), float(probs[chosen]), self.space.marginals(probs, chosen), chosen)
 
     def observe_latency(self, strategy: int, latency_ms: float) -> None:
         """Fold one measured call latency into the strategy's moving average (an action feature)."""
@@ -191,7 +184,7 @@ class BanditPolicy:
         for s, o in enumerate(outcomes):
             if o.answered and o.quota > 0:
                 # the largest level within the quota asked (a quota between levels reveals those below it)
-                level[s] = max(i for q, i in self._level_of.items() if q <= o.quota)
+                level[s] = bisect.bisect_right(self.config.levels, o.quota) - 1
                 rank[s] = o.rank
         if level.any():
             self.model.update(x, level, rank)

@@ -12,9 +12,9 @@ Design, and why:
   are about ±0.2. The check therefore runs in the coarser space `OPE_LEVELS` (A = 53 for four
   strategies): about 380 rounds per allocation at 20k searches. Every policy of the check (logger
   and targets, the trained one included) uses that space.
-- Targets: BanditPolicies frozen as they stand (`FrozenAllocator`: no learning and no latency
-  updates, so pi_e(a | x) is a fixed function of the context, as off-policy evaluation assumes;
-  BanditAllocator(learn=False) still folds observed latencies into the policy's action values).
+- Targets: BanditPolicies frozen as they stand (`BanditAllocator(policy, learn=False)`: no
+  learning and no latency updates, so pi_e(a | x) is a fixed function of the context, as
+  off-policy evaluation assumes).
   pi_e is core.policy.evaluate.action_distribution: one-hot for a static plan, the rule's
   probabilities mixed with the exploration floor otherwise (Thompson's from `propensity_samples`
   redraws: an unbiased estimate of its probabilities, which IPS and DR are linear in).
@@ -68,33 +68,12 @@ class UniformAllocator:
     def __init__(self, strategies: tuple[str, ...], config: PolicyConfig) -> None:
         self.config = config
         self.space = AllocationSpace(strategies=strategies, levels=config.levels, budget=config.budget)
-        alloc = self.space.allocations
-        self.n_allocations = len(alloc)
-        # marginals[s][l]: share of the allocations that give strategy s level l
-        self._marginals = [np.bincount(alloc[:, s], minlength=len(config.levels)) / len(alloc)
-                           for s in range(alloc.shape[1])]
+        self.n_allocations = len(self.space.allocations)
+        self._probs = np.full(self.n_allocations, 1.0 / self.n_allocations)
 
     def decide(self, x: np.ndarray, rng: np.random.Generator) -> Decision:
         a = int(rng.integers(self.n_allocations))
-        level = self.space.allocations[a]
-        marginals = tuple(float(m[level[s]]) for s, m in enumerate(self._marginals))
-        return Decision(self.space.quotas(a), 1.0 / self.n_allocations, marginals, a)
-
-    def observe_latency(self, strategy: int, latency_ms: float) -> None:
-        pass
-
-    def learn(self, x: np.ndarray, decision: Decision, outcomes: Sequence[Outcome], reward: float) -> None:
-        pass
-
-
-class FrozenAllocator:
-    """A BanditPolicy exactly as it stands: it neither learns nor updates its latency estimates."""
-
-    def __init__(self, policy: BanditPolicy) -> None:
-        self.policy, self.space, self.config = policy, policy.space, policy.config
-
-    def decide(self, x: np.ndarray, rng: np.random.Generator) -> Decision:
-        return self.policy.decide(x, rng)
+        return Decision(self.space.quotas(a), 1.0 / self.n_allocations, self.space.marginals(self._probs, a), a)
 
     def observe_latency(self, strategy: int, latency_ms: float) -> None:
         pass
@@ -259,7 +238,7 @@ def _frozen(policy: BanditPolicy) -> PolicySpec:
             raise ValueError(f"the frozen policy is for strategies {policy.strategies}, levels "
                              f"{policy.config.levels}, budget {policy.config.budget}; the run asks for {names}, "
                              f"{policy_config.levels}, {policy_config.budget}")
-        return FrozenAllocator(policy)
+        return BanditAllocator(policy, learn=False)
     return PolicySpec(name="frozen", kind=None, factory=factory)
 
 

@@ -47,7 +47,8 @@ class Allocator(Protocol):
 
 class BanditAllocator:
     """A core.policy BanditPolicy as an Allocator: it learns from the per-strategy outcomes, as the
-    broker's does. learn=False freezes it (for evaluating a learned policy as it stands)."""
+    broker's does. learn=False freezes it as it stands, latency estimates included, so its action
+    probabilities are a fixed function of the context (what off-policy evaluation assumes)."""
 
     def __init__(self, policy: BanditPolicy, *, learn: bool = True) -> None:
         self.policy, self.space, self.config, self.learning = policy, policy.space, policy.config, learn
@@ -56,7 +57,8 @@ class BanditAllocator:
         return self.policy.decide(x, rng)
 
     def observe_latency(self, strategy: int, latency_ms: float) -> None:
-        self.policy.observe_latency(strategy, latency_ms)
+        if self.learning:
+            self.policy.observe_latency(strategy, latency_ms)
 
     def learn(self, x: np.ndarray, decision: Decision, outcomes: Sequence[Outcome], reward: float) -> None:
         if self.learning:

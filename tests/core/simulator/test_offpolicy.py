@@ -17,7 +17,6 @@ from core.policy.features import DIM
 from core.policy.policies import BanditPolicy, Outcome, PolicyConfig
 from core.simulator.offpolicy import (
     OPE_LEVELS,
-    FrozenAllocator,
     OffPolicyResult,
     UniformAllocator,
     check_target,
@@ -138,7 +137,7 @@ def test_uniform_logger_and_frozen_policy() -> None:
             assert m == pytest.approx((alloc[:, s] == alloc[d.allocation, s]).mean())
     policy = BanditPolicy(STRATEGIES, DIM, config)
     learner = BanditAllocator(copy.deepcopy(policy))
-    frozen = FrozenAllocator(policy)
+    frozen = BanditAllocator(policy, learn=False)
 
     def probe(p: BanditPolicy) -> np.ndarray:
         return policy_distribution(p, x[None], seed=7)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -61,7 +61,7 @@ from core.policy.policies import PolicyConfig
 from core.simulator.clicks import ClickModel
 from core.simulator.metrics import Records, ndcg_at, reciprocal_rank
 from core.simulator.policies import PolicySpec
-from core.simulator.retrieval import CACHED_KINDS, PREFIX_KINDS
+from core.simulator.retrieval import CACHED_KINDS, level_hits
 from core.simulator.runner import (
     ExperimentConfig,
     action_event,
@@ -217,16 +217,13 @@ class ShardProbe:
 
     def target_hits(self, text: str, target: str) -> np.ndarray:
         """bool (S, L): is `target` in strategy s's top-levels[l] list (False for level 0)?"""
-        out = np.zeros((len(self.names), self.levels.size), dtype=bool)
-        top = int(self.levels.max())
-        for s, name in enumerate(self.names):
-            kind = StrategyKind(name)
-            if kind in PREFIX_KINDS or kind not in CACHED_KINDS:
-                ids = self.top_ids(name, text, top)
-                out[s] = self.levels > ids.index(target) if target in ids else False
-            else:
-                out[s] = [q > 0 and target in self.top_ids(name, text, int(q)) for q in self.levels.tolist()]
-        return out
+        def rank_in_top(name: str) -> Callable[[int], int]:
+            def rank(q: int) -> int:
+                ids = self.top_ids(name, text, q)
+                return ids.index(target) + 1 if target in ids else 0
+            return rank
+
+        return np.array([level_hits(StrategyKind(name), self.levels, rank_in_top(name)) for name in self.names])
 
     def understand(self, text: str) -> tuple[Interpretation, ...]:
         """The attribute shard's readings of `text`, as the broker asks for them (empty without one)."""

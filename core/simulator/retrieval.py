@@ -30,6 +30,18 @@ PREFIX_KINDS = frozenset({StrategyKind.LEXICAL, StrategyKind.ATTRIBUTE})  # top-
 CACHED_KINDS = PREFIX_KINDS | {StrategyKind.SEMANTIC}
 
 
+def level_hits(kind: StrategyKind, levels: Sequence[int] | np.ndarray, rank_in_top: Callable[[int], int]) -> np.ndarray:
+    """bool (L,): is the target in the strategy's top-levels[l] list (False for level 0)?
+    rank_in_top(q): the target's 1-based rank in the strategy's top-q list, 0 when absent. A kind
+    whose top-q is a prefix of its top-Q (or that is not cached: asked once at the largest level)
+    needs one list; semantic search is asked at every level (module docstring)."""
+    lv = np.asarray(levels)
+    if kind in PREFIX_KINDS or kind not in CACHED_KINDS:
+        rank = rank_in_top(int(lv.max()))
+        return (rank > 0) & (lv >= rank)
+    return np.array([q > 0 and rank_in_top(int(q)) > 0 for q in lv.tolist()], dtype=bool)
+
+
 class InProcessStrategies:
     """strategies: names in column order (the policy's and Merged's); memory_state: where the
     memory strategy keeps its feedback (a fresh directory per run: learning must not leak between
@@ -97,15 +109,13 @@ class InProcessStrategies:
 
     def target_hits(self, text: str, target: int, levels: Sequence[int]) -> np.ndarray:
         """bool (S, L): is ordinal `target` in strategy s's top-levels[l] list (False for level 0)?"""
-        out = np.zeros((len(self.names), len(levels)), dtype=bool)
-        lv = np.asarray(levels)
-        for s, name in enumerate(self.names):
-            if self.loaded[name].kind in PREFIX_KINDS or self.loaded[name].kind not in CACHED_KINDS:
-                hit = np.flatnonzero(self.top(name, text, self.max_quota)[0] == target)
-                out[s] = (lv > hit[0]) if hit.size else False
-            else:
-                out[s] = [q > 0 and bool((self.top(name, text, q)[0] == target).any()) for q in levels]
-        return out
+        def rank_in_top(name: str) -> Callable[[int], int]:
+            def rank(q: int) -> int:
+                hit = np.flatnonzero(self.top(name, text, q)[0] == target)
+                return int(hit[0]) + 1 if hit.size else 0
+            return rank
+
+        return np.array([level_hits(self.loaded[name].kind, levels, rank_in_top(name)) for name in self.names])
 
     def learner(self) -> SupportsLearn | None:
         memory = self.loaded.get(StrategyKind.MEMORY.value)

@@ -137,9 +137,9 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
               flush=True)
         for name, rec in records.items():
             summary: dict[str, Any] = rec.summary()
-            summary["by_intent"] = {i.name.lower(): rec.summary(rec.intent == i)["candidate_recall"] for i in Intent}
-            summary["acted_by_intent"] = {i.name.lower(): rec.summary(rec.intent == i)["acted_recall"]
-                                          for i in Intent}
+            per_intent = {i.name.lower(): rec.summary(rec.intent == i) for i in Intent}
+            summary["by_intent"] = {i: s["candidate_recall"] for i, s in per_intent.items()}
+            summary["acted_by_intent"] = {i: s["acted_recall"] for i, s in per_intent.items()}
             summaries.setdefault(name, []).append(summary)
             runs.setdefault(name, []).append(rec)
     result: dict[str, Any] = {"run": info, "searches": args.searches, "seeds": args.seeds, "encoder": args.encoder,

@@ -29,6 +29,7 @@ from core.errors import InvalidArgumentError, NotFoundError
 from core.eventlog import DecisionRecord, EventLog, EventRecord
 from core.merge import Merged, merge
 from core.policy.features import DIM, featurize
+from core.policy.history import QueryHistory
 from core.policy.policies import BanditPolicy, Decision, PolicyConfig
 from core.query import Limits
 from core.ranking import EntityTable, make_ranker
@@ -47,6 +48,7 @@ DEFAULT_BUDGET_MS, MIN_BUDGET_MS, MAX_BUDGET_MS = 100, 5, 10_000
 RECENT_DECISIONS = 100_000
 POLICY_FILE = "policy.npz"
 APPLIED = "applied_event_rowid"  # the event-log position a policy snapshot has learned up to
+HISTORY = "query_history"  # the query history (core.policy.history) as of that position
 EVENTS_FILE = "events.sqlite"
 
 
@@ -148,6 +150,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.pool = ShardPool(config.shards)
         self.policy = BanditPolicy(self.strategies, DIM, config.policy)
         saved = self._load_policy()
+        self.history = self._load_history(saved)
         self.table = EntityTable.from_entities(config.entities)
         self.known_ids = frozenset(self.table.ids) if config.entities else None
         self.ranker = make_ranker(config.ranker, self.table, config.ranker_model)
@@ -173,6 +176,22 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             log.warning("policy: %s; moved it to %s and rebuilding from the event log", e, aside)
             return {}
 
+    @staticmethod
+    def _load_history(saved: Mapping[str, Any]) -> QueryHistory:
+        """The query history of the policy snapshot; empty without one (the replay rebuilds it)."""
+        if HISTORY not in saved:
+            return QueryHistory()
+        try:
+            return QueryHistory.from_json(saved[HISTORY])
+        except ValueError as e:
+            log.warning("policy: %s; starting the query history empty", e)
+            return QueryHistory()
+
+    def _observe(self, rec: DecisionRecord, ranks: tuple[int, ...], event: FeedbackEvent | EventRecord) -> None:
+        """Feed one event to the query history (a skip is not an action on an entity)."""
+        if event.type is not EventType.SKIP:
+            self.history.observe(rec.query_text, event.entity_id, retrieved=any(r > 0 for r in ranks))
+
     def _replay(self, applied: int) -> int:
         """Learn the logged events the policy snapshot does not include (after a crash, or with no
         snapshot at all): the policy is rebuilt from snapshot + event log. Returns the new watermark.
@@ -185,10 +204,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         for rowid, event in events:
             rec = log_.decision(event.decision_id)
             applied = rowid
+            ranks = acted_ranks(rec.merged(), event.entity_id)
+            self._observe(rec, ranks, event)
             if rec.features.shape != (DIM,) or rec.strategies != self.strategies or not levels.issuperset(rec.quotas):
                 foreign += 1
                 continue
-            ranks = acted_ranks(rec.merged(), event.entity_id)
             self.policy.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, event.type))
         if events:
             log.info("policy: replayed %d logged events newer than its snapshot", len(events) - foreign)
@@ -215,7 +235,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         query = convert.query_from_proto(request.query, self.config.limits, vector_dim=len(request.query.vector))
         deadline = started + (budget_ms - self.config.reserve_ms) / 1000
         interps = await self._understand(request.query, budget_ms * self.config.understand_fraction / 1000)
-        x = featurize(query.text, query.context, interps)
+        x = featurize(query.text, query.context, interps, self.history)
         decision = self.policy.decide(x, self.rng)
         quotas = dict(zip(self.strategies, decision.quotas, strict=True))
         results = await fan_out(self.pool, request.query, quotas, max(deadline - time.perf_counter(), 0.001))
@@ -294,6 +314,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
     def _learn(self, rec: DecisionRecord, ranks: tuple[int, ...], event: FeedbackEvent, rowid: int) -> None:
         self.policy.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, event.type))
+        self._observe(rec, ranks, event)
         self.applied_rowid = rowid
         self.updates += 1
         if self.updates % self.config.save_every == 0:
@@ -307,7 +328,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     def _save_policy_async(self) -> None:
         """Snapshot the policy here (a consistent copy, with the log position it has learned up
         to); write it on the writer thread."""
-        data = self.policy.to_bytes({APPLIED: self.applied_rowid})
+        data = self.policy.to_bytes({APPLIED: self.applied_rowid, HISTORY: self.history.to_json()})
         self.writer.executor.submit(write_file_atomic, self.state_dir / POLICY_FILE, data)
 
     async def close(self) -> None:

@@ -176,7 +176,7 @@ def add_broker_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=50050)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="policy (thompson|linucb|epsilon-greedy|static), ranker (rrf|blend|lambdamart), seed, "
-                        "budget, levels (e.g. 0,10,25,50,100), static_quotas (one per --shard, in strategy "
+                        "budget, levels (e.g. 0,50,100,200), static_quotas (one per --shard, in strategy "
                         "order), exploration_floor, cost_per_candidate, cost_per_ms, ...")
     p.set_defaults(func=cmd_broker)
 

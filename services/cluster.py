@@ -18,7 +18,7 @@ All keys are optional (defaults in parentheses):
     [broker]                        # policy and ranking
     policy = "thompson"             # thompson, linucb, epsilon-greedy, static
     budget = 200                    # candidates per search, all strategies together
-    levels = [0, 10, 25, 50, 100]   # the quotas a strategy can be given
+    levels = [0, 50, 100, 200]      # the quotas a strategy can be given
     static_quotas = []              # policy "static": one quota per strategy, in order (empty: equal split)
     ranker = "lambdamart"           # served once `ltrr train-ranker` wrote state/ranker.txt; RRF until then
     seed = 0

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_LEVELS = (0, 10, 25, 50, 100)
+DEFAULT_LEVELS = (0, 50, 100, 200)
 DEFAULT_BUDGET = 200
 
 

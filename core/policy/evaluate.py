@@ -12,16 +12,14 @@ import numpy as np
 
 from core.eventlog import BanditLog
 from core.ope import Estimate, Estimator, LoggedFeedback, estimate_with_ci
-from core.policy.policies import RULES, BanditPolicy
+from core.policy.policies import BanditPolicy
 
 
 def action_distribution(policy: BanditPolicy, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """float64 (n, A, 1): the candidate's probability of every allocation on each context."""
-    rule = RULES[policy.config.kind]
     out = np.empty((len(contexts), policy.n_allocations, 1))
     for t, x in enumerate(contexts):
-        _, probs = rule(policy, x, rng)
-        out[t, :, 0] = (1.0 - policy.floor) * probs + policy.floor / policy.n_allocations
+        out[t, :, 0] = policy.probabilities(x, rng)[1]
     return out
 
 

@@ -10,7 +10,13 @@ Layout (FEATURE_NAMES gives the names, in order):
   those with no slot at all (how sure query understanding is that the query names a thing);
 - time: hour of day as sin and cos (0 when unknown), weekend;
 - device one-hot (mobile, desktop, speaker, tv);
-- strongest user affinity given in the context (max of "affinity.*" values, clipped to [0, 1]).
+- strongest user affinity given in the context (max of "affinity.*" values, clipped to [0, 1]);
+- the query's own history (core.policy.history: feedback volume, miss rate, diversity of the
+  acted-on entities), 0 without one.
+
+CONTEXT_FEATURES are the time, device and affinity features: logged with every decision, but the
+default policy leaves them out of its hit model (PolicyConfig.ignored_features), since they did not
+predict which strategies retrieve the acted-on entity in the experiment and only slowed learning.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from core.policy.history import HISTORY_FEATURES, QueryHistory
 from core.strategy import Interpretation
 
 DEVICES = ("mobile", "desktop", "speaker", "tv")
@@ -31,8 +38,10 @@ FEATURE_NAMES = (
     "qu_likelihood", *(f"qu_slot_{g}" for g in SLOT_GROUPS), "qu_no_free_text", "qu_interpretations",
     *(f"qu_mass_{g}" for g in SLOT_GROUPS), "qu_mass_no_slot",
     "hour_sin", "hour_cos", "weekend", *(f"device_{d}" for d in DEVICES), "affinity_max",
+    *HISTORY_FEATURES,
 )
 DIM = len(FEATURE_NAMES)
+CONTEXT_FEATURES = ("hour_sin", "hour_cos", "weekend", *(f"device_{d}" for d in DEVICES), "affinity_max")
 
 
 def _number(context: Mapping[str, str], key: str) -> float | None:
@@ -43,9 +52,10 @@ def _number(context: Mapping[str, str], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def featurize(text: str, context: Mapping[str, str], interpretations: Sequence[Interpretation] = ()
-              ) -> np.ndarray:
-    """float64, shape (DIM,). Unknown or malformed context values count as absent."""
+def featurize(text: str, context: Mapping[str, str], interpretations: Sequence[Interpretation] = (),
+              history: QueryHistory | None = None) -> np.ndarray:
+    """float64, shape (DIM,). Unknown or malformed context values count as absent; no `history`,
+    a query never seen."""
     x = np.zeros(DIM)
     x[0] = 1.0
     n_tokens = len(text.split())
@@ -79,5 +89,8 @@ def featurize(text: str, context: Mapping[str, str], interpretations: Sequence[I
     if device in DEVICES:
         x[t + 3 + DEVICES.index(device)] = 1.0
     affinities = [v for k in context if k.startswith("affinity.") and (v := _number(context, k)) is not None]
-    x[-1] = min(1.0, max(0.0, max(affinities))) if affinities else 0.0
+    a = FEATURE_NAMES.index("affinity_max")
+    x[a] = min(1.0, max(0.0, max(affinities))) if affinities else 0.0
+    if history is not None:
+        x[a + 1:] = history.features(text)
     return x

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.policy.allocation import DEFAULT_BUDGET, DEFAULT_LEVELS, AllocationSpace, equal_split
+from core.policy.features import CONTEXT_FEATURES, FEATURE_NAMES
 from core.policy.models import MODELS, HitModel, ModelKind
 from core.storage import write_file_atomic
 
@@ -47,7 +48,10 @@ class PolicyConfig:
     policy calls every strategy at a middle quota (for the defaults: 50 each of 200) and learns
     from there, rather than betting on one strategy at random. model: how hit probabilities of
     allocations are modelled (core.policy.models: "joint", one arm per allocation, or
-    "independent", per strategy and level with independent misses)."""
+    "independent", per strategy and level with independent misses). ignored_features: names from
+    core.policy.features.FEATURE_NAMES the hit model does not see (they are zeroed before it
+    predicts or learns; they stay in the decision log); needs features of that layout (dim DIM)
+    when not empty."""
 
     kind: PolicyKind = PolicyKind.THOMPSON
     levels: tuple[int, ...] = DEFAULT_LEVELS
@@ -55,19 +59,24 @@ class PolicyConfig:
     exploration_floor: float = 0.05
     epsilon: float = 0.1
     ucb_alpha: float = 1.0
-    noise: float = 0.2
+    noise: float = 0.1
     prior_precision: float = 5.0
     propensity_samples: int = 64
-    cost_per_candidate: float = 0.0005
+    cost_per_candidate: float = 0.0003
     cost_per_ms: float = 0.001
     latency_decay: float = 0.1
     static_quotas: tuple[int, ...] = ()
     prior_hit_rate: float = 0.5
     model: ModelKind = ModelKind.JOINT
+    ignored_features: tuple[str, ...] = CONTEXT_FEATURES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", PolicyKind(self.kind))
         object.__setattr__(self, "model", ModelKind(self.model))
+        object.__setattr__(self, "ignored_features", tuple(self.ignored_features))
+        unknown = sorted(set(self.ignored_features) - set(FEATURE_NAMES))
+        if unknown:
+            raise ValueError(f"`ignored_features` must name features of core.policy.features, but got {unknown}")
         for name in ("exploration_floor", "epsilon", "latency_decay", "prior_hit_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1], but got {getattr(self, name)}")
@@ -151,6 +160,12 @@ class BanditPolicy:
         quotas = self.config.static_quotas or equal_split(self.space)
         self.static_allocation = self.space.index_of(quotas)
         self.floor = 0.0 if self.config.kind is PolicyKind.STATIC else self.config.exploration_floor
+        self.feature_mask: np.ndarray | None = None
+        if self.config.ignored_features:
+            if self.dim != len(FEATURE_NAMES):
+                raise ValueError(f"`ignored_features` needs the features of core.policy.features (dim "
+                                 f"{len(FEATURE_NAMES)}), but dim is {self.dim}; pass ignored_features=()")
+            self.feature_mask = np.array([name not in self.config.ignored_features for name in FEATURE_NAMES])
 
     def cost(self) -> np.ndarray:
         """float64 (A,): each allocation's cost (candidates and the slowest latency), in reward units."""
@@ -159,12 +174,21 @@ class BanditPolicy:
             self._cost = self.space.cost(self.latency_ms, c.cost_per_candidate, c.cost_per_ms)
         return self._cost
 
+    def model_input(self, x: np.ndarray) -> np.ndarray:
+        """x (float64, (dim,)) as the hit model sees it: the ignored features zeroed."""
+        return x if self.feature_mask is None else np.where(self.feature_mask, x, 0.0)
+
+    def probabilities(self, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+        """The rule's choice for context x and every allocation's probability, float64 (A,),
+        exploration floor included (the choice is the rule's, before the floor's uniform draw)."""
+        chosen, rule_probs = RULES[self.config.kind](self, self.model_input(x), rng)
+        return chosen, (1.0 - self.floor) * rule_probs + self.floor / self.n_allocations
+
     def decide(self, x: np.ndarray, rng: np.random.Generator) -> Decision:
         """Choose an allocation for context x (float64, (dim,))."""
-        chosen, rule_probs = RULES[self.config.kind](self, x, rng)
+        chosen, probs = self.probabilities(x, rng)
         if self.floor > 0 and rng.random() < self.floor:
             chosen = int(rng.integers(self.n_allocations))
-        probs = (1.0 - self.floor) * rule_probs + self.floor / self.n_allocations
         return Decision(self.space.quotas(chosen), float(probs[chosen]), self.space.marginals(probs, chosen), chosen)
 
     def observe_latency(self, strategy: int, latency_ms: float) -> None:
@@ -187,7 +211,7 @@ class BanditPolicy:
                 level[s] = bisect.bisect_right(self.config.levels, o.quota) - 1
                 rank[s] = o.rank
         if level.any():
-            self.model.update(x, level, rank)
+            self.model.update(self.model_input(x), level, rank)
 
     def to_bytes(self, extra: Mapping[str, Any] | None = None) -> bytes:
         """The learned state (with the config it belongs to and `extra`, JSON-able) as .npz bytes;

@@ -49,7 +49,8 @@ from core.catalog import Entity
 from core.ope import Estimate, Estimator, IntervalConfig, LoggedFeedback, estimate_with_ci, importance_weights
 from core.policy.allocation import AllocationSpace, equal_split
 from core.policy.evaluate import action_distribution
-from core.policy.features import DIM
+from core.policy.features import DIM, FEATURE_NAMES
+from core.policy.history import HISTORY_FEATURES
 from core.policy.policies import BanditPolicy, Decision, Outcome, PolicyConfig, PolicyKind
 from core.simulator.metrics import Records
 from core.simulator.policies import Allocator, BanditAllocator, PolicySpec
@@ -186,7 +187,8 @@ def check_target(name: str, log: Records, dist: np.ndarray, q: np.ndarray, measu
     dist: float64 (n, A, 1), pi_e on the logged contexts; q: float64 (n, A), the reward model.
     ValueError when `measured` is not a run over the logged searches.
     """
-    if len(measured) != len(log) or not np.array_equal(measured.features, log.features):
+    exogenous = ~np.isin(FEATURE_NAMES, HISTORY_FEATURES)  # the query history depends on each run's own feedback
+    if len(measured) != len(log) or not np.array_equal(measured.features[:, exogenous], log.features[:, exogenous]):
         raise ValueError(f"`measured` ({measured.policy}) must be a run over the logged searches (same length "
                          f"and contexts), but it differs from the log ({log.policy})")
     logged = logged_feedback(log)

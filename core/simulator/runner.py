@@ -1,9 +1,10 @@
 """The in-process experiment: simulated searches through the same core objects the broker runs.
 
 Per search (services/broker.py, Search then Feedback, minus the transport):
-featurize(text, context, understand(text)) -> policy.decide -> each called strategy's top-quota
-list -> merge -> ranker -> the user's action (core.simulator.clicks) -> acted_ranks, search_reward,
-strategy_outcomes -> policy.update, and the memory strategy's learn for the acted-on entity.
+featurize(text, context, understand(text), query history) -> policy.decide -> each called
+strategy's top-quota list -> merge -> ranker -> the user's action (core.simulator.clicks) ->
+acted_ranks, search_reward, strategy_outcomes -> policy.update, the query history, and the memory
+strategy's learn for the acted-on entity.
 
 Latency is simulated, so runs are deterministic: a strategy called with quota q takes
 `base_ms + per_candidate_ms * q` (LatencyModel), the search waits for the slowest one called, and
@@ -27,8 +28,9 @@ import numpy as np
 
 from core.catalog import Entity
 from core.merge import Merged, merge
-from core.policy.allocation import AllocationSpace
+from core.policy.allocation import DEFAULT_LEVELS, AllocationSpace
 from core.policy.features import DIM, featurize
+from core.policy.history import QueryHistory
 from core.policy.policies import Decision, PolicyConfig
 from core.ranking import EntityTable, make_ranker
 from core.reward import acted_ranks, search_reward, strategy_outcomes
@@ -40,7 +42,7 @@ from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
 from core.simulator.world import MusicWorld
 from core.strategy import EventType, FeedbackEvent, StrategyKind
 
-EXPERIMENT_LEVELS = (0, 10, 25, 50, 100, 200)
+EXPERIMENT_LEVELS = DEFAULT_LEVELS
 EXPERIMENT_BUDGET = 200
 SIM_EPOCH = 1_800_000_000.0  # simulated wall clock at search 0 (seconds since the Unix epoch)
 SECONDS_PER_SEARCH = 1.0
@@ -166,6 +168,7 @@ class PolicyRun:
         self.rng = np.random.default_rng([config.seed, 2])
         self.learner = strategies.learner()
         self.pending: list[FeedbackEvent] = []
+        self.history = QueryHistory()
         self.now = SIM_EPOCH
 
     def flush(self) -> None:
@@ -176,7 +179,7 @@ class PolicyRun:
 
     def step(self, t: int, sim: SimSearch, rec: Records) -> None:
         self.now = SIM_EPOCH + t * SECONDS_PER_SEARCH
-        x = featurize(sim.text, sim.context, self.strategies.understand(sim.text))
+        x = featurize(sim.text, sim.context, self.strategies.understand(sim.text), self.history)
         hits = self.strategies.target_hits(sim.text, sim.target, self.config.levels)
         rewards = target_rewards(self.space, hits, self.latency, self.policy.config)
         best = oracle_allocation(rewards, self.space)
@@ -213,6 +216,7 @@ class PolicyRun:
         reward = search_reward(decision.quotas, ranks, event, cost_per_candidate=c.cost_per_candidate,
                                cost_per_ms=c.cost_per_ms, latency_ms=float(latency.max()))
         rec.reward[t] = reward
+        self.history.observe(sim.text, entity_id, retrieved=bool(rec.acted_found[t]))
         if not self.spec.is_oracle:
             outcomes = strategy_outcomes(decision.quotas, ranks, tuple(q > 0 for q in decision.quotas), event)
             self.policy.learn(x, decision, outcomes, reward)

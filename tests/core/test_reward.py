@@ -56,7 +56,8 @@ def test_rank_beyond_quota_counts_as_absent_and_skips_teach_nothing() -> None:
 def test_policy_update_learns_the_counterfactual_levels(monkeypatch: pytest.MonkeyPatch) -> None:
     """The independent model's expansion of an Outcome matches hits_by_level."""
     policy = BanditPolicy(("lexical", "memory"), dim=2,
-                          config=PolicyConfig(kind=PolicyKind.LINUCB, levels=LEVELS, model=ModelKind.INDEPENDENT))
+                          config=PolicyConfig(kind=PolicyKind.LINUCB, levels=LEVELS, model=ModelKind.INDEPENDENT,
+                                              ignored_features=()))
     seen: list[tuple[int, int, float]] = []
     n_levels = len(LEVELS)
 

@@ -14,6 +14,7 @@ from core.catalog import Entity, write_jsonl
 from core.eventlog import EventLog
 from core.indexing import build_index
 from core.policy.features import DIM
+from core.policy.history import QueryHistory
 from core.policy.policies import BanditPolicy
 from core.reward import acted_ranks, strategy_outcomes
 from ltrr.v1 import broker_pb2
@@ -234,7 +235,7 @@ def test_state_from_an_older_policy_is_set_aside_not_fatal(tmp_path: Path) -> No
         for i, dim in enumerate((DIM - 10, DIM)):
             log.record_decision(DecisionRecord(
                 decision_id=f"d{i}", ts=1.0, query_text="q", context={}, features=np.ones(dim), strategies=strategies,
-                quotas=(10, 0), allocation=0, propensity=0.5, marginals=(0.5, 0.5), policy="thompson", lists=lists,
+                quotas=(50, 0), allocation=0, propensity=0.5, marginals=(0.5, 0.5), policy="thompson", lists=lists,
                 final=("a", "b")))
             assert log.record_event(EventRecord(event_id=f"e{i}", decision_id=f"d{i}", entity_id="a",
                                                 type=EventType.CLICK, value=0.0, ts=2.0, reward=1.0))
@@ -248,5 +249,9 @@ def test_state_from_an_older_policy_is_set_aside_not_fatal(tmp_path: Path) -> No
     assert (state / "policy.npz.incompatible").exists()
     assert int(service.policy.arms.n.sum()) > 0  # the decision with this policy's features was learned
     fresh = BanditPolicy(strategies, DIM)
-    fresh.update(np.ones(DIM), strategy_outcomes((10, 0), (1, 0), (True, False), EventType.CLICK))
+    fresh.update(np.ones(DIM), strategy_outcomes((50, 0), (1, 0), (True, False), EventType.CLICK))
     np.testing.assert_array_equal(service.policy.arms.n, fresh.arms.n)  # ... and only that one
+    both = QueryHistory()  # the query history needs no features: it learns from both events
+    for _ in range(2):
+        both.observe("q", "a", retrieved=True)
+    assert service.history.features("q").tolist() == both.features("q").tolist()

@@ -195,3 +195,29 @@ def test_joint_predictions_are_monotone_in_the_quotas() -> None:
     for a in range(len(alloc)):
         dominated = np.flatnonzero((alloc <= alloc[a]).all(axis=1))
         assert (draws[:, a] >= draws[:, dominated].max(axis=1) - 1e-12).all()
+
+
+def test_ignored_features_do_not_reach_the_hit_model() -> None:
+    """Two contexts that differ only in ignored features (time, device, affinity by default) get
+    the same predictions, and learning from one teaches the other identically."""
+    morning = featurize("dance monkey", {"hour": "9", "device": "mobile", "affinity.pop": "0.9"})
+    night = featurize("dance monkey", {"hour": "23", "device": "tv"})
+    policy = BanditPolicy(STRATEGIES, DIM)
+    outcome = [Outcome(quota=50, rank=3, answered=True)] + [Outcome(quota=0, rank=0, answered=False)] * 3
+    for _ in range(20):
+        policy.update(morning, outcome)
+    assert np.array_equal(policy.model.mean(policy.model_input(morning)), policy.model.mean(policy.model_input(night)))
+    assert np.array_equal(policy.probabilities(morning, np.random.default_rng(1))[1],
+                          policy.probabilities(night, np.random.default_rng(1))[1])
+    seeing = BanditPolicy(STRATEGIES, DIM, PolicyConfig(ignored_features=()))
+    for _ in range(20):
+        seeing.update(morning, outcome)
+    assert not np.array_equal(seeing.model.mean(morning), seeing.model.mean(night))
+
+
+def test_ignored_features_must_be_known_and_need_the_feature_layout() -> None:
+    with pytest.raises(ValueError, match="ignored_features"):
+        PolicyConfig(ignored_features=("hour_of_the_wolf",))
+    with pytest.raises(ValueError, match="dim"):
+        BanditPolicy(STRATEGIES, 3)
+    assert BanditPolicy(STRATEGIES, 3, PolicyConfig(ignored_features=())).dim == 3

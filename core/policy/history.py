@@ -1,0 +1,93 @@
+"""Query history: what the feedback on earlier searches of the same query says about it.
+
+Search engines have long used a query's own past as a feature (its frequency, its click-through
+and abandonment rates). The policy gets three such numbers per query, from the feedback the
+broker has learned from:
+
+- volume: log1p(n) / log1p(VOLUME_SATURATION), capped at 1, n = feedback events for the query;
+- miss rate: the share of those events whose acted-on entity was not among the candidates (the
+  retrieval failures of that query, whatever plan was used then);
+- diversity: distinct acted-on entities / n (one wanted track, or many answers to one query).
+
+All three are 0 for a query never seen. Queries are keyed like the memory strategy keys them
+(core.memory.store.query_key), so "Late Night Music " and "late night music" share a history.
+The table keeps the `max_queries` most recently updated queries, and at most `max_entities`
+distinct entities per query (beyond that, diversity is counted against the kept ones).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.memory.store import query_key
+
+HISTORY_FEATURES = ("history_volume", "history_miss_rate", "history_diversity")
+VOLUME_SATURATION = 100
+DEFAULT_MAX_QUERIES = 200_000
+DEFAULT_MAX_ENTITIES = 64
+
+
+@dataclass
+class _Stats:
+    n: int = 0
+    misses: int = 0
+    entities: set[str] = field(default_factory=set)
+
+
+class QueryHistory:
+    """Per-query feedback statistics (module docstring); not thread-safe (the broker updates it
+    from its event loop only)."""
+
+    def __init__(self, *, max_queries: int = DEFAULT_MAX_QUERIES, max_entities: int = DEFAULT_MAX_ENTITIES) -> None:
+        if max_queries < 1 or max_entities < 1:
+            raise ValueError(f"`max_queries` and `max_entities` must be >= 1, but got {max_queries} and {max_entities}")
+        self.max_queries, self.max_entities = max_queries, max_entities
+        self._stats: OrderedDict[str, _Stats] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._stats)
+
+    def observe(self, text: str, entity_id: str, *, retrieved: bool) -> None:
+        """One feedback event on a search of `text`; retrieved: the acted-on entity was a candidate."""
+        key = query_key(text)
+        stats = self._stats.get(key)
+        if stats is None:
+            stats = self._stats[key] = _Stats()
+            if len(self._stats) > self.max_queries:
+                self._stats.popitem(last=False)
+        else:
+            self._stats.move_to_end(key)
+        stats.n += 1
+        stats.misses += 0 if retrieved else 1
+        if len(stats.entities) < self.max_entities:
+            stats.entities.add(entity_id)
+
+    def features(self, text: str) -> np.ndarray:
+        """float64 (len(HISTORY_FEATURES),), in HISTORY_FEATURES order."""
+        stats = self._stats.get(query_key(text))
+        if stats is None or stats.n == 0:
+            return np.zeros(len(HISTORY_FEATURES))
+        volume = min(1.0, math.log1p(stats.n) / math.log1p(VOLUME_SATURATION))
+        return np.array([volume, stats.misses / stats.n, len(stats.entities) / min(stats.n, self.max_entities)])
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able copy (for the policy snapshot), oldest query first."""
+        return {"max_queries": self.max_queries, "max_entities": self.max_entities,
+                "queries": [[k, s.n, s.misses, sorted(s.entities)] for k, s in self._stats.items()]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> QueryHistory:
+        """The inverse of `to_json`; ValueError on malformed data."""
+        try:
+            history = cls(max_queries=int(data["max_queries"]), max_entities=int(data["max_entities"]))
+            for key, n, misses, entities in data["queries"]:
+                history._stats[str(key)] = _Stats(int(n), int(misses), {str(e) for e in entities})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"malformed query history: {e}") from None
+        return history

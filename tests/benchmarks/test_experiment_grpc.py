@@ -91,7 +91,7 @@ def test_plans_the_broker_cannot_run_are_refused_before_anything_starts(music_sl
     static = PolicySpec(name="semantic-heavy", kind=PolicyKind.STATIC, static_quotas=(200, 0, 0, 0))
     settings = broker_settings(static, CONFIG, ("semantic", "lexical", "attribute", "memory"))
     assert settings["static_quotas"] == "0,200,0,0"  # reordered to the broker's strategy order
-    assert settings["levels"] == "0,10,25,50,100,200" and settings["policy"] == "static"
+    assert settings["levels"] == ",".join(map(str, EXPERIMENT_LEVELS)) and settings["policy"] == "static"
 
 
 def test_every_process_is_stopped_when_a_run_fails(music_slice: list[Entity], music_index: Path, tmp_path: Path,

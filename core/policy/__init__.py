@@ -2,6 +2,7 @@
 
 allocation.py  quota levels, the feasible joint allocations under a candidate budget, their value
 features.py    query and context features
-models.py      Bayesian linear arms (one per strategy and quota level)
+history.py     per-query feedback statistics (a feature group)
+models.py      Bayesian linear arms (one per allocation, or per strategy and quota level)
 policies.py    Thompson sampling (default), LinUCB, epsilon-greedy and static baselines
 """

@@ -44,9 +44,11 @@ class PolicyConfig:
     """Costs are in reward units (a hit is worth 1): per candidate fetched and per millisecond of
     the slowest strategy called. static_quotas: per strategy, for kind "static" (empty: equal split).
     prior_hit_rate: the cold-start belief that a strategy called at the largest level finds the
-    entity; level q starts at prior_hit_rate * sqrt(q / max level), so before any feedback the
-    policy calls every strategy at a middle quota (for the defaults: 50 each of 200) and learns
-    from there, rather than betting on one strategy at random. model: how hit probabilities of
+    entity; level q starts at prior_hit_rate * sqrt(q / max level). The default 1.0 is optimistic:
+    each strategy alone at the whole budget starts as a sure hit, so those allocations are tried
+    and learned early. (At 0.5, the session-2 default, they started below what smaller
+    allocations had learned and were almost never tried; the monotone closure then held them at
+    the level of the allocations they contain.) model: how hit probabilities of
     allocations are modelled (core.policy.models: "joint", one arm per allocation, or
     "independent", per strategy and level with independent misses). ignored_features: names from
     core.policy.features.FEATURE_NAMES the hit model does not see (they are zeroed before it
@@ -62,11 +64,11 @@ class PolicyConfig:
     noise: float = 0.1
     prior_precision: float = 5.0
     propensity_samples: int = 64
-    cost_per_candidate: float = 0.0003
+    cost_per_candidate: float = 0.0002
     cost_per_ms: float = 0.001
     latency_decay: float = 0.1
     static_quotas: tuple[int, ...] = ()
-    prior_hit_rate: float = 0.5
+    prior_hit_rate: float = 1.0
     model: ModelKind = ModelKind.JOINT
     ignored_features: tuple[str, ...] = CONTEXT_FEATURES
 

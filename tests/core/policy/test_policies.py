@@ -121,11 +121,17 @@ def test_joint_model_prefers_one_strategy_when_two_find_the_same_things() -> Non
     assert mean[both] == pytest.approx(mean[alone], abs=0.02) and mean[alone] == pytest.approx(0.5, abs=0.08)
 
 
-def test_cold_start_calls_several_strategies() -> None:
-    """With no feedback yet, the prior makes the default policy spread its budget, not bet on one strategy."""
+def test_cold_start_tries_every_strategy_alone_at_the_whole_budget() -> None:
+    """With no feedback yet, the optimistic default prior makes each strategy alone at the whole
+    budget the likeliest choice, and spreads those tries over all strategies."""
     policy = BanditPolicy(STRATEGIES, DIM)
     rng = np.random.default_rng(4)
-    called = [sum(q > 0 for q in policy.decide(x_for(), rng).quotas) for _ in range(200)]
+    quotas = [policy.decide(x_for(), rng).quotas for _ in range(200)]
+    alone = [q for q in quotas if sorted(q) == [0, 0, 0, policy.config.budget]]
+    assert len(alone) > 100
+    assert all(sum(q[s] > 0 for q in alone) > 15 for s in range(len(STRATEGIES)))
+    cautious = BanditPolicy(STRATEGIES, DIM, PolicyConfig(prior_hit_rate=0.5))  # session 2's: spread the budget
+    called = [sum(q > 0 for q in cautious.decide(x_for(), rng).quotas) for _ in range(200)]
     assert np.mean([c >= 3 for c in called]) > 0.8
 
 

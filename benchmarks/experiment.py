@@ -164,7 +164,8 @@ def verdict(pol: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
     searches and click draws, so the difference per seed is what varies): the default policy's
     candidate recall against the best static plan's (best single strategy, equal quotas or RRF),
     under both recall definitions, with candidates fetched; and its cumulative regret against
-    Vowpal Wabbit's."""
+    Vowpal Wabbit's. With one seed there is no interval, so the recall comparisons give no verdict
+    ("met" is None)."""
     out: dict[str, Any] = {}
     if DEFAULT not in pol:
         return out
@@ -176,13 +177,18 @@ def verdict(pol: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
         diff, half = _paired([s[key] for s in pol[DEFAULT]], [s[key] for s in pol[best]])
         fetched = float(np.mean([s["fetched"] for s in pol[DEFAULT]]))
         best_fetched = float(np.mean([s["fetched"] for s in pol[best]]))
+        met = diff - half > 0 and fetched <= best_fetched if len(pol[DEFAULT]) > 1 else None
         out[key] = {"best_static": best, "difference": diff, "half_width": half, "fetched": fetched,
-                    "best_static_fetched": best_fetched, "met": diff - half > 0 and fetched <= best_fetched}
+                    "best_static_fetched": best_fetched, "met": met}
     if PEER in pol:
         diff, half = _paired([s["cumulative_regret"] for s in pol[DEFAULT]],
                              [s["cumulative_regret"] for s in pol[PEER]])
         out["regret_vs_peer"] = {"difference": diff, "half_width": half, "met": diff <= 0}
     return out
+
+
+def _met(met: bool | None) -> str:
+    return "no verdict (one seed gives no interval)" if met is None else "MET" if met else "NOT MET"
 
 
 def verdict_markdown(v: Mapping[str, Any]) -> str:
@@ -191,9 +197,9 @@ def verdict_markdown(v: Mapping[str, Any]) -> str:
                        ("candidate_recall", "target recall")):
         if key in v:
             c = v[key]
-            lines.append(f"- {label}: {DEFAULT} - {c['best_static']} (the best static plan) = "
+            lines.append(f"- {label}: {DEFAULT} - {c['best_static']} (the best static plan run) = "
                          f"{c['difference']:+.4f} ± {c['half_width']:.4f}, fetching {c['fetched']:.1f} vs "
-                         f"{c['best_static_fetched']:.1f} candidates: {'MET' if c['met'] else 'NOT MET'}")
+                         f"{c['best_static_fetched']:.1f} candidates: {_met(c['met'])}")
     if "regret_vs_peer" in v:
         c = v["regret_vs_peer"]
         lines.append(f"- cumulative regret: {DEFAULT} - {PEER} = {c['difference']:+.1f} ± {c['half_width']:.1f}: "

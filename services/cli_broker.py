@@ -17,10 +17,17 @@ def int_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.strip("[]() ").split(",") if v.strip())
 
 
+def name_tuple(text: str) -> tuple[str, ...]:
+    """A list of names, "hour_sin,weekend" or a TOML array's text "['hour_sin', 'weekend']", as a
+    tuple; "" or "[]" is the empty tuple."""
+    return tuple(v.strip(" '\"") for v in text.strip("[]() ").split(",") if v.strip(" '\""))
+
+
 POLICY_KEYS: dict[str, Callable[[str], Any]] = {
     "budget": int, "levels": int_tuple, "static_quotas": int_tuple, "exploration_floor": float, "epsilon": float,
     "ucb_alpha": float, "noise": float, "prior_precision": float, "prior_hit_rate": float, "latency_decay": float,
-    "cost_per_candidate": float, "cost_per_ms": float, "propensity_samples": int, "model": str}
+    "cost_per_candidate": float, "cost_per_ms": float, "propensity_samples": int, "model": str,
+    "ignored_features": name_tuple}
 
 
 def broker_config(args: argparse.Namespace) -> Any:
@@ -177,7 +184,8 @@ def add_broker_commands(sub: Any) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="policy (thompson|linucb|epsilon-greedy|static), ranker (rrf|blend|lambdamart), seed, "
                         "budget, levels (e.g. 0,50,100,200), static_quotas (one per --shard, in strategy "
-                        "order), exploration_floor, cost_per_candidate, cost_per_ms, ...")
+                        "order), exploration_floor, cost_per_candidate, cost_per_ms, ignored_features "
+                        "(feature names the policy leaves out; empty: none), ...")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("up", help="start a local cluster (every shard + the broker) from one TOML config")

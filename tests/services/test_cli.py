@@ -80,3 +80,18 @@ def test_broker_settings_reach_the_policy_config(catalog_file: Path) -> None:
     config = broker_config(args)
     assert config.policy.kind == "static" and config.policy.levels == (0, 10, 25, 50, 100, 200)
     assert config.policy.static_quotas == (100, 100) and config.ranker == "blend" and config.seed == 3
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("", ()), ("[]", ()), ("hour_sin,weekend", ("hour_sin", "weekend")),
+    ("['hour_sin', 'weekend']", ("hour_sin", "weekend")),
+])
+def test_ignored_features_from_the_command_line(catalog_file: Path, value: str, expected: tuple[str, ...]) -> None:
+    """A TOML array rendered by `ltrr up`, a comma list, or empty (the policy sees every feature)."""
+    import argparse
+
+    from services.cli_broker import broker_config
+
+    args = argparse.Namespace(shard=["lexical=127.0.0.1:1"], state="/tmp/unused", catalog=str(catalog_file),
+                              set=[f"ignored_features={value}"])
+    assert broker_config(args).policy.ignored_features == expected

@@ -80,12 +80,6 @@ class AllocationSpace:
         cost = cost_per_candidate * levels[alloc].sum(axis=1)
         return cost + cost_per_ms * np.where(alloc > 0, latency_ms[None, :], 0.0).max(axis=1)
 
-    def values(self, p: np.ndarray, latency_ms: np.ndarray, cost_per_candidate: float,
-               cost_per_ms: float) -> np.ndarray:
-        """Value of every allocation under independent misses (module docstring). p: float64
-        (M, S, L) hit probabilities (column 0 ignored); latency_ms: float64 (S,). Returns (M, A)."""
-        return self.union_hit(p) - self.cost(latency_ms, cost_per_candidate, cost_per_ms)[None, :]
-
 
 _FEASIBLE: dict[tuple[tuple[int, ...], int, int], np.ndarray] = {}
 

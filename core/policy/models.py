@@ -18,7 +18,8 @@ Two ways to turn arms into the hit probability of a joint allocation (core.polic
 - JointModel (the default): one arm per allocation, predicting the union hit directly, so
   redundancy between strategies is learned rather than assumed away. A search's feedback reveals
   the union hit of every allocation the chosen one dominates (each strategy at most its chosen
-  quota: top-q lists are prefixes of top-Q lists), so one search updates up to a few hundred arms.
+  quota: top-q lists are prefixes of top-Q lists), so one search updates several arms (up to 15 of
+  the 53 allocations of the default levels, four strategies).
   The prior of each arm is the independent union of the per-level prior hit rates, and
   predictions are closed upwards over the dominance order (JointModel's docstring).
 """

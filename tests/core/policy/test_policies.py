@@ -33,7 +33,7 @@ def test_allocations_respect_the_budget_and_call_something() -> None:
 def test_union_value_of_independent_strategies() -> None:
     space = AllocationSpace(strategies=("a", "b"), levels=(0, 10), budget=20)
     p = np.array([[[0.0, 0.5], [0.0, 0.4]]])
-    values = dict(zip(map(tuple, space.allocations.tolist()), space.values(p, np.zeros(2), 0.0, 0.0)[0],
+    values = dict(zip(map(tuple, space.allocations.tolist()), space.union_hit(p)[0],
                       strict=True))
     assert values[(1, 0)] == pytest.approx(0.5) and values[(0, 1)] == pytest.approx(0.4)
     assert values[(1, 1)] == pytest.approx(1 - 0.5 * 0.6)

@@ -55,6 +55,12 @@ COLUMNS = (("acted_recall", "candidate recall"), ("candidate_recall", "target re
            ("strategies_called", "strategies"), ("cumulative_regret", "regret"))
 
 
+def add_index_options(parser: argparse.ArgumentParser) -> None:
+    """--index and --encoder, what build_or_open takes."""
+    parser.add_argument("--index", type=Path, default=None, help="an index directory with the four strategies")
+    parser.add_argument("--encoder", choices=("hashing", "minilm"), default="hashing")
+
+
 def build_or_open(index: Path | None, out: Path, encoder: str) -> Path:
     from core.catalog import demo_catalog_path, load_catalog
     from core.indexing import build_index
@@ -250,8 +256,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="where results.json, results.md and the plots go (default: %(default)s)")
     parser.add_argument("--ope-searches", type=int, default=None,
                         help="searches of the off-policy check (default 20000; 0 skips it; grpc: 0)")
-    parser.add_argument("--index", type=Path, default=None, help="an index directory with the four strategies")
-    parser.add_argument("--encoder", choices=("hashing", "minilm"), default="hashing")
+    add_index_options(parser)
     parser.add_argument("--policies", type=lambda s: [p for p in s.split(",") if p], default=[])
     args = parser.parse_args(argv)
     grpc = args.mode == "grpc"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import pin_threads, run_info
-from benchmarks.experiment import STRATEGIES, build_or_open, markdown
+from benchmarks.experiment import STRATEGIES, add_index_options, build_or_open, markdown
 
 if TYPE_CHECKING:
     from core.catalog import Entity
@@ -45,8 +45,8 @@ def offpolicy_check(entities: Sequence[Entity], root: str | Path, strategies: Se
                     config: ExperimentConfig, workdir: str | Path, *, levels: Sequence[int] | None = None,
                     train_searches: int | None = None) -> dict[str, Any]:
     """Run the check over config.searches searches of config.seed (core.simulator.offpolicy.run_check)
-    and return a JSON-able dict. levels: the allocation space of the check, OPE_LEVELS by default
-    (not config.levels: see the offpolicy module docstring for why a coarser space)."""
+    and return a JSON-able dict. levels: the allocation space of the check, OPE_LEVELS (the
+    experiment's) by default; the offpolicy module docstring explains why it must stay coarse."""
     from core.ope import Estimator
     from core.simulator.offpolicy import LOGGER, OPE_LEVELS, mean_interval, ope_rewards, run_check
 
@@ -108,8 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--levels", type=lambda s: tuple(int(v) for v in s.split(",")), default=None,
                         help="quota levels of the check, e.g. 0,50,100,200 (the default)")
     parser.add_argument("--out", type=Path, default=None, help="write ope.json and ope.md here")
-    parser.add_argument("--index", type=Path, default=None, help="an index directory with the four strategies")
-    parser.add_argument("--encoder", choices=("hashing", "minilm"), default="hashing")
+    add_index_options(parser)
     args = parser.parse_args(argv)
     if args.searches < 2 or (args.train_searches is not None and args.train_searches < 1):
         parser.error("--searches must be >= 2 and --train-searches >= 1")

@@ -12,15 +12,15 @@ from core.policy.policies import PolicyConfig
 from services.cli_common import DEMO_QUERIES, parse_options
 
 
-def int_tuple(text: str) -> tuple[int, ...]:
-    """A list of integers, "0,10,25" or a TOML array's text "[0, 10, 25]", as a tuple."""
-    return tuple(int(v) for v in text.strip("[]() ").split(",") if v.strip())
-
-
 def name_tuple(text: str) -> tuple[str, ...]:
     """A list of names, "hour_sin,weekend" or a TOML array's text "['hour_sin', 'weekend']", as a
     tuple; "" or "[]" is the empty tuple."""
     return tuple(v.strip(" '\"") for v in text.strip("[]() ").split(",") if v.strip(" '\""))
+
+
+def int_tuple(text: str) -> tuple[int, ...]:
+    """A list of integers, "0,10,25" or a TOML array's text "[0, 10, 25]", as a tuple."""
+    return tuple(int(v) for v in name_tuple(text))
 
 
 POLICY_KEYS: dict[str, Callable[[str], Any]] = {

@@ -30,7 +30,8 @@ How it differs from the in-process mode:
 - Feedback reaches the memory shard one event at a time, asynchronously, stamped with the wall
   clock (the in-process mode batches `learn_every` events on a simulated clock).
 - Records.features is rebuilt here with core.policy.features.featurize from the attribute shard's
-  Understand, as the broker computes it (the wire does not carry it).
+  Understand and a query history fed the same feedback, as the broker computes it (the wire does
+  not carry it).
 - Only plans the broker can run: a BanditPolicy kind. The oracle and factory plans (external
   allocators) run in process only.
 
@@ -57,6 +58,7 @@ import numpy as np
 from core.catalog import Entity, write_jsonl
 from core.policy.allocation import AllocationSpace
 from core.policy.features import featurize
+from core.policy.history import QueryHistory
 from core.policy.policies import PolicyConfig
 from core.simulator.clicks import ClickModel
 from core.simulator.metrics import Records, ndcg_at, reciprocal_rank
@@ -258,6 +260,7 @@ class PlanRun:
         self.space = AllocationSpace(strategies=setting.strategies, levels=c.levels, budget=c.budget)
         self.latency = c.latency.table(setting.strategies, c.levels)
         self.clicks, self.click_rng = ClickModel(c.clicks), click_generator(c.seed)
+        self.history = QueryHistory()  # the broker's, rebuilt from the feedback this run sends it
 
     def search(self, sim: SimSearch) -> tuple[broker_pb2.SearchResponse, float]:
         """The broker's answer with every candidate, and the round trip in ms."""
@@ -280,7 +283,7 @@ class PlanRun:
         action = user_action(self.clicks, setting.users, sim, shown, self.click_rng)
         rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, quotas, response.propensity
         rec.allocation[t] = chosen
-        rec.features[t] = featurize(sim.text, sim.context, self.probe.understand(sim.text))
+        rec.features[t] = featurize(sim.text, sim.context, self.probe.understand(sim.text), self.history)
         rec.fetched[t] = sum(r.returned for r in response.strategies if r.status == OK)
         rec.candidates[t], rec.called[t] = len(candidates), sum(q > 0 for q in quotas)
         rec.target_found[t] = ids[sim.target] in candidates
@@ -292,6 +295,7 @@ class PlanRun:
             acted = ids[action.entity]
             rec.feedback[t], rec.acted_found[t] = True, acted in candidates
             rec.reward[t] = self.client.feedback(response.decision_id, acted, action_event(action)).reward
+            self.history.observe(sim.text, acted, retrieved=bool(rec.acted_found[t]))
 
 
 @contextmanager

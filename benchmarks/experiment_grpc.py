@@ -7,7 +7,8 @@ the same click model and click uniforms (user_action, click_generator) and the s
 (core.simulator.metrics.Records) as the in-process runner, but every search goes through the
 real broker. Per search t:
 
-1. Target hits: is the target in strategy s's top-q, for every level q, asked of the shards
+1. Target hits: is the target in strategy s's top-q, and how many candidates that list holds,
+   for every level q, asked of the shards
    themselves (services.client.ShardClient): lexical, attribute and memory once at the largest
    level (their top-q is the prefix of their top-Q), semantic once per level (HNSW's top-q is not;
    core.simulator.retrieval). Lexical, semantic and attribute answers are cached by text, as their
@@ -47,10 +48,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +65,7 @@ from core.policy.policies import PolicyConfig
 from core.simulator.clicks import ClickModel
 from core.simulator.metrics import Records, ndcg_at, reciprocal_rank
 from core.simulator.policies import PolicySpec
-from core.simulator.retrieval import CACHED_KINDS, level_hits
+from core.simulator.retrieval import CACHED_KINDS, level_table
 from core.simulator.runner import (
     ExperimentConfig,
     action_event,
@@ -200,7 +202,7 @@ class PlanCluster:
 
 class ShardProbe:
     """What the in-process runner computes from its strategies, asked of the running shards:
-    target hits per level (module docstring, step 1) and the query understanding."""
+    target hits and list sizes per level (module docstring, step 1) and the query understanding."""
 
     def __init__(self, clients: Mapping[str, ShardClient], strategies: Sequence[str], levels: Sequence[int],
                  cache: dict[tuple[str, str, int], list[str]]) -> None:
@@ -217,15 +219,12 @@ class ShardProbe:
             self.cache[key] = ids
         return ids
 
-    def target_hits(self, text: str, target: str) -> np.ndarray:
-        """bool (S, L): is `target` in strategy s's top-levels[l] list (False for level 0)?"""
-        def rank_in_top(name: str) -> Callable[[int], int]:
-            def rank(q: int) -> int:
-                ids = self.top_ids(name, text, q)
-                return ids.index(target) + 1 if target in ids else 0
-            return rank
-
-        return np.array([level_hits(StrategyKind(name), self.levels, rank_in_top(name)) for name in self.names])
+    def level_tables(self, text: str, target: str) -> tuple[np.ndarray, np.ndarray]:
+        """(hits bool (S, L), returned int64 (S, L)): is `target` in strategy s's top-levels[l]
+        list, and how many candidates that list holds (core.simulator.retrieval.level_table)."""
+        tables = [level_table(StrategyKind(name), self.levels, partial(self.top_ids, name, text), target)
+                  for name in self.names]
+        return np.array([h for h, _ in tables]), np.array([n for _, n in tables])
 
     def understand(self, text: str) -> tuple[Interpretation, ...]:
         """The attribute shard's readings of `text`, as the broker asks for them (empty without one)."""
@@ -272,8 +271,8 @@ class PlanRun:
     def step(self, t: int, sim: SimSearch, rec: GrpcRecords) -> None:
         setting, space = self.setting, self.space
         ids, config = setting.ids, setting.config
-        hits = self.probe.target_hits(sim.text, ids[sim.target])
-        rewards = target_rewards(space, hits, self.latency, config.policy)
+        hits, returned = self.probe.level_tables(sim.text, ids[sim.target])
+        rewards = target_rewards(space, hits, returned, self.latency, config.policy)
         response, rec.search_ms[t] = self.search(sim)
         report = {r.strategy: r for r in response.strategies}
         quotas = tuple(int(report[s].quota) for s in setting.strategies)

@@ -106,6 +106,18 @@ class DecisionRecord:
         names = {lst.strategy for lst in self.lists}
         return tuple(s in names for s in self.strategies)
 
+    @property
+    def returned(self) -> tuple[int | None, ...]:
+        """Per strategy: how many candidates it returned within its quota (None: no answer in time)."""
+        counts = {lst.strategy: len(lst.entity_ids) for lst in self.lists}
+        return tuple(min(counts[s], q) if s in counts else None
+                     for s, q in zip(self.strategies, self.quotas, strict=True))
+
+    @property
+    def fetched(self) -> int:
+        """The candidates returned in all (within the quotas)."""
+        return sum(n for n in self.returned if n is not None)
+
     def merged(self) -> Merged:
         """The candidates as the broker merged them (core.merge.merge of `lists`)."""
         return merge(self.lists, self.strategies)

@@ -209,7 +209,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             if rec.features.shape != (DIM,) or rec.strategies != self.strategies or not levels.issuperset(rec.quotas):
                 foreign += 1
                 continue
-            self.policy.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, event.type))
+            self.policy.update(rec.features,
+                               strategy_outcomes(rec.quotas, ranks, rec.answered, event.type, rec.returned))
         if events:
             log.info("policy: replayed %d logged events newer than its snapshot", len(events) - foreign)
         if foreign:
@@ -299,7 +300,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         ranks = acted_ranks(logged.merged, event.entity_id)
         c = self.config.policy
         reward = search_reward(rec.quotas, ranks, event.type, event.value, cost_per_candidate=c.cost_per_candidate,
-                               cost_per_ms=c.cost_per_ms, latency_ms=logged.latency_ms)
+                               cost_per_ms=c.cost_per_ms, latency_ms=logged.latency_ms, fetched=rec.fetched)
         rowid = await self.writer.run(self._record, EventRecord(
             event_id=event.event_id, decision_id=rec.decision_id, entity_id=event.entity_id, type=event.type,
             value=event.value, ts=event.timestamp or time.time(), reward=reward))
@@ -313,7 +314,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         return self.writer.log.last_event_rowid() if self.writer.log.record_event(event) else 0
 
     def _learn(self, rec: DecisionRecord, ranks: tuple[int, ...], event: FeedbackEvent, rowid: int) -> None:
-        self.policy.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, event.type))
+        self.policy.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, event.type, rec.returned))
         self._observe(rec, ranks, event)
         self.applied_rowid = rowid
         self.updates += 1

@@ -4,10 +4,12 @@ An allocation gives every strategy a quota level (0 = not called). Its value, fo
 probabilities p[s, level] (the acted-on entity is in strategy s's top-q), is the probability that
 the union holds the entity, assuming strategies miss independently, minus the costs:
 
-    value(a) = 1 - prod_s (1 - p[s, a_s]) - cost_per_candidate * sum_s q(a_s)
+    value(a) = 1 - prod_s (1 - p[s, a_s]) - cost_per_candidate * sum_s n(s, a_s)
                - cost_per_ms * max_s latency_s [a_s > 0]
 
-(strategies run in parallel, so the search waits for the slowest one called).
+where n(s, l) is how many candidates strategy s returns when asked for levels[l] (at most that
+quota: a filter or a memory can have fewer to give), and strategies run in parallel, so the
+search waits for the slowest one called.
 """
 
 from __future__ import annotations
@@ -72,12 +74,22 @@ class AllocationSpace:
         cols = np.arange(len(self.strategies))
         return -np.expm1(miss[:, cols[None, :], self.allocations].sum(axis=2))
 
-    def cost(self, latency_ms: np.ndarray, cost_per_candidate: float, cost_per_ms: float) -> np.ndarray:
-        """float64 (A,): cost_per_candidate * candidates + cost_per_ms * slowest latency called.
-        latency_ms: float64 (S,)."""
+    def fetched(self, returned: np.ndarray) -> np.ndarray:
+        """float64 (A,): the candidates each allocation fetches. returned: (S, L), how many
+        candidates strategy s returns when asked for levels[l] (column 0 ignored)."""
+        n = np.asarray(returned, dtype=np.float64).copy()
+        n[:, 0] = 0.0
+        return n[np.arange(len(self.strategies))[None, :], self.allocations].sum(axis=1)
+
+    def cost(self, latency_ms: np.ndarray, cost_per_candidate: float, cost_per_ms: float,
+             returned: np.ndarray | None = None) -> np.ndarray:
+        """float64 (A,): cost_per_candidate * candidates fetched + cost_per_ms * slowest latency
+        called. latency_ms: float64 (S,); returned: as in `fetched` (None: every strategy fills
+        its quota)."""
         alloc = self.allocations
-        levels = np.asarray(self.levels, dtype=np.float64)
-        cost = cost_per_candidate * levels[alloc].sum(axis=1)
+        if returned is None:
+            returned = np.tile(np.asarray(self.levels, dtype=np.float64), (len(self.strategies), 1))
+        cost = cost_per_candidate * self.fetched(returned)
         return cost + cost_per_ms * np.where(alloc > 0, latency_ms[None, :], 0.0).max(axis=1)
 
 

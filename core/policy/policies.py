@@ -28,7 +28,7 @@ import numpy as np
 
 from core.policy.allocation import DEFAULT_BUDGET, DEFAULT_LEVELS, AllocationSpace, equal_split
 from core.policy.features import CONTEXT_FEATURES, FEATURE_NAMES
-from core.policy.models import MODELS, HitModel, ModelKind
+from core.policy.models import MODELS, HitModel, LinearArms, ModelKind
 from core.storage import write_file_atomic
 
 
@@ -102,11 +102,13 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one strategy did in a search that got feedback. rank: 1-based rank of the acted-on
-    entity in the strategy's list, 0 = absent; answered: False for TIMEOUT, ERROR or SKIPPED."""
+    entity in the strategy's list, 0 = absent; answered: False for TIMEOUT, ERROR or SKIPPED;
+    returned: how many candidates it returned (None: not known, so the fill model does not learn)."""
 
     quota: int
     rank: int
     answered: bool
+    returned: int | None = None
 
 
 Rule = Callable[["BanditPolicy", np.ndarray, np.random.Generator], tuple[int, np.ndarray]]
@@ -114,20 +116,20 @@ Rule = Callable[["BanditPolicy", np.ndarray, np.random.Generator], tuple[int, np
 
 def _thompson(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
     draws = policy.model.sample(x, policy.config.propensity_samples, rng)
-    winners = (draws - policy.cost()[None, :]).argmax(axis=1)
+    winners = (draws - policy.cost(x)[None, :]).argmax(axis=1)
     probs = np.bincount(winners, minlength=policy.n_allocations) / len(winners)
     return int(winners[0]), probs
 
 
 def _linucb(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
-    best = int((policy.model.mean(x, policy.config.ucb_alpha) - policy.cost()).argmax())
+    best = int((policy.model.mean(x, policy.config.ucb_alpha) - policy.cost(x)).argmax())
     return best, np.eye(policy.n_allocations)[best]
 
 
 def _epsilon_greedy(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
     eps = policy.config.epsilon
     probs = np.full(policy.n_allocations, eps / policy.n_allocations)
-    probs[int((policy.model.mean(x) - policy.cost()).argmax())] += 1.0 - eps
+    probs[int((policy.model.mean(x) - policy.cost(x)).argmax())] += 1.0 - eps
     return int(rng.choice(policy.n_allocations, p=probs)), probs
 
 
@@ -157,6 +159,10 @@ class BanditPolicy:
         self.model: HitModel = MODELS[c.model](self.space, self.dim, prior_precision=c.prior_precision, noise=c.noise,
                                                prior_hit_rate=c.prior_hit_rate)
         self.arms = self.model.arms
+        # fill model: per (strategy, level), the fraction of the quota the strategy returns; the
+        # prior is a full list
+        self.fill = LinearArms(len(self.strategies) * len(c.levels), self.dim, prior_precision=c.prior_precision,
+                               noise=c.noise, prior_mean=np.ones(len(self.strategies) * len(c.levels)))
         self._cost: np.ndarray | None = None
         self.latency_ms = np.zeros(len(self.strategies))
         quotas = self.config.static_quotas or equal_split(self.space)
@@ -169,12 +175,20 @@ class BanditPolicy:
                                  f"{len(FEATURE_NAMES)}), but dim is {self.dim}; pass ignored_features=()")
             self.feature_mask = np.array([name not in self.config.ignored_features for name in FEATURE_NAMES])
 
-    def cost(self) -> np.ndarray:
-        """float64 (A,): each allocation's cost (candidates and the slowest latency), in reward units."""
+    def cost(self, x: np.ndarray) -> np.ndarray:
+        """float64 (A,): each allocation's cost for context x (as the hit model sees it: see
+        `model_input`), in reward units: the candidates it is expected to fetch and the slowest
+        latency."""
         if self._cost is None:
-            c = self.config
-            self._cost = self.space.cost(self.latency_ms, c.cost_per_candidate, c.cost_per_ms)
-        return self._cost
+            self._cost = self.space.cost(self.latency_ms, 0.0, self.config.cost_per_ms)
+        return self._cost + self.config.cost_per_candidate * self.space.fetched(self.expected_returned(x))
+
+    def expected_returned(self, x: np.ndarray) -> np.ndarray:
+        """float64 (S, L): how many candidates each strategy is expected to return at each level
+        for context x (as the hit model sees it), from the fill model: per (strategy, level) a
+        linear arm of the fraction of the quota returned, learned from Outcome.returned."""
+        fill = np.clip(self.fill.theta @ x, 0.0, 1.0).reshape(len(self.strategies), len(self.config.levels))
+        return fill * np.asarray(self.config.levels, dtype=np.float64)[None, :]
 
     def model_input(self, x: np.ndarray) -> np.ndarray:
         """x (float64, (dim,)) as the hit model sees it: the ignored features zeroed."""
@@ -205,15 +219,25 @@ class BanditPolicy:
         every level up to q (was the entity in its top-q' for q' <= q?), so all those arms learn."""
         if len(outcomes) != len(self.strategies):
             raise ValueError(f"`outcomes` must have {len(self.strategies)} entries, but got {len(outcomes)}")
+        levels = self.config.levels
         level = np.zeros(len(outcomes), dtype=np.int64)
         rank = np.zeros(len(outcomes), dtype=np.int64)
+        fill_arms, fill = [], []
         for s, o in enumerate(outcomes):
             if o.answered and o.quota > 0:
                 # the largest level within the quota asked (a quota between levels reveals those below it)
-                level[s] = bisect.bisect_right(self.config.levels, o.quota) - 1
+                level[s] = bisect.bisect_right(levels, o.quota) - 1
                 rank[s] = o.rank
+                if o.returned is not None:
+                    if o.returned < 0:
+                        raise ValueError(f"`returned` must be >= 0, but got {o.returned} for {self.strategies[s]!r}")
+                    # a list of n for quota q would have held min(q', n) at every level q' <= q
+                    fill_arms += [s * len(levels) + li for li in range(1, int(level[s]) + 1)]
+                    fill += [min(levels[li], o.returned) / levels[li] for li in range(1, int(level[s]) + 1)]
         if level.any():
             self.model.update(self.model_input(x), level, rank)
+        if fill_arms:
+            self.fill.update(self.model_input(x), np.asarray(fill_arms, dtype=np.int64), np.asarray(fill))
 
     def to_bytes(self, extra: Mapping[str, Any] | None = None) -> bytes:
         """The learned state (with the config it belongs to and `extra`, JSON-able) as .npz bytes;
@@ -221,7 +245,8 @@ class BanditPolicy:
         buf = io.BytesIO()
         meta = json.dumps({"strategies": list(self.strategies), "dim": self.dim, "config": asdict(self.config),
                            "extra": dict(extra or {})})
-        arrays: dict[str, np.ndarray] = {"meta": np.array(meta), "latency_ms": self.latency_ms, **self.arms.state()}
+        arrays: dict[str, np.ndarray] = {"meta": np.array(meta), "latency_ms": self.latency_ms, **self.arms.state(),
+                                         **{f"fill_{k}": v for k, v in self.fill.state().items()}}
         np.savez(buf, allow_pickle=False, **arrays)
         return buf.getvalue()
 
@@ -238,6 +263,8 @@ class BanditPolicy:
                 raise ValueError(f"{path}: saved for strategies {meta['strategies']} and dim {meta['dim']}, "
                                  f"not {list(self.strategies)} and {self.dim}")
             self.arms.load_state({k: data[k] for k in ("a_inv", "b", "n")})
+            if "fill_a_inv" in data:  # snapshots before the fill model start it from its prior
+                self.fill.load_state({k: data[f"fill_{k}"] for k in ("a_inv", "b", "n")})
             self.latency_ms = np.array(data["latency_ms"])
             self._cost = None
         return dict(meta.get("extra", {}))

@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -28,18 +30,23 @@ from core.strategy import Interpretation, Strategy, StrategyKind, SupportsLearn,
 DEFAULT_INTERPRETATIONS = 8  # what the broker asks the attribute shard's Understand for
 PREFIX_KINDS = frozenset({StrategyKind.LEXICAL, StrategyKind.ATTRIBUTE})  # top-q = prefix of top-Q
 CACHED_KINDS = PREFIX_KINDS | {StrategyKind.SEMANTIC}
+T = TypeVar("T")
 
 
-def level_hits(kind: StrategyKind, levels: Sequence[int] | np.ndarray, rank_in_top: Callable[[int], int]) -> np.ndarray:
-    """bool (L,): is the target in the strategy's top-levels[l] list (False for level 0)?
-    rank_in_top(q): the target's 1-based rank in the strategy's top-q list, 0 when absent. A kind
-    whose top-q is a prefix of its top-Q (or that is not cached: asked once at the largest level)
-    needs one list; semantic search is asked at every level (module docstring)."""
-    lv = np.asarray(levels)
+def level_table(kind: StrategyKind, levels: Sequence[int] | np.ndarray, top: Callable[[int], Sequence[T]],
+                target: T) -> tuple[np.ndarray, np.ndarray]:
+    """(hits bool (L,), returned int64 (L,)): is `target` in the strategy's top-levels[l] list, and
+    how many candidates that list holds (False and 0 at level 0). top(q): the strategy's top-q
+    list. A kind whose top-q is a prefix of its top-Q (or that is not cached: asked once at the
+    largest level) needs one list; semantic search is asked at every level (module docstring)."""
+    lv = np.asarray(levels, dtype=np.int64)
     if kind in PREFIX_KINDS or kind not in CACHED_KINDS:
-        rank = rank_in_top(int(lv.max()))
-        return (rank > 0) & (lv >= rank)
-    return np.array([q > 0 and rank_in_top(int(q)) > 0 for q in lv.tolist()], dtype=bool)
+        items = list(top(int(lv.max())))
+        rank = items.index(target) + 1 if target in items else 0
+        return (rank > 0) & (lv >= rank), np.where(lv > 0, np.minimum(lv, len(items)), 0)
+    lists = [list(top(int(q))) if q > 0 else [] for q in lv.tolist()]
+    return (np.array([target in items for items in lists], dtype=bool),
+            np.array([len(items) for items in lists], dtype=np.int64))
 
 
 class InProcessStrategies:
@@ -98,6 +105,10 @@ class InProcessStrategies:
         ordinals, scores = self.cache[key]
         return ordinals[:quota], scores[:quota]
 
+    def top_ordinals(self, name: str, text: str, quota: int) -> list[int]:
+        """The ordinals of strategy `name`'s top `quota` for `text`, best first."""
+        return self.top(name, text, quota)[0].tolist()
+
     def lists(self, text: str, quotas: Sequence[int]) -> list[StrategyList]:
         """One StrategyList per called strategy (quota > 0), in column order."""
         out = []
@@ -107,15 +118,12 @@ class InProcessStrategies:
                 out.append(StrategyList(name, [self.ids[o] for o in ordinals.tolist()], scores))
         return out
 
-    def target_hits(self, text: str, target: int, levels: Sequence[int]) -> np.ndarray:
-        """bool (S, L): is ordinal `target` in strategy s's top-levels[l] list (False for level 0)?"""
-        def rank_in_top(name: str) -> Callable[[int], int]:
-            def rank(q: int) -> int:
-                hit = np.flatnonzero(self.top(name, text, q)[0] == target)
-                return int(hit[0]) + 1 if hit.size else 0
-            return rank
-
-        return np.array([level_hits(self.loaded[name].kind, levels, rank_in_top(name)) for name in self.names])
+    def level_tables(self, text: str, target: int, levels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(hits bool (S, L), returned int64 (S, L)): is ordinal `target` in strategy s's
+        top-levels[l] list, and how many candidates that list holds (level_table)."""
+        tables = [level_table(self.loaded[name].kind, levels, partial(self.top_ordinals, name, text), target)
+                  for name in self.names]
+        return np.array([h for h, _ in tables]), np.array([n for _, n in tables])
 
     def learner(self) -> SupportsLearn | None:
         memory = self.loaded.get(StrategyKind.MEMORY.value)

@@ -11,8 +11,8 @@ Latency is simulated, so runs are deterministic: a strategy called with quota q 
 the policy sees these through observe_latency as the broker sees measured ones.
 
 Regret is measured on the target (the track the user wants), not on the noisy action: for an
-allocation a, r(a) = 1[target in the union of a's lists] - cost_per_candidate * sum(quotas)
-- cost_per_ms * latency(a). The oracle takes argmax_a r(a), which with positive costs is the
+allocation a, r(a) = 1[target in the union of a's lists] - cost_per_candidate * (candidates a's
+lists hold) - cost_per_ms * latency(a). The oracle takes argmax_a r(a), which with positive costs is the
 cheapest allocation that retrieves the target (or the cheapest allocation of all when none
 does: its hit is 0 whatever it does); per-search regret is r(oracle) - r(chosen).
 """
@@ -133,16 +133,16 @@ def action_event(action: Action) -> EventType:
     return EventType.PLAY if action.follow_up else EventType.CLICK
 
 
-def target_rewards(space: AllocationSpace, target_hits: np.ndarray, latency: np.ndarray,
+def target_rewards(space: AllocationSpace, target_hits: np.ndarray, returned: np.ndarray, latency: np.ndarray,
                    config: PolicyConfig) -> np.ndarray:
     """float64 (A,): r(a) of the module docstring for every allocation. target_hits: bool (S, L),
-    is the target in strategy s's top-levels[l] list; latency: float64 (S, L)."""
+    is the target in strategy s's top-levels[l] list; returned: int64 (S, L), how many candidates
+    that list holds; latency: float64 (S, L)."""
     alloc = space.allocations
-    quota = np.asarray(space.levels)[alloc]
     cols = np.arange(alloc.shape[1])[None, :]
     hit = target_hits[cols, alloc].any(axis=1)
     lat = latency[cols, alloc].max(axis=1)
-    return hit - config.cost_per_candidate * quota.sum(axis=1) - config.cost_per_ms * lat
+    return hit - config.cost_per_candidate * space.fetched(returned) - config.cost_per_ms * lat
 
 
 def oracle_allocation(rewards: np.ndarray, space: AllocationSpace) -> Decision:
@@ -180,8 +180,8 @@ class PolicyRun:
     def step(self, t: int, sim: SimSearch, rec: Records) -> None:
         self.now = SIM_EPOCH + t * SECONDS_PER_SEARCH
         x = featurize(sim.text, sim.context, self.strategies.understand(sim.text), self.history)
-        hits = self.strategies.target_hits(sim.text, sim.target, self.config.levels)
-        rewards = target_rewards(self.space, hits, self.latency, self.policy.config)
+        hits, returned = self.strategies.level_tables(sim.text, sim.target, self.config.levels)
+        rewards = target_rewards(self.space, hits, returned, self.latency, self.policy.config)
         best = oracle_allocation(rewards, self.space)
         decision = best if self.spec.is_oracle else self.policy.decide(x, self.rng)
         lists = self.strategies.lists(sim.text, decision.quotas)
@@ -196,29 +196,34 @@ class PolicyRun:
         action = user_action(self.clicks, self.users, sim, shown, self.click_rng)
         rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, decision.quotas, decision.propensity
         rec.allocation[t], rec.features[t] = decision.allocation, x
-        rec.fetched[t] = sum(len(lst.entity_ids) for lst in lists)
+        counts = {lst.strategy: len(lst.entity_ids) for lst in lists}
+        rec.fetched[t] = sum(counts.values())
         rec.candidates[t], rec.called[t] = len(merged), int((level > 0).sum())
         rec.target_found[t] = bool(hits[np.arange(level.size), level].any())
         rec.rr[t], rec.ndcg[t] = reciprocal_rank(shown, sim.target), ndcg_at(shown, sim.relevant, sim.target,
                                                                               self.config.clicks.shown)
         rec.regret[t] = rewards[best.allocation] - rewards[decision.allocation]
         if action.entity >= 0:
-            self._feedback(t, sim, x, decision, merged, action, latency, rec)
+            self._feedback(t, sim, x, decision, merged, action, latency, rec,
+                           tuple(counts.get(name) for name in self.strategies.names))
 
     def _feedback(self, t: int, sim: SimSearch, x: np.ndarray, decision: Decision, merged: Merged,
-                  action: Action, latency: np.ndarray, rec: Records) -> None:
-        """The broker's Feedback: reward, policy update, and the event for the memory strategy."""
+                  action: Action, latency: np.ndarray, rec: Records, returned: tuple[int | None, ...]) -> None:
+        """The broker's Feedback: reward, policy update, and the event for the memory strategy.
+        returned: per strategy, the candidates its list held (None: not called)."""
         event = action_event(action)
         entity_id = self.strategies.ids[action.entity]
         ranks = acted_ranks(merged, entity_id)
         c = self.policy.config
         rec.feedback[t], rec.acted_found[t] = True, any(r > 0 for r in ranks)
         reward = search_reward(decision.quotas, ranks, event, cost_per_candidate=c.cost_per_candidate,
-                               cost_per_ms=c.cost_per_ms, latency_ms=float(latency.max()))
+                               cost_per_ms=c.cost_per_ms, latency_ms=float(latency.max()),
+                               fetched=int(rec.fetched[t]))
         rec.reward[t] = reward
         self.history.observe(sim.text, entity_id, retrieved=bool(rec.acted_found[t]))
         if not self.spec.is_oracle:
-            outcomes = strategy_outcomes(decision.quotas, ranks, tuple(q > 0 for q in decision.quotas), event)
+            outcomes = strategy_outcomes(decision.quotas, ranks, tuple(q > 0 for q in decision.quotas), event,
+                                         returned)
             self.policy.learn(x, decision, outcomes, reward)
         self.pending.append(FeedbackEvent(event_id=str(t), query_text=sim.text, entity_id=entity_id,
                                           type=event, timestamp=self.now, context=sim.context))

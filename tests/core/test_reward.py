@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from core.reward import acted_ranks, hits_by_level, search_reward, strategy_outc
 from core.strategy import EventType
 
 LEVELS = (0, 10, 25, 50, 100)
-COSTS = {"cost_per_candidate": 0.001, "cost_per_ms": 0.01, "latency_ms": 20.0}
+COSTS: dict[str, Any] = {"cost_per_candidate": 0.001, "cost_per_ms": 0.01, "latency_ms": 20.0}
 
 
 def test_hit_minus_costs() -> None:
@@ -96,3 +98,16 @@ def test_bad_reward_inputs(args: tuple[object, ...], kwargs: dict[str, float], m
 def test_bad_outcome_inputs() -> None:
     with pytest.raises(ValueError, match="`answered` must have 2 entries"):
         strategy_outcomes((10, 10), (1, 1), (True,), EventType.CLICK)
+
+
+def test_the_reward_charges_the_candidates_returned() -> None:
+    costs: dict[str, Any] = {"cost_per_candidate": 0.001, "cost_per_ms": 0.0, "latency_ms": 0.0}
+    # a filter that had 30 candidates to give for a quota of 200 costs 30, not 200
+    assert search_reward((200,), (5,), EventType.CLICK, fetched=30, **costs) == pytest.approx(1.0 - 0.03)
+    assert search_reward((200,), (5,), EventType.CLICK, **costs) == pytest.approx(1.0 - 0.2)  # unknown: the quota
+    with pytest.raises(ValueError, match=r"`fetched` must be in \[0, sum\(quotas\) = 200\]"):
+        search_reward((200,), (5,), EventType.CLICK, fetched=201, **costs)
+    lexical, memory = strategy_outcomes((50, 10), (3, 0), (True, False), EventType.CLICK, returned=(50, None))
+    assert lexical.returned == 50 and memory.returned is None
+    with pytest.raises(ValueError, match="`returned` must have 2 entries"):
+        strategy_outcomes((10, 10), (1, 1), (True, True), EventType.CLICK, returned=(3,))

@@ -227,3 +227,41 @@ def test_ignored_features_must_be_known_and_need_the_feature_layout() -> None:
     with pytest.raises(ValueError, match="dim"):
         BanditPolicy(STRATEGIES, 3)
     assert BanditPolicy(STRATEGIES, 3, PolicyConfig(ignored_features=())).dim == 3
+
+
+def test_the_fill_model_learns_how_full_lists_are_and_prices_allocations_by_them() -> None:
+    """A strategy that returns 20 candidates whatever it is asked for costs 20 candidates at every
+    level once learned, so the policy stops paying for quota it never gets."""
+    config = PolicyConfig(kind=PolicyKind.LINUCB, ignored_features=(), cost_per_candidate=0.001, cost_per_ms=0.0)
+    policy = BanditPolicy(STRATEGIES, DIM, config)
+    x = x_for()
+    space = policy.space
+    whole = space.index_of((0, 0, 200, 0))
+    assert policy.cost(x)[whole] == pytest.approx(0.2)  # the prior: a full list
+    assert policy.expected_returned(x)[2].tolist() == [0.0, 50.0, 100.0, 200.0]
+    for _ in range(1000):
+        policy.update(x, [Outcome(quota=0, rank=0, answered=False), Outcome(quota=0, rank=0, answered=False),
+                          Outcome(quota=200, rank=3, answered=True, returned=20),
+                          Outcome(quota=50, rank=0, answered=True, returned=50)])
+    np.testing.assert_allclose(policy.expected_returned(x)[2], [0, 20, 20, 20], atol=1.0)
+    np.testing.assert_allclose(policy.expected_returned(x)[3, :2], [0, 50], atol=1.0)
+    assert policy.expected_returned(x)[3, 3] == 200.0  # never asked at 200: still the prior
+    assert policy.cost(x)[whole] == pytest.approx(0.02, abs=0.001)
+    with pytest.raises(ValueError, match="`returned` must be >= 0"):
+        policy.update(x, [Outcome(quota=50, rank=0, answered=True, returned=-1)] * 4)
+
+
+def test_the_fill_model_is_saved_and_older_snapshots_load_without_it(tmp_path: Path) -> None:
+    config = PolicyConfig(kind=PolicyKind.LINUCB, ignored_features=())
+    policy = BanditPolicy(STRATEGIES, DIM, config)
+    policy.update(x_for(), [Outcome(quota=100, rank=1, answered=True, returned=7)] * 4)
+    policy.save(tmp_path / "p.npz")
+    restored = BanditPolicy(STRATEGIES, DIM, config)
+    restored.load(tmp_path / "p.npz")
+    np.testing.assert_array_equal(restored.expected_returned(x_for()), policy.expected_returned(x_for()))
+    with np.load(tmp_path / "p.npz") as data:
+        np.savez(tmp_path / "old.npz", **{k: data[k] for k in data.files if not k.startswith("fill_")})
+    old = BanditPolicy(STRATEGIES, DIM, config)
+    old.load(tmp_path / "old.npz")
+    np.testing.assert_array_equal(old.expected_returned(x_for()), BanditPolicy(STRATEGIES, DIM, config)
+                                  .expected_returned(x_for()))

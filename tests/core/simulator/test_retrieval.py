@@ -35,8 +35,10 @@ def test_lists_and_target_hits(loaded: InProcessStrategies, music_slice: list[En
     assert [lst.strategy for lst in lists] == ["lexical", "attribute", "memory"]
     assert len(lists[0].entity_ids) <= 10 and len(lists[1].entity_ids) <= 25
     first = loaded.ordinal[lists[0].entity_ids[0]]
-    hits = loaded.target_hits("ed sheeran", first, (0, 10, 25))
-    assert hits.shape == (4, 3) and hits[0].tolist() == [False, True, True]
+    hits, returned = loaded.level_tables("ed sheeran", first, (0, 10, 25))
+    assert hits.shape == returned.shape == (4, 3) and hits[0].tolist() == [False, True, True]
+    for s, name in enumerate(loaded.names):  # list sizes as the strategies return them, 0 at level 0
+        assert returned[s].tolist() == [0] + [len(loaded.top(name, "ed sheeran", q)[0]) for q in (10, 25)]
     assert loaded.understand("ed sheeran") is loaded.understand("ed sheeran")
 
 

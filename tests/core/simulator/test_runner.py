@@ -80,10 +80,17 @@ def test_oracle_takes_the_cheapest_allocation_that_retrieves_the_target() -> Non
     latency = LatencyModel().table(strategies, EXPERIMENT_LEVELS)
     levels = np.asarray(EXPERIMENT_LEVELS)
     hits = np.stack([levels >= 120, levels >= 40])  # ranked 120th by lexical, 40th by semantic
-    rewards = target_rewards(space, hits, latency, PolicyConfig())
+    full = np.tile(levels, (2, 1))  # every list fills its quota
+    rewards = target_rewards(space, hits, full, latency, PolicyConfig())
     assert oracle_allocation(rewards, space).quotas == (0, levels[1])
-    rewards = target_rewards(space, np.zeros((2, len(levels)), dtype=bool), latency, PolicyConfig())
+    rewards = target_rewards(space, np.zeros((2, len(levels)), dtype=bool), full, latency, PolicyConfig())
     assert oracle_allocation(rewards, space).quotas == (levels[1], 0)  # the cheapest: lexical is the faster
+    # semantic's lists hold 5 candidates whatever the quota: its whole budget costs 5 candidates
+    short = np.stack([levels, np.minimum(levels, 5)])
+    rewards = target_rewards(space, hits, short, latency, PolicyConfig())
+    assert oracle_allocation(rewards, space).quotas == (0, levels[1])
+    slower = PolicyConfig().cost_per_ms * (latency[1, -1] - latency[1, 1])  # only the latency differs
+    assert rewards[space.index_of((0, levels[-1]))] == pytest.approx(rewards[space.index_of((0, levels[1]))] - slower)
 
 
 def test_metrics() -> None:

@@ -2,9 +2,9 @@
 
     python -m benchmarks.experiment [--mode inprocess|grpc] [--searches N] [--seeds K] [--out DIR]
                                     [--encoder hashing|minilm] [--index DIR] [--policies a,b,...]
-                                    [--ope-searches M]
+                                    [--ope-searches M] [--jobs J]
 
-For each seed, core.simulator.runner.run_experiment replays one stream of N simulated searches
+For each seed, core.simulator.runner replays one stream of N simulated searches
 (core.simulator.users: spearfishing, topical, attribute and context intents over the bundled
 catalog) through every plan of core.simulator.policies, plus Vowpal Wabbit SquareCB
 (benchmarks.vw_peer), at one budget of 200 candidates, and the position-based click model
@@ -25,6 +25,8 @@ seed sees the same searches and click draws); and the off-policy check (benchmar
 no model needed; MiniLM embeddings are cached in ~/.cache/ltrr/embeddings) under DIR/index-<encoder>,
 or taken from --index. results.json, results.md and the PNG plots (benchmarks.experiment_plots:
 recall over time, cumulative regret, the default policy's quota mix per intent) go to DIR.
+In process, every (seed, plan) is a task and --jobs processes run them (default: one per CPU), the
+off-policy check beside them; the results do not depend on --jobs (every task is seeded).
 
 --mode grpc runs the same searches, clicks and measures through a real cluster (shard and broker
 processes on loopback; benchmarks/experiment_grpc.py), by default a short run: 300 searches, one
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -114,34 +117,119 @@ def plans(args: argparse.Namespace, config: Any) -> list[Any]:
     return [s for s in specs if not args.policies or s.name in args.policies]
 
 
+_WORKER: dict[str, Any] = {}  # per process: the catalog, strategies and searches its tasks share
+
+
+def _worker_state(root: Path) -> tuple[Any, Any, Any]:
+    """(entities, EntityTable, InProcessStrategies without memory) of this process, loaded once:
+    the plans a process runs share the strategies' answer caches."""
+    from core.catalog import demo_catalog_path, load_catalog
+    from core.ranking import EntityTable
+    from core.simulator.retrieval import InProcessStrategies
+    from core.strategy import StrategyKind
+
+    if _WORKER.get("root") != root:
+        from core.simulator.runner import EXPERIMENT_LEVELS
+
+        entities = load_catalog(demo_catalog_path())
+        shared = InProcessStrategies(root, [s for s in STRATEGIES if s != StrategyKind.MEMORY.value],
+                                     max(EXPERIMENT_LEVELS))
+        _WORKER.clear()
+        _WORKER.update(root=root, entities=entities, table=EntityTable.from_entities(entities), shared=shared,
+                       searches={})
+    return _WORKER["entities"], _WORKER["table"], _WORKER["shared"]
+
+
+def run_plan(args: argparse.Namespace, root: Path, seed: int, name: str) -> tuple[Any, float]:
+    """One plan over the searches of one seed, in process: its Records and the seconds it took.
+    A task of its own, so that plans and seeds can run in parallel processes (--jobs)."""
+    from core.simulator.runner import ExperimentConfig, run_policy, simulated_searches
+
+    started = time.perf_counter()
+    entities, table, shared = _worker_state(root)
+    config = ExperimentConfig(searches=args.searches, seed=seed)
+    if seed not in _WORKER["searches"]:
+        _WORKER["searches"][seed] = simulated_searches(entities, config)
+    users, searches = _WORKER["searches"][seed]
+    spec = next(s for s in plans(args, config) if s.name == name)
+    with tempfile.TemporaryDirectory() as work:
+        rec = run_policy(spec, config, root, STRATEGIES, searches, users, table, memory_state=Path(work) / "memory",
+                         shared=shared)
+    return rec, time.perf_counter() - started
+
+
+def _offpolicy(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    from benchmarks.experiment_ope import offpolicy_check
+    from core.simulator.runner import ExperimentConfig
+
+    entities, _, _ = _worker_state(root)
+    with tempfile.TemporaryDirectory() as work:
+        return offpolicy_check(entities, root, STRATEGIES, ExperimentConfig(searches=args.ope_searches, seed=0), work)
+
+
+def _run_inprocess(args: argparse.Namespace, root: Path, names: Sequence[str]) -> tuple[dict[tuple[int, str], Any],
+                                                                                        dict[str, Any] | None]:
+    """Every (seed, plan) task and the off-policy check, on args.jobs processes (in this one for
+    --jobs 1); the learned plans, the slowest, are started first."""
+    import concurrent.futures
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    fixed = {"static", "oracle"}
+    order = sorted(names, key=lambda n: any(n.endswith("-only") or n.startswith(f) for f in fixed))
+    tasks = [(seed, name) for name in order for seed in range(args.seeds)]
+    records: dict[tuple[int, str], Any] = {}
+    bar = tqdm(total=len(tasks), desc="plans x seeds", unit="run", disable=None)
+    if args.jobs == 1:
+        for seed, name in tasks:
+            records[seed, name], took = run_plan(args, root, seed, name)
+            bar.write(f"seed {seed} {name}: {args.searches} searches in {took:.0f} s")
+            bar.update()
+        bar.close()
+        return records, _offpolicy(args, root) if args.ope_searches > 0 else None
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_plan, args, root, seed, name): (seed, name) for seed, name in tasks}
+        ope = pool.submit(_offpolicy, args, root) if args.ope_searches > 0 else None
+        for done in concurrent.futures.as_completed(futures):
+            seed, name = futures[done]
+            records[seed, name], took = done.result()
+            bar.write(f"seed {seed} {name}: {args.searches} searches in {took:.0f} s")
+            bar.update()
+        bar.close()
+        return records, ope.result() if ope is not None else None
+
+
 def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """The JSON-able result and the per-search Records of every plan, one per seed."""
     from core.catalog import demo_catalog_path, load_catalog
     from core.simulator.metrics import Records
-    from core.simulator.runner import ExperimentConfig, run_experiment
+    from core.simulator.runner import ExperimentConfig
     from core.simulator.users import Intent
 
     info = run_info()  # before the run: the commit whose code is loaded
     root = build_or_open(args.index, out, args.encoder)
-    entities = load_catalog(demo_catalog_path())
+    names = [s.name for s in plans(args, ExperimentConfig(searches=args.searches, seed=0))]
+    started = time.perf_counter()
+    offpolicy = None
+    if args.mode == "grpc":
+        from benchmarks.experiment_grpc import run_grpc
+
+        entities = load_catalog(demo_catalog_path())
+        records: dict[tuple[int, str], Records] = {}
+        for seed in range(args.seeds):
+            config = ExperimentConfig(searches=args.searches, seed=seed)
+            with tempfile.TemporaryDirectory() as work:
+                for name, grpc_rec in run_grpc(entities, root, STRATEGIES, plans(args, config), config, work).items():
+                    records[seed, name] = grpc_rec
+    else:
+        records, offpolicy = _run_inprocess(args, root, names)
+    seconds = time.perf_counter() - started
     summaries: dict[str, list[dict[str, Any]]] = {}
     runs: dict[str, list[Records]] = {}
-    seconds = 0.0
-    for seed in range(args.seeds):
-        config = ExperimentConfig(searches=args.searches, seed=seed)
-        specs = plans(args, config)
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory() as work:
-            if args.mode == "grpc":
-                from benchmarks.experiment_grpc import run_grpc
-
-                records: Mapping[str, Records] = run_grpc(entities, root, STRATEGIES, specs, config, work)
-            else:
-                records = run_experiment(entities, root, STRATEGIES, specs, config, work)
-        seconds += time.perf_counter() - started
-        print(f"seed {seed}: {len(specs)} plans x {args.searches} searches in {time.perf_counter() - started:.0f} s",
-              flush=True)
-        for name, rec in records.items():
+    for name in names:
+        for seed in range(args.seeds):
+            rec = records[seed, name]
             summary: dict[str, Any] = rec.summary()
             per_intent = {i.name.lower(): rec.summary(rec.intent == i) for i in Intent}
             summary["by_intent"] = {i: s["candidate_recall"] for i, s in per_intent.items()}
@@ -149,14 +237,10 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
             summaries.setdefault(name, []).append(summary)
             runs.setdefault(name, []).append(rec)
     result: dict[str, Any] = {"run": info, "searches": args.searches, "seeds": args.seeds, "encoder": args.encoder,
-                              "seconds": seconds, "policies": summaries, "mode": args.mode}
+                              "seconds": seconds, "jobs": args.jobs, "policies": summaries, "mode": args.mode}
     result["verdict"] = verdict(summaries)
-    if args.mode == "inprocess" and args.ope_searches > 0:
-        from benchmarks.experiment_ope import offpolicy_check
-
-        with tempfile.TemporaryDirectory() as work:
-            result["offpolicy"] = offpolicy_check(entities, root, STRATEGIES,
-                                                  ExperimentConfig(searches=args.ope_searches, seed=0), work)
+    if offpolicy is not None:
+        result["offpolicy"] = offpolicy
     return result, runs
 
 
@@ -241,8 +325,8 @@ def report(result: dict[str, Any]) -> str:
     return (f"{result['searches']:,} searches x {result['seeds']} seeds per policy, budget 200 candidates, "
             f"{result['encoder']} encoder, {mode}; mean ± 95% CI over seeds\n\n{main}\n\n"
             f"Candidate recall per intent:\n\n{by_intent}\n\n{timing}{extra}"
-            f"{n_runs * result['searches'] / result['seconds']:,.0f} searches/s {mode}, start-up included "
-            f"(commit {r['commit']}, {r['machine']}, {r['threads']} thread)")
+            f"{n_runs * result['searches'] / result['seconds']:,.0f} searches/s {mode}, start-up included, "
+            f"{result.get('jobs', 1)} process(es) of {r['threads']} thread (commit {r['commit']}, {r['machine']})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -258,14 +342,19 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="searches of the off-policy check (default 20000; 0 skips it; grpc: 0)")
     add_index_options(parser)
     parser.add_argument("--policies", type=lambda s: [p for p in s.split(",") if p], default=[])
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="processes running plans and seeds in parallel, in process (default: the CPUs; grpc: 1)")
     args = parser.parse_args(argv)
     grpc = args.mode == "grpc"
     args.searches = (300 if grpc else 20_000) if args.searches is None else args.searches
     args.seeds = (1 if grpc else 3) if args.seeds is None else args.seeds
     args.policies = args.policies or (["thompson", "static-equal"] if grpc else [])
     args.ope_searches = (0 if grpc else 20_000) if args.ope_searches is None else args.ope_searches
-    if args.searches < 1 or args.seeds < 1:
-        parser.error("--searches and --seeds must be >= 1")
+    args.jobs = (1 if grpc else os.cpu_count() or 1) if args.jobs is None else args.jobs
+    if args.searches < 1 or args.seeds < 1 or args.jobs < 1:
+        parser.error("--searches, --seeds and --jobs must be >= 1")
+    if grpc and args.jobs != 1:
+        parser.error("--mode grpc runs one cluster at a time: --jobs must be 1")
     if args.ope_searches not in range(2, 10**9) and args.ope_searches != 0:
         parser.error("--ope-searches must be 0 (skip) or >= 2")
     pin_threads()

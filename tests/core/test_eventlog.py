@@ -60,6 +60,7 @@ def test_round_trip(tmp_path: Path) -> None:
         assert [(s.strategy, list(s.entity_ids), s.scores.tolist()) for s in got.lists] == \
             [(s.strategy, list(s.entity_ids), s.scores.tolist()) for s in want.lists]
         assert got.answered == (True, False, True)
+        assert got.returned == (3, None, 2) and got.fetched == 5  # semantic timed out: no list
         assert got.merged().ranks.tolist() == want.merged().ranks.tolist()
         assert log.events("d1") == [event()]
 

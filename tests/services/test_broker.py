@@ -179,10 +179,12 @@ def test_acknowledged_feedback_survives_a_broker_sigkill(built: Path) -> None:
         for _, logged in log.events_after(0):
             rec = log.decision(logged.decision_id)
             ranks = acted_ranks(rec.merged(), logged.entity_id)
-            reference.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, logged.type))
-    assert reference.arms.n.sum() > 0
+            reference.update(rec.features,
+                             strategy_outcomes(rec.quotas, ranks, rec.answered, logged.type, rec.returned))
+    assert reference.arms.n.sum() > 0 and reference.fill.n.sum() > 0
     np.testing.assert_array_equal(restored.arms.n, reference.arms.n)
     np.testing.assert_allclose(restored.arms.b, reference.arms.b)
+    np.testing.assert_allclose(restored.fill.b, reference.fill.b)  # the fill model is rebuilt too
 
 
 def test_event_log_feeds_ranker_training_and_policy_evaluation(cluster: Cluster, client: BrokerClient,

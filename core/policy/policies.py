@@ -48,7 +48,10 @@ class PolicyConfig:
     each strategy alone at the whole budget starts as a sure hit, so those allocations are tried
     and learned early. (At 0.5, the session-2 default, they started below what smaller
     allocations had learned and were almost never tried; the monotone closure then held them at
-    the level of the allocations they contain.) model: how hit probabilities of
+    the level of the allocations they contain.) prior_precision: how many observations' worth the
+    prior is, per feature direction; 20 (5 until session 4) holds each arm near its prior a little
+    longer, which cost less recall early and locked fewer runs into a cheap allocation (held-out
+    seeds 5-7, NOTES.md). model: how hit probabilities of
     allocations are modelled (core.policy.models: "joint", one arm per allocation, or
     "independent", per strategy and level with independent misses). ignored_features: names from
     core.policy.features.FEATURE_NAMES the hit model does not see (they are zeroed before it
@@ -62,7 +65,7 @@ class PolicyConfig:
     epsilon: float = 0.1
     ucb_alpha: float = 1.0
     noise: float = 0.1
-    prior_precision: float = 5.0
+    prior_precision: float = 20.0
     propensity_samples: int = 64
     cost_per_candidate: float = 0.0002
     cost_per_ms: float = 0.001

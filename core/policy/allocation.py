@@ -82,13 +82,10 @@ class AllocationSpace:
         return n[np.arange(len(self.strategies))[None, :], self.allocations].sum(axis=1)
 
     def cost(self, latency_ms: np.ndarray, cost_per_candidate: float, cost_per_ms: float,
-             returned: np.ndarray | None = None) -> np.ndarray:
+             returned: np.ndarray) -> np.ndarray:
         """float64 (A,): cost_per_candidate * candidates fetched + cost_per_ms * slowest latency
-        called. latency_ms: float64 (S,); returned: as in `fetched` (None: every strategy fills
-        its quota)."""
+        called. latency_ms: float64 (S,); returned: as in `fetched`."""
         alloc = self.allocations
-        if returned is None:
-            returned = np.tile(np.asarray(self.levels, dtype=np.float64), (len(self.strategies), 1))
         cost = cost_per_candidate * self.fetched(returned)
         return cost + cost_per_ms * np.where(alloc > 0, latency_ms[None, :], 0.0).max(axis=1)
 

@@ -166,7 +166,6 @@ class BanditPolicy:
         # prior is a full list
         self.fill = LinearArms(len(self.strategies) * len(c.levels), self.dim, prior_precision=c.prior_precision,
                                noise=c.noise, prior_mean=np.ones(len(self.strategies) * len(c.levels)))
-        self._cost: np.ndarray | None = None
         self.latency_ms = np.zeros(len(self.strategies))
         quotas = self.config.static_quotas or equal_split(self.space)
         self.static_allocation = self.space.index_of(quotas)
@@ -182,9 +181,8 @@ class BanditPolicy:
         """float64 (A,): each allocation's cost for context x (as the hit model sees it: see
         `model_input`), in reward units: the candidates it is expected to fetch and the slowest
         latency."""
-        if self._cost is None:
-            self._cost = self.space.cost(self.latency_ms, 0.0, self.config.cost_per_ms)
-        return self._cost + self.config.cost_per_candidate * self.space.fetched(self.expected_returned(x))
+        c = self.config
+        return self.space.cost(self.latency_ms, c.cost_per_candidate, c.cost_per_ms, self.expected_returned(x))
 
     def expected_returned(self, x: np.ndarray) -> np.ndarray:
         """float64 (S, L): how many candidates each strategy is expected to return at each level
@@ -215,7 +213,6 @@ class BanditPolicy:
         d = self.config.latency_decay
         self.latency_ms[strategy] = latency_ms if self.latency_ms[strategy] == 0 else \
             (1 - d) * self.latency_ms[strategy] + d * latency_ms
-        self._cost = None
 
     def update(self, x: np.ndarray, outcomes: Sequence[Outcome]) -> None:
         """Learn from one search's feedback. A strategy called with quota q reveals the hit for
@@ -269,5 +266,4 @@ class BanditPolicy:
             if "fill_a_inv" in data:  # snapshots before the fill model start it from its prior
                 self.fill.load_state({k: data[f"fill_{k}"] for k in ("a_inv", "b", "n")})
             self.latency_ms = np.array(data["latency_ms"])
-            self._cost = None
         return dict(meta.get("extra", {}))

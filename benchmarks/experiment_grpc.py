@@ -8,12 +8,12 @@ the same click model and click uniforms (user_action, click_generator) and the s
 real broker. Per search t:
 
 1. Target hits: is the target in strategy s's top-q, and how many candidates that list holds,
-   for every level q, asked of the shards
-   themselves (services.client.ShardClient): lexical, attribute and memory once at the largest
-   level (their top-q is the prefix of their top-Q), semantic once per level (HNSW's top-q is not;
-   core.simulator.retrieval). Lexical, semantic and attribute answers are cached by text, as their
-   indexes do not change; the memory shard is asked afresh, so its current state is used. From the
-   hits, core.simulator.runner.target_rewards and oracle_allocation give the oracle and the regret.
+   for every level q, asked of the shards themselves (services.client.ShardClient): lexical,
+   attribute and memory once at the largest level (their top-q is the prefix of their top-Q),
+   semantic once per level (HNSW's top-q is not; core.simulator.retrieval). Lexical, semantic and
+   attribute answers are cached by text, as their indexes do not change; the memory shard is asked
+   afresh, so its current state is used. From these, core.simulator.runner.target_rewards and
+   oracle_allocation give the oracle and the regret.
 2. Search(text, context = SimSearch.context, k, budget_ms, return_candidates) at the broker: its
    policy's decision (StrategyReport.quota per strategy, SearchResponse.propensity), the ranked top
    k, and every merged candidate (SearchResponse.candidates), from which candidate recall is measured.

@@ -121,22 +121,17 @@ _WORKER: dict[str, Any] = {}  # per process: the catalog, strategies and searche
 
 
 def _worker_state(root: Path) -> tuple[Any, Any, Any]:
-    """(entities, EntityTable, InProcessStrategies without memory) of this process, loaded once:
-    the plans a process runs share the strategies' answer caches."""
+    """(entities, EntityTable, the shared strategies) of this process, loaded once: the plans a
+    process runs share the strategies' answer caches (core.simulator.runner.shared_strategies)."""
     from core.catalog import demo_catalog_path, load_catalog
     from core.ranking import EntityTable
-    from core.simulator.retrieval import InProcessStrategies
-    from core.strategy import StrategyKind
+    from core.simulator.runner import EXPERIMENT_LEVELS, shared_strategies
 
     if _WORKER.get("root") != root:
-        from core.simulator.runner import EXPERIMENT_LEVELS
-
         entities = load_catalog(demo_catalog_path())
-        shared = InProcessStrategies(root, [s for s in STRATEGIES if s != StrategyKind.MEMORY.value],
-                                     max(EXPERIMENT_LEVELS))
         _WORKER.clear()
-        _WORKER.update(root=root, entities=entities, table=EntityTable.from_entities(entities), shared=shared,
-                       searches={})
+        _WORKER.update(root=root, entities=entities, table=EntityTable.from_entities(entities),
+                       shared=shared_strategies(root, STRATEGIES, EXPERIMENT_LEVELS), searches={})
     return _WORKER["entities"], _WORKER["table"], _WORKER["shared"]
 
 
@@ -167,37 +162,43 @@ def _offpolicy(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         return offpolicy_check(entities, root, STRATEGIES, ExperimentConfig(searches=args.ope_searches, seed=0), work)
 
 
-def _run_inprocess(args: argparse.Namespace, root: Path, names: Sequence[str]) -> tuple[dict[tuple[int, str], Any],
+def _run_inprocess(args: argparse.Namespace, root: Path, specs: Sequence[Any]) -> tuple[dict[tuple[int, str], Any],
                                                                                         dict[str, Any] | None]:
     """Every (seed, plan) task and the off-policy check, on args.jobs processes (in this one for
     --jobs 1); the learned plans, the slowest, are started first."""
     import concurrent.futures
+    import contextlib
+    import functools
     import multiprocessing
+    from collections.abc import Callable, Iterator
 
     from tqdm import tqdm
 
-    fixed = {"static", "oracle"}
-    order = sorted(names, key=lambda n: any(n.endswith("-only") or n.startswith(f) for f in fixed))
-    tasks = [(seed, name) for name in order for seed in range(args.seeds)]
-    records: dict[tuple[int, str], Any] = {}
-    bar = tqdm(total=len(tasks), desc="plans x seeds", unit="run", disable=None)
-    if args.jobs == 1:
-        for seed, name in tasks:
-            records[seed, name], took = run_plan(args, root, seed, name)
-            bar.write(f"seed {seed} {name}: {args.searches} searches in {took:.0f} s")
-            bar.update()
-        bar.close()
-        return records, _offpolicy(args, root) if args.ope_searches > 0 else None
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_plan, args, root, seed, name): (seed, name) for seed, name in tasks}
-        ope = pool.submit(_offpolicy, args, root) if args.ope_searches > 0 else None
-        for done in concurrent.futures.as_completed(futures):
-            seed, name = futures[done]
-            records[seed, name], took = done.result()
-            bar.write(f"seed {seed} {name}: {args.searches} searches in {took:.0f} s")
-            bar.update()
-        bar.close()
-        return records, ope.result() if ope is not None else None
+    from core.policy.policies import PolicyKind
+
+    order = sorted(specs, key=lambda s: s.kind is PolicyKind.STATIC or s.is_oracle)
+    tasks = [(seed, spec.name) for spec in order for seed in range(args.seeds)]
+    offpolicy: Callable[[], dict[str, Any]] | None = None
+    with contextlib.ExitStack() as stack:
+        done: Iterator[tuple[tuple[int, str], tuple[Any, float]]]
+        if args.jobs == 1:
+            done = ((task, run_plan(args, root, *task)) for task in tasks)
+            if args.ope_searches > 0:
+                offpolicy = functools.partial(_offpolicy, args, root)
+        else:
+            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
+                args.jobs, mp_context=multiprocessing.get_context("spawn")))
+            futures = {pool.submit(run_plan, args, root, *task): task for task in tasks}
+            if args.ope_searches > 0:
+                offpolicy = pool.submit(_offpolicy, args, root).result
+            done = ((futures[f], f.result()) for f in concurrent.futures.as_completed(futures))
+        records: dict[tuple[int, str], Any] = {}
+        with tqdm(total=len(tasks), desc="plans x seeds", unit="run", disable=None) as bar:
+            for (seed, name), (rec, took) in done:
+                records[seed, name] = rec
+                bar.write(f"seed {seed} {name}: {args.searches} searches in {took:.0f} s")
+                bar.update()
+        return records, offpolicy() if offpolicy is not None else None
 
 
 def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -209,7 +210,8 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
 
     info = run_info()  # before the run: the commit whose code is loaded
     root = build_or_open(args.index, out, args.encoder)
-    names = [s.name for s in plans(args, ExperimentConfig(searches=args.searches, seed=0))]
+    specs = plans(args, ExperimentConfig(searches=args.searches, seed=0))
+    names = [s.name for s in specs]
     started = time.perf_counter()
     offpolicy = None
     if args.mode == "grpc":
@@ -223,7 +225,7 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
                 for name, grpc_rec in run_grpc(entities, root, STRATEGIES, plans(args, config), config, work).items():
                     records[seed, name] = grpc_rec
     else:
-        records, offpolicy = _run_inprocess(args, root, names)
+        records, offpolicy = _run_inprocess(args, root, specs)
     seconds = time.perf_counter() - started
     summaries: dict[str, list[dict[str, Any]]] = {}
     runs: dict[str, list[Records]] = {}

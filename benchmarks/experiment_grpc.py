@@ -65,7 +65,7 @@ from core.policy.policies import PolicyConfig
 from core.simulator.clicks import ClickModel
 from core.simulator.metrics import Records, ndcg_at, reciprocal_rank
 from core.simulator.policies import PolicySpec
-from core.simulator.retrieval import CACHED_KINDS, level_table
+from core.simulator.retrieval import CACHED_KINDS, level_tables
 from core.simulator.runner import (
     ExperimentConfig,
     action_event,
@@ -221,10 +221,9 @@ class ShardProbe:
 
     def level_tables(self, text: str, target: str) -> tuple[np.ndarray, np.ndarray]:
         """(hits bool (S, L), returned int64 (S, L)): is `target` in strategy s's top-levels[l]
-        list, and how many candidates that list holds (core.simulator.retrieval.level_table)."""
-        tables = [level_table(StrategyKind(name), self.levels, partial(self.top_ids, name, text), target)
-                  for name in self.names]
-        return np.array([h for h, _ in tables]), np.array([n for _, n in tables])
+        list, and how many candidates that list holds (core.simulator.retrieval.level_tables)."""
+        return level_tables([(StrategyKind(name), partial(self.top_ids, name, text)) for name in self.names],
+                            self.levels, target)
 
     def understand(self, text: str) -> tuple[Interpretation, ...]:
         """The attribute shard's readings of `text`, as the broker asks for them (empty without one)."""

@@ -55,9 +55,8 @@ class PolicyConfig:
     prior_precision: how many observations' worth the prior is, per feature direction; 20 (5 until
     session 4) holds each arm near its prior a little longer, which cost less recall early and
     locked fewer runs into a cheap allocation (held-out seeds 5-7, NOTES.md). model: how hit
-    probabilities of
-    allocations are modelled (core.policy.models: "joint", one arm per allocation, or
-    "independent", per strategy and level with independent misses). ignored_features: names from
+    probabilities of allocations are modelled (core.policy.models: "joint", one arm per
+    allocation, or "independent", per strategy and level with independent misses). ignored_features: names from
     core.policy.features.FEATURE_NAMES the hit model does not see (they are zeroed before it
     predicts or learns; they stay in the decision log); needs features of that layout (dim DIM)
     when not empty."""
@@ -116,6 +115,10 @@ class Outcome:
     rank: int
     answered: bool
     returned: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.returned is not None and self.returned < 0:
+            raise ValueError(f"`returned` must be >= 0, but got {self.returned}")
 
 
 Rule = Callable[["BanditPolicy", np.ndarray, np.random.Generator], tuple[int, np.ndarray]]
@@ -228,16 +231,17 @@ class BanditPolicy:
         rank = np.zeros(len(outcomes), dtype=np.int64)
         fill_arms, fill = [], []
         for s, o in enumerate(outcomes):
-            if o.answered and o.quota > 0:
-                # the largest level within the quota asked (a quota between levels reveals those below it)
-                level[s] = bisect.bisect_right(levels, o.quota) - 1
-                rank[s] = o.rank
-                if o.returned is not None:
-                    if o.returned < 0:
-                        raise ValueError(f"`returned` must be >= 0, but got {o.returned} for {self.strategies[s]!r}")
-                    # a list of n for quota q would have held min(q', n) at every level q' <= q
-                    fill_arms += [s * len(levels) + li for li in range(1, int(level[s]) + 1)]
-                    fill += [min(levels[li], o.returned) / levels[li] for li in range(1, int(level[s]) + 1)]
+            if not o.answered or o.quota <= 0:
+                continue
+            # the largest level within the quota asked (a quota between levels reveals those below it)
+            level[s] = bisect.bisect_right(levels, o.quota) - 1
+            rank[s] = o.rank
+            if o.returned is None:
+                continue
+            # a list of n for quota q would have held min(q', n) at every level q' <= q
+            for li in range(1, int(level[s]) + 1):
+                fill_arms.append(s * len(levels) + li)
+                fill.append(min(levels[li], o.returned) / levels[li])
         if level.any():
             self.model.update(self.model_input(x), level, rank)
         if fill_arms:

@@ -49,6 +49,14 @@ def level_table(kind: StrategyKind, levels: Sequence[int] | np.ndarray, top: Cal
             np.array([len(items) for items in lists], dtype=np.int64))
 
 
+def level_tables(tops: Sequence[tuple[StrategyKind, Callable[[int], Sequence[T]]]],
+                 levels: Sequence[int] | np.ndarray, target: T) -> tuple[np.ndarray, np.ndarray]:
+    """(hits bool (S, L), returned int64 (S, L)): level_table of every strategy, given as (kind,
+    top) pairs in column order."""
+    tables = [level_table(kind, levels, top, target) for kind, top in tops]
+    return np.array([h for h, _ in tables]), np.array([n for _, n in tables])
+
+
 class InProcessStrategies:
     """strategies: names in column order (the policy's and Merged's); memory_state: where the
     memory strategy keeps its feedback (a fresh directory per run: learning must not leak between
@@ -121,9 +129,8 @@ class InProcessStrategies:
     def level_tables(self, text: str, target: int, levels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(hits bool (S, L), returned int64 (S, L)): is ordinal `target` in strategy s's
         top-levels[l] list, and how many candidates that list holds (level_table)."""
-        tables = [level_table(self.loaded[name].kind, levels, partial(self.top_ordinals, name, text), target)
-                  for name in self.names]
-        return np.array([h for h, _ in tables]), np.array([n for _, n in tables])
+        return level_tables([(self.loaded[name].kind, partial(self.top_ordinals, name, text)) for name in self.names],
+                            levels, target)
 
     def learner(self) -> SupportsLearn | None:
         memory = self.loaded.get(StrategyKind.MEMORY.value)

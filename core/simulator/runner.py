@@ -251,6 +251,13 @@ def run_policy(spec: PolicySpec, config: ExperimentConfig, root: str | os.PathLi
         loaded.close()
 
 
+def shared_strategies(root: str | os.PathLike[str], strategies: Sequence[str],
+                      levels: Sequence[int]) -> InProcessStrategies:
+    """The strategies whose answers never change (all but memory), for runs to share (run_policy's
+    `shared`): their answer caches fill once for every plan."""
+    return InProcessStrategies(root, [s for s in strategies if s != StrategyKind.MEMORY.value], max(levels))
+
+
 def run_experiment(entities: Sequence[Entity], root: str | os.PathLike[str], strategies: Sequence[str],
                    specs: Sequence[PolicySpec], config: ExperimentConfig, workdir: str | os.PathLike[str],
                    simulator: SimulatorConfig | None = None) -> dict[str, Records]:
@@ -258,8 +265,7 @@ def run_experiment(entities: Sequence[Entity], root: str | os.PathLike[str], str
     `root`, built from `entities` (same order). workdir: memory state, one subdirectory per spec."""
     users, searches = simulated_searches(entities, config, simulator)
     table = EntityTable.from_entities(entities)
-    shared = InProcessStrategies(root, [s for s in strategies if s != StrategyKind.MEMORY.value],
-                                 max(config.levels))
+    shared = shared_strategies(root, strategies, config.levels)
     out = {}
     for spec in specs:
         state = Path(workdir) / f"memory-{config.seed}-{spec.name}"

@@ -76,7 +76,7 @@ from core.simulator.runner import (
     user_action,
 )
 from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
-from core.strategy import Interpretation, StrategyKind
+from core.types import Interpretation, StrategyKind
 from ltrr.v1 import broker_pb2
 from services import convert
 from services.cli_broker import POLICY_KEYS

@@ -39,7 +39,7 @@ from core.attribute.vocabulary import key_of  # noqa: E402
 from core.catalog import Entity, demo_catalog_path, load_catalog  # noqa: E402
 from core.indexing import build_index, open_strategy  # noqa: E402
 from core.query import make_query  # noqa: E402
-from core.strategy import EventType, FeedbackEvent, Interpretation, SupportsLearn  # noqa: E402
+from core.types import EventType, FeedbackEvent, Interpretation, SupportsLearn  # noqa: E402
 
 Labelled = tuple[str, str, str, str]  # (kind, query, field, intended key)
 LETTERS = "abcdefghijklmnopqrstuvwxyz"

@@ -15,7 +15,7 @@ Tables (schema version 1, in `PRAGMA user_version`):
   strategy that answered in time: a strategy called but absent timed out or failed), final
   (JSON list of the entity ids served, best first).
 - events: event_id TEXT PK (a repeated id is ignored: `INSERT OR IGNORE`), decision_id (FK),
-  entity_id, type (core.strategy.EventType value), value, ts, reward (the policy's reward).
+  entity_id, type (core.types.EventType value), value, ts, reward (the policy's reward).
 
 Threading: one EventLog serves one writer; its methods take an internal lock, so calls from
 several threads are serialised (the broker runs them on one worker thread). Iterators open
@@ -40,7 +40,7 @@ import numpy as np
 from core.errors import NotFoundError
 from core.merge import Merged, StrategyList, merge
 from core.ranking import TrainingGroup, graded_labels
-from core.strategy import EventType
+from core.types import EventType
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

@@ -8,7 +8,8 @@ from typing import Any
 
 from core.catalog import Entity
 from core.collection import Collection
-from core.strategy import Strategy, entry_for
+from core.strategies import entry_for
+from core.types import Strategy
 
 
 def build_index(entities: Sequence[Entity], root: str | os.PathLike[str], strategies: Sequence[str],

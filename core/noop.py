@@ -13,7 +13,7 @@ from pyroaring import BitMap
 
 from core.collection import Collection
 from core.query import Query
-from core.strategy import Hits, StrategyKind
+from core.types import Hits, StrategyKind
 
 
 class NoopStrategy:

@@ -40,7 +40,7 @@ from core.catalog import Entity
 from core.errors import IndexFormatError
 from core.merge import Merged
 from core.storage import write_file_atomic
-from core.strategy import EventType, StrategyKind
+from core.types import EventType, StrategyKind
 
 RRF_K = 60.0
 MISSING_RANK = 1000.0

@@ -28,7 +28,7 @@ import numpy as np
 
 from core.merge import Merged
 from core.policy.policies import Outcome
-from core.strategy import EventType
+from core.types import EventType
 
 
 def _check_lengths(quotas: Sequence[int], ranks: Sequence[int]) -> None:

@@ -35,7 +35,7 @@ from core.query import Limits
 from core.ranking import EntityTable, make_ranker
 from core.reward import acted_ranks, search_reward, strategy_outcomes
 from core.storage import write_file_atomic
-from core.strategy import EventType, FeedbackEvent, StrategyKind
+from core.types import EventType, FeedbackEvent, StrategyKind
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2
 from services import convert
 from services.fanout import CallResult, CallStatus, ShardPool, fan_out, lists_in_time

@@ -21,7 +21,7 @@ DEMO_FIELDS = "title^2,artist^1.5,album^0.5"
 def cmd_index(args: argparse.Namespace) -> int:
     from core.catalog import load_catalog
     from core.indexing import build_index
-    from core.strategy import REGISTRY, entry_for
+    from core.strategies import REGISTRY, entry_for
 
     entry_for("lexical")  # fills the registry
     strategies = args.strategies.split(",") if args.strategies else sorted(k.value for k in REGISTRY)

@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core.query import Filter
-from core.strategy import EventType, FeedbackEvent
+from core.types import EventType, FeedbackEvent
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, shard_pb2, shard_pb2_grpc
 from services import convert
 

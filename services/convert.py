@@ -8,7 +8,7 @@ import numpy as np
 
 from core.errors import InvalidArgumentError
 from core.query import Filter, Limits, Query, make_query
-from core.strategy import EventType, FeedbackEvent, Hits, Interpretation, Slot
+from core.types import EventType, FeedbackEvent, Hits, Interpretation, Slot
 from ltrr.v1 import common_pb2, shard_pb2
 
 MAX_EVENT_ID_BYTES = 128

@@ -28,7 +28,7 @@ from core.indexing import open_strategy
 from core.noop import NoopStrategy
 from core.query import Limits, check_quota
 from core.storage import FORMAT_VERSION
-from core.strategy import Strategy, StrategyKind, SupportsClose, SupportsLearn, SupportsUnderstand
+from core.types import Strategy, StrategyKind, SupportsClose, SupportsLearn, SupportsUnderstand
 from ltrr.v1 import shard_pb2, shard_pb2_grpc
 from services import convert
 from services.server import Hosted, run

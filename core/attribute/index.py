@@ -37,7 +37,7 @@ from core.catalog import Entity
 from core.collection import Collection, filter_value
 from core.query import Query
 from core.storage import ComponentReader, ComponentWriter
-from core.strategy import Hits, Interpretation, StrategyEntry, StrategyKind, register
+from core.types import Hits, Interpretation, StrategyEntry, StrategyKind
 
 COMPONENT = "attribute"
 QU_FIELDS = ("artist", "album", "genre", "subgenre", "decade", "year", "playlist")
@@ -75,7 +75,7 @@ def short_title(title: str) -> str:
 
 
 class AttributeStrategy:
-    """A loaded attribute index; implements core.strategy.Strategy and SupportsUnderstand."""
+    """A loaded attribute index; implements core.types.Strategy and SupportsUnderstand."""
 
     kind = StrategyKind.ATTRIBUTE
     vector_dim = 0
@@ -214,4 +214,4 @@ def write_index(entities: Sequence[Entity], collection: Collection, root: str | 
         w.write_bytes("bitmaps.roaring", bytes(blob))
 
 
-register(StrategyKind.ATTRIBUTE, StrategyEntry(build=AttributeStrategy.build, load=AttributeStrategy.load))
+ENTRY = StrategyEntry(build=AttributeStrategy.build, load=AttributeStrategy.load)

@@ -25,7 +25,7 @@ from pyroaring import BitMap
 from core.analysis import normalize, tokenize
 from core.attribute.phrases import FILLERS
 from core.attribute.vocabulary import Vocabulary
-from core.strategy import Interpretation, Slot
+from core.types import Interpretation, Slot
 
 DEFAULT_MAX_SPAN_TOKENS = 5
 DEFAULT_MAX_QUERY_TOKENS = 12

@@ -33,7 +33,7 @@ from core.errors import IndexFormatError
 from core.lexical import jit
 from core.query import Query
 from core.storage import ComponentReader, ComponentWriter
-from core.strategy import Hits, StrategyEntry, StrategyKind, register
+from core.types import Hits, StrategyEntry, StrategyKind
 
 COMPONENT = "lexical"
 DEFAULT_K1 = 0.9
@@ -135,7 +135,7 @@ def lucene_length(lengths: np.ndarray) -> np.ndarray:
 
 
 class LexicalIndex:
-    """A loaded lexical index; implements core.strategy.Strategy."""
+    """A loaded lexical index; implements core.types.Strategy."""
 
     kind = StrategyKind.LEXICAL
     vector_dim = 0
@@ -284,4 +284,4 @@ def write_index(entities: Sequence[Entity], config: LexicalConfig, root: str | o
         w.write_array("doc_lengths.npy", lengths)
 
 
-register(StrategyKind.LEXICAL, StrategyEntry(build=LexicalIndex.build, load=LexicalIndex.load))
+ENTRY = StrategyEntry(build=LexicalIndex.build, load=LexicalIndex.load)

@@ -33,7 +33,7 @@ from core.memory.store import PairStats, ScoringConfig, query_key, reward
 from core.memory.wal import WriteAheadLog, read_snapshot, write_snapshot
 from core.query import Query
 from core.storage import ComponentReader, ComponentWriter
-from core.strategy import EventType, FeedbackEvent, Hits, StrategyEntry, StrategyKind, register
+from core.types import EventType, FeedbackEvent, Hits, StrategyEntry, StrategyKind
 
 COMPONENT = "memory"
 DEFAULT_STATE_DIR = "memory-state"
@@ -267,4 +267,4 @@ class MemoryStrategy:
         return cls(MemoryConfig.from_options(options or {}, root), collection, predicted)
 
 
-register(StrategyKind.MEMORY, StrategyEntry(build=MemoryStrategy.build, load=MemoryStrategy.load))
+ENTRY = StrategyEntry(build=MemoryStrategy.build, load=MemoryStrategy.load)

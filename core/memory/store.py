@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 
 from core.analysis import normalize, tokenize
-from core.strategy import EventType
+from core.types import EventType
 
 DEFAULT_PRIOR_STRENGTH = 2.0
 DEFAULT_PRIOR_MEAN = 0.05

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from core.policy.history import HISTORY_FEATURES, QueryHistory
-from core.strategy import Interpretation
+from core.types import Interpretation
 
 DEVICES = ("mobile", "desktop", "speaker", "tv")
 SLOT_GROUPS = {"artist": ("artist",), "title": ("title", "track"), "album": ("album",), "playlist": ("playlist",),

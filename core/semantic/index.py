@@ -34,7 +34,7 @@ from core.semantic.ann import AnnConfig, VectorIndex
 from core.semantic.cache import DEFAULT_CACHE_DIR, EmbeddingCache, encode_cached
 from core.semantic.encoders import Encoder, EncoderKind, l2_normalize, make_encoder
 from core.storage import ComponentReader, ComponentWriter
-from core.strategy import Hits, StrategyEntry, StrategyKind, register
+from core.types import Hits, StrategyEntry, StrategyKind
 
 COMPONENT = "semantic"
 INDEX_FILE = "index.usearch"
@@ -137,7 +137,7 @@ def embed_entities(entities: Sequence[Entity], config: SemanticConfig, encoder: 
 
 
 class SemanticStrategy:
-    """A loaded semantic index; implements core.strategy.Strategy."""
+    """A loaded semantic index; implements core.types.Strategy."""
 
     kind = StrategyKind.SEMANTIC
 
@@ -275,4 +275,4 @@ def write_component(root: str | os.PathLike[str], config: SemanticConfig, encode
         w.write_bytes(INDEX_FILE, vectors.to_bytes())
 
 
-register(StrategyKind.SEMANTIC, StrategyEntry(build=SemanticStrategy.build, load=SemanticStrategy.load))
+ENTRY = StrategyEntry(build=SemanticStrategy.build, load=SemanticStrategy.load)

@@ -25,7 +25,7 @@ import numpy as np
 from core.indexing import open_strategy
 from core.merge import StrategyList
 from core.query import Query
-from core.strategy import Interpretation, Strategy, StrategyKind, SupportsLearn, SupportsUnderstand
+from core.types import Interpretation, Strategy, StrategyKind, SupportsLearn, SupportsUnderstand
 
 DEFAULT_INTERPRETATIONS = 8  # what the broker asks the attribute shard's Understand for
 PREFIX_KINDS = frozenset({StrategyKind.LEXICAL, StrategyKind.ATTRIBUTE})  # top-q = prefix of top-Q

@@ -40,7 +40,7 @@ from core.simulator.policies import PolicySpec
 from core.simulator.retrieval import InProcessStrategies
 from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
 from core.simulator.world import MusicWorld
-from core.strategy import EventType, FeedbackEvent, StrategyKind
+from core.types import EventType, FeedbackEvent, StrategyKind
 
 EXPERIMENT_LEVELS = DEFAULT_LEVELS
 EXPERIMENT_BUDGET = 200

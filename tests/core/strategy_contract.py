@@ -15,7 +15,7 @@ import pytest
 
 from core.indexing import open_strategy
 from core.query import Filter, make_query
-from core.strategy import Strategy
+from core.types import Strategy
 
 
 class StrategyContract:

@@ -14,7 +14,7 @@ import pytest
 from core.errors import NotFoundError
 from core.eventlog import DecisionRecord, EventLog, EventRecord
 from core.merge import StrategyList
-from core.strategy import EventType
+from core.types import EventType
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("lexical", "semantic", "memory")

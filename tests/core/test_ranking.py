@@ -29,7 +29,7 @@ from core.ranking import (
     ndcg_at,
     train_lambdamart,
 )
-from core.strategy import EventType
+from core.types import EventType
 
 NAMES = ("lexical", "semantic", "attribute", "memory")
 WORDS = ("love", "night", "dance", "blue", "river", "fire", "heart", "summer", "rain", "gold", "city", "dream")

@@ -9,7 +9,7 @@ from core.merge import StrategyList, merge
 from core.policy.models import ModelKind
 from core.policy.policies import BanditPolicy, Outcome, PolicyConfig, PolicyKind
 from core.reward import acted_ranks, hits_by_level, search_reward, strategy_outcomes
-from core.strategy import EventType
+from core.types import EventType
 
 LEVELS = (0, 10, 25, 50, 100)
 COSTS: dict[str, Any] = {"cost_per_candidate": 0.001, "cost_per_ms": 0.01, "latency_ms": 20.0}

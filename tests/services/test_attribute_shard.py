@@ -11,7 +11,7 @@ import pytest
 from core.catalog import Entity
 from core.indexing import build_index
 from core.query import Filter
-from core.strategy import EventType, FeedbackEvent
+from core.types import EventType, FeedbackEvent
 from services.client import ShardClient
 from services.process import start_shard
 

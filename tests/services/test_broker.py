@@ -225,7 +225,7 @@ def test_state_from_an_older_policy_is_set_aside_not_fatal(tmp_path: Path) -> No
     from core.merge import StrategyList
     from core.policy.models import ModelKind
     from core.policy.policies import PolicyConfig
-    from core.strategy import EventType
+    from core.types import EventType
     from services.broker import BrokerConfig, BrokerService
 
     strategies = ("lexical", "memory")

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from core.indexing import open_strategy
 from core.query import Filter, make_query
-from core.strategy import EventType, FeedbackEvent
+from core.types import EventType, FeedbackEvent
 from ltrr.v1 import common_pb2, shard_pb2
 from services.client import ShardClient
 from services.process import shard_args, spawn

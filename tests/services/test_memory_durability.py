@@ -18,7 +18,7 @@ import pytest
 
 from core.catalog import Entity
 from core.indexing import build_index
-from core.strategy import EventType, FeedbackEvent
+from core.types import EventType, FeedbackEvent
 from services.client import ShardClient
 from services.process import ServerProcess, shard_args, spawn
 

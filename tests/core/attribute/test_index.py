@@ -15,7 +15,7 @@ from core.catalog import Entity
 from core.collection import filter_value
 from core.indexing import build_index
 from core.query import Filter, make_query
-from core.strategy import Interpretation, Slot
+from core.types import Interpretation, Slot
 from tests.core.strategy_contract import StrategyContract
 
 ANALYZER = Analyzer()

@@ -8,7 +8,7 @@ import pytest
 from core.attribute.index import AttributeConfig, AttributeStrategy
 from core.attribute.understand import UnderstandConfig
 from core.query import make_query
-from core.strategy import Interpretation
+from core.types import Interpretation
 
 
 def top(strategy: AttributeStrategy, text: str, n: int = 4) -> tuple[Interpretation, ...]:

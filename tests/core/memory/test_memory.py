@@ -15,7 +15,7 @@ from core.memory.index import MemoryStrategy
 from core.memory.store import PairStats, ScoringConfig, query_key, reward
 from core.memory.wal import SNAPSHOT_NAME, WAL_NAME
 from core.query import make_query
-from core.strategy import EventType, FeedbackEvent
+from core.types import EventType, FeedbackEvent
 from tests.core.strategy_contract import StrategyContract
 
 DAY = 86400.0

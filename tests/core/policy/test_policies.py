@@ -9,7 +9,7 @@ from core.policy.allocation import AllocationSpace, equal_split
 from core.policy.features import DIM, featurize
 from core.policy.models import ModelKind
 from core.policy.policies import BanditPolicy, Outcome, PolicyConfig, PolicyKind
-from core.strategy import Interpretation, Slot
+from core.types import Interpretation, Slot
 
 STRATEGIES = ("lexical", "semantic", "attribute", "memory")
 LEARNING_KINDS = [PolicyKind.THOMPSON, PolicyKind.LINUCB, PolicyKind.EPSILON_GREEDY]

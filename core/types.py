@@ -1,8 +1,10 @@
-"""One interface for every retrieval strategy, and the registry that names them.
+"""The value types every layer shares, and the one interface of a retrieval strategy.
 
 A strategy answers `retrieve(query, quota, allowed)` with Hits: flat arrays of entity ordinals
-and scores, best first. The shard server hosts any registered strategy by name and never branches
-on its type; optional abilities (query understanding, learning) are Protocols below.
+and scores, best first. The shard server hosts any registered strategy (core.strategies names
+them) and never branches on its type; optional abilities (query understanding, learning) are
+Protocols below. This module imports no other strategy module, so nothing here can form an
+import cycle (tests/core/test_purity.py checks there is none in core/).
 """
 
 from __future__ import annotations
@@ -165,22 +167,3 @@ class StrategyEntry:
 
     build: Callable[[Sequence[Entity], Collection, str | os.PathLike[str], Mapping[str, Any]], None]
     load: Callable[[str | os.PathLike[str], Collection, Mapping[str, Any]], Strategy]
-
-
-REGISTRY: dict[StrategyKind, StrategyEntry] = {}
-
-
-def register(kind: StrategyKind, entry: StrategyEntry) -> None:
-    REGISTRY[kind] = entry
-
-
-def entry_for(name: str) -> tuple[StrategyKind, StrategyEntry]:
-    """The registered strategy called `name`; ValueError listing the known ones otherwise."""
-    import core.strategies  # noqa: F401  (fills REGISTRY)
-
-    try:
-        kind = StrategyKind(name)
-        return kind, REGISTRY[kind]
-    except (ValueError, KeyError):
-        known = ", ".join(sorted(k.value for k in REGISTRY))
-        raise ValueError(f"unknown strategy {name!r}; available: {known}") from None

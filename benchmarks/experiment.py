@@ -174,9 +174,7 @@ def _run_inprocess(args: argparse.Namespace, root: Path, specs: Sequence[Any]) -
 
     from tqdm import tqdm
 
-    from core.policy.policies import PolicyKind
-
-    order = sorted(specs, key=lambda s: s.kind is PolicyKind.STATIC or s.is_oracle)
+    order = sorted(specs, key=lambda s: not s.learns)
     tasks = [(seed, spec.name) for spec in order for seed in range(args.seeds)]
     offpolicy: Callable[[], dict[str, Any]] | None = None
     with contextlib.ExitStack() as stack:

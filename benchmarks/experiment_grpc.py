@@ -14,9 +14,9 @@ real broker. Per search t:
    attribute answers are cached by text, as their indexes do not change; the memory shard is asked
    afresh, so its current state is used. From these, core.simulator.runner.target_rewards and
    oracle_allocation give the oracle and the regret.
-2. Search(text, context = SimSearch.context, k, budget_ms, return_candidates) at the broker: its
-   policy's decision (StrategyReport.quota per strategy, SearchResponse.propensity), the ranked top
-   k, and every merged candidate (SearchResponse.candidates), from which candidate recall is measured.
+2. Search(text, context = SimSearch.context, k, budget_ms, return_candidates) at the broker: the
+   ranked top k and every merged candidate (SearchResponse.candidates), from which candidate recall
+   is measured; the broker runs core.pipeline as it does in production.
 3. The simulated user acts on the ranked results; the action goes back as Feedback (CLICK from the
    list, PLAY for a follow-up). The broker computes the reward (recorded), logs the event, updates
    its policy and forwards the event to the memory shard, as in production.
@@ -28,11 +28,12 @@ How it differs from the in-process mode:
   depend on the machine's load. The measured Search round trips are in GrpcRecords.
 - The broker draws its policy's randomness from its own generator (seeded with config.seed), so
   decisions differ from the in-process run of the same seed; the searches and clicks do not.
-- Feedback reaches the memory shard one event at a time, asynchronously, stamped with the wall
-  clock (the in-process mode batches `learn_every` events on a simulated clock).
-- Records.features is rebuilt here with core.policy.features.featurize from the attribute shard's
-  Understand and a query history fed the same feedback, as the broker computes it (the wire does
-  not carry it).
+- Feedback reaches the memory shard through the broker's outbox (services.outbox), in batches as
+  the log grows, stamped with the wall clock (the in-process mode batches `learn_every` events on
+  a simulated clock).
+- Records.features, allocation, propensity and fetched are read from the broker's own decision
+  log once its plan is over (PlanRun.finish): what the broker decided and logged is what is
+  measured, with core.simulator.runner.record_search, as in process.
 - Only plans the broker can run: a BanditPolicy kind. The oracle and factory plans (external
   allocators) run in process only.
 
@@ -58,27 +59,27 @@ from pathlib import Path
 import numpy as np
 
 from core.catalog import Entity, write_jsonl
+from core.eventlog import EventLog
 from core.policy.allocation import AllocationSpace
-from core.policy.features import featurize
-from core.policy.history import QueryHistory
 from core.policy.policies import PolicyConfig
 from core.simulator.clicks import ClickModel
-from core.simulator.metrics import Records, ndcg_at, reciprocal_rank
+from core.simulator.metrics import Records
 from core.simulator.policies import PolicySpec
 from core.simulator.retrieval import CACHED_KINDS, level_tables
 from core.simulator.runner import (
     ExperimentConfig,
     action_event,
     click_generator,
-    oracle_allocation,
+    record_feedback,
+    record_search,
     simulated_searches,
     target_rewards,
     user_action,
 )
 from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
-from core.types import Interpretation, StrategyKind
+from core.types import StrategyKind
 from ltrr.v1 import broker_pb2
-from services import convert
+from services.broker import EVENTS_FILE
 from services.cli_broker import POLICY_KEYS
 from services.client import BrokerClient, ShardClient
 from services.cluster import ClusterConfig, broker_args
@@ -202,13 +203,12 @@ class PlanCluster:
 
 class ShardProbe:
     """What the in-process runner computes from its strategies, asked of the running shards:
-    target hits and list sizes per level (module docstring, step 1) and the query understanding."""
+    target hits and list sizes per level (module docstring, step 1)."""
 
     def __init__(self, clients: Mapping[str, ShardClient], strategies: Sequence[str], levels: Sequence[int],
                  cache: dict[tuple[str, str, int], list[str]]) -> None:
         self.clients, self.names, self.levels = clients, tuple(strategies), np.asarray(levels)
         self.cache = cache  # (strategy, text, quota) -> entity ids; shared by the plans of a run
-        self.qu_cache: dict[str, tuple[Interpretation, ...]] = {}
 
     def top_ids(self, name: str, text: str, quota: int) -> list[str]:
         key = (name, text, quota)
@@ -225,16 +225,6 @@ class ShardProbe:
         return level_tables([(StrategyKind(name), partial(self.top_ids, name, text)) for name in self.names],
                             self.levels, target)
 
-    def understand(self, text: str) -> tuple[Interpretation, ...]:
-        """The attribute shard's readings of `text`, as the broker asks for them (empty without one)."""
-        client = self.clients.get(StrategyKind.ATTRIBUTE.value)
-        if client is None:
-            return ()
-        if text not in self.qu_cache:
-            self.qu_cache[text] = tuple(convert.interpretation_from_proto(i)
-                                        for i in client.understand(text).interpretations)
-        return self.qu_cache[text]
-
 
 @dataclass(frozen=True, kw_only=True)
 class Setting:
@@ -249,8 +239,22 @@ class Setting:
     budget_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What the client saw of search t; the rest of its row comes from the broker's decision log."""
+
+    t: int
+    decision_id: str
+    shown: np.ndarray
+    candidates: int
+    target_found: bool
+    rewards: np.ndarray
+
+
 class PlanRun:
-    """One plan over the run's searches against its broker (module docstring, steps 1-3)."""
+    """One plan over the run's searches against its broker (module docstring, steps 1-3). The rows
+    of what the broker decided (features, allocation, propensity, fetched) are filled from its
+    decision log once it has stopped (`finish`): what it logged is what is measured."""
 
     def __init__(self, setting: Setting, probe: ShardProbe, client: BrokerClient) -> None:
         c = setting.config
@@ -258,7 +262,7 @@ class PlanRun:
         self.space = AllocationSpace(strategies=setting.strategies, levels=c.levels, budget=c.budget)
         self.latency = c.latency.table(setting.strategies, c.levels)
         self.clicks, self.click_rng = ClickModel(c.clicks), click_generator(c.seed)
-        self.history = QueryHistory()  # the broker's, rebuilt from the feedback this run sends it
+        self.served: list[Served] = []
 
     def search(self, sim: SimSearch) -> tuple[broker_pb2.SearchResponse, float]:
         """The broker's answer with every candidate, and the round trip in ms."""
@@ -268,32 +272,28 @@ class PlanRun:
         return response, (time.perf_counter() - started) * 1000
 
     def step(self, t: int, sim: SimSearch, rec: GrpcRecords) -> None:
-        setting, space = self.setting, self.space
+        setting = self.setting
         ids, config = setting.ids, setting.config
         hits, returned = self.probe.level_tables(sim.text, ids[sim.target])
-        rewards = target_rewards(space, hits, returned, self.latency, config.policy)
+        rewards = target_rewards(self.space, hits, returned, self.latency, config.policy)
         response, rec.search_ms[t] = self.search(sim)
-        report = {r.strategy: r for r in response.strategies}
-        quotas = tuple(int(report[s].quota) for s in setting.strategies)
-        chosen = space.index_of(quotas)
         candidates = {c.entity_id for c in response.candidates}
         shown = np.array([setting.ordinal[r.entity_id] for r in response.results], dtype=np.int64)
         action = user_action(self.clicks, setting.users, sim, shown, self.click_rng)
-        rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, quotas, response.propensity
-        rec.allocation[t] = chosen
-        rec.features[t] = featurize(sim.text, sim.context, self.probe.understand(sim.text), self.history)
-        rec.fetched[t] = sum(r.returned for r in response.strategies if r.status == OK)
-        rec.candidates[t], rec.called[t] = len(candidates), sum(q > 0 for q in quotas)
-        rec.target_found[t] = ids[sim.target] in candidates
-        rec.rr[t], rec.ndcg[t] = reciprocal_rank(shown, sim.target), ndcg_at(shown, sim.relevant, sim.target,
-                                                                              config.clicks.shown)
-        rec.regret[t] = rewards[oracle_allocation(rewards, space).allocation] - rewards[chosen]
+        self.served.append(Served(t, response.decision_id, shown, len(candidates), ids[sim.target] in candidates,
+                                  rewards))
         rec.took_ms[t], rec.degraded[t] = response.took_ms, response.degraded
         if action.entity >= 0:
             acted = ids[action.entity]
-            rec.feedback[t], rec.acted_found[t] = True, acted in candidates
-            rec.reward[t] = self.client.feedback(response.decision_id, acted, action_event(action)).reward
-            self.history.observe(sim.text, acted, retrieved=bool(rec.acted_found[t]))
+            reward = self.client.feedback(response.decision_id, acted, action_event(action)).reward
+            record_feedback(rec, t, reward, acted in candidates)
+
+    def finish(self, rec: GrpcRecords, event_log: EventLog) -> None:
+        """Fill every search's row from the decision the broker logged for it (core.simulator.runner.record_search)."""
+        for s in self.served:
+            record = event_log.decision(s.decision_id)
+            record_search(rec, s.t, self.setting.searches[s.t], record, s.shown, s.candidates, s.target_found,
+                          s.rewards, self.space, self.setting.config)
 
 
 @contextmanager
@@ -318,9 +318,12 @@ def run_plan(spec: PolicySpec, setting: Setting, cluster: PlanCluster, state: Pa
             started = time.perf_counter()
             for t, sim in enumerate(setting.searches):
                 run.step(t, sim, rec)
-            return replace(rec, seconds=time.perf_counter() - started)
+            seconds = time.perf_counter() - started
     finally:
         cluster.stop_plan(spec.name)
+    with EventLog(state / "broker" / EVENTS_FILE) as event_log:
+        run.finish(rec, event_log)
+    return replace(rec, seconds=seconds)
 
 
 def run_grpc(entities: Sequence[Entity], root: str | os.PathLike[str], strategies: Sequence[str],

@@ -44,3 +44,16 @@ class CatalogError(LtrrError, ValueError):
 
 class UnimplementedError(LtrrError):
     """An optional ability (query understanding, learning) the strategy does not offer."""
+
+
+class StateError(LtrrError):
+    """A state file (the event log, a policy snapshot) cannot be read: damaged, truncated or of an
+    unknown version. The message names the file and what to do about it."""
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class UnavailableError(LtrrError):
+    """A dependency the request needs (the event log's disk, a shard) failed; the caller may retry."""

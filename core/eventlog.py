@@ -80,6 +80,7 @@ class DecisionRecord:
     policy: str
     lists: tuple[StrategyList, ...]
     final: tuple[str, ...]
+    latency_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.decision_id:

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.merge import Merged
 from core.policy.policies import Outcome
 from core.types import EventType
 
@@ -44,15 +43,6 @@ def _check_lengths(quotas: Sequence[int], ranks: Sequence[int]) -> None:
 def _non_negative(name: str, value: float) -> None:
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"`{name}` must be finite and >= 0, but got {value}")
-
-
-def acted_ranks(merged: Merged, entity_id: str) -> tuple[int, ...]:
-    """Per strategy (merged.strategies order): 1-based rank of `entity_id` in its list, 0 = absent."""
-    try:
-        i = merged.entity_ids.index(entity_id)
-    except ValueError:
-        return (0,) * len(merged.strategies)
-    return tuple(int(r) for r in merged.ranks[i])
 
 
 def search_reward(quotas: Sequence[int], ranks: Sequence[int], event_type: EventType | int, value: float = 0.0,

@@ -1,22 +1,28 @@
-"""The broker: ltrr.v1.Broker on grpc.aio and uvloop. It only orchestrates; core/ decides.
+"""The broker: ltrr.v1.Broker on grpc.aio and uvloop. It only orchestrates; core.pipeline decides.
 
 Search: validate -> query understanding (the attribute shard's Understand, if it answers within a
-small slice of the budget) -> features -> policy decision (a quota per strategy, with propensities)
--> parallel fan-out under the budget -> merge -> rank -> decision logged -> response.
-Feedback: join by decision id -> per-strategy outcomes and reward -> durable event log ->
-policy update -> forwarded to the memory shard.
+slice of the budget) -> SearchPipeline.decide -> parallel fan-out under the budget ->
+SearchPipeline.serve (merge, rank, the decision record) -> the record stored durably (group
+commit) -> response. A decision that cannot be stored fails the search with UNAVAILABLE: a served
+decision id is always joinable.
+Feedback: join by decision id -> SearchPipeline.judge -> the event stored durably -> learn -> the
+memory shard's outbox (services.outbox) forwards it from the log.
+
+Life: bind at once and report NOT_SERVING; open the event log and the policy snapshot, replay the
+events the snapshot has not learned (a crash loses nothing acknowledged), then SERVING. A damaged
+snapshot or log stops the start with an error naming the file and what to do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import logging
-import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,28 +30,33 @@ from typing import Any
 import grpc
 import numpy as np
 
+from core.cache import ByteLRU
 from core.catalog import Entity
-from core.errors import InvalidArgumentError, NotFoundError
-from core.eventlog import DecisionRecord, EventLog, EventRecord
-from core.merge import Merged, merge
-from core.policy.features import DIM, featurize
+from core.errors import InvalidArgumentError, NotFoundError, NotReadyError, StateError
+from core.eventlog import DecisionRecord, EventLog, EventRecord, RetentionConfig
+from core.pipeline import SearchPipeline, Served, decision_bytes
+from core.policy.features import DIM
 from core.policy.history import QueryHistory
-from core.policy.policies import BanditPolicy, Decision, PolicyConfig
+from core.policy.policies import BanditPolicy, PolicyConfig
 from core.query import Limits
 from core.ranking import EntityTable, make_ranker
-from core.reward import acted_ranks, search_reward, strategy_outcomes
 from core.storage import write_file_atomic
-from core.types import EventType, FeedbackEvent, StrategyKind
+from core.types import StrategyKind
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2
-from services import convert
-from services.fanout import CallResult, CallStatus, ShardPool, fan_out, lists_in_time
+from services import convert, metrics
+from services.decisions import DecisionWriter, WriterConfig
+from services.fanout import ShardPool, fan_out
+from services.outbox import MemoryOutbox, OutboxConfig
 from services.shard import rpc
 
 log = logging.getLogger("ltrr.broker")
 SERVICE = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
 DEFAULT_K, MAX_K = 10, 100
 DEFAULT_BUDGET_MS, MIN_BUDGET_MS, MAX_BUDGET_MS = 100, 5, 10_000
-RECENT_DECISIONS = 100_000
+# A decision record is ~20 KB at 200 candidates (core.pipeline.decision_bytes): 256 MiB keeps the
+# last ~13,000 searches (~100 s at 128 searches/s, where most feedback arrives) in memory; older
+# ones are read back from the event log. The whole broker stays well under its 2 GiB pod limit.
+DEFAULT_RECENT_BYTES = 256 * 2**20
 POLICY_FILE = "policy.npz"
 APPLIED = "applied_event_rowid"  # the event-log position a policy snapshot has learned up to
 HISTORY = "query_history"  # the query history (core.policy.history) as of that position
@@ -57,7 +68,10 @@ class BrokerConfig:
     """shards: strategy name -> shard address (any subset of the strategies); state_dir: event log
     and policy snapshot; entities: the catalog (ranking features, entity-id checks); reserve_ms: part
     of the budget kept for merge and ranking; understand_fraction: share of the budget the query
-    understanding call may take before allocation; save_every: policy snapshot every N updates."""
+    understanding call may take before allocation; save_every: policy snapshot every N updates;
+    recent_bytes: the recent-decision cache's bound (DEFAULT_RECENT_BYTES); retention: the event
+    log's (core.eventlog.RetentionConfig); writer: decision group commit and retries; outbox: the
+    memory shard's."""
 
     shards: Mapping[str, str]
     state_dir: str
@@ -70,6 +84,10 @@ class BrokerConfig:
     save_every: int = 200
     seed: int = 0
     limits: Limits = field(default_factory=Limits)
+    recent_bytes: int = DEFAULT_RECENT_BYTES
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
 
     def __post_init__(self) -> None:
         order = [k.value for k in StrategyKind]
@@ -79,19 +97,12 @@ class BrokerConfig:
         object.__setattr__(self, "shards", {s: self.shards[s] for s in order if s in self.shards})
         if not 0 <= self.understand_fraction < 1 or self.reserve_ms < 0 or self.save_every < 1:
             raise ValueError("`understand_fraction` must be in [0, 1), `reserve_ms` >= 0, `save_every` >= 1")
+        if self.recent_bytes < 0:
+            raise ValueError(f"`recent_bytes` must be >= 0, but got {self.recent_bytes}")
 
     @property
     def strategies(self) -> tuple[str, ...]:
         return tuple(self.shards)
-
-
-@dataclass(frozen=True, slots=True)
-class Logged:
-    """What Feedback needs of a recent decision without reading the log."""
-
-    record: DecisionRecord
-    merged: Merged
-    latency_ms: float
 
 
 def _check_request(request: broker_pb2.SearchRequest) -> tuple[int, int]:
@@ -105,118 +116,119 @@ def _check_request(request: broker_pb2.SearchRequest) -> tuple[int, int]:
     return k, budget
 
 
-class DecisionWriter:
-    """Batches decision records onto the event log's one writer thread (one fsync per batch).
-    Events go through the same thread after a flush, so a decision is always stored before any
-    feedback on it."""
+def load_snapshot(path: Path, policy: BanditPolicy) -> dict[str, Any]:
+    """Restore `policy` from its snapshot and return the snapshot's extra data; {} without one.
+    A snapshot of another policy (other strategies or features: an upgrade or a changed config) is
+    moved aside to policy.npz.incompatible with a warning, and the policy is rebuilt from the log.
+    A damaged one stops the start (StateError): moving it aside silently would hide a disk fault."""
+    if not path.exists():
+        return {}
+    try:
+        return policy.load(path)
+    except ValueError as e:
+        if "saved for strategies" not in str(e):
+            raise StateError(path, f"the policy snapshot is damaged ({e}); {_MOVE_ASIDE}") from None
+        aside = path.with_name(POLICY_FILE + ".incompatible")
+        path.replace(aside)
+        log.warning("policy: %s; moved it to %s and rebuilding from the event log", e, aside)
+        return {}
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StateError(path, f"the policy snapshot is damaged ({type(e).__name__}: {e}); {_MOVE_ASIDE}") from None
 
-    def __init__(self, event_log: EventLog) -> None:
-        self.log = event_log
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-eventlog")
-        self.pending: list[DecisionRecord] = []
-        self.lock = threading.Lock()
 
-    def add(self, record: DecisionRecord) -> None:
-        with self.lock:
-            self.pending.append(record)
-            first = len(self.pending) == 1
-        if first:
-            self.executor.submit(self.flush)
+_MOVE_ASIDE = ("move it aside (e.g. `mv policy.npz policy.npz.damaged`) and restart: the broker rebuilds the "
+               "policy by replaying the event log")
 
-    def flush(self) -> None:
-        with self.lock:
-            batch, self.pending = self.pending, []
-        self.log.record_decisions(batch)
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        def flushed() -> Any:
-            self.flush()
-            return fn(*args)
-
-        return await asyncio.get_running_loop().run_in_executor(self.executor, flushed)
-
-    def close(self) -> None:
-        self.executor.submit(self.flush).result()
-        self.executor.shutdown(wait=True)
-        self.log.close()
+def load_history(saved: Mapping[str, Any], path: Path) -> QueryHistory:
+    """The query history of a snapshot's extra data (a JSON blob, or an object in older ones)."""
+    if HISTORY not in saved:
+        return QueryHistory()
+    raw = saved[HISTORY]
+    try:
+        return QueryHistory.from_json(json.loads(raw) if isinstance(raw, bytes) else raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StateError(path, f"the policy snapshot's query history is damaged ({e}); {_MOVE_ASIDE}") from None
 
 
 class BrokerService(broker_pb2_grpc.BrokerServicer):
+    """Constructed cheaply; `start` loads (on the log's thread) and replays before it serves."""
+
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
         self.strategies = config.strategies
         self.state_dir = Path(config.state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.pool = ShardPool(config.shards)
-        self.policy = BanditPolicy(self.strategies, DIM, config.policy)
-        saved = self._load_policy()
-        self.history = self._load_history(saved)
-        self.table = EntityTable.from_entities(config.entities)
-        self.known_ids = frozenset(self.table.ids) if config.entities else None
-        self.ranker = make_ranker(config.ranker, self.table, config.ranker_model)
-        log.info("ranker: %s (asked for %s)", type(self.ranker).__name__, config.ranker)
         self.rng = np.random.default_rng(config.seed)
-        self.writer = DecisionWriter(EventLog(self.state_dir / EVENTS_FILE))
-        self.recent: OrderedDict[str, Logged] = OrderedDict()
+        self.recent: ByteLRU[str, DecisionRecord] = ByteLRU(config.recent_bytes, decision_bytes)
+        self.pipeline: SearchPipeline | None = None
+        self.writer: DecisionWriter | None = None
+        self.outbox: MemoryOutbox | None = None
+        self.known_ids: frozenset[str] | None = None
+        self.applied_rowid = 0
         self.updates = 0
-        self.applied_rowid = self._replay(int(saved.get(APPLIED, 0)))
+        self.snapshot_task: asyncio.Task[None] | None = None
 
-    def _load_policy(self) -> dict[str, Any]:
-        """The policy snapshot's extra data after loading it; {} without one. A snapshot of another
-        policy (other strategies, features or model: an upgrade or a changed config) is moved
-        aside to policy.npz.incompatible, with a warning, and the policy is rebuilt from the log."""
+    # -- life ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the log and the snapshot, replay, start the outbox (NOT_SERVING until this returns)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / EVENTS_FILE
+        self.writer = DecisionWriter(path, self.config.writer, self.config.retention)
+        await self.writer.run(self._load)
+        memory = self.pool.stubs.get(StrategyKind.MEMORY.value)
+        if memory is not None:
+            self.outbox = MemoryOutbox(self.writer.log, memory, self.writer.run, self.config.outbox)
+            self.outbox.start()
+        log.info("broker over %s", ", ".join(f"{s}={a}" for s, a in self.config.shards.items()))
+
+    def _load(self) -> None:
+        """On the log's thread: the policy from its snapshot, then the events it has not learned."""
+        c = self.config
+        policy = BanditPolicy(self.strategies, DIM, c.policy)
         path = self.state_dir / POLICY_FILE
-        if not path.exists():
-            return {}
-        try:
-            return self.policy.load(path)
-        except ValueError as e:
-            aside = path.with_name(POLICY_FILE + ".incompatible")
-            path.replace(aside)
-            log.warning("policy: %s; moved it to %s and rebuilding from the event log", e, aside)
-            return {}
-
-    @staticmethod
-    def _load_history(saved: Mapping[str, Any]) -> QueryHistory:
-        """The query history of the policy snapshot; empty without one (the replay rebuilds it)."""
-        if HISTORY not in saved:
-            return QueryHistory()
-        try:
-            return QueryHistory.from_json(saved[HISTORY])
-        except ValueError as e:
-            log.warning("policy: %s; starting the query history empty", e)
-            return QueryHistory()
-
-    def _observe(self, rec: DecisionRecord, ranks: tuple[int, ...], event: FeedbackEvent | EventRecord) -> None:
-        """Feed one event to the query history (a skip is not an action on an entity)."""
-        if event.type is not EventType.SKIP:
-            self.history.observe(rec.query_text, event.entity_id, retrieved=any(r > 0 for r in ranks))
-
-    def _replay(self, applied: int) -> int:
-        """Learn the logged events the policy snapshot does not include (after a crash, or with no
-        snapshot at all): the policy is rebuilt from snapshot + event log. Returns the new watermark.
-        Decisions logged with other features or quota levels (by an older policy) cannot teach this
-        one and are passed over, with a count in the log."""
-        log_ = self.writer.log
-        events = log_.events_after(applied)
-        foreign = 0
-        levels = set(self.config.policy.levels)
-        for rowid, event in events:
-            rec = log_.decision(event.decision_id)
-            applied = rowid
-            ranks = acted_ranks(rec.merged(), event.entity_id)
-            self._observe(rec, ranks, event)
-            if rec.features.shape != (DIM,) or rec.strategies != self.strategies or not levels.issuperset(rec.quotas):
-                foreign += 1
-                continue
-            self.policy.update(rec.features,
-                               strategy_outcomes(rec.quotas, ranks, rec.answered, event.type, rec.returned))
-        if events:
-            log.info("policy: replayed %d logged events newer than its snapshot", len(events) - foreign)
+        saved = load_snapshot(path, policy)
+        table = EntityTable.from_entities(c.entities)
+        self.known_ids = frozenset(table.ids) if c.entities else None
+        ranker = make_ranker(c.ranker, table, c.ranker_model)
+        log.info("ranker: %s (asked for %s)", type(ranker).__name__, c.ranker)
+        pipeline = SearchPipeline(policy, ranker, history=load_history(saved, path))
+        assert self.writer is not None
+        event_log = self.writer.log
+        self.applied_rowid = int(saved.get(APPLIED, 0))
+        learned, foreign = pipeline.replay(self._logged_after(event_log, self.applied_rowid))
+        self.applied_rowid = max(self.applied_rowid, event_log.last_event_rowid())
+        if learned:
+            log.info("policy: replayed %d logged events newer than its snapshot", learned)
         if foreign:
             log.warning("policy: passed over %d logged events whose decisions another policy made (other "
                         "features, strategies or quota levels)", foreign)
-        return applied
+        self.pipeline = pipeline
+
+    @staticmethod
+    def _logged_after(event_log: EventLog, rowid: int) -> Iterator[tuple[DecisionRecord, EventRecord]]:
+        for _, event in event_log.events_after(rowid):
+            yield event_log.decision(event.decision_id), event
+
+    async def close(self) -> None:
+        """Stop the outbox, write a last snapshot, close the log (on SIGTERM, after in-flight calls)."""
+        if self.outbox is not None:
+            await self.outbox.stop()
+        await self.pool.close()
+        if self.snapshot_task is not None:
+            await self.snapshot_task
+        if self.pipeline is not None and self.writer is not None:
+            await self._snapshot()
+        if self.writer is not None:
+            self.writer.close()
+
+    def _ready(self) -> SearchPipeline:
+        if self.pipeline is None:
+            raise NotReadyError("the broker is still loading its policy and replaying its event log")
+        return self.pipeline
+
+    # -- Search -------------------------------------------------------------------------------------
 
     async def _understand(self, query: common_pb2.Query, timeout_s: float) -> list[Any]:
         stub = self.pool.stubs.get(StrategyKind.ATTRIBUTE.value)
@@ -232,127 +244,116 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def Search(self, request: broker_pb2.SearchRequest, context: grpc.aio.ServicerContext
                      ) -> broker_pb2.SearchResponse:
         started = time.perf_counter()
+        pipeline = self._ready()
         k, budget_ms = _check_request(request)
         query = convert.query_from_proto(request.query, self.config.limits, vector_dim=len(request.query.vector))
         deadline = started + (budget_ms - self.config.reserve_ms) / 1000
         interps = await self._understand(request.query, budget_ms * self.config.understand_fraction / 1000)
-        x = featurize(query.text, query.context, interps, self.history)
-        decision = self.policy.decide(x, self.rng)
-        quotas = dict(zip(self.strategies, decision.quotas, strict=True))
-        results = await fan_out(self.pool, request.query, quotas, max(deadline - time.perf_counter(), 0.001))
-        for s, r in enumerate(results):
-            if r.status is CallStatus.OK:
-                self.policy.observe_latency(s, r.latency_ms)
-        answered = lists_in_time(results)
-        merged = merge(answered, self.strategies)
-        order, scores = self.ranker.rank(merged, query.text, k)
-        record = DecisionRecord(
-            decision_id=uuid.uuid4().hex, ts=time.time(), query_text=query.text, context=dict(query.context),
-            features=x, strategies=self.strategies, quotas=decision.quotas, allocation=decision.allocation,
-            propensity=decision.propensity, marginals=decision.marginals, policy=self.config.policy.kind.value,
-            lists=tuple(answered), final=tuple(merged.entity_ids[i] for i in order.tolist()))
-        self._remember(Logged(record, merged, max((r.latency_ms for r in results), default=0.0)))
-        self.writer.add(record)
-        return self._response(record.decision_id, merged, order, scores, decision, results, started,
-                              request.return_candidates)
+        plan = pipeline.decide(query.text, query.context, interps, self.rng)
+        answers = await fan_out(self.pool, request.query, plan.quotas, max(deadline - time.perf_counter(), 0.001))
+        served = pipeline.serve(plan, answers, decision_id=uuid.uuid4().hex, ts=time.time(), k=k)
+        assert self.writer is not None
+        await self.writer.store(served.record)  # UnavailableError (UNAVAILABLE) when it cannot be stored
+        self.recent.put(served.record.decision_id, served.record)
+        metrics.SEARCHES.inc()
+        metrics.RECENT_BYTES.set(self.recent.bytes)
+        return self._response(served, started, request.return_candidates)
 
-    def _response(self, decision_id: str, merged: Merged, order: np.ndarray, scores: np.ndarray, decision: Decision,
-                  results: list[CallResult], started: float, with_candidates: bool) -> broker_pb2.SearchResponse:
+    def _response(self, served: Served, started: float, with_candidates: bool) -> broker_pb2.SearchResponse:
+        merged, decision = served.merged, served.record
         out = [broker_pb2.Result(entity_id=merged.entity_ids[i], score=s, rank=r, strategies=merged.found_by(i))
-               for r, (i, s) in enumerate(zip(order.tolist(), scores.tolist(), strict=True), start=1)]
-        reports = [broker_pb2.StrategyReport(strategy=r.strategy, quota=r.quota, status=int(r.status),
-                                             returned=len(r.hits.entity_ids) if r.hits else 0,
-                                             latency_ms=r.latency_ms, propensity=decision.marginals[s])
-                   for s, r in enumerate(results)]
-        degraded = any(r.status in (CallStatus.TIMEOUT, CallStatus.ERROR) for r in results)
+               for r, (i, s) in enumerate(zip(served.order.tolist(), served.scores.tolist(), strict=True), start=1)]
+        reports = [broker_pb2.StrategyReport(strategy=a.strategy, quota=a.quota, status=int(a.status),
+                                             returned=len(a.hits.entity_ids) if a.hits else 0,
+                                             latency_ms=a.latency_ms, propensity=decision.marginals[s])
+                   for s, a in enumerate(served.answers)]
         candidates = [broker_pb2.MergedCandidate(entity_id=eid, ranks=ranks) for eid, ranks
                       in zip(merged.entity_ids, merged.ranks.tolist(), strict=True)] if with_candidates else []
-        return broker_pb2.SearchResponse(decision_id=decision_id, results=out, strategies=reports, degraded=degraded,
-                                         propensity=decision.propensity, candidates=candidates,
-                                         took_ms=(time.perf_counter() - started) * 1000)
+        return broker_pb2.SearchResponse(decision_id=decision.decision_id, results=out, strategies=reports,
+                                         degraded=served.degraded, propensity=decision.propensity,
+                                         candidates=candidates, took_ms=(time.perf_counter() - started) * 1000)
 
-    def _remember(self, logged: Logged) -> None:
-        self.recent[logged.record.decision_id] = logged
-        if len(self.recent) > RECENT_DECISIONS:
-            self.recent.popitem(last=False)
+    # -- Feedback -----------------------------------------------------------------------------------
 
-    async def _logged(self, decision_id: str) -> Logged:
-        logged = self.recent.get(decision_id)
-        if logged is None:
-            try:
-                record = await self.writer.run(self.writer.log.decision, decision_id)
-            except NotFoundError:
-                raise NotFoundError(f"decision_id: unknown decision {decision_id!r}") from None
-            logged = Logged(record, record.merged(), 0.0)
-        return logged
+    async def _decision(self, decision_id: str) -> DecisionRecord:
+        record = self.recent.get(decision_id)
+        if record is not None:
+            return record
+        assert self.writer is not None
+        try:
+            return await self.writer.run(self.writer.log.decision, decision_id)  # type: ignore[no-any-return]
+        except NotFoundError:
+            raise NotFoundError(f"decision_id: unknown decision {decision_id!r}") from None
 
     @rpc
     async def Feedback(self, request: broker_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
                        ) -> broker_pb2.FeedbackResponse:
-        logged = await self._logged(request.decision_id)
+        pipeline = self._ready()
+        record = await self._decision(request.decision_id)
         if self.known_ids is not None and request.entity_id not in self.known_ids:
             raise NotFoundError(f"entity_id: {request.entity_id!r} is not in the catalog")
         event = convert.event_from_proto(common_pb2.FeedbackEvent(
             event_id=request.event_id or f"{request.decision_id}:{request.entity_id}:{request.type}",
-            query_text=logged.record.query_text, entity_id=request.entity_id, type=request.type,
-            value=request.value, timestamp=request.timestamp, context=logged.record.context), "feedback")
-        rec = logged.record
-        ranks = acted_ranks(logged.merged, event.entity_id)
-        c = self.config.policy
-        reward = search_reward(rec.quotas, ranks, event.type, event.value, cost_per_candidate=c.cost_per_candidate,
-                               cost_per_ms=c.cost_per_ms, latency_ms=logged.latency_ms, fetched=rec.fetched)
-        rowid = await self.writer.run(self._record, EventRecord(
-            event_id=event.event_id, decision_id=rec.decision_id, entity_id=event.entity_id, type=event.type,
-            value=event.value, ts=event.timestamp or time.time(), reward=reward))
+            query_text=record.query_text, entity_id=request.entity_id, type=request.type,
+            value=request.value, timestamp=request.timestamp, context=record.context), "feedback")
+        judged = pipeline.judge(record, event.entity_id, event.type, event.value)
+        assert self.writer is not None
+        rowid = await self.writer.run(self.writer.record_event, EventRecord(
+            event_id=event.event_id, decision_id=record.decision_id, entity_id=event.entity_id, type=event.type,
+            value=event.value, ts=event.timestamp or time.time(), reward=judged.reward))
         if rowid:
-            self._learn(rec, ranks, event, rowid)
-        return broker_pb2.FeedbackResponse(duplicate=not rowid, reward=reward)
+            pipeline.learn(record, judged, event.entity_id, event.type)
+            self.applied_rowid = max(self.applied_rowid, rowid)
+            self.updates += 1
+            metrics.FEEDBACK.inc()
+            if self.outbox is not None:
+                self.outbox.notify(rowid)
+                metrics.OUTBOX_LAG.set(self.outbox.lag())
+            if self.updates % self.config.save_every == 0 and self.snapshot_task is None:
+                self.snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_then_clear())
+        return broker_pb2.FeedbackResponse(duplicate=not rowid, reward=judged.reward)
 
-    def _record(self, event: EventRecord) -> int:
-        """On the writer thread: store the event; its log position, 0 for a duplicate. Events are
-        written by this one thread only, so the newest position right after is this event's."""
-        return self.writer.log.last_event_rowid() if self.writer.log.record_event(event) else 0
+    # -- snapshots ----------------------------------------------------------------------------------
 
-    def _learn(self, rec: DecisionRecord, ranks: tuple[int, ...], event: FeedbackEvent, rowid: int) -> None:
-        self.policy.update(rec.features, strategy_outcomes(rec.quotas, ranks, rec.answered, event.type, rec.returned))
-        self._observe(rec, ranks, event)
-        self.applied_rowid = rowid
-        self.updates += 1
-        if self.updates % self.config.save_every == 0:
-            self._save_policy_async()
-        memory = self.pool.stubs.get(StrategyKind.MEMORY.value)
-        if memory is not None and event.type is not EventType.SKIP:
-            task = asyncio.ensure_future(memory.Learn(shard_pb2.LearnRequest(events=[convert.event_to_proto(event)]),
-                                                      timeout=5.0))
-            task.add_done_callback(_log_failure)
+    async def _snapshot_then_clear(self) -> None:
+        try:
+            await self._snapshot()
+        finally:
+            self.snapshot_task = None
 
-    def _save_policy_async(self) -> None:
-        """Snapshot the policy here (a consistent copy, with the log position it has learned up
-        to); write it on the writer thread."""
-        data = self.policy.to_bytes({APPLIED: self.applied_rowid, HISTORY: self.history.to_json()})
-        self.writer.executor.submit(write_file_atomic, self.state_dir / POLICY_FILE, data)
+    async def _snapshot(self) -> None:
+        """Write the policy and the query history as of `applied_rowid`: a consistent copy taken on
+        the event loop (the policy's arrays, < 1 ms; the history frozen, not copied), serialised and
+        written on the log's thread. A failed write is logged and counted; the next one retries."""
+        pipeline = self._ready()
+        assert self.writer is not None
+        policy = copy.deepcopy(pipeline.allocator)
+        applied, history = self.applied_rowid, pipeline.history
+        frozen = history.freeze()
 
-    async def close(self) -> None:
-        await self.pool.close()
-        self._save_policy_async()
-        self.writer.close()
+        def write() -> None:
+            blob = json.dumps(history.to_json(frozen)).encode()
+            data = policy.to_bytes({APPLIED: applied}, {HISTORY: blob})  # type: ignore[attr-defined]
+            write_file_atomic(self.state_dir / POLICY_FILE, data)
 
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("forwarding feedback to the memory shard failed: %s", task.exception())
+        try:
+            await self.writer.run(write)
+        except OSError as e:
+            metrics.SNAPSHOT_FAILURES.inc()
+            log.error("policy snapshot not written (%s); the event log still holds everything", e)
+        finally:
+            history.thaw()
 
 
 async def serve(config: BrokerConfig, host: str, port: int, *,
-                on_listening: Callable[[str], None] | None = None) -> int:
-    """Run the broker until SIGTERM/SIGINT; returns the process exit code."""
+                on_listening: Callable[[str], None] | None = None, metrics_port: int = 0) -> int:
+    """Run the broker until SIGTERM/SIGINT; returns the process exit code. metrics_port: serve
+    Prometheus metrics over HTTP there (0 = off)."""
     from services.server import Hosted, run
 
+    if metrics_port:
+        metrics.serve(metrics_port, host)
     service = BrokerService(config)
-
-    async def load() -> None:
-        log.info("broker over %s", ", ".join(f"{s}={a}" for s, a in config.shards.items()))
-
-    hosted = Hosted(SERVICE, lambda server: broker_pb2_grpc.add_BrokerServicer_to_server(service, server), load,
-                    service.close)
+    hosted = Hosted(SERVICE, lambda server: broker_pb2_grpc.add_BrokerServicer_to_server(service, server),
+                    service.start, service.close)
     return await run(hosted, host, port, label="broker", on_listening=on_listening)

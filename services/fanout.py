@@ -8,38 +8,20 @@ a strategy that misses the deadline is TIMEOUT, one that fails is ERROR, one wit
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import grpc
 import numpy as np
 
 from core.merge import StrategyList
+from core.pipeline import Answer, CallStatus
 from ltrr.v1 import common_pb2, shard_pb2, shard_pb2_grpc
 
+__all__ = ["Answer", "CallStatus", "ShardPool", "fan_out"]
+
 log = logging.getLogger("ltrr.fanout")
-
-
-class CallStatus(enum.IntEnum):
-    """Values equal ltrr.v1.StrategyStatus's."""
-
-    OK = 1
-    TIMEOUT = 2
-    ERROR = 3
-    SKIPPED = 4
-
-
-@dataclass(frozen=True, slots=True)
-class CallResult:
-    strategy: str
-    quota: int
-    status: CallStatus
-    latency_ms: float
-    hits: StrategyList | None = None
-    interpretations: tuple[common_pb2.Interpretation, ...] = ()
 
 
 class ShardPool:
@@ -60,7 +42,7 @@ class ShardPool:
 
 
 async def _call(stub: shard_pb2_grpc.ShardStub, strategy: str, query: common_pb2.Query, quota: int,
-                timeout_s: float) -> CallResult:
+                timeout_s: float) -> Answer:
     started = time.perf_counter()
     try:
         response = await stub.Retrieve(shard_pb2.RetrieveRequest(query=query, quota=quota), timeout=timeout_s)
@@ -68,15 +50,15 @@ async def _call(stub: shard_pb2_grpc.ShardStub, strategy: str, query: common_pb2
         status = CallStatus.TIMEOUT if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED else CallStatus.ERROR
         if status is CallStatus.ERROR:
             log.debug("%s failed: %s %s", strategy, err.code(), err.details())
-        return CallResult(strategy, quota, status, (time.perf_counter() - started) * 1000)
+        return Answer(strategy, quota, status, (time.perf_counter() - started) * 1000)
     ids = [c.entity_id for c in response.candidates]
     scores = np.fromiter((c.score for c in response.candidates), dtype=np.float32, count=len(ids))
-    return CallResult(strategy, quota, CallStatus.OK, (time.perf_counter() - started) * 1000,
-                      StrategyList(strategy, ids, scores), tuple(response.interpretations))
+    return Answer(strategy, quota, CallStatus.OK, (time.perf_counter() - started) * 1000,
+                  StrategyList(strategy, ids, scores))
 
 
 async def fan_out(pool: ShardPool, query: common_pb2.Query, quotas: Mapping[str, int], timeout_s: float
-                  ) -> list[CallResult]:
+                  ) -> list[Answer]:
     """Call every strategy with a positive quota in parallel; one result per entry of `quotas`, in order."""
     started = time.perf_counter()
     tasks = {name: asyncio.create_task(_call(pool.stubs[name], name, query, q, timeout_s))
@@ -87,14 +69,10 @@ async def fan_out(pool: ShardPool, query: common_pb2.Query, quotas: Mapping[str,
     for name, quota in quotas.items():
         task = tasks.get(name)
         if task is None:
-            results.append(CallResult(name, 0, CallStatus.SKIPPED, 0.0))
+            results.append(Answer(name, 0, CallStatus.SKIPPED, 0.0))
         elif task.done():
             results.append(task.result())
         else:
             task.cancel()
-            results.append(CallResult(name, quota, CallStatus.TIMEOUT, (time.perf_counter() - started) * 1000))
+            results.append(Answer(name, quota, CallStatus.TIMEOUT, (time.perf_counter() - started) * 1000))
     return results
-
-
-def lists_in_time(results: Sequence[CallResult]) -> list[StrategyList]:
-    return [r.hits for r in results if r.status is CallStatus.OK and r.hits is not None]

@@ -11,6 +11,8 @@ from core.errors import (
     LtrrError,
     NotFoundError,
     NotReadyError,
+    StateError,
+    UnavailableError,
     UnimplementedError,
 )
 
@@ -21,6 +23,8 @@ STATUS_FOR: dict[type[LtrrError], grpc.StatusCode] = {
     NotReadyError: grpc.StatusCode.UNAVAILABLE,
     IndexFormatError: grpc.StatusCode.FAILED_PRECONDITION,
     UnimplementedError: grpc.StatusCode.UNIMPLEMENTED,
+    StateError: grpc.StatusCode.FAILED_PRECONDITION,
+    UnavailableError: grpc.StatusCode.UNAVAILABLE,
 }
 
 

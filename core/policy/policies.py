@@ -221,6 +221,11 @@ class BanditPolicy:
         self.latency_ms[strategy] = latency_ms if self.latency_ms[strategy] == 0 else \
             (1 - d) * self.latency_ms[strategy] + d * latency_ms
 
+    def learn(self, x: np.ndarray, decision: Decision, outcomes: Sequence[Outcome], reward: float) -> None:
+        """core.policy.allocator.Allocator.learn: the per-strategy outcomes teach the hit and fill
+        models (`update`); the scalar reward adds nothing they do not already see."""
+        self.update(x, outcomes)
+
     def update(self, x: np.ndarray, outcomes: Sequence[Outcome]) -> None:
         """Learn from one search's feedback. A strategy called with quota q reveals the hit for
         every level up to q (was the entity in its top-q' for q' <= q?), so all those arms learn."""
@@ -247,26 +252,33 @@ class BanditPolicy:
         if fill_arms:
             self.fill.update(self.model_input(x), np.asarray(fill_arms, dtype=np.int64), np.asarray(fill))
 
-    def to_bytes(self, extra: Mapping[str, Any] | None = None) -> bytes:
-        """The learned state (with the config it belongs to and `extra`, JSON-able) as .npz bytes;
-        a consistent copy, so it can be written on another thread while learning goes on."""
+    def to_bytes(self, extra: Mapping[str, Any] | None = None, blobs: Mapping[str, bytes] | None = None) -> bytes:
+        """The learned state (with the config it belongs to, `extra` (JSON-able) and `blobs`, named
+        byte strings such as the query history's JSON) as .npz bytes; a consistent copy, so it can
+        be written on another thread while learning goes on."""
         buf = io.BytesIO()
         meta = json.dumps({"strategies": list(self.strategies), "dim": self.dim, "config": asdict(self.config),
                            "extra": dict(extra or {})})
-        arrays: dict[str, np.ndarray] = {"meta": np.array(meta), "latency_ms": self.latency_ms, **self.arms.state(),
-                                         **{f"fill_{k}": v for k, v in self.fill.state().items()}}
+        arrays: dict[str, np.ndarray] = {"meta_utf8": np.frombuffer(meta.encode(), dtype=np.uint8),
+                                         "latency_ms": self.latency_ms, **self.arms.state(),
+                                         **{f"fill_{k}": v for k, v in self.fill.state().items()},
+                                         **{f"blob_{k}": np.frombuffer(v, dtype=np.uint8) for k, v in
+                                            (blobs or {}).items()}}
         np.savez(buf, allow_pickle=False, **arrays)
         return buf.getvalue()
 
-    def save(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> None:
-        """Atomically write `to_bytes(extra)` to one .npz file."""
-        write_file_atomic(Path(path), self.to_bytes(extra))
+    def save(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None,
+             blobs: Mapping[str, bytes] | None = None) -> None:
+        """Atomically write `to_bytes(extra, blobs)` to one .npz file."""
+        write_file_atomic(Path(path), self.to_bytes(extra, blobs))
 
     def load(self, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Restore state saved by `save`; returns its `extra`. ValueError if it belongs to other
-        strategies or features."""
+        """Restore state saved by `save`; returns its `extra`, with each blob under its name (bytes).
+        ValueError if it belongs to other strategies or features; other exceptions (zipfile,
+        KeyError, OSError) when the file is damaged: the caller names the file."""
         with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
+            text = data["meta_utf8"].tobytes().decode() if "meta_utf8" in data else str(data["meta"])
+            meta = json.loads(text)
             if meta["strategies"] != list(self.strategies) or meta["dim"] != self.dim:
                 raise ValueError(f"{path}: saved for strategies {meta['strategies']} and dim {meta['dim']}, "
                                  f"not {list(self.strategies)} and {self.dim}")
@@ -274,4 +286,5 @@ class BanditPolicy:
             if "fill_a_inv" in data:  # snapshots before the fill model start it from its prior
                 self.fill.load_state({k: data[f"fill_{k}"] for k in ("a_inv", "b", "n")})
             self.latency_ms = np.array(data["latency_ms"])
-        return dict(meta.get("extra", {}))
+            blobs = {k[len("blob_"):]: data[k].tobytes() for k in data.files if k.startswith("blob_")}
+        return {**dict(meta.get("extra", {})), **blobs}

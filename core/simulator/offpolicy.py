@@ -12,7 +12,7 @@ Design, and why:
   (0, 10, 25, 50, 100, 200) would give A = 493, about 40 rounds per allocation and intervals of
   about ±0.2. Every policy of the check (logger and targets, the trained one included) uses that
   space.
-- Targets: BanditPolicies frozen as they stand (`BanditAllocator(policy, learn=False)`: no
+- Targets: BanditPolicies frozen as they stand (`core.policy.allocator.Frozen(policy)`: no
   learning and no latency updates, so pi_e(a | x) is a fixed function of the context, as
   off-policy evaluation assumes).
   pi_e is core.policy.evaluate.action_distribution: one-hot for a static plan, the rule's
@@ -48,12 +48,13 @@ import numpy as np
 from core.catalog import Entity
 from core.ope import Estimate, Estimator, IntervalConfig, LoggedFeedback, estimate_with_ci, importance_weights
 from core.policy.allocation import AllocationSpace, equal_split
+from core.policy.allocator import Allocator, Frozen
 from core.policy.evaluate import action_distribution
 from core.policy.features import DIM, FEATURE_NAMES
 from core.policy.history import HISTORY_FEATURES
 from core.policy.policies import BanditPolicy, Decision, Outcome, PolicyConfig, PolicyKind
 from core.simulator.metrics import Records
-from core.simulator.policies import Allocator, BanditAllocator, PolicySpec
+from core.simulator.policies import PolicySpec
 from core.simulator.runner import EXPERIMENT_LEVELS, ExperimentConfig, run_experiment
 
 OPE_LEVELS = EXPERIMENT_LEVELS
@@ -222,15 +223,15 @@ class OffPolicyResult:
 def train_policy(entities: Sequence[Entity], root: str | Path, strategies: Sequence[str], config: ExperimentConfig,
                  workdir: str | Path, kind: PolicyKind = PolicyKind.THOMPSON) -> BanditPolicy:
     """A BanditPolicy of `kind` after learning over `config.searches` searches of `config.seed`."""
-    trained: list[BanditAllocator] = []
+    trained: list[BanditPolicy] = []
 
     def factory(names: tuple[str, ...], policy_config: PolicyConfig) -> Allocator:
-        trained.append(BanditAllocator(BanditPolicy(names, DIM, replace(policy_config, kind=kind))))
+        trained.append(BanditPolicy(names, DIM, replace(policy_config, kind=kind)))
         return trained[-1]
 
     run_experiment(entities, root, strategies, [PolicySpec(name=f"{kind.value}-training", kind=None,
                                                            factory=factory)], config, workdir)
-    return trained[0].policy
+    return trained[0]
 
 
 def _frozen(policy: BanditPolicy) -> PolicySpec:
@@ -240,7 +241,7 @@ def _frozen(policy: BanditPolicy) -> PolicySpec:
             raise ValueError(f"the frozen policy is for strategies {policy.strategies}, levels "
                              f"{policy.config.levels}, budget {policy.config.budget}; the run asks for {names}, "
                              f"{policy_config.levels}, {policy_config.budget}")
-        return BanditAllocator(policy, learn=False)
+        return Frozen(policy)
     return PolicySpec(name="frozen", kind=None, factory=factory)
 
 

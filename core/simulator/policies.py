@@ -7,9 +7,11 @@
   RRF); the two statics differ only in ranking, so their candidate recall is the same;
 - `epsilon-greedy`, `linucb`, `thompson` (the default): core.policy.BanditPolicy of that kind;
 - `oracle`: knows the target of every search and takes the cheapest allocation that retrieves it
-  (core.simulator.runner.oracle_allocation), or the cheapest allocation when none does;
+  (OracleAllocator, oracle_allocation), or the cheapest allocation when none does;
 - a spec with a `factory` plugs in any other Allocator (an external peer such as Vowpal Wabbit, or
   a frozen policy for off-policy checks).
+
+Every plan is a core.policy.allocator.Allocator, so the runner treats them all alike.
 
 Every plan but `static-equal` ranks with RRF, the broker's cold-start ranker.
 """
@@ -18,51 +20,50 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 import numpy as np
 
 from core.policy.allocation import AllocationSpace, equal_split
+from core.policy.allocator import Allocator
 from core.policy.policies import BanditPolicy, Decision, Outcome, PolicyConfig, PolicyKind
 from core.ranking import RankerKind
 
 ORACLE = "oracle"
 
 
-class Allocator(Protocol):
-    """What the runner asks of a policy: choose an allocation of `space` for features x, hear the
-    latencies of the calls, and learn from a search's feedback. `config` carries the costs and the
-    allocation space every plan of an experiment shares."""
+@dataclass
+class Foresight:
+    """What the simulator knows of the search at hand and no real policy may see: rewards, float64
+    (A,), the target reward r(a) of every allocation (core.simulator.runner.target_rewards). Every
+    allocator of a run is built with the run's Foresight; only the oracle reads it."""
 
-    space: AllocationSpace
-    config: PolicyConfig
-
-    def decide(self, x: np.ndarray, rng: np.random.Generator) -> Decision: ...
-
-    def observe_latency(self, strategy: int, latency_ms: float) -> None: ...
-
-    def learn(self, x: np.ndarray, decision: Decision, outcomes: Sequence[Outcome], reward: float) -> None:
-        """outcomes: per strategy, as core.reward.strategy_outcomes; reward: core.reward.search_reward."""
+    rewards: np.ndarray | None = None
 
 
-class BanditAllocator:
-    """A core.policy BanditPolicy as an Allocator: it learns from the per-strategy outcomes, as the
-    broker's does. learn=False freezes it as it stands, latency estimates included, so its action
-    probabilities are a fixed function of the context (what off-policy evaluation assumes)."""
+def oracle_allocation(rewards: np.ndarray, space: AllocationSpace) -> Decision:
+    """The allocation with the largest target reward; ties go to fewer candidates, then lower index."""
+    quota = np.asarray(space.levels)[space.allocations].sum(axis=1)
+    best = int(np.lexsort((np.arange(rewards.size), quota, -rewards))[0])
+    return Decision(space.quotas(best), 1.0, (1.0,) * space.allocations.shape[1], best)
 
-    def __init__(self, policy: BanditPolicy, *, learn: bool = True) -> None:
-        self.policy, self.space, self.config, self.learning = policy, policy.space, policy.config, learn
+
+class OracleAllocator:
+    """Knows each search's target: takes oracle_allocation of the run's Foresight. It learns nothing."""
+
+    def __init__(self, strategies: tuple[str, ...], config: PolicyConfig, foresight: Foresight) -> None:
+        self.config, self.foresight = config, foresight
+        self.space = AllocationSpace(strategies=strategies, levels=config.levels, budget=config.budget)
 
     def decide(self, x: np.ndarray, rng: np.random.Generator) -> Decision:
-        return self.policy.decide(x, rng)
+        if self.foresight.rewards is None:
+            raise RuntimeError("the oracle decides only inside a simulated run (its Foresight holds no rewards)")
+        return oracle_allocation(self.foresight.rewards, self.space)
 
     def observe_latency(self, strategy: int, latency_ms: float) -> None:
-        if self.learning:
-            self.policy.observe_latency(strategy, latency_ms)
+        """Nothing: the oracle knows the latencies."""
 
     def learn(self, x: np.ndarray, decision: Decision, outcomes: Sequence[Outcome], reward: float) -> None:
-        if self.learning:
-            self.policy.update(x, outcomes)
+        """Nothing: the oracle knows the answers."""
 
 
 AllocatorFactory = Callable[[tuple[str, ...], PolicyConfig], Allocator]
@@ -94,17 +95,20 @@ class PolicySpec:
             raise ValueError(f"`static_quotas` needs kind 'static', but got {self.kind}")
 
     @property
-    def is_oracle(self) -> bool:
-        return self.kind is None and self.factory is None
+    def learns(self) -> bool:
+        """Does the plan change as it goes (a learned policy or a factory's allocator)? Static plans
+        and the oracle do not."""
+        return self.kind not in (PolicyKind.STATIC, None) or self.factory is not None
 
-    def allocator(self, strategies: tuple[str, ...], config: PolicyConfig, dim: int) -> Allocator:
-        """This spec's Allocator over `strategies` (the oracle's is a static stand-in that only
-        supplies the space and costs). config: the experiment's, whose kind is replaced by ours."""
+    def allocator(self, strategies: tuple[str, ...], config: PolicyConfig, dim: int,
+                  foresight: Foresight | None = None) -> Allocator:
+        """This spec's Allocator over `strategies`. config: the experiment's, whose kind is replaced
+        by ours; foresight: the run's (the oracle's only input)."""
         if self.factory is not None:
             return self.factory(strategies, config)
-        kind = self.kind if self.kind is not None else PolicyKind.STATIC
-        return BanditAllocator(BanditPolicy(strategies, dim, replace(config, kind=kind,
-                                                                     static_quotas=self.static_quotas)))
+        if self.kind is None:
+            return OracleAllocator(strategies, config, foresight or Foresight())
+        return BanditPolicy(strategies, dim, replace(config, kind=self.kind, static_quotas=self.static_quotas))
 
 
 def standard_policies(strategies: Sequence[str], levels: Sequence[int], budget: int) -> list[PolicySpec]:

@@ -1,10 +1,11 @@
 """The in-process experiment: simulated searches through the same core objects the broker runs.
 
-Per search (services/broker.py, Search then Feedback, minus the transport):
-featurize(text, context, understand(text), query history) -> policy.decide -> each called
-strategy's top-quota list -> merge -> ranker -> the user's action (core.simulator.clicks) ->
-acted_ranks, search_reward, strategy_outcomes -> policy.update, the query history, and the memory
-strategy's learn for the acted-on entity.
+Per search, the broker's pipeline (core.pipeline: decide -> fan-out -> serve; judge -> learn),
+with the strategies answering the fan-out in process: the attribute strategy's understanding ->
+SearchPipeline.decide -> each called strategy's top-quota list (PolicyRun.answers) ->
+SearchPipeline.serve (merge, rank) -> the user's action (core.simulator.clicks) ->
+SearchPipeline.judge and learn (the allocator and the query history), and the memory strategy's
+learn for the acted-on entity, in batches of `learn_every` (the broker forwards through its outbox).
 
 Latency is simulated, so runs are deterministic: a strategy called with quota q takes
 `base_ms + per_candidate_ms * q` (LatencyModel), the search waits for the slowest one called, and
@@ -27,16 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from core.catalog import Entity
-from core.merge import Merged, merge
+from core.eventlog import DecisionRecord
+from core.pipeline import Answer, CallStatus, SearchPipeline
 from core.policy.allocation import DEFAULT_LEVELS, AllocationSpace
-from core.policy.features import DIM, featurize
-from core.policy.history import QueryHistory
+from core.policy.features import DIM
 from core.policy.policies import Decision, PolicyConfig
 from core.ranking import EntityTable, make_ranker
-from core.reward import acted_ranks, search_reward, strategy_outcomes
 from core.simulator.clicks import Action, ClickConfig, ClickModel
 from core.simulator.metrics import Records, ndcg_at, reciprocal_rank
-from core.simulator.policies import PolicySpec
+from core.simulator.policies import Foresight, PolicySpec, oracle_allocation
 from core.simulator.retrieval import InProcessStrategies
 from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
 from core.simulator.world import MusicWorld
@@ -145,30 +145,26 @@ def target_rewards(space: AllocationSpace, target_hits: np.ndarray, returned: np
     return hit - config.cost_per_candidate * space.fetched(returned) - config.cost_per_ms * lat
 
 
-def oracle_allocation(rewards: np.ndarray, space: AllocationSpace) -> Decision:
-    """The allocation with the largest target reward; ties go to fewer candidates, then lower index."""
-    quota = np.asarray(space.levels)[space.allocations].sum(axis=1)
-    best = int(np.lexsort((np.arange(rewards.size), quota, -rewards))[0])
-    return Decision(space.quotas(best), 1.0, (1.0,) * space.allocations.shape[1], best)
-
-
 class PolicyRun:
-    """One policy over one list of searches, stepping search by search (module docstring)."""
+    """One plan over one list of searches through core.pipeline, search by search (module
+    docstring). What differs from the broker is only who answers the fan-out: the strategies in
+    process, with simulated latencies."""
 
     def __init__(self, spec: PolicySpec, config: ExperimentConfig, strategies: InProcessStrategies,
                  users: UserSimulator, table: EntityTable) -> None:
         self.spec, self.config, self.strategies, self.users = spec, config, strategies, users
         names = strategies.names
-        self.policy = spec.allocator(names, replace(config.policy, levels=config.levels, budget=config.budget), DIM)
-        self.space = self.policy.space
-        self.ranker = make_ranker(spec.ranker, table)
+        self.foresight = Foresight()
+        self.allocator = spec.allocator(names, replace(config.policy, levels=config.levels, budget=config.budget),
+                                        DIM, self.foresight)
+        self.space = self.allocator.space
+        self.pipeline = SearchPipeline(self.allocator, make_ranker(spec.ranker, table), policy_name=spec.name)
         self.clicks = ClickModel(config.clicks)
         self.latency = config.latency.table(names, config.levels)
         self.click_rng = click_generator(config.seed)
         self.rng = np.random.default_rng([config.seed, 2])
         self.learner = strategies.learner()
         self.pending: list[FeedbackEvent] = []
-        self.history = QueryHistory()
         self.now = SIM_EPOCH
 
     def flush(self) -> None:
@@ -177,58 +173,59 @@ class PolicyRun:
             self.learner.learn(self.pending)
         self.pending = []
 
+    def answers(self, text: str, decision: Decision) -> list[Answer]:
+        """The in-process fan-out: every called strategy answers its top-quota list in its
+        simulated latency (core.pipeline.Answer, column order)."""
+        level = self.space.allocations[decision.allocation]
+        lists = iter(self.strategies.lists(text, decision.quotas))
+        return [Answer(name, q, CallStatus.OK, float(self.latency[s, level[s]]), next(lists)) if q > 0
+                else Answer(name, 0, CallStatus.SKIPPED, 0.0)
+                for s, (name, q) in enumerate(zip(self.strategies.names, decision.quotas, strict=True))]
+
     def step(self, t: int, sim: SimSearch, rec: Records) -> None:
         self.now = SIM_EPOCH + t * SECONDS_PER_SEARCH
-        x = featurize(sim.text, sim.context, self.strategies.understand(sim.text), self.history)
         hits, returned = self.strategies.level_tables(sim.text, sim.target, self.config.levels)
-        rewards = target_rewards(self.space, hits, returned, self.latency, self.policy.config)
-        best = oracle_allocation(rewards, self.space)
-        decision = best if self.spec.is_oracle else self.policy.decide(x, self.rng)
-        lists = self.strategies.lists(sim.text, decision.quotas)
-        level = self.space.allocations[decision.allocation]
-        latency = self.latency[np.arange(level.size), level]
-        for s in np.flatnonzero(level > 0).tolist():
-            self.policy.observe_latency(s, float(latency[s]))
-        merged = merge(lists, self.strategies.names)
-        order, _ = self.ranker.rank(merged, sim.text, self.config.k)
+        rewards = self.foresight.rewards = target_rewards(self.space, hits, returned, self.latency,
+                                                          self.allocator.config)
+        plan = self.pipeline.decide(sim.text, sim.context, self.strategies.understand(sim.text), self.rng)
+        served = self.pipeline.serve(plan, self.answers(sim.text, plan.decision), decision_id=str(t), ts=self.now,
+                                     k=self.config.k)
         ordinal = self.strategies.ordinal
-        shown = np.array([ordinal[merged.entity_ids[i]] for i in order.tolist()], dtype=np.int64)
+        shown = np.array([ordinal[e] for e in served.record.final], dtype=np.int64)
         action = user_action(self.clicks, self.users, sim, shown, self.click_rng)
-        rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, decision.quotas, decision.propensity
-        rec.allocation[t], rec.features[t] = decision.allocation, x
-        counts = {lst.strategy: len(lst.entity_ids) for lst in lists}
-        rec.fetched[t] = sum(counts.values())
-        rec.candidates[t], rec.called[t] = len(merged), int((level > 0).sum())
-        rec.target_found[t] = bool(hits[np.arange(level.size), level].any())
-        rec.rr[t], rec.ndcg[t] = reciprocal_rank(shown, sim.target), ndcg_at(shown, sim.relevant, sim.target,
-                                                                              self.config.clicks.shown)
-        rec.regret[t] = rewards[best.allocation] - rewards[decision.allocation]
+        level = self.space.allocations[plan.decision.allocation]
+        record_search(rec, t, sim, served.record, shown, len(served.merged),
+                      bool(hits[np.arange(level.size), level].any()), rewards, self.space, self.config)
         if action.entity >= 0:
-            self._feedback(t, sim, x, decision, merged, action, latency, rec,
-                           tuple(counts.get(name) for name in self.strategies.names))
+            event, entity_id = action_event(action), self.strategies.ids[action.entity]
+            judged = self.pipeline.judge(served.record, entity_id, event)
+            self.pipeline.learn(served.record, judged, entity_id, event)
+            record_feedback(rec, t, judged.reward, judged.retrieved)
+            self.pending.append(FeedbackEvent(event_id=str(t), query_text=sim.text, entity_id=entity_id,
+                                              type=event, timestamp=self.now, context=sim.context))
+            if len(self.pending) >= self.config.learn_every:
+                self.flush()
 
-    def _feedback(self, t: int, sim: SimSearch, x: np.ndarray, decision: Decision, merged: Merged,
-                  action: Action, latency: np.ndarray, rec: Records, returned: tuple[int | None, ...]) -> None:
-        """The broker's Feedback: reward, policy update, and the event for the memory strategy.
-        returned: per strategy, the candidates its list held (None: not called)."""
-        event = action_event(action)
-        entity_id = self.strategies.ids[action.entity]
-        ranks = acted_ranks(merged, entity_id)
-        c = self.policy.config
-        rec.feedback[t], rec.acted_found[t] = True, any(r > 0 for r in ranks)
-        reward = search_reward(decision.quotas, ranks, event, cost_per_candidate=c.cost_per_candidate,
-                               cost_per_ms=c.cost_per_ms, latency_ms=float(latency.max()),
-                               fetched=int(rec.fetched[t]))
-        rec.reward[t] = reward
-        self.history.observe(sim.text, entity_id, retrieved=bool(rec.acted_found[t]))
-        if not self.spec.is_oracle:
-            outcomes = strategy_outcomes(decision.quotas, ranks, tuple(q > 0 for q in decision.quotas), event,
-                                         returned)
-            self.policy.learn(x, decision, outcomes, reward)
-        self.pending.append(FeedbackEvent(event_id=str(t), query_text=sim.text, entity_id=entity_id,
-                                          type=event, timestamp=self.now, context=sim.context))
-        if len(self.pending) >= self.config.learn_every:
-            self.flush()
+
+def record_search(rec: Records, t: int, sim: SimSearch, record: DecisionRecord, shown: np.ndarray,
+                  candidates: int, target_found: bool, rewards: np.ndarray, space: AllocationSpace,
+                  config: ExperimentConfig) -> None:
+    """Fill row t of `rec` for a served search: what it chose and fetched, whether the target was
+    a candidate, the target's rank measures in `shown` (ordinals, best first) and the regret
+    against the oracle (rewards: target_rewards of every allocation). Both modes call it."""
+    rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, record.quotas, record.propensity
+    rec.allocation[t], rec.features[t] = record.allocation, record.features
+    rec.fetched[t], rec.candidates[t] = record.fetched, candidates
+    rec.called[t], rec.target_found[t] = sum(q > 0 for q in record.quotas), target_found
+    rec.rr[t] = reciprocal_rank(shown, sim.target)
+    rec.ndcg[t] = ndcg_at(shown, sim.relevant, sim.target, config.clicks.shown)
+    rec.regret[t] = rewards[oracle_allocation(rewards, space).allocation] - rewards[record.allocation]
+
+
+def record_feedback(rec: Records, t: int, reward: float, retrieved: bool) -> None:
+    """Row t of `rec` got feedback: the reward the policy was given and whether the acted-on entity
+    was a candidate."""
+    rec.feedback[t], rec.acted_found[t], rec.reward[t] = True, retrieved, reward
 
 
 def run_policy(spec: PolicySpec, config: ExperimentConfig, root: str | os.PathLike[str], strategies: Sequence[str],

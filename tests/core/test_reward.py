@@ -5,10 +5,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.merge import StrategyList, merge
 from core.policy.models import ModelKind
 from core.policy.policies import BanditPolicy, Outcome, PolicyConfig, PolicyKind
-from core.reward import acted_ranks, hits_by_level, search_reward, strategy_outcomes
+from core.reward import hits_by_level, search_reward, strategy_outcomes
 from core.types import EventType
 
 LEVELS = (0, 10, 25, 50, 100)
@@ -75,21 +74,6 @@ def test_policy_update_learns_the_counterfactual_levels(monkeypatch: pytest.Monk
         assert [(lvl, table[lvl]) for (t, lvl, _) in seen if t == s] == [(lvl, r) for (t, lvl, r) in seen if t == s]
 
 
-def test_acted_ranks_reads_the_merge() -> None:
-    m = merge([StrategyList("lexical", ["a", "b"], np.ones(2, np.float32)),
-               StrategyList("memory", ["b"], np.ones(1, np.float32))], ("lexical", "semantic", "memory"))
-    assert acted_ranks(m, "b") == (2, 0, 1)
-    assert acted_ranks(m, "zzz") == (0, 0, 0)
-
-
-@pytest.mark.parametrize(("args", "kwargs", "match"), [
-    (((10,), (1, 2), EventType.CLICK), {}, "`ranks` must have 1 entries"),
-    (((-1,), (1,), EventType.CLICK), {}, "`quotas` must be >= 0"),
-    (((10,), (-1,), EventType.CLICK), {}, "`ranks` must be >= 0"),
-    (((10,), (1,), EventType.CLICK, 1.5), {}, "`value` must be in"),
-    (((10,), (1,), EventType.CLICK), {"latency_ms": -1.0}, "`latency_ms` must be finite"),
-    (((10,), (1,), EventType.CLICK), {"cost_per_ms": float("nan")}, "`cost_per_ms` must be finite"),
-])
 def test_bad_reward_inputs(args: tuple[object, ...], kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         search_reward(*args, **{**COSTS, **kwargs})  # type: ignore[arg-type]

@@ -7,8 +7,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from core.catalog import Entity, write_jsonl
+from core.indexing import build_index
 from services.client import ShardClient
+from services.cluster import ClusterConfig
 from services.process import shard_args, spawn
+
+ALL = ("lexical", "semantic", "attribute", "memory")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory, catalog: list[Entity]) -> Path:
+    """The synthetic catalog as a file and an index of every strategy (hashing encoder)."""
+    root = tmp_path_factory.mktemp("cluster")
+    write_jsonl(catalog, root / "catalog.jsonl")
+    build_index(catalog, root / "index", ALL, {"lexical": {"fields": "title^2,artist", "progress": False},
+                                               "semantic": {"encoder": "hashing", "progress": False,
+                                                            "cache": str(root / "cache")}})
+    return root
+
+
+def config(root: Path, state: str, **broker: object) -> ClusterConfig:
+    """A cluster over `built` with its broker and memory state under root/state."""
+    return ClusterConfig(catalog=str(root / "catalog.jsonl"), index=str(root / "index"), state=str(root / state),
+                         strategies=ALL, run={"memory": {"state_dir": str(root / state / "memory")}},
+                         broker=broker)
 
 
 @contextmanager

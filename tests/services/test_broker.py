@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,38 +9,22 @@ import grpc
 import numpy as np
 import pytest
 
-from core.catalog import Entity, write_jsonl
 from core.eventlog import EventLog
-from core.indexing import build_index
+from core.pipeline import SearchPipeline
 from core.policy.features import DIM
 from core.policy.history import QueryHistory
 from core.policy.policies import BanditPolicy
-from core.reward import acted_ranks, strategy_outcomes
+from core.ranking import RRFRanker
+from core.reward import strategy_outcomes
 from ltrr.v1 import broker_pb2
 from services.client import BrokerClient
-from services.cluster import Cluster, ClusterConfig, broker_args
+from services.cluster import Cluster, broker_args
 from services.process import ServerProcess, shard_args, spawn
+from tests.services.conftest import ALL, config
 
 pytestmark = pytest.mark.slow
-ALL = ("lexical", "semantic", "attribute", "memory")
 OK, TIMEOUT, ERROR = (broker_pb2.STRATEGY_STATUS_OK, broker_pb2.STRATEGY_STATUS_TIMEOUT,
                       broker_pb2.STRATEGY_STATUS_ERROR)
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, catalog: list[Entity]) -> Path:
-    root = tmp_path_factory.mktemp("cluster")
-    write_jsonl(catalog, root / "catalog.jsonl")
-    build_index(catalog, root / "index", ALL, {"lexical": {"fields": "title^2,artist", "progress": False},
-                                               "semantic": {"encoder": "hashing", "progress": False,
-                                                            "cache": str(root / "cache")}})
-    return root
-
-
-def config(root: Path, state: str, **broker: object) -> ClusterConfig:
-    return ClusterConfig(catalog=str(root / "catalog.jsonl"), index=str(root / "index"), state=str(root / state),
-                         strategies=ALL, run={"memory": {"state_dir": str(root / state / "memory")}},
-                         broker=broker)
 
 
 @pytest.fixture(scope="module")
@@ -108,23 +91,22 @@ def test_bad_search_arguments(client: BrokerClient, k: int, budget: int, field: 
     assert (err.value.details() or "").startswith(field)
 
 
-def test_slow_shard_never_pushes_the_search_past_its_budget(built: Path) -> None:
+def test_a_slow_shard_is_dropped_and_reported_timeout(built: Path) -> None:
+    """Deadline behaviour by status, not milliseconds: the shard slowed past the budget is reported
+    TIMEOUT, the search is flagged degraded and still answers from the shard that was in time."""
     fast = spawn(shard_args("lexical", built / "index"))
-    slow = spawn(shard_args("semantic", built / "index", extra=["--test-delay-ms", "300"]))
+    slow = spawn(shard_args("semantic", built / "index", extra=["--test-delay-ms", "3000"]))
     broker = spawn(broker_args(config(built, "state-slow", policy="static"),
                                {"lexical": fast.address, "semantic": slow.address}, 0))
     try:
         with BrokerClient(broker.address) as client:
             client.search("love", budget_ms=1000)  # connections up
-            for _ in range(5):
-                started = time.perf_counter()
-                response = client.search("love night", k=5, budget_ms=50)
-                elapsed_ms = (time.perf_counter() - started) * 1000
+            for _ in range(3):
+                response = client.search("love night", k=5, budget_ms=500)
                 status = {r.strategy: r.status for r in response.strategies}
                 assert status == {"lexical": OK, "semantic": TIMEOUT} and response.degraded
-                assert response.took_ms <= 60, response.took_ms
-                assert elapsed_ms <= 150  # client side, with the Python gRPC round trip on a shared machine
                 assert len(response.results) > 0
+                assert all(r.strategies == ["lexical"] for r in response.results)
     finally:
         for p in (broker, slow, fast):
             p.stop()
@@ -174,17 +156,14 @@ def test_acknowledged_feedback_survives_a_broker_sigkill(built: Path) -> None:
     state = built / "state-crash"
     restored = BanditPolicy(("lexical",), DIM)
     assert restored.load(state / "policy.npz")["applied_event_rowid"] == 20
-    reference = BanditPolicy(("lexical",), DIM)
+    reference = SearchPipeline(BanditPolicy(("lexical",), DIM), RRFRanker())
     with EventLog(state / "events.sqlite") as log:
-        for _, logged in log.events_after(0):
-            rec = log.decision(logged.decision_id)
-            ranks = acted_ranks(rec.merged(), logged.entity_id)
-            reference.update(rec.features,
-                             strategy_outcomes(rec.quotas, ranks, rec.answered, logged.type, rec.returned))
-    assert reference.arms.n.sum() > 0 and reference.fill.n.sum() > 0
-    np.testing.assert_array_equal(restored.arms.n, reference.arms.n)
-    np.testing.assert_allclose(restored.arms.b, reference.arms.b)
-    np.testing.assert_allclose(restored.fill.b, reference.fill.b)  # the fill model is rebuilt too
+        assert reference.replay((log.decision(e.decision_id), e) for _, e in log.events_after(0)) == (20, 0)
+    policy = reference.allocator
+    assert isinstance(policy, BanditPolicy) and policy.arms.n.sum() > 0 and policy.fill.n.sum() > 0
+    np.testing.assert_array_equal(restored.arms.n, policy.arms.n)
+    np.testing.assert_allclose(restored.arms.b, policy.arms.b)
+    np.testing.assert_allclose(restored.fill.b, policy.fill.b)  # the fill model is rebuilt too
 
 
 def test_event_log_feeds_ranker_training_and_policy_evaluation(cluster: Cluster, client: BrokerClient,
@@ -244,16 +223,19 @@ def test_state_from_an_older_policy_is_set_aside_not_fatal(tmp_path: Path) -> No
 
     async def start() -> BrokerService:
         service = BrokerService(BrokerConfig(shards={s: "127.0.0.1:1" for s in strategies}, state_dir=str(state)))
+        await service.start()
         await service.close()
         return service
 
     service = asyncio.run(start())
     assert (state / "policy.npz.incompatible").exists()
-    assert int(service.policy.arms.n.sum()) > 0  # the decision with this policy's features was learned
+    assert service.pipeline is not None
+    policy = service.pipeline.allocator
+    assert isinstance(policy, BanditPolicy) and int(policy.arms.n.sum()) > 0  # the decision with these features
     fresh = BanditPolicy(strategies, DIM)
     fresh.update(np.ones(DIM), strategy_outcomes((50, 0), (1, 0), (True, False), EventType.CLICK))
-    np.testing.assert_array_equal(service.policy.arms.n, fresh.arms.n)  # ... and only that one
+    np.testing.assert_array_equal(policy.arms.n, fresh.arms.n)  # ... and only that one
     both = QueryHistory()  # the query history needs no features: it learns from both events
     for _ in range(2):
         both.observe("q", "a", retrieved=True)
-    assert service.history.features("q").tolist() == both.features("q").tolist()
+    assert service.pipeline.history.features("q").tolist() == both.features("q").tolist()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from core.pipeline import Answer, CallStatus
 from ltrr.v1 import common_pb2
-from services.fanout import CallResult, CallStatus, ShardPool, fan_out
+from services.fanout import ShardPool, fan_out
 from services.process import ServerProcess, shard_args, spawn
 
 
@@ -24,7 +25,7 @@ def shards(lexical_index_dir: Path) -> Iterator[dict[str, ServerProcess]]:
 
 
 def test_slow_shard_times_out_and_the_fast_one_answers(shards: dict[str, ServerProcess]) -> None:
-    async def go() -> tuple[list[CallResult], float]:
+    async def go() -> tuple[list[Answer], float]:
         pool = ShardPool({name: s.address for name, s in shards.items()})
         await fan_out(pool, common_pb2.Query(text="love"), {"fast": 5, "slow": 0}, 5.0)  # connect
         started = time.perf_counter()
@@ -45,7 +46,7 @@ def test_skipped_and_dead_shards(shards: dict[str, ServerProcess], lexical_index
     doomed = spawn(shard_args("lexical", lexical_index_dir))
     doomed.kill()
 
-    async def go() -> list[CallResult]:
+    async def go() -> list[Answer]:
         pool = ShardPool({"fast": shards["fast"].address, "dead": doomed.address, "off": shards["fast"].address})
         results = await fan_out(pool, common_pb2.Query(text="love"), {"fast": 3, "dead": 3, "off": 0}, 2.0)
         await pool.close()

@@ -61,3 +61,24 @@ def test_featurize_appends_the_history() -> None:
     cols = [FEATURE_NAMES.index(n) for n in HISTORY_FEATURES]
     assert x[cols].tolist() == history.features("morning music").tolist()
     assert featurize("morning music", {})[cols].sum() == 0
+
+
+def test_a_frozen_snapshot_does_not_change_while_learning_goes_on() -> None:
+    """The broker serialises the history on another thread: what it froze must stay as it was,
+    and what arrived meanwhile must count once thawed, as if observed directly."""
+    live, reference = QueryHistory(max_queries=3), QueryHistory(max_queries=3)
+    for h in (live, reference):
+        h.observe("a", "x", retrieved=True)
+        h.observe("b", "y", retrieved=False)
+    frozen = live.freeze()
+    before = live.to_json(frozen)
+    for h in (live, reference):
+        h.observe("a", "z", retrieved=False)
+        h.observe("c", "x", retrieved=True)
+        h.observe("d", "x", retrieved=True)
+    assert live.to_json(frozen) == before
+    np.testing.assert_array_equal(live.features("a"), reference.features("a"))  # reads see the new events
+    with pytest.raises(RuntimeError, match="already in progress"):
+        live.freeze()
+    live.thaw()
+    assert live.to_json() == reference.to_json() and len(live) == len(reference) == 3

@@ -13,6 +13,7 @@ import pytest
 from core.catalog import Entity
 from core.ope import Estimator, ips
 from core.policy.allocation import AllocationSpace
+from core.policy.allocator import Frozen
 from core.policy.features import DIM, FEATURE_NAMES
 from core.policy.history import HISTORY_FEATURES
 from core.policy.policies import BanditPolicy, Outcome, PolicyConfig
@@ -27,7 +28,6 @@ from core.simulator.offpolicy import (
     policy_distribution,
     run_check,
 )
-from core.simulator.policies import BanditAllocator
 from core.simulator.runner import ExperimentConfig
 from tests.core.simulator.conftest import STRATEGIES
 
@@ -138,8 +138,8 @@ def test_uniform_logger_and_frozen_policy() -> None:
         for s, m in enumerate(d.marginals):
             assert m == pytest.approx((alloc[:, s] == alloc[d.allocation, s]).mean())
     policy = BanditPolicy(STRATEGIES, DIM, config)
-    learner = BanditAllocator(copy.deepcopy(policy))
-    frozen = BanditAllocator(policy, learn=False)
+    learner = copy.deepcopy(policy)
+    frozen = Frozen(policy)
 
     def probe(p: BanditPolicy) -> np.ndarray:
         return policy_distribution(p, x[None], seed=7)
@@ -152,4 +152,4 @@ def test_uniform_logger_and_frozen_policy() -> None:
             allocator.learn(x, decision, [Outcome(quota=q, rank=1, answered=True) for q in decision.quotas], 1.0)
     np.testing.assert_array_equal(probe(policy), before)
     np.testing.assert_array_equal(policy.latency_ms, latency)
-    assert not np.array_equal(probe(learner.policy), before)  # the probe does see learning
+    assert not np.array_equal(probe(learner), before)  # the probe does see learning

@@ -1,0 +1,218 @@
+"""One search -> feedback pipeline: what the broker serves, the simulator simulates and the tests test.
+
+Per search, given the query understanding (the attribute strategy's readings):
+
+    plan = pipeline.decide(text, context, interpretations, rng)   # features -> allocation, propensity
+    answers = <the fan-out: whoever answers plan.quotas>           # gRPC shards, or strategies in process
+    served = pipeline.serve(plan, answers, decision_id, ts, k)    # merge, rank, the DecisionRecord
+
+Per feedback event on a served decision:
+
+    judged = pipeline.judge(record, entity_id, event_type, value)  # per-strategy outcomes and reward
+    pipeline.learn(record, judged, entity_id, event_type)          # the allocator and the query history
+
+and after a restart, `pipeline.replay(pairs)` learns the logged (decision, event) pairs the
+policy snapshot does not hold. The only difference between serving and simulating is who answers
+the fan-out: services/broker.py calls shard processes under a deadline, core/simulator/runner.py
+calls the strategies in process with simulated latencies.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.cache import text_bytes
+from core.eventlog import DecisionRecord, EventRecord
+from core.merge import Merged, StrategyList, merge
+from core.policy.allocator import Allocator
+from core.policy.features import DIM, featurize
+from core.policy.history import QueryHistory
+from core.policy.policies import Decision, Outcome
+from core.ranking import Ranker
+from core.reward import search_reward, strategy_outcomes
+from core.types import EventType, Interpretation
+
+
+class CallStatus(enum.IntEnum):
+    """What became of one strategy's call; values equal ltrr.v1.StrategyStatus's."""
+
+    OK = 1
+    TIMEOUT = 2
+    ERROR = 3
+    SKIPPED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One strategy's part of a search's fan-out. quota: asked (0 = not called, SKIPPED);
+    latency_ms: until it answered or was given up; hits: its list, for OK only."""
+
+    strategy: str
+    quota: int
+    status: CallStatus
+    latency_ms: float
+    hits: StrategyList | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.status is CallStatus.OK and self.hits is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A search decided but not yet answered. features: float64 (DIM,), the context the allocator
+    saw (core.policy.features); decision: its allocation and propensity."""
+
+    text: str
+    context: Mapping[str, str]
+    features: np.ndarray
+    decision: Decision
+    strategies: tuple[str, ...]
+
+    @property
+    def quotas(self) -> dict[str, int]:
+        """Strategy name -> quota, in column order (0 = not called)."""
+        return dict(zip(self.strategies, self.decision.quotas, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A search answered: its record (what the event log stores), the merged candidates, and the
+    ranked top k (order: int64 indexes into merged, best first; scores: float64, the ranker's)."""
+
+    record: DecisionRecord
+    merged: Merged
+    order: np.ndarray
+    scores: np.ndarray
+    answers: tuple[Answer, ...]
+
+    @property
+    def degraded(self) -> bool:
+        """Some called strategy timed out or failed."""
+        return any(a.status in (CallStatus.TIMEOUT, CallStatus.ERROR) for a in self.answers)
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """One feedback event joined with its decision. ranks: per strategy, the 1-based rank of the
+    acted-on entity in its list (0 = absent or no answer); outcomes: per strategy, what the
+    allocator learns from; reward: core.reward.search_reward."""
+
+    ranks: tuple[int, ...]
+    outcomes: tuple[Outcome, ...]
+    reward: float
+
+    @property
+    def retrieved(self) -> bool:
+        """The acted-on entity was a candidate."""
+        return any(r > 0 for r in self.ranks)
+
+
+def acted_ranks(record: DecisionRecord, entity_id: str) -> tuple[int, ...]:
+    """Per strategy of record.strategies: the 1-based rank of `entity_id` in its logged list, 0 =
+    absent or no list (the merged candidates' rank columns, without merging)."""
+    lists = {lst.strategy: lst.entity_ids for lst in record.lists}
+    out = []
+    for s in record.strategies:
+        ids = lists.get(s, ())
+        try:
+            out.append(list(ids).index(entity_id) + 1)
+        except ValueError:
+            out.append(0)
+    return tuple(out)
+
+
+def decision_bytes(record: DecisionRecord) -> int:
+    """Estimated memory of a decision record: its id lists, scores, features and a fixed part
+    (the record, its tuples and context); what the broker's recent-decision cache is bounded by."""
+    lists = sum(text_bytes(lst.entity_ids) + lst.scores.nbytes + 112 for lst in record.lists)
+    context = sum(100 + len(k) + len(v) for k, v in record.context.items())
+    return 1024 + lists + text_bytes(record.final) + record.features.nbytes + context + len(record.query_text)
+
+
+class SearchPipeline:
+    """The search -> feedback steps of the module docstring around one allocator, ranker and query
+    history. policy_name: logged with every decision (core.eventlog). Not thread-safe: the broker
+    calls it from its event loop, the simulator from its one loop."""
+
+    def __init__(self, allocator: Allocator, ranker: Ranker, *, history: QueryHistory | None = None,
+                 policy_name: str = "") -> None:
+        self.allocator, self.ranker = allocator, ranker
+        self.history = history if history is not None else QueryHistory()
+        self.strategies = tuple(allocator.space.strategies)
+        self.policy_name = policy_name or allocator.config.kind.value
+
+    def decide(self, text: str, context: Mapping[str, str], interpretations: Sequence[Interpretation],
+               rng: np.random.Generator) -> Plan:
+        """Features of the query, its understanding, its context and its history -> the allocator's choice."""
+        x = featurize(text, context, interpretations, self.history)
+        return Plan(text, dict(context), x, self.allocator.decide(x, rng), self.strategies)
+
+    def serve(self, plan: Plan, answers: Sequence[Answer], *, decision_id: str, ts: float, k: int) -> Served:
+        """Merge what came back in time, rank it and build the decision record. answers: one per
+        strategy, in column order. The allocator hears every answered call's latency."""
+        if [a.strategy for a in answers] != list(self.strategies):
+            raise ValueError(f"`answers` must hold one Answer per strategy in order {list(self.strategies)}, "
+                             f"but got {[a.strategy for a in answers]}")
+        for s, a in enumerate(answers):
+            if a.answered:
+                self.allocator.observe_latency(s, a.latency_ms)
+        lists = [a.hits for a in answers if a.answered and a.hits is not None]
+        merged = merge(lists, self.strategies)
+        order, scores = self.ranker.rank(merged, plan.text, k)
+        d = plan.decision
+        record = DecisionRecord(
+            decision_id=decision_id, ts=ts, query_text=plan.text, context=plan.context, features=plan.features,
+            strategies=self.strategies, quotas=d.quotas, allocation=d.allocation, propensity=d.propensity,
+            marginals=d.marginals, policy=self.policy_name, lists=tuple(lists),
+            final=tuple(merged.entity_ids[i] for i in order.tolist()),
+            latency_ms=max((a.latency_ms for a in answers if a.quota > 0), default=0.0))
+        return Served(record, merged, order, scores, tuple(answers))
+
+    def judge(self, record: DecisionRecord, entity_id: str, event_type: EventType, value: float = 0.0) -> Judged:
+        """The reward and per-strategy outcomes of one event on `record` (core.reward)."""
+        ranks = acted_ranks(record, entity_id)
+        c = self.allocator.config
+        reward = search_reward(record.quotas, ranks, event_type, value, cost_per_candidate=c.cost_per_candidate,
+                               cost_per_ms=c.cost_per_ms, latency_ms=record.latency_ms, fetched=record.fetched)
+        outcomes = strategy_outcomes(record.quotas, ranks, record.answered, event_type, record.returned)
+        return Judged(ranks, tuple(outcomes), reward)
+
+    def learn(self, record: DecisionRecord, judged: Judged, entity_id: str, event_type: EventType) -> None:
+        """Teach the allocator and the query history one event (a skip is not an action on an
+        entity: the history passes it over, and its outcomes teach no strategy)."""
+        self.observe(record, judged, entity_id, event_type)
+        decision = Decision(record.quotas, record.propensity, record.marginals, record.allocation)
+        self.allocator.learn(record.features, decision, judged.outcomes, judged.reward)
+
+    def observe(self, record: DecisionRecord, judged: Judged, entity_id: str, event_type: EventType) -> None:
+        """The query-history part of `learn` alone."""
+        if event_type is not EventType.SKIP:
+            self.history.observe(record.query_text, entity_id, retrieved=judged.retrieved)
+
+    def compatible(self, record: DecisionRecord) -> bool:
+        """Can this logged decision teach the allocator? Not when another policy made it (other
+        features, strategies or quota levels: an upgrade or a changed config)."""
+        levels = set(self.allocator.space.levels)
+        return record.features.shape == (DIM,) and record.strategies == self.strategies \
+            and levels.issuperset(record.quotas)
+
+    def replay(self, pairs: Iterable[tuple[DecisionRecord, EventRecord]]) -> tuple[int, int]:
+        """Learn logged (decision, event) pairs in log order, as `learn` did when they arrived, with
+        the logged reward. Decisions another policy made (`compatible`) feed the query history only.
+        Returns (learned, passed over)."""
+        learned = foreign = 0
+        for record, event in pairs:
+            judged = Judged(acted_ranks(record, event.entity_id), (), event.reward)
+            if not self.compatible(record):
+                self.observe(record, judged, event.entity_id, event.type)
+                foreign += 1
+                continue
+            judged = self.judge(record, event.entity_id, event.type, event.value)
+            self.learn(record, Judged(judged.ranks, judged.outcomes, event.reward), event.entity_id, event.type)
+            learned += 1
+        return learned, foreign

@@ -1,0 +1,132 @@
+"""The broker's outbox to the memory shard: logged feedback reaches it exactly once per event id.
+
+The event log is the outbox. A cursor in it (core.eventlog cursors, name `memory`) holds the
+position of the last event the memory shard acknowledged. One task, owned by the broker, sends the
+events after the cursor in batches (Learn), and moves the cursor only after the shard answered:
+
+- the shard down, slow or restarting: the batch fails, the task waits (exponential backoff up to
+  `max_backoff_s`) and sends the same batch again, so the shard catches up from the log after any
+  outage or restart of either side;
+- a batch acknowledged but the cursor not yet stored (a broker crash in between) is sent again
+  after the restart; the memory shard counts a repeated event id once (its dedup window), so each
+  event counts exactly once.
+
+Skips are not forwarded: a skip is no action on an entity for the broker's reward, and the memory
+strategy learns from what users acted on (the cursor still moves past them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from core.eventlog import EventLog
+from core.types import EventType, FeedbackEvent
+from ltrr.v1 import shard_pb2, shard_pb2_grpc
+from services import convert, metrics
+
+log = logging.getLogger("ltrr.outbox")
+CURSOR = "memory"
+DEFAULT_BATCH = 256
+DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_MAX_BACKOFF_S = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxConfig:
+    """batch: events per Learn call (<= the shard's 1,000); timeout_s: per call; max_backoff_s: the
+    longest wait between retries while the shard is unreachable."""
+
+    batch: int = DEFAULT_BATCH
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_backoff_s: float = DEFAULT_MAX_BACKOFF_S
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch <= 1000:
+            raise ValueError(f"`batch` must be in [1, 1000], but got {self.batch}")
+        if not (self.timeout_s > 0 and self.max_backoff_s > 0):
+            raise ValueError(f"`timeout_s` and `max_backoff_s` must be > 0, but got {self.timeout_s}, "
+                             f"{self.max_backoff_s}")
+
+
+Runner = Callable[..., Awaitable[Any]]
+
+
+class MemoryOutbox:
+    """Forwards the event log's feedback to the memory shard (module docstring). run_on_log: runs a
+    function on the event log's one thread (the broker's writer). lag(): events not yet forwarded."""
+
+    def __init__(self, event_log: EventLog, stub: shard_pb2_grpc.ShardStub, run_on_log: Runner,
+                 config: OutboxConfig | None = None) -> None:
+        self.log, self.stub, self.run_on_log = event_log, stub, run_on_log
+        self.config = config or OutboxConfig()
+        self.wake = asyncio.Event()
+        self.position = 0
+        self.last_logged = 0
+        self.forwarded = self.failures = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="ltrr-memory-outbox")
+        self.wake.set()
+
+    def notify(self, position: int) -> None:
+        """A new event was logged at `position`."""
+        self.last_logged = max(self.last_logged, position)
+        self.wake.set()
+
+    def lag(self) -> int:
+        return max(self.last_logged - self.position, 0)
+
+    async def stop(self) -> None:
+        """Cancel the task (what is not forwarded stays in the log for the next start)."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+
+    async def _run(self) -> None:
+        self.position = await self.run_on_log(self.log.cursor, CURSOR)
+        self.last_logged = max(self.last_logged, await self.run_on_log(self.log.last_event_rowid))
+        backoff = 0.1
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while True:
+                try:
+                    sent = await self._forward_batch()
+                except grpc.aio.AioRpcError as err:
+                    self.failures += 1
+                    metrics.OUTBOX_FAILURES.inc()
+                    log.warning("memory shard unreachable (%s); %d events wait in the log, retrying in %.1fs",
+                                err.code().name, self.lag(), backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.config.max_backoff_s)
+                    continue
+                backoff = 0.1
+                if sent == 0:
+                    break
+
+    async def _forward_batch(self) -> int:
+        """Send the next batch and move the cursor past it; the number of log rows passed (0: none left)."""
+        rows = await self.run_on_log(self.log.feedback_after, self.position, self.config.batch)
+        if not rows:
+            return 0
+        events = [FeedbackEvent(event_id=e.event_id, query_text=text, entity_id=e.entity_id, type=e.type,
+                                value=e.value, timestamp=e.ts, context=context)
+                  for _, e, text, context in rows if e.type is not EventType.SKIP]
+        if events:
+            request = shard_pb2.LearnRequest(events=[convert.event_to_proto(e) for e in events])
+            await self.stub.Learn(request, timeout=self.config.timeout_s)
+        self.position = rows[-1][0]
+        await self.run_on_log(self.log.set_cursor, CURSOR, self.position)
+        self.forwarded += len(events)
+        metrics.OUTBOX_LAG.set(self.lag())
+        return len(rows)

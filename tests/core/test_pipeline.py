@@ -1,0 +1,153 @@
+"""core.pipeline: the one search -> feedback path the broker, the simulator and the tests share."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from core.eventlog import DecisionRecord, EventRecord
+from core.merge import StrategyList, merge
+from core.pipeline import Answer, CallStatus, SearchPipeline, acted_ranks, decision_bytes
+from core.policy.features import DIM
+from core.policy.policies import BanditPolicy, PolicyConfig, PolicyKind
+from core.ranking import RRFRanker
+from core.reward import search_reward, strategy_outcomes
+from core.types import EventType
+
+STRATEGIES = ("lexical", "semantic", "memory")
+POOL = [f"e{i}" for i in range(60)]
+
+
+def pipeline(kind: PolicyKind = PolicyKind.THOMPSON) -> SearchPipeline:
+    policy = BanditPolicy(STRATEGIES, DIM, PolicyConfig(kind=kind, levels=(0, 10, 20), budget=30))
+    return SearchPipeline(policy, RRFRanker())
+
+
+def answers(quotas: tuple[int, ...], rng: np.random.Generator, *, timeout: str = "") -> list[Answer]:
+    """Lists drawn from a small pool, so strategies overlap; `timeout` names one that did not answer."""
+    out = []
+    for name, q in zip(STRATEGIES, quotas, strict=True):
+        if q == 0:
+            out.append(Answer(name, 0, CallStatus.SKIPPED, 0.0))
+        elif name == timeout:
+            out.append(Answer(name, q, CallStatus.TIMEOUT, 50.0))
+        else:
+            ids = [POOL[i] for i in rng.choice(len(POOL), size=min(q, 7), replace=False)]
+            out.append(Answer(name, q, CallStatus.OK, float(rng.uniform(1, 9)),
+                              StrategyList(name, ids, np.linspace(1, 0, len(ids), dtype=np.float32))))
+    return out
+
+
+def run(p: SearchPipeline, n: int, seed: int) -> list[tuple[DecisionRecord, EventRecord]]:
+    """n searches with feedback on a few recurring queries; the (decision, event) pairs as the broker logs them."""
+    rng = np.random.default_rng(seed)
+    logged = []
+    for t in range(n):
+        text = ["love song", "night drive", "blue"][t % 3]
+        plan = p.decide(text, {"device": "mobile"}, (), rng)
+        served = p.serve(plan, answers(plan.decision.quotas, rng, timeout="semantic" if t % 5 == 0 else ""),
+                         decision_id=f"d{t}", ts=float(t), k=5)
+        entity = POOL[int(rng.integers(len(POOL)))] if t % 4 else served.record.final[0]
+        kind = [EventType.CLICK, EventType.PLAY, EventType.SKIP][t % 3]
+        judged = p.judge(served.record, entity, kind)
+        p.learn(served.record, judged, entity, kind)
+        logged.append((served.record, EventRecord(event_id=f"e{t}", decision_id=f"d{t}", entity_id=entity,
+                                                  type=kind, ts=float(t), reward=judged.reward)))
+    return logged
+
+
+def test_serve_builds_the_record_from_what_answered_in_time() -> None:
+    p = pipeline(PolicyKind.STATIC)
+    rng = np.random.default_rng(0)
+    plan = p.decide("love", {}, (), rng)
+    got = answers(plan.decision.quotas, rng, timeout="semantic")
+    served = p.serve(plan, got, decision_id="x", ts=1.0, k=4)
+    record = served.record
+    assert record.quotas == plan.decision.quotas and record.propensity == 1.0
+    assert [lst.strategy for lst in record.lists] == [a.strategy for a in got if a.status is CallStatus.OK]
+    assert record.answered == tuple(a.status is CallStatus.OK for a in got)
+    assert served.degraded and record.latency_ms == max(a.latency_ms for a in got)
+    assert len(record.final) == min(4, len(served.merged))
+    np.testing.assert_array_equal(record.features, plan.features)
+
+
+def test_answers_must_follow_the_strategy_columns() -> None:
+    p = pipeline(PolicyKind.STATIC)
+    rng = np.random.default_rng(0)
+    plan = p.decide("love", {}, (), rng)
+    with pytest.raises(ValueError, match="one Answer per strategy in order"):
+        p.serve(plan, answers(plan.decision.quotas, rng)[::-1], decision_id="x", ts=1.0, k=4)
+
+
+def test_acted_ranks_are_the_merged_rank_columns() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        got = answers((10, 20, 10), rng)
+        lists = tuple(a.hits for a in got if a.hits is not None)
+        record = DecisionRecord(decision_id="d", ts=0.0, query_text="q", context={}, features=np.zeros(DIM),
+                                strategies=STRATEGIES, quotas=(10, 20, 10), allocation=0, propensity=1.0,
+                                marginals=(1.0, 1.0, 1.0), policy="static", lists=lists, final=())
+        merged = merge(lists, STRATEGIES)
+        for entity in POOL[:20]:
+            row = merged.entity_ids.index(entity) if entity in merged.entity_ids else None
+            expected = tuple(merged.ranks[row].tolist()) if row is not None else (0, 0, 0)
+            assert acted_ranks(record, entity) == expected
+
+
+def test_judge_is_the_reward_and_outcomes_of_core_reward() -> None:
+    p = pipeline()
+    rng = np.random.default_rng(1)
+    plan = p.decide("love", {}, (), rng)
+    served = p.serve(plan, answers(plan.decision.quotas, rng), decision_id="x", ts=1.0, k=5)
+    record, entity = served.record, served.record.final[0]
+    judged = p.judge(record, entity, EventType.PLAY, 0.5)
+    ranks = acted_ranks(record, entity)
+    c = p.allocator.config
+    assert judged.reward == search_reward(record.quotas, ranks, EventType.PLAY, 0.5,
+                                          cost_per_candidate=c.cost_per_candidate, cost_per_ms=c.cost_per_ms,
+                                          latency_ms=record.latency_ms, fetched=record.fetched)
+    assert list(judged.outcomes) == strategy_outcomes(record.quotas, ranks, record.answered, EventType.PLAY,
+                                                      record.returned)
+    assert judged.retrieved
+
+
+def test_replaying_the_log_rebuilds_what_live_learning_built() -> None:
+    """The broker's crash recovery: snapshot-free replay of the logged pairs equals learning live."""
+    live = pipeline()
+    logged = run(live, 120, seed=5)
+    rebuilt = pipeline()
+    learned, foreign = rebuilt.replay(logged)
+    assert (learned, foreign) == (120, 0)
+    a, b = live.allocator, rebuilt.allocator
+    assert isinstance(a, BanditPolicy) and isinstance(b, BanditPolicy)
+    assert a.arms.n.sum() > 0
+    np.testing.assert_array_equal(a.arms.n, b.arms.n)
+    np.testing.assert_allclose(a.arms.b, b.arms.b)
+    np.testing.assert_allclose(a.fill.b, b.fill.b)
+    for text in ("love song", "night drive", "blue"):
+        np.testing.assert_array_equal(live.history.features(text), rebuilt.history.features(text))
+
+
+def test_decisions_of_another_policy_teach_only_the_query_history() -> None:
+    live = pipeline()
+    logged = run(live, 30, seed=2)
+    other = [(dataclasses.replace(record, features=np.zeros(DIM - 1)), event)
+             if i % 2 else (record, event) for i, (record, event) in enumerate(logged)]
+    rebuilt = pipeline()
+    learned, foreign = rebuilt.replay(other)
+    assert (learned, foreign) == (15, 15)
+    for text in ("love song", "night drive", "blue"):
+        np.testing.assert_array_equal(live.history.features(text), rebuilt.history.features(text))
+    assert rebuilt.allocator.arms.n.sum() < live.allocator.arms.n.sum()  # type: ignore[attr-defined]
+
+
+def test_decision_bytes_grows_with_the_lists() -> None:
+    rng = np.random.default_rng(0)
+    p = pipeline(PolicyKind.STATIC)
+    plan = p.decide("love", {}, (), rng)
+    small = p.serve(plan, answers(plan.decision.quotas, rng), decision_id="x", ts=1.0, k=5).record
+    ids = [f"spotify:track:{i:022d}" for i in range(200)]
+    big = dataclasses.replace(small, lists=(StrategyList("lexical", ids, np.zeros(200, np.float32)),))
+    assert decision_bytes(big) - decision_bytes(small) > 200 * 50

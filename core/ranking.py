@@ -9,8 +9,8 @@ strategies, in StrategyKind order). All float32, one row per candidate of a `Mer
 - `log1p_popularity`: log1p of the catalog popularity (0 for ids the EntityTable lacks);
 - `title_match`, `artist_match`, `album_match`: fraction of the distinct analysed query terms
   found among the entity's analysed terms of that field (0 when the query has no terms);
-- `title_exact`: 1 when the normalised title equals the normalised query (NFKC, case and accent
-  folded, tokenised, joined by single spaces: stop words and stems kept);
+- `title_exact`: 1 when the title's `core.analysis.text_key` equals the query's (NFKC, case and
+  accent folded, tokenised, joined by single spaces: stop words kept, nothing stemmed);
 - `attribute_match`: 1 when the "attribute" strategy found the candidate;
 - `n_strategies`: how many strategies found it;
 - `rrf`: its reciprocal-rank-fusion score, sum of 1 / (RRF_K + rank) (trees cannot form sums of
@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.analysis import Analyzer, AnalyzerConfig, normalize, tokenize
+from core.analysis import Analyzer, AnalyzerConfig, text_key
 from core.catalog import Entity
 from core.errors import IndexFormatError
 from core.merge import Merged
@@ -63,17 +63,12 @@ def feature_names(strategies: Sequence[str]) -> tuple[str, ...]:
 FEATURE_NAMES = feature_names(tuple(k.value for k in StrategyKind))
 
 
-def title_key(text: str) -> str:
-    """The normalised form compared by `title_exact`."""
-    return " ".join(tokenize(normalize(text)))
-
-
 @dataclass(frozen=True, kw_only=True)
 class EntityTable:
     """What ranking features need of the catalog, indexed by entity id.
 
     ids: catalog ids, unique. popularity: float64 (n,), >= 0. terms: for each of MATCH_FIELDS, one
-    frozenset of analysed terms per entity (n,). title_keys: `title_key` of each title (n,).
+    frozenset of analysed terms per entity (n,). title_keys: `core.analysis.text_key` of each title (n,).
     analyzer: the configuration that produced `terms`; queries are analysed the same way.
     Read-only after construction, so one table may be shared by threads (each thread gets its
     own Analyzer, which is not thread-safe).
@@ -112,7 +107,7 @@ class EntityTable:
         ents = list(entities)
         terms = {f: tuple(frozenset(analyze(e.fields.get(f, ""))) for e in ents) for f in MATCH_FIELDS}
         return cls(ids=tuple(e.id for e in ents), popularity=np.array([e.popularity for e in ents]),
-                   terms=terms, title_keys=tuple(title_key(e.fields.get("title", "")) for e in ents),
+                   terms=terms, title_keys=tuple(text_key(e.fields.get("title", "")) for e in ents),
                    analyzer=config)
 
     def rows(self, entity_ids: Sequence[str]) -> np.ndarray:
@@ -149,7 +144,7 @@ def _field_matches(merged: Merged, query_text: str, table: EntityTable) -> np.nd
     """float32 (n, len(MATCH_FIELDS) + 1): term-match fractions per field, then title_exact."""
     out = np.zeros((len(merged), len(MATCH_FIELDS) + 1), dtype=np.float32)
     query = frozenset(table.analyze(query_text))
-    key = title_key(query_text)
+    key = text_key(query_text)
     field_terms = [table.terms[f] for f in MATCH_FIELDS]
     for i, r in enumerate(table.rows(merged.entity_ids).tolist()):
         if r < 0:

@@ -10,7 +10,7 @@ broker has learned from:
 - diversity: distinct acted-on entities / n (one wanted track, or many answers to one query).
 
 All three are 0 for a query never seen. Queries are keyed like the memory strategy keys them
-(core.memory.store.query_key), so "Late Night Music " and "late night music" share a history.
+(core.analysis.text_key), so "Late Night Music " and "late night music" share a history.
 The table keeps the `max_queries` most recently updated queries, and at most `max_entities`
 distinct entities per query (beyond that, diversity is counted against the kept ones).
 """
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from core.memory.store import query_key
+from core.analysis import text_key
 
 HISTORY_FEATURES = ("history_volume", "history_miss_rate", "history_diversity")
 VOLUME_SATURATION = 100
@@ -55,7 +55,7 @@ class QueryHistory:
 
     def observe(self, text: str, entity_id: str, *, retrieved: bool) -> None:
         """One feedback event on a search of `text`; retrieved: the acted-on entity was a candidate."""
-        key = query_key(text)
+        key = text_key(text)
         stats = self._stats.get(key)
         if stats is None:
             stats = self._stats[key] = _Stats()
@@ -70,7 +70,7 @@ class QueryHistory:
 
     def features(self, text: str) -> np.ndarray:
         """float64 (len(HISTORY_FEATURES),), in HISTORY_FEATURES order."""
-        stats = self._stats.get(query_key(text))
+        stats = self._stats.get(text_key(text))
         if stats is None or stats.n == 0:
             return np.zeros(len(HISTORY_FEATURES))
         volume = min(1.0, math.log1p(stats.n) / math.log1p(VOLUME_SATURATION))

@@ -13,8 +13,8 @@ strategies, in StrategyKind order). All float32, one row per candidate of a `Mer
   accent folded, tokenised, joined by single spaces: stop words kept, nothing stemmed);
 - `attribute_match`: 1 when the "attribute" strategy found the candidate;
 - `n_strategies`: how many strategies found it;
-- `rrf`: its reciprocal-rank-fusion score, sum of 1 / (RRF_K + rank) (trees cannot form sums of
-  reciprocals of several columns themselves).
+- `rrf`: its reciprocal-rank-fusion score, core.fusion.rrf_scores: sum of 1 / (60 + rank) (trees
+  cannot form sums of reciprocals of several columns themselves).
 
 Rankers (one Protocol, a registry keyed by RankerKind): RRF (the cold-start default), a score
 blend (the alternative cold start) and LambdaMART (LightGBM `lambdarank`, Burges, "From RankNet to
@@ -38,11 +38,11 @@ import numpy as np
 from core.analysis import Analyzer, AnalyzerConfig, text_key
 from core.catalog import Entity
 from core.errors import IndexFormatError
+from core.fusion import DEFAULT_RRF_K, rrf_scores
 from core.merge import Merged
 from core.storage import write_file_atomic
 from core.types import EventType, StrategyKind
 
-RRF_K = 60.0
 MISSING_RANK = 1000.0
 MATCH_FIELDS = ("title", "artist", "album")
 _TAIL = ("memory_score", "log1p_popularity", *(f"{f}_match" for f in MATCH_FIELDS), "title_exact",
@@ -122,12 +122,6 @@ class EntityTable:
         return result
 
 
-def rrf_scores(ranks: np.ndarray, k: float = RRF_K) -> np.ndarray:
-    """float64 (n,): sum over columns of 1 / (k + rank) where rank > 0 (Cormack et al., SIGIR 2009)."""
-    r = ranks.astype(np.float64)
-    return np.where(r > 0, 1.0 / (k + r), 0.0).sum(axis=1)
-
-
 def _strategy_columns(merged: Merged, strategies: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """ranks int32 (n, S') and scores float32 (n, S') aligned to `strategies` (absent columns: 0 / NaN)."""
     n = len(merged)
@@ -201,7 +195,7 @@ class RRFRanker:
     """Reciprocal rank fusion over the strategy lists, k = 60; the cold-start default. Scores are
     ignored; ties keep Merged order (best rank in any list, then strategy column)."""
 
-    k: float = RRF_K
+    k: float = DEFAULT_RRF_K
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.k) and self.k > 0):
@@ -219,7 +213,7 @@ class BlendRanker:
                 + title_weight * title_match + artist_weight * artist_match
                 + album_weight * album_match + exact_title_weight * title_exact
 
-    RRF scores are at most S / (RRF_K + 1) (about 0.016 per strategy), so the default weights let
+    RRF scores are at most S / (DEFAULT_RRF_K + 1) (about 0.016 per strategy), so the default weights let
     popularity (log1p(100) = 4.6 -> 0.005) and field matches break near-ties between RRF scores
     without overturning agreement between strategies.
     """

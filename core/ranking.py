@@ -40,6 +40,7 @@ from core.catalog import Entity
 from core.errors import IndexFormatError
 from core.fusion import DEFAULT_RRF_K, rrf_scores
 from core.merge import Merged
+from core.metrics import ndcg_at_k
 from core.storage import write_file_atomic
 from core.types import EventType, StrategyKind
 
@@ -362,16 +363,15 @@ class TrainReport:
 
 
 def ndcg_at(labels: np.ndarray, scores: np.ndarray, sizes: Sequence[int], k: int = 10) -> float:
-    """Mean NDCG@k over groups (consecutive slices of `sizes`), LightGBM's definition: gain 2^l - 1,
-    discount 1 / log2(rank + 1); ties in `scores` keep input order; a group with no gain counts 1."""
+    """Mean NDCG@k over groups (consecutive slices of `sizes`), LightGBM's definition
+    (core.metrics.ndcg_at_k with gain 2^label - 1): ties in `scores` keep input order; a group
+    with no gain counts 1."""
     out, start = [], 0
     for n in sizes:
-        lab, sc = labels[start:start + n].astype(np.float64), scores[start:start + n]
+        gains = 2.0 ** labels[start:start + n].astype(np.float64) - 1.0
+        order = np.argsort(-scores[start:start + n], kind="stable")
         start += n
-        disc = 1.0 / np.log2(np.arange(2, min(k, n) + 2))
-        ideal = float(((2.0 ** np.sort(lab)[::-1][:k] - 1) * disc).sum())
-        got = float(((2.0 ** lab[np.argsort(-sc, kind="stable")][:k] - 1) * disc).sum())
-        out.append(got / ideal if ideal > 0 else 1.0)
+        out.append(ndcg_at_k(gains[order], gains, k, no_relevant=1.0))
     return float(np.mean(out)) if out else math.nan
 
 

@@ -34,8 +34,8 @@ pin_threads()
 
 import numpy as np  # noqa: E402
 
+from core.analysis import text_key  # noqa: E402
 from core.attribute.index import short_title  # noqa: E402
-from core.attribute.vocabulary import key_of  # noqa: E402
 from core.catalog import Entity, demo_catalog_path, load_catalog  # noqa: E402
 from core.indexing import build_index, open_strategy  # noqa: E402
 from core.query import make_query  # noqa: E402
@@ -61,7 +61,7 @@ def typo(text: str, rng: np.random.Generator) -> str:
             out = text[:i] + text[i + 1] + text[i] + text[i + 2:]
         else:
             continue
-        if out.strip() and key_of(out) != key_of(text):
+        if out.strip() and text_key(out) != text_key(text):
             return out
     return text
 
@@ -71,7 +71,7 @@ def popular_artists(entities: Sequence[Entity], n: int) -> list[str]:
     best: dict[str, tuple[float, int]] = {}
     for e in entities:
         artist = e.attributes.get("artist")
-        if isinstance(artist, str) and key_of(artist):
+        if isinstance(artist, str) and text_key(artist):
             pop, count = best.get(artist, (0.0, 0))
             best[artist] = (max(pop, e.popularity), count + 1)
     return sorted(best, key=lambda a: (-best[a][0], -best[a][1], a))[:n]
@@ -81,22 +81,22 @@ def labelled_queries(entities: Sequence[Entity], seed: int = 0) -> list[Labelled
     rng = np.random.default_rng(seed)
     out: list[Labelled] = []
     for artist in popular_artists(entities, 500):
-        out.append(("artist typo", typo(artist.lower(), rng), "artist", key_of(artist)))
-        out.append(("artist exact", artist.lower(), "artist", key_of(artist)))
+        out.append(("artist typo", typo(artist.lower(), rng), "artist", text_key(artist)))
+        out.append(("artist exact", artist.lower(), "artist", text_key(artist)))
     tracks = sorted(entities, key=lambda e: -e.popularity)
     titles = list(dict.fromkeys(short_title(e.fields.get("title", "")) for e in tracks))
-    for title in [t for t in titles if len(key_of(t)) >= 6][:300]:
-        out.append(("title exact", title.lower(), "title", key_of(title)))
-        out.append(("title typo", typo(title.lower(), rng), "title", key_of(title)))
+    for title in [t for t in titles if len(text_key(t)) >= 6][:300]:
+        out.append(("title exact", title.lower(), "title", text_key(title)))
+        out.append(("title typo", typo(title.lower(), rng), "title", text_key(title)))
     genres = sorted({(f, v) for e in entities for f, v in e.categorical() if f in ("genre", "subgenre")})
     for f, v in genres:
-        out.append(("genre", v.lower(), f, key_of(v)))
+        out.append(("genre", v.lower(), f, text_key(v)))
         if len(v) >= 5:
-            out.append(("genre typo", typo(v.lower(), rng), f, key_of(v)))
+            out.append(("genre typo", typo(v.lower(), rng), f, text_key(v)))
     decades = sorted({v for e in entities for f, v in e.categorical() if f == "decade"})
     for d in decades:
         for phrase in (d, f"{d[2:]}", f"{d[2:4]}'s", f"{d[2:]} music"):
-            out.append(("decade", phrase, "decade", key_of(d)))
+            out.append(("decade", phrase, "decade", text_key(d)))
     for phrase, mood in (("chill", "chill"), ("relaxing music", "chill"), ("happy songs", "happy"),
                          ("sad songs", "sad"), ("workout", "energetic"), ("energetic", "energetic"),
                          ("angry", "intense"), ("feel good", "happy"), ("mellow", "chill")):
@@ -105,7 +105,7 @@ def labelled_queries(entities: Sequence[Entity], seed: int = 0) -> list[Labelled
 
 
 def holds(interps: Sequence[Interpretation], field: str, key: str) -> bool:
-    return any(s.field == field and key_of(s.value) == key for i in interps for s in i.slots)
+    return any(s.field == field and text_key(s.value) == key for i in interps for s in i.slots)
 
 
 def qu_accuracy(understand: Callable[[str], Sequence[Interpretation]], labelled: Sequence[Labelled]

@@ -85,6 +85,19 @@ def tokenize(text: str, max_token_chars: int = DEFAULT_MAX_TOKEN_CHARS) -> list[
     return out
 
 
+def text_key(text: str) -> str:
+    """The one normalised key of a text, for exact-match lookups: steps 1-4 of the pipeline with
+    the defaults (NFKC, case folding, accent folding, tokenisation), the words joined by single
+    spaces. Stop words and inflections are kept, so the key stays readable and specific.
+
+    The query memory stores queries under it, the policy's query history keys on it, the attribute
+    vocabulary matches value names in it, and ranking's `title_exact` compares titles by it.
+    Examples: "  Taylor   SWIFT! " -> "taylor swift"; "Beyoncé" -> "beyonce";
+    "The Beatles's  Song" -> "the beatles song"; "!!!" -> "".
+    """
+    return " ".join(tokenize(normalize(text)))
+
+
 @dataclass(frozen=True)
 class Analyzer:
     """A compiled AnalyzerConfig. Not thread-safe (PyStemmer stemmers keep a cache): one per thread."""

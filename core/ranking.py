@@ -9,12 +9,12 @@ strategies, in StrategyKind order). All float32, one row per candidate of a `Mer
 - `log1p_popularity`: log1p of the catalog popularity (0 for ids the EntityTable lacks);
 - `title_match`, `artist_match`, `album_match`: fraction of the distinct analysed query terms
   found among the entity's analysed terms of that field (0 when the query has no terms);
-- `title_exact`: 1 when the normalised title equals the normalised query (NFKC, case and accent
-  folded, tokenised, joined by single spaces: stop words and stems kept);
+- `title_exact`: 1 when the title's `core.analysis.text_key` equals the query's (NFKC, case and
+  accent folded, tokenised, joined by single spaces: stop words kept, nothing stemmed);
 - `attribute_match`: 1 when the "attribute" strategy found the candidate;
 - `n_strategies`: how many strategies found it;
-- `rrf`: its reciprocal-rank-fusion score, sum of 1 / (RRF_K + rank) (trees cannot form sums of
-  reciprocals of several columns themselves).
+- `rrf`: its reciprocal-rank-fusion score, core.fusion.rrf_scores: sum of 1 / (60 + rank) (trees
+  cannot form sums of reciprocals of several columns themselves).
 
 Rankers (one Protocol, a registry keyed by RankerKind): RRF (the cold-start default), a score
 blend (the alternative cold start) and LambdaMART (LightGBM `lambdarank`, Burges, "From RankNet to
@@ -35,14 +35,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.analysis import Analyzer, AnalyzerConfig, normalize, tokenize
+from core.analysis import Analyzer, AnalyzerConfig, text_key
 from core.catalog import Entity
 from core.errors import IndexFormatError
+from core.fusion import DEFAULT_RRF_K, rrf_scores
 from core.merge import Merged
+from core.metrics import ndcg_at_k
 from core.storage import write_file_atomic
 from core.types import EventType, StrategyKind
 
-RRF_K = 60.0
 MISSING_RANK = 1000.0
 MATCH_FIELDS = ("title", "artist", "album")
 _TAIL = ("memory_score", "log1p_popularity", *(f"{f}_match" for f in MATCH_FIELDS), "title_exact",
@@ -63,17 +64,12 @@ def feature_names(strategies: Sequence[str]) -> tuple[str, ...]:
 FEATURE_NAMES = feature_names(tuple(k.value for k in StrategyKind))
 
 
-def title_key(text: str) -> str:
-    """The normalised form compared by `title_exact`."""
-    return " ".join(tokenize(normalize(text)))
-
-
 @dataclass(frozen=True, kw_only=True)
 class EntityTable:
     """What ranking features need of the catalog, indexed by entity id.
 
     ids: catalog ids, unique. popularity: float64 (n,), >= 0. terms: for each of MATCH_FIELDS, one
-    frozenset of analysed terms per entity (n,). title_keys: `title_key` of each title (n,).
+    frozenset of analysed terms per entity (n,). title_keys: `core.analysis.text_key` of each title (n,).
     analyzer: the configuration that produced `terms`; queries are analysed the same way.
     Read-only after construction, so one table may be shared by threads (each thread gets its
     own Analyzer, which is not thread-safe).
@@ -112,7 +108,7 @@ class EntityTable:
         ents = list(entities)
         terms = {f: tuple(frozenset(analyze(e.fields.get(f, ""))) for e in ents) for f in MATCH_FIELDS}
         return cls(ids=tuple(e.id for e in ents), popularity=np.array([e.popularity for e in ents]),
-                   terms=terms, title_keys=tuple(title_key(e.fields.get("title", "")) for e in ents),
+                   terms=terms, title_keys=tuple(text_key(e.fields.get("title", "")) for e in ents),
                    analyzer=config)
 
     def rows(self, entity_ids: Sequence[str]) -> np.ndarray:
@@ -125,12 +121,6 @@ class EntityTable:
             self._local.analyzer = Analyzer(self.analyzer)
         result: list[str] = self._local.analyzer(text)
         return result
-
-
-def rrf_scores(ranks: np.ndarray, k: float = RRF_K) -> np.ndarray:
-    """float64 (n,): sum over columns of 1 / (k + rank) where rank > 0 (Cormack et al., SIGIR 2009)."""
-    r = ranks.astype(np.float64)
-    return np.where(r > 0, 1.0 / (k + r), 0.0).sum(axis=1)
 
 
 def _strategy_columns(merged: Merged, strategies: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +139,7 @@ def _field_matches(merged: Merged, query_text: str, table: EntityTable) -> np.nd
     """float32 (n, len(MATCH_FIELDS) + 1): term-match fractions per field, then title_exact."""
     out = np.zeros((len(merged), len(MATCH_FIELDS) + 1), dtype=np.float32)
     query = frozenset(table.analyze(query_text))
-    key = title_key(query_text)
+    key = text_key(query_text)
     field_terms = [table.terms[f] for f in MATCH_FIELDS]
     for i, r in enumerate(table.rows(merged.entity_ids).tolist()):
         if r < 0:
@@ -206,7 +196,7 @@ class RRFRanker:
     """Reciprocal rank fusion over the strategy lists, k = 60; the cold-start default. Scores are
     ignored; ties keep Merged order (best rank in any list, then strategy column)."""
 
-    k: float = RRF_K
+    k: float = DEFAULT_RRF_K
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.k) and self.k > 0):
@@ -224,7 +214,7 @@ class BlendRanker:
                 + title_weight * title_match + artist_weight * artist_match
                 + album_weight * album_match + exact_title_weight * title_exact
 
-    RRF scores are at most S / (RRF_K + 1) (about 0.016 per strategy), so the default weights let
+    RRF scores are at most S / (DEFAULT_RRF_K + 1) (about 0.016 per strategy), so the default weights let
     popularity (log1p(100) = 4.6 -> 0.005) and field matches break near-ties between RRF scores
     without overturning agreement between strategies.
     """
@@ -373,16 +363,15 @@ class TrainReport:
 
 
 def ndcg_at(labels: np.ndarray, scores: np.ndarray, sizes: Sequence[int], k: int = 10) -> float:
-    """Mean NDCG@k over groups (consecutive slices of `sizes`), LightGBM's definition: gain 2^l - 1,
-    discount 1 / log2(rank + 1); ties in `scores` keep input order; a group with no gain counts 1."""
+    """Mean NDCG@k over groups (consecutive slices of `sizes`), LightGBM's definition
+    (core.metrics.ndcg_at_k with gain 2^label - 1): ties in `scores` keep input order; a group
+    with no gain counts 1."""
     out, start = [], 0
     for n in sizes:
-        lab, sc = labels[start:start + n].astype(np.float64), scores[start:start + n]
+        gains = 2.0 ** labels[start:start + n].astype(np.float64) - 1.0
+        order = np.argsort(-scores[start:start + n], kind="stable")
         start += n
-        disc = 1.0 / np.log2(np.arange(2, min(k, n) + 2))
-        ideal = float(((2.0 ** np.sort(lab)[::-1][:k] - 1) * disc).sum())
-        got = float(((2.0 ** lab[np.argsort(-sc, kind="stable")][:k] - 1) * disc).sum())
-        out.append(got / ideal if ideal > 0 else 1.0)
+        out.append(ndcg_at_k(gains[order], gains, k, no_relevant=1.0))
     return float(np.mean(out)) if out else math.nan
 
 

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
-from core.analysis import Analyzer
+from core.analysis import Analyzer, text_key
 from core.attribute.buckets import DERIVED_FIELDS, derived_values
 from core.attribute.understand import UnderstandConfig, analyse, understand
-from core.attribute.vocabulary import ValueEntry, Vocabulary, key_of
+from core.attribute.vocabulary import ValueEntry, Vocabulary
 from core.catalog import Entity
 from core.collection import Collection, filter_value
 from core.query import Query
@@ -145,7 +145,7 @@ class AttributeStrategy:
             for name, display, popularity, aliases in rows:
                 bitmap = (source or {}).get(name)
                 if bitmap is not None:
-                    entries.append(ValueEntry(f, key_of(name), display, popularity, bitmap, tuple(aliases)))
+                    entries.append(ValueEntry(f, text_key(name), display, popularity, bitmap, tuple(aliases)))
         max_pop = float(collection.popularity.max()) if len(collection) else 0.0
         vocab = Vocabulary(entries, own.get("text", {}), max_pop)
         return cls(AttributeConfig.from_options(options or {}), collection, vocab)
@@ -171,13 +171,13 @@ def _own_bitmaps(entities: Sequence[Entity]) -> tuple[dict[str, dict[str, BitMap
         for f, value in derived_values(e.attributes):
             own[f].setdefault(value, BitMap()).add(i)
         title = e.fields.get("title", "")
-        key = key_of(short_title(title))
+        key = text_key(short_title(title))
         if key:
             own["title"].setdefault(key, BitMap()).add(i)
             meta = titles.setdefault(key, {"display": Counter(), "aliases": set()})
             meta["display"][short_title(title)] += 1
-            if key_of(title) != key:
-                meta["aliases"].add(key_of(title))
+            if text_key(title) != key:
+                meta["aliases"].add(text_key(title))
         text = " ".join(e.fields.get(f, "") for f in ("title", "artist", "album"))
         for stem in set(analyzer(text)):
             own["text"].setdefault(stem, BitMap()).add(i)

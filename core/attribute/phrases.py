@@ -2,7 +2,7 @@
 
 Each phrase maps to one or more (field, canonical value) targets with a confidence in [0, 1]; a
 phrase whose target value is absent from the index is ignored at load. Phrases are written in
-the query-key form (normalised, tokenised, single spaces: see core.attribute.understand.key_of).
+the query-key form (normalised, tokenised, single spaces: see core.analysis.text_key).
 """
 
 from __future__ import annotations

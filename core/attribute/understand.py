@@ -1,7 +1,7 @@
 """Query understanding: spans of the query -> attribute constraints, several readings with likelihoods.
 
 1. Words: the trimmed query splits at white space; each piece is normalised and tokenised like the
-   value names (core.attribute.vocabulary.key_of), its tokens keeping the piece's offsets.
+   value names (core.analysis.text_key), its tokens keeping the piece's offsets.
 2. Span matches: every run of up to `max_span_tokens` words is looked up as a phrase exactly, with
    misspelt words corrected one at a time (edit distance 1), as a whole name within one edit
    (covers merged or split words), and, for one word, as part of a multi-word artist name.

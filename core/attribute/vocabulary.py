@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pyroaring import BitMap
 
-from core.analysis import Analyzer, normalize, tokenize
+from core.analysis import Analyzer, text_key
 from core.attribute.fuzzy import DeleteIndex
 from core.attribute.phrases import FILLERS, SYNONYMS, decade_phrases
 
@@ -30,11 +30,6 @@ FULL_FUZZY_FIELDS = frozenset({"artist", "genre", "subgenre", "title"})
 PARTIAL_FIELDS = frozenset({"artist"})
 PARTIAL_PER_TOKEN = 3
 PARTIAL_STOP = FILLERS | {"lil", "dj", "mc", "de", "la", "el", "los", "las", "le", "feat", "x", "y"}
-
-
-def key_of(text: str) -> str:
-    """The form phrases are matched in: normalised (case, accents, NFKC), tokenised, single spaces."""
-    return " ".join(tokenize(normalize(text)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +71,7 @@ class Vocabulary:
                     self._phrase(phrase, vid, conf)
         for phrase, (targets, conf) in SYNONYMS.items():
             for field, value in targets:
-                target = self.by_name.get((field, key_of(value)))
+                target = self.by_name.get((field, text_key(value)))
                 if target is not None:
                     self._phrase(phrase, target, conf)
         full_keys = sorted({k for k, hits in self.phrases.items()

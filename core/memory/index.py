@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
+from core.analysis import text_key as query_key
 from core.catalog import Entity
 from core.collection import Collection
 from core.errors import NotFoundError
 from core.memory.predict import DEFAULT_MAX_PER_QUERY, predict
-from core.memory.store import PairStats, ScoringConfig, query_key, reward
+from core.memory.store import PairStats, ScoringConfig, reward
 from core.memory.wal import WriteAheadLog, read_snapshot, write_snapshot
 from core.query import Query
 from core.storage import ComponentReader, ComponentWriter

@@ -1,7 +1,7 @@
 """Cold start: the queries an entity is likely to be found by, predicted from its metadata.
 
-A doc2query-style expansion without a model: each entity gets the query keys (core.memory.store.
-query_key) of its title, its short title (before " - ", "(" or "["), artist, "artist title",
+A doc2query-style expansion without a model: each entity gets the query keys (core.analysis.
+text_key) of its title, its short title (before " - ", "(" or "["), artist, "artist title",
 "title artist", album, each genre and subgenre, "decade genre" ("90s rock"), and its mood phrases
 ("chill", "chill pop"; moods from core.attribute.buckets). A predicted score in (0, 1) is
 KIND_SCORES[kind] * (0.5 + 0.5 * popularity / largest popularity): specific phrases (a title) predict
@@ -16,10 +16,10 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from core.analysis import text_key
 from core.attribute.buckets import derived_values
 from core.attribute.index import short_title
 from core.catalog import Entity
-from core.memory.store import query_key
 
 DEFAULT_MAX_PER_QUERY = 1000
 KIND_SCORES = {
@@ -72,7 +72,7 @@ def predict(entities: Sequence[Entity], popularity: np.ndarray, max_per_query: i
     for i, e in enumerate(entities):
         share = 0.5 + 0.5 * float(popularity[i]) / top if top > 0 else 0.5
         for kind, text in phrases(e):
-            key = query_key(text)
+            key = text_key(text)
             if key:
                 pairs = out.setdefault(key, {})
                 pairs[i] = max(pairs.get(i, 0.0), KIND_SCORES[kind] * share)

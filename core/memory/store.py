@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from core.analysis import normalize, tokenize
 from core.types import EventType
 
 DEFAULT_PRIOR_STRENGTH = 2.0
@@ -31,12 +30,6 @@ EVENT_REWARDS: dict[EventType, tuple[float, float]] = {
     EventType.FAVORITE: (1.0, 3.0),
     EventType.SKIP: (0.0, 1.0),
 }
-
-
-def query_key(text: str) -> str:
-    """The form queries are stored under: NFKC, case- and accent-folded words, single spaces
-    ("Taylor  SWIFT!" and "taylor swift" share statistics)."""
-    return " ".join(tokenize(normalize(text)))
 
 
 def reward(event_type: EventType, value: float) -> tuple[float, float]:

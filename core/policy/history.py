@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from core.memory.store import query_key
+from core.analysis import text_key
 
 HISTORY_FEATURES = ("history_volume", "history_miss_rate", "history_diversity")
 VOLUME_SATURATION = 100
@@ -66,7 +66,7 @@ class QueryHistory:
 
     def observe(self, text: str, entity_id: str, *, retrieved: bool) -> None:
         """One feedback event on a search of `text`; retrieved: the acted-on entity was a candidate."""
-        key = query_key(text)
+        key = text_key(text)
         stats = self._get(key) or _Stats()
         entities = stats.entities if len(stats.entities) >= self.max_entities else stats.entities | {entity_id}
         new = _Stats(stats.n + 1, stats.misses + (0 if retrieved else 1), entities)
@@ -97,7 +97,7 @@ class QueryHistory:
 
     def features(self, text: str) -> np.ndarray:
         """float64 (len(HISTORY_FEATURES),), in HISTORY_FEATURES order."""
-        stats = self._get(query_key(text))
+        stats = self._get(text_key(text))
         if stats is None or stats.n == 0:
             return np.zeros(len(HISTORY_FEATURES))
         volume = min(1.0, math.log1p(stats.n) / math.log1p(VOLUME_SATURATION))

@@ -1,9 +1,10 @@
 """Per-search records of an experiment run and the measures over them.
 
 Relevance grades: the target (the track the user wants) 2, the rest of the search's relevant set
-1, everything else 0. nDCG@k uses the exponential gain 2^g - 1 and the discount 1 / log2(r + 1)
-(Burges et al. 2005, the form trec_eval's ndcg_cut and ir-measures' nDCG@k compute with these
-gains); the ideal list puts the target first and then min(k - 1, |relevant| - 1) grade-1 tracks.
+1, everything else 0. nDCG@k (core.metrics.ndcg_at_k) uses the exponential gain 2^g - 1 and the
+discount 1 / log2(r + 1) (Burges et al. 2005, the form trec_eval's ndcg_cut and ir-measures' nDCG@k
+compute with these gains); the ideal list puts the target first and then min(k - 1, |relevant| - 1)
+grade-1 tracks.
 Reciprocal rank is that of the target within the top k (0 when absent): MRR@k over searches.
 """
 
@@ -13,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.metrics import ndcg_at_k
 from core.policy.features import DIM
-
-_DISCOUNT = 1.0 / np.log2(np.arange(2, 102, dtype=np.float64))  # rank 1..100
 
 
 def reciprocal_rank(shown: np.ndarray, target: int) -> float:
@@ -26,14 +26,13 @@ def reciprocal_rank(shown: np.ndarray, target: int) -> float:
 
 def ndcg_at(shown: np.ndarray, relevant: np.ndarray, target: int, k: int = 10) -> float:
     """nDCG@k of the ranked ordinals `shown` (int64, best first) for the grades above.
-    relevant: int64 ordinals, ascending, holding `target`."""
+    relevant: int64 ordinals, ascending, holding `target`. k: >= 1."""
     top = shown[:k]
-    gains = np.isin(top, relevant).astype(np.float64)
-    gains[top == target] = 3.0
-    dcg = float(gains @ _DISCOUNT[: top.size])
-    n_rest = min(k - 1, max(relevant.size - 1, 0))
-    ideal = 3.0 + float(_DISCOUNT[1: 1 + n_rest].sum())
-    return dcg / ideal
+    gains = np.isin(top, relevant).astype(np.float64)  # 2^1 - 1
+    gains[top == target] = 3.0  # 2^2 - 1
+    ideal = np.ones(min(k, max(relevant.size, 1)))  # the k best of the relevant set suffice
+    ideal[0] = 3.0
+    return ndcg_at_k(gains, ideal, k)
 
 
 @dataclass(frozen=True, kw_only=True)

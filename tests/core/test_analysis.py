@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.analysis import Analyzer, AnalyzerConfig, normalize, tokenize
+from core.analysis import Analyzer, AnalyzerConfig, normalize, text_key, tokenize
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -62,3 +62,27 @@ def test_analysis_is_idempotent_on_its_own_output_without_stemming(text: str) ->
     a = Analyzer(AnalyzerConfig(stemmer="none", stopwords="none"))
     terms = a(text)
     assert a(" ".join(terms)) == terms
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("  Taylor   SWIFT! ", "taylor swift"),
+    ("taylor swift", "taylor swift"),
+    ("Beyoncé", "beyonce"),
+    ("The Beatles's  Song", "the beatles song"),  # stop words kept, possessive dropped, no stemming
+    ("\uff2c\uff4f\uff56\uff45 Story", "love story"),  # NFKC: full-width forms
+    ("Running (Remix) - 2011", "running remix 2011"),
+    ("!!!", ""),
+    ("", ""),
+])
+def test_text_key_examples(text: str, expected: str) -> None:
+    assert text_key(text) == expected
+
+
+@given(st.text(max_size=200))
+def test_text_key_is_the_default_normalise_and_tokenise_joined_by_single_spaces(text: str) -> None:
+    """Guards the merge of the three copies (attribute vocabulary key_of, memory query_key, ranking
+    title_key) into text_key: keys written to indexes and histories before must not change."""
+    key = text_key(text)
+    assert key == " ".join(tokenize(normalize(text)))
+    assert key == " ".join(Analyzer(AnalyzerConfig(stemmer="none", stopwords="none"))(text))
+    assert text_key(key) == key and "  " not in key and key == key.strip()

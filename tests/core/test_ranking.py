@@ -140,6 +140,8 @@ def test_ndcg_hand_computation() -> None:
     idcg = 3 / math.log2(2) + 1 / math.log2(3)
     assert ndcg_at(labels, scores, [4]) == pytest.approx(dcg / idcg)
     assert ndcg_at(labels, scores, [2, 2], k=1) == pytest.approx((0 + 1) / 2)
+    assert ndcg_at(np.array([0, 3]), np.array([1.0, 1.0]), [2], k=1) == 0.0  # a tie keeps input order
+    assert ndcg_at(np.array([0, 0]), scores[:2], [2]) == 1.0  # LightGBM: a group without gain counts 1
 
 
 def synthetic_table(seed: int = 3) -> EntityTable:

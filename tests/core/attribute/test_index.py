@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.analysis import Analyzer
+from core.analysis import Analyzer, text_key
 from core.attribute.buckets import derived_values, moods
 from core.attribute.index import AttributeStrategy, short_title
-from core.attribute.vocabulary import key_of
 from core.catalog import Entity
 from core.collection import filter_value
 from core.indexing import build_index
@@ -30,7 +29,7 @@ def facts(music: list[Entity]) -> Facts:
     of its title, artist and album; straight from the entities, with no index."""
     out = []
     for e in music:
-        values: dict[str, set[str]] = {"title": {key_of(short_title(e.fields.get("title", "")))}}
+        values: dict[str, set[str]] = {"title": {text_key(short_title(e.fields.get("title", "")))}}
         for f, v in (*e.categorical(), *derived_values(e.attributes)):
             values.setdefault(f, set()).add(filter_value(v))
         out.append((values, set(ANALYZER(" ".join(e.fields.get(f, "") for f in ("title", "artist", "album"))))))
@@ -38,7 +37,7 @@ def facts(music: list[Entity]) -> Facts:
 
 
 def satisfies(values: dict[str, set[str]], slot: Slot) -> bool:
-    want = key_of(slot.value) if slot.field == "title" else filter_value(slot.value)
+    want = text_key(slot.value) if slot.field == "title" else filter_value(slot.value)
     return want in values.get(slot.field, set())
 
 

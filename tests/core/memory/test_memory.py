@@ -12,7 +12,7 @@ from core.catalog import Entity
 from core.errors import IndexFormatError, NotFoundError
 from core.indexing import build_index, open_strategy
 from core.memory.index import MemoryStrategy
-from core.memory.store import PairStats, ScoringConfig, query_key, reward
+from core.memory.store import PairStats, ScoringConfig, reward
 from core.memory.wal import SNAPSHOT_NAME, WAL_NAME
 from core.query import make_query
 from core.types import EventType, FeedbackEvent
@@ -69,11 +69,6 @@ def test_play_value_is_its_reward_and_skips_are_failures() -> None:
     assert reward(EventType.PLAY, 0.0) == (1.0, 1.0)
     assert reward(EventType.SKIP, 0.7) == (0.0, 1.0)
     assert reward(EventType.FAVORITE, 0.0) == (1.0, 3.0)
-
-
-def test_query_variants_share_a_key() -> None:
-    assert query_key("  Taylor   SWIFT! ") == query_key("taylor swift") == "taylor swift"
-    assert query_key("Beyoncé") == query_key("beyonce")
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"prior_strength": 0.0}, "`prior_strength` must be finite and > 0"),

@@ -10,7 +10,7 @@ broker has learned from:
 - diversity: distinct acted-on entities / n (one wanted track, or many answers to one query).
 
 All three are 0 for a query never seen. Queries are keyed like the memory strategy keys them
-(core.memory.store.query_key), so "Late Night Music " and "late night music" share a history.
+(core.analysis.text_key), so "Late Night Music " and "late night music" share a history.
 The table keeps the `max_queries` most recently updated queries, and at most `max_entities`
 distinct entities per query (beyond that, diversity is counted against the kept ones).
 """

@@ -5,7 +5,12 @@ core.memory.predict as CSR arrays:
 - queries.json: the predicted query keys, sorted; row r is queries[r];
 - offsets.npy: int64, shape (Q + 1,); row r's pairs are [offsets[r], offsets[r + 1]);
 - ordinals.npy: int32, shape (P,); scores.npy: float32, shape (P,): entity and predicted score.
-Run-time state (feedback), in `state_dir` (default `<index>/memory-state`): core.memory.wal.
+Run-time state (feedback), in `state_dir` (default `<index>/memory-state`), kept by core.memory.wal:
+- log records {"seq": int, "at": stamp of the batch (seconds, see core.memory.dedup), "events": rows
+  as `_apply` takes them}; records written before version 2 have no "at" (the load time is used);
+- snapshot {"version": 2, "seq": last record included, "events": [[event id, stamp], ...] oldest
+  first, "pairs": {query key: [[entity id, *PairStats.to_list()], ...]}}; version 1 stored "events"
+  as a list of ids, which still loads (every id gets the load time as its stamp).
 
 Retrieve: the pairs of the query's key, predicted and observed, scored by the posterior mean of
 core.memory.store; ties go to the lower ordinal.
@@ -25,12 +30,13 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
-from core.analysis import text_key as query_key
+from core.analysis import text_key
 from core.catalog import Entity
 from core.collection import Collection
 from core.errors import NotFoundError
+from core.memory.dedup import SeenEvents
 from core.memory.predict import DEFAULT_MAX_PER_QUERY, predict
-from core.memory.store import PairStats, ScoringConfig, reward
+from core.memory.store import PairStats, ScoringConfig, prune_pairs, reward
 from core.memory.wal import WriteAheadLog, read_snapshot, write_snapshot
 from core.query import Query
 from core.storage import ComponentReader, ComponentWriter
@@ -40,17 +46,37 @@ COMPONENT = "memory"
 DEFAULT_STATE_DIR = "memory-state"
 DEFAULT_SNAPSHOT_EVERY = 10_000
 DEFAULT_SNAPSHOT_INTERVAL_S = 300.0
+DEFAULT_DEDUP_WINDOW_S = 3600.0
+DEFAULT_MIN_EVIDENCE = 1e-3
+SNAPSHOT_VERSION = 2
 
 
 @dataclass(frozen=True, kw_only=True)
 class MemoryConfig:
     """Run-time settings. state_dir: where the log and snapshots live; snapshot_every: snapshot once
     this many events were logged since the last one (>= 1); snapshot_interval_s: ... or once this
-    many seconds have passed with at least one new event (0 = never by time)."""
+    many seconds have passed with at least one new event (0 = never by time).
+
+    dedup_window_s (> 0, finite): how long an event id is remembered, from when it was first learned
+    (the strategy's clock), to count a repeat of it once; a repeat arriving later is accepted again.
+    Default 1 hour: the broker removes repeated client events itself (its event log's primary key)
+    and forwards to this shard through an outbox that redelivers only the events the shard has not
+    acknowledged, so the repeats that reach the shard are redeliveries of a batch whose
+    acknowledgement was lost, minutes after the original. The window bounds the dedup state to
+    the ids of one hour of feedback (memory and every snapshot); raise it if the broker can stay
+    down longer than that between a delivery and recording its acknowledgement.
+    min_evidence (>= 0, finite; 0 = never): at each snapshot, drop the observed pairs whose decayed
+    evidence (alpha + beta) * decay is below this many pseudo-trials (core.memory.store.prune_pairs).
+    Default 1e-3: a dropped pair's score moves back to its prior mean by less than
+    1e-3 / (prior_strength + 1e-3) (5e-4 with the default strength 2), below anything a ranking
+    distinguishes; with the 30-day half-life a single event's pair lasts ~10 half-lives (~300 days)
+    untouched before it goes. Nothing is pruned without decay (half_life_days = 0)."""
 
     state_dir: Path
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY
     snapshot_interval_s: float = DEFAULT_SNAPSHOT_INTERVAL_S
+    dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S
+    min_evidence: float = DEFAULT_MIN_EVIDENCE
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
     def __post_init__(self) -> None:
@@ -58,16 +84,22 @@ class MemoryConfig:
             raise ValueError(f"`snapshot_every` must be >= 1, but got {self.snapshot_every}")
         if not (math.isfinite(self.snapshot_interval_s) and self.snapshot_interval_s >= 0):
             raise ValueError(f"`snapshot_interval_s` must be finite and >= 0, but got {self.snapshot_interval_s}")
+        if not (math.isfinite(self.dedup_window_s) and self.dedup_window_s > 0):
+            raise ValueError(f"`dedup_window_s` must be finite and > 0, but got {self.dedup_window_s}")
+        if not (math.isfinite(self.min_evidence) and self.min_evidence >= 0):
+            raise ValueError(f"`min_evidence` must be finite and >= 0, but got {self.min_evidence}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], root: str | os.PathLike[str]) -> MemoryConfig:
-        """From CLI-style options: state_dir, snapshot_every, snapshot_interval_s, prior_strength,
-        prior_mean, half_life_days."""
+        """From CLI-style options: state_dir, snapshot_every, snapshot_interval_s, dedup_window_s,
+        min_evidence, prior_strength, prior_mean, half_life_days."""
         scoring = ScoringConfig(**{k: float(options[k]) for k in ("prior_strength", "prior_mean", "half_life_days")
                                    if k in options})
         return cls(state_dir=Path(options.get("state_dir") or Path(root) / DEFAULT_STATE_DIR),
                    snapshot_every=int(options.get("snapshot_every", DEFAULT_SNAPSHOT_EVERY)),
                    snapshot_interval_s=float(options.get("snapshot_interval_s", DEFAULT_SNAPSHOT_INTERVAL_S)),
+                   dedup_window_s=float(options.get("dedup_window_s", DEFAULT_DEDUP_WINDOW_S)),
+                   min_evidence=float(options.get("min_evidence", DEFAULT_MIN_EVIDENCE)),
                    scoring=scoring)
 
 
@@ -91,7 +123,9 @@ class Predicted:
 class MemoryStrategy:
     """A loaded memory index with its feedback state; implements Strategy, SupportsLearn, SupportsClose.
 
-    Calls are serialised by a lock. `clock` gives "now" in seconds since the Unix epoch.
+    Calls are serialised by a lock. `clock` gives "now" in seconds since the Unix epoch; it stamps
+    event ids for dedup (`seen`, core.memory.dedup) and decays evidence. observed: query key ->
+    entity ordinal -> stats; pruned_pairs: observed pairs dropped by snapshots since the start.
     """
 
     kind = StrategyKind.MEMORY
@@ -104,10 +138,11 @@ class MemoryStrategy:
         self.predicted = predicted
         self.clock = clock
         self.observed: dict[str, dict[int, PairStats]] = {}
-        self.seen: set[str] = set()
+        self.seen = SeenEvents(config.dedup_window_s)
         self.seq = 0
         self.pending = 0
         self.dropped = 0
+        self.pruned_pairs = 0
         self.lock = threading.Lock()
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.wal = WriteAheadLog(config.state_dir)
@@ -117,11 +152,16 @@ class MemoryStrategy:
     # -- state ---------------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Load the snapshot, then replay the log records it does not include."""
+        """Load the snapshot, then replay the log records it does not include, each at its stamp
+        (so the dedup state is the one the writing process had)."""
         snapshot = read_snapshot(self.config.state_dir)
+        loaded_at = self.clock()
         if snapshot is not None:
             self.seq = int(snapshot["seq"])
-            self.seen = set(snapshot["events"])
+            if snapshot["version"] == 1:
+                self.seen.restore((event_id, loaded_at) for event_id in snapshot["events"])
+            else:
+                self.seen.restore(snapshot["events"])
             ordinal = self.collection.ordinal
             for key, rows in snapshot["pairs"].items():
                 pairs = self.observed.setdefault(key, {})
@@ -132,6 +172,7 @@ class MemoryStrategy:
                         self.dropped += 1
         for record in self.wal.replay():
             if record["seq"] > self.seq:
+                self.seen.advance(float(record.get("at", loaded_at)))
                 self._apply(record["events"])
                 self.seq = record["seq"]
                 self.pending += len(record["events"])
@@ -150,12 +191,16 @@ class MemoryStrategy:
                 self.observed.setdefault(key, {}).setdefault(o, PairStats()).add(r, w, at, self.config.scoring)
 
     def snapshot(self) -> None:
-        """Write the whole state atomically, then empty the log."""
+        """Forget expired event ids and prune negligible pairs (MemoryConfig), then write the whole
+        state atomically and empty the log."""
+        now = self.clock()
+        self.seen.advance(now)
+        self.pruned_pairs += prune_pairs(self.observed, now, self.config.scoring, self.config.min_evidence)
         ids = self.collection.ids
         pairs = {key: [[ids[o], *s.to_list()] for o, s in sorted(stats.items())]
                  for key, stats in self.observed.items()}
-        write_snapshot(self.config.state_dir, {"version": 1, "seq": self.seq, "events": sorted(self.seen),
-                                               "pairs": pairs})
+        write_snapshot(self.config.state_dir, {"version": SNAPSHOT_VERSION, "seq": self.seq,
+                                               "events": self.seen.to_rows(), "pairs": pairs})
         self.wal.reset()
         self.pending = 0
         self.last_snapshot = time.monotonic()
@@ -177,16 +222,17 @@ class MemoryStrategy:
                 raise NotFoundError(f"events[{i}].entity_id: entity {e.entity_id!r} is not in the index")
         with self.lock:
             now = self.clock()
+            at = self.seen.advance(now)
             rows: list[list[Any]] = []
             batch: set[str] = set()
             for e in events:
                 if e.event_id in self.seen or e.event_id in batch:
                     continue
                 batch.add(e.event_id)
-                rows.append([e.event_id, query_key(e.query_text), e.entity_id, int(e.type), float(e.value),
+                rows.append([e.event_id, text_key(e.query_text), e.entity_id, int(e.type), float(e.value),
                              e.timestamp or now])
             if rows:
-                self.wal.append({"seq": self.seq + 1, "events": rows})
+                self.wal.append({"seq": self.seq + 1, "at": at, "events": rows})
                 self.seq += 1
                 self._apply(rows)
                 self.pending += len(rows)
@@ -204,7 +250,7 @@ class MemoryStrategy:
 
     def scores_for(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """(ordinals int64, scores float64) of every pair of the query's key, in no order."""
-        key = query_key(text)
+        key = text_key(text)
         ordinals, predicted = self.predicted.pairs(key)
         observed = self.observed.get(key, {})
         prior = dict(zip(ordinals.tolist(), predicted.tolist(), strict=True))
@@ -228,16 +274,19 @@ class MemoryStrategy:
 
     def warm_up(self) -> None:
         self.scores_for("warm up")
-        query_key("Warm Up")
+        text_key("Warm Up")
 
     def describe(self) -> dict[str, str]:
         c = self.config
         return {"state_dir": str(c.state_dir), "snapshot_every": str(c.snapshot_every),
-                "snapshot_interval_s": str(c.snapshot_interval_s), "prior_strength": str(c.scoring.prior_strength),
+                "snapshot_interval_s": str(c.snapshot_interval_s), "dedup_window_s": str(c.dedup_window_s),
+                "min_evidence": str(c.min_evidence), "prior_strength": str(c.scoring.prior_strength),
                 "prior_mean": str(c.scoring.prior_mean), "half_life_days": str(c.scoring.half_life_days),
                 "predicted_queries": str(len(self.predicted.rows)),
                 "predicted_pairs": str(self.predicted.ordinals.size),
-                "observed_queries": str(len(self.observed)), "events": str(len(self.seen)),
+                "observed_queries": str(len(self.observed)),
+                "observed_pairs": str(sum(len(pairs) for pairs in self.observed.values())),
+                "pruned_pairs": str(self.pruned_pairs), "events": str(len(self.seen)),
                 "dropped_on_load": str(self.dropped)}
 
     # -- build and storage ----------------------------------------------------------------------
@@ -260,12 +309,13 @@ class MemoryStrategy:
 
     @classmethod
     def load(cls, root: str | os.PathLike[str], collection: Collection,
-             options: Mapping[str, Any] | None = None) -> MemoryStrategy:
+             options: Mapping[str, Any] | None = None, *, clock: Callable[[], float] = time.time) -> MemoryStrategy:
+        """options: MemoryConfig.from_options; clock: see the class docstring (also used by recovery)."""
         r = ComponentReader(root, COMPONENT)
         keys = r.read_json("queries.json")
         predicted = Predicted({k: i for i, k in enumerate(keys)}, r.read_array("offsets.npy", mmap=False),
                               r.read_array("ordinals.npy", mmap=False), r.read_array("scores.npy", mmap=False))
-        return cls(MemoryConfig.from_options(options or {}, root), collection, predicted)
+        return cls(MemoryConfig.from_options(options or {}, root), collection, predicted, clock)
 
 
 ENTRY = StrategyEntry(build=MemoryStrategy.build, load=MemoryStrategy.load)

@@ -9,11 +9,17 @@ Score: the posterior mean (m * p + alpha) / (m + alpha + beta); observed evidenc
 prediction once alpha + beta >> m, which is how observed statistics replace predicted ones.
 Time decay: alpha and beta are multiplied by 2 ** (-age / half_life) (age since the pair's last
 update), at every update and when scored, so old evidence fades back towards the prior.
+Pruning (`prune_pairs`): a pair whose decayed evidence n = (alpha + beta) * decay(age) is below a
+threshold eps is dropped. Its score differs from its prior mean p by
+|keep * (alpha - p * (alpha + beta))| / (m + n) <= n / (m + n) < eps / (m + eps), so dropping it
+moves its score back to p by less than that; kept pairs are not touched. Without decay
+(half_life_days = 0) evidence never fades (every event adds its weight >= 1), so nothing is pruned.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from core.types import EventType
@@ -100,9 +106,34 @@ class PairStats:
         m = config.prior_strength
         return (m * p + keep * self.alpha) / (m + keep * (self.alpha + self.beta))
 
+    def evidence(self, now: float, config: ScoringConfig) -> float:
+        """Decayed pseudo-trials at time `now`: (alpha + beta) * decay(now - last)."""
+        return (self.alpha + self.beta) * config.decay(now - self.last)
+
     def to_list(self) -> list[float]:
         return [self.impressions, self.positives, self.reward_sum, self.alpha, self.beta, self.last]
 
     @classmethod
     def from_list(cls, row: list[float]) -> PairStats:
         return cls(int(row[0]), int(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5]))
+
+
+def prune_pairs(observed: MutableMapping[str, dict[int, PairStats]], now: float, config: ScoringConfig,
+                min_evidence: float) -> int:
+    """Drop, in place, the pairs of `observed` (query key -> entity ordinal -> stats) whose evidence
+    at `now` is below `min_evidence` (see the module docstring for the bound on what that changes),
+    and the query keys left without pairs; returns how many pairs were dropped. Nothing is dropped
+    when `min_evidence` is 0 or there is no decay (half_life_days = 0). One pass over every pair:
+    call it where such a pass is paid anyway (the snapshot)."""
+    if min_evidence <= 0 or config.half_life_days == 0:
+        return 0
+    dropped = 0
+    for key in list(observed):
+        pairs = observed[key]
+        stale = [o for o, stats in pairs.items() if stats.evidence(now, config) < min_evidence]
+        for o in stale:
+            del pairs[o]
+        dropped += len(stale)
+        if not pairs:
+            del observed[key]
+    return dropped

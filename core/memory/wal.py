@@ -10,7 +10,8 @@ so later appends are not hidden behind garbage (the torn record was never acknow
 Snapshot (`snapshot.json`): "<sha256 hex of the JSON>\n<JSON>", replaced atomically (temporary
 file, fsync, rename, fsync of the directory). It records the sequence number of the last log
 record it includes; after a snapshot the log is emptied, and records with a sequence number at
-or below the snapshot's are skipped on replay (a crash between the two steps is harmless).
+or below the snapshot's are skipped on replay (a crash between the two steps is harmless). Its
+"version" must be one of SNAPSHOT_VERSIONS.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ WAL_NAME = "wal.log"
 SNAPSHOT_NAME = "snapshot.json"
 _HEADER = struct.Struct("<II")
 MAX_RECORD_BYTES = 1 << 30
+SNAPSHOT_VERSIONS = (1, 2)  # the layouts core.memory.index reads (its module docstring)
 log = logging.getLogger(__name__)
 
 
@@ -116,6 +118,7 @@ def read_snapshot(directory: Path) -> dict[str, Any] | None:
         state = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise IndexFormatError(path, f"snapshot is not valid JSON ({err})") from None
-    if not isinstance(state, dict) or state.get("version") != 1:
-        raise IndexFormatError(path, "unsupported snapshot version")
+    if not isinstance(state, dict) or state.get("version") not in SNAPSHOT_VERSIONS:
+        version = state.get("version") if isinstance(state, dict) else None
+        raise IndexFormatError(path, f"unsupported snapshot version {version!r}, expected one of {SNAPSHOT_VERSIONS}")
     return state

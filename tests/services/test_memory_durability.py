@@ -2,7 +2,8 @@
 
 Each round streams Learn batches from a thread, SIGKILLs the shard after a random delay, restarts it
 on the same state directory and checks every event acknowledged so far (in any round): resending
-them all is answered as duplicates only, and each one's query retrieves its entity first.
+them all is answered as duplicates only (the whole test runs well inside the shard's default
+`dedup_window_s`, 1 hour), and each one's query retrieves its entity first.
 Rounds: LTRR_DURABILITY_ROUNDS (default 3; the acceptance run uses 20, see benchmarks/structured.py).
 """
 

@@ -38,6 +38,15 @@ class IndexFormatError(LtrrError):
         self.path = path
 
 
+class StateError(LtrrError):
+    """A state file the service keeps (the broker's event log) is not a SQLite database, is damaged,
+    or has a schema this ltrr cannot read. The message names the file and what to do about it."""
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
 class CatalogError(LtrrError, ValueError):
     """A catalog file cannot be read as the format it claims to be; names the file and line."""
 

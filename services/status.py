@@ -11,6 +11,7 @@ from core.errors import (
     LtrrError,
     NotFoundError,
     NotReadyError,
+    StateError,
     UnimplementedError,
 )
 
@@ -20,6 +21,7 @@ STATUS_FOR: dict[type[LtrrError], grpc.StatusCode] = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     NotReadyError: grpc.StatusCode.UNAVAILABLE,
     IndexFormatError: grpc.StatusCode.FAILED_PRECONDITION,
+    StateError: grpc.StatusCode.FAILED_PRECONDITION,
     UnimplementedError: grpc.StatusCode.UNIMPLEMENTED,
 }
 

@@ -216,6 +216,6 @@ def _drop_lists(conn: sqlite3.Connection, before: float, max_rows: int, work: _W
     else:  # the rows at the last timestamp are looked at again next time (harmless); a full chunk
         # of one timestamp is stepped over, so that a tie cannot stop the walk
         work.more = True
-        mark = rows[-1][1] if rows[-1][1] > start else math.nextafter(rows[-1][1], math.inf)
+        mark = rows[-1][0] if rows[-1][0] > start else math.nextafter(rows[-1][0], math.inf)
     conn.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                  (_WATERMARK, mark))

@@ -124,7 +124,17 @@ def _open(conn: sqlite3.Connection, path: Path) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
               if not r[0].startswith("sqlite_")}
-    if version == 0 and not tables:
+    if version == 0 and tables == set(_V1_COLUMNS):
+        version = 1  # version 1 created its tables before setting user_version: a crash in between
+    # Refused before anything is written to it (WAL mode included).
+    if version == 0 and tables:
+        raise damaged(path, f"it is not an ltrr event log (it has tables {sorted(tables)})")
+    if version not in (0, 1, SCHEMA_VERSION):
+        raise StateError(path, f"its schema version {version} is unknown (this ltrr reads 1 and {SCHEMA_VERSION}): "
+                               f"open it with the ltrr that wrote it, or {WHAT_TO_DO}")
+    if version == 1:
+        _check_tables(conn, path, _V1_COLUMNS, 1)
+    if version == 0:
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect before the first table
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode != "wal":
@@ -132,18 +142,10 @@ def _open(conn: sqlite3.Connection, path: Path) -> None:
     for pragma in ("synchronous=FULL", "foreign_keys=ON", f"busy_timeout={BUSY_TIMEOUT_MS}",
                    f"journal_size_limit={WAL_LIMIT_BYTES}"):
         conn.execute(f"PRAGMA {pragma}")
-    if version == 0 and tables == set(_V1_COLUMNS):
-        version = 1  # version 1 created its tables before setting user_version: a crash in between
-    if version == 0 and tables:
-        raise damaged(path, f"it is not an ltrr event log (it has tables {sorted(tables)})")
     if version == 0:
         _script(conn, _CREATE)
     elif version == 1:
-        _check_tables(conn, path, _V1_COLUMNS, 1)
         _script(conn, _MIGRATE_V1)
-    elif version != SCHEMA_VERSION:
-        raise StateError(path, f"its schema version {version} is unknown (this ltrr reads 1 and {SCHEMA_VERSION}): "
-                               f"open it with the ltrr that wrote it, or {WHAT_TO_DO}")
     _check_tables(conn, path, COLUMNS, SCHEMA_VERSION)
 
 

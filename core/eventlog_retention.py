@@ -78,8 +78,9 @@ class RetentionConfig:
 @dataclass(frozen=True, kw_only=True)
 class CompactReport:
     """What one compact() call did. compacted: decisions whose lists were dropped; last_deleted_event:
-    the highest event position deleted (0: none); bytes_*: file plus WAL before and after; more:
-    a rule used all of its max_rows, so there may be more to do (call again soon)."""
+    the highest event position deleted (0: none); bytes_*: file plus WAL before its changes (after
+    checkpointing the writes since the last call) and after them; more: a rule used all of its
+    max_rows, so there may be more to do (call again soon)."""
 
     compacted: int
     deleted_decisions: int
@@ -128,7 +129,7 @@ def compact(conn: sqlite3.Connection, path: Path, now: float, retention: Retenti
         raise ValueError(f"`max_rows` must be in [1, {MAX_COMPACT_ROWS}], but got {max_rows}")
     pinned = not checkpoint(conn)
     before = disk_bytes(path)
-    wal = 0 if pinned else disk_bytes(path) - os.path.getsize(path)
+    wal = 0 if pinned else before - os.path.getsize(path)  # 0 too unless a write came in between
     work = _Work()
     conn.execute("BEGIN IMMEDIATE")
     try:

@@ -106,7 +106,10 @@ def connect(path: Path) -> sqlite3.Connection:
     """The writer's connection to the event log at `path`: created (version 2) if missing, migrated
     in place from version 1 (one transaction), checked otherwise. StateError naming the file if it
     is not a SQLite database, is damaged, or has an unknown schema."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.OperationalError as e:
+        raise StateError(path, f"cannot open it ({e}): its directory must exist and be writable") from e
     try:
         _open(conn, path)
     except sqlite3.DatabaseError as e:

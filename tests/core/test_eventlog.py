@@ -399,3 +399,10 @@ def test_another_programs_database_is_refused(tmp_path: Path) -> None:
         EventLog(path)
     with sqlite3.connect(path) as conn:  # refused before anything was written to it
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_a_missing_directory_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-dir" / "events.sqlite"
+    with pytest.raises(StateError, match=r"cannot open it .*: its directory must exist and be writable") as refused:
+        EventLog(path)
+    assert str(refused.value).startswith(f"{path}: ")

@@ -38,21 +38,22 @@ class IndexFormatError(LtrrError):
         self.path = path
 
 
+class StateError(LtrrError):
+    """A state file the broker keeps (its event log, its policy snapshot) is damaged, truncated, not
+    what it claims to be, or of a version this ltrr cannot read. The message names the file and
+    what to do about it."""
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
 class CatalogError(LtrrError, ValueError):
     """A catalog file cannot be read as the format it claims to be; names the file and line."""
 
 
 class UnimplementedError(LtrrError):
     """An optional ability (query understanding, learning) the strategy does not offer."""
-
-
-class StateError(LtrrError):
-    """A state file (the event log, a policy snapshot) cannot be read: damaged, truncated or of an
-    unknown version. The message names the file and what to do about it."""
-
-    def __init__(self, path: object, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
 
 
 class UnavailableError(LtrrError):

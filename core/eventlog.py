@@ -6,16 +6,13 @@ the broker, and the broker acknowledges feedback only after that return. Readers
 off-policy evaluation) open their own read-only connection and see a consistent snapshot without
 blocking the writer.
 
-Tables (schema version 1, in `PRAGMA user_version`):
-- decisions: decision_id TEXT PK, ts REAL (s since the epoch), query_text, context (JSON object of
-  strings), features (BLOB, float64 little-endian, the policy's context vector), strategies (JSON
-  list: the policy's columns), quotas (JSON list of ints, 0 = not called), allocation (index in
-  the policy's allocation space), propensity (P of that allocation), marginals (JSON list),
-  policy (name), lists (JSON object: strategy -> {"ids": [...], "scores": [...]}, one entry per
-  strategy that answered in time: a strategy called but absent timed out or failed), final
-  (JSON list of the entity ids served, best first).
-- events: event_id TEXT PK (a repeated id is ignored: `INSERT OR IGNORE`), decision_id (FK),
-  entity_id, type (core.types.EventType value), value, ts, reward (the policy's reward).
+A decision holds what the broker decided and served (DecisionRecord); an event is one feedback
+on it (EventRecord) and has a position: its place in recording order, increasing and never
+reused, even after retention deleted events. A policy snapshot stores the position it has learned
+up to and replays `events_after` it; a consumer (the broker's forwarding to the memory shard)
+keeps its position in a cursor (`set_cursor`) and reads `feedback_after` it, so that after any
+outage it resumes where it stopped. The file format, its version 1 -> 2 migration and the checks
+made on opening are in core.eventlog_schema; retention (`compact`) in core.eventlog_retention.
 
 Threading: one EventLog serves one writer; its methods take an internal lock, so calls from
 several threads are serialised (the broker runs them on one worker thread). Iterators open
@@ -38,33 +35,27 @@ from typing import Any
 import numpy as np
 
 from core.errors import NotFoundError
+from core.eventlog_retention import DEFAULT_COMPACT_ROWS, CompactReport, RetentionConfig, compact, disk_bytes
+from core.eventlog_schema import COLUMNS, COMPACTED, connect, decode_lists, encode_lists
 from core.merge import Merged, StrategyList, merge
 from core.ranking import TrainingGroup, graded_labels
 from core.types import EventType
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
-  decision_id TEXT PRIMARY KEY, ts REAL NOT NULL, query_text TEXT NOT NULL, context TEXT NOT NULL,
-  features BLOB NOT NULL, strategies TEXT NOT NULL, quotas TEXT NOT NULL, allocation INTEGER NOT NULL,
-  propensity REAL NOT NULL, marginals TEXT NOT NULL, policy TEXT NOT NULL, lists TEXT NOT NULL,
-  final TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-  event_id TEXT PRIMARY KEY, decision_id TEXT NOT NULL REFERENCES decisions(decision_id),
-  entity_id TEXT NOT NULL, type INTEGER NOT NULL, value REAL NOT NULL, ts REAL NOT NULL,
-  reward REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS events_by_decision ON events(decision_id);
-"""
-_DECISION_COLUMNS = ("decision_id, ts, query_text, context, features, strategies, quotas, allocation, "
-                     "propensity, marginals, policy, lists, final")
+__all__ = ["BanditLog", "CompactReport", "DecisionRecord", "EventLog", "EventRecord", "RetentionConfig"]
+
+_DECISION_COLUMNS = ", ".join(COLUMNS["decisions"])
+_N_DECISION = len(COLUMNS["decisions"])
+_EVENT_COLUMNS = "position, event_id, decision_id, entity_id, type, value, ts, reward"
 
 
 @dataclass(frozen=True, kw_only=True)
 class DecisionRecord:
-    """One search as the broker decided and served it (see the module docstring for the fields).
+    """One search as the broker decided and served it (core.eventlog_schema describes the fields).
 
-    features: float64 (d,). quotas, marginals: one per strategy. lists: the answered strategies'
-    lists, each a subset of `strategies`. final: entity ids served, best first.
+    ts: s since the epoch. features: float64 (d,). quotas, marginals: one per strategy. lists: the
+    answered strategies' lists (a strategy called but absent timed out or failed). final: entity ids
+    served, best first. latency_ms: the slowest called strategy's latency (ms), which the reward
+    charges. compacted: retention dropped `lists` and `final` (both empty): the ranks are unknown.
     """
 
     decision_id: str
@@ -81,10 +72,17 @@ class DecisionRecord:
     lists: tuple[StrategyList, ...]
     final: tuple[str, ...]
     latency_ms: float = 0.0
+    compacted: bool = False
 
     def __post_init__(self) -> None:
         if not self.decision_id:
             raise ValueError("`decision_id` must be non-empty")
+        if not math.isfinite(self.ts):
+            raise ValueError(f"`ts` must be finite, but got {self.ts}")
+        if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
+            raise ValueError(f"`latency_ms` must be finite and >= 0, but got {self.latency_ms}")
+        if self.compacted and (self.lists or self.final):
+            raise ValueError("a `compacted` decision must have empty `lists` and `final`")
         x = np.ascontiguousarray(self.features, dtype=np.float64)
         if x.ndim != 1 or not np.isfinite(x).all():
             raise ValueError(f"`features` must be a finite 1-d vector, but got shape {x.shape}")
@@ -165,53 +163,40 @@ class BanditLog:
     quotas: np.ndarray = field(repr=False)
 
 
-def _lists_json(lists: Sequence[StrategyList]) -> str:
-    return json.dumps({lst.strategy: {"ids": list(lst.entity_ids), "scores": np.asarray(lst.scores).tolist()}
-                       for lst in lists})
-
-
 def _decision_values(record: DecisionRecord) -> tuple[Any, ...]:
     return (record.decision_id, record.ts, record.query_text, json.dumps(dict(record.context)),
             record.features.astype("<f8").tobytes(), json.dumps(list(record.strategies)),
             json.dumps([int(q) for q in record.quotas]), int(record.allocation), float(record.propensity),
-            json.dumps([float(m) for m in record.marginals]), record.policy, _lists_json(record.lists),
-            json.dumps(list(record.final)))
+            json.dumps([float(m) for m in record.marginals]), record.policy,
+            COMPACTED if record.compacted else encode_lists(record.lists), json.dumps(list(record.final)),
+            float(record.latency_ms))
 
 
 def _decision_from_row(row: Sequence[Any]) -> DecisionRecord:
-    lists = tuple(StrategyList(s, v["ids"], np.array(v["scores"], dtype=np.float32))
-                  for s, v in json.loads(row[11]).items())
+    lists = decode_lists(row[11])
     return DecisionRecord(
         decision_id=row[0], ts=row[1], query_text=row[2], context=json.loads(row[3]),
         features=np.frombuffer(row[4], dtype="<f8").copy(), strategies=tuple(json.loads(row[5])),
         quotas=tuple(json.loads(row[6])), allocation=row[7], propensity=row[8],
-        marginals=tuple(json.loads(row[9])), policy=row[10], lists=lists, final=tuple(json.loads(row[12])))
+        marginals=tuple(json.loads(row[9])), policy=row[10], lists=lists or (), final=tuple(json.loads(row[12])),
+        latency_ms=row[13], compacted=lists is None)
+
+
+def _event_from_row(r: Sequence[Any]) -> EventRecord:
+    """The event of a row of _EVENT_COLUMNS (r[0] is the position)."""
+    return EventRecord(event_id=r[1], decision_id=r[2], entity_id=r[3], type=EventType(r[4]), value=r[5],
+                       ts=r[6], reward=r[7])
 
 
 class EventLog:
-    """The SQLite event log at `path` (created with its tables if missing). Use as a context
-    manager or call close()."""
+    """The SQLite event log at `path`: created if missing, upgraded in place from schema version 1.
+    StateError (naming the file) if it is not a database, is damaged or has an unknown schema.
+    Use as a context manager or call close()."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                raise ValueError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise ValueError(f"{self.path}: event log schema version {version} is not supported "
-                                 f"(this ltrr reads version {SCHEMA_VERSION})")
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, ValueError):
-            self._conn.close()
-            raise
+        self._conn = connect(self.path)
 
     def record_decision(self, record: DecisionRecord) -> None:
         """Store one decision durably; ValueError if its decision_id was recorded before."""
@@ -219,7 +204,7 @@ class EventLog:
         with self._lock:
             try:
                 self._conn.execute(f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES "
-                                   f"({', '.join('?' * 13)})", values)
+                                   f"({', '.join('?' * _N_DECISION)})", values)
             except sqlite3.IntegrityError:
                 raise ValueError(f"`decision_id` {record.decision_id!r} was already recorded") from None
 
@@ -227,12 +212,12 @@ class EventLog:
         """Store several decisions in one transaction (one fsync): the broker's batched writer."""
         if not records:
             return
+        values = [_decision_values(record) for record in records]
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                for record in records:
-                    self._conn.execute(f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES "
-                                       f"({', '.join('?' * 13)})", _decision_values(record))
+                self._conn.executemany(f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES "
+                                       f"({', '.join('?' * _N_DECISION)})", values)
                 self._conn.execute("COMMIT")
             except sqlite3.IntegrityError:
                 self._conn.execute("ROLLBACK")
@@ -244,24 +229,37 @@ class EventLog:
     def record_event(self, event: EventRecord) -> bool:
         """Store one event durably before returning. False if its event_id was seen before (nothing
         is written); NotFoundError if its decision_id is unknown."""
-        values = (event.event_id, event.decision_id, event.entity_id, int(event.type), event.value,
-                  event.ts, event.reward)
+        return self.record_events([event])[0] > 0
+
+    def record_events(self, events: Sequence[EventRecord]) -> list[int]:
+        """Store several events in one transaction (one fsync). Per event its position, 0 if its
+        event_id was seen before (also earlier in the batch). NotFoundError, and nothing written,
+        if a decision_id is unknown."""
+        positions = []
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                if self._conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?",
-                                      (event.decision_id,)).fetchone() is None:
-                    raise NotFoundError(f"decision_id {event.decision_id!r} is unknown")
-                cur = self._conn.execute("INSERT OR IGNORE INTO events (event_id, decision_id, entity_id, type, "
-                                         "value, ts, reward) VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+                for event in events:
+                    if self._conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?",
+                                          (event.decision_id,)).fetchone() is None:
+                        raise NotFoundError(f"decision_id {event.decision_id!r} is unknown")
+                    # Looked up first, not INSERT OR IGNORE: an ignored insert still uses up a position.
+                    if self._conn.execute("SELECT 1 FROM events WHERE event_id = ?", (event.event_id,)).fetchone():
+                        positions.append(0)
+                        continue
+                    cur = self._conn.execute(
+                        "INSERT INTO events (event_id, decision_id, entity_id, type, value, ts, reward) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (event.event_id, event.decision_id, event.entity_id,
+                                                         int(event.type), event.value, event.ts, event.reward))
+                    positions.append(int(cur.lastrowid or 0))
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            return cur.rowcount == 1
+        return positions
 
     def decision(self, decision_id: str) -> DecisionRecord:
-        """The recorded decision; NotFoundError if unknown."""
+        """The recorded decision; NotFoundError if unknown (never recorded, or deleted by retention)."""
         with self._lock:
             row = self._conn.execute(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE decision_id = ?",
                                      (decision_id,)).fetchone()
@@ -272,24 +270,61 @@ class EventLog:
     def events(self, decision_id: str) -> list[EventRecord]:
         """The events of one decision, in the order they were recorded."""
         with self._lock:
-            rows = self._conn.execute("SELECT event_id, decision_id, entity_id, type, value, ts, reward FROM events "
-                                      "WHERE decision_id = ? ORDER BY rowid", (decision_id,)).fetchall()
-        return [EventRecord(event_id=r[0], decision_id=r[1], entity_id=r[2], type=EventType(r[3]), value=r[4],
-                            ts=r[5], reward=r[6]) for r in rows]
+            rows = self._conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE decision_id = ? ORDER BY position",
+                                      (decision_id,)).fetchall()
+        return [_event_from_row(r) for r in rows]
 
     def last_event_rowid(self) -> int:
-        """Position of the newest event in recording order (0 when there is none)."""
+        """The newest event position ever given (0 when none was): right after record_event, that
+        event's. Retention may have deleted that event since; positions are never reused."""
         with self._lock:
-            return int(self._conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0])
+            row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return 0 if row is None else int(row[0])
 
-    def events_after(self, rowid: int) -> list[tuple[int, EventRecord]]:
-        """(position, event) of every event recorded after position `rowid`, in recording order:
-        what a policy snapshot taken at `rowid` has not learned yet."""
+    def events_after(self, rowid: int, limit: int | None = None) -> list[tuple[int, EventRecord]]:
+        """(position, event) of the events recorded after position `rowid`, in recording order, at
+        most `limit` of them (None: all): what a policy snapshot taken at `rowid` has not learned yet."""
         with self._lock:
-            rows = self._conn.execute("SELECT rowid, event_id, decision_id, entity_id, type, value, ts, reward "
-                                      "FROM events WHERE rowid > ? ORDER BY rowid", (rowid,)).fetchall()
-        return [(int(r[0]), EventRecord(event_id=r[1], decision_id=r[2], entity_id=r[3], type=EventType(r[4]),
-                                        value=r[5], ts=r[6], reward=r[7])) for r in rows]
+            rows = self._conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position "
+                                      "LIMIT ?", (rowid, _limit(limit))).fetchall()
+        return [(int(r[0]), _event_from_row(r)) for r in rows]
+
+    def feedback_after(self, position: int, limit: int) -> list[tuple[int, EventRecord, str, dict[str, str]]]:
+        """(position, event, its decision's query_text, its decision's context) of at most `limit`
+        events after `position`, in position order: what a consumer at cursor `position` forwards next."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))}, d.query_text, d.context "
+                "FROM events e JOIN decisions d USING (decision_id) WHERE e.position > ? ORDER BY e.position LIMIT ?",
+                (position, _limit(limit, required=True))).fetchall()
+        return [(int(r[0]), _event_from_row(r), r[8], json.loads(r[9])) for r in rows]
+
+    def cursor(self, name: str) -> int:
+        """The position stored under `name` (0 when unset)."""
+        with self._lock:
+            row = self._conn.execute("SELECT position FROM cursors WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_cursor(self, name: str, position: int) -> None:
+        """Store `position` (an event position, >= 0) under `name`, durably before returning."""
+        if not name:
+            raise ValueError("`name` must be non-empty")
+        if isinstance(position, bool) or not isinstance(position, int | np.integer) or position < 0:
+            raise ValueError(f"`position` must be an int >= 0, but got {position!r}")
+        with self._lock:
+            self._conn.execute("INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
+                               "SET position = excluded.position", (name, int(position)))
+
+    def compact(self, now: float, retention: RetentionConfig, *,
+                max_rows: int = DEFAULT_COMPACT_ROWS) -> CompactReport:
+        """Apply `retention` at time `now` (s since the epoch), touching at most `max_rows` decisions
+        per rule (core.eventlog_retention.compact): call it every N writes; again soon if `more`."""
+        with self._lock:
+            return compact(self._conn, self.path, now, retention, max_rows=max_rows)
+
+    def disk_bytes(self) -> int:
+        """Bytes of the file plus its WAL."""
+        return disk_bytes(self.path)
 
     def counts(self) -> tuple[int, int]:
         """(decisions, events) recorded."""
@@ -303,17 +338,18 @@ class EventLog:
 
     def training_groups(self) -> Iterator[TrainingGroup]:
         """One TrainingGroup per decision with at least one event, in time order: its merged
-        candidates and graded labels (core.ranking.RELEVANCE_GRADES) from its events."""
+        candidates and graded labels (core.ranking.RELEVANCE_GRADES) from its events. Decisions
+        whose lists retention dropped (feedback later than keep_lists_s) have no candidates: skipped."""
         conn = self._reader()
         try:
-            rows = conn.execute(f"SELECT {', '.join('d.' + c for c in _DECISION_COLUMNS.split(', '))}, "
+            rows = conn.execute(f"SELECT {', '.join('d.' + c for c in COLUMNS['decisions'])}, "
                                 "e.entity_id, e.type FROM decisions d JOIN events e USING (decision_id) "
-                                "ORDER BY d.ts, d.decision_id, e.rowid")
+                                "WHERE length(d.lists) > 0 ORDER BY d.ts, d.decision_id, e.position")
             for _, group in itertools.groupby(rows, key=lambda r: r[0]):
                 batch = list(group)
-                record = _decision_from_row(batch[0][:13])
+                record = _decision_from_row(batch[0][:_N_DECISION])
                 merged = record.merged()
-                labels = graded_labels(merged, ((r[13], EventType(r[14])) for r in batch))
+                labels = graded_labels(merged, ((r[_N_DECISION], EventType(r[_N_DECISION + 1])) for r in batch))
                 yield TrainingGroup(query_text=record.query_text, merged=merged, labels=labels)
         finally:
             conn.close()
@@ -354,3 +390,12 @@ class EventLog:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _limit(limit: int | None, *, required: bool = False) -> int:
+    """SQLite's LIMIT for `limit` (-1: none)."""
+    if limit is None and not required:
+        return -1
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"`limit` must be an int >= 1{'' if required else ' or None'}, but got {limit!r}")
+    return limit

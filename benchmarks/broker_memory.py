@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ltrr-soak-") as tmp:
         state = Path(tmp) / "state"
         config = ClusterConfig(state=str(state), run={"memory": {"state_dir": str(Path(tmp) / "memory")}},
-                               **({"index": str(args.index)} if args.index else {}))
+                               index=str(args.index or ClusterConfig().index))
         build_missing(config)
         cluster = Cluster(config)
         cluster.start(broker_port=0)

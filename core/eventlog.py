@@ -36,7 +36,7 @@ import numpy as np
 
 from core.errors import NotFoundError
 from core.eventlog_retention import DEFAULT_COMPACT_ROWS, CompactReport, RetentionConfig, compact, disk_bytes
-from core.eventlog_schema import COLUMNS, COMPACTED, connect, decode_lists, encode_lists
+from core.eventlog_schema import COLUMNS, COMPACTED, connect, decode_lists, encode_lists, transaction
 from core.merge import Merged, StrategyList, merge
 from core.ranking import TrainingGroup, graded_labels
 from core.types import EventType
@@ -214,17 +214,12 @@ class EventLog:
             return
         values = [_decision_values(record) for record in records]
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.executemany(f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES "
-                                       f"({', '.join('?' * _N_DECISION)})", values)
-                self._conn.execute("COMMIT")
+                with transaction(self._conn):
+                    self._conn.executemany(f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES "
+                                           f"({', '.join('?' * _N_DECISION)})", values)
             except sqlite3.IntegrityError:
-                self._conn.execute("ROLLBACK")
                 raise ValueError("a decision_id in the batch was already recorded") from None
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
 
     def record_event(self, event: EventRecord) -> bool:
         """Store one event durably before returning. False if its event_id was seen before (nothing
@@ -236,26 +231,20 @@ class EventLog:
         event_id was seen before (also earlier in the batch). NotFoundError, and nothing written,
         if a decision_id is unknown."""
         positions = []
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for event in events:
-                    if self._conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?",
-                                          (event.decision_id,)).fetchone() is None:
-                        raise NotFoundError(f"decision_id {event.decision_id!r} is unknown")
-                    # Looked up first, not INSERT OR IGNORE: an ignored insert still uses up a position.
-                    if self._conn.execute("SELECT 1 FROM events WHERE event_id = ?", (event.event_id,)).fetchone():
-                        positions.append(0)
-                        continue
-                    cur = self._conn.execute(
-                        "INSERT INTO events (event_id, decision_id, entity_id, type, value, ts, reward) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (event.event_id, event.decision_id, event.entity_id,
-                                                         int(event.type), event.value, event.ts, event.reward))
-                    positions.append(int(cur.lastrowid or 0))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._conn):
+            for event in events:
+                if self._conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?",
+                                      (event.decision_id,)).fetchone() is None:
+                    raise NotFoundError(f"decision_id {event.decision_id!r} is unknown")
+                # Looked up first, not INSERT OR IGNORE: an ignored insert still uses up a position.
+                if self._conn.execute("SELECT 1 FROM events WHERE event_id = ?", (event.event_id,)).fetchone():
+                    positions.append(0)
+                    continue
+                cur = self._conn.execute(
+                    "INSERT INTO events (event_id, decision_id, entity_id, type, value, ts, reward) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (event.event_id, event.decision_id, event.entity_id,
+                                                     int(event.type), event.value, event.ts, event.reward))
+                positions.append(int(cur.lastrowid or 0))
         return positions
 
     def decision(self, decision_id: str) -> DecisionRecord:

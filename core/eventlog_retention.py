@@ -32,7 +32,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.eventlog_schema import BUSY_TIMEOUT_MS, COLUMNS, COMPACTED
+from core.eventlog_schema import BUSY_TIMEOUT_MS, COLUMNS, COMPACTED, transaction
 
 # A day of feedback window: plays and favourites come within minutes or hours of the search; a
 # later event still joins, only without ranks.
@@ -131,15 +131,10 @@ def compact(conn: sqlite3.Connection, path: Path, now: float, retention: Retenti
     before = disk_bytes(path)
     wal = 0 if pinned else before - os.path.getsize(path)  # 0 too unless a write came in between
     work = _Work()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         _delete_older(conn, now - retention.max_age_s, max_rows, work)
         _drop_lists(conn, now - retention.keep_lists_s, max_rows, work)
         _delete_over(conn, retention.max_bytes - wal, max_rows, work)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     if conn.execute("PRAGMA freelist_count").fetchone()[0]:
         conn.executescript("PRAGMA incremental_vacuum")  # executescript steps it to the end; no-op without auto_vacuum
     checkpoint(conn)

@@ -36,7 +36,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,21 @@ def _open(conn: sqlite3.Connection, path: Path) -> None:
     elif version == 1:
         _script(conn, _MIGRATE_V1)
     _check_tables(conn, path, COLUMNS, SCHEMA_VERSION)
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error. SQLite rolls a transaction back by
+    itself on some errors (SQLITE_FULL, SQLITE_IOERR), so ROLLBACK runs only while one is still
+    open: an unconditional ROLLBACK would raise "no transaction is active" and hide the real error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _script(conn: sqlite3.Connection, ddl: str) -> None:

@@ -100,11 +100,14 @@ class Served:
 class Judged:
     """One feedback event joined with its decision. ranks: per strategy, the 1-based rank of the
     acted-on entity in its list (0 = absent or no answer); outcomes: per strategy, what the
-    allocator learns from; reward: core.reward.search_reward."""
+    allocator learns from; reward: core.reward.search_reward; known: False when the decision's lists
+    were dropped by retention (core.eventlog.RetentionConfig.keep_lists_s), so nothing can be said
+    of which strategy found the entity: the event is stored with reward 0 and teaches nothing."""
 
     ranks: tuple[int, ...]
     outcomes: tuple[Outcome, ...]
     reward: float
+    known: bool = True
 
     @property
     def retrieved(self) -> bool:
@@ -175,6 +178,9 @@ class SearchPipeline:
 
     def judge(self, record: DecisionRecord, entity_id: str, event_type: EventType, value: float = 0.0) -> Judged:
         """The reward and per-strategy outcomes of one event on `record` (core.reward)."""
+        if record.compacted:
+            unknown = tuple(Outcome(quota=q, rank=0, answered=False) for q in record.quotas)
+            return Judged((0,) * len(record.quotas), unknown, 0.0, known=False)
         ranks = acted_ranks(record, entity_id)
         c = self.allocator.config
         reward = search_reward(record.quotas, ranks, event_type, value, cost_per_candidate=c.cost_per_candidate,
@@ -184,7 +190,10 @@ class SearchPipeline:
 
     def learn(self, record: DecisionRecord, judged: Judged, entity_id: str, event_type: EventType) -> None:
         """Teach the allocator and the query history one event (a skip is not an action on an
-        entity: the history passes it over, and its outcomes teach no strategy)."""
+        entity: the history passes it over, and its outcomes teach no strategy). An event whose
+        decision is no longer known in full (Judged.known) teaches nothing."""
+        if not judged.known:
+            return
         self.observe(record, judged, entity_id, event_type)
         decision = Decision(record.quotas, record.propensity, record.marginals, record.allocation)
         self.allocator.learn(record.features, decision, judged.outcomes, judged.reward)
@@ -207,12 +216,13 @@ class SearchPipeline:
         Returns (learned, passed over)."""
         learned = foreign = 0
         for record, event in pairs:
-            judged = Judged(acted_ranks(record, event.entity_id), (), event.reward)
+            judged = Judged(acted_ranks(record, event.entity_id), (), event.reward, known=not record.compacted)
             if not self.compatible(record):
                 self.observe(record, judged, event.entity_id, event.type)
                 foreign += 1
                 continue
             judged = self.judge(record, event.entity_id, event.type, event.value)
-            self.learn(record, Judged(judged.ranks, judged.outcomes, event.reward), event.entity_id, event.type)
+            self.learn(record, Judged(judged.ranks, judged.outcomes, event.reward, judged.known), event.entity_id,
+                       event.type)
             learned += 1
         return learned, foreign

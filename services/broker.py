@@ -281,7 +281,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             return record
         assert self.writer is not None
         try:
-            return await self.writer.run(self.writer.log.decision, decision_id)  # type: ignore[no-any-return]
+            return await self.writer.run(self.writer.log.decision, decision_id)
         except NotFoundError:
             raise NotFoundError(f"decision_id: unknown decision {decision_id!r}") from None
 

@@ -28,12 +28,14 @@ from typing import Any
 from core.errors import UnavailableError
 from core.eventlog import DecisionRecord, EventLog, EventRecord, RetentionConfig
 from services import metrics
+from services.outbox import CURSOR as OUTBOX_CURSOR
 
 log = logging.getLogger("ltrr.decisions")
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF_S = 0.05
 DEFAULT_COMPACT_EVERY = 1000
 DEFAULT_COMPACT_ROWS = 5000
+MAX_PASSES = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,13 +111,22 @@ class DecisionWriter:
             self._compact()
 
     def _compact(self) -> None:
-        try:
-            report = self.log.compact(time.time(), self.retention, max_rows=self.config.compact_rows)
-        except (sqlite3.Error, OSError) as e:
-            log.warning("event log retention failed (%s); retried after the next %d commits", e,
-                        self.config.compact_every)
-            return
-        metrics.LOG_COMPACTED.inc(report.rows_compacted + report.rows_deleted)
+        """Retention passes until nothing is left to do (each bounded by compact_rows), at most
+        MAX_PASSES per call; the rest waits for the next call."""
+        for _ in range(MAX_PASSES):
+            try:
+                report = self.log.compact(time.time(), self.retention, max_rows=self.config.compact_rows)
+            except (sqlite3.Error, OSError) as e:
+                log.warning("event log retention failed (%s); retried after the next %d commits", e,
+                            self.config.compact_every)
+                return
+            metrics.LOG_COMPACTED.inc(report.compacted + report.deleted_decisions)
+            if report.last_deleted_event > self.log.cursor(OUTBOX_CURSOR):
+                log.warning("retention deleted feedback the memory shard had not acknowledged (up to position %d): "
+                            "the shard has been unreachable for longer than the log keeps events",
+                            report.last_deleted_event)
+            if not report.more:
+                return
 
     def record_event(self, event: EventRecord) -> int:
         """On the writer thread: store the event; its log position, 0 for a duplicate. Events are

@@ -151,3 +151,17 @@ def test_decision_bytes_grows_with_the_lists() -> None:
     ids = [f"spotify:track:{i:022d}" for i in range(200)]
     big = dataclasses.replace(small, lists=(StrategyList("lexical", ids, np.zeros(200, np.float32)),))
     assert decision_bytes(big) - decision_bytes(small) > 200 * 50
+
+
+def test_feedback_on_a_decision_whose_lists_retention_dropped_teaches_nothing() -> None:
+    p = pipeline()
+    rng = np.random.default_rng(4)
+    plan = p.decide("love song", {}, (), rng)
+    record = p.serve(plan, answers(plan.decision.quotas, rng), decision_id="x", ts=1.0, k=5).record
+    compacted = dataclasses.replace(record, lists=(), final=(), compacted=True)
+    before = p.allocator.arms.n.copy()  # type: ignore[attr-defined]
+    judged = p.judge(compacted, record.final[0], EventType.CLICK)
+    assert not judged.known and judged.reward == 0.0 and not any(o.answered for o in judged.outcomes)
+    p.learn(compacted, judged, record.final[0], EventType.CLICK)
+    np.testing.assert_array_equal(p.allocator.arms.n, before)  # type: ignore[attr-defined]
+    assert not p.history.features("love song").any()

@@ -147,3 +147,19 @@ def test_thompson_propensity_is_not_inflated_by_the_acting_draw(thompson: Bandit
     rows = calibration([d.allocation for d in old], [d.propensity for d in old])
     inflated = [r for r in rows if 0.01 <= r.frequency <= 0.05 and not r.calibrated]
     assert inflated and all(r.mean_propensity > r.frequency for r in inflated)
+
+
+def test_the_off_policy_distribution_is_the_same_unbiased_estimate(thompson: BanditPolicy,
+                                                                  thompson_decisions: list[list[Decision]]) -> None:
+    """core.policy.evaluate.action_distribution (pi_e of off-policy evaluation) averages, on a
+    fixed context, to the frequencies with which the same policy acts there."""
+    from core.policy.evaluate import action_distribution
+
+    dist = action_distribution(thompson, np.tile(CONTEXTS[0], (2000, 1)), np.random.default_rng(6))[:, :, 0]
+    assert np.allclose(dist.sum(axis=1), 1.0)
+    decisions = thompson_decisions[0]
+    chosen = np.bincount([d.allocation for d in decisions], minlength=thompson.n_allocations)
+    frequent = np.flatnonzero(chosen >= 50)
+    f = chosen[frequent] / len(decisions)
+    se = np.sqrt(f * (1 - f) / len(decisions) + dist[:, frequent].var(axis=0, ddof=1) / len(dist))
+    assert len(frequent) >= 3 and (np.abs(f - dist[:, frequent].mean(axis=0)) <= 3 * se).all()

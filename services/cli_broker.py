@@ -28,8 +28,6 @@ def int_tuple(text: str) -> tuple[int, ...]:
 
 
 BROKER_KEYS = ("ranker", "seed")  # the broker's own `--set` keys, beside the policy's
-
-
 POLICY_KIND_KEY = "policy"  # `--set policy=...` sets PolicyConfig.kind: the key of cluster configs and scripts
 
 
@@ -58,10 +56,14 @@ def _policy_key(name: str, kind: Any) -> PolicyKey:
     raise TypeError(f"PolicyConfig.{name} has type {kind}, which `--set` cannot parse: add it to _policy_key")
 
 
-# `--set` key -> PolicyKey for every PolicyConfig field, in field order, derived from the dataclass
-POLICY_KEYS: dict[str, PolicyKey] = {
-    POLICY_KIND_KEY if f.name == "kind" else f.name: _policy_key(f.name, hint)
-    for f in dataclasses.fields(PolicyConfig) for hint in [typing.get_type_hints(PolicyConfig)[f.name]]}
+def _policy_keys() -> dict[str, PolicyKey]:
+    """`--set` key -> PolicyKey for every PolicyConfig field, in field order, from the dataclass."""
+    hints = typing.get_type_hints(PolicyConfig)
+    return {POLICY_KIND_KEY if f.name == "kind" else f.name: _policy_key(f.name, hints[f.name])
+            for f in dataclasses.fields(PolicyConfig)}
+
+
+POLICY_KEYS = _policy_keys()
 
 
 def policy_config_from_settings(settings: dict[str, str], *, other_keys: Sequence[str] = ()) -> PolicyConfig:

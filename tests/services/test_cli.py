@@ -174,3 +174,11 @@ def test_unknown_set_keys_are_rejected_by_every_command_the_same_way(catalog_fil
     for result, own in ((broker, ", ranker, seed"), (evaluate, "")):
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.strip() == f"error: unknown --set keys ['bogus', 'bugdet']; known: {policy_keys}{own}"
+
+
+def test_a_policy_field_of_a_type_the_command_line_cannot_parse_fails_at_import() -> None:
+    """So a new PolicyConfig field cannot silently be left out of `--set`."""
+    from services.cli_broker import _policy_key
+
+    with pytest.raises(TypeError, match=r"PolicyConfig\.weights has type"):
+        _policy_key("weights", dict[str, float])

@@ -61,7 +61,6 @@ import numpy as np
 from core.catalog import Entity, write_jsonl
 from core.eventlog import EventLog
 from core.policy.allocation import AllocationSpace
-from core.policy.policies import PolicyConfig
 from core.simulator.clicks import ClickModel
 from core.simulator.metrics import Records
 from core.simulator.policies import PolicySpec
@@ -80,7 +79,7 @@ from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
 from core.types import StrategyKind
 from ltrr.v1 import broker_pb2
 from services.broker import EVENTS_FILE
-from services.cli_broker import POLICY_KEYS
+from services.cli_broker import policy_settings
 from services.client import BrokerClient, ShardClient
 from services.cluster import ClusterConfig, broker_args
 from services.process import ServerProcess, shard_args, spawn
@@ -125,8 +124,8 @@ class GrpcRecords(Records):
 def broker_settings(spec: PolicySpec, config: ExperimentConfig, strategies: Sequence[str]) -> dict[str, str]:
     """`ltrr broker --set` pairs that make the broker's policy the one `spec` runs in process:
     kind, levels, budget, static quotas (reordered to the broker's strategy order), every
-    PolicyConfig setting, the ranker and the seed. ValueError for a plan the broker cannot run,
-    or a PolicyConfig setting the broker cannot be given."""
+    PolicyConfig setting (services.cli_broker.policy_settings: every field), the ranker and the
+    seed. ValueError for a plan the broker cannot run."""
     if spec.kind is None:
         raise ValueError(f"plan {spec.name!r} has no broker policy: the oracle and external allocators "
                          "run in process only")
@@ -134,15 +133,7 @@ def broker_settings(spec: PolicySpec, config: ExperimentConfig, strategies: Sequ
     quotas = dict(zip(strategies, spec.static_quotas, strict=True)) if spec.static_quotas else {}
     policy = replace(config.policy, kind=spec.kind, levels=config.levels, budget=config.budget,
                      static_quotas=tuple(quotas[s] for s in order) if quotas else ())
-    unsettable = [f.name for f in dataclasses.fields(PolicyConfig) if f.name != "kind" and f.name not in POLICY_KEYS
-                  and getattr(policy, f.name) != getattr(PolicyConfig(), f.name)]
-    if unsettable:
-        raise ValueError(f"`config.policy` sets {unsettable}, which `ltrr broker --set` does not take")
-    out = {"policy": policy.kind.value, "ranker": spec.ranker.value, "seed": str(config.seed)}
-    for key in POLICY_KEYS:
-        value = getattr(policy, key)
-        out[key] = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
-    return out
+    return {**policy_settings(policy), "ranker": spec.ranker.value, "seed": str(config.seed)}
 
 
 def broker_order(strategies: Sequence[str]) -> tuple[str, ...]:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import enum
 import time
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +27,71 @@ def int_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in name_tuple(text))
 
 
-POLICY_KEYS: dict[str, Callable[[str], Any]] = {
-    "budget": int, "levels": int_tuple, "static_quotas": int_tuple, "exploration_floor": float, "epsilon": float,
-    "ucb_alpha": float, "noise": float, "prior_precision": float, "prior_hit_rate": float, "latency_decay": float,
-    "cost_per_candidate": float, "cost_per_ms": float, "propensity_samples": int, "model": str,
-    "ignored_features": name_tuple}
+BROKER_KEYS = ("ranker", "seed")  # the broker's own `--set` keys, beside the policy's
+POLICY_KIND_KEY = "policy"  # `--set policy=...` sets PolicyConfig.kind: the key of cluster configs and scripts
+
+
+@dataclass(frozen=True)
+class PolicyKey:
+    """How one `--set` key reaches PolicyConfig: the field it sets, the parser of its text (a
+    ValueError for bad text) and what the text must be, for the error message."""
+
+    field: str
+    parse: Callable[[str], Any]
+    expects: str
+
+
+def _policy_key(name: str, kind: Any) -> PolicyKey:
+    """The PolicyKey of field `name` of type `kind` (ints, floats, enums, tuples of ints or names)."""
+    if kind is int:
+        return PolicyKey(name, int, "an integer")
+    if kind is float:
+        return PolicyKey(name, float, "a number")
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return PolicyKey(name, kind, f"one of {', '.join(str(m.value) for m in kind)}")
+    if kind == tuple[int, ...]:
+        return PolicyKey(name, int_tuple, "a list of integers (0,50,100 or [0, 50, 100])")
+    if kind == tuple[str, ...]:
+        return PolicyKey(name, name_tuple, "a list of names (a,b or ['a', 'b'])")
+    raise TypeError(f"PolicyConfig.{name} has type {kind}, which `--set` cannot parse: add it to _policy_key")
+
+
+def _policy_keys() -> dict[str, PolicyKey]:
+    """`--set` key -> PolicyKey for every PolicyConfig field, in field order, from the dataclass."""
+    hints = typing.get_type_hints(PolicyConfig)
+    return {POLICY_KIND_KEY if f.name == "kind" else f.name: _policy_key(f.name, hints[f.name])
+            for f in dataclasses.fields(PolicyConfig)}
+
+
+POLICY_KEYS = _policy_keys()
+
+
+def policy_config_from_settings(settings: dict[str, str], *, other_keys: Sequence[str] = ()) -> PolicyConfig:
+    """The PolicyConfig that `--set` pairs (parse_options(..., scoped=False)) describe, PolicyConfig's
+    defaults for the keys not given. Pops every policy key from `settings`, leaving only the
+    command's own `other_keys`. ValueError for any other key (one message for every command, listing
+    the known keys), for text a key cannot parse, or a config PolicyConfig rejects."""
+    unknown = sorted(k for k in settings if k not in POLICY_KEYS and k not in other_keys)
+    if unknown:
+        raise ValueError(f"unknown --set keys {unknown}; known: {', '.join([*POLICY_KEYS, *other_keys])}")
+    values = {}
+    for key in [k for k in settings if k in POLICY_KEYS]:
+        spec, text = POLICY_KEYS[key], settings.pop(key)
+        try:
+            values[spec.field] = spec.parse(text)
+        except ValueError:
+            raise ValueError(f"`--set {key}` must be {spec.expects}, but got {text!r}") from None
+    return PolicyConfig(**values)
+
+
+def policy_settings(config: PolicyConfig) -> dict[str, str]:
+    """`--set` text of every PolicyConfig field, which policy_config_from_settings reads back as `config`."""
+    out = {}
+    for key, spec in POLICY_KEYS.items():
+        value = getattr(config, spec.field)
+        out[key] = (",".join(str(v) for v in value) if isinstance(value, tuple)
+                    else str(value.value) if isinstance(value, enum.Enum) else str(value))
+    return out
 
 
 def broker_config(args: argparse.Namespace) -> Any:
@@ -35,14 +99,10 @@ def broker_config(args: argparse.Namespace) -> Any:
     from services.broker import BrokerConfig
 
     settings = parse_options(args.set, scoped=False)
-    policy = PolicyConfig(kind=settings.pop("policy", "thompson"),
-                          **{k: POLICY_KEYS[k](settings.pop(k)) for k in list(settings) if k in POLICY_KEYS})
+    policy = policy_config_from_settings(settings, other_keys=BROKER_KEYS)
     shards = dict(pair.split("=", 1) for pair in args.shard)
     ranker = settings.pop("ranker", "lambdamart")  # RRF until `ltrr train-ranker` writes the model
     seed = int(settings.pop("seed", 0))
-    if settings:
-        known = ", ".join(["policy", "ranker", "seed", *POLICY_KEYS])
-        raise ValueError(f"unknown --set keys {sorted(settings)}; known: {known}")
     model = Path(args.state) / "ranker.txt"
     return BrokerConfig(shards=shards, state_dir=args.state, entities=tuple(load_catalog(args.catalog)),
                         policy=policy, ranker=ranker, ranker_model=str(model), seed=seed)
@@ -157,9 +217,7 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
     from core.policy.features import DIM
     from core.policy.policies import BanditPolicy
 
-    settings = parse_options(args.set, scoped=False)
-    policy_config = PolicyConfig(kind=settings.pop("policy", "thompson"),
-                                 **{k: POLICY_KEYS[k](v) for k, v in settings.items() if k in POLICY_KEYS})
+    policy_config = policy_config_from_settings(parse_options(args.set, scoped=False))
     with EventLog(Path(args.state) / "events.sqlite") as log:
         feedback = log.bandit_feedback(policy=args.logged_policy or None)
     policy = BanditPolicy(feedback.strategies, DIM, policy_config)
@@ -182,10 +240,10 @@ def add_broker_commands(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=50050)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="policy (thompson|linucb|epsilon-greedy|static), ranker (rrf|blend|lambdamart), seed, "
-                        "budget, levels (e.g. 0,50,100,200), static_quotas (one per --shard, in strategy "
-                        "order), exploration_floor, cost_per_candidate, cost_per_ms, ignored_features "
-                        "(feature names the policy leaves out; empty: none), ...")
+                   help="ranker (rrf|blend|lambdamart), seed, and the policy's (PolicyConfig in "
+                        f"core/policy/policies.py; policy= is its kind): {', '.join(POLICY_KEYS)}. E.g. "
+                        "levels=0,50,100,200, static_quotas (one per --shard, in strategy order), "
+                        "ignored_features= (empty: the policy sees every feature)")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("up", help="start a local cluster (every shard + the broker) from one TOML config")
@@ -220,7 +278,8 @@ def add_broker_commands(sub: Any) -> None:
     p = sub.add_parser("evaluate-policy", help="estimate a candidate policy's value from the event log (IPS, "
                        "SNIPS, DR)")
     p.add_argument("--state", required=True, help="the broker's state directory")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="candidate policy settings")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"candidate policy settings (as `ltrr broker`'s): {', '.join(POLICY_KEYS)}")
     p.add_argument("--policy-state", help="learned state for the candidate (a policy.npz)")
     p.add_argument("--logged-policy", default="", help="only decisions logged by this policy kind")
     p.add_argument("--seed", type=int, default=0)

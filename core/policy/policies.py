@@ -3,13 +3,21 @@
 Every policy scores the feasible allocations (core.policy.allocation) by their predicted hit
 probability (core.policy.models) minus their cost in candidates and latency, then mixes in an
 exploration floor: with probability `exploration_floor` the allocation is drawn uniformly instead,
-so every allocation keeps probability >= floor / A and off-policy estimators stay unbiased. The recorded propensity is
+so every allocation keeps probability >= floor / A and off-policy estimators stay unbiased. The
+recorded propensity of the chosen allocation a is
 
     P(a) = (1 - floor) * P_rule(a) + floor / A
 
-where P_rule is exact for LinUCB and epsilon-greedy (argmax, or argmax mixed with uniform) and, for
-Thompson sampling, estimated by re-drawing the posterior `propensity_samples` times and counting how
-often each allocation wins (the acting draw is one of them). Static plans have P(a) = 1.
+P_rule is exact for LinUCB (the argmax of the upper bounds, ties to the lowest index, so the rule
+is deterministic and P_rule is one-hot), epsilon-greedy (the argmax of the posterior means, mixed
+with uniform) and static plans (P(a) = 1, no floor). Thompson sampling acts on one posterior draw;
+P_rule is estimated from `propensity_samples` further draws, independent of the acting one: the
+share of them each allocation wins. Given the context, that estimate is unbiased for the chosen
+allocation's probability too (counting the acting draw among them, as before issue 12, made the
+expected logged propensity of a chosen allocation (1 + (K - 1) p) / K instead of p: 2.5 times too
+high at p = 0.01, K = 64). An estimate can be 0, so Thompson sampling needs a floor > 0.
+`BanditPolicy.probabilities` returns the same estimate for off-policy evaluation
+(core.policy.evaluate, core.simulator.offpolicy), where it is unbiased for pi_e.
 """
 
 from __future__ import annotations
@@ -39,44 +47,93 @@ class PolicyKind(enum.StrEnum):
     STATIC = "static"
 
 
+DEFAULT_KIND = PolicyKind.THOMPSON
+DEFAULT_EXPLORATION_FLOOR = 0.01
+DEFAULT_EPSILON = 0.1
+DEFAULT_UCB_ALPHA = 1.0
+DEFAULT_NOISE = 0.1
+DEFAULT_PRIOR_PRECISION = 20.0
+DEFAULT_PROPENSITY_SAMPLES = 64
+DEFAULT_COST_PER_CANDIDATE = 0.0002
+DEFAULT_COST_PER_MS = 0.001
+DEFAULT_LATENCY_DECAY = 0.1
+DEFAULT_PRIOR_HIT_RATE = 1.0
+DEFAULT_MODEL = ModelKind.JOINT
+DEFAULT_IGNORED_FEATURES = CONTEXT_FEATURES
+
+
 @dataclass(frozen=True, kw_only=True)
 class PolicyConfig:
-    """Costs are in reward units (a hit is worth 1): per candidate fetched and per millisecond of
-    the slowest strategy called. static_quotas: per strategy, for kind "static" (empty: equal split).
-    prior_hit_rate: the cold-start belief that a strategy called at the largest level finds the
-    entity; level q starts at prior_hit_rate * sqrt(q / max level). The default 1.0 is optimistic:
-    each strategy alone at the whole budget starts as a sure hit, so those allocations are tried
-    and learned early. (At 0.5, the session-2 default, they started below what smaller
-    allocations had learned and were almost never tried; the monotone closure then held them at
-    the level of the allocations they contain.) exploration_floor: the share of searches that
-    draw an allocation uniformly, so every allocation keeps propensity >= floor / A for off-policy
-    evaluation; 0.01 (0.05 until session 4) allows importance weights up to 100 A and costs less
-    recall (held-out seeds 5-7: +0.003 to +0.008 candidate recall at 20k searches).
-    prior_precision: how many observations' worth the prior is, per feature direction; 20 (5 until
-    session 4) holds each arm near its prior a little longer, which cost less recall early and
-    locked fewer runs into a cheap allocation (held-out seeds 5-7, NOTES.md). model: how hit
-    probabilities of allocations are modelled (core.policy.models: "joint", one arm per
-    allocation, or "independent", per strategy and level with independent misses). ignored_features: names from
-    core.policy.features.FEATURE_NAMES the hit model does not see (they are zeroed before it
-    predicts or learns; they stay in the decision log); needs features of that layout (dim DIM)
-    when not empty."""
+    """The settings of a BanditPolicy. Rewards and costs are in reward units: a search whose
+    acted-on entity was retrieved is worth 1. (Why each default won, with the figures: NOTES.md.)
 
-    kind: PolicyKind = PolicyKind.THOMPSON
+    kind: the rule (PolicyKind). Default thompson: it explores where it is unsure, and it led the
+        learned rules in the issue-6 experiment (README "Experiment").
+    levels: the quotas (candidates) a strategy can be given, strictly ascending from 0 (= not
+        called). Default (0, 50, 100, 200): 53 joint allocations for four strategies at budget 200;
+        finer levels (493 allocations) learned too slowly (NOTES.md session 3).
+    budget: the most candidates one search may ask of all strategies together. Default 200: one
+        strategy alone can fill the deepest level, the budget of the issue-6 experiment.
+    exploration_floor: probability in [0, 1] that a search draws its allocation uniformly, so every
+        allocation keeps propensity >= floor / A for off-policy evaluation (importance weights up
+        to A / floor). Must be > 0 for thompson, whose estimated rule probability can be 0. Default
+        0.01: recall costs less than at 0.05 (chosen on held-out seeds 5-7, NOTES.md session 4).
+    epsilon: epsilon-greedy only: probability in [0, 1] of a uniform allocation instead of the
+        greedy one. Default 0.1, the textbook value; not tuned.
+    ucb_alpha: linucb only: posterior standard deviations (>= 0) added to each allocation's mean.
+        Default 1.0, the usual one-sigma bonus; not tuned.
+    noise: the observation noise scale of the Bayesian linear arms (core.policy.models), > 0,
+        dimensionless (hits are 0 or 1): the posterior covariance is noise^2 A^-1, so it scales
+        Thompson's draws and LinUCB's bonus. Default 0.1 (0.2 before session 3): more recall, fewer
+        candidates (measured on seed 0, NOTES.md session 3).
+    prior_precision: how many observations' worth the prior is, per feature direction, for the hit
+        and fill arms; > 0. Default 20 (5 until session 4): each arm stays near its prior a little
+        longer, fewer runs lock into a cheap allocation (chosen on held-out seeds 5-7, NOTES.md
+        session 4).
+    propensity_samples: thompson only: posterior redraws K >= 1 that estimate the rule's
+        probabilities (module docstring); the estimate's standard error is sqrt(p (1 - p) / K),
+        and each redraw costs one sample over every allocation. Default 64: SE <= 0.0625 per
+        allocation for well under a millisecond per search; not tuned.
+    cost_per_candidate: reward units (>= 0) charged per candidate an allocation is expected to
+        fetch (the fill model's prediction, not the quota asked). Default 0.0002: keeps the policy
+        under attribute-only's fetched count, where 0.00015 went over (chosen on held-out seeds 5-6,
+        NOTES.md session 3).
+    cost_per_ms: reward units (>= 0) charged per millisecond of the slowest strategy called (its
+        moving-average latency). Default 0.001: 10 ms cost as much as 50 candidates; not tuned.
+    latency_decay: weight in [0, 1] of a new latency measurement in each strategy's moving average.
+        Default 0.1: about the last 10 calls count; not tuned.
+    static_quotas: static only: one quota per strategy, in the policy's strategy order, each among
+        `levels`; empty: the equal split of the budget (core.policy.allocation.equal_split).
+    prior_hit_rate: in [0, 1], the cold-start belief that a strategy called at the deepest level
+        finds the entity; level q starts at prior_hit_rate * sqrt(q / deepest level). Default 1.0,
+        optimistic: each strategy alone at the whole budget starts as a sure hit, so those
+        allocations are tried early (at 0.5 they were almost never tried; NOTES.md session 3).
+    model: how allocations' hit probabilities are modelled (core.policy.models.ModelKind): joint,
+        one arm per allocation, or independent, per (strategy, level) with independent misses.
+        Default joint: it learns when strategies find the same entities, where the independent
+        union assumes they do not and overvalues spreading the budget (core.policy.models).
+    ignored_features: names from core.policy.features.FEATURE_NAMES that the hit and fill models do
+        not see (zeroed before they predict or learn; still logged); non-empty needs features of
+        that layout (dim DIM). Default CONTEXT_FEATURES (time, device, affinity): a linear arm per
+        allocation could not use them, and recall rose without them (NOTES.md session 3).
+    """
+
+    kind: PolicyKind = DEFAULT_KIND
     levels: tuple[int, ...] = DEFAULT_LEVELS
     budget: int = DEFAULT_BUDGET
-    exploration_floor: float = 0.01
-    epsilon: float = 0.1
-    ucb_alpha: float = 1.0
-    noise: float = 0.1
-    prior_precision: float = 20.0
-    propensity_samples: int = 64
-    cost_per_candidate: float = 0.0002
-    cost_per_ms: float = 0.001
-    latency_decay: float = 0.1
+    exploration_floor: float = DEFAULT_EXPLORATION_FLOOR
+    epsilon: float = DEFAULT_EPSILON
+    ucb_alpha: float = DEFAULT_UCB_ALPHA
+    noise: float = DEFAULT_NOISE
+    prior_precision: float = DEFAULT_PRIOR_PRECISION
+    propensity_samples: int = DEFAULT_PROPENSITY_SAMPLES
+    cost_per_candidate: float = DEFAULT_COST_PER_CANDIDATE
+    cost_per_ms: float = DEFAULT_COST_PER_MS
+    latency_decay: float = DEFAULT_LATENCY_DECAY
     static_quotas: tuple[int, ...] = ()
-    prior_hit_rate: float = 1.0
-    model: ModelKind = ModelKind.JOINT
-    ignored_features: tuple[str, ...] = CONTEXT_FEATURES
+    prior_hit_rate: float = DEFAULT_PRIOR_HIT_RATE
+    model: ModelKind = DEFAULT_MODEL
+    ignored_features: tuple[str, ...] = DEFAULT_IGNORED_FEATURES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", PolicyKind(self.kind))
@@ -88,10 +145,14 @@ class PolicyConfig:
         for name in ("exploration_floor", "epsilon", "latency_decay", "prior_hit_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1], but got {getattr(self, name)}")
+        if self.kind is PolicyKind.THOMPSON and self.exploration_floor == 0.0:
+            raise ValueError("`exploration_floor` must be > 0 for thompson (its estimated probability of the "
+                             "chosen allocation can be 0), but got 0.0")
         if self.propensity_samples < 1:
             raise ValueError(f"`propensity_samples` must be >= 1, but got {self.propensity_samples}")
         if self.cost_per_candidate < 0 or self.cost_per_ms < 0 or self.ucb_alpha < 0:
-            raise ValueError("`cost_per_candidate`, `cost_per_ms` and `ucb_alpha` must be >= 0")
+            raise ValueError("`cost_per_candidate`, `cost_per_ms` and `ucb_alpha` must be >= 0, but got "
+                             f"{self.cost_per_candidate}, {self.cost_per_ms}, {self.ucb_alpha}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +186,11 @@ Rule = Callable[["BanditPolicy", np.ndarray, np.random.Generator], tuple[int, np
 
 
 def _thompson(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
-    draws = policy.model.sample(x, policy.config.propensity_samples, rng)
-    winners = (draws - policy.cost(x)[None, :]).argmax(axis=1)
-    probs = np.bincount(winners, minlength=policy.n_allocations) / len(winners)
-    return int(winners[0]), probs
+    """Act on draw 0; estimate every allocation's probability from draws 1..K alone (module
+    docstring: draw 0 among them would bias the chosen allocation's estimate upwards)."""
+    k = policy.config.propensity_samples
+    winners = (policy.model.sample(x, k + 1, rng) - policy.cost(x)[None, :]).argmax(axis=1)
+    return int(winners[0]), np.bincount(winners[1:], minlength=policy.n_allocations) / k
 
 
 def _linucb(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:

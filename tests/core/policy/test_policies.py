@@ -167,10 +167,18 @@ def test_state_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"exploration_floor": 1.5}, "exploration_floor"), ({"epsilon": -0.1}, "epsilon"),
     ({"propensity_samples": 0}, "propensity_samples"), ({"kind": "magic"}, "magic"),
+    ({"exploration_floor": 0.0}, "must be > 0 for thompson"),
 ])
 def test_bad_config(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PolicyConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_only_thompson_sampling_needs_an_exploration_floor() -> None:
+    """Its estimated probability of the chosen allocation can be 0; the exact rules' cannot."""
+    for kind in (PolicyKind.LINUCB, PolicyKind.EPSILON_GREEDY, PolicyKind.STATIC):
+        policy = BanditPolicy(STRATEGIES, DIM, PolicyConfig(kind=kind, exploration_floor=0.0))
+        assert policy.decide(x_for(), np.random.default_rng(0)).propensity > 0
 
 
 def test_features_read_query_shape_context_and_understanding() -> None:

@@ -125,15 +125,13 @@ def load_snapshot(path: Path, policy: BanditPolicy) -> dict[str, Any]:
         return {}
     try:
         return policy.load(path)
-    except ValueError as e:
-        if "saved for strategies" not in str(e):
-            raise StateError(path, f"the policy snapshot is damaged ({e}); {_MOVE_ASIDE}") from None
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StateError(path, f"the policy snapshot is damaged ({type(e).__name__}: {e}); {_MOVE_ASIDE}") from None
+    except ValueError as e:  # readable, but saved for other strategies, features or model
         aside = path.with_name(POLICY_FILE + ".incompatible")
         path.replace(aside)
         log.warning("policy: %s; moved it to %s and rebuilding from the event log", e, aside)
         return {}
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StateError(path, f"the policy snapshot is damaged ({type(e).__name__}: {e}); {_MOVE_ASIDE}") from None
 
 
 _MOVE_ASIDE = ("move it aside (e.g. `mv policy.npz policy.npz.damaged`) and restart: the broker rebuilds the "

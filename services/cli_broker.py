@@ -27,7 +27,10 @@ def int_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in name_tuple(text))
 
 
-BROKER_KEYS = ("ranker", "seed")  # the broker's own `--set` keys, beside the policy's
+# the broker's own `--set` keys, beside the policy's: services.broker.BrokerConfig and the event
+# log's retention (core.eventlog.RetentionConfig), with their parsers
+BROKER_KEYS: dict[str, Callable[[str], Any]] = {
+    "ranker": str, "seed": int, "recent_bytes": int, "keep_lists_s": float, "max_age_s": float, "max_bytes": int}
 POLICY_KIND_KEY = "policy"  # `--set policy=...` sets PolicyConfig.kind: the key of cluster configs and scripts
 
 
@@ -96,16 +99,22 @@ def policy_settings(config: PolicyConfig) -> dict[str, str]:
 
 def broker_config(args: argparse.Namespace) -> Any:
     from core.catalog import load_catalog
-    from services.broker import BrokerConfig
+    from core.eventlog import RetentionConfig
+    from services.broker import DEFAULT_RECENT_BYTES, BrokerConfig
 
     settings = parse_options(args.set, scoped=False)
-    policy = policy_config_from_settings(settings, other_keys=BROKER_KEYS)
+    policy = policy_config_from_settings(settings, other_keys=tuple(BROKER_KEYS))
+    try:
+        own = {k: BROKER_KEYS[k](v) for k, v in settings.items()}
+    except ValueError as e:
+        raise ValueError(f"--set: {e}") from None
     shards = dict(pair.split("=", 1) for pair in args.shard)
-    ranker = settings.pop("ranker", "lambdamart")  # RRF until `ltrr train-ranker` writes the model
-    seed = int(settings.pop("seed", 0))
+    retention = RetentionConfig(**{k: own.pop(k) for k in ("keep_lists_s", "max_age_s", "max_bytes") if k in own})
     model = Path(args.state) / "ranker.txt"
     return BrokerConfig(shards=shards, state_dir=args.state, entities=tuple(load_catalog(args.catalog)),
-                        policy=policy, ranker=ranker, ranker_model=str(model), seed=seed)
+                        policy=policy, ranker=own.get("ranker", "lambdamart"),  # RRF until train-ranker writes it
+                        ranker_model=str(model), seed=own.get("seed", 0),
+                        recent_bytes=own.get("recent_bytes", DEFAULT_RECENT_BYTES), retention=retention)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -118,7 +127,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     def listening(address: str) -> None:
         print(f"ltrr broker listening on {address}", flush=True)
 
-    return uvloop.run(serve(config, args.host, args.port, on_listening=listening))
+    return uvloop.run(serve(config, args.host, args.port, on_listening=listening, metrics_port=args.metrics_port))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -239,8 +248,12 @@ def add_broker_commands(sub: Any) -> None:
     p.add_argument("--catalog", required=True, help="the catalog the shards were built from")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=50050)
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus metrics over HTTP on this port (0: off)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="ranker (rrf|blend|lambdamart), seed, and the policy's (PolicyConfig in "
+                   help="ranker (rrf|blend|lambdamart), seed, recent_bytes (the recent-decision cache's bound), "
+                        "the event log's retention keep_lists_s, max_age_s, max_bytes (core.eventlog.RetentionConfig), "
+                        "and the policy's (PolicyConfig in "
                         f"core/policy/policies.py; policy= is its kind): {', '.join(POLICY_KEYS)}. E.g. "
                         "levels=0,50,100,200, static_quotas (one per --shard, in strategy order), "
                         "ignored_features= (empty: the policy sees every feature)")

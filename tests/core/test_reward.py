@@ -74,6 +74,14 @@ def test_policy_update_learns_the_counterfactual_levels(monkeypatch: pytest.Monk
         assert [(lvl, table[lvl]) for (t, lvl, _) in seen if t == s] == [(lvl, r) for (t, lvl, r) in seen if t == s]
 
 
+@pytest.mark.parametrize(("args", "kwargs", "match"), [
+    (((10,), (1, 2), EventType.CLICK), {}, "`ranks` must have 1 entries"),
+    (((-1,), (1,), EventType.CLICK), {}, "`quotas` must be >= 0"),
+    (((10,), (-1,), EventType.CLICK), {}, "`ranks` must be >= 0"),
+    (((10,), (1,), EventType.CLICK, 1.5), {}, "`value` must be in"),
+    (((10,), (1,), EventType.CLICK), {"latency_ms": -1.0}, "`latency_ms` must be finite"),
+    (((10,), (1,), EventType.CLICK), {"cost_per_ms": float("nan")}, "`cost_per_ms` must be finite"),
+])
 def test_bad_reward_inputs(args: tuple[object, ...], kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         search_reward(*args, **{**COSTS, **kwargs})  # type: ignore[arg-type]

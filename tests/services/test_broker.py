@@ -166,19 +166,26 @@ def test_acknowledged_feedback_survives_a_broker_sigkill(built: Path) -> None:
     np.testing.assert_allclose(restored.fill.b, policy.fill.b)  # the fill model is rebuilt too
 
 
-def test_event_log_feeds_ranker_training_and_policy_evaluation(cluster: Cluster, client: BrokerClient,
-                                                               built: Path) -> None:
-    """Searches with feedback through the broker, then the two offline tools on its state."""
+def test_event_log_feeds_ranker_training_and_policy_evaluation(built: Path) -> None:
+    """Searches with feedback through the broker, then the two offline tools on its state. The
+    cluster is this test's own: it stops the broker to run the tools (a shared one would leave the
+    other tests of the module without a broker, in whatever order they run)."""
     import subprocess
     import sys
 
-    for i in range(40):
-        response = client.search(["love night", "blue river", "fire heart", "city dream"][i % 4], k=10,
-                                 budget_ms=2000)
-        if len(response.results) > 2:
-            client.feedback(response.decision_id, response.results[i % 3].entity_id, "play")
-    cluster.broker.stop()  # type: ignore[union-attr]  # flushes the log and the policy snapshot
-    state = built / "state-main"
+    cluster = Cluster(config(built, "state-offline", policy="static"))
+    cluster.start(broker_port=0)
+    try:
+        assert cluster.broker is not None
+        with BrokerClient(cluster.broker.address) as client:
+            for i in range(40):
+                response = client.search(["love night", "blue river", "fire heart", "city dream"][i % 4], k=10,
+                                         budget_ms=2000)
+                if len(response.results) > 2:
+                    client.feedback(response.decision_id, response.results[i % 3].entity_id, "play")
+    finally:
+        cluster.stop()  # the broker writes its last policy snapshot
+    state = built / "state-offline"
 
     def ltrr(*args: str) -> str:
         done = subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,

@@ -198,6 +198,10 @@ def test_a_damaged_event_log_is_refused_naming_the_file(tmp_path: Path) -> None:
 
 def test_nothing_is_served_before_the_start_has_finished(tmp_path: Path) -> None:
     """Bind first, load after: until then every call is UNAVAILABLE (NotReadyError), health NOT_SERVING."""
-    service = BrokerService(BrokerConfig(shards={"lexical": "127.0.0.1:1"}, state_dir=str(tmp_path)))
-    with pytest.raises(NotReadyError, match="still loading"):
-        service._ready()
+    async def go() -> None:
+        service = BrokerService(BrokerConfig(shards={"lexical": "127.0.0.1:1"}, state_dir=str(tmp_path)))
+        with pytest.raises(NotReadyError, match="still loading"):
+            service._ready()
+        await service.close()
+
+    asyncio.run(go())

@@ -164,14 +164,14 @@ def test_bad_policy_values_name_the_key(pair: str, message: str) -> None:
 
 def test_unknown_set_keys_are_rejected_by_every_command_the_same_way(catalog_file: Path, tmp_path: Path) -> None:
     """`ltrr evaluate-policy` used to drop unknown --set keys silently while `ltrr broker` rejected them."""
-    from services.cli_broker import POLICY_KEYS
+    from services.cli_broker import BROKER_KEYS, POLICY_KEYS
 
     broker = ltrr("broker", "--shard", "lexical=127.0.0.1:1", "--state", str(tmp_path), "--catalog",
                   str(catalog_file), "--set", "budget=100", "--set", "bogus=1", "--set", "bugdet=100")
     evaluate = ltrr("evaluate-policy", "--state", str(tmp_path), "--set", "budget=100", "--set", "bogus=1",
                     "--set", "bugdet=100")
     policy_keys = ", ".join(POLICY_KEYS)
-    for result, own in ((broker, ", ranker, seed"), (evaluate, "")):
+    for result, own in ((broker, "".join(f", {k}" for k in BROKER_KEYS)), (evaluate, "")):
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.strip() == f"error: unknown --set keys ['bogus', 'bugdet']; known: {policy_keys}{own}"
 

@@ -106,11 +106,14 @@ def main(argv: list[str] | None = None) -> int:
                               "memory_rss_mib": rss_bytes(memory_pid) / 2**20,
                               "event_log_mib": log_bytes(state) / 2**20,
                               "elapsed_s": time.perf_counter() - started})
-                print(" ".join(f"{k} {v:,.1f}" for k, v in curve[-1].items()), flush=True)
+                print(f"{done:,} searches: broker {curve[-1]['broker_rss_mib']:,.0f} MiB, memory shard "
+                      f"{curve[-1]['memory_rss_mib']:,.0f} MiB, event log {curve[-1]['event_log_mib']:,.0f} MiB",
+                      flush=True)
 
             sample(0)
             counts = asyncio.run(soak(cluster.broker.address, queries, args, sample))
-            sample(counts["searches"])
+            if curve[-1]["searches"] != counts["searches"]:
+                sample(counts["searches"])
         finally:
             cluster.stop()
     peak = max(c["broker_rss_mib"] for c in curve)

@@ -166,34 +166,31 @@ def test_the_outbox_brings_a_memory_shard_that_was_down_back_in_step(built: Path
     asyncio.run(go())
 
 
+def start_is_refused(state: Path, match: str) -> None:
+    """A broker over `state` refuses to start with a StateError matching `match`."""
+    async def go() -> None:
+        service = BrokerService(BrokerConfig(shards={"lexical": "127.0.0.1:1"}, state_dir=str(state)))
+        with pytest.raises(StateError, match=match):
+            await service.start()
+        await service.close()
+
+    asyncio.run(go())
+
+
 def test_a_damaged_snapshot_is_refused_naming_the_file(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
     BanditPolicy(("lexical",), DIM).save(state / "policy.npz")
     data = (state / "policy.npz").read_bytes()
     (state / "policy.npz").write_bytes(data[: len(data) // 2])  # truncated mid-file
-
-    async def go() -> None:
-        service = BrokerService(BrokerConfig(shards={"lexical": "127.0.0.1:1"}, state_dir=str(state)))
-        with pytest.raises(StateError, match=r"policy\.npz.*damaged.*move it aside"):
-            await service.start()
-        await service.close()
-
-    asyncio.run(go())
+    start_is_refused(state, r"policy\.npz.*damaged.*move it aside")
 
 
 def test_a_damaged_event_log_is_refused_naming_the_file(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
     (state / "events.sqlite").write_bytes(np.random.default_rng(0).bytes(8192))
-
-    async def go() -> None:
-        service = BrokerService(BrokerConfig(shards={"lexical": "127.0.0.1:1"}, state_dir=str(state)))
-        with pytest.raises(StateError, match=r"events\.sqlite"):
-            await service.start()
-        await service.close()
-
-    asyncio.run(go())
+    start_is_refused(state, r"events\.sqlite.*move it aside")
 
 
 def test_nothing_is_served_before_the_start_has_finished(tmp_path: Path) -> None:

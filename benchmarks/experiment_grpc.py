@@ -60,6 +60,7 @@ import numpy as np
 
 from core.catalog import Entity, write_jsonl
 from core.eventlog import EventLog
+from core.pipeline import acted_ranks
 from core.policy.allocation import AllocationSpace
 from core.simulator.clicks import ClickModel
 from core.simulator.metrics import Records
@@ -240,6 +241,8 @@ class Served:
     candidates: int
     target_found: bool
     rewards: np.ndarray
+    acted: str = ""  # the entity the user acted on ("" without feedback)
+    reward: float = 0.0  # what the broker's Feedback answered
 
 
 class PlanRun:
@@ -271,20 +274,23 @@ class PlanRun:
         candidates = {c.entity_id for c in response.candidates}
         shown = np.array([setting.ordinal[r.entity_id] for r in response.results], dtype=np.int64)
         action = user_action(self.clicks, setting.users, sim, shown, self.click_rng)
-        self.served.append(Served(t, response.decision_id, shown, len(candidates), ids[sim.target] in candidates,
-                                  rewards))
         rec.took_ms[t], rec.degraded[t] = response.took_ms, response.degraded
+        acted, reward = "", 0.0
         if action.entity >= 0:
             acted = ids[action.entity]
             reward = self.client.feedback(response.decision_id, acted, action_event(action)).reward
-            record_feedback(rec, t, reward, acted in candidates)
+        self.served.append(Served(t, response.decision_id, shown, len(candidates), ids[sim.target] in candidates,
+                                  rewards, acted, reward))
 
     def finish(self, rec: GrpcRecords, event_log: EventLog) -> None:
-        """Fill every search's row from the decision the broker logged for it (core.simulator.runner.record_search)."""
+        """Fill every search's row from the decision the broker logged for it (core.simulator.runner's
+        record_search and record_feedback)."""
         for s in self.served:
             record = event_log.decision(s.decision_id)
             record_search(rec, s.t, self.setting.searches[s.t], record, s.shown, s.candidates, s.target_found,
                           s.rewards, self.space, self.setting.config)
+            if s.acted:  # retrieved as core.pipeline judges it: in some strategy's logged list
+                record_feedback(rec, s.t, s.reward, any(acted_ranks(record, s.acted)))
 
 
 @contextmanager

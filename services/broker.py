@@ -23,6 +23,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.applied_rowid = 0
         self.updates = 0
         self.snapshot_task: asyncio.Task[None] | None = None
+        # its own thread: serialising a large query history takes ~0.6 s, which on the log's thread
+        # would hold up every search waiting for its decision to be stored
+        self.snapshots = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-snapshot")
 
     # -- life ---------------------------------------------------------------------------------------
 
@@ -218,6 +222,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             await self.snapshot_task
         if self.pipeline is not None and self.writer is not None:
             await self._snapshot()
+        self.snapshots.shutdown(wait=True)
         if self.writer is not None:
             self.writer.close()
 
@@ -322,7 +327,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def _snapshot(self) -> None:
         """Write the policy and the query history as of `applied_rowid`: a consistent copy taken on
         the event loop (the policy's arrays, < 1 ms; the history frozen, not copied), serialised and
-        written on the log's thread. A failed write is logged and counted; the next one retries."""
+        written on the snapshot thread. A failed write is logged and counted; the next one retries."""
         pipeline = self._ready()
         assert self.writer is not None
         policy = copy.deepcopy(pipeline.allocator)
@@ -335,7 +340,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             write_file_atomic(self.state_dir / POLICY_FILE, data)
 
         try:
-            await self.writer.run(write)
+            await asyncio.get_running_loop().run_in_executor(self.snapshots, write)
         except OSError as e:
             metrics.SNAPSHOT_FAILURES.inc()
             log.error("policy snapshot not written (%s); the event log still holds everything", e)

@@ -27,6 +27,7 @@ from typing import Any
 
 from core.errors import UnavailableError
 from core.eventlog import DecisionRecord, EventLog, EventRecord, RetentionConfig
+from core.eventlog_retention import DEFAULT_COMPACT_ROWS
 from services import metrics
 from services.outbox import CURSOR as OUTBOX_CURSOR
 
@@ -34,7 +35,6 @@ log = logging.getLogger("ltrr.decisions")
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF_S = 0.05
 DEFAULT_COMPACT_EVERY = 1000
-DEFAULT_COMPACT_ROWS = 5000
 MAX_PASSES = 5
 
 
@@ -43,7 +43,8 @@ class WriterConfig:
     """retries: extra attempts of a failed commit; backoff_s: the wait before the first retry
     (doubling); with the defaults a search waits at most ~0.35 s for a failing disk before
     UNAVAILABLE. compact_every: retention runs after this many commits; compact_rows: the most
-    decision rows one retention pass touches (a pass takes milliseconds, not seconds)."""
+    decision rows each retention rule touches per pass (core.eventlog_retention: a few ms of work),
+    up to MAX_PASSES passes while there is more to do."""
 
     retries: int = DEFAULT_RETRIES
     backoff_s: float = DEFAULT_BACKOFF_S

@@ -202,3 +202,55 @@ def test_nothing_is_served_before_the_start_has_finished(tmp_path: Path) -> None
         await service.close()
 
     asyncio.run(go())
+
+
+def test_a_periodic_snapshot_plus_the_log_after_it_is_the_live_policy(built: Path, tmp_path: Path) -> None:
+    """Snapshots are built from a copy taken on the event loop and written on another thread while
+    feedback keeps coming: the snapshot taken mid-stream, plus a replay of the events logged after
+    the position it records, must give exactly the policy and query history the broker has live."""
+    import json
+    import shutil
+
+    from core.pipeline import SearchPipeline
+    from core.policy.history import QueryHistory
+    from core.ranking import RRFRanker
+
+    state = tmp_path / "state"
+    copies: list[Path] = []
+
+    async def go() -> tuple[BanditPolicy, QueryHistory]:
+        with shard("lexical", built) as lexical:
+            async with broker({"lexical": lexical.address}, state, built, save_every=7) as (service, stub):
+                async def one(i: int) -> None:
+                    r = await stub.Search(search(["love", "night", "blue", "fire river"][i % 4]))
+                    await stub.Feedback(broker_pb2.FeedbackRequest(
+                        decision_id=r.decision_id, entity_id=r.results[i % len(r.results)].entity_id,
+                        event_id=f"e{i}", type=common_pb2.EVENT_TYPE_PLAY))
+                for start in range(0, 60, 6):
+                    await asyncio.gather(*(one(i) for i in range(start, start + 6)))
+                    if service.snapshot_task is not None:
+                        await service.snapshot_task
+                    if (state / "policy.npz").exists() and len(copies) < 3:
+                        copies.append(tmp_path / f"snapshot-{start}.npz")
+                        shutil.copy(state / "policy.npz", copies[-1])
+                assert service.pipeline is not None
+                live = service.pipeline
+                assert isinstance(live.allocator, BanditPolicy)
+                return live.allocator, live.history
+
+    policy, history = asyncio.run(go())
+    assert copies
+    for copy in copies:
+        restored = SearchPipeline(BanditPolicy(("lexical",), DIM), RRFRanker())
+        saved = restored.allocator.load(copy)  # type: ignore[attr-defined]
+        restored.history = QueryHistory.from_json(json.loads(saved["query_history"]))
+        with EventLog(state / "events.sqlite") as log:
+            after = [(log.decision(e.decision_id), e) for _, e in log.events_after(int(saved["applied_event_rowid"]))]
+        assert 0 < len(after) < 60
+        restored.replay(after)
+        got = restored.allocator
+        assert isinstance(got, BanditPolicy)
+        np.testing.assert_array_equal(got.arms.n, policy.arms.n)
+        np.testing.assert_allclose(got.arms.b, policy.arms.b)
+        np.testing.assert_allclose(got.fill.b, policy.fill.b)
+        assert restored.history.to_json() == history.to_json()

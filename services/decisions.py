@@ -68,7 +68,11 @@ class DecisionWriter:
     def __init__(self, path: str | Path, config: WriterConfig, retention: RetentionConfig) -> None:
         self.config, self.retention = config, retention
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-eventlog")
-        self.log = self.executor.submit(EventLog, path).result()
+        try:
+            self.log = self.executor.submit(EventLog, path).result()
+        except BaseException:  # a damaged log (StateError): no thread left behind
+            self.executor.shutdown(wait=True)
+            raise
         self.pending: list[Pending] = []
         self.lock = threading.Lock()
         self.commits = 0

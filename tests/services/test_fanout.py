@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,28 +17,27 @@ from services.process import ServerProcess, shard_args, spawn
 @pytest.fixture(scope="module")
 def shards(lexical_index_dir: Path) -> Iterator[dict[str, ServerProcess]]:
     servers = {"fast": spawn(shard_args("lexical", lexical_index_dir)),
-               "slow": spawn(shard_args("lexical", lexical_index_dir, extra=["--test-delay-ms", "300"]))}
+               "slow": spawn(shard_args("lexical", lexical_index_dir, extra=["--test-delay-ms", "4000"]))}
     yield servers
     for s in servers.values():
         s.stop()
 
 
 def test_slow_shard_times_out_and_the_fast_one_answers(shards: dict[str, ServerProcess]) -> None:
-    async def go() -> tuple[list[Answer], float]:
+    """Deadline behaviour by status, not by milliseconds: the fan-out gives up on the shard that
+    takes 4 s at its 1 s deadline (reported TIMEOUT, the call cancelled) and keeps the answer of
+    the one that was in time."""
+    async def go() -> list[Answer]:
         pool = ShardPool({name: s.address for name, s in shards.items()})
         await fan_out(pool, common_pb2.Query(text="love"), {"fast": 5, "slow": 0}, 5.0)  # connect
-        started = time.perf_counter()
-        results = await fan_out(pool, common_pb2.Query(text="love"), {"fast": 5, "slow": 5}, 0.05)
-        elapsed = time.perf_counter() - started
+        results = await fan_out(pool, common_pb2.Query(text="love"), {"fast": 5, "slow": 5}, 1.0)
         await pool.close()
-        return results, elapsed
+        return results
 
-    results, elapsed = asyncio.run(go())
-    by_name = {r.strategy: r for r in results}
+    by_name = {r.strategy: r for r in asyncio.run(go())}
     fast = by_name["fast"]
     assert fast.status is CallStatus.OK and fast.hits is not None and len(fast.hits.entity_ids) == 5
-    assert by_name["slow"].status is CallStatus.TIMEOUT
-    assert elapsed < 0.2  # the 300 ms shard is not waited for (generous bound: loaded CI machines)
+    assert by_name["slow"].status is CallStatus.TIMEOUT and by_name["slow"].hits is None
 
 
 def test_skipped_and_dead_shards(shards: dict[str, ServerProcess], lexical_index_dir: Path) -> None:

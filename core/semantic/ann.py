@@ -138,7 +138,10 @@ class VectorIndex:
             if present.size:
                 index.remove(present.astype(np.uint64))
             if keys.size:
-                index.add(keys.astype(np.uint64), vectors)
+                # one thread: HNSW built by several threads depends on their interleaving, so two
+                # builds of one catalog answered differently (the experiment could not be repeated
+                # bit for bit on a rebuilt index); one thread makes the graph a function of the input
+                index.add(keys.astype(np.uint64), vectors, threads=1)
             self.keys |= BitMap(keys.astype(np.uint32))
 
     def remove(self, keys: np.ndarray) -> int:

@@ -232,7 +232,7 @@ class Setting:
 
 
 @dataclass(frozen=True, slots=True)
-class Served:
+class ClientView:
     """What the client saw of search t; the rest of its row comes from the broker's decision log."""
 
     t: int
@@ -256,7 +256,7 @@ class PlanRun:
         self.space = AllocationSpace(strategies=setting.strategies, levels=c.levels, budget=c.budget)
         self.latency = c.latency.table(setting.strategies, c.levels)
         self.clicks, self.click_rng = ClickModel(c.clicks), click_generator(c.seed)
-        self.served: list[Served] = []
+        self.served: list[ClientView] = []
 
     def search(self, sim: SimSearch) -> tuple[broker_pb2.SearchResponse, float]:
         """The broker's answer with every candidate, and the round trip in ms."""
@@ -279,7 +279,7 @@ class PlanRun:
         if action.entity >= 0:
             acted = ids[action.entity]
             reward = self.client.feedback(response.decision_id, acted, action_event(action)).reward
-        self.served.append(Served(t, response.decision_id, shown, len(candidates), ids[sim.target] in candidates,
+        self.served.append(ClientView(t, response.decision_id, shown, len(candidates), ids[sim.target] in candidates,
                                   rewards, acted, reward))
 
     def finish(self, rec: GrpcRecords, event_log: EventLog) -> None:

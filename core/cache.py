@@ -3,7 +3,7 @@
 The broker keeps recent decisions in memory so that Feedback does not read SQLite; a decision's
 size varies a hundredfold (a memory-only search holds a few candidates, an equal split 200 ids
 with scores), so a count bound either wastes memory or overshoots it. Sizes are estimates given
-by the caller (`record_bytes` estimates a decision record's).
+by the caller (core.pipeline.decision_bytes estimates a decision record's).
 """
 
 from __future__ import annotations

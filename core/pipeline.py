@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -216,13 +216,11 @@ class SearchPipeline:
         Returns (learned, passed over)."""
         learned = foreign = 0
         for record, event in pairs:
-            judged = Judged(acted_ranks(record, event.entity_id), (), event.reward, known=not record.compacted)
-            if not self.compatible(record):
+            judged = replace(self.judge(record, event.entity_id, event.type, event.value), reward=event.reward)
+            if self.compatible(record):
+                self.learn(record, judged, event.entity_id, event.type)
+                learned += 1
+            else:
                 self.observe(record, judged, event.entity_id, event.type)
                 foreign += 1
-                continue
-            judged = self.judge(record, event.entity_id, event.type, event.value)
-            self.learn(record, Judged(judged.ranks, judged.outcomes, event.reward, judged.known), event.entity_id,
-                       event.type)
-            learned += 1
         return learned, foreign

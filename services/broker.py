@@ -311,7 +311,6 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             metrics.FEEDBACK.inc()
             if self.outbox is not None:
                 self.outbox.notify(rowid)
-                metrics.OUTBOX_LAG.set(self.outbox.lag())
             if self.updates % self.config.save_every == 0 and self.snapshot_task is None:
                 self.snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_then_clear())
         return broker_pb2.FeedbackResponse(duplicate=not rowid, reward=judged.reward)
@@ -329,7 +328,6 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         the event loop (the policy's arrays, < 1 ms; the history frozen, not copied), serialised and
         written on the snapshot thread. A failed write is logged and counted; the next one retries."""
         pipeline = self._ready()
-        assert self.writer is not None
         policy = copy.deepcopy(pipeline.allocator)
         applied, history = self.applied_rowid, pipeline.history
         frozen = history.freeze()

@@ -134,9 +134,8 @@ class DecisionWriter:
                 return
 
     def record_event(self, event: EventRecord) -> int:
-        """On the writer thread: store the event; its log position, 0 for a duplicate. Events are
-        written by this one thread only, so the newest position right after is this event's."""
-        return self.log.last_event_rowid() if self.log.record_event(event) else 0
+        """On the writer thread: store the event; its log position, 0 for a duplicate."""
+        return self.log.record_events([event])[0]
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run fn(*args) on the writer thread, after everything submitted before it."""

@@ -79,6 +79,7 @@ class MemoryOutbox:
     def notify(self, position: int) -> None:
         """A new event was logged at `position`."""
         self.last_logged = max(self.last_logged, position)
+        metrics.OUTBOX_LAG.set(self.lag())
         self.wake.set()
 
     def lag(self) -> int:

@@ -2,7 +2,7 @@
 
     python -m benchmarks.experiment [--mode inprocess|grpc] [--searches N] [--seeds K] [--out DIR]
                                     [--encoder hashing|minilm] [--index DIR] [--policies a,b,...]
-                                    [--ope-searches M] [--jobs J]
+                                    [--ope-searches M] [--jobs J] [--playlist-noise P] [--genre-noise G]
 
 For each seed, core.simulator.runner replays one stream of N simulated searches
 (core.simulator.users: spearfishing, topical, attribute and context intents over the bundled
@@ -22,8 +22,11 @@ with a 95% Student-t confidence interval over seeds:
 Then: both recalls per intent; the acceptance comparisons, paired over seeds (every plan of a
 seed sees the same searches and click draws); and the off-policy check (benchmarks.experiment_ope,
 --ope-searches, 0 skips it). The index is built once with the chosen encoder (hashing by default:
-no model needed; MiniLM embeddings are cached in ~/.cache/ltrr/embeddings) under DIR/index-<encoder>,
-or taken from --index. results.json, results.md and the PNG plots (benchmarks.experiment_plots:
+no model needed; MiniLM embeddings are cached in ~/.cache/ltrr/embeddings) under
+DIR/index-<encoder>-<noise>, or taken from --index. It is built from imperfect metadata
+(core.simulator.metadata: --playlist-noise of playlist memberships and --genre-noise of genre tags
+missing or wrong, 0 disables) while the users search by the true catalog; results.json's run info
+records the settings and the realized shares. results.json, results.md and the PNG plots (benchmarks.experiment_plots:
 recall over time, cumulative regret, the default policy's quota mix per intent) go to DIR.
 In process, every (seed, plan) is a task and --jobs processes run them (default: one per CPU), the
 off-policy check beside them; the results do not depend on --jobs (every task is seeded).
@@ -44,11 +47,14 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmarks.common import pin_threads, run_info
+
+if TYPE_CHECKING:
+    from core.simulator.metadata import MetadataNoise
 
 STRATEGIES = ("lexical", "semantic", "attribute", "memory")
 DEFAULT = "thompson"  # the broker's default policy, the one the acceptance is about
@@ -59,21 +65,41 @@ COLUMNS = (("acted_recall", "candidate recall"), ("candidate_recall", "target re
 
 
 def add_index_options(parser: argparse.ArgumentParser) -> None:
-    """--index and --encoder, what build_or_open takes."""
-    parser.add_argument("--index", type=Path, default=None, help="an index directory with the four strategies")
+    """--index, --encoder and the metadata noise (core.simulator.metadata), what build_or_open takes."""
+    from core.simulator.metadata import DEFAULT_GENRE_NOISE, DEFAULT_PLAYLIST_NOISE
+
+    parser.add_argument("--index", type=Path, default=None,
+                        help="an index directory with the four strategies, built with the noise flags' settings")
     parser.add_argument("--encoder", choices=("hashing", "minilm"), default="hashing")
+    parser.add_argument("--playlist-noise", type=float, default=DEFAULT_PLAYLIST_NOISE,
+                        help="share of playlist memberships the index lacks or has wrong (0 disables; "
+                             "default %(default)s)")
+    parser.add_argument("--genre-noise", type=float, default=DEFAULT_GENRE_NOISE,
+                        help="share of genre and subgenre tags the index lacks or has wrong (0 disables; "
+                             "default %(default)s)")
 
 
-def build_or_open(index: Path | None, out: Path, encoder: str) -> Path:
+def metadata_noise(args: argparse.Namespace) -> MetadataNoise:
+    """The MetadataNoise of --playlist-noise and --genre-noise (ValueError when out of range)."""
+    from core.simulator.metadata import MetadataNoise
+
+    return MetadataNoise(playlist=args.playlist_noise, genre=args.genre_noise)
+
+
+def build_or_open(index: Path | None, out: Path, encoder: str, noise: MetadataNoise) -> Path:
+    """The index the strategies serve: `index`, or DIR/index-<encoder>-<noise slug> built from the
+    demo catalog with `noise` unless already there (the name encodes the noise, so an index built
+    with other settings is never reused)."""
     from core.catalog import demo_catalog_path, load_catalog
     from core.indexing import build_index
+    from core.simulator.metadata import noisy_catalog
 
     if index is not None:
         return index
-    root = out / f"index-{encoder}"
+    root = out / f"index-{encoder}-{noise.slug()}"
     if not (root / "memory").exists():
-        print(f"building {root} ({encoder} encoder)...", flush=True)
-        build_index(load_catalog(demo_catalog_path()), root, STRATEGIES,
+        print(f"building {root} ({encoder} encoder, metadata noise {noise.slug()})...", flush=True)
+        build_index(noisy_catalog(load_catalog(demo_catalog_path()), noise), root, STRATEGIES,
                     {"lexical": {"fields": "title^2,artist^1.5,album^0.5", "progress": False},
                      "semantic": {"encoder": encoder, "progress": False}})
     return root
@@ -202,12 +228,18 @@ def _run_inprocess(args: argparse.Namespace, root: Path, specs: Sequence[Any]) -
 def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """The JSON-able result and the per-search Records of every plan, one per seed."""
     from core.catalog import demo_catalog_path, load_catalog
+    from core.simulator.metadata import describe, noisy_catalog
     from core.simulator.metrics import Records
     from core.simulator.runner import ExperimentConfig
     from core.simulator.users import Intent
 
     info = run_info()  # before the run: the commit whose code is loaded
-    root = build_or_open(args.index, out, args.encoder)
+    noise = metadata_noise(args)
+    root = build_or_open(args.index, out, args.encoder, noise)
+    # the world is built from the true catalog (_worker_state), the index from the noisy one
+    truth = load_catalog(demo_catalog_path())
+    noisy = noisy_catalog(truth, noise)
+    info["metadata_noise"] = {**noise.to_json(), "realized": describe(truth, noisy)}
     specs = plans(args, ExperimentConfig(searches=args.searches, seed=0))
     names = [s.name for s in specs]
     started = time.perf_counter()
@@ -215,12 +247,12 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
     if args.mode == "grpc":
         from benchmarks.experiment_grpc import run_grpc
 
-        entities = load_catalog(demo_catalog_path())
         records: dict[tuple[int, str], Records] = {}
         for seed in range(args.seeds):
             config = ExperimentConfig(searches=args.searches, seed=seed)
             with tempfile.TemporaryDirectory() as work:
-                for name, grpc_rec in run_grpc(entities, root, STRATEGIES, plans(args, config), config, work).items():
+                for name, grpc_rec in run_grpc(truth, root, STRATEGIES, plans(args, config), config, work,
+                                               index_entities=noisy).items():
                     records[seed, name] = grpc_rec
     else:
         records, offpolicy = _run_inprocess(args, root, specs)
@@ -357,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--mode grpc runs one cluster at a time: --jobs must be 1")
     if args.ope_searches not in range(2, 10**9) and args.ope_searches != 0:
         parser.error("--ope-searches must be 0 (skip) or >= 2")
+    try:
+        metadata_noise(args)
+    except ValueError as e:
+        parser.error(f"--playlist-noise and --genre-noise: {e}")
     pin_threads()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -325,18 +325,23 @@ def run_plan(spec: PolicySpec, setting: Setting, cluster: PlanCluster, state: Pa
 
 def run_grpc(entities: Sequence[Entity], root: str | os.PathLike[str], strategies: Sequence[str],
              specs: Sequence[PolicySpec], config: ExperimentConfig, workdir: str | os.PathLike[str],
-             simulator: SimulatorConfig | None = None, *, budget_ms: int = DEFAULT_BUDGET_MS
-             ) -> dict[str, GrpcRecords]:
+             simulator: SimulatorConfig | None = None, *, budget_ms: int = DEFAULT_BUDGET_MS,
+             index_entities: Sequence[Entity] | None = None) -> dict[str, GrpcRecords]:
     """Every spec over the same `config.searches` searches (seeded by config.seed) through a real
-    cluster over the index at `root`, built from `entities` (same order): the shape of
-    core.simulator.runner.run_experiment. workdir: the catalog the broker reads, process logs, and
-    per plan WORKDIR/grpc-<seed>-<plan>/{broker,memory}. budget_ms: each Search's latency budget.
+    cluster over the index at `root`: the shape of core.simulator.runner.run_experiment. The users
+    search `entities` (the truth); index_entities: the catalog `root` was built from and the broker
+    reads (same ids and order; core.simulator.metadata.noisy_catalog), `entities` when None.
+    workdir: the catalog the broker reads, process logs, and per plan
+    WORKDIR/grpc-<seed>-<plan>/{broker,memory}. budget_ms: each Search's latency budget.
     RuntimeError if a process does not stop cleanly (exit code 0 on SIGTERM)."""
     for spec in specs:
         broker_settings(spec, config, strategies)  # refuse a plan the broker cannot run before starting anything
     work = Path(workdir)
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    write_jsonl(entities, work / "catalog.jsonl")
+    indexed = entities if index_entities is None else index_entities
+    if [e.id for e in indexed] != [e.id for e in entities]:
+        raise ValueError("`index_entities` must hold the ids of `entities` in the same order (ordinals are shared)")
+    write_jsonl(indexed, work / "catalog.jsonl")
     users, searches = simulated_searches(entities, config, simulator)
     ids = [e.id for e in entities]
     setting = Setting(config=config, strategies=tuple(strategies), ids=ids, ordinal={e: i for i, e in enumerate(ids)},

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import pin_threads, run_info
-from benchmarks.experiment import STRATEGIES, add_index_options, build_or_open, markdown
+from benchmarks.experiment import STRATEGIES, add_index_options, build_or_open, markdown, metadata_noise
 
 if TYPE_CHECKING:
     from core.catalog import Entity
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
-        root = build_or_open(args.index, out, args.encoder)
+        root = build_or_open(args.index, out, args.encoder, metadata_noise(args))
         result = offpolicy_check(load_catalog(demo_catalog_path()), root, STRATEGIES,
                                  ExperimentConfig(searches=args.searches, seed=args.seed), Path(tmp) / "work",
                                  levels=args.levels, train_searches=args.train_searches)

@@ -23,9 +23,9 @@ Genre tags (`genre` and `subgenre`, each independently): each tag is corrupted w
 
 A wrong value is drawn among the values the noisy index knows (never an unseen playlist), in
 proportion to how many entities truly have it (a mislabelling lands on common labels more often:
-a judgement), and never one the entity already has; an entity having every value loses the tag
-instead. Each field draws from its own stream of `seed`, so changing one field's rate leaves the
-others' draws as they were.
+a judgement), and never one the entity already has in any spelling (the same
+core.analysis.text_key); an entity having every value loses the tag instead. Each field draws from
+its own stream of `seed`, so changing one field's rate leaves the others' draws as they were.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from core.analysis import text_key
 from core.catalog import AttributeValue, Entity
 
 PLAYLIST_FIELD = "playlist"
@@ -116,20 +117,23 @@ def _tags(entity: Entity, name: str) -> tuple[str, ...]:
 
 
 def unseen_playlists(entities: Sequence[Entity], noise: MetadataNoise) -> frozenset[str]:
-    """The playlists the index built from noisy_catalog(entities, noise) has never seen: taken in
-    a seeded random order until their memberships reach noise.unseen x noise.playlist of all."""
-    sizes = Counter(p for e in entities for p in _tags(e, PLAYLIST_FIELD))
+    """The playlists the index built from noisy_catalog(entities, noise) has never seen: names
+    taken in a seeded random order until their memberships reach noise.unseen x noise.playlist of
+    all. A name is a query key (core.analysis.text_key, what the attribute vocabulary matches):
+    "Permanent Wave" and "permanent wave 🌊" are one name, unseen together, else a query naming
+    one would still find the other."""
+    sizes = Counter(text_key(p) for e in entities for p in _tags(e, PLAYLIST_FIELD))
     target = noise.unseen * noise.playlist * sum(sizes.values())
-    names = sorted(sizes)
-    order = np.random.default_rng([noise.seed, 0]).permutation(len(names))
+    keys = sorted(sizes)
+    order = np.random.default_rng([noise.seed, 0]).permutation(len(keys))
     chosen: set[str] = set()
     covered = 0
     for i in order:
         if covered >= target:
             break
-        chosen.add(names[i])
-        covered += sizes[names[i]]
-    return frozenset(chosen)
+        chosen.add(keys[i])
+        covered += sizes[keys[i]]
+    return frozenset(p for e in entities for p in _tags(e, PLAYLIST_FIELD) if text_key(p) in chosen)
 
 
 class _Corrupter:
@@ -141,6 +145,9 @@ class _Corrupter:
     def __init__(self, pool: Mapping[str, int], rate: float, wrong: float, rng: np.random.Generator,
                  drop: frozenset[str] = frozenset()) -> None:
         self.names = sorted(pool)
+        self.spellings: dict[str, list[int]] = {}  # text_key -> positions in `names`
+        for i, name in enumerate(self.names):
+            self.spellings.setdefault(text_key(name), []).append(i)
         self.weights = np.array([pool[n] for n in self.names], dtype=np.float64)
         self.rate, self.wrong, self.rng, self.drop = rate, wrong, rng, drop
 
@@ -152,10 +159,13 @@ class _Corrupter:
         return tuple(sorted({*kept, *self._wrong(n_wrong, set(tags))}))
 
     def _wrong(self, n: int, have: set[str]) -> list[str]:
-        """n distinct values none of which is in `have` (fewer when the pool runs out)."""
+        """n distinct values none of which is a spelling (same text_key) of one in `have` (fewer
+        when the pool runs out)."""
         if n == 0:
             return []
-        weights = np.where([name in have for name in self.names], 0.0, self.weights)
+        weights = self.weights.copy()
+        for key in {text_key(t) for t in have}:
+            weights[self.spellings.get(key, [])] = 0.0
         n = min(n, int(np.count_nonzero(weights)))
         if n == 0:
             return []

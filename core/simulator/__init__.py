@@ -3,6 +3,7 @@
 - world: the catalog as the simulator sees it (facets: genre, subgenre, playlist, decade, mood, artist);
 - users: users and their four intents (spearfishing, topical, attribute, context), the generative model;
 - noise: typing noise (typos, dropped words, partial titles);
+- metadata: imperfect metadata, the catalog the index is built from (playlist, genre tags missing or wrong);
 - clicks: the position-based click model by which users act on a ranked list;
 - retrieval: the strategies of an index run in process, with per-query caching;
 - policies: the retrieval plans compared at one candidate budget;

@@ -124,8 +124,10 @@ class Records:
     features: np.ndarray
 
     @classmethod
-    def empty(cls, policy: str, strategies: tuple[str, ...], n: int, k: int = RANK_CUTOFF) -> Records:
-        """N rows of nothing: no candidates, nothing shown (RR and nDCG 0), no feedback."""
+    def empty(cls, policy: str, strategies: tuple[str, ...], n: int) -> Records:
+        """N rows of nothing: no candidates, nothing shown (RR and nDCG 0), no feedback; the
+        cutoff k is RANK_CUTOFF."""
+        k = RANK_CUTOFF
         f32 = {name: np.zeros(n, dtype=np.float32) for name in ("propensity", "regret")}
         return cls(policy=policy, strategies=strategies, intent=np.zeros(n, dtype=np.int8),
                    quotas=np.zeros((n, len(strategies)), dtype=np.int16), fetched=np.zeros(n, dtype=np.int32),

@@ -194,20 +194,22 @@ def plot_oracle_gap(runs: Mapping[str, Sequence[Records]], path: Path, default: 
     gap = oracle_gap({name: [{PRIMARY: float(r.target_found.mean())} for r in recs] for name, recs in runs.items()})
     if not gap:
         return None
-    shares = sorted(gap["plans"].items(), key=lambda kv: kv[1]["mean"])
-    fig = _figure(9.0, 0.9 + 0.42 * len(shares))
+    shares = sorted(gap["plans"].items(), key=lambda kv: kv[1]["share"])
+    fig = _figure(9.0, max(3.0, 0.9 + 0.42 * len(shares)))  # a bar per plan, readable with two
     ax = fig.add_subplot()
     y = np.arange(len(shares))
     colors = ["tab:blue" if name == default else "tab:gray" for name, _ in shares]
-    ax.barh(y, [g["mean"] for _, g in shares], color=colors, height=0.6)
+    ax.barh(y, [g["share"] for _, g in shares], color=colors, height=0.6)
     for i, (_, g) in enumerate(shares):
-        ax.scatter(g["per_seed"], np.full(len(g["per_seed"]), i), s=12, color="black", zorder=3)
-        ax.text(max(g["mean"], *g["per_seed"], 0) + 0.03, i, f"{g['mean']:+.2f}", va="center", fontsize=8)
+        seeds = np.asarray(g["per_seed"])
+        seeds = seeds[np.isfinite(seeds)]
+        ax.scatter(seeds, np.full(seeds.size, i), s=12, color="black", zorder=3)
+        ax.text(max(g["share"], *seeds, 0) + 0.03, i, f"{g['share']:+.2f}", va="center", fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
     ax.axvline(1, color="black", lw=0.8, ls=":")
     ax.set_yticks(y, [name for name, _ in shares])
     ax.set(xlabel=f"share of the target-recall gap from {gap['best_static']} (0) to the oracle (1) closed",
-           title="Oracle gap closed per plan (bar: mean over seeds; dots: seeds)")
+           title="Oracle gap closed per plan (bar: on the means over seeds; dots: seeds)")
     ax.grid(axis="x", alpha=0.3)
     fig.savefig(path, dpi=DPI)
     return path

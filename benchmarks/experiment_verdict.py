@@ -93,23 +93,27 @@ def verdict(pol: Policies, default: str) -> dict[str, Any]:
 
 def oracle_gap(pol: Policies, key: str = PRIMARY) -> dict[str, Any]:
     """Per plan (the oracle left out), the share of the gap between the best static plan and the
-    oracle that it closes, (plan - best static) / (oracle - best static) on mean `key`, per seed
-    and its mean with a 95% interval over seeds: 1 = the oracle's, 0 = the best static plan's,
-    negative = below it. Empty when the oracle or every static plan is missing, or a seed has no
-    gap (the best static plan equals the oracle there)."""
+    oracle that it closes on `key`: "share" = (plan - best static) / (oracle - best static) on
+    the means over seeds (1 = the oracle's, 0 = the best static plan's, negative = below it);
+    "per_seed", the same per seed (NaN where that seed has no gap), and "half_width", the 95%
+    interval of their mean over the seeds that have one. Empty when the oracle or every static
+    plan is missing, or there is no gap (the best static plan is as good as the oracle)."""
     best = best_static(pol, key)
     if best is None or ORACLE not in pol:
         return {}
-    gaps = [o[key] - b[key] for o, b in zip(pol[ORACLE], pol[best], strict=True)]
-    if min(gaps) <= 0:
+    gap = _mean(pol, ORACLE, key) - _mean(pol, best, key)
+    if gap <= 0:
         return {}
+    seed_gaps = [o[key] - b[key] for o, b in zip(pol[ORACLE], pol[best], strict=True)]
     shares: dict[str, Any] = {}
     for name, runs in pol.items():
         if name == ORACLE:
             continue
-        per_seed = [(r[key] - b[key]) / g for r, b, g in zip(runs, pol[best], gaps, strict=True)]
-        mean, half = interval(per_seed)
-        shares[name] = {"per_seed": per_seed, "mean": mean, "half_width": half}
+        per_seed = [(r[key] - b[key]) / g if g > 0 else float("nan")
+                    for r, b, g in zip(runs, pol[best], seed_gaps, strict=True)]
+        finite = [x for x in per_seed if np.isfinite(x)]
+        shares[name] = {"share": (_mean(pol, name, key) - _mean(pol, best, key)) / gap, "per_seed": per_seed,
+                        "half_width": interval(finite)[1] if finite else float("nan")}
     return {"measure": key, "best_static": best, "plans": shares}
 
 
@@ -138,7 +142,8 @@ def verdict_markdown(v: Mapping[str, Any], default: str) -> str:
 def oracle_gap_markdown(gap: Mapping[str, Any]) -> str:
     if not gap:
         return ""
-    rows = ", ".join(f"{name} {g['mean']:+.2f} ± {g['half_width']:.2f}"
-                     for name, g in sorted(gap["plans"].items(), key=lambda kv: -kv[1]["mean"]))
+    rows = ", ".join(f"{name} {g['share']:+.2f} ± {g['half_width']:.2f}"
+                     for name, g in sorted(gap["plans"].items(), key=lambda kv: -kv[1]["share"]))
     return (f"Share of the target-recall gap between the best static plan ({gap['best_static']}) and the "
-            f"oracle closed (1 = oracle, 0 = best static; mean ± 95% CI over seeds): {rows}")
+            f"oracle closed (1 = oracle, 0 = best static; on the means over seeds ± 95% CI of the per-seed "
+            f"shares): {rows}")

@@ -11,23 +11,33 @@ catalog) through every plan of core.simulator.policies, plus Vowpal Wabbit Squar
 (core.simulator.clicks) acts on each ranked list. The table gives, per plan, the mean over seeds
 with a 95% Student-t confidence interval over seeds:
 
-- candidate recall: the share of searches with an action whose acted-on entity is among the
-  candidates (the issue's definition; what the policies learn from);
-- target recall: the share of searches whose target (the track the user wants) is among the
-  candidates (a user may act on another relevant track instead);
-- MRR@10, nDCG@10: of the target (grade 2) and the rest of the relevant set (grade 1) after ranking;
+- target recall, the primary measure: the share of searches whose target (the track the user
+  wanted) is among the candidates;
+- candidate recall: the share of searches with a satisfying event (core.reward) whose satisfying
+  entity is among the candidates (a user may settle for another relevant track);
+- MRR@10, nDCG@10: through ir-measures, of the target (grade 2) and the rest of the relevant set
+  (grade 1) after ranking (core.simulator.metrics);
 - fetched: candidates the strategies returned, per search; strategies: strategies called;
 - regret: cumulative regret against the oracle over the N searches (core.simulator.runner).
 
 Then: both recalls per intent; the acceptance comparisons, paired over seeds (every plan of a
-seed sees the same searches and click draws); and the off-policy check (benchmarks.experiment_ope,
---ope-searches, 0 skips it). The index is built once with the chosen encoder (hashing by default:
-no model needed; MiniLM embeddings are cached in ~/.cache/ltrr/embeddings) under
+seed sees the same searches and click draws; benchmarks.experiment_verdict); the share of the gap
+between the best static plan and the oracle each plan closes; and the off-policy check
+(benchmarks.experiment_ope, --ope-searches, 0 skips it). The index is built once with the chosen
+encoder (MiniLM by default, the semantic strategy that serves; its embeddings are cached in
+~/.cache/ltrr/embeddings, so a rebuild encodes nothing; --encoder hashing needs no model) under
 DIR/index-<encoder>-<noise>, or taken from --index. It is built from imperfect metadata
 (core.simulator.metadata: --playlist-noise of playlist memberships and --genre-noise of genre tags
 missing or wrong, 0 disables) while the users search by the true catalog; results.json's run info
-records the settings and the realized shares. results.json, results.md and the PNG plots (benchmarks.experiment_plots:
-recall over time, cumulative regret, the default policy's quota mix per intent) go to DIR.
+records the settings and the realized shares. results.json (below), results.md and the PNG plots
+(benchmarks.experiment_plots: target recall over time, cumulative regret, the oracle-gap bar, the
+default policy's quota mix per intent) go to DIR.
+
+results.json: {"default_policy": the learned default (core.policy.policies.DEFAULT_KIND), "run":
+commit, machine, threads, metadata noise, "settings": the experiment's and the simulator's configuration,
+"policies": {plan: [one record per seed: "seed", "target_recall", "candidate_recall", "mrr@10",
+"ndcg@10", "fetched", "strategies_called", "cumulative_regret", ..., "by_intent": {intent: the
+same measures}]}, "verdict", "oracle_gap", "offpolicy", "plots"}.
 In process, every (seed, plan) is a task and --jobs processes run them (default: one per CPU), the
 off-policy check beside them; the results do not depend on --jobs (every task is seeded).
 
@@ -45,23 +55,25 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from benchmarks.common import pin_threads, run_info
+from benchmarks.experiment_verdict import PEER, interval, oracle_gap, oracle_gap_markdown, verdict, verdict_markdown
+from core.policy.policies import DEFAULT_KIND
 
 if TYPE_CHECKING:
     from core.simulator.metadata import MetadataNoise
 
 STRATEGIES = ("lexical", "semantic", "attribute", "memory")
-DEFAULT = "thompson"  # the broker's default policy, the one the acceptance is about
-PEER = "vw-squarecb"
-COLUMNS = (("acted_recall", "candidate recall"), ("candidate_recall", "target recall"), ("mrr@10", "MRR@10"),
+DEFAULT = DEFAULT_KIND.value  # the broker's default policy, the one the acceptance is about
+# The semantic strategy that serves; hashing is the model-free stand-in for unit tests.
+DEFAULT_ENCODER = "minilm"
+COLUMNS = (("target_recall", "target recall"), ("candidate_recall", "candidate recall"), ("mrr@10", "MRR@10"),
            ("ndcg@10", "nDCG@10"), ("fetched", "fetched"),
            ("strategies_called", "strategies"), ("cumulative_regret", "regret"))
+INTENT_COLUMNS = (("target_recall", "target"), ("candidate_recall", "candidate"))
 
 
 def add_index_options(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +82,8 @@ def add_index_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--index", type=Path, default=None,
                         help="an index directory with the four strategies, built with the noise flags' settings")
-    parser.add_argument("--encoder", choices=("hashing", "minilm"), default="hashing")
+    parser.add_argument("--encoder", choices=("hashing", "minilm"), default=DEFAULT_ENCODER,
+                        help="the semantic strategy's encoder when building the index (default: %(default)s)")
     parser.add_argument("--playlist-noise", type=float, default=DEFAULT_PLAYLIST_NOISE,
                         help="share of playlist memberships the index lacks or has wrong (0 disables; "
                              "default %(default)s)")
@@ -89,31 +102,25 @@ def metadata_noise(args: argparse.Namespace) -> MetadataNoise:
 def build_or_open(index: Path | None, out: Path, encoder: str, noise: MetadataNoise) -> Path:
     """The index the strategies serve: `index`, or DIR/index-<encoder>-<noise slug> built from the
     demo catalog with `noise` unless already there (the name encodes the noise, so an index built
-    with other settings is never reused)."""
+    with other settings is never reused); the embeddings come from and go to the embedding cache
+    (its path is printed)."""
     from core.catalog import demo_catalog_path, load_catalog
     from core.indexing import build_index
+    from core.semantic.cache import DEFAULT_CACHE_DIR
     from core.simulator.metadata import noisy_catalog
 
     if index is not None:
         return index
     root = out / f"index-{encoder}-{noise.slug()}"
     if not (root / "memory").exists():
-        print(f"building {root} ({encoder} encoder, metadata noise {noise.slug()})...", flush=True)
+        print(f"building {root} ({encoder} encoder, metadata noise {noise.slug()}, embeddings cached in "
+              f"{DEFAULT_CACHE_DIR})...", flush=True)
+        started = time.perf_counter()
         build_index(noisy_catalog(load_catalog(demo_catalog_path()), noise), root, STRATEGIES,
                     {"lexical": {"fields": "title^2,artist^1.5,album^0.5", "progress": False},
-                     "semantic": {"encoder": encoder, "progress": False}})
+                     "semantic": {"encoder": encoder, "progress": False, "cache": str(DEFAULT_CACHE_DIR)}})
+        print(f"built {root} in {time.perf_counter() - started:.0f} s", flush=True)
     return root
-
-
-def interval(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% Student-t interval (0 for a single value)."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=np.float64)
-    if x.size < 2:
-        return float(x.mean()), 0.0
-    half = stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
-    return float(x.mean()), float(half)
 
 
 def fmt(values: Sequence[float]) -> str:
@@ -231,7 +238,6 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
     from core.simulator.metadata import describe, noisy_catalog
     from core.simulator.metrics import Records
     from core.simulator.runner import ExperimentConfig
-    from core.simulator.users import Intent
 
     info = run_info()  # before the run: the commit whose code is loaded
     noise = metadata_noise(args)
@@ -257,76 +263,45 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
     else:
         records, offpolicy = _run_inprocess(args, root, specs)
     seconds = time.perf_counter() - started
-    summaries: dict[str, list[dict[str, Any]]] = {}
-    runs: dict[str, list[Records]] = {}
-    for name in names:
-        for seed in range(args.seeds):
-            rec = records[seed, name]
-            summary: dict[str, Any] = rec.summary()
-            per_intent = {i.name.lower(): rec.summary(rec.intent == i) for i in Intent}
-            summary["by_intent"] = {i: s["candidate_recall"] for i, s in per_intent.items()}
-            summary["acted_by_intent"] = {i: s["acted_recall"] for i, s in per_intent.items()}
-            summaries.setdefault(name, []).append(summary)
-            runs.setdefault(name, []).append(rec)
-    result: dict[str, Any] = {"run": info, "searches": args.searches, "seeds": args.seeds, "encoder": args.encoder,
-                              "seconds": seconds, "jobs": args.jobs, "policies": summaries, "mode": args.mode}
-    result["verdict"] = verdict(summaries)
+    runs = {name: [records[seed, name] for seed in range(args.seeds)] for name in names}
+    result: dict[str, Any] = {"default_policy": DEFAULT, "run": info, "settings": settings(args, root),
+                              "searches": args.searches, "seeds": args.seeds, "encoder": args.encoder,
+                              "seconds": seconds, "jobs": args.jobs, "mode": args.mode,
+                              "policies": {name: [seed_record(seed, rec) for seed, rec in enumerate(recs)]
+                                           for name, recs in runs.items()}}
+    result["verdict"] = verdict(result["policies"], DEFAULT)
+    result["oracle_gap"] = oracle_gap(result["policies"])
     if offpolicy is not None:
         result["offpolicy"] = offpolicy
     return result, runs
 
 
-def _paired(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Mean and 95% half-width of the per-seed differences a - b (same seeds, same searches)."""
-    return interval([x - y for x, y in zip(a, b, strict=True)])
+def seed_record(seed: int, rec: Any) -> dict[str, Any]:
+    """results.json's record of one plan and seed: Records.summary, the seed, and the same
+    measures per intent (core.simulator.users.Intent, lower-case names)."""
+    from core.simulator.users import Intent
+
+    return {"seed": seed, **rec.summary(),
+            "by_intent": {i.name.lower(): rec.summary(rec.intent == i) for i in Intent}}
 
 
-def verdict(pol: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """The acceptance comparisons of issue 6, paired over seeds (every plan of a seed sees the same
-    searches and click draws, so the difference per seed is what varies): the default policy's
-    candidate recall against the best static plan's (best single strategy, equal quotas or RRF),
-    under both recall definitions, with candidates fetched; and its cumulative regret against
-    Vowpal Wabbit's. With one seed there is no interval, so the recall comparisons give no verdict
-    ("met" is None)."""
-    out: dict[str, Any] = {}
-    if DEFAULT not in pol:
-        return out
-    statics = [n for n in pol if n.endswith("-only") or n in ("static-equal", "static-rrf")]
-    for key in ("acted_recall", "candidate_recall"):
-        if not statics:
-            break
-        best = max(statics, key=lambda n: float(np.mean([s[key] for s in pol[n]])))
-        diff, half = _paired([s[key] for s in pol[DEFAULT]], [s[key] for s in pol[best]])
-        fetched = float(np.mean([s["fetched"] for s in pol[DEFAULT]]))
-        best_fetched = float(np.mean([s["fetched"] for s in pol[best]]))
-        met = diff - half > 0 and fetched <= best_fetched if len(pol[DEFAULT]) > 1 else None
-        out[key] = {"best_static": best, "difference": diff, "half_width": half, "fetched": fetched,
-                    "best_static_fetched": best_fetched, "met": met}
-    if PEER in pol:
-        diff, half = _paired([s["cumulative_regret"] for s in pol[DEFAULT]],
-                             [s["cumulative_regret"] for s in pol[PEER]])
-        out["regret_vs_peer"] = {"difference": diff, "half_width": half, "met": diff <= 0}
-    return out
+def settings(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """What the run was configured with: the command's options, the index, and every setting of
+    the experiment (core.simulator.runner.ExperimentConfig, seed aside) and the simulated users
+    (core.simulator.users.SimulatorConfig, seed aside), as JSON values."""
+    import dataclasses
 
+    from core.simulator.runner import ExperimentConfig
+    from core.simulator.users import SimulatorConfig
 
-def _met(met: bool | None) -> str:
-    return "no verdict (one seed gives no interval)" if met is None else "MET" if met else "NOT MET"
+    def plain(config: Any) -> dict[str, Any]:
+        out = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+        out.pop("seed", None)
+        return dict(out)
 
-
-def verdict_markdown(v: Mapping[str, Any]) -> str:
-    lines = []
-    for key, label in (("acted_recall", "candidate recall (acted-on entity)"),
-                       ("candidate_recall", "target recall")):
-        if key in v:
-            c = v[key]
-            lines.append(f"- {label}: {DEFAULT} - {c['best_static']} (the best static plan run) = "
-                         f"{c['difference']:+.4f} ± {c['half_width']:.4f}, fetching {c['fetched']:.1f} vs "
-                         f"{c['best_static_fetched']:.1f} candidates: {_met(c['met'])}")
-    if "regret_vs_peer" in v:
-        c = v["regret_vs_peer"]
-        lines.append(f"- cumulative regret: {DEFAULT} - {PEER} = {c['difference']:+.1f} ± {c['half_width']:.1f}: "
-                     f"{'MET' if c['met'] else 'NOT MET'} (no worse than Vowpal Wabbit)")
-    return "Acceptance (paired over seeds, mean ± 95% CI of the per-seed difference):\n" + "\n".join(lines)
+    return {"options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "index": str(root), "experiment": plain(ExperimentConfig(searches=args.searches)),
+            "simulator": plain(SimulatorConfig())}
 
 
 def report(result: dict[str, Any]) -> str:
@@ -336,9 +311,9 @@ def report(result: dict[str, Any]) -> str:
     main = markdown([[name, *(fmt([s[k] for s in runs]) for k, _ in COLUMNS)] for name, runs in pol.items()],
                     ["policy", *(label for _, label in COLUMNS)])
     intents = [i.name.lower() for i in Intent]
-    by_intent = markdown([[name, *(fmt([s["acted_by_intent"][i] for s in runs]) for i in intents),
-                           *(fmt([s["by_intent"][i] for s in runs]) for i in intents)] for name, runs in pol.items()],
-                         ["policy", *(f"{i} (acted)" for i in intents), *(f"{i} (target)" for i in intents)])
+    by_intent = markdown([[name, *(fmt([s["by_intent"][i][k] for s in runs]) for k, _ in INTENT_COLUMNS
+                                   for i in intents)] for name, runs in pol.items()],
+                         ["policy", *(f"{i} ({label})" for _, label in INTENT_COLUMNS for i in intents)])
     n_runs = sum(len(r) for r in pol.values())
     r = result["run"]
     mode = result.get("mode", "inprocess")
@@ -349,14 +324,16 @@ def report(result: dict[str, Any]) -> str:
         timing = timing_table(pol) + "\n\n"
     extra = ""
     if result.get("verdict"):
-        extra += verdict_markdown(result["verdict"]) + "\n\n"
+        extra += verdict_markdown(result["verdict"], result.get("default_policy", DEFAULT)) + "\n\n"
+    if result.get("oracle_gap"):
+        extra += oracle_gap_markdown(result["oracle_gap"]) + "\n\n"
     if "offpolicy" in result:
         from benchmarks.experiment_ope import offpolicy_markdown
 
         extra += offpolicy_markdown(result["offpolicy"]) + "\n\n"
     return (f"{result['searches']:,} searches x {result['seeds']} seeds per policy, budget 200 candidates, "
             f"{result['encoder']} encoder, {mode}; mean ± 95% CI over seeds\n\n{main}\n\n"
-            f"Candidate recall per intent:\n\n{by_intent}\n\n{timing}{extra}"
+            f"Target and candidate recall per intent:\n\n{by_intent}\n\n{timing}{extra}"
             f"{n_runs * result['searches'] / result['seconds']:,.0f} searches/s {mode}, start-up included, "
             f"{result.get('jobs', 1)} process(es) of {r['threads']} thread (commit {r['commit']}, {r['machine']})")
 
@@ -400,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.mode == "inprocess" and DEFAULT in runs:
         from benchmarks.experiment_plots import write_plots
 
-        result["plots"] = [str(p.relative_to(out)) for p in write_plots(runs, out)]
+        result["plots"] = [str(p.relative_to(out)) for p in write_plots(runs, out, DEFAULT)]
     text = report(result)
     if result.get("plots"):
         text += "\n\nPlots: " + ", ".join(f"[{p}]({p})" for p in result["plots"])

@@ -1,21 +1,26 @@
-"""PNG plots of the LTR&R experiment (issue 6): recall over time, cumulative regret, quota mix.
+"""PNG plots of the LTR&R experiment (issues 6, 13): target recall over time, cumulative regret,
+the oracle-gap bar, quota mix.
 
-    write_plots(runs, out)  ->  [out/recall_over_time.png, out/cumulative_regret.png,
-                                 out/quota_mix_<default>.png]
+    write_plots(runs, out, default)  ->  [out/recall_over_time.png, out/cumulative_regret.png,
+                                          out/oracle_gap.png (with an oracle and a static plan),
+                                          out/quota_mix_<default>.png]
 
 runs: per policy name, one core.simulator.metrics.Records per seed (the same searches for every
-policy of a seed). Curves are means over seeds. Bands are 95% normal intervals of those means from
-the per-search sampling error, pooled over seeds (searches are independent draws of the simulator):
-with the usual two or three seeds, a Student-t interval over seeds is mostly its quantile (12.7 for
-two seeds, 4.3 for three) and hides every difference. They leave out how much a learning policy's
-path varies between seeds: the experiment's tables give intervals over seeds for that.
+policy of a seed). Curves are means over seeds.
 
-1. Target recall over time: the share of the last `window` searches whose target was among
-   the candidates (a trailing moving average; the first window - 1 searches are not drawn); the
-   band is that of a proportion over the window's searches of all seeds.
+1. Target recall over time, the primary measure: the share of the last `window` searches whose
+   target was among the candidates (a trailing moving average; the first window - 1 searches are
+   not drawn). The band spans the seeds: from the lowest to the highest seed's curve, so it holds
+   both the sampling error of a window and how a learning policy's path varies between seeds (a
+   Student-t interval over the usual three seeds is mostly its quantile, 4.3, and hides every
+   difference). With one seed, the band is the 95% normal interval of a proportion over the window.
 2. Cumulative regret against the oracle (core.simulator.runner) by search number; the band is
-   1.96 sqrt(t s_t^2 / k), s_t^2 the variance of the per-search regret up to t over the k seeds.
-3. The default policy's mean quota per strategy for each intent (core.simulator.users.Intent),
+   1.96 sqrt(t s_t^2 / k), s_t^2 the variance of the per-search regret up to t over the k seeds
+   (pooled per-search sampling error).
+3. The oracle gap: per plan, the share of the target-recall gap between the best static plan and
+   the oracle that it closes (benchmarks.experiment_verdict.oracle_gap): bars at the mean over
+   seeds, a dot per seed.
+4. The default policy's mean quota per strategy for each intent (core.simulator.users.Intent),
    stacked, over the first and the last `share` of the searches: what it learned to ask for.
 
 Static plans (the same quotas on every search) are drawn dashed, the oracle dotted black.
@@ -32,6 +37,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from benchmarks.experiment_verdict import PRIMARY, oracle_gap
+from core.policy.policies import DEFAULT_KIND
 from core.simulator.metrics import Records
 from core.simulator.policies import ORACLE
 from core.simulator.users import Intent
@@ -78,6 +85,17 @@ def _colors(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
     return {n: tuple(cmap(i % cmap.N)) for i, n in enumerate(names)}
 
 
+def recall_band(recs: Sequence[Records], window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 (n - window + 1,) each: the trailing target recall averaged over the seeds, and the
+    band's low and high (module docstring, plot 1)."""
+    curves = np.stack([_moving(r.target_found.astype(np.float64), window) for r in recs])
+    mean = curves.mean(axis=0)
+    if len(recs) > 1:
+        return mean, curves.min(axis=0), curves.max(axis=0)
+    half = Z95 * np.sqrt(mean * (1 - mean) / window)
+    return mean, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1)
+
+
 def plot_recall(runs: Mapping[str, Sequence[Records]], path: Path, window: int | None = None) -> Path:
     n = _check(runs)
     w = min(n, window or max(MIN_WINDOW, n // 20))
@@ -85,18 +103,19 @@ def plot_recall(runs: Mapping[str, Sequence[Records]], path: Path, window: int |
     ax = fig.add_subplot()
     x = np.arange(w, n + 1)
     colors = _colors(list(runs))
-    for name, recs in runs.items():
-        mean = np.mean([_moving(r.target_found.astype(np.float64), w) for r in recs], axis=0)
-        half = Z95 * np.sqrt(mean * (1 - mean) / (w * len(recs)))
+    finals = {name: float(np.mean([r.target_found.mean() for r in recs])) for name, recs in runs.items()}
+    for name in sorted(runs, key=lambda k: -finals[k]):  # legend from the highest overall recall down
+        recs = runs[name]
+        mean, low, high = recall_band(recs, w)
         style = _style(name, recs, colors[name])
-        ax.plot(x, mean, label=name, **style)
-        ax.fill_between(x, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1), color=style["color"],
-                        alpha=0.12, lw=0)
+        ax.plot(x, mean, label=f"{name} ({finals[name]:.3f})", **style)
+        ax.fill_between(x, low, high, color=style["color"], alpha=0.12, lw=0)
     seeds = max(len(r) for r in runs.values())
+    band = "band: lowest to highest seed" if seeds > 1 else "95% band"
     ax.set(xlabel="search number", ylabel=f"target recall (trailing {w:,} searches)", xlim=(0, n),
-           title=f"Target recall over time (mean over {seeds} seed{'s' * (seeds > 1)}, 95% band)")
+           title=f"Target recall over time (mean of {seeds} seed{'s' * (seeds > 1)}; {band})")
     ax.grid(alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.legend(title="plan (overall target recall)", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.savefig(path, dpi=DPI)
     return path
 
@@ -168,13 +187,44 @@ def plot_quota_mix(recs: Sequence[Records], path: Path, name: str, share: float 
     return path
 
 
-def write_plots(runs: dict[str, list[Records]], out: Path, default: str = "thompson") -> list[Path]:
-    """The three plots of the module docstring as PNGs in `out` (created); returns their paths.
-    ValueError when `default` is not among the policies or the runs differ in length."""
+def plot_oracle_gap(runs: Mapping[str, Sequence[Records]], path: Path, default: str) -> Path | None:
+    """Plot 3 of the module docstring; None (nothing written) without an oracle, a static plan or
+    a gap to close."""
+    _check(runs)
+    gap = oracle_gap({name: [{PRIMARY: float(r.target_found.mean())} for r in recs] for name, recs in runs.items()})
+    if not gap:
+        return None
+    shares = sorted(gap["plans"].items(), key=lambda kv: kv[1]["share"])
+    fig = _figure(9.0, max(3.0, 0.9 + 0.42 * len(shares)))  # a bar per plan, readable with two
+    ax = fig.add_subplot()
+    y = np.arange(len(shares))
+    colors = ["tab:blue" if name == default else "tab:gray" for name, _ in shares]
+    ax.barh(y, [g["share"] for _, g in shares], color=colors, height=0.6)
+    for i, (_, g) in enumerate(shares):
+        seeds = np.asarray(g["per_seed"])
+        seeds = seeds[np.isfinite(seeds)]
+        ax.scatter(seeds, np.full(seeds.size, i), s=12, color="black", zorder=3)
+        ax.text(max(g["share"], *seeds, 0) + 0.03, i, f"{g['share']:+.2f}", va="center", fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.axvline(1, color="black", lw=0.8, ls=":")
+    ax.set_yticks(y, [name for name, _ in shares])
+    ax.set(xlabel=f"share of the target-recall gap from {gap['best_static']} (0) to the oracle (1) closed",
+           title="Oracle gap closed per plan (bar: on the means over seeds; dots: seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def write_plots(runs: dict[str, list[Records]], out: Path, default: str = DEFAULT_KIND.value) -> list[Path]:
+    """The plots of the module docstring as PNGs in `out` (created); returns their paths (the
+    oracle-gap bar only when it can be drawn). ValueError when `default` is not among the policies
+    or the runs differ in length."""
     if default not in runs:
         raise ValueError(f"`default` must be one of the policies {sorted(runs)}, but got {default!r}")
     _check(runs)
     out.mkdir(parents=True, exist_ok=True)
+    gap = plot_oracle_gap(runs, out / "oracle_gap.png", default)
     return [plot_recall(runs, out / "recall_over_time.png"),
             plot_regret(runs, out / "cumulative_regret.png"),
+            *([gap] if gap is not None else []),
             plot_quota_mix(runs[default], out / f"quota_mix_{default}.png", default)]

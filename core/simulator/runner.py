@@ -35,7 +35,7 @@ from core.policy.features import DIM
 from core.policy.policies import Decision, PolicyConfig
 from core.ranking import EntityTable, make_ranker
 from core.simulator.clicks import Action, ClickConfig, ClickModel
-from core.simulator.metrics import Records, ndcg_at, reciprocal_rank
+from core.simulator.metrics import Records
 from core.simulator.policies import Foresight, PolicySpec, oracle_allocation
 from core.simulator.retrieval import InProcessStrategies
 from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
@@ -211,14 +211,15 @@ def record_search(rec: Records, t: int, sim: SimSearch, record: DecisionRecord, 
                   candidates: int, target_found: bool, rewards: np.ndarray, space: AllocationSpace,
                   config: ExperimentConfig) -> None:
     """Fill row t of `rec` for a served search: what it chose and fetched, whether the target was
-    a candidate, the target's rank measures in `shown` (ordinals, best first) and the regret
-    against the oracle (rewards: target_rewards of every allocation). Both modes call it."""
+    a candidate (target recall), the final ranking `shown` (ordinals, best first) with the
+    search's bounded qrels for MRR@k and nDCG@k of the visible config.clicks.shown
+    (Records.set_ranking; measured in one batch through ir-measures) and the regret against the
+    oracle (rewards: target_rewards of every allocation). Both modes call it."""
     rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, record.quotas, record.propensity
     rec.allocation[t], rec.features[t] = record.allocation, record.features
     rec.fetched[t], rec.candidates[t] = record.fetched, candidates
     rec.called[t], rec.target_found[t] = sum(q > 0 for q in record.quotas), target_found
-    rec.rr[t] = reciprocal_rank(shown, sim.target)
-    rec.ndcg[t] = ndcg_at(shown, sim.relevant, sim.target, config.clicks.shown)
+    rec.set_ranking(t, shown[: config.clicks.shown], sim.relevant, sim.target)
     rec.regret[t] = rewards[oracle_allocation(rewards, space).allocation] - rewards[record.allocation]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.experiment_plots import quota_mix, write_plots
+from benchmarks.experiment_plots import quota_mix, recall_band, write_plots
 from core.simulator.metrics import Records
 from core.simulator.users import Intent
 
@@ -37,20 +37,36 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-def test_write_plots_makes_three_readable_pngs(tmp_path: Path) -> None:
+def test_write_plots_makes_four_readable_pngs(tmp_path: Path) -> None:
     runs = {name: [synthetic(name, seed, recall=r) for seed in range(3)]
             for name, r in (("thompson", 0.6), ("static-equal", 0.5), ("oracle", 0.8))}
-    paths = write_plots(runs, tmp_path / "plots")
-    assert [p.name for p in paths] == ["recall_over_time.png", "cumulative_regret.png", "quota_mix_thompson.png"]
+    paths = write_plots(runs, tmp_path / "plots", "thompson")
+    assert [p.name for p in paths] == ["recall_over_time.png", "cumulative_regret.png", "oracle_gap.png",
+                                       "quota_mix_thompson.png"]
     for p in paths:
         width, height = png_size(p)
-        assert width >= 1000 and height >= 600, (p, width, height)  # 150 dpi
+        # 150 dpi; the oracle-gap bar is as tall as its plans need (here two), 3 inches at least
+        assert width >= 1000 and height >= (450 if p.name == "oracle_gap.png" else 600), (p, width, height)
         assert p.stat().st_size > 20_000, p  # drawn, not blank
 
 
-def test_a_single_seed_is_enough(tmp_path: Path) -> None:
-    paths = write_plots({"thompson": [synthetic("thompson", 0)]}, tmp_path)
+def test_a_single_seed_is_enough_and_no_oracle_means_no_gap_bar(tmp_path: Path) -> None:
+    paths = write_plots({"thompson": [synthetic("thompson", 0)]}, tmp_path, "thompson")
+    assert [p.name for p in paths] == ["recall_over_time.png", "cumulative_regret.png", "quota_mix_thompson.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_the_recall_band_spans_the_seeds() -> None:
+    recs = [synthetic("thompson", seed, n=300) for seed in range(3)]
+    mean, low, high = recall_band(recs, 50)
+    curves = [np.convolve(r.target_found, np.ones(50), "valid") / 50 for r in recs]
+    np.testing.assert_allclose(mean, np.mean(curves, axis=0))
+    np.testing.assert_allclose(low, np.min(curves, axis=0))
+    np.testing.assert_allclose(high, np.max(curves, axis=0))
+    assert (high > low).any()
+    # one seed: the 95% normal band of a proportion over the window
+    mean, low, high = recall_band(recs[:1], 50)
+    np.testing.assert_allclose(high - mean, 1.959963984540054 * np.sqrt(mean * (1 - mean) / 50), atol=1e-12)
 
 
 def test_quota_mix_is_the_mean_quota_per_intent_and_part() -> None:

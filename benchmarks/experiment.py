@@ -168,6 +168,11 @@ def _worker_state(root: Path) -> tuple[Any, Any, Any]:
     return _WORKER["entities"], _WORKER["table"], _WORKER["shared"]
 
 
+def seed_range(args: argparse.Namespace) -> range:
+    """The seeds of the run: --seeds of them from --first-seed."""
+    return range(args.first_seed, args.first_seed + args.seeds)
+
+
 def run_plan(args: argparse.Namespace, root: Path, seed: int, name: str) -> tuple[Any, float]:
     """One plan over the searches of one seed, in process: its Records and the seconds it took.
     A task of its own, so that plans and seeds can run in parallel processes (--jobs)."""
@@ -208,7 +213,7 @@ def _run_inprocess(args: argparse.Namespace, root: Path, specs: Sequence[Any]) -
     from tqdm import tqdm
 
     order = sorted(specs, key=lambda s: not s.learns)
-    tasks = [(seed, spec.name) for spec in order for seed in range(args.seeds)]
+    tasks = [(seed, spec.name) for spec in order for seed in seed_range(args)]
     offpolicy: Callable[[], dict[str, Any]] | None = None
     with contextlib.ExitStack() as stack:
         done: Iterator[tuple[tuple[int, str], tuple[Any, float]]]
@@ -254,7 +259,7 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
         from benchmarks.experiment_grpc import run_grpc
 
         records: dict[tuple[int, str], Records] = {}
-        for seed in range(args.seeds):
+        for seed in seed_range(args):
             config = ExperimentConfig(searches=args.searches, seed=seed)
             with tempfile.TemporaryDirectory() as work:
                 for name, grpc_rec in run_grpc(truth, root, STRATEGIES, plans(args, config), config, work,
@@ -263,11 +268,13 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
     else:
         records, offpolicy = _run_inprocess(args, root, specs)
     seconds = time.perf_counter() - started
-    runs = {name: [records[seed, name] for seed in range(args.seeds)] for name in names}
+    runs = {name: [records[seed, name] for seed in seed_range(args)] for name in names}
     result: dict[str, Any] = {"default_policy": DEFAULT, "run": info, "settings": settings(args, root),
-                              "searches": args.searches, "seeds": args.seeds, "encoder": args.encoder,
+                              "searches": args.searches, "seeds": args.seeds, "first_seed": args.first_seed,
+                              "encoder": args.encoder,
                               "seconds": seconds, "jobs": args.jobs, "mode": args.mode,
-                              "policies": {name: [seed_record(seed, rec) for seed, rec in enumerate(recs)]
+                              "policies": {name: [seed_record(seed, rec)
+                                                  for seed, rec in zip(seed_range(args), recs, strict=True)]
                                            for name, recs in runs.items()}}
     result["verdict"] = verdict(result["policies"], DEFAULT)
     result["oracle_gap"] = oracle_gap(result["policies"])
@@ -345,6 +352,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--searches", type=int, default=None,
                         help="searches per policy and seed (default 20000; grpc: 300)")
     parser.add_argument("--seeds", type=int, default=None, help="default 3; grpc: 1")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run from this one (default 0, the reported seeds; develop on others, "
+                             "e.g. 5, so that no choice is made by looking at the reported figures)")
     parser.add_argument("--out", type=Path, default=Path("experiment-results"),
                         help="where results.json, results.md and the plots go (default: %(default)s)")
     parser.add_argument("--ope-searches", type=int, default=None,
@@ -360,8 +370,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.policies = args.policies or (["thompson", "static-equal"] if grpc else [])
     args.ope_searches = (0 if grpc else 20_000) if args.ope_searches is None else args.ope_searches
     args.jobs = (1 if grpc else os.cpu_count() or 1) if args.jobs is None else args.jobs
-    if args.searches < 1 or args.seeds < 1 or args.jobs < 1:
-        parser.error("--searches, --seeds and --jobs must be >= 1")
+    if args.searches < 1 or args.seeds < 1 or args.jobs < 1 or args.first_seed < 0:
+        parser.error("--searches, --seeds and --jobs must be >= 1, --first-seed >= 0")
     if grpc and args.jobs != 1:
         parser.error("--mode grpc runs one cluster at a time: --jobs must be 1")
     if args.ope_searches not in range(2, 10**9) and args.ope_searches != 0:

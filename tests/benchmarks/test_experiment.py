@@ -123,9 +123,10 @@ def test_the_report_leads_with_target_recall(small_run: dict[str, Any]) -> None:
 @pytest.mark.slow
 def test_main_writes_results_json_with_a_record_per_seed(tmp_path: Path) -> None:
     """End to end over the demo catalog (the hashing encoder: no model needed): results.json holds
-    default_policy, the run's settings and one record per seed of every plan; the plots are written."""
+    default_policy, the run's settings and one record per seed of every plan, seeds counted from
+    --first-seed; the plots are written."""
     out = tmp_path / "out"
-    main(["--searches", "30", "--seeds", "2", "--policies", "thompson,static-equal,attribute-only,oracle",
+    main(["--searches", "30", "--seeds", "2", "--first-seed", "5", "--policies", "thompson,static-equal,attribute-only,oracle",
           "--ope-searches", "0", "--jobs", "1", "--encoder", "hashing", "--out", str(out)])
     result = json.loads((out / "results.json").read_text())
     assert result["default_policy"] == "thompson" and result["encoder"] == "hashing"
@@ -133,7 +134,7 @@ def test_main_writes_results_json_with_a_record_per_seed(tmp_path: Path) -> None
     assert result["run"]["commit"]
     for name in ("thompson", "static-equal", "attribute-only", "oracle"):
         records = result["policies"][name]
-        assert [r["seed"] for r in records] == [0, 1]
+        assert [r["seed"] for r in records] == [5, 6]
         assert all(k in r for r in records for k in MEASURES)
     assert result["verdict"]["target_recall"]["best_static"] in ("static-equal", "attribute-only")
     assert {Path(p).name for p in result["plots"]} == {"recall_over_time.png", "cumulative_regret.png",

@@ -206,7 +206,7 @@ def summarise(per_seed: Mapping[int, Mapping[str, np.ndarray]], window: int) -> 
 def report(summary: Mapping[str, Any], window: int) -> str:
     names = list(summary)
     n_windows = len(summary[PLANS[0]]["mean"])
-    lines = ["target recall per window of %d searches (mean ± 95%% interval over seeds)" % window,
+    lines = [f"target recall per window of {window} searches (mean ± 95% interval over seeds)",
              "searches        " + "".join(f"{n:>20s}" for n in names)]
     for w in range(n_windows):
         cells = "".join(f"{summary[n]['mean'][w]:>12.4f} ± {summary[n]['half_width'][w]:.3f}" for n in names)

@@ -97,12 +97,13 @@ class World:
     shared: Any
 
 
-def open_world(root: Path) -> World:
+def open_world(root: Path, entities: Sequence[Any] | None = None) -> World:
+    """The World of the index at `root`, built from `entities` (default: the bundled catalog)."""
     from core.catalog import demo_catalog_path, load_catalog
     from core.ranking import EntityTable
     from core.simulator.runner import EXPERIMENT_LEVELS, shared_strategies
 
-    entities = load_catalog(demo_catalog_path())
+    entities = list(entities) if entities is not None else load_catalog(demo_catalog_path())
     return World(entities, EntityTable.from_entities(entities), root,
                  shared_strategies(root, STRATEGIES, EXPERIMENT_LEVELS))
 

@@ -24,7 +24,7 @@ QUERIES = ("love", "night", "blue", "fire river", "dance", "gold")
 
 def incumbent_log(built: Path, state: Path, searches: int) -> int:
     """A static plan's broker over the lexical shard serves `searches` searches, each played at its
-    first result; returns the events it logged."""
+    first result (a full listen); returns the events it logged."""
     async def go() -> None:
         with shard("lexical", built) as lexical:
             async with broker({"lexical": lexical.address}, state, built,
@@ -33,7 +33,7 @@ def incumbent_log(built: Path, state: Path, searches: int) -> int:
                     r = await stub.Search(search(QUERIES[i % len(QUERIES)]))
                     await stub.Feedback(broker_pb2.FeedbackRequest(
                         decision_id=r.decision_id, entity_id=r.results[0].entity_id, event_id=f"e{i}",
-                        type=common_pb2.EVENT_TYPE_PLAY))
+                        type=common_pb2.EVENT_TYPE_PLAY, value=1.0))
 
     asyncio.run(go())
     with EventLog(state / "events.sqlite") as log:
@@ -92,7 +92,8 @@ def logged(path: Path, features: int, *, feedback: bool) -> Path:
             strategies=("lexical",), quotas=(50,), allocation=0, propensity=1.0, marginals=(1.0,), policy="static",
             lists=(StrategyList("lexical", ["t0001"], np.ones(1, dtype=np.float32)),), final=("t0001",)))
         if feedback:
-            log.record_event(EventRecord(event_id="e1", decision_id="d1", entity_id="t0001", type=EventType.PLAY))
+            log.record_event(EventRecord(event_id="e1", decision_id="d1", entity_id="t0001", type=EventType.PLAY,
+                                         value=1.0))
     return path
 
 

@@ -122,3 +122,14 @@ def test_a_policy_warm_started_from_another_log_is_refused(tmp_path: Path) -> No
     BanditPolicy(("lexical",), DIM).save(state / "policy.npz", {"warm_start": {"path": "/elsewhere.sqlite"}})
     source = logged(tmp_path / "old.sqlite", DIM, feedback=True)
     start_is_refused(config(state, source), r"warm-started from /elsewhere\.sqlite already")
+
+
+def test_the_flag_reaches_the_broker_config(built: Path) -> None:
+    from services.cli import build_parser
+    from services.cli_broker import broker_config
+
+    base = ["broker", "--shard", "lexical=127.0.0.1:1", "--state", "/tmp/unused", "--catalog",
+            str(built / "catalog.jsonl")]
+    assert broker_config(build_parser().parse_args([*base, "--warm-start", "/old/events.sqlite"])).warm_start == \
+        "/old/events.sqlite"
+    assert broker_config(build_parser().parse_args(base)).warm_start == ""

@@ -8,8 +8,9 @@ decision id is always joinable.
 Feedback: join by decision id -> SearchPipeline.judge -> the event stored durably -> learn -> the
 memory shard's outbox (services.outbox) forwards it from the log.
 
-Life: bind at once and report NOT_SERVING; open the event log and the policy snapshot, replay the
-events the snapshot has not learned (a crash loses nothing acknowledged), then SERVING. A damaged
+Life: bind at once and report NOT_SERVING; open the event log and the policy snapshot, warm-start
+the policy from the replaced plan's log if asked to and not done before (BrokerConfig.warm_start),
+replay the events the snapshot has not learned (a crash loses nothing acknowledged), then SERVING. A damaged
 snapshot or log stops the start with an error naming the file and what to do.
 """
 
@@ -39,10 +40,12 @@ from core.pipeline import SearchPipeline, Served, decision_bytes
 from core.policy.features import DIM
 from core.policy.history import QueryHistory
 from core.policy.policies import BanditPolicy, PolicyConfig
+from core.policy.warmstart import WarmStartConfig
 from core.query import Limits
 from core.ranking import EntityTable, make_ranker
 from core.storage import write_file_atomic
 from core.types import StrategyKind
+from core.warmstart import warm_start_from_log
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2
 from services import convert, metrics
 from services.decisions import DecisionWriter, WriterConfig
@@ -61,6 +64,7 @@ DEFAULT_RECENT_BYTES = 256 * 2**20
 POLICY_FILE = "policy.npz"
 APPLIED = "applied_event_rowid"  # the event-log position a policy snapshot has learned up to
 HISTORY = "query_history"  # the query history (core.policy.history) as of that position
+WARM_START = "warm_start"  # where the policy was warm-started from (BrokerConfig.warm_start), once
 EVENTS_FILE = "events.sqlite"
 
 
@@ -72,7 +76,8 @@ class BrokerConfig:
     understanding call may take before allocation; save_every: policy snapshot every N updates;
     recent_bytes: the recent-decision cache's bound (DEFAULT_RECENT_BYTES); retention: the event
     log's (core.eventlog.RetentionConfig); writer: decision group commit and retries; outbox: the
-    memory shard's."""
+    memory shard's; warm_start: the event log of the plan this broker replaces ("" = none), which
+    the policy learns from once, before it serves (core.warmstart), weighted as warm_start_config says."""
 
     shards: Mapping[str, str]
     state_dir: str
@@ -89,6 +94,8 @@ class BrokerConfig:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    warm_start: str = ""
+    warm_start_config: WarmStartConfig = field(default_factory=WarmStartConfig)
 
     def __post_init__(self) -> None:
         order = [k.value for k in StrategyKind]
@@ -165,6 +172,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.outbox: MemoryOutbox | None = None
         self.known_ids: frozenset[str] | None = None
         self.applied_rowid = 0
+        self.warm_started: dict[str, Any] | None = None  # the snapshot's WARM_START record
         self.updates = 0
         self.snapshot_task: asyncio.Task[None] | None = None
         # its own thread: serialising a large query history takes ~0.6 s, which on the log's thread
@@ -199,6 +207,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         assert self.writer is not None
         event_log = self.writer.log
         self.applied_rowid = int(saved.get(APPLIED, 0))
+        fresh = self._warm_start(pipeline, saved.get(WARM_START))
         learned, foreign = pipeline.replay(self._logged_after(event_log, self.applied_rowid))
         self.applied_rowid = max(self.applied_rowid, event_log.last_event_rowid())
         if learned:
@@ -206,7 +215,39 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         if foreign:
             log.warning("policy: passed over %d logged events whose decisions another policy made (other "
                         "features, strategies or quota levels)", foreign)
+        if fresh:  # written before serving, so that a restart finds the warm start done and does not repeat it
+            policy.save(path, self._snapshot_extra(self.applied_rowid),
+                        {HISTORY: json.dumps(pipeline.history.to_json()).encode()})
         self.pipeline = pipeline
+
+    def _warm_start(self, pipeline: SearchPipeline, done: Any) -> bool:
+        """Teach `pipeline` the log of BrokerConfig.warm_start unless its snapshot says it was (`done`:
+        the snapshot's WARM_START record). True when it learned now. StateError naming the file for a
+        log it cannot learn from (core.warmstart), for this broker's own log, or when the policy was
+        warm-started from another file before."""
+        self.warm_started = dict(done) if isinstance(done, Mapping) else None
+        if not self.config.warm_start:
+            return False
+        source = Path(self.config.warm_start).resolve()
+        if source == (self.state_dir / EVENTS_FILE).resolve():
+            raise StateError(source, "is this broker's own event log; --warm-start takes the log of the plan "
+                                     "this broker replaces")
+        if self.warm_started is not None:
+            if self.warm_started.get("path") != str(source):
+                raise StateError(source, f"the policy was warm-started from {self.warm_started.get('path')} "
+                                         "already; drop --warm-start, or start from an empty state directory")
+            log.info("policy: warm-started from %s before (%s searches); not again", source,
+                     self.warm_started.get("searches"))
+            return False
+        report = warm_start_from_log(pipeline, source, self.config.warm_start_config)
+        self.warm_started = {"path": str(source), "searches": report.searches, "clipped": report.clipped}
+        log.info("policy: warm-started from %s: %d logged searches (%d weights clipped)", source,
+                 report.searches, report.clipped)
+        return True
+
+    def _snapshot_extra(self, applied: int) -> dict[str, Any]:
+        """The JSON-able extra data of a policy snapshot taken at event position `applied`."""
+        return {APPLIED: applied, **({WARM_START: self.warm_started} if self.warm_started else {})}
 
     @staticmethod
     def _logged_after(event_log: EventLog, rowid: int) -> Iterator[tuple[DecisionRecord, EventRecord]]:
@@ -329,12 +370,12 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         written on the snapshot thread. A failed write is logged and counted; the next one retries."""
         pipeline = self._ready()
         policy = copy.deepcopy(pipeline.allocator)
-        applied, history = self.applied_rowid, pipeline.history
+        extra, history = self._snapshot_extra(self.applied_rowid), pipeline.history
         frozen = history.freeze()
 
         def write() -> None:
             blob = json.dumps(history.to_json(frozen)).encode()
-            data = policy.to_bytes({APPLIED: applied}, {HISTORY: blob})  # type: ignore[attr-defined]
+            data = policy.to_bytes(extra, {HISTORY: blob})  # type: ignore[attr-defined]
             write_file_atomic(self.state_dir / POLICY_FILE, data)
 
         try:

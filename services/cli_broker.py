@@ -114,7 +114,9 @@ def broker_config(args: argparse.Namespace) -> Any:
     return BrokerConfig(shards=shards, state_dir=args.state, entities=tuple(load_catalog(args.catalog)),
                         policy=policy, ranker=own.get("ranker", "lambdamart"),  # RRF until train-ranker writes it
                         ranker_model=str(model), seed=own.get("seed", 0),
-                        recent_bytes=own.get("recent_bytes", DEFAULT_RECENT_BYTES), retention=retention)
+                        recent_bytes=own.get("recent_bytes", DEFAULT_RECENT_BYTES), retention=retention,
+                        # getattr: callers that build the namespace by hand may leave the optional flag out
+                        warm_start=getattr(args, "warm_start", None) or "")
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -250,6 +252,10 @@ def add_broker_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=50050)
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve Prometheus metrics over HTTP on this port (0: off)")
+    p.add_argument("--warm-start", metavar="EVENTS_SQLITE",
+                   help="the event log of the plan this broker replaces (its STATE/events.sqlite): the policy "
+                        "learns from it once, before serving (core/warmstart.py); a restart with the same flag "
+                        "does not learn it again")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="ranker (rrf|blend|lambdamart), seed, recent_bytes (the recent-decision cache's bound), "
                         "the event log's retention keep_lists_s, max_age_s, max_bytes (core.eventlog.RetentionConfig), "

@@ -73,16 +73,21 @@ class LinearArms:
         z = rng.standard_normal((n_samples, mean.size))
         return mean[None] + self.noise * np.sqrt(var)[None] * z
 
-    def update(self, x: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
+    def update(self, x: np.ndarray, arms: np.ndarray, rewards: np.ndarray, weights: np.ndarray | None = None) -> None:
         """One observation (x, rewards[i]) for each of the distinct `arms` (int64): batched
-        Sherman-Morrison on A^-1."""
+        Sherman-Morrison on A^-1. weights: float64 (len(arms),), > 0, each observation counted
+        w times (A += w x x^T, b += w r x: weighted least squares, as importance-weighted offline
+        learning needs, core.policy.warmstart); None: 1 each."""
         if arms.size == 0:
             return
+        w = np.ones(arms.size) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != arms.shape or not (np.isfinite(w).all() and (w > 0).all()):
+            raise ValueError(f"`weights` must be finite, > 0 and one per arm ({arms.size}), but got {weights}")
         a_inv = self.a_inv[arms]
         ax = a_inv @ x
-        a_inv -= ax[:, :, None] * ax[:, None, :] / (1.0 + ax @ x)[:, None, None]
+        a_inv -= w[:, None, None] * ax[:, :, None] * ax[:, None, :] / (1.0 + w * (ax @ x))[:, None, None]
         self.a_inv[arms] = a_inv
-        self.b[arms] += rewards[:, None] * x[None, :]
+        self.b[arms] += (w * rewards)[:, None] * x[None, :]
         self.n[arms] += 1
         self.theta[arms] = np.einsum("ade,ae->ad", a_inv, self.b[arms])
 
@@ -114,9 +119,13 @@ class HitModel(Protocol):
     def mean(self, x: np.ndarray, ucb_alpha: float = 0.0) -> np.ndarray:
         """Posterior mean (plus ucb_alpha posterior standard deviations) per allocation, (A,)."""
 
+    def observations(self, level: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What one search reveals: the arms (int64, distinct) whose hit it shows and those hits
+        (float64, 0 or 1). level: int64 (S,), the level index each strategy answered at (0 = not
+        called or no answer); rank: int64 (S,), the acted-on entity's 1-based rank in its list, 0 = absent."""
+
     def update(self, x: np.ndarray, level: np.ndarray, rank: np.ndarray) -> None:
-        """level: int64 (S,), the level index each strategy answered at (0 = not called or no
-        answer); rank: int64 (S,), the acted-on entity's 1-based rank in its list, 0 = absent."""
+        """Learn `observations(level, rank)` at context x."""
 
 
 def level_prior(levels: Sequence[int], prior_hit_rate: float) -> np.ndarray:
@@ -144,7 +153,7 @@ class IndependentModel:
         mean, var = self.arms.predict(x)
         return self.space.union_hit((mean + ucb_alpha * np.sqrt(var)).reshape(1, *self.shape))[0]
 
-    def update(self, x: np.ndarray, level: np.ndarray, rank: np.ndarray) -> None:
+    def observations(self, level: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lv = np.asarray(self.space.levels)
         n_levels = lv.size
         arms, rewards = [], []
@@ -152,7 +161,10 @@ class IndependentModel:
             for li in range(1, int(level[s]) + 1):
                 arms.append(s * n_levels + li)
                 rewards.append(1.0 if 0 < rank[s] <= lv[li] else 0.0)
-        self.arms.update(x, np.asarray(arms, dtype=np.int64), np.asarray(rewards))
+        return np.asarray(arms, dtype=np.int64), np.asarray(rewards, dtype=np.float64)
+
+    def update(self, x: np.ndarray, level: np.ndarray, rank: np.ndarray) -> None:
+        self.arms.update(x, *self.observations(level, rank))
 
 
 class JointModel:
@@ -186,10 +198,13 @@ class JointModel:
         mean, var = self.arms.predict(x)
         return self._monotone((mean + ucb_alpha * np.sqrt(var))[None])[0]
 
-    def update(self, x: np.ndarray, level: np.ndarray, rank: np.ndarray) -> None:
+    def observations(self, level: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dominated = np.flatnonzero((self.alloc <= level[None, :]).all(axis=1))
         found = (rank[None, :] > 0) & (rank[None, :] <= self.quota[dominated])
-        self.arms.update(x, dominated, found.any(axis=1).astype(np.float64))
+        return dominated, found.any(axis=1).astype(np.float64)
+
+    def update(self, x: np.ndarray, level: np.ndarray, rank: np.ndarray) -> None:
+        self.arms.update(x, *self.observations(level, rank))
 
 
 def _dominance_layers(alloc: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -182,6 +182,18 @@ class Outcome:
             raise ValueError(f"`returned` must be >= 0, but got {self.returned}")
 
 
+@dataclass(frozen=True, slots=True)
+class Revealed:
+    """What one search shows the models (BanditPolicy.reveal): hit_arms int64 (n,) distinct arms of
+    the hit model and hits float64 (n,), 0 or 1; fill_arms int64 (m,) distinct (strategy, level)
+    arms of the fill model and fill float64 (m,), the fraction of the level's quota returned."""
+
+    hit_arms: np.ndarray
+    hits: np.ndarray
+    fill_arms: np.ndarray
+    fill: np.ndarray
+
+
 Rule = Callable[["BanditPolicy", np.ndarray, np.random.Generator], tuple[int, np.ndarray]]
 
 
@@ -291,6 +303,11 @@ class BanditPolicy:
     def update(self, x: np.ndarray, outcomes: Sequence[Outcome]) -> None:
         """Learn from one search's feedback. A strategy called with quota q reveals the hit for
         every level up to q (was the entity in its top-q' for q' <= q?), so all those arms learn."""
+        self.learn_revealed(x, self.reveal(outcomes))
+
+    def reveal(self, outcomes: Sequence[Outcome]) -> Revealed:
+        """The arms of the hit and fill models that one search's per-strategy outcomes show, with
+        what they show (`update` learns them; core.policy.warmstart weights them first)."""
         if len(outcomes) != len(self.strategies):
             raise ValueError(f"`outcomes` must have {len(self.strategies)} entries, but got {len(outcomes)}")
         levels = self.config.levels
@@ -309,10 +326,17 @@ class BanditPolicy:
             for li in range(1, int(level[s]) + 1):
                 fill_arms.append(s * len(levels) + li)
                 fill.append(min(levels[li], o.returned) / levels[li])
-        if level.any():
-            self.model.update(self.model_input(x), level, rank)
-        if fill_arms:
-            self.fill.update(self.model_input(x), np.asarray(fill_arms, dtype=np.int64), np.asarray(fill))
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+        hit_arms, hits = self.model.observations(level, rank) if level.any() else empty
+        return Revealed(hit_arms, hits, np.asarray(fill_arms, dtype=np.int64), np.asarray(fill, dtype=np.float64))
+
+    def learn_revealed(self, x: np.ndarray, revealed: Revealed, hit_weights: np.ndarray | None = None,
+                       fill_weights: np.ndarray | None = None) -> None:
+        """Learn what `reveal` returned at context x (float64, (dim,)); weights: float64, > 0, one
+        per hit (fill) arm, how many observations each counts for (None: 1)."""
+        z = self.model_input(x)
+        self.arms.update(z, revealed.hit_arms, revealed.hits, hit_weights)
+        self.fill.update(z, revealed.fill_arms, revealed.fill, fill_weights)
 
     def to_bytes(self, extra: Mapping[str, Any] | None = None, blobs: Mapping[str, bytes] | None = None) -> bytes:
         """The learned state (with the config it belongs to, `extra` (JSON-able) and `blobs`, named

@@ -19,7 +19,7 @@ strategies, in StrategyKind order). All float32, one row per candidate of a `Mer
 Rankers (one Protocol, a registry keyed by RankerKind): RRF (the cold-start default), a score
 blend (the alternative cold start) and LambdaMART (LightGBM `lambdarank`, Burges, "From RankNet to
 LambdaRank to LambdaMART: An Overview", MSR-TR-2010-82) trained from the event log by
-`train_lambdamart`. lightgbm is imported only where a model is trained or loaded.
+core.ranking_train.train_lambdamart. lightgbm is imported only where a model is trained or loaded.
 """
 
 from __future__ import annotations
@@ -40,19 +40,12 @@ from core.catalog import Entity
 from core.errors import IndexFormatError
 from core.fusion import DEFAULT_RRF_K, rrf_scores
 from core.merge import Merged
-from core.metrics import ndcg_at_k
-from core.storage import write_file_atomic
-from core.types import EventType, StrategyKind
+from core.types import StrategyKind
 
 MISSING_RANK = 1000.0
 MATCH_FIELDS = ("title", "artist", "album")
 _TAIL = ("memory_score", "log1p_popularity", *(f"{f}_match" for f in MATCH_FIELDS), "title_exact",
          "attribute_match", "n_strategies", "rrf")
-# Graded relevance of a logged event for LambdaMART labels; a candidate takes the highest grade
-# of its events; candidates nobody acted on get 0, as do skips (shown, not wanted).
-RELEVANCE_GRADES: dict[EventType, int] = {
-    EventType.FAVORITE: 3, EventType.LIKE: 3, EventType.PLAY: 2, EventType.CLICK: 1, EventType.SKIP: 0,
-}
 
 
 def feature_names(strategies: Sequence[str]) -> tuple[str, ...]:
@@ -298,119 +291,3 @@ def make_ranker(kind: RankerKind | str, table: EntityTable, model_path: str | os
     if kind is RankerKind.LAMBDAMART and (path is None or not path.exists()):
         kind = RankerKind(cold_start)
     return RANKERS[kind](table, path)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainingGroup:
-    """One logged search with feedback: its candidates and graded labels (int32 (n,), 0..3)."""
-
-    query_text: str
-    merged: Merged
-    labels: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.labels.shape != (len(self.merged),):
-            raise ValueError(f"`labels` must have shape ({len(self.merged)},), but got {self.labels.shape}")
-
-
-def graded_labels(merged: Merged, events: Iterable[tuple[str, EventType]]) -> np.ndarray:
-    """int32 (n,): per candidate, the highest RELEVANCE_GRADES of its (entity_id, type) events."""
-    row = {e: i for i, e in enumerate(merged.entity_ids)}
-    labels = np.zeros(len(merged), dtype=np.int32)
-    for entity_id, kind in events:
-        if entity_id in row:
-            labels[row[entity_id]] = max(labels[row[entity_id]], RELEVANCE_GRADES[EventType(kind)])
-    return labels
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainParams:
-    """LambdaMART training. valid_fraction of the groups (drawn with `seed`) is held out for the
-    reported NDCG@10; strategies fixes the feature columns (empty: every strategy in the groups,
-    in order of first appearance)."""
-
-    num_boost_round: int = 200
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 20
-    valid_fraction: float = 0.2
-    seed: int = 0
-    num_threads: int = 1
-    strategies: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in ("num_boost_round", "num_leaves", "min_data_in_leaf", "num_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, but got {getattr(self, name)}")
-        if not 0.0 < self.learning_rate <= 1.0:
-            raise ValueError(f"`learning_rate` must be in (0, 1], but got {self.learning_rate}")
-        if not 0.0 <= self.valid_fraction < 1.0:
-            raise ValueError(f"`valid_fraction` must be in [0, 1), but got {self.valid_fraction}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainReport:
-    """ndcg_at_10: the model on the held-out groups; rrf_ndcg_at_10: RRF on the same groups, the
-    baseline to beat (both NaN without held-out groups). Groups with no positive label are dropped."""
-
-    model_path: Path
-    feature_names: tuple[str, ...]
-    train_groups: int
-    valid_groups: int
-    rows: int
-    ndcg_at_10: float
-    rrf_ndcg_at_10: float
-
-
-def ndcg_at(labels: np.ndarray, scores: np.ndarray, sizes: Sequence[int], k: int = 10) -> float:
-    """Mean NDCG@k over groups (consecutive slices of `sizes`), LightGBM's definition
-    (core.metrics.ndcg_at_k with gain 2^label - 1): ties in `scores` keep input order; a group
-    with no gain counts 1."""
-    out, start = [], 0
-    for n in sizes:
-        gains = 2.0 ** labels[start:start + n].astype(np.float64) - 1.0
-        order = np.argsort(-scores[start:start + n], kind="stable")
-        start += n
-        out.append(ndcg_at_k(gains[order], gains, k, no_relevant=1.0))
-    return float(np.mean(out)) if out else math.nan
-
-
-def _design(groups: Sequence[TrainingGroup], table: EntityTable, strategies: tuple[str, ...]
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """Feature matrix, labels, RRF scores and group sizes of `groups`, stacked in order."""
-    if not groups:
-        return np.zeros((0, len(feature_names(strategies))), np.float32), np.zeros(0, np.int32), np.zeros(0), []
-    xs = [candidate_features(g.merged, g.query_text, table, strategies) for g in groups]
-    return (np.vstack(xs), np.concatenate([g.labels for g in groups]),
-            np.concatenate([rrf_scores(g.merged.ranks) for g in groups]), [len(g.merged) for g in groups])
-
-
-def train_lambdamart(groups: Iterable[TrainingGroup], out_path: str | os.PathLike[str],
-                     params: TrainParams | None = None, *, table: EntityTable) -> TrainReport:
-    """Train LambdaMART on the logged groups, write the model atomically to `out_path` (LightGBM
-    text format) and report NDCG@10 on a held-out split. ValueError if no group has a positive label."""
-    import lightgbm as lgb
-
-    p = params or TrainParams()
-    kept = [g for g in groups if len(g.merged) and int(g.labels.max()) > 0]
-    if not kept:
-        raise ValueError("`groups` must hold at least one search with a positive label, but got none")
-    strategies = p.strategies or tuple(dict.fromkeys(s for g in kept for s in g.merged.strategies))
-    perm = np.random.default_rng(p.seed).permutation(len(kept))
-    n_valid = int(len(kept) * p.valid_fraction) if len(kept) > 1 else 0
-    valid = [kept[i] for i in sorted(perm[:n_valid])]
-    train = [kept[i] for i in sorted(perm[n_valid:])]
-    x, y, _, sizes = _design(train, table, strategies)
-    names = feature_names(strategies)
-    lgb_params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "verbosity": -1,
-                  "learning_rate": p.learning_rate, "num_leaves": p.num_leaves, "seed": p.seed,
-                  "min_data_in_leaf": p.min_data_in_leaf, "num_threads": p.num_threads,
-                  "deterministic": True, "force_col_wise": True}
-    booster = lgb.train(lgb_params, lgb.Dataset(x, y, group=sizes, feature_name=list(names)),
-                        num_boost_round=p.num_boost_round)
-    write_file_atomic(Path(out_path), booster.model_to_string().encode())
-    vx, vy, vrrf, vsizes = _design(valid, table, strategies)
-    model_ndcg = ndcg_at(vy, np.asarray(booster.predict(vx, num_threads=p.num_threads)), vsizes) if valid else math.nan
-    return TrainReport(model_path=Path(out_path), feature_names=names, train_groups=len(train),
-                       valid_groups=len(valid), rows=int(x.shape[0]), ndcg_at_10=model_ndcg,
-                       rrf_ndcg_at_10=ndcg_at(vy, vrrf, vsizes) if valid else math.nan)

@@ -17,19 +17,12 @@ from core.ranking import (
     MISSING_RANK,
     BlendRanker,
     EntityTable,
-    LambdaMartRanker,
     RankerKind,
     RRFRanker,
-    TrainingGroup,
-    TrainParams,
     candidate_features,
     feature_names,
-    graded_labels,
     make_ranker,
-    ndcg_at,
-    train_lambdamart,
 )
-from core.types import EventType
 
 NAMES = ("lexical", "semantic", "attribute", "memory")
 WORDS = ("love", "night", "dance", "blue", "river", "fire", "heart", "summer", "rain", "gold", "city", "dream")
@@ -127,78 +120,12 @@ def test_bad_k(k: object) -> None:
         RRFRanker().rank(merge([lst("lexical", ["a"])], NAMES), "q", k)  # type: ignore[arg-type]
 
 
-def test_graded_labels_take_the_best_event() -> None:
-    m = merge([lst("lexical", ["a", "b", "c"])], NAMES)
-    labels = graded_labels(m, [("a", EventType.CLICK), ("a", EventType.FAVORITE), ("b", EventType.SKIP),
-                               ("c", EventType.PLAY), ("nope", EventType.LIKE)])
-    assert labels.tolist() == [3, 0, 2]
-
-
-def test_ndcg_hand_computation() -> None:
-    labels, scores = np.array([0, 1, 2, 0]), np.array([4.0, 3.0, 2.0, 1.0])
-    dcg = 1 / math.log2(3) + 3 / math.log2(4)
-    idcg = 3 / math.log2(2) + 1 / math.log2(3)
-    assert ndcg_at(labels, scores, [4]) == pytest.approx(dcg / idcg)
-    assert ndcg_at(labels, scores, [2, 2], k=1) == pytest.approx((0 + 1) / 2)
-    assert ndcg_at(np.array([0, 3]), np.array([1.0, 1.0]), [2], k=1) == 0.0  # a tie keeps input order
-    assert ndcg_at(np.array([0, 0]), scores[:2], [2]) == 1.0  # LightGBM: a group without gain counts 1
-
-
-def synthetic_table(seed: int = 3) -> EntityTable:
-    rng = np.random.default_rng(seed)
-    return EntityTable.from_entities(Entity(id=f"t{i}", fields={"title": " ".join(rng.choice(WORDS, size=2))},
-                                            popularity=float(rng.integers(0, 100))) for i in range(400))
-
-
-def synthetic_groups(table: EntityTable, n_groups: int, seed: int) -> list[TrainingGroup]:
-    """Titles are random words; a candidate is relevant iff its title holds the query word. Strategy
-    ranks are random, so only the title_match feature reveals relevance."""
-    rng = np.random.default_rng(seed)
-    groups = []
-    for _ in range(n_groups):
-        word = str(rng.choice(WORDS))
-        ids = [table.ids[int(i)] for i in rng.choice(len(table.ids), size=20, replace=False)]
-        lists = [lst(s, [str(e) for e in rng.permutation(ids)[: int(rng.integers(8, 21))]])
-                 for s in ("lexical", "semantic")]
-        m = merge(lists, ("lexical", "semantic"))
-        rows = table.rows(m.entity_ids)
-        labels = np.array([2 if word in table.terms["title"][r] else 0 for r in rows.tolist()], dtype=np.int32)
-        groups.append(TrainingGroup(query_text=word, merged=m, labels=labels))
-    return groups
-
-
-def test_lambdamart_learns_the_relevance_feature_and_round_trips(tmp_path: Path) -> None:
-    table = synthetic_table()
-    groups = synthetic_groups(table, 160, seed=3)
-    path = tmp_path / "ranker.txt"
-    report = train_lambdamart(groups, path, TrainParams(num_boost_round=40, min_data_in_leaf=5), table=table)
-    assert report.valid_groups >= 20 and report.train_groups + report.valid_groups <= 160
-    assert report.ndcg_at_10 > 0.95 and report.ndcg_at_10 > report.rrf_ndcg_at_10 + 0.1
-    ranker = make_ranker(RankerKind.LAMBDAMART, table, path)
-    assert isinstance(ranker, LambdaMartRanker) and ranker.strategies == ("lexical", "semantic")
-    reloaded = LambdaMartRanker.load(path, table)
-    for g in synthetic_groups(table, 20, seed=99):
-        order, scores = ranker.rank(g.merged, g.query_text, k=len(g.merged))
-        n_rel = int((g.labels > 0).sum())
-        assert (g.labels[order[:n_rel]] > 0).all(), "relevant candidates first"
-        again = reloaded.rank(g.merged, g.query_text, k=len(g.merged))
-        np.testing.assert_array_equal(again[0], order)
-        np.testing.assert_array_equal(again[1], scores)
-
-
 def test_make_ranker_falls_back_to_cold_start_without_a_model(tmp_path: Path, table: EntityTable) -> None:
     assert isinstance(make_ranker("lambdamart", table, tmp_path / "none.txt"), RRFRanker)
     assert isinstance(make_ranker("lambdamart", table, None, cold_start="blend"), BlendRanker)
     (tmp_path / "bad.txt").write_text("not a model")
     with pytest.raises(IndexFormatError, match=r"bad\.txt"):
         make_ranker(RankerKind.LAMBDAMART, table, tmp_path / "bad.txt")
-
-
-def test_training_needs_a_positive_label(tmp_path: Path, table: EntityTable) -> None:
-    m = merge([lst("lexical", ["a"])], NAMES)
-    with pytest.raises(ValueError, match="positive label"):
-        train_lambdamart([TrainingGroup(query_text="q", merged=m, labels=np.zeros(1, np.int32))],
-                         tmp_path / "m.txt", table=table)
 
 
 def test_merged_type_is_what_rankers_take() -> None:

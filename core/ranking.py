@@ -8,16 +8,22 @@ strategies, in StrategyKind order). All float32, one row per candidate of a `Mer
 - `memory_score`: the score in the "memory" list (Q2E), 0 when absent or not a strategy;
 - `log1p_popularity`: log1p of the catalog popularity (0 for ids the EntityTable lacks);
 - `title_match`, `artist_match`, `album_match`: fraction of the distinct analysed query terms
-  found among the entity's analysed terms of that field (0 when the query has no terms);
-- `title_exact`: 1 when the title's `core.analysis.text_key` equals the query's (NFKC, case and
-  accent folded, tokenised, joined by single spaces: stop words kept, nothing stemmed);
+  found among the entity's analysed terms of that field (0 when the query has no terms); titles
+  and albums are read without their credits (core.collapse.strip_credits: "Mi Gente (feat.
+  Beyoncé)" is called "Mi Gente"), since a guest's name says who sings on a track, not what it is
+  called: counted as a title word, it made a guest appearance outscore the artist's own tracks;
+- `title_exact`: 1 when the title's (credits stripped) `core.analysis.text_key` equals the
+  query's (NFKC, case and accent folded, tokenised, joined by single spaces: stop words kept);
+- `artist_exact`: the same for the artist: the query names the artist, so the artist's own
+  tracks come before anyone else's track that mentions the artist ("Perfect Duet (Ed Sheeran &
+  Beyoncé)" for 'beyonce', a credit no pattern recognises);
 - `attribute_match`: 1 when the "attribute" strategy found the candidate;
 - `n_strategies`: how many strategies found it;
 - `rrf`: its reciprocal-rank-fusion score, core.fusion.rrf_scores: sum of 1 / (60 + rank) (trees
   cannot form sums of reciprocals of several columns themselves).
 
-Rankers (one Protocol, a registry keyed by RankerKind): RRF (the cold-start default), a score
-blend (the alternative cold start) and LambdaMART (LightGBM `lambdarank`, Burges, "From RankNet to
+Rankers (one Protocol, a registry keyed by RankerKind): RRF, a score blend (the cold-start
+default, DEFAULT_COLD_START) and LambdaMART (LightGBM `lambdarank`, Burges, "From RankNet to
 LambdaRank to LambdaMART: An Overview", MSR-TR-2010-82) trained from the event log by
 core.ranking_train.train_lambdamart. lightgbm is imported only where a model is trained or loaded.
 """
@@ -37,6 +43,7 @@ import numpy as np
 
 from core.analysis import Analyzer, AnalyzerConfig, text_key
 from core.catalog import Entity
+from core.collapse import recording_key, strip_credits
 from core.errors import IndexFormatError
 from core.fusion import DEFAULT_RRF_K, rrf_scores
 from core.merge import Merged
@@ -45,7 +52,7 @@ from core.types import StrategyKind
 MISSING_RANK = 1000.0
 MATCH_FIELDS = ("title", "artist", "album")
 _TAIL = ("memory_score", "log1p_popularity", *(f"{f}_match" for f in MATCH_FIELDS), "title_exact",
-         "attribute_match", "n_strategies", "rrf")
+         "artist_exact", "attribute_match", "n_strategies", "rrf")
 
 
 def feature_names(strategies: Sequence[str]) -> tuple[str, ...]:
@@ -62,7 +69,9 @@ class EntityTable:
     """What ranking features need of the catalog, indexed by entity id.
 
     ids: catalog ids, unique. popularity: float64 (n,), >= 0. terms: for each of MATCH_FIELDS, one
-    frozenset of analysed terms per entity (n,). title_keys: `core.analysis.text_key` of each title (n,).
+    frozenset of analysed terms per entity (n,). title_keys: `core.analysis.text_key` of each title
+    (n,); artist_keys: the same of each artist. recording_keys: core.collapse.recording_key of each
+    entity (n,), "" = unknown.
     analyzer: the configuration that produced `terms`; queries are analysed the same way.
     Read-only after construction, so one table may be shared by threads (each thread gets its
     own Analyzer, which is not thread-safe).
@@ -72,6 +81,8 @@ class EntityTable:
     popularity: np.ndarray
     terms: Mapping[str, tuple[frozenset[str], ...]]
     title_keys: tuple[str, ...]
+    artist_keys: tuple[str, ...]
+    recording_keys: tuple[str, ...]
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
     _row: dict[str, int] = field(init=False, repr=False)
     _local: threading.local = field(init=False, repr=False)
@@ -84,8 +95,9 @@ class EntityTable:
         if set(self.terms) != set(MATCH_FIELDS) or any(len(t) != n for t in self.terms.values()):
             raise ValueError(f"`terms` must map each of {MATCH_FIELDS} to {n} term sets, but got "
                              f"{ {k: len(v) for k, v in self.terms.items()} }")
-        if len(self.title_keys) != n:
-            raise ValueError(f"`title_keys` must have {n} entries, but got {len(self.title_keys)}")
+        for name in ("title_keys", "artist_keys", "recording_keys"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"`{name}` must have {n} entries, but got {len(getattr(self, name))}")
         row = {eid: i for i, eid in enumerate(self.ids)}
         if len(row) != n:
             raise ValueError("`ids` must be unique")
@@ -95,18 +107,28 @@ class EntityTable:
 
     @classmethod
     def from_entities(cls, entities: Iterable[Entity], analyzer: AnalyzerConfig | None = None) -> EntityTable:
-        """Precompute the analysed term sets of every entity's title, artist and album."""
+        """Precompute the analysed term sets of every entity's title, artist and album (titles and
+        albums without credits), its title key and its recording key."""
         config = analyzer or AnalyzerConfig()
         analyze = Analyzer(config)
         ents = list(entities)
-        terms = {f: tuple(frozenset(analyze(e.fields.get(f, ""))) for e in ents) for f in MATCH_FIELDS}
+        text = {f: [_field_text(e, f) for e in ents] for f in MATCH_FIELDS}
+        terms = {f: tuple(frozenset(analyze(t)) for t in text[f]) for f in MATCH_FIELDS}
         return cls(ids=tuple(e.id for e in ents), popularity=np.array([e.popularity for e in ents]),
-                   terms=terms, title_keys=tuple(text_key(e.fields.get("title", "")) for e in ents),
+                   terms=terms, title_keys=tuple(text_key(t) for t in text["title"]),
+                   artist_keys=tuple(text_key(t) for t in text["artist"]),
+                   recording_keys=tuple(recording_key(e.fields.get("title", ""), e.fields.get("artist", ""))
+                                        for e in ents),
                    analyzer=config)
 
     def rows(self, entity_ids: Sequence[str]) -> np.ndarray:
         """int64 (len(entity_ids),): row of each id, -1 for ids not in the table."""
         return np.array([self._row.get(e, -1) for e in entity_ids], dtype=np.int64)
+
+    def recordings(self, entity_ids: Sequence[str]) -> list[str]:
+        """The recording key of each id (core.collapse), "" for ids not in the table."""
+        keys = self.recording_keys
+        return [keys[r] if r >= 0 else "" for r in self.rows(entity_ids).tolist()]
 
     def analyze(self, text: str) -> list[str]:
         """`text` analysed as the entity fields were (a per-thread Analyzer)."""
@@ -114,6 +136,12 @@ class EntityTable:
             self._local.analyzer = Analyzer(self.analyzer)
         result: list[str] = self._local.analyzer(text)
         return result
+
+
+def _field_text(entity: Entity, name: str) -> str:
+    """What the features read of a field: titles and albums without their credits."""
+    text = entity.fields.get(name, "")
+    return strip_credits(text) if name in ("title", "album") else text
 
 
 def _strategy_columns(merged: Merged, strategies: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -129,8 +157,9 @@ def _strategy_columns(merged: Merged, strategies: Sequence[str]) -> tuple[np.nda
 
 
 def _field_matches(merged: Merged, query_text: str, table: EntityTable) -> np.ndarray:
-    """float32 (n, len(MATCH_FIELDS) + 1): term-match fractions per field, then title_exact."""
-    out = np.zeros((len(merged), len(MATCH_FIELDS) + 1), dtype=np.float32)
+    """float32 (n, len(MATCH_FIELDS) + 2): term-match fractions per field, then title_exact and
+    artist_exact."""
+    out = np.zeros((len(merged), len(MATCH_FIELDS) + 2), dtype=np.float32)
     query = frozenset(table.analyze(query_text))
     key = text_key(query_text)
     field_terms = [table.terms[f] for f in MATCH_FIELDS]
@@ -140,7 +169,8 @@ def _field_matches(merged: Merged, query_text: str, table: EntityTable) -> np.nd
         if query:
             for j, terms in enumerate(field_terms):
                 out[i, j] = len(query & terms[r]) / len(query)
-        out[i, -1] = float(bool(key) and table.title_keys[r] == key)
+        if key:
+            out[i, -2:] = table.title_keys[r] == key, table.artist_keys[r] == key
     return out
 
 
@@ -206,10 +236,12 @@ class BlendRanker:
         score = rrf + popularity_weight * log1p(popularity)
                 + title_weight * title_match + artist_weight * artist_match
                 + album_weight * album_match + exact_title_weight * title_exact
+                + exact_artist_weight * artist_exact
 
     RRF scores are at most S / (DEFAULT_RRF_K + 1) (about 0.016 per strategy), so the default weights let
     popularity (log1p(100) = 4.6 -> 0.005) and field matches break near-ties between RRF scores
-    without overturning agreement between strategies.
+    without overturning agreement between strategies. A query that is exactly an artist's name is
+    as specific as one that is exactly a title, so the two exact weights are equal.
     """
 
     table: EntityTable
@@ -218,9 +250,11 @@ class BlendRanker:
     artist_weight: float = 0.008
     album_weight: float = 0.004
     exact_title_weight: float = 0.01
+    exact_artist_weight: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("popularity_weight", "title_weight", "artist_weight", "album_weight", "exact_title_weight"):
+        for name in ("popularity_weight", "title_weight", "artist_weight", "album_weight", "exact_title_weight",
+                     "exact_artist_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"`{name}` must be finite and >= 0, but got {value}")
@@ -230,7 +264,8 @@ class BlendRanker:
         tail = {name: x[:, -len(_TAIL) + i] for i, name in enumerate(_TAIL)}
         score = (tail["rrf"] + self.popularity_weight * tail["log1p_popularity"]
                  + self.title_weight * tail["title_match"] + self.artist_weight * tail["artist_match"]
-                 + self.album_weight * tail["album_match"] + self.exact_title_weight * tail["title_exact"])
+                 + self.album_weight * tail["album_match"] + self.exact_title_weight * tail["title_exact"]
+                 + self.exact_artist_weight * tail["artist_exact"])
         return _top(score, k)
 
 
@@ -282,8 +317,16 @@ def _required(path: Path | None) -> Path:
     return path
 
 
+# What the broker serves until `ltrr train-ranker` has written a model. The score blend, not RRF:
+# RRF sees only ranks, so when the policy calls one strategy it passes that list through unchanged,
+# whatever the list's own scoring gets wrong (for 'beyonce', the lexical strategy's per-field BM25
+# puts the rare title word of "Mi Gente (feat. Beyoncé)" above every track whose artist is
+# Beyoncé); the blend adds the field matches and popularity on top of RRF.
+DEFAULT_COLD_START = RankerKind.BLEND
+
+
 def make_ranker(kind: RankerKind | str, table: EntityTable, model_path: str | os.PathLike[str] | None = None,
-                *, cold_start: RankerKind | str = RankerKind.RRF) -> Ranker:
+                *, cold_start: RankerKind | str = DEFAULT_COLD_START) -> Ranker:
     """The ranker of `kind`. For LAMBDAMART with no file at `model_path` yet, the `cold_start`
     ranker instead (the broker serves that until `ltrr train-ranker` has written a model)."""
     kind = RankerKind(kind)

@@ -78,7 +78,7 @@ def test_feature_shapes_and_missing_indicators(table: EntityTable) -> None:
     assert x[b, col("memory_score")] == 10.0 and x[b, col("n_strategies")] == 2
     assert x[a, col("log1p_popularity")] == pytest.approx(math.log1p(80))
     assert x[a, col("title_match")] == 0.5 and x[a, col("artist_match")] == 0.5
-    assert x[a, col("album_match")] == 0 and x[a, col("title_exact")] == 0
+    assert x[a, col("album_match")] == 0 and x[a, col("title_exact")] == 0 and x[a, col("artist_exact")] == 0
     assert x[z, col("log1p_popularity")] == 0 and x[z, col("title_match")] == 0  # not in the table
     assert x[a, col("rrf")] == pytest.approx(1 / 61)
 
@@ -121,8 +121,8 @@ def test_bad_k(k: object) -> None:
 
 
 def test_make_ranker_falls_back_to_cold_start_without_a_model(tmp_path: Path, table: EntityTable) -> None:
-    assert isinstance(make_ranker("lambdamart", table, tmp_path / "none.txt"), RRFRanker)
-    assert isinstance(make_ranker("lambdamart", table, None, cold_start="blend"), BlendRanker)
+    assert isinstance(make_ranker("lambdamart", table, tmp_path / "none.txt"), BlendRanker)
+    assert isinstance(make_ranker("lambdamart", table, None, cold_start="rrf"), RRFRanker)
     (tmp_path / "bad.txt").write_text("not a model")
     with pytest.raises(IndexFormatError, match=r"bad\.txt"):
         make_ranker(RankerKind.LAMBDAMART, table, tmp_path / "bad.txt")
@@ -132,3 +132,35 @@ def test_merged_type_is_what_rankers_take() -> None:
     m = Merged(("lexical",), [], np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32))
     order, scores = RRFRanker().rank(m, "q", 5)
     assert order.shape == (0,) and scores.shape == (0,)
+
+
+ARTIST_QUERY = [  # 'beyonce' on the demo catalog, in small
+    Entity(id="gente", fields={"title": "Mi Gente (feat. Beyoncé)", "artist": "J Balvin",
+                               "album": "Mi Gente (feat. Beyoncé)"}, popularity=80.0),
+    Entity(id="duet", fields={"title": "Perfect Duet (Ed Sheeran & Beyoncé)", "artist": "Ed Sheeran",
+                              "album": "Perfect Duet (Ed Sheeran & Beyoncé)"}, popularity=80.0),
+    Entity(id="halo", fields={"title": "Halo", "artist": "Beyoncé", "album": "I AM...SASHA FIERCE"}, popularity=70.0),
+    Entity(id="jealous", fields={"title": "Jealous", "artist": "Beyoncé", "album": "BEYONCÉ"}, popularity=50.0),
+]
+
+
+@pytest.mark.parametrize("lexical", [["gente", "duet", "halo", "jealous"], ["duet", "gente", "jealous", "halo"]])
+def test_the_artist_own_tracks_rank_above_a_feat_appearance(lexical: list[str]) -> None:
+    """Regression: 'beyonce' on the demo catalog showed "Mi Gente (feat. Beyoncé) — J Balvin" first.
+    The lexical strategy ranks it first (per-field BM25: 'beyonce' is rare in titles, common among
+    artists); RRF, the cold start then, passed a lone strategy's list through, and the blend counted
+    the credit as a title word. The cold-start ranker must put the artist's own tracks first, even
+    when the only list it gets ranks the guest appearances first."""
+    table = EntityTable.from_entities(ARTIST_QUERY)
+    m = merge([lst("lexical", lexical)], NAMES)
+    ranker = make_ranker(RankerKind.LAMBDAMART, table, None)  # no model yet: the cold start
+    order, _ = ranker.rank(m, "beyonce", k=4)
+    assert {m.entity_ids[i] for i in order[:2]} == {"halo", "jealous"}
+    x = candidate_features(m, "Beyoncé", table)
+    gente = m.entity_ids.index("gente")
+    assert x[gente, col("title_match")] == 0 and x[gente, col("album_match")] == 0  # a credit is not a title
+    assert x[m.entity_ids.index("halo"), col("artist_exact")] == 1
+
+
+def test_recording_keys_of_the_table(table: EntityTable) -> None:
+    assert table.recordings(["a", "zzz"]) == ["love story / taylor swift", ""]

@@ -38,7 +38,7 @@ from core.errors import NotFoundError
 from core.eventlog_retention import DEFAULT_COMPACT_ROWS, CompactReport, RetentionConfig, compact, disk_bytes
 from core.eventlog_schema import COLUMNS, COMPACTED, connect, decode_lists, encode_lists, transaction
 from core.merge import Merged, StrategyList, merge
-from core.ranking import TrainingGroup, graded_labels
+from core.ranking_train import TrainingGroup, graded_labels
 from core.types import EventType
 
 __all__ = ["BanditLog", "CompactReport", "DecisionRecord", "EventLog", "EventRecord", "RetentionConfig"]
@@ -327,18 +327,18 @@ class EventLog:
 
     def training_groups(self) -> Iterator[TrainingGroup]:
         """One TrainingGroup per decision with at least one event, in time order: its merged
-        candidates and graded labels (core.ranking.RELEVANCE_GRADES) from its events. Decisions
+        candidates and graded labels (core.ranking_train.graded_labels) from its events. Decisions
         whose lists retention dropped (feedback later than keep_lists_s) have no candidates: skipped."""
         conn = self._reader()
         try:
             rows = conn.execute(f"SELECT {', '.join('d.' + c for c in COLUMNS['decisions'])}, "
-                                "e.entity_id, e.type FROM decisions d JOIN events e USING (decision_id) "
+                                "e.entity_id, e.type, e.value FROM decisions d JOIN events e USING (decision_id) "
                                 "WHERE length(d.lists) > 0 ORDER BY d.ts, d.decision_id, e.position")
             for _, group in itertools.groupby(rows, key=lambda r: r[0]):
                 batch = list(group)
                 record = _decision_from_row(batch[0][:_N_DECISION])
                 merged = record.merged()
-                labels = graded_labels(merged, ((r[_N_DECISION], EventType(r[_N_DECISION + 1])) for r in batch))
+                labels = graded_labels(merged, (r[_N_DECISION:_N_DECISION + 3] for r in batch))
                 yield TrainingGroup(query_text=record.query_text, merged=merged, labels=labels)
         finally:
             conn.close()

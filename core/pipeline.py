@@ -4,7 +4,7 @@ Per search, given the query understanding (the attribute strategy's readings):
 
     plan = pipeline.decide(text, context, interpretations, rng)   # features -> allocation, propensity
     answers = <the fan-out: whoever answers plan.quotas>           # gRPC shards, or strategies in process
-    served = pipeline.serve(plan, answers, decision_id, ts, k)    # merge, rank, the DecisionRecord
+    served = pipeline.serve(plan, answers, decision_id, ts, k)    # merge, rank, collapse, the DecisionRecord
 
 Per feedback event on a served decision:
 
@@ -26,13 +26,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from core.cache import text_bytes
+from core.collapse import distinct_top
 from core.eventlog import DecisionRecord, EventRecord
 from core.merge import Merged, StrategyList, merge
 from core.policy.allocator import Allocator
 from core.policy.features import DIM, featurize
 from core.policy.history import QueryHistory
 from core.policy.policies import Decision, Outcome
-from core.ranking import Ranker
+from core.ranking import EntityTable, Ranker
 from core.reward import search_reward, strategy_outcomes
 from core.types import EventType, Interpretation
 
@@ -82,7 +83,8 @@ class Plan:
 @dataclass(frozen=True, slots=True)
 class Served:
     """A search answered: its record (what the event log stores), the merged candidates, and the
-    ranked top k (order: int64 indexes into merged, best first; scores: float64, the ranker's)."""
+    top k shown (order: int64 indexes into merged, best first, one per recording when the pipeline
+    collapses; scores: float64, the ranker's). record.final is exactly what was shown."""
 
     record: DecisionRecord
     merged: Merged
@@ -139,12 +141,17 @@ def decision_bytes(record: DecisionRecord) -> int:
 
 class SearchPipeline:
     """The search -> feedback steps of the module docstring around one allocator, ranker and query
-    history. policy_name: logged with every decision (core.eventlog). Not thread-safe: the broker
-    calls it from its event loop, the simulator from its one loop."""
+    history. policy_name: logged with every decision (core.eventlog). recordings: the catalog's
+    EntityTable, whose recording keys collapse copies of one recording in what is served
+    (core.collapse; None: no collapse, every candidate is its own recording). Not thread-safe: the
+    broker calls it from its event loop, the simulator from its one loop.
+
+    Feedback names the copy that was shown (the best-ranked one), and so does what the memory
+    strategy learns from it: the next search for the same query finds that copy first again."""
 
     def __init__(self, allocator: Allocator, ranker: Ranker, *, history: QueryHistory | None = None,
-                 policy_name: str = "") -> None:
-        self.allocator, self.ranker = allocator, ranker
+                 policy_name: str = "", recordings: EntityTable | None = None) -> None:
+        self.allocator, self.ranker, self.recordings = allocator, ranker, recordings
         self.history = history if history is not None else QueryHistory()
         self.strategies = tuple(allocator.space.strategies)
         self.policy_name = policy_name or allocator.config.kind.value
@@ -166,7 +173,7 @@ class SearchPipeline:
                 self.allocator.observe_latency(s, a.latency_ms)
         lists = [a.hits for a in answers if a.answered and a.hits is not None]
         merged = merge(lists, self.strategies)
-        order, scores = self.ranker.rank(merged, plan.text, k)
+        order, scores = self.rank(merged, plan.text, k)
         d = plan.decision
         record = DecisionRecord(
             decision_id=decision_id, ts=ts, query_text=plan.text, context=plan.context, features=plan.features,
@@ -175,6 +182,15 @@ class SearchPipeline:
             final=tuple(merged.entity_ids[i] for i in order.tolist()),
             latency_ms=max((a.latency_ms for a in answers if a.quota > 0), default=0.0))
         return Served(record, merged, order, scores, tuple(answers))
+
+    def rank(self, merged: Merged, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ranker's top k of `merged`, one per recording when collapsing: every candidate is
+        ranked, so that a copy of a recording already shown gives its slot to the next distinct one."""
+        if self.recordings is None:
+            return self.ranker.rank(merged, text, k)
+        order, scores = self.ranker.rank(merged, text, len(merged))
+        keep = distinct_top(order, self.recordings.recordings(merged.entity_ids), k)
+        return order[keep], scores[keep]
 
     def judge(self, record: DecisionRecord, entity_id: str, event_type: EventType, value: float = 0.0) -> Judged:
         """The reward and per-strategy outcomes of one event on `record` (core.reward)."""

@@ -8,18 +8,24 @@ strategies, in StrategyKind order). All float32, one row per candidate of a `Mer
 - `memory_score`: the score in the "memory" list (Q2E), 0 when absent or not a strategy;
 - `log1p_popularity`: log1p of the catalog popularity (0 for ids the EntityTable lacks);
 - `title_match`, `artist_match`, `album_match`: fraction of the distinct analysed query terms
-  found among the entity's analysed terms of that field (0 when the query has no terms);
-- `title_exact`: 1 when the title's `core.analysis.text_key` equals the query's (NFKC, case and
-  accent folded, tokenised, joined by single spaces: stop words kept, nothing stemmed);
+  found among the entity's analysed terms of that field (0 when the query has no terms); titles
+  and albums are read without their credits (core.collapse.strip_credits: "Mi Gente (feat.
+  Beyoncé)" is called "Mi Gente"), since a guest's name says who sings on a track, not what it is
+  called: counted as a title word, it made a guest appearance outscore the artist's own tracks;
+- `title_exact`: 1 when the title's (credits stripped) `core.analysis.text_key` equals the
+  query's (NFKC, case and accent folded, tokenised, joined by single spaces: stop words kept);
+- `artist_exact`: the same for the artist: the query names the artist, so the artist's own
+  tracks come before anyone else's track that mentions the artist ("Perfect Duet (Ed Sheeran &
+  Beyoncé)" for 'beyonce', a credit no pattern recognises);
 - `attribute_match`: 1 when the "attribute" strategy found the candidate;
 - `n_strategies`: how many strategies found it;
 - `rrf`: its reciprocal-rank-fusion score, core.fusion.rrf_scores: sum of 1 / (60 + rank) (trees
   cannot form sums of reciprocals of several columns themselves).
 
-Rankers (one Protocol, a registry keyed by RankerKind): RRF (the cold-start default), a score
-blend (the alternative cold start) and LambdaMART (LightGBM `lambdarank`, Burges, "From RankNet to
+Rankers (one Protocol, a registry keyed by RankerKind): RRF, a score blend (the cold-start
+default, DEFAULT_COLD_START) and LambdaMART (LightGBM `lambdarank`, Burges, "From RankNet to
 LambdaRank to LambdaMART: An Overview", MSR-TR-2010-82) trained from the event log by
-`train_lambdamart`. lightgbm is imported only where a model is trained or loaded.
+core.ranking_train.train_lambdamart. lightgbm is imported only where a model is trained or loaded.
 """
 
 from __future__ import annotations
@@ -37,22 +43,16 @@ import numpy as np
 
 from core.analysis import Analyzer, AnalyzerConfig, text_key
 from core.catalog import Entity
+from core.collapse import recording_key, strip_credits
 from core.errors import IndexFormatError
 from core.fusion import DEFAULT_RRF_K, rrf_scores
 from core.merge import Merged
-from core.metrics import ndcg_at_k
-from core.storage import write_file_atomic
-from core.types import EventType, StrategyKind
+from core.types import StrategyKind
 
 MISSING_RANK = 1000.0
 MATCH_FIELDS = ("title", "artist", "album")
 _TAIL = ("memory_score", "log1p_popularity", *(f"{f}_match" for f in MATCH_FIELDS), "title_exact",
-         "attribute_match", "n_strategies", "rrf")
-# Graded relevance of a logged event for LambdaMART labels; a candidate takes the highest grade
-# of its events; candidates nobody acted on get 0, as do skips (shown, not wanted).
-RELEVANCE_GRADES: dict[EventType, int] = {
-    EventType.FAVORITE: 3, EventType.LIKE: 3, EventType.PLAY: 2, EventType.CLICK: 1, EventType.SKIP: 0,
-}
+         "artist_exact", "attribute_match", "n_strategies", "rrf")
 
 
 def feature_names(strategies: Sequence[str]) -> tuple[str, ...]:
@@ -69,7 +69,9 @@ class EntityTable:
     """What ranking features need of the catalog, indexed by entity id.
 
     ids: catalog ids, unique. popularity: float64 (n,), >= 0. terms: for each of MATCH_FIELDS, one
-    frozenset of analysed terms per entity (n,). title_keys: `core.analysis.text_key` of each title (n,).
+    frozenset of analysed terms per entity (n,). title_keys: `core.analysis.text_key` of each title
+    (n,); artist_keys: the same of each artist. recording_keys: core.collapse.recording_key of each
+    entity (n,), "" = unknown.
     analyzer: the configuration that produced `terms`; queries are analysed the same way.
     Read-only after construction, so one table may be shared by threads (each thread gets its
     own Analyzer, which is not thread-safe).
@@ -79,6 +81,8 @@ class EntityTable:
     popularity: np.ndarray
     terms: Mapping[str, tuple[frozenset[str], ...]]
     title_keys: tuple[str, ...]
+    artist_keys: tuple[str, ...]
+    recording_keys: tuple[str, ...]
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
     _row: dict[str, int] = field(init=False, repr=False)
     _local: threading.local = field(init=False, repr=False)
@@ -91,8 +95,9 @@ class EntityTable:
         if set(self.terms) != set(MATCH_FIELDS) or any(len(t) != n for t in self.terms.values()):
             raise ValueError(f"`terms` must map each of {MATCH_FIELDS} to {n} term sets, but got "
                              f"{ {k: len(v) for k, v in self.terms.items()} }")
-        if len(self.title_keys) != n:
-            raise ValueError(f"`title_keys` must have {n} entries, but got {len(self.title_keys)}")
+        for name in ("title_keys", "artist_keys", "recording_keys"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"`{name}` must have {n} entries, but got {len(getattr(self, name))}")
         row = {eid: i for i, eid in enumerate(self.ids)}
         if len(row) != n:
             raise ValueError("`ids` must be unique")
@@ -102,18 +107,28 @@ class EntityTable:
 
     @classmethod
     def from_entities(cls, entities: Iterable[Entity], analyzer: AnalyzerConfig | None = None) -> EntityTable:
-        """Precompute the analysed term sets of every entity's title, artist and album."""
+        """Precompute the analysed term sets of every entity's title, artist and album (titles and
+        albums without credits), its title key and its recording key."""
         config = analyzer or AnalyzerConfig()
         analyze = Analyzer(config)
         ents = list(entities)
-        terms = {f: tuple(frozenset(analyze(e.fields.get(f, ""))) for e in ents) for f in MATCH_FIELDS}
+        text = {f: [_field_text(e, f) for e in ents] for f in MATCH_FIELDS}
+        terms = {f: tuple(frozenset(analyze(t)) for t in text[f]) for f in MATCH_FIELDS}
         return cls(ids=tuple(e.id for e in ents), popularity=np.array([e.popularity for e in ents]),
-                   terms=terms, title_keys=tuple(text_key(e.fields.get("title", "")) for e in ents),
+                   terms=terms, title_keys=tuple(text_key(t) for t in text["title"]),
+                   artist_keys=tuple(text_key(t) for t in text["artist"]),
+                   recording_keys=tuple(recording_key(e.fields.get("title", ""), e.fields.get("artist", ""))
+                                        for e in ents),
                    analyzer=config)
 
     def rows(self, entity_ids: Sequence[str]) -> np.ndarray:
         """int64 (len(entity_ids),): row of each id, -1 for ids not in the table."""
         return np.array([self._row.get(e, -1) for e in entity_ids], dtype=np.int64)
+
+    def recordings(self, entity_ids: Sequence[str]) -> list[str]:
+        """The recording key of each id (core.collapse), "" for ids not in the table."""
+        keys = self.recording_keys
+        return [keys[r] if r >= 0 else "" for r in self.rows(entity_ids).tolist()]
 
     def analyze(self, text: str) -> list[str]:
         """`text` analysed as the entity fields were (a per-thread Analyzer)."""
@@ -121,6 +136,12 @@ class EntityTable:
             self._local.analyzer = Analyzer(self.analyzer)
         result: list[str] = self._local.analyzer(text)
         return result
+
+
+def _field_text(entity: Entity, name: str) -> str:
+    """What the features read of a field: titles and albums without their credits."""
+    text = entity.fields.get(name, "")
+    return strip_credits(text) if name in ("title", "album") else text
 
 
 def _strategy_columns(merged: Merged, strategies: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -136,8 +157,9 @@ def _strategy_columns(merged: Merged, strategies: Sequence[str]) -> tuple[np.nda
 
 
 def _field_matches(merged: Merged, query_text: str, table: EntityTable) -> np.ndarray:
-    """float32 (n, len(MATCH_FIELDS) + 1): term-match fractions per field, then title_exact."""
-    out = np.zeros((len(merged), len(MATCH_FIELDS) + 1), dtype=np.float32)
+    """float32 (n, len(MATCH_FIELDS) + 2): term-match fractions per field, then title_exact and
+    artist_exact."""
+    out = np.zeros((len(merged), len(MATCH_FIELDS) + 2), dtype=np.float32)
     query = frozenset(table.analyze(query_text))
     key = text_key(query_text)
     field_terms = [table.terms[f] for f in MATCH_FIELDS]
@@ -147,7 +169,8 @@ def _field_matches(merged: Merged, query_text: str, table: EntityTable) -> np.nd
         if query:
             for j, terms in enumerate(field_terms):
                 out[i, j] = len(query & terms[r]) / len(query)
-        out[i, -1] = float(bool(key) and table.title_keys[r] == key)
+        if key:
+            out[i, -2:] = table.title_keys[r] == key, table.artist_keys[r] == key
     return out
 
 
@@ -213,10 +236,12 @@ class BlendRanker:
         score = rrf + popularity_weight * log1p(popularity)
                 + title_weight * title_match + artist_weight * artist_match
                 + album_weight * album_match + exact_title_weight * title_exact
+                + exact_artist_weight * artist_exact
 
     RRF scores are at most S / (DEFAULT_RRF_K + 1) (about 0.016 per strategy), so the default weights let
     popularity (log1p(100) = 4.6 -> 0.005) and field matches break near-ties between RRF scores
-    without overturning agreement between strategies.
+    without overturning agreement between strategies. A query that is exactly an artist's name is
+    as specific as one that is exactly a title, so the two exact weights are equal.
     """
 
     table: EntityTable
@@ -225,9 +250,11 @@ class BlendRanker:
     artist_weight: float = 0.008
     album_weight: float = 0.004
     exact_title_weight: float = 0.01
+    exact_artist_weight: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("popularity_weight", "title_weight", "artist_weight", "album_weight", "exact_title_weight"):
+        for name in ("popularity_weight", "title_weight", "artist_weight", "album_weight", "exact_title_weight",
+                     "exact_artist_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"`{name}` must be finite and >= 0, but got {value}")
@@ -237,7 +264,8 @@ class BlendRanker:
         tail = {name: x[:, -len(_TAIL) + i] for i, name in enumerate(_TAIL)}
         score = (tail["rrf"] + self.popularity_weight * tail["log1p_popularity"]
                  + self.title_weight * tail["title_match"] + self.artist_weight * tail["artist_match"]
-                 + self.album_weight * tail["album_match"] + self.exact_title_weight * tail["title_exact"])
+                 + self.album_weight * tail["album_match"] + self.exact_title_weight * tail["title_exact"]
+                 + self.exact_artist_weight * tail["artist_exact"])
         return _top(score, k)
 
 
@@ -289,8 +317,16 @@ def _required(path: Path | None) -> Path:
     return path
 
 
+# What the broker serves until `ltrr train-ranker` has written a model. The score blend, not RRF:
+# RRF sees only ranks, so when the policy calls one strategy it passes that list through unchanged,
+# whatever the list's own scoring gets wrong (for 'beyonce', the lexical strategy's per-field BM25
+# puts the rare title word of "Mi Gente (feat. Beyoncé)" above every track whose artist is
+# Beyoncé); the blend adds the field matches and popularity on top of RRF.
+DEFAULT_COLD_START = RankerKind.BLEND
+
+
 def make_ranker(kind: RankerKind | str, table: EntityTable, model_path: str | os.PathLike[str] | None = None,
-                *, cold_start: RankerKind | str = RankerKind.RRF) -> Ranker:
+                *, cold_start: RankerKind | str = DEFAULT_COLD_START) -> Ranker:
     """The ranker of `kind`. For LAMBDAMART with no file at `model_path` yet, the `cold_start`
     ranker instead (the broker serves that until `ltrr train-ranker` has written a model)."""
     kind = RankerKind(kind)
@@ -298,119 +334,3 @@ def make_ranker(kind: RankerKind | str, table: EntityTable, model_path: str | os
     if kind is RankerKind.LAMBDAMART and (path is None or not path.exists()):
         kind = RankerKind(cold_start)
     return RANKERS[kind](table, path)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainingGroup:
-    """One logged search with feedback: its candidates and graded labels (int32 (n,), 0..3)."""
-
-    query_text: str
-    merged: Merged
-    labels: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.labels.shape != (len(self.merged),):
-            raise ValueError(f"`labels` must have shape ({len(self.merged)},), but got {self.labels.shape}")
-
-
-def graded_labels(merged: Merged, events: Iterable[tuple[str, EventType]]) -> np.ndarray:
-    """int32 (n,): per candidate, the highest RELEVANCE_GRADES of its (entity_id, type) events."""
-    row = {e: i for i, e in enumerate(merged.entity_ids)}
-    labels = np.zeros(len(merged), dtype=np.int32)
-    for entity_id, kind in events:
-        if entity_id in row:
-            labels[row[entity_id]] = max(labels[row[entity_id]], RELEVANCE_GRADES[EventType(kind)])
-    return labels
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainParams:
-    """LambdaMART training. valid_fraction of the groups (drawn with `seed`) is held out for the
-    reported NDCG@10; strategies fixes the feature columns (empty: every strategy in the groups,
-    in order of first appearance)."""
-
-    num_boost_round: int = 200
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 20
-    valid_fraction: float = 0.2
-    seed: int = 0
-    num_threads: int = 1
-    strategies: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in ("num_boost_round", "num_leaves", "min_data_in_leaf", "num_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, but got {getattr(self, name)}")
-        if not 0.0 < self.learning_rate <= 1.0:
-            raise ValueError(f"`learning_rate` must be in (0, 1], but got {self.learning_rate}")
-        if not 0.0 <= self.valid_fraction < 1.0:
-            raise ValueError(f"`valid_fraction` must be in [0, 1), but got {self.valid_fraction}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainReport:
-    """ndcg_at_10: the model on the held-out groups; rrf_ndcg_at_10: RRF on the same groups, the
-    baseline to beat (both NaN without held-out groups). Groups with no positive label are dropped."""
-
-    model_path: Path
-    feature_names: tuple[str, ...]
-    train_groups: int
-    valid_groups: int
-    rows: int
-    ndcg_at_10: float
-    rrf_ndcg_at_10: float
-
-
-def ndcg_at(labels: np.ndarray, scores: np.ndarray, sizes: Sequence[int], k: int = 10) -> float:
-    """Mean NDCG@k over groups (consecutive slices of `sizes`), LightGBM's definition
-    (core.metrics.ndcg_at_k with gain 2^label - 1): ties in `scores` keep input order; a group
-    with no gain counts 1."""
-    out, start = [], 0
-    for n in sizes:
-        gains = 2.0 ** labels[start:start + n].astype(np.float64) - 1.0
-        order = np.argsort(-scores[start:start + n], kind="stable")
-        start += n
-        out.append(ndcg_at_k(gains[order], gains, k, no_relevant=1.0))
-    return float(np.mean(out)) if out else math.nan
-
-
-def _design(groups: Sequence[TrainingGroup], table: EntityTable, strategies: tuple[str, ...]
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """Feature matrix, labels, RRF scores and group sizes of `groups`, stacked in order."""
-    if not groups:
-        return np.zeros((0, len(feature_names(strategies))), np.float32), np.zeros(0, np.int32), np.zeros(0), []
-    xs = [candidate_features(g.merged, g.query_text, table, strategies) for g in groups]
-    return (np.vstack(xs), np.concatenate([g.labels for g in groups]),
-            np.concatenate([rrf_scores(g.merged.ranks) for g in groups]), [len(g.merged) for g in groups])
-
-
-def train_lambdamart(groups: Iterable[TrainingGroup], out_path: str | os.PathLike[str],
-                     params: TrainParams | None = None, *, table: EntityTable) -> TrainReport:
-    """Train LambdaMART on the logged groups, write the model atomically to `out_path` (LightGBM
-    text format) and report NDCG@10 on a held-out split. ValueError if no group has a positive label."""
-    import lightgbm as lgb
-
-    p = params or TrainParams()
-    kept = [g for g in groups if len(g.merged) and int(g.labels.max()) > 0]
-    if not kept:
-        raise ValueError("`groups` must hold at least one search with a positive label, but got none")
-    strategies = p.strategies or tuple(dict.fromkeys(s for g in kept for s in g.merged.strategies))
-    perm = np.random.default_rng(p.seed).permutation(len(kept))
-    n_valid = int(len(kept) * p.valid_fraction) if len(kept) > 1 else 0
-    valid = [kept[i] for i in sorted(perm[:n_valid])]
-    train = [kept[i] for i in sorted(perm[n_valid:])]
-    x, y, _, sizes = _design(train, table, strategies)
-    names = feature_names(strategies)
-    lgb_params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "verbosity": -1,
-                  "learning_rate": p.learning_rate, "num_leaves": p.num_leaves, "seed": p.seed,
-                  "min_data_in_leaf": p.min_data_in_leaf, "num_threads": p.num_threads,
-                  "deterministic": True, "force_col_wise": True}
-    booster = lgb.train(lgb_params, lgb.Dataset(x, y, group=sizes, feature_name=list(names)),
-                        num_boost_round=p.num_boost_round)
-    write_file_atomic(Path(out_path), booster.model_to_string().encode())
-    vx, vy, vrrf, vsizes = _design(valid, table, strategies)
-    model_ndcg = ndcg_at(vy, np.asarray(booster.predict(vx, num_threads=p.num_threads)), vsizes) if valid else math.nan
-    return TrainReport(model_path=Path(out_path), feature_names=names, train_groups=len(train),
-                       valid_groups=len(valid), rows=int(x.shape[0]), ndcg_at_10=model_ndcg,
-                       rrf_ndcg_at_10=ndcg_at(vy, vrrf, vsizes) if valid else math.nan)

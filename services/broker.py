@@ -203,7 +203,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.known_ids = frozenset(table.ids) if c.entities else None
         ranker = make_ranker(c.ranker, table, c.ranker_model)
         log.info("ranker: %s (asked for %s)", type(ranker).__name__, c.ranker)
-        pipeline = SearchPipeline(policy, ranker, history=load_history(saved, path))
+        pipeline = SearchPipeline(policy, ranker, history=load_history(saved, path), recordings=table)
         assert self.writer is not None
         event_log = self.writer.log
         self.applied_rowid = int(saved.get(APPLIED, 0))

@@ -210,7 +210,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 def cmd_train_ranker(args: argparse.Namespace) -> int:
     from core.catalog import load_catalog
     from core.eventlog import EventLog
-    from core.ranking import EntityTable, train_lambdamart
+    from core.ranking import EntityTable
+    from core.ranking_train import train_lambdamart
 
     out = Path(args.out or Path(args.state) / "ranker.txt")
     table = EntityTable.from_entities(load_catalog(args.catalog))

@@ -158,7 +158,8 @@ class PolicyRun:
         self.allocator = spec.allocator(names, replace(config.policy, levels=config.levels, budget=config.budget),
                                         DIM, self.foresight)
         self.space = self.allocator.space
-        self.pipeline = SearchPipeline(self.allocator, make_ranker(spec.ranker, table), policy_name=spec.name)
+        self.pipeline = SearchPipeline(self.allocator, make_ranker(spec.ranker, table), policy_name=spec.name,
+                                       recordings=table)
         self.clicks = ClickModel(config.clicks)
         self.latency = config.latency.table(names, config.levels)
         self.click_rng = click_generator(config.seed)

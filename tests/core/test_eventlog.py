@@ -35,9 +35,9 @@ def decision(decision_id: str = "d1", ts: float = 1.0, allocation: int = 3, prop
 
 
 def event(event_id: str = "e1", decision_id: str = "d1", entity_id: str = "c",
-          kind: EventType = EventType.CLICK, reward: float = 0.9) -> EventRecord:
+          kind: EventType = EventType.CLICK, reward: float = 0.9, value: float = 0.0) -> EventRecord:
     return EventRecord(event_id=event_id, decision_id=decision_id, entity_id=entity_id, type=kind,
-                       value=0.0, ts=2.0, reward=reward)
+                       value=value, ts=2.0, reward=reward)
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def test_training_groups_join_events_with_graded_labels(log: EventLog) -> None:
     log.record_decision(decision("d3", ts=3.0))
     log.record_event(event("e1", "d1", "c", EventType.CLICK))
     log.record_event(event("e2", "d1", "c", EventType.FAVORITE))
-    log.record_event(event("e3", "d1", "b", EventType.PLAY))
+    log.record_event(event("e3", "d1", "b", EventType.PLAY, value=0.9))  # played through: satisfied
     log.record_event(event("e4", "d3", "a", EventType.SKIP))
     groups = list(log.training_groups())
     assert len(groups) == 2
@@ -172,7 +172,8 @@ def test_a_reader_sees_the_log_while_the_writer_is_open(log: EventLog) -> None:
 
 def test_logged_feedback_trains_a_ranker(log: EventLog, tmp_path: Path) -> None:
     from core.catalog import Entity
-    from core.ranking import EntityTable, TrainParams, train_lambdamart
+    from core.ranking import EntityTable
+    from core.ranking_train import TrainParams, train_lambdamart
 
     table = EntityTable.from_entities(Entity(id=e, fields={"title": f"song {e}"}) for e in "abcd")
     for i in range(12):
@@ -241,7 +242,7 @@ def same_lists(a: DecisionRecord, b: DecisionRecord) -> bool:
 def test_a_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "events.sqlite"
     write_v1(path, [decision("d1", ts=1.0), decision("d2", ts=2.0)],
-             [event("e1", "d1", "c"), event("e2", "d2", "a"), event("e3", "d1", "b", EventType.PLAY)])
+             [event("e1", "d1", "c"), event("e2", "d2", "a"), event("e3", "d1", "b", EventType.PLAY, value=0.9)])
     with EventLog(path) as log:
         assert log._conn.execute("PRAGMA user_version").fetchone()[0] == 2
         old = log.decision("d1")

@@ -11,7 +11,7 @@ from ir_measures import Qrel, ScoredDoc, nDCG
 
 from core.metrics import DISCOUNT_TABLE_RANKS, ndcg_at_k
 
-GRADES = 4  # grades 0..3, the range of core.ranking.RELEVANCE_GRADES
+GRADES = 4  # grades 0..3, the range of core.ranking_train.graded_labels
 EXP_GAIN = {g: 2**g - 1 for g in range(GRADES)}
 
 

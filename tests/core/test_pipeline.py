@@ -165,3 +165,28 @@ def test_feedback_on_a_decision_whose_lists_retention_dropped_teaches_nothing() 
     p.learn(compacted, judged, record.final[0], EventType.CLICK)
     np.testing.assert_array_equal(p.allocator.arms.n, before)  # type: ignore[attr-defined]
     assert not p.history.features("love song").any()
+
+
+def test_serve_shows_each_recording_once_and_logs_what_it_showed() -> None:
+    """Regression: 'dance monkey' on the demo catalog listed "Dance Monkey — Tones and I" three
+    times (one recording on three releases). Served results keep the best-ranked copy, fill the k
+    slots from further down, and the decision record's `final` is what was shown."""
+    from core.catalog import Entity
+    from core.ranking import EntityTable
+
+    songs = {"tones1": ("Dance Monkey", "Tones and I"), "tones2": ("Dance Monkey", "Tones and I"),
+             "tones3": ("Dance Monkey - Remastered", "Tones and I"), "sky": ("Dance Monkey", "Skylike"),
+             "coopex": ("Dance Monkey", "Coopex"), "clmd": ("DANCE", "CLMD")}
+    table = EntityTable.from_entities(Entity(id=e, fields={"title": t, "artist": a}) for e, (t, a) in songs.items())
+    policy = BanditPolicy(STRATEGIES, DIM, PolicyConfig(kind=PolicyKind.STATIC, levels=(0, 10), budget=30))
+    p = SearchPipeline(policy, RRFRanker(), recordings=table)
+    plan = p.decide("dance monkey", {}, (), np.random.default_rng(0))
+    ids = ["tones1", "tones2", "tones3", "sky", "coopex", "clmd"]
+    hits = [Answer(s, 10, CallStatus.OK, 1.0, StrategyList(s, ids, np.linspace(1, 0, 6, dtype=np.float32)))
+            for s in STRATEGIES]
+    served = p.serve(plan, hits, decision_id="d", ts=0.0, k=3)
+    assert served.record.final == ("tones1", "sky", "coopex")
+    assert [served.merged.entity_ids[i] for i in served.order.tolist()] == list(served.record.final)
+    assert len(served.scores) == 3 and len(served.merged) == 6  # every copy stays a candidate
+    plain = SearchPipeline(policy, RRFRanker()).serve(plan, hits, decision_id="d", ts=0.0, k=3)
+    assert plain.record.final == ("tones1", "tones2", "tones3")  # without a table: nothing collapses

@@ -52,6 +52,7 @@ _TAIL = ("memory_score", "log1p_popularity", *(f"{f}_match" for f in MATCH_FIELD
 # of its events; candidates nobody acted on get 0, as do skips (shown, not wanted).
 RELEVANCE_GRADES: dict[EventType, int] = {
     EventType.FAVORITE: 3, EventType.LIKE: 3, EventType.PLAY: 2, EventType.CLICK: 1, EventType.SKIP: 0,
+    EventType.REFORMULATE: 2,  # the entity the session finally played: wanted as much as a play
 }
 
 

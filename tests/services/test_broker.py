@@ -17,6 +17,7 @@ from core.policy.policies import BanditPolicy
 from core.ranking import RRFRanker
 from core.reward import strategy_outcomes
 from ltrr.v1 import broker_pb2
+from services.broker import BrokerService
 from services.client import BrokerClient
 from services.cluster import Cluster, broker_args
 from services.process import ServerProcess, shard_args, spawn
@@ -158,7 +159,7 @@ def test_acknowledged_feedback_survives_a_broker_sigkill(built: Path) -> None:
     assert restored.load(state / "policy.npz")["applied_event_rowid"] == 20
     reference = SearchPipeline(BanditPolicy(("lexical",), DIM), RRFRanker())
     with EventLog(state / "events.sqlite") as log:
-        assert reference.replay((log.decision(e.decision_id), e) for _, e in log.events_after(0)) == (20, 0)
+        assert reference.replay(BrokerService._logged_after(log, 0)) == (20, 0)
     policy = reference.allocator
     assert isinstance(policy, BanditPolicy) and policy.arms.n.sum() > 0 and policy.fill.n.sum() > 0
     np.testing.assert_array_equal(restored.arms.n, policy.arms.n)

@@ -323,10 +323,12 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     def _record_once(self, pipeline: SearchPipeline, judged: Judged, event: EventRecord) -> tuple[int, Judged]:
         """On the log's thread: silence `judged` if an earlier event of its decision satisfied
         (every event logged so far precedes this one; nothing is logged in between), then store the
-        event with its reward. (log position, 0 for a duplicate; the judgement)."""
+        event with its reward. (log position, 0 for a duplicate; the judgement: a duplicate's is its
+        first delivery's, as its own earlier copy is not an earlier event)."""
         assert self.writer is not None
         if judged.teaches:
-            judged = pipeline.once(judged, self.writer.log.events(event.decision_id))
+            earlier = [e for e in self.writer.log.events(event.decision_id) if e.event_id != event.event_id]
+            judged = pipeline.once(judged, earlier)
         return self.writer.record_event(replace(event, reward=judged.reward)), judged
 
     # -- snapshots ----------------------------------------------------------------------------------

@@ -84,6 +84,23 @@ def test_feedback_counts_once_and_names_unknowns(client: BrokerClient) -> None:
         assert err.value.code() == grpc.StatusCode.NOT_FOUND and field in (err.value.details() or "")
 
 
+def test_a_decision_is_rewarded_once_on_its_first_satisfying_event(client: BrokerClient) -> None:
+    """Regression (issue 13): every event of a decision was credited, so a play, a like and a click
+    on one search taught the policy three times; skips and short plays now teach nothing."""
+    response = client.search("blue river", k=5, budget_ms=2000)
+    decision, entity = response.decision_id, response.results[0].entity_id
+    answers = [client.feedback(decision, entity, kind, value=value, event_id=f"{decision}:{i}") for i, (kind, value)
+               in enumerate([("skip", 0.0), ("play", 0.05), ("play", 0.8), ("like", 0.0), ("click", 0.0)])]
+    assert not any(a.duplicate for a in answers)
+    rewards = [a.reward for a in answers]
+    assert rewards[0] == rewards[1] == 0.0 and rewards[2] > 0.5 and rewards[3] == rewards[4] == 0.0
+    nothing = client.feedback(decision, "", "reformulate")  # a session that played nothing after
+    assert not nothing.duplicate and nothing.reward == 0.0
+    with pytest.raises(grpc.RpcError) as err:
+        client.feedback(decision, "", "click")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "entity_id" in (err.value.details() or "")
+
+
 @pytest.mark.parametrize(("k", "budget", "field"), [(101, 100, "k"), (5, 2, "budget_ms"), (5, 20000, "budget_ms")])
 def test_bad_search_arguments(client: BrokerClient, k: int, budget: int, field: str) -> None:
     with pytest.raises(grpc.RpcError) as err:

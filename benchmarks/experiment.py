@@ -7,9 +7,9 @@
 For each seed, core.simulator.runner replays one stream of N simulated searches
 (core.simulator.users: spearfishing, topical, attribute and context intents over the bundled
 catalog) through every plan of core.simulator.policies, plus Vowpal Wabbit SquareCB
-(benchmarks.vw_peer), at one budget of 200 candidates, and the position-based click model
-(core.simulator.clicks) acts on each ranked list. The table gives, per plan, the mean over seeds
-with a 95% Student-t confidence interval over seeds:
+(benchmarks.vw_peer), at one budget of 200 candidates, and the simulated listener
+(core.simulator.listening) plays, skips or searches again on each ranked list. The table gives,
+per plan, the mean over seeds with a 95% Student-t confidence interval over seeds:
 
 - target recall, the primary measure: the share of searches whose target (the track the user
   wanted) is among the candidates;

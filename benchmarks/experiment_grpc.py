@@ -3,7 +3,7 @@
     run_grpc(entities, root, strategies, specs, config, workdir) -> {policy name: GrpcRecords}
 
 The same users and searches (core.simulator.runner.simulated_searches: same seed, same searches),
-the same click model and click uniforms (user_action, click_generator) and the same measures
+the same listener and its uniforms (user_action, click_generator) and the same measures
 (core.simulator.metrics.Records) as the in-process runner, but every search goes through the
 real broker. Per search t:
 
@@ -17,9 +17,11 @@ real broker. Per search t:
 2. Search(text, context = SimSearch.context, k, budget_ms, return_candidates) at the broker: the
    ranked top k and every merged candidate (SearchResponse.candidates), from which candidate recall
    is measured; the broker runs core.pipeline as it does in production.
-3. The simulated user acts on the ranked results; the action goes back as Feedback (CLICK from the
-   list, PLAY for a follow-up). The broker computes the reward (recorded), logs the event, updates
-   its policy and forwards the event to the memory shard, as in production.
+3. The simulated listener (core.simulator.runner.user_action) reacts to the ranked results; every
+   event goes back as Feedback, in order (PLAY with the fraction listened, SKIP, REFORMULATE naming
+   the target). The broker computes the rewards, logs the events, teaches its policy the first
+   satisfying one (recorded with the reward it answered) and forwards the satisfying ones to the
+   memory shard, as in production.
 
 How it differs from the in-process mode:
 - Latency is real. The broker's policy sees measured shard latencies and its reward charges them.
@@ -27,7 +29,7 @@ How it differs from the in-process mode:
   run, so its latency cannot be measured), so regret means the same in both modes and does not
   depend on the machine's load. The measured Search round trips are in GrpcRecords.
 - The broker draws its policy's randomness from its own generator (seeded with config.seed), so
-  decisions differ from the in-process run of the same seed; the searches and clicks do not.
+  decisions differ from the in-process run of the same seed; the searches and the listeners' uniforms do not.
 - Feedback reaches the memory shard through the broker's outbox (services.outbox), in batches as
   the log grows, stamped with the wall clock (the in-process mode batches `learn_every` events on
   a simulated clock).
@@ -62,13 +64,13 @@ from core.catalog import Entity, write_jsonl
 from core.eventlog import EventLog
 from core.pipeline import acted_ranks
 from core.policy.allocation import AllocationSpace
-from core.simulator.clicks import ClickModel
+from core.reward import satisfies
+from core.simulator.listening import Reaction
 from core.simulator.metrics import Records
 from core.simulator.policies import PolicySpec
 from core.simulator.retrieval import CACHED_KINDS, level_tables
 from core.simulator.runner import (
     ExperimentConfig,
-    action_event,
     click_generator,
     record_feedback,
     record_search,
@@ -241,8 +243,8 @@ class ClientView:
     candidates: int
     target_found: bool
     rewards: np.ndarray
-    acted: str = ""  # the entity the user acted on ("" without feedback)
-    reward: float = 0.0  # what the broker's Feedback answered
+    acted: str = ""  # the entity of the first satisfying event ("" without one)
+    reward: float = 0.0  # what the broker's Feedback answered for it
 
 
 class PlanRun:
@@ -255,7 +257,7 @@ class PlanRun:
         self.setting, self.probe, self.client = setting, probe, client
         self.space = AllocationSpace(strategies=setting.strategies, levels=c.levels, budget=c.budget)
         self.latency = c.latency.table(setting.strategies, c.levels)
-        self.clicks, self.click_rng = ClickModel(c.clicks), click_generator(c.seed)
+        self.listener, self.click_rng = c.listener(), click_generator(c.seed)
         self.served: list[ClientView] = []
 
     def search(self, sim: SimSearch) -> tuple[broker_pb2.SearchResponse, float]:
@@ -273,14 +275,23 @@ class PlanRun:
         response, rec.search_ms[t] = self.search(sim)
         candidates = {c.entity_id for c in response.candidates}
         shown = np.array([setting.ordinal[r.entity_id] for r in response.results], dtype=np.int64)
-        action = user_action(self.clicks, setting.users, sim, shown, self.click_rng)
+        reactions = user_action(self.listener, setting.users, sim, shown, self.click_rng)
         rec.took_ms[t], rec.degraded[t] = response.took_ms, response.degraded
-        acted, reward = "", 0.0
-        if action.entity >= 0:
-            acted = ids[action.entity]
-            reward = self.client.feedback(response.decision_id, acted, action_event(action)).reward
+        acted, reward = self.feedback(response.decision_id, reactions)
         self.served.append(ClientView(t, response.decision_id, shown, len(candidates), ids[sim.target] in candidates,
                                   rewards, acted, reward))
+
+    def feedback(self, decision_id: str, reactions: list[Reaction]) -> tuple[str, float]:
+        """Send every event of a search, in order; (entity, reward) of the first satisfying one,
+        the one the broker teaches its policy (("", 0.0) without one)."""
+        acted, reward = "", 0.0
+        for i, r in enumerate(reactions):
+            entity = self.setting.ids[r.entity]
+            answer = self.client.feedback(decision_id, entity, int(r.type), value=r.value,
+                                          event_id=f"{decision_id}:{i}")
+            if not acted and satisfies(r.type, r.value, entity, satisfied_fraction=self.listener.satisfied_fraction):
+                acted, reward = entity, answer.reward
+        return acted, reward
 
     def finish(self, rec: GrpcRecords, event_log: EventLog) -> None:
         """Fill every search's row from the decision the broker logged for it (core.simulator.runner's

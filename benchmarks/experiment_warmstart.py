@@ -71,8 +71,9 @@ class LoggingPipeline(SearchPipeline):
             self.flush()
         return served
 
-    def judge(self, record: Any, entity_id: str, event_type: EventType, value: float = 0.0) -> Judged:
-        judged = super().judge(record, entity_id, event_type, value)
+    def judge(self, record: Any, entity_id: str, event_type: EventType, value: float = 0.0, *,
+              earlier: Sequence[EventRecord] = ()) -> Judged:
+        judged = super().judge(record, entity_id, event_type, value, earlier=earlier)
         self.n_events += 1
         self.events.append(EventRecord(event_id=f"{record.decision_id}:{self.n_events}", decision_id=record.decision_id,
                                        entity_id=entity_id, type=event_type, value=value, ts=record.ts,

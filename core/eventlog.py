@@ -125,7 +125,8 @@ class DecisionRecord:
 @dataclass(frozen=True, kw_only=True)
 class EventRecord:
     """One feedback event. value: strength in [0, 1] (0 = not given); ts: s since the epoch;
-    reward: what the policy was given for it (core.reward.search_reward)."""
+    reward: what the policy was given for it (core.reward.search_reward; 0 for an event that did
+    not teach: core.pipeline). entity_id: empty only for a REFORMULATE naming nothing."""
 
     event_id: str
     decision_id: str
@@ -137,9 +138,12 @@ class EventRecord:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", EventType(self.type))
-        for name in ("event_id", "decision_id", "entity_id"):
+        for name in ("event_id", "decision_id"):
             if not getattr(self, name):
                 raise ValueError(f"`{name}` must be non-empty")
+        if not self.entity_id and self.type is not EventType.REFORMULATE:
+            raise ValueError(f"`entity_id` must be non-empty for a {self.type.name} event (only a REFORMULATE "
+                             "may name nothing)")
         for name in ("value", "ts", "reward"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"`{name}` must be finite, but got {getattr(self, name)}")
@@ -256,11 +260,13 @@ class EventLog:
             raise NotFoundError(f"decision_id {decision_id!r} is unknown")
         return _decision_from_row(row)
 
-    def events(self, decision_id: str) -> list[EventRecord]:
-        """The events of one decision, in the order they were recorded."""
+    def events(self, decision_id: str, before: int | None = None) -> list[EventRecord]:
+        """The events of one decision, in the order they were recorded; with `before`, only those
+        recorded at an earlier position (what the decision had heard when that event came)."""
+        bound = 2**63 - 1 if before is None else before  # SQLite's largest integer: every position
         with self._lock:
-            rows = self._conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE decision_id = ? ORDER BY position",
-                                      (decision_id,)).fetchall()
+            rows = self._conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE decision_id = ? AND position < ? "
+                                      "ORDER BY position", (decision_id, bound)).fetchall()
         return [_event_from_row(r) for r in rows]
 
     def last_event_rowid(self) -> int:

@@ -6,15 +6,20 @@ Per search, given the query understanding (the attribute strategy's readings):
     answers = <the fan-out: whoever answers plan.quotas>           # gRPC shards, or strategies in process
     served = pipeline.serve(plan, answers, decision_id, ts, k)    # merge, rank, collapse, the DecisionRecord
 
-Per feedback event on a served decision:
+Per feedback event on a served decision (earlier: the decision's events logged before this one):
 
-    judged = pipeline.judge(record, entity_id, event_type, value)  # per-strategy outcomes and reward
-    pipeline.learn(record, judged, entity_id, event_type)          # the allocator and the query history
+    judged = pipeline.judge(record, entity_id, event_type, value, earlier=earlier)  # outcomes, reward
+    pipeline.learn(record, judged, entity_id, event_type)   # the allocator and the query history
 
-and after a restart, `pipeline.replay(pairs)` learns the logged (decision, event) pairs the
-policy snapshot does not hold. The only difference between serving and simulating is who answers
-the fan-out: services/broker.py calls shard processes under a deadline, core/simulator/runner.py
-calls the strategies in process with simulated latencies.
+A decision teaches once: only its first satisfying event (core.reward.satisfies) teaches the
+allocator and the query history (Judged.teaches); every other event is logged with reward 0 and
+teaches nothing. Whether an event is the first is a function of the log alone (the events before
+it), so replay decides it exactly as serving did. After a restart, `pipeline.replay(items)` learns
+the logged (decision, event, earlier events) the policy snapshot does not hold.
+
+The only difference between serving and simulating is who answers the fan-out: services/broker.py
+calls shard processes under a deadline, core/simulator/runner.py calls the strategies
+in process with simulated latencies.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from core.policy.features import DIM, featurize
 from core.policy.history import QueryHistory
 from core.policy.policies import Decision, Outcome
 from core.ranking import EntityTable, Ranker
-from core.reward import search_reward, strategy_outcomes
+from core.reward import satisfies, search_reward, strategy_outcomes
 from core.types import EventType, Interpretation
 
 
@@ -101,15 +106,23 @@ class Served:
 @dataclass(frozen=True, slots=True)
 class Judged:
     """One feedback event joined with its decision. ranks: per strategy, the 1-based rank of the
-    acted-on entity in its list (0 = absent or no answer); outcomes: per strategy, what the
-    allocator learns from; reward: core.reward.search_reward; known: False when the decision's lists
-    were dropped by retention (core.eventlog.RetentionConfig.keep_lists_s), so nothing can be said
-    of which strategy found the entity: the event is stored with reward 0 and teaches nothing."""
+    event's entity in its list (0 = absent or no answer); outcomes: per strategy, what the
+    allocator learns from (all unanswered unless it teaches); reward: core.reward.search_reward, 0
+    unless it teaches; known: False when the decision's lists were dropped by retention
+    (core.eventlog.RetentionConfig.keep_lists_s), so nothing can be said of which strategy found
+    the entity: the event is stored with reward 0 and teaches nothing; teaches: the decision's
+    first satisfying event, the one the allocator and the query history learn from."""
 
     ranks: tuple[int, ...]
     outcomes: tuple[Outcome, ...]
     reward: float
     known: bool = True
+    teaches: bool = True
+
+    def silenced(self) -> Judged:
+        """The same event teaching nothing: reward 0, every outcome unanswered."""
+        return replace(self, outcomes=tuple(replace(o, answered=False) for o in self.outcomes), reward=0.0,
+                       teaches=False)
 
     @property
     def retrieved(self) -> bool:
@@ -192,31 +205,50 @@ class SearchPipeline:
         keep = distinct_top(order, self.recordings.recordings(merged.entity_ids), k)
         return order[keep], scores[keep]
 
-    def judge(self, record: DecisionRecord, entity_id: str, event_type: EventType, value: float = 0.0) -> Judged:
-        """The reward and per-strategy outcomes of one event on `record` (core.reward)."""
+    @property
+    def satisfied_fraction(self) -> float:
+        return float(self.allocator.config.satisfied_fraction)
+
+    def satisfies(self, event_type: EventType, value: float, entity_id: str | None = None) -> bool:
+        """core.reward.satisfies at this pipeline's threshold."""
+        return satisfies(event_type, value, entity_id, satisfied_fraction=self.satisfied_fraction)
+
+    def once(self, judged: Judged, earlier: Sequence[EventRecord]) -> Judged:
+        """`judged` silenced when an earlier event of its decision already satisfied (and taught).
+        earlier: the decision's events logged before this one, in any order."""
+        if judged.teaches and any(self.satisfies(e.type, e.value, e.entity_id) for e in earlier):
+            return judged.silenced()
+        return judged
+
+    def judge(self, record: DecisionRecord, entity_id: str, event_type: EventType, value: float = 0.0, *,
+              earlier: Sequence[EventRecord] = ()) -> Judged:
+        """The reward and per-strategy outcomes of one event on `record` (core.reward), silenced
+        unless it is the decision's first satisfying event (earlier: its events logged before)."""
         if record.compacted:
             unknown = tuple(Outcome(quota=q, rank=0, answered=False) for q in record.quotas)
-            return Judged((0,) * len(record.quotas), unknown, 0.0, known=False)
+            return Judged((0,) * len(record.quotas), unknown, 0.0, known=False, teaches=False)
         ranks = acted_ranks(record, entity_id)
         c = self.allocator.config
         reward = search_reward(record.quotas, ranks, event_type, value, cost_per_candidate=c.cost_per_candidate,
-                               cost_per_ms=c.cost_per_ms, latency_ms=record.latency_ms, fetched=record.fetched)
-        outcomes = strategy_outcomes(record.quotas, ranks, record.answered, event_type, record.returned)
-        return Judged(ranks, tuple(outcomes), reward)
+                               cost_per_ms=c.cost_per_ms, latency_ms=record.latency_ms, fetched=record.fetched,
+                               entity_id=entity_id, satisfied_fraction=c.satisfied_fraction)
+        outcomes = strategy_outcomes(record.quotas, ranks, record.answered, event_type, record.returned, value=value,
+                                     entity_id=entity_id, satisfied_fraction=c.satisfied_fraction)
+        judged = Judged(ranks, tuple(outcomes), reward, teaches=self.satisfies(event_type, value, entity_id))
+        return self.once(judged, earlier)
 
     def learn(self, record: DecisionRecord, judged: Judged, entity_id: str, event_type: EventType) -> None:
-        """Teach the allocator and the query history one event (a skip is not an action on an
-        entity: the history passes it over, and its outcomes teach no strategy). An event whose
-        decision is no longer known in full (Judged.known) teaches nothing."""
-        if not judged.known:
+        """Teach the allocator and the query history one event, if it teaches (Judged.teaches: the
+        decision's first satisfying event, on a decision still known in full); otherwise nothing."""
+        if not judged.teaches:
             return
         self.observe(record, judged, entity_id, event_type)
         decision = Decision(record.quotas, record.propensity, record.marginals, record.allocation)
         self.allocator.learn(record.features, decision, judged.outcomes, judged.reward)
 
     def observe(self, record: DecisionRecord, judged: Judged, entity_id: str, event_type: EventType) -> None:
-        """The query-history part of `learn` alone."""
-        if event_type is not EventType.SKIP:
+        """The query-history part of `learn` alone (only a teaching event names what the user wanted)."""
+        if judged.teaches:
             self.history.observe(record.query_text, entity_id, retrieved=judged.retrieved)
 
     def compatible(self, record: DecisionRecord) -> bool:
@@ -226,13 +258,15 @@ class SearchPipeline:
         return record.features.shape == (DIM,) and record.strategies == self.strategies \
             and levels.issuperset(record.quotas)
 
-    def replay(self, pairs: Iterable[tuple[DecisionRecord, EventRecord]]) -> tuple[int, int]:
-        """Learn logged (decision, event) pairs in log order, as `learn` did when they arrived, with
-        the logged reward. Decisions another policy made (`compatible`) feed the query history only.
-        Returns (learned, passed over)."""
+    def replay(self, items: Iterable[tuple[DecisionRecord, EventRecord, Sequence[EventRecord]]]) -> tuple[int, int]:
+        """Learn logged (decision, event, the decision's events logged before it) in log order, as
+        `learn` did when they arrived, with the logged reward: the same events teach (module
+        docstring). Decisions another policy made (`compatible`) feed the query history only.
+        Returns (learned, passed over): events seen, whether or not they taught."""
         learned = foreign = 0
-        for record, event in pairs:
-            judged = replace(self.judge(record, event.entity_id, event.type, event.value), reward=event.reward)
+        for record, event, earlier in items:
+            judged = self.judge(record, event.entity_id, event.type, event.value, earlier=earlier)
+            judged = replace(judged, reward=event.reward) if judged.teaches else judged
             if self.compatible(record):
                 self.learn(record, judged, event.entity_id, event.type)
                 learned += 1

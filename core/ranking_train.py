@@ -5,7 +5,7 @@ merged candidates graded by the events on them (`graded_labels`). Grades, 0..3 (
 2^grade - 1):
 
 - LIKE, FAVORITE: 3, an explicit statement of taste;
-- PLAY: SATISFIED_PLAY_GRADE (2) when `satisfies(PLAY, value)` (value = fraction listened), else
+- PLAY: SATISFIED_PLAY_GRADE (2) when core.reward.satisfies (value = fraction listened), else
   SHORT_PLAY_GRADE (1): the listener chose it from the list, then left it early; a satisfied play
   is the strongest implicit signal, a short one says the title looked right but the track was not;
 - CLICK: 1, chosen from the list with nothing known of what followed;
@@ -33,40 +33,28 @@ from core.fusion import rrf_scores
 from core.merge import Merged
 from core.metrics import ndcg_at_k
 from core.ranking import EntityTable, candidate_features, feature_names
+from core.reward import DEFAULT_SATISFIED_FRACTION, satisfies
 from core.storage import write_file_atomic
 from core.types import EventType
-
-# EventType.REFORMULATE (6), added to core.types by engineer B for issue 13; an int here so this
-# module does not depend on that change landing first.
-REFORMULATE = 6
-# PLACEHOLDER for core.reward.satisfies (engineer B, issue 13), whose satisfied fraction is defined
-# there: at merge, delete this constant and `satisfies` below and import core.reward.satisfies.
-PLACEHOLDER_SATISFIED_FRACTION = 0.5
 
 SATISFIED_PLAY_GRADE = 2
 SHORT_PLAY_GRADE = 1
 # Grades of the event types whose grade does not depend on the event's value (module docstring).
 RELEVANCE_GRADES: dict[int, int] = {
     EventType.FAVORITE: 3, EventType.LIKE: 3, EventType.CLICK: 1, EventType.SKIP: 0,
-    REFORMULATE: SATISFIED_PLAY_GRADE,
+    EventType.REFORMULATE: SATISFIED_PLAY_GRADE,
 }
 
 
-def satisfies(event_type: EventType | int, value: float) -> bool:
-    """PLACEHOLDER with the signature of core.reward.satisfies: is this event a satisfying one?
-    A PLAY satisfies when at least PLACEHOLDER_SATISFIED_FRACTION of it was listened to."""
-    kind = int(event_type)
-    if kind == EventType.PLAY:
-        return value >= PLACEHOLDER_SATISFIED_FRACTION
-    return kind in (EventType.LIKE, EventType.FAVORITE, EventType.CLICK, REFORMULATE)
-
-
-def event_grade(event_type: EventType | int, value: float) -> int:
+def event_grade(event_type: EventType | int, value: float, *,
+                satisfied_fraction: float = DEFAULT_SATISFIED_FRACTION) -> int:
     """The relevance grade (0..3) of one logged event (module docstring); value: the event's
-    value (a PLAY's fraction listened, in [0, 1])."""
+    value (a PLAY's fraction listened, in [0, 1]); satisfied_fraction: core.reward.satisfies's
+    threshold, the policy's (PolicyConfig.satisfied_fraction)."""
     kind = int(event_type)
     if kind == EventType.PLAY:
-        return SATISFIED_PLAY_GRADE if satisfies(EventType.PLAY, value) else SHORT_PLAY_GRADE
+        satisfied = satisfies(EventType.PLAY, value, satisfied_fraction=satisfied_fraction)
+        return SATISFIED_PLAY_GRADE if satisfied else SHORT_PLAY_GRADE
     if kind not in RELEVANCE_GRADES:
         raise ValueError(f"`event_type` must be one of {sorted([*RELEVANCE_GRADES, int(EventType.PLAY)])}, "
                          f"but got {kind}")

@@ -31,13 +31,16 @@ class StrategyKind(enum.StrEnum):
 
 
 class EventType(enum.IntEnum):
-    """User actions; values equal ltrr.v1.EventType's."""
+    """User actions; values equal ltrr.v1.EventType's. REFORMULATE: the user searched again
+    instead of acting on the search; its entity is what the session finally played (empty when
+    nothing): the only event whose entity may be empty. Which events reward the policy: core.reward."""
 
     CLICK = 1
     PLAY = 2
     LIKE = 3
     FAVORITE = 4
     SKIP = 5
+    REFORMULATE = 6
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -5,12 +5,12 @@ decisions (context features, quotas, propensity, every answered strategy's list)
 on them. `warm_start_from_log` reads that log as the broker's replay reads its own (events in
 recording order, each joined with its decision and judged by SearchPipeline.judge), and then:
 
-- every event feeds the query history, as live feedback does (SearchPipeline.observe): how often
-  a query was searched and missed is a fact about the query, whichever plan served it;
-- per decision, the first event that teaches (its judged outcomes show some answered strategy;
-  a skip shows none) becomes one LoggedSearch, and core.policy.warmstart teaches the policy all of
-  them at once, weighted by the logged propensities. At most one event per decision teaches, as
-  live (the policy learns at most once per decision).
+- per decision, its first satisfying event (Judged.teaches, core.reward.satisfies) feeds the
+  query history, as live feedback does (SearchPipeline.observe): how often a query was searched
+  and missed is a fact about the query, whichever plan served it;
+- and becomes one LoggedSearch, and core.policy.warmstart teaches the policy all of them at once,
+  weighted by the logged propensities. At most one event per decision teaches, as live (the
+  policy learns at most once per decision); skips and short plays teach nothing.
 
 The logged decisions' strategies are matched to the policy's by name: a strategy the old plan did
 not have is not answered in its searches, and one the policy does not have is left out. A logged
@@ -25,16 +25,11 @@ from pathlib import Path
 
 from core.errors import StateError
 from core.eventlog import DecisionRecord, EventLog, EventRecord
-from core.pipeline import Judged, SearchPipeline
+from core.pipeline import SearchPipeline
 from core.policy.policies import BanditPolicy, Outcome
 from core.policy.warmstart import LoggedSearch, WarmStartConfig, WarmStartReport, warm_start
 
 _NOT_CALLED = Outcome(quota=0, rank=0, answered=False)
-
-
-def _teaches(judged: Judged) -> bool:
-    """Does this judged event teach the policy (some strategy's outcome is shown)?"""
-    return judged.known and any(o.answered for o in judged.outcomes)
 
 
 def logged_searches(pipeline: SearchPipeline, pairs: Iterable[tuple[DecisionRecord, EventRecord]],
@@ -48,12 +43,11 @@ def logged_searches(pipeline: SearchPipeline, pairs: Iterable[tuple[DecisionReco
             raise ValueError(f"decision {record.decision_id!r} has {record.features.size} features, but the "
                              f"policy has {dim} (the log was written by another feature layout)")
         judged = pipeline.judge(record, event.entity_id, event.type, event.value)
-        if not judged.known:
-            continue
-        pipeline.observe(record, judged, event.entity_id, event.type)
-        if record.decision_id in taught or not _teaches(judged):
+        # a decision teaches once, by its first satisfying event (core.pipeline), as when served
+        if not judged.teaches or record.decision_id in taught:
             continue
         taught.add(record.decision_id)
+        pipeline.observe(record, judged, event.entity_id, event.type)
         by_name = dict(zip(record.strategies, judged.outcomes, strict=True))
         yield LoggedSearch(features=record.features, propensity=record.propensity,
                            outcomes=tuple(by_name.get(s, _NOT_CALLED) for s in pipeline.strategies))

@@ -5,8 +5,10 @@ slice of the budget) -> SearchPipeline.decide -> parallel fan-out under the budg
 SearchPipeline.serve (merge, rank, the decision record) -> the record stored durably (group
 commit) -> response. A decision that cannot be stored fails the search with UNAVAILABLE: a served
 decision id is always joinable.
-Feedback: join by decision id -> SearchPipeline.judge -> the event stored durably -> learn -> the
-memory shard's outbox (services.outbox) forwards it from the log.
+Feedback: join by decision id -> SearchPipeline.judge -> on the log's thread, the decision's earlier
+events read and the event stored durably in one step (so only the decision's first satisfying
+event teaches, the same one replay finds) -> learn -> the memory shard's outbox (services.outbox)
+forwards the satisfying events from the log.
 
 Life: bind at once and report NOT_SERVING; open the event log and the policy snapshot, warm-start
 the policy from the replaced plan's log if asked to and not done before (BrokerConfig.warm_start),
@@ -25,7 +27,7 @@ import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from core.cache import ByteLRU
 from core.catalog import Entity
 from core.errors import InvalidArgumentError, NotFoundError, NotReadyError, StateError
 from core.eventlog import DecisionRecord, EventLog, EventRecord, RetentionConfig
-from core.pipeline import SearchPipeline, Served, decision_bytes
+from core.pipeline import Judged, SearchPipeline, Served, decision_bytes
 from core.policy.features import DIM
 from core.policy.history import QueryHistory
 from core.policy.policies import BanditPolicy, PolicyConfig
@@ -189,7 +191,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         await self.writer.run(self._load)
         memory = self.pool.stubs.get(StrategyKind.MEMORY.value)
         if memory is not None:
-            self.outbox = MemoryOutbox(self.writer.log, memory, self.writer.run, self.config.outbox)
+            self.outbox = MemoryOutbox(self.writer.log, memory, self.writer.run, self.config.outbox,
+                                       satisfied_fraction=self.config.policy.satisfied_fraction)
             self.outbox.start()
         log.info("broker over %s", ", ".join(f"{s}={a}" for s, a in self.config.shards.items()))
 
@@ -250,9 +253,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         return {APPLIED: applied, **({WARM_START: self.warm_started} if self.warm_started else {})}
 
     @staticmethod
-    def _logged_after(event_log: EventLog, rowid: int) -> Iterator[tuple[DecisionRecord, EventRecord]]:
-        for _, event in event_log.events_after(rowid):
-            yield event_log.decision(event.decision_id), event
+    def _logged_after(event_log: EventLog, rowid: int
+                      ) -> Iterator[tuple[DecisionRecord, EventRecord, list[EventRecord]]]:
+        """(decision, event, the decision's events before it) of every event after `rowid`."""
+        for position, event in event_log.events_after(rowid):
+            yield event_log.decision(event.decision_id), event, event_log.events(event.decision_id, before=position)
 
     async def close(self) -> None:
         """Stop the outbox, write a last snapshot, close the log (on SIGTERM, after in-flight calls)."""
@@ -334,7 +339,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                        ) -> broker_pb2.FeedbackResponse:
         pipeline = self._ready()
         record = await self._decision(request.decision_id)
-        if self.known_ids is not None and request.entity_id not in self.known_ids:
+        if self.known_ids is not None and request.entity_id and request.entity_id not in self.known_ids:
             raise NotFoundError(f"entity_id: {request.entity_id!r} is not in the catalog")
         event = convert.event_from_proto(common_pb2.FeedbackEvent(
             event_id=request.event_id or f"{request.decision_id}:{request.entity_id}:{request.type}",
@@ -342,9 +347,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             value=request.value, timestamp=request.timestamp, context=record.context), "feedback")
         judged = pipeline.judge(record, event.entity_id, event.type, event.value)
         assert self.writer is not None
-        rowid = await self.writer.run(self.writer.record_event, EventRecord(
+        rowid, judged = await self.writer.run(self._record_once, pipeline, judged, EventRecord(
             event_id=event.event_id, decision_id=record.decision_id, entity_id=event.entity_id, type=event.type,
-            value=event.value, ts=event.timestamp or time.time(), reward=judged.reward))
+            value=event.value, ts=event.timestamp or time.time()))
         if rowid:
             pipeline.learn(record, judged, event.entity_id, event.type)
             self.applied_rowid = max(self.applied_rowid, rowid)
@@ -355,6 +360,17 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             if self.updates % self.config.save_every == 0 and self.snapshot_task is None:
                 self.snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_then_clear())
         return broker_pb2.FeedbackResponse(duplicate=not rowid, reward=judged.reward)
+
+    def _record_once(self, pipeline: SearchPipeline, judged: Judged, event: EventRecord) -> tuple[int, Judged]:
+        """On the log's thread: silence `judged` if an earlier event of its decision satisfied
+        (every event logged so far precedes this one; nothing is logged in between), then store the
+        event with its reward. (log position, 0 for a duplicate; the judgement: a duplicate's is its
+        first delivery's, as its own earlier copy is not an earlier event)."""
+        assert self.writer is not None
+        if judged.teaches:
+            earlier = [e for e in self.writer.log.events(event.decision_id) if e.event_id != event.event_id]
+            judged = pipeline.once(judged, earlier)
+        return self.writer.record_event(replace(event, reward=judged.reward)), judged
 
     # -- snapshots ----------------------------------------------------------------------------------
 

@@ -284,7 +284,7 @@ def add_broker_commands(sub: Any) -> None:
     p = sub.add_parser("feedback", help="report a user action on a search result")
     p.add_argument("decision_id")
     p.add_argument("entity_id")
-    p.add_argument("--type", default="click", choices=["click", "play", "like", "favorite", "skip"])
+    p.add_argument("--type", default="click", choices=["click", "play", "like", "favorite", "skip", "reformulate"])
     p.add_argument("--value", type=float, default=0.0)
     p.add_argument("--target", default="127.0.0.1:50050")
     p.set_defaults(func=cmd_feedback)

@@ -46,10 +46,10 @@ def event_from_proto(event: common_pb2.FeedbackEvent, where: str) -> FeedbackEve
     """Validate one wire event; `where` prefixes field names in errors (e.g. "events[3]")."""
     if not event.event_id or len(event.event_id.encode()) > MAX_EVENT_ID_BYTES:
         raise InvalidArgumentError(f"{where}.event_id", f"must be 1..{MAX_EVENT_ID_BYTES} bytes")
-    if not event.entity_id:
-        raise InvalidArgumentError(f"{where}.entity_id", "must not be empty")
     if event.type not in EventType._value2member_map_:
         raise InvalidArgumentError(f"{where}.type", f"must be a known EventType, but got {event.type}")
+    if not event.entity_id and event.type != EventType.REFORMULATE:
+        raise InvalidArgumentError(f"{where}.entity_id", "must not be empty (only a REFORMULATE may name nothing)")
     if not (0.0 <= event.value <= 1.0) or not np.isfinite(event.value):
         raise InvalidArgumentError(f"{where}.value", f"must be in [0, 1], but got {event.value}")
     timestamp = event.timestamp.seconds + event.timestamp.nanos / 1e9 if event.HasField("timestamp") else 0.0

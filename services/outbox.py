@@ -11,8 +11,9 @@ events after the cursor in batches (Learn), and moves the cursor only after the 
   after the restart; the memory shard counts a repeated event id once (its dedup window), so each
   event counts exactly once.
 
-Skips are not forwarded: a skip is no action on an entity for the broker's reward, and the memory
-strategy learns from what users acted on (the cursor still moves past them).
+Only satisfying events (core.reward.satisfies: no skip, no play below `satisfied_fraction`, no
+reformulation naming nothing) are forwarded: the memory strategy learns what a query's users
+wanted, and the rest is evidence they did not want that entity (the cursor still moves past them).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from typing import Any
 import grpc
 
 from core.eventlog import EventLog
-from core.types import EventType, FeedbackEvent
+from core.policy.policies import DEFAULT_SATISFIED_FRACTION
+from core.reward import satisfies
+from core.types import FeedbackEvent
 from ltrr.v1 import shard_pb2, shard_pb2_grpc
 from services import convert, metrics
 
@@ -60,11 +63,14 @@ Runner = Callable[..., Awaitable[Any]]
 
 class MemoryOutbox:
     """Forwards the event log's feedback to the memory shard (module docstring). run_on_log: runs a
-    function on the event log's one thread (the broker's writer). lag(): events not yet forwarded."""
+    function on the event log's one thread (the broker's writer). satisfied_fraction: the broker's
+    PolicyConfig.satisfied_fraction, which decides what is forwarded. lag(): events not yet forwarded."""
 
     def __init__(self, event_log: EventLog, stub: shard_pb2_grpc.ShardStub, run_on_log: Runner,
-                 config: OutboxConfig | None = None) -> None:
+                 config: OutboxConfig | None = None, *,
+                 satisfied_fraction: float = DEFAULT_SATISFIED_FRACTION) -> None:
         self.log, self.stub, self.run_on_log = event_log, stub, run_on_log
+        self.satisfied_fraction = satisfied_fraction
         self.config = config or OutboxConfig()
         self.wake = asyncio.Event()
         self.position = 0
@@ -122,7 +128,8 @@ class MemoryOutbox:
             return 0
         events = [FeedbackEvent(event_id=e.event_id, query_text=text, entity_id=e.entity_id, type=e.type,
                                 value=e.value, timestamp=e.ts, context=context)
-                  for _, e, text, context in rows if e.type is not EventType.SKIP]
+                  for _, e, text, context in rows
+                  if satisfies(e.type, e.value, e.entity_id, satisfied_fraction=self.satisfied_fraction)]
         if events:
             request = shard_pb2.LearnRequest(events=[convert.event_to_proto(e) for e in events])
             await self.stub.Learn(request, timeout=self.config.timeout_s)

@@ -35,6 +35,7 @@ EVENT_REWARDS: dict[EventType, tuple[float, float]] = {
     EventType.LIKE: (1.0, 2.0),
     EventType.FAVORITE: (1.0, 3.0),
     EventType.SKIP: (0.0, 1.0),
+    EventType.REFORMULATE: (1.0, 1.0),  # names what the session finally played: what the query wanted
 }
 
 

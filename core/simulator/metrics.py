@@ -28,7 +28,7 @@ import numpy as np
 
 from core.policy.features import DIM
 
-# The rank cutoff of MRR@k and nDCG@k: the click model's visible list (clicks.DEFAULT_SHOWN),
+# The rank cutoff of MRR@k and nDCG@k: the listener's visible list (listening.DEFAULT_SHOWN),
 # the top 10 a listener sees.
 RANK_CUTOFF = 10
 TARGET_GRADE, RELEVANT_GRADE = 2, 1

@@ -3,9 +3,10 @@
 Per search, the broker's pipeline (core.pipeline: decide -> fan-out -> serve; judge -> learn),
 with the strategies answering the fan-out in process: the attribute strategy's understanding ->
 SearchPipeline.decide -> each called strategy's top-quota list (PolicyRun.answers) ->
-SearchPipeline.serve (merge, rank) -> the user's action (core.simulator.clicks) ->
-SearchPipeline.judge and learn (the allocator and the query history), and the memory strategy's
-learn for the acted-on entity, in batches of `learn_every` (the broker forwards through its outbox).
+SearchPipeline.serve (merge, rank) -> the user's events (core.simulator.listening: plays, skips, a
+reformulation) -> per event, SearchPipeline.judge and learn (the allocator and the query history
+learn from the decision's first satisfying event only, core.pipeline), and the memory strategy's
+learn for the satisfying events, in batches of `learn_every` (the broker forwards through its outbox).
 
 Latency is simulated, so runs are deterministic: a strategy called with quota q takes
 `base_ms + per_candidate_ms * q` (LatencyModel), the search waits for the slowest one called, and
@@ -28,19 +29,19 @@ from pathlib import Path
 import numpy as np
 
 from core.catalog import Entity
-from core.eventlog import DecisionRecord
+from core.eventlog import DecisionRecord, EventRecord
 from core.pipeline import Answer, CallStatus, SearchPipeline
 from core.policy.allocation import DEFAULT_LEVELS, AllocationSpace
 from core.policy.features import DIM
 from core.policy.policies import Decision, PolicyConfig
 from core.ranking import EntityTable, make_ranker
-from core.simulator.clicks import Action, ClickConfig, ClickModel
+from core.simulator.listening import ListeningConfig, ListeningModel, Reaction, TrackFacts
 from core.simulator.metrics import Records
 from core.simulator.policies import Foresight, PolicySpec, oracle_allocation
 from core.simulator.retrieval import InProcessStrategies
 from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
 from core.simulator.world import MusicWorld
-from core.types import EventType, FeedbackEvent, StrategyKind
+from core.types import FeedbackEvent, StrategyKind
 
 EXPERIMENT_LEVELS = DEFAULT_LEVELS
 EXPERIMENT_BUDGET = 200
@@ -75,8 +76,9 @@ class LatencyModel:
 
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
-    """searches: per policy run; seed: fixes the searches, the clicks and the policies' draws;
-    k: results shown and ranked; levels, budget: the allocation space every policy shares;
+    """searches: per policy run; seed: fixes the searches, the users' reactions and the policies'
+    draws; k: results ranked (>= the listener's `shown`); levels, budget: the allocation space every
+    policy shares; listening: the simulated listener (its satisfied fraction is the policy's);
     learn_every: feedback reaches the memory strategy in batches of this many events (the broker
     forwards it asynchronously too; batching saves one fsync per event)."""
 
@@ -86,7 +88,7 @@ class ExperimentConfig:
     levels: tuple[int, ...] = EXPERIMENT_LEVELS
     budget: int = EXPERIMENT_BUDGET
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    clicks: ClickConfig = field(default_factory=ClickConfig)
+    listening: ListeningConfig = field(default_factory=ListeningConfig)
     latency: LatencyModel = field(default_factory=LatencyModel)
     learn_every: int = 16
 
@@ -97,8 +99,12 @@ class ExperimentConfig:
             raise ValueError(f"`searches` must be >= 1, but got {self.searches}")
         if not 1 <= self.k <= 100:
             raise ValueError(f"`k` must be in [1, 100], but got {self.k}")
-        if self.k < self.clicks.shown:
-            raise ValueError(f"`k` ({self.k}) must be >= `clicks.shown` ({self.clicks.shown})")
+        if self.k < self.listening.shown:
+            raise ValueError(f"`k` ({self.k}) must be >= `listening.shown` ({self.listening.shown})")
+
+    def listener(self) -> ListeningModel:
+        """The listener of `listening`, satisfied where the policy's reward is."""
+        return ListeningModel(self.listening, satisfied_fraction=self.policy.satisfied_fraction)
 
 
 def draw_searches(users: UserSimulator, n: int) -> list[SimSearch]:
@@ -115,22 +121,21 @@ def simulated_searches(entities: Sequence[Entity], config: ExperimentConfig, sim
 
 
 def click_generator(seed: int) -> np.random.Generator:
-    """The click model's uniforms for a run of `seed`: common random numbers, every policy of a
+    """The listener's uniforms for a run of `seed`: common random numbers, every policy of a
     seed sees the same ones."""
     return np.random.default_rng([seed, 1])
 
 
-def user_action(clicks: ClickModel, users: UserSimulator, sim: SimSearch, shown: np.ndarray,
-                rng: np.random.Generator) -> Action:
-    """What the user of `sim` does with the ranked ordinals `shown` (int64, best first): the click
-    model, with the user's genre affinity for the visible results."""
-    return clicks.act(shown, sim.relevant, sim.target, rng,
-                      users.affinity_multiplier(sim.user, shown[: clicks.config.shown]))
-
-
-def action_event(action: Action) -> EventType:
-    """The feedback event of an action: a click from the list, or a play reached another way."""
-    return EventType.PLAY if action.follow_up else EventType.CLICK
+def user_action(listener: ListeningModel, users: UserSimulator, sim: SimSearch, shown: np.ndarray,
+                rng: np.random.Generator) -> list[Reaction]:
+    """The events of the user of `sim` on the ranked ordinals `shown` (int64, best first), in
+    order (core.simulator.listening): the one user model every benchmark calls."""
+    visible = shown[: listener.config.shown]
+    world = users.world
+    facts = TrackFacts(affinity=users.affinity_multiplier(sim.user, visible), genre=world.genre_of[visible],
+                       artist=[world.artists[o] for o in visible.tolist()])
+    return listener.react(shown, sim.relevant, sim.target, rng, facts, int(world.genre_of[sim.target]),
+                          world.artists[sim.target])
 
 
 def target_rewards(space: AllocationSpace, target_hits: np.ndarray, returned: np.ndarray, latency: np.ndarray,
@@ -160,7 +165,7 @@ class PolicyRun:
         self.space = self.allocator.space
         self.pipeline = SearchPipeline(self.allocator, make_ranker(spec.ranker, table), policy_name=spec.name,
                                        recordings=table)
-        self.clicks = ClickModel(config.clicks)
+        self.listener = config.listener()
         self.latency = config.latency.table(names, config.levels)
         self.click_rng = click_generator(config.seed)
         self.rng = np.random.default_rng([config.seed, 2])
@@ -193,19 +198,30 @@ class PolicyRun:
                                      k=self.config.k)
         ordinal = self.strategies.ordinal
         shown = np.array([ordinal[e] for e in served.record.final], dtype=np.int64)
-        action = user_action(self.clicks, self.users, sim, shown, self.click_rng)
+        reactions = user_action(self.listener, self.users, sim, shown, self.click_rng)
         level = self.space.allocations[plan.decision.allocation]
         record_search(rec, t, sim, served.record, shown, len(served.merged),
                       bool(hits[np.arange(level.size), level].any()), rewards, self.space, self.config)
-        if action.entity >= 0:
-            event, entity_id = action_event(action), self.strategies.ids[action.entity]
-            judged = self.pipeline.judge(served.record, entity_id, event)
-            self.pipeline.learn(served.record, judged, entity_id, event)
-            record_feedback(rec, t, judged.reward, judged.retrieved)
-            self.pending.append(FeedbackEvent(event_id=str(t), query_text=sim.text, entity_id=entity_id,
-                                              type=event, timestamp=self.now, context=sim.context))
-            if len(self.pending) >= self.config.learn_every:
-                self.flush()
+        self.feedback(t, sim, served.record, reactions, rec)
+
+    def feedback(self, t: int, sim: SimSearch, record: DecisionRecord, reactions: Sequence[Reaction],
+                 rec: Records) -> None:
+        """Every event of search t through the pipeline, as the broker's Feedback takes them (the
+        first satisfying one teaches); the satisfying ones to the memory strategy."""
+        logged: list[EventRecord] = []
+        for i, r in enumerate(reactions):
+            entity_id, event_id = self.strategies.ids[r.entity], f"{t}:{i}"
+            judged = self.pipeline.judge(record, entity_id, r.type, r.value, earlier=logged)
+            self.pipeline.learn(record, judged, entity_id, r.type)
+            logged.append(EventRecord(event_id=event_id, decision_id=record.decision_id, entity_id=entity_id,
+                                      type=r.type, value=r.value, ts=self.now, reward=judged.reward))
+            if judged.teaches:
+                record_feedback(rec, t, judged.reward, judged.retrieved)
+            if self.pipeline.satisfies(r.type, r.value, entity_id):
+                self.pending.append(FeedbackEvent(event_id=event_id, query_text=sim.text, entity_id=entity_id,
+                                                  type=r.type, value=r.value, timestamp=self.now, context=sim.context))
+        if len(self.pending) >= self.config.learn_every:
+            self.flush()
 
 
 def record_search(rec: Records, t: int, sim: SimSearch, record: DecisionRecord, shown: np.ndarray,
@@ -213,20 +229,20 @@ def record_search(rec: Records, t: int, sim: SimSearch, record: DecisionRecord, 
                   config: ExperimentConfig) -> None:
     """Fill row t of `rec` for a served search: what it chose and fetched, whether the target was
     a candidate (target recall), the final ranking `shown` (ordinals, best first) with the
-    search's bounded qrels for MRR@k and nDCG@k of the visible config.clicks.shown
+    search's bounded qrels for MRR@k and nDCG@k of the visible config.listening.shown
     (Records.set_ranking; measured in one batch through ir-measures) and the regret against the
     oracle (rewards: target_rewards of every allocation). Both modes call it."""
     rec.intent[t], rec.quotas[t], rec.propensity[t] = sim.intent, record.quotas, record.propensity
     rec.allocation[t], rec.features[t] = record.allocation, record.features
     rec.fetched[t], rec.candidates[t] = record.fetched, candidates
     rec.called[t], rec.target_found[t] = sum(q > 0 for q in record.quotas), target_found
-    rec.set_ranking(t, shown[: config.clicks.shown], sim.relevant, sim.target)
+    rec.set_ranking(t, shown[: config.listening.shown], sim.relevant, sim.target)
     rec.regret[t] = rewards[oracle_allocation(rewards, space).allocation] - rewards[record.allocation]
 
 
 def record_feedback(rec: Records, t: int, reward: float, retrieved: bool) -> None:
-    """Row t of `rec` got feedback: the reward the policy was given and whether the acted-on entity
-    was a candidate."""
+    """Row t of `rec` taught the policy (its first satisfying event): the reward the policy was
+    given and whether the satisfying entity was a candidate (candidate recall)."""
     rec.feedback[t], rec.acted_found[t], rec.reward[t] = True, retrieved, reward
 
 

@@ -126,7 +126,8 @@ def test_main_writes_results_json_with_a_record_per_seed(tmp_path: Path) -> None
     default_policy, the run's settings and one record per seed of every plan, seeds counted from
     --first-seed; the plots are written."""
     out = tmp_path / "out"
-    main(["--searches", "30", "--seeds", "2", "--first-seed", "5", "--policies", "thompson,static-equal,attribute-only,oracle",
+    main(["--searches", "30", "--seeds", "2", "--first-seed", "5",
+          "--policies", "thompson,static-equal,attribute-only,oracle",
           "--ope-searches", "0", "--jobs", "1", "--encoder", "hashing", "--out", str(out)])
     result = json.loads((out / "results.json").read_text())
     assert result["default_policy"] == "thompson" and result["encoder"] == "hashing"

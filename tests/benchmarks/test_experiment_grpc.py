@@ -48,7 +48,7 @@ def test_a_record_per_search_with_decisions_within_the_budget(runs: dict[str, Gr
         assert np.all(rec.called >= 1) and np.all((rec.propensity > 0) & (rec.propensity <= 1))
         assert np.all(rec.fetched >= rec.candidates) and rec.candidates.mean() > 10
         assert np.all(rec.regret >= -1e-6) and np.all(rec.search_ms > 0) and rec.seconds > 0
-        assert rec.feedback.sum() >= SEARCHES // 2, name
+        assert rec.feedback.sum() >= SEARCHES // 3, name  # satisfied, or reformulated to the target
         assert not np.isnan(rec.reward[rec.feedback]).any() and np.isnan(rec.reward[~rec.feedback]).all()
     np.testing.assert_array_equal(runs["static-equal"].quotas, np.full((SEARCHES, 4), 50))
     assert (runs["static-equal"].propensity == 1).all()
@@ -59,10 +59,11 @@ def test_feedback_reached_the_broker_and_the_memory_shard(runs: dict[str, GrpcRe
     for name, rec in runs.items():
         state = workdir / f"grpc-{SEED}-{name}"
         with EventLog(state / "broker" / "events.sqlite") as log:
-            assert log.counts() == (SEARCHES, int(rec.feedback.sum()))
+            decisions, events = log.counts()  # every event of a search is logged, also those that teach nothing
+        assert decisions == SEARCHES and events >= rec.feedback.sum()
         # The broker stopped gracefully: its last snapshot has learned every logged event.
         policy = BanditPolicy(STRATEGIES, DIM, PolicyConfig(levels=EXPERIMENT_LEVELS, budget=EXPERIMENT_BUDGET))
-        assert policy.load(state / "broker" / "policy.npz")["applied_event_rowid"] == rec.feedback.sum()
+        assert policy.load(state / "broker" / "policy.npz")["applied_event_rowid"] == events
         assert any((state / "memory").iterdir())  # the memory shard's log of the forwarded events
 
 

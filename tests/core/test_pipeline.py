@@ -40,8 +40,15 @@ def answers(quotas: tuple[int, ...], rng: np.random.Generator, *, timeout: str =
     return out
 
 
-def run(p: SearchPipeline, n: int, seed: int) -> list[tuple[DecisionRecord, EventRecord]]:
-    """n searches with feedback on a few recurring queries; the (decision, event) pairs as the broker logs them."""
+# (type, value) of feedback events: satisfying or not (core.reward.satisfies at the default 0.15)
+KINDS = [(EventType.SKIP, 0.0), (EventType.PLAY, 0.05), (EventType.PLAY, 0.8), (EventType.CLICK, 0.0),
+         (EventType.REFORMULATE, 0.0), (EventType.PLAY, 0.0), (EventType.LIKE, 0.0)]
+Logged = tuple[DecisionRecord, EventRecord, list[EventRecord]]
+
+
+def run(p: SearchPipeline, n: int, seed: int) -> list[Logged]:
+    """n searches on a few recurring queries, each with 1-3 events of KINDS (so some decisions hear
+    several satisfying events); (decision, event, its decision's earlier events) as the broker logs them."""
     rng = np.random.default_rng(seed)
     logged = []
     for t in range(n):
@@ -49,12 +56,17 @@ def run(p: SearchPipeline, n: int, seed: int) -> list[tuple[DecisionRecord, Even
         plan = p.decide(text, {"device": "mobile"}, (), rng)
         served = p.serve(plan, answers(plan.decision.quotas, rng, timeout="semantic" if t % 5 == 0 else ""),
                          decision_id=f"d{t}", ts=float(t), k=5)
-        entity = POOL[int(rng.integers(len(POOL)))] if t % 4 else served.record.final[0]
-        kind = [EventType.CLICK, EventType.PLAY, EventType.SKIP][t % 3]
-        judged = p.judge(served.record, entity, kind)
-        p.learn(served.record, judged, entity, kind)
-        logged.append((served.record, EventRecord(event_id=f"e{t}", decision_id=f"d{t}", entity_id=entity,
-                                                  type=kind, ts=float(t), reward=judged.reward)))
+        earlier: list[EventRecord] = []
+        for i in range(1 + t % 3):
+            entity = POOL[int(rng.integers(len(POOL)))] if rng.random() < 0.7 else served.record.final[0]
+            kind, value = KINDS[int(rng.integers(len(KINDS)))]
+            entity = "" if kind is EventType.REFORMULATE and rng.random() < 0.5 else entity
+            judged = p.judge(served.record, entity, kind, value, earlier=earlier)
+            p.learn(served.record, judged, entity, kind)
+            event = EventRecord(event_id=f"e{t}.{i}", decision_id=f"d{t}", entity_id=entity, type=kind, value=value,
+                                ts=float(t), reward=judged.reward)
+            logged.append((served.record, event, list(earlier)))
+            earlier.append(event)
     return logged
 
 
@@ -110,16 +122,56 @@ def test_judge_is_the_reward_and_outcomes_of_core_reward() -> None:
                                           latency_ms=record.latency_ms, fetched=record.fetched)
     assert list(judged.outcomes) == strategy_outcomes(record.quotas, ranks, record.answered, EventType.PLAY,
                                                       record.returned)
-    assert judged.retrieved
+    assert judged.retrieved and judged.teaches and judged.reward > 0.5
+
+
+def test_only_the_first_satisfying_event_of_a_decision_teaches() -> None:
+    """Regression (issue 13): every event of a decision taught the allocator, so a search with a
+    play, a like and a later click counted as three wins for one allocation."""
+    p = pipeline()
+    rng = np.random.default_rng(3)
+    plan = p.decide("love song", {}, (), rng)
+    record = p.serve(plan, answers(plan.decision.quotas, rng), decision_id="x", ts=1.0, k=5).record
+    entity = record.final[0]
+    events = [(EventType.SKIP, 0.0), (EventType.PLAY, 0.05), (EventType.PLAY, 0.8), (EventType.LIKE, 0.0),
+              (EventType.CLICK, 0.0)]
+    earlier: list[EventRecord] = []
+    taught, counts = [], []
+    for i, (kind, value) in enumerate(events):
+        judged = p.judge(record, entity, kind, value, earlier=earlier)
+        p.learn(record, judged, entity, kind)
+        taught.append(judged.teaches)
+        counts.append(int(p.allocator.arms.n.sum()))  # type: ignore[attr-defined]
+        earlier.append(EventRecord(event_id=f"e{i}", decision_id="x", entity_id=entity, type=kind, value=value,
+                                   reward=judged.reward))
+        if not judged.teaches:
+            assert judged.reward == 0.0 and not any(o.answered for o in judged.outcomes)
+    assert taught == [False, False, True, False, False]
+    assert counts[0] == counts[1] == 0 and counts[2] == counts[3] == counts[4] > 0
+    assert p.history.features("love song").any()
+
+
+def test_a_reformulation_teaches_the_entity_it_names_and_nothing_when_it_names_none() -> None:
+    p = pipeline()
+    rng = np.random.default_rng(6)
+    plan = p.decide("blue", {}, (), rng)
+    record = p.serve(plan, answers(plan.decision.quotas, rng), decision_id="x", ts=1.0, k=5).record
+    nothing = p.judge(record, "", EventType.REFORMULATE)
+    assert not nothing.teaches and nothing.reward == 0.0
+    named = p.judge(record, record.final[0], EventType.REFORMULATE)
+    assert named.teaches and named.retrieved and named.reward > 0.5
+    outside = p.judge(record, "not-a-candidate", EventType.REFORMULATE)
+    assert outside.teaches and not outside.retrieved and outside.reward < 0
 
 
 def test_replaying_the_log_rebuilds_what_live_learning_built() -> None:
-    """The broker's crash recovery: snapshot-free replay of the logged pairs equals learning live."""
+    """The broker's crash recovery: snapshot-free replay of the logged events equals learning live,
+    several events per decision included (the same first satisfying one teaches)."""
     live = pipeline()
     logged = run(live, 120, seed=5)
     rebuilt = pipeline()
     learned, foreign = rebuilt.replay(logged)
-    assert (learned, foreign) == (120, 0)
+    assert (learned, foreign) == (len(logged), 0)
     a, b = live.allocator, rebuilt.allocator
     assert isinstance(a, BanditPolicy) and isinstance(b, BanditPolicy)
     assert a.arms.n.sum() > 0
@@ -133,11 +185,13 @@ def test_replaying_the_log_rebuilds_what_live_learning_built() -> None:
 def test_decisions_of_another_policy_teach_only_the_query_history() -> None:
     live = pipeline()
     logged = run(live, 30, seed=2)
-    other = [(dataclasses.replace(record, features=np.zeros(DIM - 1)), event)
-             if i % 2 else (record, event) for i, (record, event) in enumerate(logged)]
+    odd = {r.decision_id for r, _, _ in logged if int(r.decision_id[1:]) % 2}
+    other = [(dataclasses.replace(record, features=np.zeros(DIM - 1)) if record.decision_id in odd else record,
+              event, earlier) for record, event, earlier in logged]
     rebuilt = pipeline()
     learned, foreign = rebuilt.replay(other)
-    assert (learned, foreign) == (15, 15)
+    n_foreign = sum(r.decision_id in odd for r, _, _ in logged)
+    assert (learned, foreign) == (len(logged) - n_foreign, n_foreign)
     for text in ("love song", "night drive", "blue"):
         np.testing.assert_array_equal(live.history.features(text), rebuilt.history.features(text))
     assert rebuilt.allocator.arms.n.sum() < live.allocator.arms.n.sum()  # type: ignore[attr-defined]

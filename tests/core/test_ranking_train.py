@@ -12,7 +12,6 @@ from core.catalog import Entity
 from core.merge import StrategyList, merge
 from core.ranking import EntityTable, LambdaMartRanker, RankerKind, make_ranker
 from core.ranking_train import (
-    REFORMULATE,
     TrainingGroup,
     TrainParams,
     event_grade,
@@ -58,8 +57,8 @@ def test_a_reformulation_grades_only_what_the_session_finally_played() -> None:
     """The shown candidates of a search the user abandoned for another get nothing; the entity the
     session finally played, when it was a candidate here, is what this search should have ranked first."""
     m = merge([lst("lexical", ["a", "b", "c"])], NAMES)
-    assert graded_labels(m, [("c", REFORMULATE, 0.0)]).tolist() == [0, 0, event_grade(EventType.PLAY, FULL)]
-    assert graded_labels(m, [("", REFORMULATE, 0.0)]).tolist() == [0, 0, 0]  # named nothing
+    assert graded_labels(m, [("c", EventType.REFORMULATE, 0.0)]).tolist() == [0, 0, event_grade(EventType.PLAY, FULL)]
+    assert graded_labels(m, [("", EventType.REFORMULATE, 0.0)]).tolist() == [0, 0, 0]  # named nothing
 
 
 def test_an_unknown_event_type_is_an_error() -> None:

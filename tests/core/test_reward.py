@@ -7,7 +7,7 @@ import pytest
 
 from core.policy.models import ModelKind
 from core.policy.policies import BanditPolicy, Outcome, PolicyConfig, PolicyKind
-from core.reward import hits_by_level, search_reward, strategy_outcomes
+from core.reward import hits_by_level, satisfies, search_reward, strategy_outcomes
 from core.types import EventType
 
 LEVELS = (0, 10, 25, 50, 100)
@@ -20,14 +20,52 @@ def test_hit_minus_costs() -> None:
     assert r == pytest.approx(1.0 - 0.001 * 35 - 0.01 * 20)
 
 
-def test_miss_pays_only_costs_and_value_scales_the_gain() -> None:
+def test_miss_pays_only_costs_and_a_satisfying_event_gains_one() -> None:
     assert search_reward((10, 25), (0, 0), EventType.PLAY, **COSTS) == pytest.approx(-0.035 - 0.2)
-    assert search_reward((10, 25), (0, 3), EventType.LIKE, 0.5, **COSTS) == pytest.approx(0.5 - 0.035 - 0.2)
+    # the gain is 1 whatever the strength: a like of value 0.5 and a play of 40% satisfied alike
+    assert search_reward((10, 25), (0, 3), EventType.LIKE, 0.5, **COSTS) == pytest.approx(1.0 - 0.035 - 0.2)
+    assert search_reward((10, 25), (0, 3), EventType.PLAY, 0.4, **COSTS) == pytest.approx(1.0 - 0.035 - 0.2)
 
 
-def test_skip_gives_zero() -> None:
-    assert search_reward((10, 25), (1, 1), EventType.SKIP, **COSTS) == 0.0
-    assert search_reward((10, 25), (0, 0), EventType.SKIP, **COSTS) == 0.0
+@pytest.mark.parametrize(("kind", "value", "entity", "expected"), [
+    (EventType.PLAY, 0.0, None, True),   # value not given: a full play
+    (EventType.PLAY, 0.15, None, True),  # exactly the threshold (30 s of a 3.5 min track)
+    (EventType.PLAY, 0.149, None, False),
+    (EventType.PLAY, 0.02, None, False),
+    (EventType.PLAY, 1.0, None, True),
+    (EventType.SKIP, 0.0, None, False),
+    (EventType.SKIP, 0.9, None, False),
+    (EventType.CLICK, 0.0, None, True),
+    (EventType.LIKE, 0.0, None, True),
+    (EventType.FAVORITE, 0.3, None, True),
+    (EventType.REFORMULATE, 0.0, "t1", True),
+    (EventType.REFORMULATE, 0.0, "", False),  # the session played nothing after searching again
+])
+def test_satisfies(kind: EventType, value: float, entity: str | None, expected: bool) -> None:
+    assert satisfies(kind, value, entity) is expected
+
+
+def test_the_threshold_is_a_setting() -> None:
+    assert satisfies(EventType.PLAY, 0.3, satisfied_fraction=0.5) is False
+    assert satisfies(EventType.PLAY, 0.3, satisfied_fraction=0.25) is True
+
+
+@pytest.mark.parametrize(("kind", "value", "entity"), [
+    (EventType.SKIP, 0.0, None), (EventType.PLAY, 0.05, None), (EventType.REFORMULATE, 0.0, "")])
+def test_what_does_not_satisfy_gives_zero_and_teaches_nothing(kind: EventType, value: float,
+                                                              entity: str | None) -> None:
+    for ranks in ((1, 1), (0, 0)):
+        assert search_reward((10, 25), ranks, kind, value, entity_id=entity, **COSTS) == 0.0
+        outcomes = strategy_outcomes((10, 25), ranks, (True, True), kind, value=value, entity_id=entity)
+        assert not any(o.answered for o in outcomes)
+
+
+def test_a_reformulation_naming_the_entity_rewards_whether_it_was_a_candidate() -> None:
+    hit = search_reward((10, 25), (4, 0), EventType.REFORMULATE, entity_id="t1", **COSTS)
+    miss = search_reward((10, 25), (0, 0), EventType.REFORMULATE, entity_id="t1", **COSTS)
+    assert hit == pytest.approx(1.0 - 0.035 - 0.2) and miss == pytest.approx(-0.035 - 0.2)
+    lexical, _ = strategy_outcomes((10, 25), (4, 0), (True, True), EventType.REFORMULATE, entity_id="t1")
+    assert lexical == Outcome(quota=10, rank=4, answered=True)
 
 
 @pytest.mark.parametrize(("quotas", "hit"), [
@@ -62,7 +100,7 @@ def test_policy_update_learns_the_counterfactual_levels(monkeypatch: pytest.Monk
     seen: list[tuple[int, int, float]] = []
     n_levels = len(LEVELS)
 
-    def record(x: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
+    def record(x: np.ndarray, arms: np.ndarray, rewards: np.ndarray, weights: np.ndarray | None = None) -> None:
         seen.extend((int(a) // n_levels, int(a) % n_levels, float(r)) for a, r in zip(arms, rewards, strict=True))
 
     monkeypatch.setattr(policy.arms, "update", record)

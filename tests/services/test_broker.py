@@ -17,6 +17,7 @@ from core.policy.policies import BanditPolicy
 from core.ranking import RRFRanker
 from core.reward import strategy_outcomes
 from ltrr.v1 import broker_pb2
+from services.broker import BrokerService
 from services.client import BrokerClient
 from services.cluster import Cluster, broker_args
 from services.process import ServerProcess, shard_args, spawn
@@ -81,6 +82,23 @@ def test_feedback_counts_once_and_names_unknowns(client: BrokerClient) -> None:
         with pytest.raises(grpc.RpcError) as err:
             client.feedback(decision, eid, "click")
         assert err.value.code() == grpc.StatusCode.NOT_FOUND and field in (err.value.details() or "")
+
+
+def test_a_decision_is_rewarded_once_on_its_first_satisfying_event(client: BrokerClient) -> None:
+    """Regression (issue 13): every event of a decision was credited, so a play, a like and a click
+    on one search taught the policy three times; skips and short plays now teach nothing."""
+    response = client.search("blue river", k=5, budget_ms=2000)
+    decision, entity = response.decision_id, response.results[0].entity_id
+    answers = [client.feedback(decision, entity, kind, value=value, event_id=f"{decision}:{i}") for i, (kind, value)
+               in enumerate([("skip", 0.0), ("play", 0.05), ("play", 0.8), ("like", 0.0), ("click", 0.0)])]
+    assert not any(a.duplicate for a in answers)
+    rewards = [a.reward for a in answers]
+    assert rewards[0] == rewards[1] == 0.0 and rewards[2] > 0.5 and rewards[3] == rewards[4] == 0.0
+    nothing = client.feedback(decision, "", "reformulate")  # a session that played nothing after
+    assert not nothing.duplicate and nothing.reward == 0.0
+    with pytest.raises(grpc.RpcError) as err:
+        client.feedback(decision, "", "click")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "entity_id" in (err.value.details() or "")
 
 
 @pytest.mark.parametrize(("k", "budget", "field"), [(101, 100, "k"), (5, 2, "budget_ms"), (5, 20000, "budget_ms")])
@@ -158,7 +176,7 @@ def test_acknowledged_feedback_survives_a_broker_sigkill(built: Path) -> None:
     assert restored.load(state / "policy.npz")["applied_event_rowid"] == 20
     reference = SearchPipeline(BanditPolicy(("lexical",), DIM), RRFRanker())
     with EventLog(state / "events.sqlite") as log:
-        assert reference.replay((log.decision(e.decision_id), e) for _, e in log.events_after(0)) == (20, 0)
+        assert reference.replay(BrokerService._logged_after(log, 0)) == (20, 0)
     policy = reference.allocator
     assert isinstance(policy, BanditPolicy) and policy.arms.n.sum() > 0 and policy.fill.n.sum() > 0
     np.testing.assert_array_equal(restored.arms.n, policy.arms.n)

@@ -245,7 +245,7 @@ def test_a_periodic_snapshot_plus_the_log_after_it_is_the_live_policy(built: Pat
         saved = restored.allocator.load(copy)  # type: ignore[attr-defined]
         restored.history = QueryHistory.from_json(json.loads(saved["query_history"]))
         with EventLog(state / "events.sqlite") as log:
-            after = [(log.decision(e.decision_id), e) for _, e in log.events_after(int(saved["applied_event_rowid"]))]
+            after = list(BrokerService._logged_after(log, int(saved["applied_event_rowid"])))
         assert 0 < len(after) < 60
         restored.replay(after)
         got = restored.allocator

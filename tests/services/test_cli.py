@@ -110,7 +110,7 @@ def _non_default_config() -> Any:
                           epsilon=0.2, ucb_alpha=0.5, noise=0.15, prior_precision=7.5, propensity_samples=128,
                           cost_per_candidate=0.00025, cost_per_ms=0.002, latency_decay=0.3,
                           static_quotas=(25, 0, 75, 0), prior_hit_rate=0.8, model=ModelKind.INDEPENDENT,
-                          ignored_features=("weekend", "hour_sin"))
+                          ignored_features=("weekend", "hour_sin"), satisfied_fraction=0.25)
     same = [f.name for f in dataclasses.fields(PolicyConfig) if getattr(config, f.name) == getattr(PolicyConfig(),
                                                                                                     f.name)]
     assert same == [], f"give these fields a non-default value: {same}"
@@ -126,7 +126,8 @@ def test_every_policy_field_parses_from_set_text() -> None:
                               "epsilon=0.2", "ucb_alpha=0.5", "noise=0.15", "prior_precision=7.5",
                               "propensity_samples=128", "cost_per_candidate=0.00025", "cost_per_ms=0.002",
                               "latency_decay=0.3", "static_quotas=25,0,75,0", "prior_hit_rate=0.8",
-                              "model=independent", "ignored_features=['weekend', 'hour_sin']", "seed=4"],
+                              "model=independent", "ignored_features=['weekend', 'hour_sin']",
+                              "satisfied_fraction=0.25", "seed=4"],
                              scoped=False)
     config = policy_config_from_settings(settings, other_keys=("seed",))
     assert settings == {"seed": "4"}  # what the policy used is popped, the command's own keys are left

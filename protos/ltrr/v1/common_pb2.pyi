@@ -18,12 +18,14 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_LIKE: _ClassVar[EventType]
     EVENT_TYPE_FAVORITE: _ClassVar[EventType]
     EVENT_TYPE_SKIP: _ClassVar[EventType]
+    EVENT_TYPE_REFORMULATE: _ClassVar[EventType]
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_CLICK: EventType
 EVENT_TYPE_PLAY: EventType
 EVENT_TYPE_LIKE: EventType
 EVENT_TYPE_FAVORITE: EventType
 EVENT_TYPE_SKIP: EventType
+EVENT_TYPE_REFORMULATE: EventType
 
 class Query(_message.Message):
     __slots__ = ("text", "vector", "context", "filters")

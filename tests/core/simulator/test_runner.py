@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from core.catalog import Entity
 from core.policy.allocation import AllocationSpace
 from core.policy.policies import PolicyConfig, PolicyKind
+from core.simulator.listening import ListeningConfig
 from core.simulator.metrics import Records
 from core.simulator.policies import ORACLE, PolicySpec, standard_policies
 from core.simulator.runner import (
@@ -74,6 +76,21 @@ def test_a_run_is_deterministic_under_its_seed(music_slice: list[Entity], music_
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
+def test_every_search_teaches_once_when_users_always_reformulate(music_slice: list[Entity], music_index: Path,
+                                                                   tmp_path: Path) -> None:
+    """A user never satisfied by the list reformulates to the target: every search then teaches the
+    policy once, and candidate recall of the satisfying entity is target recall."""
+    quiet = ListeningConfig(target_attraction=0.0, relevant_attraction=0.0, irrelevant_attraction=0.0, reformulate=1.0)
+    spec = [PolicySpec(name="thompson", kind=PolicyKind.THOMPSON)]
+    config = ExperimentConfig(searches=40, seed=4, listening=quiet)
+    rec = run_experiment(music_slice, music_index, STRATEGIES, spec, config, tmp_path / "a")["thompson"]
+    assert rec.feedback.all()
+    np.testing.assert_array_equal(rec.acted_found, rec.target_found)
+    silent = ExperimentConfig(searches=40, seed=4, listening=replace(quiet, reformulate=0.0))
+    rec = run_experiment(music_slice, music_index, STRATEGIES, spec, silent, tmp_path / "b")["thompson"]
+    assert not rec.feedback.any() and np.isnan(rec.reward).all()
+
+
 def test_oracle_takes_the_cheapest_allocation_that_retrieves_the_target() -> None:
     strategies = ("lexical", "semantic")
     space = AllocationSpace(strategies=strategies, levels=EXPERIMENT_LEVELS, budget=200)
@@ -95,7 +112,7 @@ def test_oracle_takes_the_cheapest_allocation_that_retrieves_the_target() -> Non
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"searches": 0}, "`searches` must be >= 1"),
-    ({"k": 5}, r"`k` \(5\) must be >= `clicks.shown` \(10\)"),
+    ({"k": 5}, r"`k` \(5\) must be >= `listening.shown` \(10\)"),
     ({"learn_every": 0}, "`learn_every` must be >= 1"),
 ])
 def test_invalid_experiment_config(kwargs: dict[str, int], match: str) -> None:

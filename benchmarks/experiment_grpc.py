@@ -61,9 +61,11 @@ from pathlib import Path
 import numpy as np
 
 from core.catalog import Entity, write_jsonl
+from core.collapse import recording_copies
 from core.eventlog import EventLog
 from core.pipeline import acted_ranks
 from core.policy.allocation import AllocationSpace
+from core.ranking import EntityTable
 from core.reward import satisfies
 from core.simulator.listening import Reaction
 from core.simulator.metrics import Records
@@ -213,16 +215,18 @@ class ShardProbe:
             self.cache[key] = ids
         return ids
 
-    def level_tables(self, text: str, target: str) -> tuple[np.ndarray, np.ndarray]:
-        """(hits bool (S, L), returned int64 (S, L)): is `target` in strategy s's top-levels[l]
-        list, and how many candidates that list holds (core.simulator.retrieval.level_tables)."""
+    def level_tables(self, text: str, targets: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(hits bool (S, L), returned int64 (S, L)): is one of `targets` (the wanted recording's
+        copies) in strategy s's top-levels[l] list, and how many candidates that list holds
+        (core.simulator.retrieval.level_tables)."""
         return level_tables([(StrategyKind(name), partial(self.top_ids, name, text)) for name in self.names],
-                            self.levels, target)
+                            self.levels, targets)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Setting:
-    """What every plan of one run shares. ids: entity ids by ordinal; ordinal: the inverse."""
+    """What every plan of one run shares. ids: entity ids by ordinal; ordinal: the inverse;
+    copies: per ordinal with copies, every copy of its recording (core.collapse.recording_copies)."""
 
     config: ExperimentConfig
     strategies: tuple[str, ...]
@@ -231,6 +235,11 @@ class Setting:
     searches: Sequence[SimSearch]
     users: UserSimulator
     budget_ms: int
+    copies: Mapping[int, frozenset[int]]
+
+    def recording(self, ordinal: int) -> frozenset[int]:
+        """The ordinals of `ordinal`'s recording, itself included."""
+        return self.copies.get(ordinal, frozenset((ordinal,)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,16 +279,18 @@ class PlanRun:
     def step(self, t: int, sim: SimSearch, rec: GrpcRecords) -> None:
         setting = self.setting
         ids, config = setting.ids, setting.config
-        hits, returned = self.probe.level_tables(sim.text, ids[sim.target])
+        copies = setting.recording(sim.target)
+        wanted = frozenset(ids[o] for o in copies)
+        hits, returned = self.probe.level_tables(sim.text, wanted)
         rewards = target_rewards(self.space, hits, returned, self.latency, config.policy)
         response, rec.search_ms[t] = self.search(sim)
         candidates = {c.entity_id for c in response.candidates}
         shown = np.array([setting.ordinal[r.entity_id] for r in response.results], dtype=np.int64)
-        reactions = user_action(self.listener, setting.users, sim, shown, self.click_rng)
+        reactions = user_action(self.listener, setting.users, sim, shown, self.click_rng, copies)
         rec.took_ms[t], rec.degraded[t] = response.took_ms, response.degraded
         acted, reward = self.feedback(response.decision_id, reactions)
-        self.served.append(ClientView(t, response.decision_id, shown, len(candidates), ids[sim.target] in candidates,
-                                  rewards, acted, reward))
+        found = not wanted.isdisjoint(candidates)
+        self.served.append(ClientView(t, response.decision_id, shown, len(candidates), found, rewards, acted, reward))
 
     def feedback(self, decision_id: str, reactions: list[Reaction]) -> tuple[str, float]:
         """Send every event of a search, in order; (entity, reward) of the first satisfying one,
@@ -356,7 +367,8 @@ def run_grpc(entities: Sequence[Entity], root: str | os.PathLike[str], strategie
     users, searches = simulated_searches(entities, config, simulator)
     ids = [e.id for e in entities]
     setting = Setting(config=config, strategies=tuple(strategies), ids=ids, ordinal={e: i for i, e in enumerate(ids)},
-                      searches=searches, users=users, budget_ms=budget_ms)
+                      searches=searches, users=users, budget_ms=budget_ms,
+                      copies=recording_copies(EntityTable.from_entities(entities).recording_keys))
     cluster = PlanCluster(Path(root), strategies, work / "catalog.jsonl", work / "logs")
     cache: dict[tuple[str, str, int], list[str]] = {}
     try:

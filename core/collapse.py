@@ -74,3 +74,14 @@ def distinct_top(order: np.ndarray, keys: Sequence[str], k: int) -> np.ndarray:
         seen.add(key)
         keep.append(pos)
     return np.array(keep, dtype=np.int64)
+
+
+def recording_copies(keys: Sequence[str]) -> dict[int, frozenset[int]]:
+    """Per position of `keys` (recording_key per entity, "" = unknown) that has copies, the
+    positions of every copy of its recording, itself included; positions without copies are
+    absent. What the simulator reads as "the track the user wants": any copy of the recording."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key:
+            groups.setdefault(key, []).append(i)
+    return {i: frozenset(g) for g in groups.values() if len(g) > 1 for i in g}

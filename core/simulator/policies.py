@@ -4,7 +4,7 @@
 - `static-equal`: every strategy at the largest equal level within the budget, ranked by the
   broker's score blend (core.ranking.BlendRanker: RRF plus popularity and field matches);
 - `static-rrf`: the same equal quotas fused by reciprocal rank fusion (Elasticsearch/OpenSearch
-  RRF); the two statics differ only in ranking, so their candidate recall is the same;
+  RRF); the two statics differ only in ranking, so their target recall is the same;
 - `epsilon-greedy`, `linucb`, `thompson` (the default): core.policy.BanditPolicy of that kind;
 - `oracle`: knows the target of every search and takes the cheapest allocation that retrieves it
   (OracleAllocator, oracle_allocation), or the cheapest allocation when none does;
@@ -13,7 +13,8 @@
 
 Every plan is a core.policy.allocator.Allocator, so the runner treats them all alike.
 
-Every plan but `static-equal` ranks with RRF, the broker's cold-start ranker.
+Every plan but `static-rrf` ranks with the broker's cold-start ranker (core.ranking
+DEFAULT_COLD_START, the score blend), so that a plan is measured as the broker would serve it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from core.policy.allocation import AllocationSpace, equal_split
 from core.policy.allocator import Allocator
 from core.policy.policies import BanditPolicy, Decision, Outcome, PolicyConfig, PolicyKind
-from core.ranking import RankerKind
+from core.ranking import DEFAULT_COLD_START, RankerKind
 
 ORACLE = "oracle"
 
@@ -80,7 +81,7 @@ class PolicySpec:
     name: str
     kind: PolicyKind | None
     static_quotas: tuple[int, ...] = ()
-    ranker: RankerKind = RankerKind.RRF
+    ranker: RankerKind = DEFAULT_COLD_START
     factory: AllocatorFactory | None = None
 
     def __post_init__(self) -> None:
@@ -119,7 +120,7 @@ def standard_policies(strategies: Sequence[str], levels: Sequence[int], budget: 
                       static_quotas=tuple(alone if t == s else 0 for t in strategies)) for s in strategies]
     equal = equal_split(space)
     out += [PolicySpec(name="static-equal", kind=PolicyKind.STATIC, static_quotas=equal, ranker=RankerKind.BLEND),
-            PolicySpec(name="static-rrf", kind=PolicyKind.STATIC, static_quotas=equal),
+            PolicySpec(name="static-rrf", kind=PolicyKind.STATIC, static_quotas=equal, ranker=RankerKind.RRF),
             PolicySpec(name="epsilon-greedy", kind=PolicyKind.EPSILON_GREEDY),
             PolicySpec(name="linucb", kind=PolicyKind.LINUCB),
             PolicySpec(name="thompson", kind=PolicyKind.THOMPSON),

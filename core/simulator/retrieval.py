@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -34,26 +35,27 @@ T = TypeVar("T")
 
 
 def level_table(kind: StrategyKind, levels: Sequence[int] | np.ndarray, top: Callable[[int], Sequence[T]],
-                target: T) -> tuple[np.ndarray, np.ndarray]:
-    """(hits bool (L,), returned int64 (L,)): is `target` in the strategy's top-levels[l] list, and
-    how many candidates that list holds (False and 0 at level 0). top(q): the strategy's top-q
+                targets: AbstractSet[T]) -> tuple[np.ndarray, np.ndarray]:
+    """(hits bool (L,), returned int64 (L,)): is one of `targets` (the wanted recording's copies,
+    core.collapse) in the strategy's top-levels[l] list, and how many candidates that list holds
+    (False and 0 at level 0). top(q): the strategy's top-q
     list. A kind whose top-q is a prefix of its top-Q (or that is not cached: asked once at the
     largest level) needs one list; semantic search is asked at every level (module docstring)."""
     lv = np.asarray(levels, dtype=np.int64)
     if kind in PREFIX_KINDS or kind not in CACHED_KINDS:
         items = list(top(int(lv.max())))
-        rank = items.index(target) + 1 if target in items else 0
+        rank = next((i + 1 for i, item in enumerate(items) if item in targets), 0)
         return (rank > 0) & (lv >= rank), np.where(lv > 0, np.minimum(lv, len(items)), 0)
     lists = [list(top(int(q))) if q > 0 else [] for q in lv.tolist()]
-    return (np.array([target in items for items in lists], dtype=bool),
+    return (np.array([not targets.isdisjoint(items) for items in lists], dtype=bool),
             np.array([len(items) for items in lists], dtype=np.int64))
 
 
 def level_tables(tops: Sequence[tuple[StrategyKind, Callable[[int], Sequence[T]]]],
-                 levels: Sequence[int] | np.ndarray, target: T) -> tuple[np.ndarray, np.ndarray]:
+                 levels: Sequence[int] | np.ndarray, targets: AbstractSet[T]) -> tuple[np.ndarray, np.ndarray]:
     """(hits bool (S, L), returned int64 (S, L)): level_table of every strategy, given as (kind,
     top) pairs in column order."""
-    tables = [level_table(kind, levels, top, target) for kind, top in tops]
+    tables = [level_table(kind, levels, top, targets) for kind, top in tops]
     return np.array([h for h, _ in tables]), np.array([n for _, n in tables])
 
 
@@ -126,11 +128,12 @@ class InProcessStrategies:
                 out.append(StrategyList(name, [self.ids[o] for o in ordinals.tolist()], scores))
         return out
 
-    def level_tables(self, text: str, target: int, levels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(hits bool (S, L), returned int64 (S, L)): is ordinal `target` in strategy s's
-        top-levels[l] list, and how many candidates that list holds (level_table)."""
+    def level_tables(self, text: str, targets: AbstractSet[int], levels: Sequence[int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(hits bool (S, L), returned int64 (S, L)): is one of the ordinals `targets` in strategy
+        s's top-levels[l] list, and how many candidates that list holds (level_table)."""
         return level_tables([(self.loaded[name].kind, partial(self.top_ordinals, name, text)) for name in self.names],
-                            levels, target)
+                            levels, targets)
 
     def learner(self) -> SupportsLearn | None:
         memory = self.loaded.get(StrategyKind.MEMORY.value)

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from core.catalog import Entity
+from core.collapse import recording_copies
 from core.eventlog import DecisionRecord, EventRecord
 from core.pipeline import Answer, CallStatus, SearchPipeline
 from core.policy.allocation import DEFAULT_LEVELS, AllocationSpace
@@ -127,15 +129,20 @@ def click_generator(seed: int) -> np.random.Generator:
 
 
 def user_action(listener: ListeningModel, users: UserSimulator, sim: SimSearch, shown: np.ndarray,
-                rng: np.random.Generator) -> list[Reaction]:
+                rng: np.random.Generator, copies: AbstractSet[int] = frozenset()) -> list[Reaction]:
     """The events of the user of `sim` on the ranked ordinals `shown` (int64, best first), in
-    order (core.simulator.listening): the one user model every benchmark calls."""
+    order (core.simulator.listening): the one user model every benchmark calls. copies: the
+    ordinals of the target's recording (core.collapse.recording_copies; empty = the target alone):
+    the user wants the recording, so a shown copy is heard as the target, and the event names the
+    copy that was shown."""
     visible = shown[: listener.config.shown]
+    heard = np.array([sim.target if o in copies else o for o in shown.tolist()], dtype=np.int64) if copies else shown
     world = users.world
     facts = TrackFacts(affinity=users.affinity_multiplier(sim.user, visible), genre=world.genre_of[visible],
                        artist=[world.artists[o] for o in visible.tolist()])
-    return listener.react(shown, sim.relevant, sim.target, rng, facts, int(world.genre_of[sim.target]),
-                          world.artists[sim.target])
+    reactions = listener.react(heard, sim.relevant, sim.target, rng, facts, int(world.genre_of[sim.target]),
+                               world.artists[sim.target])
+    return [replace(r, entity=int(shown[r.rank - 1])) if r.rank > 0 else r for r in reactions]
 
 
 def target_rewards(space: AllocationSpace, target_hits: np.ndarray, returned: np.ndarray, latency: np.ndarray,
@@ -166,6 +173,7 @@ class PolicyRun:
         self.pipeline = SearchPipeline(self.allocator, make_ranker(spec.ranker, table), policy_name=spec.name,
                                        recordings=table)
         self.listener = config.listener()
+        self.copies = recording_copies(table.recording_keys)  # the target is a recording: any copy
         self.latency = config.latency.table(names, config.levels)
         self.click_rng = click_generator(config.seed)
         self.rng = np.random.default_rng([config.seed, 2])
@@ -190,7 +198,8 @@ class PolicyRun:
 
     def step(self, t: int, sim: SimSearch, rec: Records) -> None:
         self.now = SIM_EPOCH + t * SECONDS_PER_SEARCH
-        hits, returned = self.strategies.level_tables(sim.text, sim.target, self.config.levels)
+        copies = self.copies.get(sim.target, frozenset((sim.target,)))
+        hits, returned = self.strategies.level_tables(sim.text, copies, self.config.levels)
         rewards = self.foresight.rewards = target_rewards(self.space, hits, returned, self.latency,
                                                           self.allocator.config)
         plan = self.pipeline.decide(sim.text, sim.context, self.strategies.understand(sim.text), self.rng)
@@ -198,7 +207,7 @@ class PolicyRun:
                                      k=self.config.k)
         ordinal = self.strategies.ordinal
         shown = np.array([ordinal[e] for e in served.record.final], dtype=np.int64)
-        reactions = user_action(self.listener, self.users, sim, shown, self.click_rng)
+        reactions = user_action(self.listener, self.users, sim, shown, self.click_rng, copies)
         level = self.space.allocations[plan.decision.allocation]
         record_search(rec, t, sim, served.record, shown, len(served.merged),
                       bool(hits[np.arange(level.size), level].any()), rewards, self.space, self.config)

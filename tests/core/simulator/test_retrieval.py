@@ -35,11 +35,24 @@ def test_lists_and_target_hits(loaded: InProcessStrategies, music_slice: list[En
     assert [lst.strategy for lst in lists] == ["lexical", "attribute", "memory"]
     assert len(lists[0].entity_ids) <= 10 and len(lists[1].entity_ids) <= 25
     first = loaded.ordinal[lists[0].entity_ids[0]]
-    hits, returned = loaded.level_tables("ed sheeran", first, (0, 10, 25))
+    hits, returned = loaded.level_tables("ed sheeran", frozenset((first,)), (0, 10, 25))
     assert hits.shape == returned.shape == (4, 3) and hits[0].tolist() == [False, True, True]
     for s, name in enumerate(loaded.names):  # list sizes as the strategies return them, 0 at level 0
         assert returned[s].tolist() == [0] + [len(loaded.top(name, "ed sheeran", q)[0]) for q in (10, 25)]
     assert loaded.understand("ed sheeran") is loaded.understand("ed sheeran")
+
+
+def test_a_recording_is_hit_by_any_of_its_copies(loaded: InProcessStrategies) -> None:
+    """The target is a recording: a level holds it when it holds any copy. The semantic strategy's
+    11th result, given as a copy of an entity no strategy returns, is found at level 25, not 10."""
+    text = "ed sheeran"
+    top25 = loaded.top("semantic", text, 25)[0].tolist()
+    assert len(top25) > 10
+    returned_anywhere = {o for name in loaded.names for o in loaded.top(name, text, 25)[0].tolist()}
+    absent = next(o for o in range(len(loaded.ids)) if o not in returned_anywhere)
+    hits, _ = loaded.level_tables(text, frozenset((absent, top25[10])), (0, 10, 25))
+    assert hits[loaded.names.index("semantic")].tolist() == [False, False, True]
+    assert not loaded.level_tables(text, frozenset((absent,)), (0, 10, 25))[0].any()
 
 
 def test_memory_needs_a_state_directory(music_index: Path) -> None:

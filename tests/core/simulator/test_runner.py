@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from core.catalog import Entity
+from core.collapse import recording_copies
 from core.policy.allocation import AllocationSpace
 from core.policy.policies import PolicyConfig, PolicyKind
+from core.reward import satisfies
 from core.simulator.listening import ListeningConfig
 from core.simulator.metrics import Records
 from core.simulator.policies import ORACLE, PolicySpec, standard_policies
@@ -19,7 +21,11 @@ from core.simulator.runner import (
     oracle_allocation,
     run_experiment,
     target_rewards,
+    user_action,
 )
+from core.simulator.users import Intent, SimulatorConfig, UserSimulator
+from core.simulator.world import MusicWorld
+from core.types import EventType
 from tests.core.simulator.conftest import STRATEGIES
 
 SEARCHES = 300
@@ -118,3 +124,25 @@ def test_oracle_takes_the_cheapest_allocation_that_retrieves_the_target() -> Non
 def test_invalid_experiment_config(kwargs: dict[str, int], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ExperimentConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_shown_copy_of_the_target_is_heard_as_the_target(music_slice: list[Entity]) -> None:
+    """Regression (issue 13, duplicate collapse): the served list shows one copy of a recording,
+    not necessarily the one the simulator drew as the target. The user wants the recording: a
+    shown copy is played as the target (long, satisfied), and the event names the copy shown.
+    Without copies the same entity is an irrelevant track and is never played."""
+    users = UserSimulator(MusicWorld.from_entities(music_slice), SimulatorConfig(seed=3))
+    sim = next(s for s in (users.next_search() for _ in range(200)) if s.intent == Intent.SPEARFISHING)
+    copy = next(o for o in range(len(music_slice)) if o not in sim.relevant)
+    shown = np.array([copy, *[o for o in range(len(music_slice)) if o not in sim.relevant and o != copy][:9]])
+    sure = ExperimentConfig(listening=ListeningConfig(examination_decay=0.0, target_attraction=1.0,
+                                                      irrelevant_attraction=0.0, reformulate=0.0)).listener()
+    heard = user_action(sure, users, sim, shown, np.random.default_rng(0), frozenset((sim.target, copy)))
+    assert heard[0].entity == copy and heard[0].rank == 1 and heard[0].type == EventType.PLAY
+    assert satisfies(heard[0].type, heard[0].value) and len(heard) == 1
+    assert user_action(sure, users, sim, shown, np.random.default_rng(0)) == []
+
+
+def test_recording_copies_group_every_copy() -> None:
+    copies = recording_copies(["a / x", "b / x", "a / x", "", "", "a / x"])
+    assert copies == {0: frozenset({0, 2, 5}), 2: frozenset({0, 2, 5}), 5: frozenset({0, 2, 5})}

@@ -21,9 +21,10 @@ does: its hit is 0 whatever it does); per-search regret is r(oracle) - r(chosen)
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -101,6 +102,20 @@ class ExperimentConfig:
             raise ValueError(f"`k` ({self.k}) must be >= `clicks.shown` ({self.clicks.shown})")
 
 
+class Audience(Protocol):
+    """Who acts on the results: the user model's per-user genre affinity multiplier.
+    core.simulator.users.UserSimulator for the music simulator; a benchmark without users returns
+    ones (benchmarks.routing)."""
+
+    def affinity_multiplier(self, user: int, ordinals: np.ndarray) -> np.ndarray: ...
+
+
+SearchObserver = Callable[[int, SimSearch, DecisionRecord, np.ndarray, np.ndarray], None]
+"""Called after every served search with (t, the search, its DecisionRecord, hits bool (S, L),
+returned int64 (S, L)) (the level tables of PolicyRun.step): what a benchmark measures beyond
+Records, such as the final ranking against its own judgments (benchmarks.routing)."""
+
+
 def draw_searches(users: UserSimulator, n: int) -> list[SimSearch]:
     """The next n searches of `users` (every policy of a seed replays the same list)."""
     return [users.next_search() for _ in range(n)]
@@ -120,7 +135,7 @@ def click_generator(seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, 1])
 
 
-def user_action(clicks: ClickModel, users: UserSimulator, sim: SimSearch, shown: np.ndarray,
+def user_action(clicks: ClickModel, users: Audience, sim: SimSearch, shown: np.ndarray,
                 rng: np.random.Generator) -> Action:
     """What the user of `sim` does with the ranked ordinals `shown` (int64, best first): the click
     model, with the user's genre affinity for the visible results."""
@@ -151,8 +166,9 @@ class PolicyRun:
     process, with simulated latencies."""
 
     def __init__(self, spec: PolicySpec, config: ExperimentConfig, strategies: InProcessStrategies,
-                 users: UserSimulator, table: EntityTable) -> None:
+                 users: Audience, table: EntityTable, observer: SearchObserver | None = None) -> None:
         self.spec, self.config, self.strategies, self.users = spec, config, strategies, users
+        self.observer = observer
         names = strategies.names
         self.foresight = Foresight()
         self.allocator = spec.allocator(names, replace(config.policy, levels=config.levels, budget=config.budget),
@@ -196,6 +212,8 @@ class PolicyRun:
         level = self.space.allocations[plan.decision.allocation]
         record_search(rec, t, sim, served.record, shown, len(served.merged),
                       bool(hits[np.arange(level.size), level].any()), rewards, self.space, self.config)
+        if self.observer is not None:
+            self.observer(t, sim, served.record, hits, returned)
         if action.entity >= 0:
             event, entity_id = action_event(action), self.strategies.ids[action.entity]
             judged = self.pipeline.judge(served.record, entity_id, event)
@@ -229,15 +247,17 @@ def record_feedback(rec: Records, t: int, reward: float, retrieved: bool) -> Non
 
 
 def run_policy(spec: PolicySpec, config: ExperimentConfig, root: str | os.PathLike[str], strategies: Sequence[str],
-               searches: Sequence[SimSearch], users: UserSimulator, table: EntityTable, *,
-               memory_state: str | os.PathLike[str], shared: InProcessStrategies | None = None) -> Records:
+               searches: Sequence[SimSearch], users: Audience, table: EntityTable, *,
+               memory_state: str | os.PathLike[str], shared: InProcessStrategies | None = None,
+               observer: SearchObserver | None = None) -> Records:
     """Run `spec` over `searches` on the index at `root`; memory_state: a fresh directory for the
-    memory strategy's feedback; shared: strategies (and caches) to reuse from an earlier run."""
+    memory strategy's feedback; shared: strategies (and caches) to reuse from an earlier run;
+    observer: sees every served search (SearchObserver)."""
     clock_box: list[PolicyRun] = []
     loaded = InProcessStrategies(root, strategies, max(config.levels), memory_state=memory_state,
                                  clock=lambda: clock_box[0].now if clock_box else SIM_EPOCH, shared=shared)
     try:
-        run = PolicyRun(spec, config, loaded, users, table)
+        run = PolicyRun(spec, config, loaded, users, table, observer)
         clock_box.append(run)
         rec = Records.empty(spec.name, loaded.names, len(searches))
         for t, sim in enumerate(searches):

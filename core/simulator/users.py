@@ -109,10 +109,12 @@ class SimulatorConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SimSearch:
-    """One simulated search. relevant: int64 ordinals, ascending (the target among them);
-    target: the ordinal of the track the user wants; context: as sent to the broker."""
+    """One simulated search. intent: an Intent here; other simulators' group label (the routing
+    benchmark: the collection's index), stored in Records.intent; relevant: int64 ordinals,
+    ascending (the target among them); target: the ordinal of the track the user wants; context:
+    as sent to the broker."""
 
-    intent: Intent
+    intent: int
     user: int
     text: str
     context: dict[str, str]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import load_beir
+from benchmarks.common import load_beir, truncate_queries
 from core.catalog import Entity
 from core.query import DEFAULT_MAX_QUERY_CHARS
 from core.simulator.users import SimSearch
@@ -42,29 +42,6 @@ def doc_text(title: str, text: str) -> str:
     """What a document is indexed as: title and text, stripped, joined by one space (as
     benchmarks.semantic embeds it, MTEB's BEIR convention)."""
     return " ".join(part for part in (title.strip(), text.strip()) if part)
-
-
-def truncate_query(text: str, limit: int) -> str:
-    """`text` stripped and, when longer than `limit` characters, cut at the last white space
-    within the limit (at the limit itself when the first `limit` characters hold none)."""
-    if limit < 1:
-        raise ValueError(f"`limit` must be >= 1, but got {limit}")
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    if text[limit].isspace():
-        return text[:limit].rstrip()
-    head = text[:limit]
-    last = max(head.rfind(c) for c in " \t\n\r")
-    return (head[:last] if last > 0 else head).rstrip()
-
-
-def truncate_queries(queries: dict[str, str], limit: int = DEFAULT_MAX_QUERY_CHARS) -> tuple[dict[str, str], int]:
-    """(queries with every text cut to `limit` characters by truncate_query, how many were cut).
-    The default is the shards' request limit (core.query.DEFAULT_MAX_QUERY_CHARS): a benchmark
-    measures what a served query could be, and must not die on one long query."""
-    out = {qid: truncate_query(text, limit) for qid, text in queries.items()}
-    return out, sum(len(text.strip()) > limit for text in queries.values())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,17 +102,20 @@ def zipf_weights(n: int, exponent: float) -> np.ndarray:
 def routing_searches(data: PooledData, ordinal: dict[str, int], n: int, seed: int,
                      zipf_exponent: float = DEFAULT_ZIPF_EXPONENT) -> tuple[list[SimSearch], list[str]]:
     """(n searches of the stream of `seed` (module docstring), the pooled query id of each).
-    ordinal: pooled doc id -> the index's ordinal. Each SimSearch has intent = the query's collection index, user 0 and an empty context
-    (the benchmark has no users: the policy routes on the query alone), relevant = the judged
-    ordinals (ascending) and target = the wanted one."""
+    ordinal: pooled doc id -> the index's ordinal. Each SimSearch has intent = the query's
+    collection index, user 0 and an empty context (the benchmark has no users: the policy routes
+    on the query alone), relevant = the judged ordinals (ascending) and target = the wanted one."""
     if n < 1:
         raise ValueError(f"`n` must be >= 1, but got {n}")
     rng = np.random.default_rng([seed, 7])
     qids = sorted(data.queries)
     popularity = rng.permutation(len(qids))  # popularity rank of each query, 0 = most frequent
     p = zipf_weights(len(qids), zipf_exponent)[popularity]
-    drawn = rng.choice(len(qids), size=n, p=p)
-    uniforms = rng.random(n)
+    # One (query, target) pair of uniforms per search, so the first n searches of a longer stream
+    # are the stream of n: a 20,000-search run is the start of a 100,000-search one.
+    pairs = rng.random((n, 2))
+    drawn = np.minimum(np.searchsorted(np.cumsum(p), pairs[:, 0] * p.sum(), side="right"), len(qids) - 1)
+    uniforms = pairs[:, 1]
     judged = {q: (np.array([ordinal[d] for d in data.qrels[q]], dtype=np.int64),
                   np.array(list(data.qrels[q].values()), dtype=np.float64)) for q in qids}
     out, ids = [], []

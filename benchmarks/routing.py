@@ -134,6 +134,18 @@ def sweep(data: Any, root: Path, budgets: Sequence[int]) -> None:
         print()
 
 
+def finite(value: Any) -> Any:
+    """`value` with every NaN replaced by None (null), recursively: strict JSON has no NaN (a
+    collection without searches in a short run has no measures)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     from benchmarks.routing_data import DEFAULT_ZIPF_EXPONENT
     from core.query import DEFAULT_MAX_QUERY_CHARS
@@ -191,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{info['machine']})")
     plot = write_plot(by_plan, result["plans"], data.collections, args.out)
     print(text)
-    payload = json.dumps(result, indent=2) + "\n"
+    payload = json.dumps(finite(result), indent=2, allow_nan=False) + "\n"
     (args.out / "results.json").write_text(payload)
     (args.out / "results.md").write_text(text + f"\n\n![routing]({plot.name})\n")
     if args.json is not None:

@@ -108,7 +108,7 @@ def write_plot(runs: Mapping[str, Sequence[RoutingRun]], plans: Mapping[str, Seq
     for s, name in enumerate(recs[0].strategies):
         left.bar(collections, mix[:, s], bottom=bottom, label=name)
         bottom += mix[:, s]
-    left.set_title(f"{DEFAULT}: mean quota per collection (last {share:.0%} of searches)")
+    left.set_title(f"{DEFAULT}: mean quota per collection (last {share:.0%} of searches)", fontsize=10)
     left.set_ylabel("candidates asked")
     left.legend(fontsize=8)
     names = list(plans)
@@ -120,7 +120,8 @@ def write_plot(runs: Mapping[str, Sequence[RoutingRun]], plans: Mapping[str, Seq
     right.set_xlabel("pooled target recall (95% CI over seeds)")
     if BEST_FIXED in plans and ORACLE in plans:
         closed = interval(gap_closed(plans))
-        right.set_title(f"{DEFAULT} closes {closed[0]:.0%} ± {closed[1]:.0%} of the best-fixed -> oracle gap")
+        right.set_title(f"{DEFAULT} closes {closed[0]:.0%} ± {closed[1]:.0%} of the best-fixed -> oracle gap",
+                        fontsize=10)
     fig.tight_layout()
     path = out / "routing.png"
     fig.savefig(path, dpi=150)

@@ -61,6 +61,19 @@ def gap_closed(plans: Mapping[str, Sequence[Mapping[str, Any]]], key: str = "tar
     return out
 
 
+def paired(plans: Mapping[str, Sequence[Mapping[str, Any]]], key: str) -> str:
+    """One line per plan: the default policy minus that plan on the pooled `key`, mean ± 95% CI of
+    the per-seed differences (every plan of a seed replays the same searches, so the difference per
+    seed is what varies; the popular queries change with the seed, which makes the unpaired
+    intervals wide)."""
+    lines = []
+    for name, runs in plans.items():
+        if name != DEFAULT:
+            diff = [d[key] - o[key] for d, o in zip(plans[DEFAULT], runs, strict=True)]
+            lines.append(f"- {DEFAULT} - {name}: {fmt(diff)}")
+    return f"{LABELS[key]}, paired over seeds:\n" + "\n".join(lines)
+
+
 def fmt(values: Sequence[float]) -> str:
     mean, half = interval(values)
     digits = 1 if abs(mean) >= 10 else 3
@@ -84,6 +97,7 @@ def tables(result: Mapping[str, Any]) -> str:
         rows = [[name, *(fmt([s["by_collection"][c][key] for s in runs]) for c in names)]
                 for name, runs in plans.items()]
         parts.append(f"{LABELS[key]} per collection:\n\n" + markdown(rows, ["plan", *names]))
+    parts += [paired(plans, "target_recall"), paired(plans, "ndcg@10")]
     return "\n\n".join(parts)
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.query import DEFAULT_MAX_QUERY_CHARS
+
 DEFAULT_SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 
 
@@ -115,3 +117,26 @@ def write_json(path: Path | None, result: dict[str, Any]) -> None:
     if path is not None:
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {path}")
+
+
+def truncate_query(text: str, limit: int) -> str:
+    """`text` stripped and, when longer than `limit` characters, cut at the last white space
+    within the limit (at the limit itself when the first `limit` characters hold none)."""
+    if limit < 1:
+        raise ValueError(f"`limit` must be >= 1, but got {limit}")
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    if text[limit].isspace():
+        return text[:limit].rstrip()
+    head = text[:limit]
+    last = max(head.rfind(c) for c in " \t\n\r")
+    return (head[:last] if last > 0 else head).rstrip()
+
+
+def truncate_queries(queries: dict[str, str], limit: int = DEFAULT_MAX_QUERY_CHARS) -> tuple[dict[str, str], int]:
+    """(queries with every text cut to `limit` characters by truncate_query, how many were cut).
+    The default is the shards' request limit (core.query.DEFAULT_MAX_QUERY_CHARS): a benchmark
+    measures what a served query could be, and must not die on one long query."""
+    out = {qid: truncate_query(text, limit) for qid, text in queries.items()}
+    return out, sum(len(text.strip()) > limit for text in queries.values())

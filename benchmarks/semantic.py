@@ -2,10 +2,12 @@
 against faiss HNSW at matched recall, encoding speed; in one run.
 
     python -m benchmarks.semantic [--data DIR] [--json FILE] [--cache DIR] [--encode-threads N]
-                                  [--target-recall R] [--encoder minilm|hashing]
+                                  [--target-recall R] [--encoder minilm|hashing] [--max-query-chars C]
 
 Documents are embedded as title + " " + text (MTEB's BEIR convention), queries as their text,
-with all-MiniLM-L6-v2 (max 256 word pieces); corpus embeddings come from the embedding cache, so
+with all-MiniLM-L6-v2 (max 256 word pieces); query texts longer than --max-query-chars (default
+1024, the shards' request limit, core.query) are cut at a word boundary (CISI has queries over 1,024
+characters) and the run prints how many; corpus embeddings come from the embedding cache, so
 only the first run pays for encoding. Reported:
 - nDCG@10 and Recall@100 (ir-measures, test split) for semantic alone (ltrr's index, default
   settings), lexical alone (ltrr BM25) and their reciprocal-rank fusion (k = 60, top 100 of each);
@@ -22,6 +24,7 @@ only the first run pays for encoding. Reported:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -38,8 +41,10 @@ from benchmarks.common import (
     pin_threads,
     print_table,
     run_info,
+    truncate_queries,
     write_json,
 )
+from core.query import DEFAULT_MAX_QUERY_CHARS
 
 TOP = 100
 K = 10
@@ -206,15 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder", default="minilm", choices=("minilm", "hashing"),
                         help="hashing: spelling, not meaning; only for a quick smoke run")
     parser.add_argument("--target-recall", type=float, default=0.98, help="recall@10 for the qps comparison")
+    parser.add_argument("--max-query-chars", type=int, default=DEFAULT_MAX_QUERY_CHARS,
+                        help="longer query texts are cut to this many characters (default %(default)s, the shards' "
+                             "request limit)")
     args = parser.parse_args(argv)
+    if args.max_query_chars < 1:
+        parser.error(f"--max-query-chars must be >= 1, but got {args.max_query_chars}")
     pin_threads()
     set_torch_threads(args.encode_threads)  # corpus encoding; queries use one thread
-    data = load_beir(args.data)
-    print(f"{args.data}: {len(data.corpus):,} documents, {len(data.queries):,} test queries")
+    data, truncated = load_queries(args.data, args.max_query_chars)
+    print(f"{args.data}: {len(data.corpus):,} documents, {len(data.queries):,} test queries, {truncated} cut to "
+          f"{args.max_query_chars} characters")
     with tempfile.TemporaryDirectory(prefix="ltrr-bench-") as tmp:
         start = time.perf_counter()
         lexical, semantic = build(data, Path(tmp), args.cache, args.encoder)
-        result: dict[str, Any] = {"build_s": round(time.perf_counter() - start, 1)}
+        result: dict[str, Any] = {"build_s": round(time.perf_counter() - start, 1),
+                                  "max_query_chars": args.max_query_chars, "truncated_queries": truncated}
         qvecs, latency = encode_queries(semantic, list(data.queries.values()))
         result.update(latency)
         result["relevance"] = relevance(lexical, semantic, data, qvecs)
@@ -228,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     report(result)
     write_json(args.json, result)
     return 0
+
+
+def load_queries(root: Path, max_query_chars: int) -> tuple[BeirData, int]:
+    """The BEIR folder with every query text cut to `max_query_chars` (benchmarks.common.truncate_queries),
+    and how many were cut: one long query must not stop the benchmark."""
+    data = load_beir(root)
+    queries, truncated = truncate_queries(data.queries, max_query_chars)
+    return dataclasses.replace(data, queries=queries), truncated
 
 
 def doc_matrix(semantic: Any, data: BeirData, cache: Path) -> np.ndarray:

@@ -22,10 +22,11 @@ does: its hit is 0 whatever it does); per-search regret is r(oracle) - r(chosen)
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -109,6 +110,25 @@ class ExperimentConfig:
         return ListeningModel(self.listening, satisfied_fraction=self.policy.satisfied_fraction)
 
 
+class Audience(Protocol):
+    """Who acts on the results: the user's genre affinity multiplier for each ordinal, and what the
+    listener compares with the target (core.simulator.listening: genre and artist).
+    core.simulator.users.UserSimulator for the music simulator; benchmarks.routing's audience has
+    no tastes (ones)."""
+
+    def affinity_multiplier(self, user: int, ordinals: np.ndarray) -> np.ndarray: ...
+
+    def track_facts(self, ordinals: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """(genre int32 per ordinal, -1 = none; artist per ordinal) of int64 `ordinals`."""
+        ...
+
+
+SearchObserver = Callable[[int, SimSearch, DecisionRecord, np.ndarray, np.ndarray], None]
+"""Called after every served search with (t, the search, its DecisionRecord, hits bool (S, L),
+returned int64 (S, L)) (the level tables of PolicyRun.step): what a benchmark measures beyond
+Records, such as the final ranking against its own judgments (benchmarks.routing)."""
+
+
 def draw_searches(users: UserSimulator, n: int) -> list[SimSearch]:
     """The next n searches of `users` (every policy of a seed replays the same list)."""
     return [users.next_search() for _ in range(n)]
@@ -128,7 +148,7 @@ def click_generator(seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, 1])
 
 
-def user_action(listener: ListeningModel, users: UserSimulator, sim: SimSearch, shown: np.ndarray,
+def user_action(listener: ListeningModel, users: Audience, sim: SimSearch, shown: np.ndarray,
                 rng: np.random.Generator, copies: AbstractSet[int] = frozenset()) -> list[Reaction]:
     """The events of the user of `sim` on the ranked ordinals `shown` (int64, best first), in
     order (core.simulator.listening): the one user model every benchmark calls. copies: the
@@ -137,11 +157,10 @@ def user_action(listener: ListeningModel, users: UserSimulator, sim: SimSearch, 
     copy that was shown."""
     visible = shown[: listener.config.shown]
     heard = np.array([sim.target if o in copies else o for o in shown.tolist()], dtype=np.int64) if copies else shown
-    world = users.world
-    facts = TrackFacts(affinity=users.affinity_multiplier(sim.user, visible), genre=world.genre_of[visible],
-                       artist=[world.artists[o] for o in visible.tolist()])
-    reactions = listener.react(heard, sim.relevant, sim.target, rng, facts, int(world.genre_of[sim.target]),
-                               world.artists[sim.target])
+    genre, artist = users.track_facts(visible)
+    target_genre, target_artist = users.track_facts(np.array([sim.target], dtype=np.int64))
+    facts = TrackFacts(affinity=users.affinity_multiplier(sim.user, visible), genre=genre, artist=artist)
+    reactions = listener.react(heard, sim.relevant, sim.target, rng, facts, int(target_genre[0]), target_artist[0])
     return [replace(r, entity=int(shown[r.rank - 1])) if r.rank > 0 else r for r in reactions]
 
 
@@ -163,8 +182,9 @@ class PolicyRun:
     process, with simulated latencies."""
 
     def __init__(self, spec: PolicySpec, config: ExperimentConfig, strategies: InProcessStrategies,
-                 users: UserSimulator, table: EntityTable) -> None:
+                 users: Audience, table: EntityTable, observer: SearchObserver | None = None) -> None:
         self.spec, self.config, self.strategies, self.users = spec, config, strategies, users
+        self.observer = observer
         names = strategies.names
         self.foresight = Foresight()
         self.allocator = spec.allocator(names, replace(config.policy, levels=config.levels, budget=config.budget),
@@ -211,6 +231,8 @@ class PolicyRun:
         level = self.space.allocations[plan.decision.allocation]
         record_search(rec, t, sim, served.record, shown, len(served.merged),
                       bool(hits[np.arange(level.size), level].any()), rewards, self.space, self.config)
+        if self.observer is not None:
+            self.observer(t, sim, served.record, hits, returned)
         self.feedback(t, sim, served.record, reactions, rec)
 
     def feedback(self, t: int, sim: SimSearch, record: DecisionRecord, reactions: Sequence[Reaction],
@@ -256,15 +278,17 @@ def record_feedback(rec: Records, t: int, reward: float, retrieved: bool) -> Non
 
 
 def run_policy(spec: PolicySpec, config: ExperimentConfig, root: str | os.PathLike[str], strategies: Sequence[str],
-               searches: Sequence[SimSearch], users: UserSimulator, table: EntityTable, *,
-               memory_state: str | os.PathLike[str], shared: InProcessStrategies | None = None) -> Records:
+               searches: Sequence[SimSearch], users: Audience, table: EntityTable, *,
+               memory_state: str | os.PathLike[str], shared: InProcessStrategies | None = None,
+               observer: SearchObserver | None = None) -> Records:
     """Run `spec` over `searches` on the index at `root`; memory_state: a fresh directory for the
-    memory strategy's feedback; shared: strategies (and caches) to reuse from an earlier run."""
+    memory strategy's feedback; shared: strategies (and caches) to reuse from an earlier run;
+    observer: sees every served search (SearchObserver)."""
     clock_box: list[PolicyRun] = []
     loaded = InProcessStrategies(root, strategies, max(config.levels), memory_state=memory_state,
                                  clock=lambda: clock_box[0].now if clock_box else SIM_EPOCH, shared=shared)
     try:
-        run = PolicyRun(spec, config, loaded, users, table)
+        run = PolicyRun(spec, config, loaded, users, table, observer)
         clock_box.append(run)
         rec = Records.empty(spec.name, loaded.names, len(searches))
         for t, sim in enumerate(searches):

@@ -109,10 +109,12 @@ class SimulatorConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SimSearch:
-    """One simulated search. relevant: int64 ordinals, ascending (the target among them);
-    target: the ordinal of the track the user wants; context: as sent to the broker."""
+    """One simulated search. intent: an Intent here; other simulators' group label (the routing
+    benchmark: the collection's index), stored in Records.intent; relevant: int64 ordinals,
+    ascending (the target among them); target: the ordinal of the track the user wants; context:
+    as sent to the broker."""
 
-    intent: Intent
+    intent: int
     user: int
     text: str
     context: dict[str, str]
@@ -185,6 +187,11 @@ class UserSimulator:
         genre = world.genre_of[ordinals]
         aff = np.where(genre >= 0, self.affinity[user][np.maximum(genre, 0)] * len(world.genres), 1.0)
         return (1 - s) + s * aff
+
+    def track_facts(self, ordinals: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """(genre int32 per ordinal, -1 = none; artist per ordinal) of int64 `ordinals`: what the
+        listener compares with the target (core.simulator.runner.Audience)."""
+        return self.world.genre_of[ordinals], [self.world.artists[o] for o in ordinals.tolist()]
 
     def _target_weights(self, user: int, hour: int, relevant: np.ndarray) -> np.ndarray:
         suits = np.zeros(relevant.size, dtype=bool)

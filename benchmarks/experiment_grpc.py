@@ -206,21 +206,24 @@ class ShardProbe:
         self.clients, self.names, self.levels = clients, tuple(strategies), np.asarray(levels)
         self.cache = cache  # (strategy, text, quota) -> entity ids; shared by the plans of a run
 
-    def top_ids(self, name: str, text: str, quota: int) -> list[str]:
+    def top_ids(self, name: str, text: str, quota: int, context: Mapping[str, str] | None = None) -> list[str]:
+        """Strategy `name`'s top `quota` entity ids for `text`, asked with the search's `context`
+        (the memory shard learns per context; the cached strategies ignore it)."""
         key = (name, text, quota)
         if StrategyKind(name) in CACHED_KINDS and key in self.cache:
             return self.cache[key]
-        ids = [c.entity_id for c in self.clients[name].retrieve(text, quota).candidates]
+        ids = [c.entity_id for c in self.clients[name].retrieve(text, quota, context=dict(context or {})).candidates]
         if StrategyKind(name) in CACHED_KINDS:
             self.cache[key] = ids
         return ids
 
-    def level_tables(self, text: str, targets: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
+    def level_tables(self, text: str, targets: frozenset[str], context: Mapping[str, str] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
         """(hits bool (S, L), returned int64 (S, L)): is one of `targets` (the wanted recording's
-        copies) in strategy s's top-levels[l] list, and how many candidates that list holds
-        (core.simulator.retrieval.level_tables)."""
-        return level_tables([(StrategyKind(name), partial(self.top_ids, name, text)) for name in self.names],
-                            self.levels, targets)
+        copies) in strategy s's top-levels[l] list for `text` and `context`, and how many
+        candidates that list holds (core.simulator.retrieval.level_tables)."""
+        return level_tables([(StrategyKind(name), partial(self.top_ids, name, text, context=context))
+                             for name in self.names], self.levels, targets)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,7 +284,7 @@ class PlanRun:
         ids, config = setting.ids, setting.config
         copies = setting.recording(sim.target)
         wanted = frozenset(ids[o] for o in copies)
-        hits, returned = self.probe.level_tables(sim.text, wanted)
+        hits, returned = self.probe.level_tables(sim.text, wanted, sim.context)
         rewards = target_rewards(self.space, hits, returned, self.latency, config.policy)
         response, rec.search_ms[t] = self.search(sim)
         candidates = {c.entity_id for c in response.candidates}

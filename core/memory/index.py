@@ -7,13 +7,21 @@ core.memory.predict as CSR arrays:
 - ordinals.npy: int32, shape (P,); scores.npy: float32, shape (P,): entity and predicted score.
 Run-time state (feedback), in `state_dir` (default `<index>/memory-state`), kept by core.memory.wal:
 - log records {"seq": int, "at": stamp of the batch (seconds, see core.memory.dedup), "events": rows
-  as `_apply` takes them}; records written before version 2 have no "at" (the load time is used);
+  as `_apply` takes them}; records written before version 2 have no "at" (the load time is used),
+  rows written before contextual keys have no 7th element (learned under the plain key only);
 - snapshot {"version": 2, "seq": last record included, "events": [[event id, stamp], ...] oldest
   first, "pairs": {query key: [[entity id, *PairStats.to_list()], ...]}}; version 1 stored "events"
-  as a list of ids, which still loads (every id gets the load time as its stamp).
+  as a list of ids, which still loads (every id gets the load time as its stamp). The query keys
+  include the contextual keys (core.memory.context.contextual_key), pruned like the plain ones.
 
-Retrieve: the pairs of the query's key, predicted and observed, scored by the posterior mean of
-core.memory.store; ties go to the lower ordinal.
+Learn: an event is learned under its query's key and, when its context has a bucket
+(MemoryConfig.context_keys, core.memory.context), under the contextual key too.
+Retrieve: the observed pairs of the query's contextual key first (what this kind of user wanted),
+scored 1 + their posterior mean (so in (1, 2), keeping the list's scores non-increasing), then
+the other pairs of the query's key, predicted and observed, scored by the posterior mean of
+core.memory.store (in (0, 1)); ties go to the lower ordinal. A contextual pair's prior mean is
+the entity's predicted score for the plain key (prior_mean when not predicted). A query without
+a bucket, or whose contextual key learned nothing yet, gets exactly the plain key's list.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from core.analysis import text_key
 from core.catalog import Entity
 from core.collection import Collection
 from core.errors import NotFoundError
+from core.memory.context import SEPARATOR, context_bucket, contextual_key
 from core.memory.dedup import SeenEvents
 from core.memory.predict import DEFAULT_MAX_PER_QUERY, predict
 from core.memory.store import PairStats, ScoringConfig, prune_pairs, reward
@@ -48,6 +57,7 @@ DEFAULT_SNAPSHOT_EVERY = 10_000
 DEFAULT_SNAPSHOT_INTERVAL_S = 300.0
 DEFAULT_DEDUP_WINDOW_S = 3600.0
 DEFAULT_MIN_EVIDENCE = 1e-3
+DEFAULT_CONTEXT_KEYS = ("affinity",)
 SNAPSHOT_VERSION = 2
 
 
@@ -70,7 +80,14 @@ class MemoryConfig:
     Default 1e-3: a dropped pair's score moves back to its prior mean by less than
     1e-3 / (prior_strength + 1e-3) (5e-4 with the default strength 2), below anything a ranking
     distinguishes; with the 30-day half-life a single event's pair lasts ~10 half-lives (~300 days)
-    untouched before it goes. Nothing is pruned without decay (half_life_days = 0)."""
+    untouched before it goes. Nothing is pruned without decay (half_life_days = 0).
+    context_keys: the context names whose bucket (core.memory.context) keys the contextual pairs;
+    empty = off (the plain key only). From options: comma-separated names, "" = off. Default
+    ("affinity",): the user's strongest affinity, e.g. "affinity.genre=rock". It is the one signal
+    the request context carries about what a user likes (hour and device say when and where, not
+    what), one bucket per genre keeps the contextual keys at most (number of genres) per query,
+    so each fills with evidence quickly; adding names multiplies the buckets and splits the
+    evidence of a query between them."""
 
     state_dir: Path
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY
@@ -78,8 +95,13 @@ class MemoryConfig:
     dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S
     min_evidence: float = DEFAULT_MIN_EVIDENCE
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    context_keys: tuple[str, ...] = DEFAULT_CONTEXT_KEYS
 
     def __post_init__(self) -> None:
+        for name in self.context_keys:
+            if not name or name != name.strip() or "|" in name or "=" in name:
+                raise ValueError(f"`context_keys` must hold non-empty names without surrounding white space, "
+                                 f"'|' or '=', but got {self.context_keys!r}")
         if self.snapshot_every < 1:
             raise ValueError(f"`snapshot_every` must be >= 1, but got {self.snapshot_every}")
         if not (math.isfinite(self.snapshot_interval_s) and self.snapshot_interval_s >= 0):
@@ -92,7 +114,7 @@ class MemoryConfig:
     @classmethod
     def from_options(cls, options: Mapping[str, Any], root: str | os.PathLike[str]) -> MemoryConfig:
         """From CLI-style options: state_dir, snapshot_every, snapshot_interval_s, dedup_window_s,
-        min_evidence, prior_strength, prior_mean, half_life_days."""
+        min_evidence, prior_strength, prior_mean, half_life_days, context_keys (comma-separated)."""
         scoring = ScoringConfig(**{k: float(options[k]) for k in ("prior_strength", "prior_mean", "half_life_days")
                                    if k in options})
         return cls(state_dir=Path(options.get("state_dir") or Path(root) / DEFAULT_STATE_DIR),
@@ -100,7 +122,13 @@ class MemoryConfig:
                    snapshot_interval_s=float(options.get("snapshot_interval_s", DEFAULT_SNAPSHOT_INTERVAL_S)),
                    dedup_window_s=float(options.get("dedup_window_s", DEFAULT_DEDUP_WINDOW_S)),
                    min_evidence=float(options.get("min_evidence", DEFAULT_MIN_EVIDENCE)),
-                   scoring=scoring)
+                   scoring=scoring, context_keys=_names(options.get("context_keys", DEFAULT_CONTEXT_KEYS)))
+
+
+def _names(value: str | Sequence[str]) -> tuple[str, ...]:
+    """context_keys from an option: "a,b" or a sequence of names; "" = none."""
+    names = value.split(",") if isinstance(value, str) else value
+    return tuple(n.strip() for n in names if n.strip())
 
 
 @dataclass(frozen=True)
@@ -178,17 +206,19 @@ class MemoryStrategy:
                 self.pending += len(record["events"])
 
     def _apply(self, rows: Sequence[list[Any]]) -> None:
-        """rows: [event_id, query key, entity id, event type, value, timestamp] as logged."""
+        """rows: [event_id, query key, entity id, event type, value, timestamp, contextual key] as
+        logged (the contextual key, "" for none, is absent from rows logged before it existed)."""
         ordinal = self.collection.ordinal
-        for event_id, key, entity_id, type_, value, at in rows:
+        for event_id, key, entity_id, type_, value, at, *rest in rows:
             self.seen.add(event_id)
             o = ordinal.get(entity_id)
             if o is None:
                 self.dropped += 1
                 continue
-            if key:
-                r, w = reward(EventType(type_), value)
-                self.observed.setdefault(key, {}).setdefault(o, PairStats()).add(r, w, at, self.config.scoring)
+            r, w = reward(EventType(type_), value)
+            for k in (key, *rest[:1]):
+                if k:
+                    self.observed.setdefault(k, {}).setdefault(o, PairStats()).add(r, w, at, self.config.scoring)
 
     def snapshot(self) -> None:
         """Forget expired event ids and prune negligible pairs (MemoryConfig), then write the whole
@@ -229,8 +259,9 @@ class MemoryStrategy:
                 if e.event_id in self.seen or e.event_id in batch:
                     continue
                 batch.add(e.event_id)
-                rows.append([e.event_id, text_key(e.query_text), e.entity_id, int(e.type), float(e.value),
-                             e.timestamp or now])
+                key = text_key(e.query_text)
+                rows.append([e.event_id, key, e.entity_id, int(e.type), float(e.value), e.timestamp or now,
+                             contextual_key(key, context_bucket(e.context, self.config.context_keys))])
             if rows:
                 self.wal.append({"seq": self.seq + 1, "at": at, "events": rows})
                 self.seq += 1
@@ -248,8 +279,10 @@ class MemoryStrategy:
 
     # -- Strategy -----------------------------------------------------------------------------------
 
-    def scores_for(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """(ordinals int64, scores float64) of every pair of the query's key, in no order."""
+    def scores_for(self, text: str, context: Mapping[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ordinals int64, scores float64) of every pair of the query's key and, with a context
+        that has a bucket, of its contextual key (scored 1 + posterior mean, module docstring);
+        in no order."""
         key = text_key(text)
         ordinals, predicted = self.predicted.pairs(key)
         observed = self.observed.get(key, {})
@@ -258,12 +291,15 @@ class MemoryStrategy:
         out = {o: p for o, p in prior.items() if o not in observed}
         for o, stats in observed.items():
             out[o] = stats.score(prior.get(o), now, scoring)
+        ctx = contextual_key(key, context_bucket(context or {}, self.config.context_keys))
+        for o, stats in self.observed.get(ctx, {}).items() if ctx else ():
+            out[o] = 1.0 + stats.score(prior.get(o), now, scoring)
         return np.fromiter(out.keys(), dtype=np.int64, count=len(out)), \
             np.fromiter(out.values(), dtype=np.float64, count=len(out))
 
     def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
         with self.lock:
-            ordinals, scores = self.scores_for(query.text)
+            ordinals, scores = self.scores_for(query.text, query.context)
         live = self.collection.mask(allowed) if allowed is not None else None
         keep = np.ones(ordinals.size, dtype=bool) if live is None else live[ordinals].astype(bool)
         if allowed is None and self.collection.deleted:
@@ -280,11 +316,13 @@ class MemoryStrategy:
         c = self.config
         return {"state_dir": str(c.state_dir), "snapshot_every": str(c.snapshot_every),
                 "snapshot_interval_s": str(c.snapshot_interval_s), "dedup_window_s": str(c.dedup_window_s),
-                "min_evidence": str(c.min_evidence), "prior_strength": str(c.scoring.prior_strength),
+                "min_evidence": str(c.min_evidence), "context_keys": ",".join(c.context_keys),
+                "prior_strength": str(c.scoring.prior_strength),
                 "prior_mean": str(c.scoring.prior_mean), "half_life_days": str(c.scoring.half_life_days),
                 "predicted_queries": str(len(self.predicted.rows)),
                 "predicted_pairs": str(self.predicted.ordinals.size),
                 "observed_queries": str(len(self.observed)),
+                "contextual_queries": str(sum(SEPARATOR in k for k in self.observed)),
                 "observed_pairs": str(sum(len(pairs) for pairs in self.observed.values())),
                 "pruned_pairs": str(self.pruned_pairs), "events": str(len(self.seen)),
                 "dropped_on_load": str(self.dropped)}

@@ -7,7 +7,9 @@ for q <= Q, so each text is retrieved once at `max_quota` and sliced for smaller
 search is approximate (HNSW: a search for k = q explores less than one for k = 200, and on the demo
 catalog about half of the top-q lists differ from the top-200 list's prefix, with 94% overlap), so
 it is cached per (text, quota) instead: the simulation sees exactly what a shard would return.
-The memory strategy changes as it learns, so it is asked afresh every time. Query understanding
+The memory strategy changes as it learns, so it is asked afresh every time, with the search's
+context (it learns per query and context, core.memory.context); the cached strategies ignore the
+context, as their shards do. Query understanding
 (the attribute strategy's `understand`) is cached by text too.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from functools import partial
 from pathlib import Path
@@ -101,11 +103,13 @@ class InProcessStrategies:
             self.qu_cache[text] = attr.understand(Query(text=text), DEFAULT_INTERPRETATIONS)
         return self.qu_cache[text]
 
-    def top(self, name: str, text: str, quota: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ordinals int64, scores float32) of strategy `name`'s top `quota` for `text`."""
+    def top(self, name: str, text: str, quota: int, context: Mapping[str, str] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """(ordinals int64, scores float32) of strategy `name`'s top `quota` for `text` asked with
+        `context` (the request context; only the uncached strategies, memory, read it)."""
         strategy = self.loaded[name]
         if strategy.kind not in CACHED_KINDS:
-            hits = strategy.retrieve(Query(text=text), quota, None)
+            hits = strategy.retrieve(Query(text=text, context=context or {}), quota, None)
             return hits.ordinals, hits.scores
         fetch = self.max_quota if strategy.kind in PREFIX_KINDS else quota
         key = (name, text, fetch)
@@ -115,25 +119,29 @@ class InProcessStrategies:
         ordinals, scores = self.cache[key]
         return ordinals[:quota], scores[:quota]
 
-    def top_ordinals(self, name: str, text: str, quota: int) -> list[int]:
-        """The ordinals of strategy `name`'s top `quota` for `text`, best first."""
-        return self.top(name, text, quota)[0].tolist()
+    def top_ordinals(self, name: str, text: str, quota: int, context: Mapping[str, str] | None = None
+                     ) -> list[int]:
+        """The ordinals of strategy `name`'s top `quota` for `text` (and `context`), best first."""
+        return self.top(name, text, quota, context)[0].tolist()
 
-    def lists(self, text: str, quotas: Sequence[int]) -> list[StrategyList]:
-        """One StrategyList per called strategy (quota > 0), in column order."""
+    def lists(self, text: str, quotas: Sequence[int], context: Mapping[str, str] | None = None
+              ) -> list[StrategyList]:
+        """One StrategyList per called strategy (quota > 0), in column order; `context`: the
+        search's request context."""
         out = []
         for name, q in zip(self.names, quotas, strict=True):
             if q > 0:
-                ordinals, scores = self.top(name, text, q)
+                ordinals, scores = self.top(name, text, q, context)
                 out.append(StrategyList(name, [self.ids[o] for o in ordinals.tolist()], scores))
         return out
 
-    def level_tables(self, text: str, targets: AbstractSet[int], levels: Sequence[int]
-                     ) -> tuple[np.ndarray, np.ndarray]:
+    def level_tables(self, text: str, targets: AbstractSet[int], levels: Sequence[int],
+                     context: Mapping[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(hits bool (S, L), returned int64 (S, L)): is one of the ordinals `targets` in strategy
-        s's top-levels[l] list, and how many candidates that list holds (level_table)."""
-        return level_tables([(self.loaded[name].kind, partial(self.top_ordinals, name, text)) for name in self.names],
-                            levels, targets)
+        s's top-levels[l] list for `text` and `context`, and how many candidates that list holds
+        (level_table)."""
+        return level_tables([(self.loaded[name].kind, partial(self.top_ordinals, name, text, context=context))
+                             for name in self.names], levels, targets)
 
     def learner(self) -> SupportsLearn | None:
         memory = self.loaded.get(StrategyKind.MEMORY.value)

@@ -207,11 +207,11 @@ class PolicyRun:
             self.learner.learn(self.pending)
         self.pending = []
 
-    def answers(self, text: str, decision: Decision) -> list[Answer]:
-        """The in-process fan-out: every called strategy answers its top-quota list in its
-        simulated latency (core.pipeline.Answer, column order)."""
+    def answers(self, sim: SimSearch, decision: Decision) -> list[Answer]:
+        """The in-process fan-out: every called strategy answers its top-quota list for the search's
+        text and context in its simulated latency (core.pipeline.Answer, column order)."""
         level = self.space.allocations[decision.allocation]
-        lists = iter(self.strategies.lists(text, decision.quotas))
+        lists = iter(self.strategies.lists(sim.text, decision.quotas, sim.context))
         return [Answer(name, q, CallStatus.OK, float(self.latency[s, level[s]]), next(lists)) if q > 0
                 else Answer(name, 0, CallStatus.SKIPPED, 0.0)
                 for s, (name, q) in enumerate(zip(self.strategies.names, decision.quotas, strict=True))]
@@ -219,11 +219,11 @@ class PolicyRun:
     def step(self, t: int, sim: SimSearch, rec: Records) -> None:
         self.now = SIM_EPOCH + t * SECONDS_PER_SEARCH
         copies = self.copies.get(sim.target, frozenset((sim.target,)))
-        hits, returned = self.strategies.level_tables(sim.text, copies, self.config.levels)
+        hits, returned = self.strategies.level_tables(sim.text, copies, self.config.levels, sim.context)
         rewards = self.foresight.rewards = target_rewards(self.space, hits, returned, self.latency,
                                                           self.allocator.config)
         plan = self.pipeline.decide(sim.text, sim.context, self.strategies.understand(sim.text), self.rng)
-        served = self.pipeline.serve(plan, self.answers(sim.text, plan.decision), decision_id=str(t), ts=self.now,
+        served = self.pipeline.serve(plan, self.answers(sim, plan.decision), decision_id=str(t), ts=self.now,
                                      k=self.config.k)
         ordinal = self.strategies.ordinal
         shown = np.array([ordinal[e] for e in served.record.final], dtype=np.int64)

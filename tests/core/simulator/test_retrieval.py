@@ -8,6 +8,7 @@ import pytest
 from core.catalog import Entity
 from core.query import Query
 from core.simulator.retrieval import InProcessStrategies
+from core.types import EventType, FeedbackEvent
 from tests.core.simulator.conftest import STRATEGIES
 
 QUERIES = ("love", "dance pop", "ed sheeran", "tayler swift", "pop remix", "happy edm", "2010s", "zzzz")
@@ -60,3 +61,24 @@ def test_memory_needs_a_state_directory(music_index: Path) -> None:
         InProcessStrategies(music_index, STRATEGIES, 200)
     with pytest.raises(ValueError, match="`max_quota` must be >= 1"):
         InProcessStrategies(music_index, ("lexical",), 0)
+
+
+def test_the_memory_strategy_is_asked_with_the_search_context(music_index: Path, tmp_path: Path) -> None:
+    """Regression: the simulation asked the memory strategy with the text alone, so what it learned
+    per context (core.memory.context) never reached a list. Jazz lovers played the first entity
+    three times, one rock lover the second: a rock lover's top 1 is the second, anyone else's the first."""
+    loaded = InProcessStrategies(music_index, ("memory",), 200, memory_state=tmp_path, clock=lambda: 1000.0)
+    first, second = loaded.ids[0], loaded.ids[1]
+    jazz, rock = {"affinity.jazz": "0.7"}, {"affinity.rock": "0.6", "hour": "23"}
+    learner = loaded.learner()
+    assert learner is not None
+    learner.learn([FeedbackEvent(event_id=str(i), query_text="late night music", entity_id=entity,
+                                 type=EventType.PLAY, value=1.0, timestamp=1000.0, context=context)
+                   for i, (entity, context) in enumerate([(first, jazz)] * 3 + [(second, rock)])])
+    assert loaded.lists("late night music", (1,), rock)[0].entity_ids == [second]
+    assert loaded.lists("late night music", (1,))[0].entity_ids == [first]
+    assert loaded.lists("late night music", (1,), {"affinity.pop": "0.9"})[0].entity_ids == [first]
+    hits, _ = loaded.level_tables("late night music", frozenset((1,)), (1, 2), rock)
+    assert hits.tolist() == [[True, True]]
+    assert loaded.level_tables("late night music", frozenset((1,)), (1, 2))[0].tolist() == [[False, True]]
+    loaded.close()

@@ -6,8 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.analysis import text_key
 from core.catalog import Entity
 from core.collapse import recording_copies
+from core.collection import Collection
+from core.memory.context import SEPARATOR, context_bucket, contextual_key
+from core.memory.index import DEFAULT_CONTEXT_KEYS, MemoryStrategy
 from core.policy.allocation import AllocationSpace
 from core.policy.policies import PolicyConfig, PolicyKind
 from core.reward import satisfies
@@ -20,6 +24,7 @@ from core.simulator.runner import (
     LatencyModel,
     oracle_allocation,
     run_experiment,
+    simulated_searches,
     target_rewards,
     user_action,
 )
@@ -146,3 +151,22 @@ def test_a_shown_copy_of_the_target_is_heard_as_the_target(music_slice: list[Ent
 def test_recording_copies_group_every_copy() -> None:
     copies = recording_copies(["a / x", "b / x", "a / x", "", "", "a / x"])
     assert copies == {0: frozenset({0, 2, 5}), 2: frozenset({0, 2, 5}), 5: frozenset({0, 2, 5})}
+
+
+def test_the_runner_teaches_the_memory_per_context(music_slice: list[Entity], music_index: Path,
+                                                            tmp_path: Path) -> None:
+    """The runner's feedback carries each search's context to the memory strategy (the asking side,
+    which missed it before issue 13's part G, is guarded in test_retrieval): after a run of context
+    searches (vague queries whose target follows the user's favourite genre), the memory holds
+    pairs under contextual keys of the (query, favourite genre) the searches had, and no others."""
+    config = ExperimentConfig(searches=120, seed=6)
+    simulator = SimulatorConfig(intent_mix=(0.0, 0.0, 0.0, 1.0))
+    spec = next(s for s in standard_policies(STRATEGIES, config.levels, config.budget) if s.name == "memory-only")
+    rec = run_experiment(music_slice, music_index, STRATEGIES, [spec], config, tmp_path, simulator)["memory-only"]
+    _, searches = simulated_searches(music_slice, config, simulator)
+    asked = {contextual_key(text_key(s.text), context_bucket(s.context, DEFAULT_CONTEXT_KEYS)) for s in searches}
+    memory = MemoryStrategy.load(music_index, Collection.load(music_index),
+                                 {"state_dir": str(tmp_path / f"memory-{config.seed}-memory-only")})
+    learned = {k for k in memory.observed if SEPARATOR in k}
+    assert rec.feedback.any() and learned and learned <= asked
+    assert {k.split(SEPARATOR)[0] for k in learned} <= set(memory.observed)  # the plain keys learned too

@@ -47,8 +47,8 @@ GENRE_FIELDS = ("genre", "subgenre")
 NOISE_VERSION = 1  # part of `slug`: bump when the sampling changes, so cached indexes are rebuilt
 
 # The issue's "realistic share". Playlists are edited continually and new ones appear; an index fed
-# by periodic catalog syncs lags them (annotation lags content: most songs get no Last.fm tag in
-# their first week, Laplante 2015, "Tagged at first listen", Encontros Bibli 20).
+# by periodic catalog syncs lags them. No published figure measures that lag for playlists: the
+# 30% is the issue's judgement, kept as stated.
 DEFAULT_PLAYLIST_NOISE = 0.30
 # A lagging index mostly lacks memberships (additions not synced yet) rather than carrying wrong
 # ones (removals not synced, mis-filed tracks): a judgement, one third wrong.
@@ -57,9 +57,9 @@ DEFAULT_PLAYLIST_WRONG = 1 / 3
 # third (about 10% of all memberships at the default rate), so that a topical query naming an
 # unseen playlist is common enough to matter but most topical queries still name known ones.
 DEFAULT_UNSEEN = 1 / 3
-# The issue's 10%, and what was measured on the most used genre benchmark: Sturm (2012), "An
-# analysis of the GTZAN music genre dataset", finds 43 conspicuous and 63 contentious mislabellings
-# among its 1,000 excerpts (10.6%).
+# The issue's 10%, of the order found on the most used genre benchmark: Sturm (2012), "An
+# analysis of the GTZAN music genre dataset", reports on the order of a tenth of its 1,000
+# excerpts mislabelled or contentiously labelled.
 DEFAULT_GENRE_NOISE = 0.10
 # Sturm's count is of wrong labels; tags are also often absent (social tags are sparse, niche
 # tracks carry none: Lamere 2008, "Social tagging and music information retrieval", JNMR 37): a

@@ -40,10 +40,10 @@ Parameters and where they come from:
   found 51.4% of all plays reach the end (48.6% skipped before it).
 - relevant_max_fraction 0.3 (= 2 x the default satisfied fraction 0.15): a judgement, so that about
   half the unskipped near misses reach Spotify's 30 s stream threshold (core.reward).
-- reformulate 0.5: a judgement (the follow-up rate of the click model it replaces). Huang and
-  Efthimiadis (ASIS&T 2009 poster on AOL logs) count 3.4 million reformulations among 36.4
-  million queries, and Li, Huffman and Tokuda (SIGIR 2009) show many abandoned queries are good
-  abandonments; neither gives the rate of reformulation after a search that failed.
+- reformulate 0.5: a judgement (the follow-up rate of the click model it replaces). Studies of
+  search logs (Huang and Efthimiadis, CIKM 2009, on query reformulation; Li, Huffman and Tokuda,
+  SIGIR 2009, on good abandonment) show both reformulating and abandoning are common; neither
+  gives the rate of reformulation after a search that failed.
 - examination_decay 1, target_attraction 0.9, relevant_attraction 0.3, irrelevant_attraction 0.01:
   the PBM of issue 6, unchanged.
 None was chosen by running the experiment.

@@ -129,7 +129,7 @@ def fmt(values: Sequence[float]) -> str:
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
-def markdown(rows: list[list[str]], header: Sequence[str]) -> str:
+def markdown(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 

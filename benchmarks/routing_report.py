@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.experiment import fmt, markdown
+from benchmarks.experiment_verdict import interval
 from benchmarks.routing_run import BEST_FIXED, DEFAULT, RoutingRun
 from core.simulator.policies import ORACLE
 
@@ -43,13 +45,6 @@ def seed_record(run: RoutingRun, collections: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def interval(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% Student-t interval over seeds (0 for one value)."""
-    from benchmarks.experiment import interval as t_interval
-
-    return t_interval(values)
-
-
 def gap_closed(plans: Mapping[str, Sequence[Mapping[str, Any]]], key: str = "target_recall") -> list[float]:
     """Per seed, (default - best fixed) / (oracle - best fixed) on the pooled `key`: the share of
     the gap between the best static plan with hindsight and the per-query oracle that the learned
@@ -72,17 +67,6 @@ def paired(plans: Mapping[str, Sequence[Mapping[str, Any]]], key: str) -> str:
             diff = [d[key] - o[key] for d, o in zip(plans[DEFAULT], runs, strict=True)]
             lines.append(f"- {DEFAULT} - {name}: {fmt(diff)}")
     return f"{LABELS[key]}, paired over seeds:\n" + "\n".join(lines)
-
-
-def fmt(values: Sequence[float]) -> str:
-    mean, half = interval(values)
-    digits = 1 if abs(mean) >= 10 else 3
-    return f"{mean:.{digits}f} ± {half:.{digits}f}"
-
-
-def markdown(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def tables(result: Mapping[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,3 +47,15 @@ def serving(name: str, index_dir: Path, options: Mapping[str, Any] | None = None
             yield client
     finally:
         assert server.stop() == 0, server.log_text()
+
+
+def wait_for_events(address: str, n: int, timeout_s: float = 60.0) -> int:
+    """Poll the memory shard's event count until it reaches n (a bounded wait, not a timing check).
+    Blocking: run it off the event loop the broker under test shares."""
+    deadline = time.monotonic() + timeout_s
+    with ShardClient(address) as client:
+        while True:
+            got = int(client.describe().params["events"])
+            if got >= n or time.monotonic() > deadline:
+                return got
+            time.sleep(0.1)

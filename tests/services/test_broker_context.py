@@ -3,16 +3,15 @@ and the outbox's forwarded feedback (the decision's context), so the memory lear
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from core.catalog import Entity
-from services.client import BrokerClient, ShardClient
+from services.client import BrokerClient
 from services.cluster import Cluster
-from tests.services.conftest import ALL, config
+from tests.services.conftest import ALL, config, wait_for_events
 
 pytestmark = pytest.mark.slow
 MEMORY = ALL.index("memory")
@@ -27,17 +26,6 @@ def cluster(built: Path) -> Iterator[Cluster]:
     c.start(broker_port=0)
     yield c
     c.stop()
-
-
-def wait_for_events(address: str, n: int, timeout_s: float = 60.0) -> int:
-    """Poll the memory shard's event count until it reaches n (a bounded wait, not a timing check)."""
-    deadline = time.monotonic() + timeout_s
-    with ShardClient(address) as client:
-        while True:
-            got = int(client.describe().params["events"])
-            if got >= n or time.monotonic() > deadline:
-                return got
-            time.sleep(0.1)
 
 
 def memory_top(client: BrokerClient, context: dict[str, str] | None) -> str:

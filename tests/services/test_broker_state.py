@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 from services.broker import BrokerConfig, BrokerService
 from services.client import ShardClient
 from services.process import ServerProcess, shard_args, spawn
+from tests.services.conftest import wait_for_events
 
 pytestmark = pytest.mark.slow
 STATIC = PolicyConfig(kind=PolicyKind.STATIC)
@@ -113,18 +113,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for_events(address: str, n: int, timeout_s: float = 60.0) -> int:
-    """Poll the memory shard's event count until it reaches n (a bounded wait, not a timing check).
-    Blocking: run it off the event loop the broker under test shares."""
-    deadline = time.monotonic() + timeout_s
-    with ShardClient(address) as client:
-        while True:
-            got = int(client.describe().params["events"])
-            if got >= n or time.monotonic() > deadline:
-                return got
-            time.sleep(0.1)
 
 
 def test_the_outbox_brings_a_memory_shard_that_was_down_back_in_step(built: Path, tmp_path: Path) -> None:

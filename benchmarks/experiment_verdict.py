@@ -43,6 +43,17 @@ def paired(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     return interval([x - y for x, y in zip(a, b, strict=True)])
 
 
+def seed_gap_shares(plan: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str, Any]],
+                    oracle: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    """Per seed, (plan - base) / (oracle - base) on `key`: the share of the gap between a baseline
+    plan and the oracle that `plan` closes (NaN for a seed without a gap)."""
+    out = []
+    for r, b, o in zip(plan, base, oracle, strict=True):
+        gap = o[key] - b[key]
+        out.append((r[key] - b[key]) / gap if gap > 0 else float("nan"))
+    return out
+
+
 def static_plans(names: Sequence[str]) -> list[str]:
     return [n for n in names if n.endswith("-only") or n in ("static-equal", "static-rrf")]
 
@@ -104,13 +115,11 @@ def oracle_gap(pol: Policies, key: str = PRIMARY) -> dict[str, Any]:
     gap = _mean(pol, ORACLE, key) - _mean(pol, best, key)
     if gap <= 0:
         return {}
-    seed_gaps = [o[key] - b[key] for o, b in zip(pol[ORACLE], pol[best], strict=True)]
     shares: dict[str, Any] = {}
     for name, runs in pol.items():
         if name == ORACLE:
             continue
-        per_seed = [(r[key] - b[key]) / g if g > 0 else float("nan")
-                    for r, b, g in zip(runs, pol[best], seed_gaps, strict=True)]
+        per_seed = seed_gap_shares(runs, pol[best], pol[ORACLE], key)
         finite = [x for x in per_seed if np.isfinite(x)]
         shares[name] = {"share": (_mean(pol, name, key) - _mean(pol, best, key)) / gap, "per_seed": per_seed,
                         "half_width": interval(finite)[1] if finite else float("nan")}

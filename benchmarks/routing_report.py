@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.experiment import fmt, markdown
-from benchmarks.experiment_verdict import interval
+from benchmarks.experiment_verdict import interval, seed_gap_shares
 from benchmarks.routing_run import BEST_FIXED, DEFAULT, RoutingRun
 from core.simulator.policies import ORACLE
 
@@ -49,11 +49,7 @@ def gap_closed(plans: Mapping[str, Sequence[Mapping[str, Any]]], key: str = "tar
     """Per seed, (default - best fixed) / (oracle - best fixed) on the pooled `key`: the share of
     the gap between the best static plan with hindsight and the per-query oracle that the learned
     policy closes (NaN for a seed without a gap)."""
-    out = []
-    for d, b, o in zip(plans[DEFAULT], plans[BEST_FIXED], plans[ORACLE], strict=True):
-        gap = o[key] - b[key]
-        out.append((d[key] - b[key]) / gap if gap > 0 else float("nan"))
-    return out
+    return seed_gap_shares(plans[DEFAULT], plans[BEST_FIXED], plans[ORACLE], key)
 
 
 def paired(plans: Mapping[str, Sequence[Mapping[str, Any]]], key: str) -> str:

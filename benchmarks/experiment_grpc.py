@@ -73,6 +73,7 @@ from core.simulator.policies import PolicySpec
 from core.simulator.retrieval import CACHED_KINDS, level_tables
 from core.simulator.runner import (
     ExperimentConfig,
+    as_target,
     click_generator,
     record_feedback,
     record_search,
@@ -312,7 +313,9 @@ class PlanRun:
         record_search and record_feedback)."""
         for s in self.served:
             record = event_log.decision(s.decision_id)
-            record_search(rec, s.t, self.setting.searches[s.t], record, s.shown, s.candidates, s.target_found,
+            sim = self.setting.searches[s.t]
+            shown = as_target(s.shown, sim.target, self.setting.recording(sim.target))
+            record_search(rec, s.t, sim, record, shown, s.candidates, s.target_found,
                           s.rewards, self.space, self.setting.config)
             if s.acted:  # retrieved as core.pipeline judges it: in some strategy's logged list
                 record_feedback(rec, s.t, s.reward, any(acted_ranks(record, s.acted)))

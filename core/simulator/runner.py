@@ -148,6 +148,14 @@ def click_generator(seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, 1])
 
 
+def as_target(shown: np.ndarray, target: int, copies: AbstractSet[int]) -> np.ndarray:
+    """`shown` (int64 ordinals) with every copy of the target's recording (`copies`, empty = the
+    target alone) read as the target itself: what the user hears and what the rank measures judge."""
+    if not copies:
+        return shown
+    return np.where(np.isin(shown, np.fromiter(copies, dtype=np.int64, count=len(copies))), target, shown)
+
+
 def user_action(listener: ListeningModel, users: Audience, sim: SimSearch, shown: np.ndarray,
                 rng: np.random.Generator, copies: AbstractSet[int] = frozenset()) -> list[Reaction]:
     """The events of the user of `sim` on the ranked ordinals `shown` (int64, best first), in
@@ -156,7 +164,7 @@ def user_action(listener: ListeningModel, users: Audience, sim: SimSearch, shown
     the user wants the recording, so a shown copy is heard as the target, and the event names the
     copy that was shown."""
     visible = shown[: listener.config.shown]
-    heard = np.array([sim.target if o in copies else o for o in shown.tolist()], dtype=np.int64) if copies else shown
+    heard = as_target(shown, sim.target, copies)
     genre, artist = users.track_facts(visible)
     target_genre, target_artist = users.track_facts(np.array([sim.target], dtype=np.int64))
     facts = TrackFacts(affinity=users.affinity_multiplier(sim.user, visible), genre=genre, artist=artist)
@@ -229,7 +237,7 @@ class PolicyRun:
         shown = np.array([ordinal[e] for e in served.record.final], dtype=np.int64)
         reactions = user_action(self.listener, self.users, sim, shown, self.click_rng, copies)
         level = self.space.allocations[plan.decision.allocation]
-        record_search(rec, t, sim, served.record, shown, len(served.merged),
+        record_search(rec, t, sim, served.record, as_target(shown, sim.target, copies), len(served.merged),
                       bool(hits[np.arange(level.size), level].any()), rewards, self.space, self.config)
         if self.observer is not None:
             self.observer(t, sim, served.record, hits, returned)
@@ -259,7 +267,8 @@ def record_search(rec: Records, t: int, sim: SimSearch, record: DecisionRecord, 
                   candidates: int, target_found: bool, rewards: np.ndarray, space: AllocationSpace,
                   config: ExperimentConfig) -> None:
     """Fill row t of `rec` for a served search: what it chose and fetched, whether the target was
-    a candidate (target recall), the final ranking `shown` (ordinals, best first) with the
+    a candidate (target recall), the final ranking `shown` (ordinals, best first; copies of the
+    target's recording read as the target, as_target) with the
     search's bounded qrels for MRR@k and nDCG@k of the visible config.listening.shown
     (Records.set_ranking; measured in one batch through ir-measures) and the regret against the
     oracle (rewards: target_rewards of every allocation). Both modes call it."""

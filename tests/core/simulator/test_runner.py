@@ -22,6 +22,7 @@ from core.simulator.runner import (
     EXPERIMENT_LEVELS,
     ExperimentConfig,
     LatencyModel,
+    as_target,
     oracle_allocation,
     run_experiment,
     simulated_searches,
@@ -170,3 +171,14 @@ def test_the_runner_teaches_the_memory_per_context(music_slice: list[Entity], mu
     learned = {k for k in memory.observed if SEPARATOR in k}
     assert rec.feedback.any() and learned and learned <= asked
     assert {k.split(SEPARATOR)[0] for k in learned} <= set(memory.observed)  # the plain keys learned too
+
+
+def test_rank_measures_judge_a_shown_copy_as_the_target() -> None:
+    """Regression (issue 13, duplicate collapse): MRR and nDCG judged the shown copy of the wanted
+    recording as irrelevant when it was not the ordinal drawn as the target."""
+    shown = np.array([7, 3, 9], dtype=np.int64)
+    np.testing.assert_array_equal(as_target(shown, 4, frozenset({4, 9})), [7, 3, 4])
+    np.testing.assert_array_equal(as_target(shown, 4, frozenset()), shown)
+    rec = Records.empty("p", ("lexical",), 1)
+    rec.set_ranking(0, as_target(shown, 4, frozenset({4, 9})), np.array([4]), 4)
+    assert rec.rr[0] == pytest.approx(1 / 3)

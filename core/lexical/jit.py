@@ -14,7 +14,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from core.lexical import scoring
+from core.lexical import codec, scoring
 
 
 def _compile(fn: Callable[..., Any], env: dict[str, Any], **options: Any) -> Any:
@@ -29,6 +29,14 @@ sift_down = _compile(scoring.sift_down, {"worse": worse})
 select_topk = _compile(scoring.select_topk, {"worse": worse, "sift_down": sift_down})
 bm25_topk = _compile(scoring.bm25_topk, {"select_topk": select_topk})
 impacts = _compile(scoring.impacts, {})
+
+bit_width = _compile(codec.bit_width, {})
+stream_words = _compile(codec.stream_words, {}, inline="always")
+pack = _compile(codec.pack, {"stream_words": stream_words})
+unpack = _compile(codec.unpack, {"stream_words": stream_words})
+decode_block = _compile(codec.decode_block, {"unpack": unpack})
+_block_layout = _compile(codec._block_layout, {"bit_width": bit_width, "stream_words": stream_words})
+encode = _compile(codec.encode, {"_block_layout": _block_layout, "pack": pack})
 
 
 def warm_up() -> None:

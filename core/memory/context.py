@@ -10,7 +10,7 @@ names (MemoryConfig.context_keys), one part per name that the context supplies, 
 - otherwise, the keys "<name>.<rest>" whose value is a finite number > 0 are weights (affinities),
   and the largest one gives "<name>.<field>=<value>" (ties: the smallest key). Two spellings of
   affinities are read alike: the documented "affinity.<field>.<value>" ("affinity.genre.rock" =
-  "0.8") and the simulator's "affinity.<value>" (core.simulator.users sends "affinity.rock"),
+  "0.8", what core.simulator.users sends) and the shorthand "affinity.<value>" ("affinity.rock"),
   which names a genre (SHORTHAND_FIELD), so both give the bucket "affinity.genre=rock".
 A context that supplies none of the names has no bucket (""): the search is served from the plain
 key alone, as without context.
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 from core.analysis import text_key
 
-SHORTHAND_FIELD = "genre"  # the field of a one-part "affinity.<value>" key (the simulator's spelling)
+SHORTHAND_FIELD = "genre"  # the field of a one-part "affinity.<value>" key (the shorthand spelling)
 # Between the query key and the bucket in a contextual key. text_key never yields it (a control
 # character is no word character), so a contextual key never equals a plain key.
 SEPARATOR = "\x1f"

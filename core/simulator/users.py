@@ -7,7 +7,8 @@ a seed fixes the whole stream of searches):
    the catalog's genres, a peak hour h_u ~ U{0..23}, a device (mobile 0.6, desktop 0.25, speaker
    0.1, tv 0.05). A search picks a user uniformly, its hour is (h_u + round(N(0, hour_spread))) mod
    24, its weekday uniform in 0..6. The context sent with the query carries hour, weekday, device
-   and the user's strongest affinity as `affinity.<genre>`.
+   and the user's strongest affinity as `affinity.genre.<genre>` (the spelling of
+   protos/ltrr/v1/common.proto).
 2. Intent, drawn from `intent_mix` (spearfishing, topical, attribute, context):
    - spearfishing: a target track drawn with weight exp(popularity / popularity_scale), typed as
      its short title, a partial title, "artist + a title word" ("tayler love"), the artist alone,
@@ -170,7 +171,7 @@ class UserSimulator:
                    "device": DEVICES[int(self.device[user])][0]}
         if self.world.genres:
             g = int(self.affinity[user].argmax())
-            context[f"affinity.{self.world.genres[g]}"] = f"{self.affinity[user, g]:.3f}"
+            context[f"affinity.genre.{self.world.genres[g]}"] = f"{self.affinity[user, g]:.3f}"
         intent = Intent(_pick(rng, np.asarray(self.config.intent_mix)))
         if intent is Intent.SPEARFISHING:
             return self._spearfishing(user, context)

@@ -94,3 +94,15 @@ def test_daypart_and_invalid_config() -> None:
         SimulatorConfig(popularity_scale=0.0)
     with pytest.raises(ValueError, match="`hour_boost` must be finite and >= 0"):
         SimulatorConfig(hour_boost=-1.0)
+
+
+def test_context_names_the_strongest_genre_as_the_proto_spells_it(world: MusicWorld) -> None:
+    """Regression: the simulator sent "affinity.<genre>", which the proto does not document and
+    which a genre name holding a dot would have split wrongly."""
+    from core.memory.context import context_bucket
+
+    users = UserSimulator(world, SimulatorConfig(seed=3))
+    for s in (users.next_search() for _ in range(100)):
+        genre = world.genres[int(users.affinity[s.user].argmax())]
+        assert [k for k in s.context if k.startswith("affinity.")] == [f"affinity.genre.{genre}"]
+        assert context_bucket(s.context, ("affinity",)).startswith("affinity.genre=")

@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from core.analysis import Analyzer
 from core.catalog import Entity
-from core.lexical.index import FieldSpec
+
+if TYPE_CHECKING:  # index.py imports this module: no import cycle at run time
+    from core.lexical.index import FieldSpec
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,20 @@ select_topk = _compile(scoring.select_topk, {"worse": worse, "sift_down": sift_d
 impact = _compile(scoring.impact, {}, inline="always")
 bm25_topk = _compile(scoring.bm25_topk, {"decode_block": decode_block, "impact": impact, "select_topk": select_topk})
 block_upper_bounds = _compile(pruning.block_upper_bounds, {})
+_layout = {"decode_block": decode_block}
+ensure_decoded = _compile(pruning.ensure_decoded, _layout)
+shallow_advance = _compile(pruning.shallow_advance, {})
+advance = _compile(pruning.advance, {"shallow_advance": shallow_advance, "ensure_decoded": ensure_decoded})
+step = _compile(pruning.step, {"ensure_decoded": ensure_decoded})
+offer = _compile(pruning.offer, {"worse": worse, "sift_down": sift_down})
+prepare = _compile(pruning.prepare, {})
+window_bound = _compile(pruning.window_bound, {"shallow_advance": shallow_advance})
+probe = _compile(pruning.probe, {"shallow_advance": shallow_advance, "advance": advance,
+                                 "ensure_decoded": ensure_decoded, "impact": impact})
+bm25_topk_pruned = _compile(pruning.bm25_topk_pruned, {
+    "prepare": prepare, "window_bound": window_bound, "advance": advance, "step": step,
+    "ensure_decoded": ensure_decoded, "impact": impact, "probe": probe, "offer": offer, "sift_down": sift_down,
+    "drain_heap": drain_heap})
 
 
 def warm_up() -> None:
@@ -51,5 +65,6 @@ def warm_up() -> None:
     ub = block_upper_bounds(max_tf, np.ones((1, 2), dtype=np.float32), inner_w, 1.2)
     for mask in (np.zeros(0, dtype=np.uint8), np.ones(2, dtype=np.uint8)):
         for prior in (np.zeros(0, dtype=np.float32), np.ones(2, dtype=np.float32)):
-            bm25_topk(np.array([0], dtype=np.int64), np.array([1.0]), term_blocks, first, last, block_n, block_words,
-                      bits, words, ub, inv_norm, inner_w, 1.2, mask, prior, 1.0, 2, 1)
+            for kernel in (bm25_topk, bm25_topk_pruned):
+                kernel(np.array([0], dtype=np.int64), np.array([1.0]), term_blocks, first, last, block_n,
+                       block_words, bits, words, ub, inv_norm, inner_w, 1.2, mask, prior, 1.0, 2, 1)

@@ -20,7 +20,7 @@ from core.analysis import Analyzer
 from core.catalog import Entity
 
 if TYPE_CHECKING:  # index.py imports this module: no import cycle at run time
-    from core.lexical.index import FieldSpec
+    from core.lexical.config import FieldSpec
 
 
 @dataclass(frozen=True)

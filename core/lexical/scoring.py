@@ -1,21 +1,30 @@
-"""BM25 scoring and top-k selection as plain functions over flat typed arrays.
+"""BM25F scoring and top-k selection as plain functions over flat typed arrays.
 
 These functions are written in the subset of Python that Numba compiles; `core.lexical.jit`
 applies `numba.njit` to them in one place, and `core.lexical.reference` holds the NumPy
-reference they are tested against. Scores accumulate in float64, term by term in query order,
-so the kernel and the reference produce identical values.
+reference they are tested against. Postings are read from the block layout of
+`core.lexical.codec`; `core.lexical.pruning` holds the block-max pruned kernel, which returns the
+same top k with bit-identical scores.
 
-BM25, Lucene variant (Lucene >= 8, Anserini):
-    score(q, d) = sum over query terms t of  w_t * tf / (tf + norm_f(d))
-    w_t       = qtf_t * field_weight_f * ln(1 + (N_f - df_t + 0.5) / (df_t + 0.5))
-    norm_f(d) = k1 * (1 - b + b * dl_f(d) / avgdl_f)
-where f is the field the term belongs to, N_f the number of documents with a non-empty field f,
-and dl_f(d) the number of terms of d in f (optionally quantised as Lucene stores it).
+One scoring definition, BM25F (Robertson, Zaragoza & Taylor 2004; Lucene's CombinedFieldQuery);
+the per-field sum of BM25 scores is its special case:
+    inv_norm[f, d] = float32(1 / (1 - b + b * L_f(d) / avgdl_f))
+    tfw(t, d)      = sum over fields f = 0..F-1 with tf_f > 0 of
+                     inner_w[f] * tf_f(t, d) * float64(inv_norm[f, d])
+    impact(t, d)   = tfw / (k1 + tfw)                  (0 when tfw = 0, so 1 when k1 = 0 < tfw)
+    score(d)       = sum over query terms t, in query order, of term_weight[t] * impact(t, d),
+                     then + float64(prior[d]) when a prior is given; all in float64
+with term_weight[t] = qtf_t * outer_w(t) * idf_t. For BM25F inner_w are the field weights and
+outer_w = 1. For the per-field sum inner_w = 1, a term's postings hold one field and outer_w is
+that field's weight: tf * inv / (k1 + tf * inv) = tf / (tf + k1 * (1 - b + b * L / avgdl)), which
+is Lucene's BM25 (>= 8). Results are ordered by (score desc, document id asc).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from core.lexical.codec import BLOCK, decode_block
 
 
 def worse(score_a: float, doc_a: int, score_b: float, doc_b: int) -> bool:
@@ -66,53 +75,74 @@ def select_topk(scores: np.ndarray, docs: np.ndarray, count: int, k: int) -> tup
         heap_s[0] = s
         heap_d[0] = d
         sift_down(heap_s, heap_d, kk, 0)
-    out_d = np.empty(kk, dtype=np.int64)
-    out_s = np.empty(kk, dtype=np.float64)
-    for size in range(kk, 0, -1):
-        out_d[size - 1] = heap_d[0]
-        out_s[size - 1] = heap_s[0]
-        heap_s[0] = heap_s[size - 1]
-        heap_d[0] = heap_d[size - 1]
-        sift_down(heap_s, heap_d, size - 1, 0)
+    return drain_heap(heap_s, heap_d, kk)
+
+
+def drain_heap(heap_s: np.ndarray, heap_d: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Empty a min-heap of `size` entries into (docs int64, scores float64), best first."""
+    out_d = np.empty(size, dtype=np.int64)
+    out_s = np.empty(size, dtype=np.float64)
+    for n in range(size, 0, -1):
+        out_d[n - 1] = heap_d[0]
+        out_s[n - 1] = heap_s[0]
+        heap_s[0] = heap_s[n - 1]
+        heap_d[0] = heap_d[n - 1]
+        sift_down(heap_s, heap_d, n - 1, 0)
     return out_d, out_s
 
 
-def bm25_topk(
-    term_ids: np.ndarray,
-    query_weights: np.ndarray,
-    offsets: np.ndarray,
-    idf: np.ndarray,
-    doc_ids: np.ndarray,
-    impacts: np.ndarray,
-    mask: np.ndarray,
-    prior: np.ndarray,
-    n_docs: int,
-    k: int,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Top-k BM25 over the postings of the query terms.
+def impact(tfs: np.ndarray, j: int, inv_norm: np.ndarray, d: int, inner_w: np.ndarray, k1: float) -> float:
+    """BM25F impact of the posting in column j of tfs (uint32, (F, BLOCK)) for document d.
 
-    term_ids: int64, shape (t,), the query's terms (global ids, each once).
-    query_weights: float64, shape (t,), occurrences in the query * field weight.
-    offsets: int64, shape (T + 1,), each term's range in the postings arena.
-    idf: float64, shape (T,), ln(1 + (N_f - df + 0.5) / (df + 0.5)).
-    doc_ids: uint32, shape (P,), postings arena; ascending within a term's range.
-    impacts: float32, shape (P,), tf / (tf + norm_f(d)) of each posting (see `impacts`).
-    mask: uint8, shape (n_docs,) (1 = may be returned) or shape (0,) for no restriction.
-    prior: float32, shape (n_docs,), added to the score of every matched doc, or shape (0,).
-    Returns (docs int64 (m,), scores float64 (m,), total_matches), best first, m = min(k, matches).
+    Fields where the document lacks the term are skipped (their inv_norm may be inf when b = 1
+    and the field is empty).
+    """
+    tfw = 0.0
+    for f in range(tfs.shape[0]):
+        tf = tfs[f, j]
+        if tf > 0:
+            tfw += inner_w[f] * np.float64(tf) * np.float64(inv_norm[f, d])
+    if tfw > 0.0:
+        return tfw / (k1 + tfw)
+    return 0.0
+
+
+def bm25_topk(
+    term_ids: np.ndarray, term_weights: np.ndarray, term_blocks: np.ndarray, block_first: np.ndarray,
+    block_last: np.ndarray, block_n: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
+    words: np.ndarray, block_ub: np.ndarray, inv_norm: np.ndarray, inner_w: np.ndarray, k1: float,
+    mask: np.ndarray, prior: np.ndarray, prior_max: float, n_docs: int, k: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Exhaustive top-k BM25F: decodes every block of every query term (term at a time).
+
+    term_ids: int64 (t,), the query's terms; term_weights: float64 (t,), qtf * outer_w * idf.
+    term_blocks, block_first, block_last, block_n, block_words, block_bits, words: the block
+    layout of `core.lexical.codec.encode` (F = block_bits.shape[1] - 1 fields).
+    block_ub: float64 (B,) and prior_max: unused here (the pruned kernel's bounds).
+    inv_norm: float32 (F, n_docs); inner_w: float64 (F,); k1 >= 0.
+    mask: uint8 (n_docs,), 0 = never returned, or (0,) for no restriction.
+    prior: float32 (n_docs,), added to every matched document's score, or (0,).
+    Returns (docs int64 (m,), scores float64 (m,), count), best first, where count is the exact
+    number of matched allowed documents and m = min(k, count).
     """
     scores = np.zeros(n_docs, dtype=np.float64)
-    touched = np.empty(n_docs + 1, dtype=np.int64)
+    seen = np.zeros(n_docs, dtype=np.uint8)
+    touched = np.empty(n_docs, dtype=np.int64)
+    docs = np.empty(BLOCK, dtype=np.int64)
+    tfs = np.empty((block_bits.shape[1] - 1, BLOCK), dtype=np.uint32)
     m = 0
     for t in range(term_ids.shape[0]):
         tid = term_ids[t]
-        w = query_weights[t] * idf[tid]
-        for p in range(offsets[tid], offsets[tid + 1]):
-            d = np.int64(doc_ids[p])
-            # Branch-free first-touch bookkeeping: the branch would mispredict about half the time.
-            touched[m] = d
-            m += scores[d] == 0.0
-            scores[d] += w * np.float64(impacts[p])
+        w = term_weights[t]
+        for b in range(term_blocks[tid], term_blocks[tid + 1]):
+            n = decode_block(words, block_words, block_bits, block_first, block_n, b, docs, tfs)
+            for j in range(n):
+                d = docs[j]
+                # Branch-free first-touch bookkeeping: the branch would mispredict often.
+                touched[m] = d
+                m += 1 - int(seen[d])
+                seen[d] = 1
+                scores[d] += w * impact(tfs, j, inv_norm, d, inner_w, k1)
     count = 0
     for i in range(m):
         d = touched[i]
@@ -125,20 +155,3 @@ def bm25_topk(
             scores[d] += np.float64(prior[d])
     top_d, top_s = select_topk(scores, touched, count, k)
     return top_d, top_s, count
-
-
-def impacts(doc_ids: np.ndarray, tfs: np.ndarray, term_field: np.ndarray, offsets: np.ndarray,
-            norms: np.ndarray) -> np.ndarray:
-    """tf / (tf + norm_f(d)) for every posting, float32, shape (P,): the part of BM25 that does
-    not depend on the query, computed once when the index is loaded.
-
-    doc_ids: uint32 (P,); tfs: float32 (P,); term_field: int64 (T,); offsets: int64 (T + 1,);
-    norms: float32 (F, N), k1 * (1 - b + b * dl_f(d) / avgdl_f).
-    """
-    out = np.empty(doc_ids.shape[0], dtype=np.float32)
-    for t in range(term_field.shape[0]):
-        row = term_field[t]
-        for p in range(offsets[t], offsets[t + 1]):
-            tf = tfs[p]
-            out[p] = tf / (tf + norms[row, np.int64(doc_ids[p])])
-    return out

@@ -60,8 +60,8 @@ def _flip_byte(path: Path, offset: int = -5) -> None:
 
 
 @pytest.mark.parametrize(("damage", "file", "match"), [
-    (lambda p: p.unlink(), "lexical/tfs.npy", "missing index file"),
-    (lambda p: p.write_bytes(p.read_bytes()[:-7]), "lexical/postings.roaring", "truncated"),
+    (lambda p: p.unlink(), "lexical/block_max_tf.npy", "missing index file"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-7]), "lexical/words.npy", "truncated"),
     (_flip_byte, "lexical/doc_lengths.npy", "checksum mismatch"),
     (_flip_byte, "collection/ids.txt", "checksum mismatch"),
     (lambda p: p.unlink(), "lexical/manifest.json", "missing manifest"),

@@ -109,7 +109,7 @@ def test_sigterm_stops_gracefully(lexical_index_dir: Path) -> None:
 def test_corrupted_index_exits_naming_the_file(lexical_index_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "index"
     shutil.copytree(lexical_index_dir, copy)
-    path = copy / "lexical" / "tfs.npy"
+    path = copy / "lexical" / "words.npy"
     path.write_bytes(path.read_bytes()[:-3])
-    with pytest.raises(RuntimeError, match=r"tfs\.npy: expected \d+ bytes"):
+    with pytest.raises(RuntimeError, match=r"words\.npy: expected \d+ bytes"):
         spawn(shard_args("lexical", copy), timeout=60)

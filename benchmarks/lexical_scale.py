@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = CorpusSpec(n_docs=args.docs, n_queries=args.queries)
     with tempfile.TemporaryDirectory(prefix="ltrr-scale-") as tmp:
         workdir = args.workdir or Path(tmp)
+        if any((workdir / e).exists() for e in ENGINES):
+            parser.error(f"--workdir {workdir} already holds an index from an earlier run ({', '.join(ENGINES)})")
         workdir.mkdir(parents=True, exist_ok=True)
         result = synthetic(spec, workdir, args.rounds, args.min_seconds)
     result |= ratios(result)

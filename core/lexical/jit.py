@@ -3,6 +3,10 @@
 `cache=True` keeps compiled machine code on disk between processes; `nogil=True` lets a shard
 run queries from several threads. Call `warm_up()` at start-up so the first request does not pay
 for compilation.
+
+Hazard: Numba's cache is keyed on the source file of each compiled function, not on this module,
+so after changing an `env` or an option below (e.g. `inline`), delete core/lexical/__pycache__/*.nb*
+or the stale machine code keeps being loaded.
 """
 
 from __future__ import annotations

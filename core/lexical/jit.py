@@ -3,6 +3,10 @@
 `cache=True` keeps compiled machine code on disk between processes; `nogil=True` lets a shard
 run queries from several threads. Call `warm_up()` at start-up so the first request does not pay
 for compilation.
+
+Hazard: Numba's cache is keyed on the source file of each compiled function, not on this module,
+so after changing an `env` or an option below (e.g. `inline`), delete core/lexical/__pycache__/*.nb*
+or the stale machine code keeps being loaded.
 """
 
 from __future__ import annotations
@@ -36,24 +40,20 @@ worse = _compile(scoring.worse, {}, inline="always")
 sift_down = _compile(scoring.sift_down, {"worse": worse})
 drain_heap = _compile(scoring.drain_heap, {"sift_down": sift_down})
 select_topk = _compile(scoring.select_topk, {"worse": worse, "sift_down": sift_down, "drain_heap": drain_heap})
-impact = _compile(scoring.impact, {}, inline="always")
-bm25_topk = _compile(scoring.bm25_topk, {"decode_block": decode_block, "impact": impact, "select_topk": select_topk})
-block_upper_bounds = _compile(pruning.block_upper_bounds, {})
-_layout = {"decode_block": decode_block}
-ensure_decoded = _compile(pruning.ensure_decoded, _layout)
-shallow_advance = _compile(pruning.shallow_advance, {})
-advance = _compile(pruning.advance, {"shallow_advance": shallow_advance, "ensure_decoded": ensure_decoded})
-step = _compile(pruning.step, {"ensure_decoded": ensure_decoded})
-offer = _compile(pruning.offer, {"worse": worse, "sift_down": sift_down})
-prepare = _compile(pruning.prepare, {})
-window_bound = _compile(pruning.window_bound, {"shallow_advance": shallow_advance})
-probe = _compile(pruning.probe, {"shallow_advance": shallow_advance, "advance": advance,
-                                 "ensure_decoded": ensure_decoded, "impact": impact})
-bm25_topk_pruned = _compile(pruning.bm25_topk_pruned, {
-    "prepare": prepare, "window_bound": window_bound, "advance": advance, "step": step,
-    "ensure_decoded": ensure_decoded, "impact": impact, "probe": probe, "offer": offer, "sift_down": sift_down,
-    "drain_heap": drain_heap})
+block_contributions = _compile(scoring.block_contributions, {})
+bm25_topk = _compile(scoring.bm25_topk, {"decode_block": decode_block, "block_contributions": block_contributions,
+                                         "select_topk": select_topk})
 
+block_upper_bounds = _compile(pruning.block_upper_bounds, {})
+init_cursors = _compile(pruning.init_cursors, {})
+load = _compile(pruning.load, {"decode_block": decode_block, "block_contributions": block_contributions})
+seek = _compile(pruning.seek, {}, inline="always")
+window_bounds = _compile(pruning.window_bounds, {"seek": seek})
+partition = _compile(pruning.partition, {})
+offer = _compile(pruning.offer, {"worse": worse, "sift_down": sift_down})
+bm25_topk_pruned = _compile(pruning.bm25_topk_pruned, {
+    "init_cursors": init_cursors, "load": load, "seek": seek, "window_bounds": window_bounds, "partition": partition,
+    "worse": worse, "offer": offer, "sift_down": sift_down, "drain_heap": drain_heap})
 
 def warm_up() -> None:
     """Compile (or load from cache) every query-time kernel for the dtypes the index uses."""

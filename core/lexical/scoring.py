@@ -91,20 +91,23 @@ def drain_heap(heap_s: np.ndarray, heap_d: np.ndarray, size: int) -> tuple[np.nd
     return out_d, out_s
 
 
-def impact(tfs: np.ndarray, j: int, inv_norm: np.ndarray, d: int, inner_w: np.ndarray, k1: float) -> float:
-    """BM25F impact of the posting in column j of tfs (uint32, (F, BLOCK)) for document d.
+def block_contributions(docs: np.ndarray, tfs: np.ndarray, n: int, inv_norm: np.ndarray, inner_w: np.ndarray,
+                        k1: float, weight: float, out: np.ndarray) -> None:
+    """out[j] = weight * impact of the block's posting j, for j < n: the one place the BM25F
+    impact is computed (see the module docstring).
 
-    Fields where the document lacks the term are skipped (their inv_norm may be inf when b = 1
-    and the field is empty).
+    docs: int64 (BLOCK,); tfs: uint32 (F, BLOCK), as decode_block leaves them; out: float64 (BLOCK,).
+    Fields where the document lacks the term are skipped: their inv_norm may be inf (b = 1 and an
+    empty field).
     """
-    tfw = 0.0
-    for f in range(tfs.shape[0]):
-        tf = tfs[f, j]
-        if tf > 0:
-            tfw += inner_w[f] * np.float64(tf) * np.float64(inv_norm[f, d])
-    if tfw > 0.0:
-        return tfw / (k1 + tfw)
-    return 0.0
+    for j in range(n):
+        d = docs[j]
+        tfw = 0.0
+        for f in range(tfs.shape[0]):
+            tf = tfs[f, j]
+            if tf > 0:
+                tfw += inner_w[f] * np.float64(tf) * np.float64(inv_norm[f, d])
+        out[j] = weight * (tfw / (k1 + tfw)) if tfw > 0.0 else 0.0
 
 
 def bm25_topk(
@@ -130,19 +133,21 @@ def bm25_topk(
     touched = np.empty(n_docs, dtype=np.int64)
     docs = np.empty(BLOCK, dtype=np.int64)
     tfs = np.empty((block_bits.shape[1] - 1, BLOCK), dtype=np.uint32)
+    con = np.empty(BLOCK, dtype=np.float64)
     m = 0
     for t in range(term_ids.shape[0]):
         tid = term_ids[t]
         w = term_weights[t]
         for b in range(term_blocks[tid], term_blocks[tid + 1]):
             n = decode_block(words, block_words, block_bits, block_first, block_n, b, docs, tfs)
+            block_contributions(docs, tfs, n, inv_norm, inner_w, k1, w, con)
             for j in range(n):
                 d = docs[j]
                 # Branch-free first-touch bookkeeping: the branch would mispredict often.
                 touched[m] = d
                 m += 1 - int(seen[d])
                 seen[d] = 1
-                scores[d] += w * impact(tfs, j, inv_norm, d, inner_w, k1)
+                scores[d] += con[j]
     count = 0
     for i in range(m):
         d = touched[i]

@@ -52,7 +52,10 @@ def skewed() -> Corpus:
 
 
 def test_pruning_skips_work_on_a_skewed_corpus(skewed: Corpus) -> None:
-    """Not a speed test: the pruned kernel fully scores fewer documents than match, at top 10."""
+    """Not a speed test: the pruned kernel fully scores fewer documents than match, at top 10.
+
+    Regression: these queries first caught a non-essential term read from a stale scratch block,
+    when its cursor sat, not yet decoded, on the candidate (its block's first document)."""
     rng = np.random.default_rng(1)
     pruned = total = 0
     for _ in range(30):

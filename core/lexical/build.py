@@ -4,23 +4,37 @@ analyse() turns the entities' text fields into flat postings, one list per term,
 frequency per field. Fields are partitioned into vocabulary groups: the fields of one group share
 one vocabulary (one analyzer configuration), so a term of that group carries a frequency in each
 of its fields; a term of one group never has a frequency in another group's fields.
+
+How it is fast: documents go in chunks. Per chunk and field, the texts are normalised as
+core.analysis does, then one kernel tokenises them all and interns each token in a hash table
+(core.lexical.build_kernels.tokenize), so stop words and stemming apply once per distinct token,
+not per occurrence; a second kernel counts each document's terms. With workers > 1, chunks are
+analysed in forked processes, each with its own tables, and the parent merges their vocabularies.
+Postings are scattered per term at the end, in document order, so each list comes out ascending.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+import itertools
+import math
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import Stemmer
 from tqdm import tqdm
 
-from core.analysis import Analyzer
+from core.analysis import STOPWORD_LISTS, AnalyzerConfig, normalize
 from core.catalog import Entity
+from core.lexical import build_kernels, jit
 
 if TYPE_CHECKING:  # index.py imports this module: no import cycle at run time
     from core.lexical.config import FieldSpec
+
+MAX_CHUNK_DOCS = 4096
 
 
 @dataclass(frozen=True)
@@ -53,42 +67,235 @@ def check_groups(groups: Sequence[Sequence[int]], n_fields: int) -> None:
 def analyse(entities: Sequence[Entity], fields: Sequence[FieldSpec], groups: Sequence[Sequence[int]],
             *, progress: bool = True, workers: int = 1) -> Postings:
     """Analyse field f of every entity (text entity.fields.get(fields[f].name, "")) with
-    fields[f].analyzer and collect the postings of every term, group by group (see Postings)."""
-    n_fields = len(fields)
-    check_groups(groups, n_fields)
+    fields[f].analyzer and collect the postings of every term, group by group (see Postings).
+    The fields of a group must share one analyzer configuration. workers > 1 analyses chunks of
+    documents in that many forked processes (where the platform can fork)."""
+    check_groups(groups, len(fields))
+    for g in groups:
+        if len({fields[f].analyzer for f in g}) > 1:
+            raise ValueError(f"fields of one group must share one analyzer configuration, but fields "
+                             f"{[fields[f].name for f in g]} differ")
     if workers < 1:
         raise ValueError(f"`workers` must be >= 1, but got {workers}")
-    group_of = {f: g for g, members in enumerate(groups) for f in members}
-    analyzers = [Analyzer(spec.analyzer) for spec in fields]
-    vocab: list[dict[str, int]] = [{} for _ in groups]
-    # One row per (document, field, term): the group-local term id, the document, the field, the tf.
-    rows: list[tuple[int, int, int, int, int]] = []
-    lengths = np.zeros((n_fields, len(entities)), dtype=np.uint32)
-    for d, e in enumerate(tqdm(entities, desc="lexical: analysing", unit="doc", disable=not progress)):
-        for f, spec in enumerate(fields):
-            terms = analyzers[f](e.fields.get(spec.name, ""))
-            lengths[f, d] = len(terms)
-            g = group_of[f]
-            for term, tf in Counter(terms).items():
-                rows.append((g, vocab[g].setdefault(term, len(vocab[g])), d, f, tf))
-    return _collect(rows, vocab, lengths)
+    n = len(entities)
+    size = max(1, min(MAX_CHUNK_DOCS, math.ceil(n / (4 * workers))))
+    bounds = [(start, min(start + size, n)) for start in range(0, n, size)]
+    parallel = workers > 1 and len(bounds) > 1 and "fork" in multiprocessing.get_all_start_methods()
+    merger = _Merger(groups, len(fields), n, from_one_process=not parallel)
+    with tqdm(total=n, desc="lexical: analysing", unit="doc", disable=not progress) as bar:
+        for chunk in _chunks(entities, fields, groups, bounds, workers if parallel else 1):
+            merger.add(chunk)
+            bar.update(chunk.stop - chunk.start)
+    return merger.postings()
 
 
-def _collect(rows: list[tuple[int, int, int, int, int]], vocab: list[dict[str, int]], lengths: np.ndarray
-             ) -> Postings:
-    names = [sorted(v) for v in vocab]
-    bases = np.cumsum([0] + [len(v) for v in vocab]).astype(np.int64)
-    remap = np.zeros(int(bases[-1]), dtype=np.int64)
-    for g, sorted_names in enumerate(names):
-        for new_id, name in enumerate(sorted_names):
-            remap[bases[g] + vocab[g][name]] = bases[g] + new_id
-    n_fields, n_docs = lengths.shape
-    table = np.array(rows, dtype=np.int64).reshape(-1, 5)
-    term = remap[bases[table[:, 0]] + table[:, 1]] if len(table) else np.zeros(0, dtype=np.int64)
-    keys, inverse = np.unique(term * max(n_docs, 1) + table[:, 2], return_inverse=True)
-    tfs = np.zeros((n_fields, keys.size), dtype=np.uint32)
-    tfs[table[:, 3], inverse.reshape(-1)] = table[:, 4]
-    offsets = np.zeros(int(bases[-1]) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(keys // max(n_docs, 1), minlength=int(bases[-1])), out=offsets[1:])
-    return Postings(terms=names, offsets=offsets, doc_ids=(keys % max(n_docs, 1)).astype(np.uint32), tfs=tfs,
-                    lengths=lengths)
+# -- per process: interning tokens and counting terms ------------------------------------------
+
+
+def _normalise(text: str, config: AnalyzerConfig) -> str:
+    """core.analysis.normalize(text), short for ASCII: NFKC leaves ASCII as it is, casefolding
+    lowers it, and there are no accents to fold."""
+    if text.isascii():
+        return text.lower() if config.casefold else text
+    return normalize(text, casefold=config.casefold, fold_accents=config.fold_accents)
+
+
+class _Vocabulary:
+    """One group's tokens and terms in one process: token id -> term id (-1: a stop word)."""
+
+    def __init__(self, config: AnalyzerConfig) -> None:
+        self.config = config
+        self.stop = STOPWORD_LISTS[config.stopwords]
+        self.stemmer = None if config.stemmer == "none" else Stemmer.Stemmer(config.stemmer)
+        if self.stemmer is not None:
+            self.stemmer.maxCacheSize = 0  # each token is stemmed once: a cache only costs
+        self.table = np.zeros((1 << 12, 4), dtype=np.uint32)
+        self.tok_off = np.zeros(1 << 11, dtype=np.int64)
+        self.arena = np.zeros(1 << 14, dtype=np.uint32)
+        self.n_tokens = 0
+        self.token_term = np.zeros(1 << 11, dtype=np.int32)
+        self.term_ids: dict[str, int] = {}
+        self.new_terms: list[str] = []  # terms added since the last take_new_terms()
+
+    def normalised(self, texts: list[str]) -> tuple[str, np.ndarray]:
+        """(the texts normalised as core.analysis.normalize does, back to back; their lengths int64)."""
+        c = self.config
+        joined = "".join(texts)
+        if not joined.isascii():
+            texts = [_normalise(t, c) for t in texts]
+            joined = "".join(texts)
+        elif c.casefold:
+            joined = joined.lower()
+        return joined, np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+
+    def terms(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(term id int32 of every token, -1 for stop words; tokens per text int64)."""
+        joined, lengths = self.normalised(texts)
+        doc_bounds = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=doc_bounds[1:])
+        codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        ids = np.empty(codes.size, dtype=np.int32)
+        counts = np.empty(len(texts), dtype=np.int64)
+        known = self.n_tokens
+        self.table, self.tok_off, self.arena, self.n_tokens, n_out = jit.tokenize(
+            codes, doc_bounds, build_kernels.char_classes(), self.config.max_token_chars, self.table,
+            self.tok_off, self.arena, self.n_tokens, ids, counts)
+        if self.n_tokens > known:
+            self._add_tokens(known)
+        return self.token_term[ids[:n_out]], counts
+
+    def _add_tokens(self, known: int) -> None:
+        """Map tokens known.. to terms: stop words dropped, the rest stemmed, each once."""
+        off = self.tok_off[known:self.n_tokens + 1]
+        raw = self.arena[off[0]:off[-1]].tobytes().decode("utf-32-le", "surrogatepass")
+        starts = (off - off[0]).tolist()
+        tokens = [raw[a:b] for a, b in itertools.pairwise(starts)]
+        stop = np.fromiter(map(self.stop.__contains__, tokens), dtype=bool, count=len(tokens))
+        kept = [t for t in tokens if t not in self.stop] if stop.any() else tokens
+        stems = self.stemmer.stemWords(kept) if self.stemmer is not None and kept else kept
+        ids = self.term_ids
+        fresh = [t for t in dict.fromkeys(stems) if t not in ids]
+        ids.update(zip(fresh, range(len(ids), len(ids) + len(fresh)), strict=True))
+        self.new_terms += fresh
+        if self.n_tokens > self.token_term.size:
+            self.token_term = np.concatenate([self.token_term[:known],
+                                              np.zeros(max(self.n_tokens, 2 * known), dtype=np.int32)])
+        mapped = self.token_term[known:self.n_tokens]
+        mapped[stop] = -1
+        mapped[~stop] = np.fromiter(map(ids.__getitem__, stems), dtype=np.int32, count=len(stems))
+
+    def take_new_terms(self) -> list[str]:
+        out, self.new_terms = self.new_terms, []
+        return out
+
+
+@dataclass(frozen=True)
+class _GroupChunk:
+    """One group's terms in a chunk of documents (see build_kernels.count_terms); term ids are
+    the analysing process's, whose new terms (in id order) are `new_terms`."""
+
+    new_terms: list[str]
+    pair_counts: np.ndarray
+    pair_terms: np.ndarray
+    pair_tfs: np.ndarray
+    lengths: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    pid: int
+    start: int
+    stop: int
+    groups: list[_GroupChunk]
+
+
+class _Analyser:
+    """Analyses chunks of documents in one process."""
+
+    def __init__(self, entities: Sequence[Entity], fields: Sequence[FieldSpec], groups: Sequence[Sequence[int]]
+                 ) -> None:
+        self.entities = entities
+        self.names = [f.name for f in fields]
+        self.groups = [list(g) for g in groups]
+        self.vocabularies = [_Vocabulary(fields[g[0]].analyzer) for g in groups]
+
+    def chunk(self, bounds: tuple[int, int]) -> _Chunk:
+        start, stop = bounds
+        docs = [self.entities[i].fields for i in range(start, stop)]
+        out = []
+        for group, vocabulary in zip(self.groups, self.vocabularies, strict=True):
+            parts = [vocabulary.terms([d.get(self.names[f], "") for d in docs]) for f in group]
+            terms = np.concatenate([p[0] for p in parts])
+            counts = np.stack([p[1] for p in parts])
+            pair_counts, pair_terms, pair_tfs, lengths = jit.count_terms(terms, counts, len(vocabulary.term_ids))
+            out.append(_GroupChunk(vocabulary.take_new_terms(), pair_counts, pair_terms, pair_tfs, lengths))
+        return _Chunk(os.getpid(), start, stop, out)
+
+
+_WORKER: _Analyser | None = None
+
+
+def _init_worker(entities: Sequence[Entity], fields: Sequence[FieldSpec], groups: Sequence[Sequence[int]]) -> None:
+    global _WORKER
+    _WORKER = _Analyser(entities, fields, groups)
+
+
+def _work(bounds: tuple[int, int]) -> _Chunk:
+    if _WORKER is None:
+        raise RuntimeError("worker process not initialised")
+    return _WORKER.chunk(bounds)
+
+
+def _chunks(entities: Sequence[Entity], fields: Sequence[FieldSpec], groups: Sequence[Sequence[int]],
+            bounds: list[tuple[int, int]], workers: int) -> Iterator[_Chunk]:
+    """The analysed chunks, in order: in this process, or in `workers` forked ones."""
+    if workers == 1:
+        analyser = _Analyser(entities, fields, groups)
+        yield from map(analyser.chunk, bounds)
+        return
+    _Analyser(entities[:1], fields, groups).chunk((0, 1))  # compile the kernels once, before forking
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(entities, fields, groups)) as pool:
+        yield from pool.imap(_work, bounds)
+
+
+# -- in the parent: merging vocabularies, scattering postings --------------------------------------
+
+
+class _Merger:
+    """Collects chunks in document order; per group one vocabulary, terms in order of arrival.
+
+    from_one_process: every chunk comes from one process, whose term ids are then the group's."""
+
+    def __init__(self, groups: Sequence[Sequence[int]], n_fields: int, n_docs: int, from_one_process: bool
+                 ) -> None:
+        self.groups = [np.array(g, dtype=np.int64) for g in groups]
+        self.terms: list[list[str]] = [[] for _ in groups]  # in group term id order
+        self.term_ids: list[dict[str, int]] | None = None if from_one_process else [{} for _ in groups]
+        self.local: dict[tuple[int, int], np.ndarray] = {}  # (pid, group): process term id -> group term id
+        self.chunks: list[tuple[int, list[_GroupChunk]]] = []
+        self.lengths = np.zeros((n_fields, n_docs), dtype=np.uint32)
+
+    def add(self, chunk: _Chunk) -> None:
+        for g, part in enumerate(chunk.groups):
+            self.lengths[self.groups[g], chunk.start:chunk.stop] = part.lengths
+            if self.term_ids is None:
+                self.terms[g] += part.new_terms
+                continue
+            ids = self.term_ids[g]
+            fresh = [t for t in part.new_terms if t not in ids]
+            ids.update(zip(fresh, range(len(ids), len(ids) + len(fresh)), strict=True))
+            self.terms[g] += fresh
+            new = np.fromiter(map(ids.__getitem__, part.new_terms), dtype=np.int32, count=len(part.new_terms))
+            local = self.local[chunk.pid, g] = np.concatenate([self.local.get((chunk.pid, g), new[:0]), new])
+            part.pair_terms[:] = local[part.pair_terms]
+        self.chunks.append((chunk.start, chunk.groups))
+
+    def postings(self) -> Postings:
+        names, ranks = [], []  # per group: sorted terms; group term id -> global term id
+        base = 0
+        for terms in self.terms:
+            order = sorted(range(len(terms)), key=terms.__getitem__)
+            names.append([terms[i] for i in order])
+            rank = np.empty(len(terms), dtype=np.int32)
+            rank[order] = np.arange(base, base + len(terms), dtype=np.int32)
+            ranks.append(rank)
+            base += len(terms)
+        df = np.zeros(base, dtype=np.int64)
+        for _, parts in self.chunks:
+            for g, part in enumerate(parts):
+                part.pair_terms[:] = ranks[g][part.pair_terms]
+                df += np.bincount(part.pair_terms, minlength=df.size)
+        offsets = np.zeros(df.size + 1, dtype=np.int64)
+        np.cumsum(df, out=offsets[1:])
+        del df
+        doc_ids = np.empty(int(offsets[-1]), dtype=np.uint32)
+        tfs = np.zeros((self.lengths.shape[0], doc_ids.size), dtype=np.uint32)
+        cursor = offsets[:-1].copy()
+        self.chunks.reverse()
+        while self.chunks:  # popped, so each chunk's pairs are freed once scattered
+            start, parts = self.chunks.pop()
+            for g, part in enumerate(parts):
+                jit.scatter_postings(part.pair_counts, start, part.pair_terms, part.pair_tfs,
+                                     self.groups[g], cursor, doc_ids, tfs)
+        return Postings(terms=names, offsets=offsets, doc_ids=doc_ids, tfs=tfs, lengths=self.lengths)

@@ -1,4 +1,4 @@
-"""Compiles the kernels of core.lexical (codec, scoring, pruning) with Numba, in one place.
+"""Compiles the kernels of core.lexical (codec, scoring, pruning, build_kernels) with Numba, in one place.
 
 `cache=True` keeps compiled machine code on disk between processes; `nogil=True` lets a shard
 run queries from several threads. Call `warm_up()` at start-up so the first request does not pay
@@ -14,7 +14,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from core.lexical import codec, pruning, scoring
+from core.lexical import build_kernels, codec, pruning, scoring
 
 
 def _compile(fn: Callable[..., Any], env: dict[str, Any], **options: Any) -> Any:
@@ -53,6 +53,16 @@ bm25_topk_pruned = _compile(pruning.bm25_topk_pruned, {
     "prepare": prepare, "window_bound": window_bound, "advance": advance, "step": step,
     "ensure_decoded": ensure_decoded, "impact": impact, "probe": probe, "offer": offer, "sift_down": sift_down,
     "drain_heap": drain_heap})
+
+fnv1a = _compile(build_kernels.fnv1a, {}, inline="always")
+rehash = _compile(build_kernels.rehash, {})
+grown = _compile(build_kernels.grown, {})
+find_slot = _compile(build_kernels.find_slot, {}, inline="always")
+token_end = _compile(build_kernels.token_end, {}, inline="always")
+tokenize = _compile(build_kernels.tokenize, {"token_end": token_end, "fnv1a": fnv1a, "find_slot": find_slot,
+                                             "grown": grown, "rehash": rehash})
+count_terms = _compile(build_kernels.count_terms, {})
+scatter_postings = _compile(build_kernels.scatter_postings, {})
 
 
 def warm_up() -> None:

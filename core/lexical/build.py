@@ -109,7 +109,7 @@ class _Vocabulary:
         self.stemmer = None if config.stemmer == "none" else Stemmer.Stemmer(config.stemmer)
         if self.stemmer is not None:
             self.stemmer.maxCacheSize = 0  # each token is stemmed once: a cache only costs
-        self.table = np.zeros((1 << 12, 4), dtype=np.uint32)
+        self.table = np.zeros((1 << 12, 4), dtype=np.uint64)
         self.tok_off = np.zeros(1 << 11, dtype=np.int64)
         self.arena = np.zeros(1 << 14, dtype=np.uint32)
         self.n_tokens = 0

@@ -6,8 +6,9 @@ NumPy reference below it (`*_reference`), and tests check that they agree.
 `tokenize` is step 4 of core.analysis (the `_TOKEN` regular expression and the possessive filter)
 over already normalised text given as code points, with a character-class table taken from the
 regular expression engine itself (`char_classes`). Every token is interned in an open-addressing
-hash table (FNV-1a over code points, linear probing, load <= 1/2) so the caller sees one small
-integer per token and handles each distinct token (stop words, stemming) once.
+hash table (FNV-1a over code points, linear probing, load <= 1/2, short tokens held in the
+entries themselves) so the caller sees one small integer per token and handles each distinct
+token (stop words, stemming) once.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ APOSTROPHE = 4  # joins letters, and starts the possessive "'s"
 JOIN_WORD = 8  # "." and ":": join two runs of \w
 JOIN_DIGIT = 16  # "," and ";": join two digits
 MAX_CODE_POINT = 0x10FFFF
-# Columns of the interning table, uint32 (slots, 4), one 16-byte entry per slot: the token's hash,
-# its id + 1 (0: an empty slot), where its code points start in the arena, how many there are.
-KEY, ID, OFF, LEN = 0, 1, 2, 3
+# Columns of the interning table, uint64 (slots, 4), one 32-byte entry per slot:
+# HEAD: 32 bits of the token's hash | its length << 32;
+# ID: the token id + 1 (0: an empty slot) | where its code points start in the arena << 32;
+# TEXT0, TEXT1: a short token's code points, one byte each (see token_key), else 0. A short
+# token is found without reading the arena, which for a large vocabulary is a cache miss.
+HEAD, ID, TEXT0, TEXT1 = 0, 1, 2, 3
+SHORT = 16  # tokens of at most SHORT code points, all below 256, are short
+LOW32 = 0xFFFFFFFF
 S = ord("s")
 
 
@@ -46,20 +52,37 @@ def char_classes() -> np.ndarray:
     return classes
 
 
-def fnv1a(codes: np.ndarray, start: int, stop: int) -> np.uint32:
-    """The high 32 bits of the 64-bit FNV-1a of codes[start:stop] (one step per code point), mixed."""
+def token_key(codes: np.ndarray, s: int, e: int) -> tuple[np.uint64, np.uint64, np.uint64, bool]:
+    """(HEAD, TEXT0, TEXT1, short) of token codes[s:e]. The hash is the high 32 bits of the
+    64-bit FNV-1a over the code points, mixed; a short token's code points are packed a byte
+    each, little-endian, TEXT0 holding the first 8 and TEXT1 the next 8 (a token never holds 0)."""
     h = np.uint64(14695981039346656037)
-    for i in range(start, stop):
-        h = (h ^ np.uint64(codes[i])) * np.uint64(1099511628211)
-    return np.uint32((h ^ (h << np.uint64(29))) >> np.uint64(32))
+    text0 = np.uint64(0)
+    text1 = np.uint64(0)
+    short = e - s <= SHORT
+    for i in range(s, e):
+        c = np.uint64(codes[i])
+        h = (h ^ c) * np.uint64(1099511628211)
+        if c > 255:
+            short = False
+        k = i - s
+        if k < 8:
+            text0 |= c << np.uint64(8 * k)
+        elif k < SHORT:
+            text1 |= c << np.uint64(8 * (k - 8))
+    if not short:
+        text0 = np.uint64(0)
+        text1 = np.uint64(0)
+    head = ((h ^ (h << np.uint64(29))) >> np.uint64(32)) | (np.uint64(e - s) << np.uint64(32))
+    return head, text0, text1, short
 
 
 def rehash(table: np.ndarray, size: int) -> np.ndarray:
     """The entries of `table` in a new table of `size` slots (a power of two)."""
-    out = np.zeros((size, 4), dtype=np.uint32)
+    out = np.zeros((size, 4), dtype=np.uint64)
     for old in range(table.shape[0]):
         if table[old, ID] != 0:
-            slot = np.int64(table[old, KEY]) & (size - 1)
+            slot = np.int64(table[old, HEAD] & np.uint64(LOW32)) & (size - 1)
             while out[slot, ID] != 0:
                 slot = (slot + 1) & (size - 1)
             out[slot] = table[old]
@@ -75,18 +98,23 @@ def grown(a: np.ndarray, used: int, need: int) -> np.ndarray:
     return out
 
 
-def find_slot(codes: np.ndarray, s: int, e: int, key: np.uint32, table: np.ndarray, arena: np.ndarray) -> int:
-    """The slot of token codes[s:e] (hash key) in the table: where it is, or the empty slot where it goes."""
+def find_slot(codes: np.ndarray, s: int, e: int, head: np.uint64, text0: np.uint64, text1: np.uint64, short: bool,
+              table: np.ndarray, arena: np.ndarray) -> int:
+    """The slot of token codes[s:e] in the table: where it is, or the empty slot where it goes."""
     mask = table.shape[0] - 1
-    slot = np.int64(key) & mask
+    slot = np.int64(head & np.uint64(LOW32)) & mask
     while table[slot, ID] != 0:
-        if table[slot, KEY] == key and table[slot, LEN] == e - s:
-            off = np.int64(table[slot, OFF])
-            i = 0
-            while i < e - s and arena[off + i] == codes[s + i]:
-                i += 1
-            if i == e - s:
-                return slot
+        if table[slot, HEAD] == head:
+            if short:
+                if table[slot, TEXT0] == text0 and table[slot, TEXT1] == text1:
+                    return slot
+            else:
+                off = np.int64(table[slot, ID] >> np.uint64(32))
+                i = 0
+                while i < e - s and arena[off + i] == codes[s + i]:
+                    i += 1
+                if i == e - s:
+                    return slot
         slot = (slot + 1) & mask
     return slot
 
@@ -117,17 +145,42 @@ def tokenize(codes: np.ndarray, doc_bounds: np.ndarray, classes: np.ndarray, max
     codes[doc_bounds[d]:doc_bounds[d + 1]] (doc_bounds int64 (n + 1,)). classes: char_classes().
     Tokens as core.analysis.tokenize cuts them: possessive "'s" removed, tokens longer than
     max_chars dropped. The interning state is updated and returned, reallocated when full: table
-    uint32 (slots, 4) (see KEY, ID, OFF, LEN; slots a power of two, at most half full), n_tok
+    uint64 (slots, 4) (see HEAD, ID, TEXT0, TEXT1; slots a power of two, at most half full), n_tok
     tokens so far, token i in arena[tok_off[i]:tok_off[i + 1]] (uint32 code points, int64 offsets).
     Writes the token ids into out_ids (int32, at least len(codes) long) and the tokens per
     document into out_counts (int64 (n,)).
     Returns (table, tok_off, arena, n_tok, tokens written).
     """
+    d = 0
+    i = doc_bounds[0]
     n_out = 0
-    for d in range(doc_bounds.size - 1):
-        i = doc_bounds[d]
+    before = 0
+    while True:
+        d, i, n_tok, n_out, before, pending = tokenize_some(codes, doc_bounds, classes, max_chars, table, tok_off,
+                                                            arena, n_tok, out_ids, out_counts, d, i, n_out, before)
+        if pending == 0:
+            return table, tok_off, arena, n_tok, n_out
+        used = tok_off[n_tok]
+        if used + pending > LOW32 or n_tok + 1 > LOW32:
+            raise ValueError("the distinct tokens of a field group exceed 2**32 code points or ids")
+        if 2 * (n_tok + 1) > table.shape[0]:
+            table = rehash(table, 2 * table.shape[0])
+        tok_off = grown(tok_off, n_tok + 1, n_tok + 2)
+        arena = grown(arena, used, used + pending)
+
+
+def tokenize_some(codes: np.ndarray, doc_bounds: np.ndarray, classes: np.ndarray, max_chars: int,
+                  table: np.ndarray, tok_off: np.ndarray, arena: np.ndarray, n_tok: int, out_ids: np.ndarray,
+                  out_counts: np.ndarray, d: int, i: int, n_out: int, before: int
+                  ) -> tuple[int, int, int, int, int, int]:
+    """The loop of `tokenize`, from document d, code point i, n_out tokens written (`before` of
+    them before document d), until the end or a new token that does not fit the state's arrays
+    (which `tokenize` then grows: reassigning arrays in this loop would slow it down by a third).
+    Returns (d, i, n_tok, n_out, before, pending): pending = 0 at the end, else the length of the
+    token that did not fit, which starts at i."""
+    n_docs = doc_bounds.size - 1
+    while d < n_docs:
         end = doc_bounds[d + 1]
-        before = n_out
         while i < end:
             if not classes[codes[i]] & WORD:
                 i += 1
@@ -139,30 +192,28 @@ def tokenize(codes: np.ndarray, doc_bounds: np.ndarray, classes: np.ndarray, max
                 e -= 2
             if e - s > max_chars:
                 continue
-            key = fnv1a(codes, s, e)
-            slot = find_slot(codes, s, e, key, table, arena)
-            t = int(table[slot, ID]) - 1
+            head, text0, text1, short = token_key(codes, s, e)
+            slot = find_slot(codes, s, e, head, text0, text1, short, table, arena)
+            t = np.int64(table[slot, ID] & np.uint64(LOW32)) - 1
             if t < 0:  # a new token
                 used = tok_off[n_tok]
-                if used + e - s > 0xFFFFFFFF:
-                    raise ValueError("the distinct tokens of a field group exceed 2**32 code points")
-                tok_off = grown(tok_off, n_tok + 1, n_tok + 2)
-                arena = grown(arena, used, used + e - s)
+                if n_tok + 2 > tok_off.size or used + e - s > arena.size or 2 * (n_tok + 1) > table.shape[0]:
+                    return d, s, n_tok, n_out, before, e - s
                 for j in range(e - s):
                     arena[used + j] = codes[s + j]
                 tok_off[n_tok + 1] = used + e - s
-                table[slot, KEY] = key
-                table[slot, ID] = n_tok + 1
-                table[slot, OFF] = used
-                table[slot, LEN] = e - s
+                table[slot, HEAD] = head
+                table[slot, ID] = np.uint64(n_tok + 1) | (np.uint64(used) << np.uint64(32))
+                table[slot, TEXT0] = text0
+                table[slot, TEXT1] = text1
                 t = n_tok
                 n_tok += 1
-                if 2 * n_tok > table.shape[0]:
-                    table = rehash(table, 2 * table.shape[0])
             out_ids[n_out] = t
             n_out += 1
         out_counts[d] = n_out - before
-    return table, tok_off, arena, n_tok, n_out
+        before = n_out
+        d += 1
+    return d, i, n_tok, n_out, before, 0
 
 
 def tokenize_reference(texts: list[str], max_chars: int) -> list[list[str]]:

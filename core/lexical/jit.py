@@ -54,13 +54,14 @@ bm25_topk_pruned = _compile(pruning.bm25_topk_pruned, {
     "ensure_decoded": ensure_decoded, "impact": impact, "probe": probe, "offer": offer, "sift_down": sift_down,
     "drain_heap": drain_heap})
 
-fnv1a = _compile(build_kernels.fnv1a, {}, inline="always")
+token_key = _compile(build_kernels.token_key, {}, inline="always")
 rehash = _compile(build_kernels.rehash, {})
 grown = _compile(build_kernels.grown, {})
 find_slot = _compile(build_kernels.find_slot, {}, inline="always")
 token_end = _compile(build_kernels.token_end, {}, inline="always")
-tokenize = _compile(build_kernels.tokenize, {"token_end": token_end, "fnv1a": fnv1a, "find_slot": find_slot,
-                                             "grown": grown, "rehash": rehash})
+tokenize_some = _compile(build_kernels.tokenize_some, {"token_end": token_end, "token_key": token_key,
+                                                       "find_slot": find_slot})
+tokenize = _compile(build_kernels.tokenize, {"tokenize_some": tokenize_some, "grown": grown, "rehash": rehash})
 count_terms = _compile(build_kernels.count_terms, {})
 scatter_postings = _compile(build_kernels.scatter_postings, {})
 

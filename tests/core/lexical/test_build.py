@@ -143,7 +143,7 @@ TEXTS = st.text(alphabet=st.sampled_from(TRICKY), max_size=40) | st.text(max_siz
 
 def fresh_state() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The smallest interning state, so the kernel must grow every array."""
-    return np.zeros((2, 4), dtype=np.uint32), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.uint32)
+    return np.zeros((2, 4), dtype=np.uint64), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.uint32)
 
 
 @settings(max_examples=150, deadline=None)
@@ -253,3 +253,22 @@ def test_batch_analysis_gives_the_analyzers_terms(texts: list[str], config: Anal
             found[got.doc_ids[p]][term] = int(got.tfs[0, p])
     assert found == want
     assert terms == sorted({term for c in want for term in c})
+
+
+@pytest.mark.parametrize(("stored", "query"), [("ab", "ac"), ("ab", "a\u0100"), ("x" * 20, "x" * 19 + "y"),
+                                               ("\u0100b", "\u0100c")])
+def test_find_slot_tells_tokens_apart_when_their_heads_collide(stored: str, query: str) -> None:
+    """Two tokens with the same hash and length (forged here) are told apart by their text,
+    short ones by the text held in the entry, others by the arena."""
+    table, tok_off, arena = fresh_state()
+    codes = np.frombuffer((stored + query).encode("utf-32-le"), dtype=np.uint32)
+    table, tok_off, arena, n_tok, _ = jit.tokenize(codes[:len(stored)], np.array([0, len(stored)], dtype=np.int64),
+                                                   build_kernels.char_classes(), 255, table, tok_off, arena, 0,
+                                                   np.zeros(len(stored), dtype=np.int32), np.zeros(1, dtype=np.int64))
+    assert n_tok == 1
+    (slot,) = np.flatnonzero(table[:, build_kernels.ID])
+    _, text0, text1, short = jit.token_key(codes, len(stored), codes.size)
+    assert jit.find_slot(codes, len(stored), codes.size, table[slot, build_kernels.HEAD], text0, text1, short,
+                         table, arena) != slot
+    again = jit.token_key(codes, 0, len(stored))
+    assert jit.find_slot(codes, 0, len(stored), *again, table, arena) == slot

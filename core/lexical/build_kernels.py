@@ -194,7 +194,7 @@ def tokenize_some(codes: np.ndarray, doc_bounds: np.ndarray, classes: np.ndarray
                 continue
             head, text0, text1, short = token_key(codes, s, e)
             slot = find_slot(codes, s, e, head, text0, text1, short, table, arena)
-            t = np.int64(table[slot, ID] & np.uint64(LOW32)) - 1
+            t = int(table[slot, ID] & np.uint64(LOW32)) - 1
             if t < 0:  # a new token
                 used = tok_off[n_tok]
                 if n_tok + 2 > tok_off.size or used + e - s > arena.size or 2 * (n_tok + 1) > table.shape[0]:

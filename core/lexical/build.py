@@ -15,12 +15,14 @@ Postings are scattered per term at the end, in document order, so each list come
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.pool import AsyncResult
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,13 +81,15 @@ def analyse(entities: Sequence[Entity], fields: Sequence[FieldSpec], groups: Seq
         raise ValueError(f"`workers` must be >= 1, but got {workers}")
     n = len(entities)
     size = max(1, min(MAX_CHUNK_DOCS, math.ceil(n / (4 * workers))))
-    bounds = [(start, min(start + size, n)) for start in range(0, n, size)]
-    parallel = workers > 1 and len(bounds) > 1 and "fork" in multiprocessing.get_all_start_methods()
+    parallel = workers > 1 and n > size and "fork" in multiprocessing.get_all_start_methods()
     merger = _Merger(groups, len(fields), n, from_one_process=not parallel)
+    texts = _texts(entities, [f.name for f in fields], size)
     with tqdm(total=n, desc="lexical: analysing", unit="doc", disable=not progress) as bar:
-        for chunk in _chunks(entities, fields, groups, bounds, workers if parallel else 1):
+        for chunk in _analysed(texts, fields, groups, workers if parallel else 1):
             merger.add(chunk)
             bar.update(chunk.stop - chunk.start)
+    if merger.n_docs != n:
+        raise ValueError(f"`entities` yielded {merger.n_docs} entities but has length {n}")
     return merger.postings()
 
 
@@ -190,53 +194,66 @@ class _Chunk:
 
 
 class _Analyser:
-    """Analyses chunks of documents in one process."""
+    """Analyses chunks of documents in one process, keeping its vocabularies from chunk to chunk."""
 
-    def __init__(self, entities: Sequence[Entity], fields: Sequence[FieldSpec], groups: Sequence[Sequence[int]]
-                 ) -> None:
-        self.entities = entities
-        self.names = [f.name for f in fields]
+    def __init__(self, fields: Sequence[FieldSpec], groups: Sequence[Sequence[int]]) -> None:
         self.groups = [list(g) for g in groups]
         self.vocabularies = [_Vocabulary(fields[g[0]].analyzer) for g in groups]
 
-    def chunk(self, bounds: tuple[int, int]) -> _Chunk:
-        start, stop = bounds
-        docs = [self.entities[i].fields for i in range(start, stop)]
+    def chunk(self, item: tuple[int, list[list[str]]]) -> _Chunk:
+        """item: (first document, texts per field of the chunk's documents)."""
+        start, texts = item
         out = []
         for group, vocabulary in zip(self.groups, self.vocabularies, strict=True):
-            parts = [vocabulary.terms([d.get(self.names[f], "") for d in docs]) for f in group]
+            parts = [vocabulary.terms(texts[f]) for f in group]
             terms = np.concatenate([p[0] for p in parts])
             counts = np.stack([p[1] for p in parts])
             pair_counts, pair_terms, pair_tfs, lengths = jit.count_terms(terms, counts, len(vocabulary.term_ids))
             out.append(_GroupChunk(vocabulary.take_new_terms(), pair_counts, pair_terms, pair_tfs, lengths))
-        return _Chunk(os.getpid(), start, stop, out)
+        return _Chunk(os.getpid(), start, start + len(texts[0]), out)
+
+
+def _texts(entities: Iterable[Entity], names: list[str], size: int) -> Iterator[tuple[int, list[list[str]]]]:
+    """(first document, texts per field) of chunks of `size` entities, read in one pass (a lazy
+    Sequence, such as a corpus file, may be slow to index at random)."""
+    it = iter(entities)
+    start = 0
+    while chunk := list(itertools.islice(it, size)):
+        yield start, [[e.fields.get(name, "") for e in chunk] for name in names]
+        start += len(chunk)
 
 
 _WORKER: _Analyser | None = None
 
 
-def _init_worker(entities: Sequence[Entity], fields: Sequence[FieldSpec], groups: Sequence[Sequence[int]]) -> None:
+def _init_worker(fields: Sequence[FieldSpec], groups: Sequence[Sequence[int]]) -> None:
     global _WORKER
-    _WORKER = _Analyser(entities, fields, groups)
+    _WORKER = _Analyser(fields, groups)
 
 
-def _work(bounds: tuple[int, int]) -> _Chunk:
+def _work(item: tuple[int, list[list[str]]]) -> _Chunk:
     if _WORKER is None:
         raise RuntimeError("worker process not initialised")
-    return _WORKER.chunk(bounds)
+    return _WORKER.chunk(item)
 
 
-def _chunks(entities: Sequence[Entity], fields: Sequence[FieldSpec], groups: Sequence[Sequence[int]],
-            bounds: list[tuple[int, int]], workers: int) -> Iterator[_Chunk]:
-    """The analysed chunks, in order: in this process, or in `workers` forked ones."""
+def _analysed(texts: Iterator[tuple[int, list[list[str]]]], fields: Sequence[FieldSpec],
+              groups: Sequence[Sequence[int]], workers: int) -> Iterator[_Chunk]:
+    """The analysed chunks, in order: in this process, or in `workers` forked ones, with at most
+    2 * workers chunks in flight so that memory stays bounded. A worker takes its chunks in
+    order, so its new terms arrive before the chunks that use them."""
     if workers == 1:
-        analyser = _Analyser(entities, fields, groups)
-        yield from map(analyser.chunk, bounds)
+        yield from map(_Analyser(fields, groups).chunk, texts)
         return
-    _Analyser(entities[:1], fields, groups).chunk((0, 1))  # compile the kernels once, before forking
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(entities, fields, groups)) as pool:
-        yield from pool.imap(_work, bounds)
+    _Analyser(fields, groups).chunk((0, [["warm up"] for _ in fields]))  # compile the kernels before forking
+    with multiprocessing.get_context("fork").Pool(workers, _init_worker, (fields, groups)) as pool:
+        pending: collections.deque[AsyncResult[_Chunk]] = collections.deque()
+        for item in texts:
+            pending.append(pool.apply_async(_work, (item,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 # -- in the parent: merging vocabularies, scattering postings --------------------------------------
@@ -255,8 +272,12 @@ class _Merger:
         self.local: dict[tuple[int, int], np.ndarray] = {}  # (pid, group): process term id -> group term id
         self.chunks: list[tuple[int, list[_GroupChunk]]] = []
         self.lengths = np.zeros((n_fields, n_docs), dtype=np.uint32)
+        self.n_docs = 0  # documents added so far
 
     def add(self, chunk: _Chunk) -> None:
+        self.n_docs = chunk.stop
+        if chunk.stop > self.lengths.shape[1]:
+            raise ValueError(f"`entities` yielded more entities than its length, {self.lengths.shape[1]}")
         for g, part in enumerate(chunk.groups):
             self.lengths[self.groups[g], chunk.start:chunk.stop] = part.lengths
             if self.term_ids is None:

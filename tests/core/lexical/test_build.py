@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -272,3 +273,36 @@ def test_find_slot_tells_tokens_apart_when_their_heads_collide(stored: str, quer
                          table, arena) != slot
     again = jit.token_key(codes, 0, len(stored))
     assert jit.find_slot(codes, 0, len(stored), *again, table, arena) == slot
+
+
+class StreamOnly(Sequence[Entity]):
+    """A catalog that can only be read in order, as a corpus file streams (indexing it fails)."""
+
+    def __init__(self, entities: list[Entity], length: int | None = None) -> None:
+        self.entities = entities
+        self.length = len(entities) if length is None else length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[Entity]:
+        return iter(self.entities)
+
+    def __getitem__(self, i: Any) -> Any:
+        raise AssertionError("analyse must read the entities in one pass, not index them")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_entities_are_read_in_one_pass(workers: int) -> None:
+    """Guards against indexing entities one by one: a file-backed corpus seeks and opens per item."""
+    entities = make_catalog(5, 50, ["title", "artist"])
+    fields = [FieldSpec(name="title"), FieldSpec(name="artist")]
+    got = analyse(StreamOnly(entities), fields, [[0, 1]], progress=False, workers=workers)
+    assert_matches_brute_force(got, entities, fields, [[0, 1]])
+
+
+@pytest.mark.parametrize("length", [3, 5])
+def test_a_length_that_disagrees_with_the_entities_is_an_error(length: int) -> None:
+    entities = make_catalog(5, 4, ["title"])
+    with pytest.raises(ValueError, match="`entities` yielded"):
+        analyse(StreamOnly(entities, length), [FieldSpec(name="title")], [[0]], progress=False)

@@ -267,7 +267,8 @@ class _Merger:
     def __init__(self, groups: Sequence[Sequence[int]], n_fields: int, n_docs: int, from_one_process: bool
                  ) -> None:
         self.groups = [np.array(g, dtype=np.int64) for g in groups]
-        self.terms: list[list[str]] = [[] for _ in groups]  # in group term id order
+        self.terms: list[list[str]] = [[] for _ in groups]  # in group term id order, from one process
+        # From several processes: group term ids by term, in order of arrival (so list(ids) is in id order).
         self.term_ids: list[dict[str, int]] | None = None if from_one_process else [{} for _ in groups]
         self.local: dict[tuple[int, int], np.ndarray] = {}  # (pid, group): process term id -> group term id
         self.chunks: list[tuple[int, list[_GroupChunk]]] = []
@@ -283,11 +284,8 @@ class _Merger:
             if self.term_ids is None:
                 self.terms[g] += part.new_terms
                 continue
-            ids = self.term_ids[g]
-            fresh = [t for t in part.new_terms if t not in ids]
-            ids.update(zip(fresh, range(len(ids), len(ids) + len(fresh)), strict=True))
-            self.terms[g] += fresh
-            new = np.fromiter(map(ids.__getitem__, part.new_terms), dtype=np.int32, count=len(part.new_terms))
+            ids = self.term_ids[g]  # setdefault's default is the id of a term not seen yet
+            new = np.array([ids.setdefault(t, len(ids)) for t in part.new_terms], dtype=np.int32)
             local = self.local[chunk.pid, g] = np.concatenate([self.local.get((chunk.pid, g), new[:0]), new])
             part.pair_terms[:] = local[part.pair_terms]
         self.chunks.append((chunk.start, chunk.groups))
@@ -295,7 +293,7 @@ class _Merger:
     def postings(self) -> Postings:
         names, ranks = [], []  # per group: sorted terms; group term id -> global term id
         base = 0
-        for terms in self.terms:
+        for terms in self.terms if self.term_ids is None else [list(ids) for ids in self.term_ids]:
             order = sorted(range(len(terms)), key=terms.__getitem__)
             names.append([terms[i] for i in order])
             rank = np.empty(len(terms), dtype=np.int32)

@@ -24,6 +24,7 @@ import os
 import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult
 from typing import TYPE_CHECKING
@@ -93,7 +94,7 @@ def analyse(entities: Sequence[Entity], fields: Sequence[FieldSpec], groups: Seq
             bar.update(chunk.stop - chunk.start)
     if merger.n_docs != n:
         raise ValueError(f"`entities` yielded {merger.n_docs} entities but has length {n}")
-    return merger.postings()
+    return merger.postings(threads=workers)
 
 
 # -- per process: interning tokens and counting terms ------------------------------------------
@@ -304,8 +305,36 @@ class _Merger:
             part.pair_terms[:] = local[part.pair_terms]
         self.chunks.append((chunk.start, chunk.groups))
 
-    def postings(self) -> Postings:
-        names, ranks = [], []  # per group: sorted terms; group term id -> global term id
+    def postings(self, threads: int) -> Postings:
+        """The postings of every chunk added, scattered by `threads` threads (disjoint term ranges)."""
+        names, ranks = self._sorted_terms()
+        df = np.zeros(sum(map(len, names)), dtype=np.int64)
+        for _, parts in self.chunks:
+            for g, part in enumerate(parts):
+                part.pair_terms[:] = ranks[g][part.pair_terms]
+                df += np.bincount(part.pair_terms, minlength=df.size)
+        offsets = np.zeros(df.size + 1, dtype=np.int64)
+        np.cumsum(df, out=offsets[1:])
+        doc_ids = np.empty(int(offsets[-1]), dtype=np.uint32)
+        tfs = np.zeros((self.lengths.shape[0], doc_ids.size), dtype=np.uint32)
+        cursor = offsets[:-1].copy()
+
+        def scatter(lo: int, hi: int) -> None:
+            for start, parts in self.chunks:
+                for g, part in enumerate(parts):
+                    jit.scatter_postings(part.pair_counts, start, part.pair_terms, part.pair_tfs, self.groups[g],
+                                         lo, hi, cursor, doc_ids, tfs)
+
+        # Term ranges holding about as many postings each.
+        cuts = [0, *np.searchsorted(offsets, np.linspace(0, doc_ids.size, threads + 1)[1:-1]).tolist(), df.size]
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(scatter, cuts[:-1], cuts[1:]))
+        self.chunks.clear()
+        return Postings(terms=names, offsets=offsets, doc_ids=doc_ids, tfs=tfs, lengths=self.lengths)
+
+    def _sorted_terms(self) -> tuple[list[list[str]], list[np.ndarray]]:
+        """Per group: its terms sorted, and the global term id of each group term id."""
+        names, ranks = [], []
         base = 0
         for terms in self.terms if self.term_ids is None else [list(ids) for ids in self.term_ids]:
             order = sorted(range(len(terms)), key=terms.__getitem__)
@@ -314,21 +343,4 @@ class _Merger:
             rank[order] = np.arange(base, base + len(terms), dtype=np.int32)
             ranks.append(rank)
             base += len(terms)
-        df = np.zeros(base, dtype=np.int64)
-        for _, parts in self.chunks:
-            for g, part in enumerate(parts):
-                part.pair_terms[:] = ranks[g][part.pair_terms]
-                df += np.bincount(part.pair_terms, minlength=df.size)
-        offsets = np.zeros(df.size + 1, dtype=np.int64)
-        np.cumsum(df, out=offsets[1:])
-        del df
-        doc_ids = np.empty(int(offsets[-1]), dtype=np.uint32)
-        tfs = np.zeros((self.lengths.shape[0], doc_ids.size), dtype=np.uint32)
-        cursor = offsets[:-1].copy()
-        self.chunks.reverse()
-        while self.chunks:  # popped, so each chunk's pairs are freed once scattered
-            start, parts = self.chunks.pop()
-            for g, part in enumerate(parts):
-                jit.scatter_postings(part.pair_counts, start, part.pair_terms, part.pair_tfs,
-                                     self.groups[g], cursor, doc_ids, tfs)
-        return Postings(terms=names, offsets=offsets, doc_ids=doc_ids, tfs=tfs, lengths=self.lengths)
+        return names, ranks

@@ -261,21 +261,24 @@ def count_terms(terms: np.ndarray, counts: np.ndarray, n_terms: int
 
 
 def scatter_postings(pair_counts: np.ndarray, first_doc: int, pair_terms: np.ndarray, pair_tfs: np.ndarray,
-                     rows: np.ndarray, cursor: np.ndarray, doc_ids: np.ndarray, tfs: np.ndarray) -> None:
+                     rows: np.ndarray, lo: int, hi: int, cursor: np.ndarray, doc_ids: np.ndarray, tfs: np.ndarray
+                     ) -> None:
     """Write one chunk of (document, term) pairs (count_terms' output, documents first_doc + i,
-    pair_terms now global term ids) into the postings: pair p goes to position cursor[term],
-    which then advances. Chunks scattered in document order leave each term's documents ascending.
+    pair_terms now global term ids) into the postings, those of terms lo <= t < hi only: pair p
+    goes to position cursor[term], which then advances. Chunks scattered in document order leave
+    each term's documents ascending; threads may scatter disjoint term ranges at once.
     rows: int64 (G,), the field row in tfs (uint32 (F, P)) of each of the chunk's G fields."""
     p = 0
     for i in range(pair_counts.size):
         doc = first_doc + i
         for _ in range(pair_counts[i]):
             t = pair_terms[p]
-            q = cursor[t]
-            cursor[t] = q + 1
-            doc_ids[q] = doc
-            for f in range(rows.size):
-                tfs[rows[f], q] = pair_tfs[f, p]
+            if lo <= t < hi:
+                q = cursor[t]
+                cursor[t] = q + 1
+                doc_ids[q] = doc
+                for f in range(rows.size):
+                    tfs[rows[f], q] = pair_tfs[f, p]
             p += 1
 
 

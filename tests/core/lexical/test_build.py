@@ -203,6 +203,7 @@ def test_scattered_postings_equal_sorted_pairs(seed: int, n_chunks: int, n_terms
     rng = np.random.default_rng(seed)
     n_fields = 3
     rows = np.array([2, 0], dtype=np.int64)  # the chunk's two fields are rows 2 and 0 of the index
+    cut = int(rng.integers(0, n_terms + 1))
     chunks, docs, terms, tfs = [], [], [], []
     first = 0
     for _ in range(n_chunks):
@@ -227,7 +228,8 @@ def test_scattered_postings_equal_sorted_pairs(seed: int, n_chunks: int, n_terms
     got_tfs = np.zeros((n_fields, len(docs)), dtype=np.uint32)
     cursor = want_offsets[:-1].copy()
     for pair_counts, start, pair_terms_arr, pair_tfs in chunks:
-        jit.scatter_postings(pair_counts, start, pair_terms_arr, pair_tfs, rows, cursor, got_docs, got_tfs)
+        for lo, hi in ((0, cut), (cut, n_terms)):  # two term ranges, as two threads scatter them
+            jit.scatter_postings(pair_counts, start, pair_terms_arr, pair_tfs, rows, lo, hi, cursor, got_docs, got_tfs)
     np.testing.assert_array_equal(cursor, want_offsets[1:])
     np.testing.assert_array_equal(got_docs, want_docs)
     np.testing.assert_array_equal(got_tfs, want_tfs)

@@ -152,7 +152,8 @@ class _Vocabulary:
         joined, lengths = self.normalised(texts)
         doc_bounds = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(lengths, out=doc_bounds[1:])
-        codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        codes = np.frombuffer(joined.encode("ascii"), dtype=np.uint8) if joined.isascii() else \
+            np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         ids = np.empty(codes.size, dtype=np.int32)
         counts = np.empty(len(texts), dtype=np.int64)
         known = self.n_tokens

@@ -141,7 +141,7 @@ def tokenize(codes: np.ndarray, doc_bounds: np.ndarray, classes: np.ndarray, max
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """Tokenise documents and intern their tokens.
 
-    codes: uint32 code points of the normalised documents back to back, document d in
+    codes: code points (uint32, or uint8 for ASCII) of the normalised documents back to back, document d in
     codes[doc_bounds[d]:doc_bounds[d + 1]] (doc_bounds int64 (n + 1,)). classes: char_classes().
     Tokens as core.analysis.tokenize cuts them: possessive "'s" removed, tokens longer than
     max_chars dropped. The interning state is updated and returned, reallocated when full: table

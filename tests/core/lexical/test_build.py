@@ -148,8 +148,11 @@ def fresh_state() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(chunks=st.lists(st.lists(TEXTS, max_size=6), min_size=1, max_size=3), max_chars=st.sampled_from([1, 3, 255]))
-def test_tokenize_finds_the_reference_tokens_and_interns_them(chunks: list[list[str]], max_chars: int) -> None:
+@given(chunks=st.lists(st.lists(TEXTS, max_size=6), min_size=1, max_size=3), max_chars=st.sampled_from([1, 3, 255]),
+       narrow=st.booleans())
+def test_tokenize_finds_the_reference_tokens_and_interns_them(chunks: list[list[str]], max_chars: int,
+                                                              narrow: bool) -> None:
+    """narrow: ASCII chunks as uint8 code points, as analyse passes them."""
     classes = build_kernels.char_classes()
     table, tok_off, arena = fresh_state()
     n_tok = 0
@@ -157,7 +160,9 @@ def test_tokenize_finds_the_reference_tokens_and_interns_them(chunks: list[list[
     for texts in chunks:  # the state carries over from chunk to chunk
         bounds = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum([len(t) for t in texts], out=bounds[1:])
-        codes = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        joined = "".join(texts)
+        codes = np.frombuffer(joined.encode("ascii"), dtype=np.uint8) if narrow and joined.isascii() else \
+            np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         ids = np.full(codes.size, -1, dtype=np.int32)
         counts = np.full(len(texts), -1, dtype=np.int64)
         table, tok_off, arena, n_tok, n_out = jit.tokenize(codes, bounds, classes, max_chars, table, tok_off, arena,

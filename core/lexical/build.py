@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # index.py imports this module: no import cycle at run time
     from core.lexical.config import FieldSpec
 
 MAX_CHUNK_DOCS = 4096
+MAX_CHUNK_CHARS = 1 << 24  # code points: the tokenizer's input and output take 8 bytes each
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def analyse(entities: Sequence[Entity], fields: Sequence[FieldSpec], groups: Seq
     size = max(1, min(MAX_CHUNK_DOCS, math.ceil(n / (4 * workers))))
     parallel = workers > 1 and n > size and "fork" in multiprocessing.get_all_start_methods()
     merger = _Merger(groups, len(fields), n, from_one_process=not parallel)
-    texts = _texts(entities, [f.name for f in fields], size)
+    texts = text_chunks(entities, [f.name for f in fields], size)
     with tqdm(total=n, desc="lexical: analysing", unit="doc", disable=not progress) as bar:
         for chunk in _analysed(texts, fields, groups, workers if parallel else 1):
             merger.add(chunk)
@@ -229,13 +230,24 @@ class _Analyser:
         return _Chunk(os.getpid(), start, start + len(texts[0]), out)
 
 
-def _texts(entities: Iterable[Entity], names: list[str], size: int) -> Iterator[tuple[int, list[list[str]]]]:
-    """(first document, texts per field) of chunks of `size` entities, read in one pass (a lazy
-    Sequence, such as a corpus file, may be slow to index at random)."""
+def text_chunks(entities: Iterable[Entity], names: list[str], size: int, max_chars: int = MAX_CHUNK_CHARS
+           ) -> Iterator[tuple[int, list[list[str]]]]:
+    """(first document, texts per field) of chunks of at most `size` entities and, unless one
+    document alone is longer, `max_chars` characters, which bounds the kernels' buffers. Read in
+    one pass: a lazy Sequence, such as a corpus file, may be slow to index at random."""
     it = iter(entities)
     start = 0
     while chunk := list(itertools.islice(it, size)):
-        yield start, [[e.fields.get(name, "") for e in chunk] for name in names]
+        texts = [[e.fields.get(name, "") for e in chunk] for name in names]
+        ends = np.zeros(len(chunk) + 1, dtype=np.int64)  # characters before each document
+        for col in texts:
+            ends[1:] += np.fromiter(map(len, col), dtype=np.int64, count=len(chunk))
+        np.cumsum(ends, out=ends)
+        cut = 0
+        while cut < len(chunk):
+            stop = max(cut + 1, int(np.searchsorted(ends, ends[cut] + max_chars, "right")) - 1)
+            yield start + cut, [col[cut:stop] for col in texts]
+            cut = stop
         start += len(chunk)
 
 

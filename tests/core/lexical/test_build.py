@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from core.analysis import Analyzer, AnalyzerConfig
 from core.catalog import Entity
 from core.lexical import build_kernels, jit
-from core.lexical.build import Postings, analyse
+from core.lexical.build import Postings, analyse, text_chunks
 from core.lexical.index import FieldSpec
 
 WORDS = ("love night dance blue river fire heart summer rain gold city dream the of and is running runs ran "
@@ -313,3 +314,14 @@ def test_a_length_that_disagrees_with_the_entities_is_an_error(length: int) -> N
     entities = make_catalog(5, 4, ["title"])
     with pytest.raises(ValueError, match="`entities` yielded"):
         analyse(StreamOnly(entities, length), [FieldSpec(name="title")], [[0]], progress=False)
+
+
+@pytest.mark.parametrize("max_chars", [1, 7, 30, 10**6])
+def test_chunks_hold_at_most_max_chars_unless_one_document_is_longer(max_chars: int) -> None:
+    entities = make_catalog(9, 40, ["title", "artist"])
+    chunks = list(text_chunks(entities, ["title", "artist"], 16, max_chars))
+    assert [c[0] for c in chunks] == list(itertools.accumulate([0] + [len(c[1][0]) for c in chunks[:-1]]))
+    assert [t for c in chunks for t in c[1][1]] == [e.fields.get("artist", "") for e in entities]
+    for _, (titles, artists) in chunks:
+        assert 1 <= len(titles) <= 16
+        assert len(titles) == 1 or sum(map(len, titles + artists)) <= max_chars

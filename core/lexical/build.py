@@ -5,12 +5,15 @@ frequency per field. Fields are partitioned into vocabulary groups: the fields o
 one vocabulary (one analyzer configuration), so a term of that group carries a frequency in each
 of its fields; a term of one group never has a frequency in another group's fields.
 
-How it is fast: documents go in chunks. Per chunk and field, the texts are normalised as
-core.analysis does, then one kernel tokenises them all and interns each token in a hash table
-(core.lexical.build_kernels.tokenize), so stop words and stemming apply once per distinct token,
-not per occurrence; a second kernel counts each document's terms. With workers > 1, chunks are
-analysed in forked processes, each with its own tables, and the parent merges their vocabularies.
-Postings are scattered per term at the end, in document order, so each list comes out ascending.
+How it is fast: the entities are read once, in chunks (text_chunks). Per chunk and field, the
+texts are normalised as core.analysis.normalize does, then one kernel tokenises them all and
+interns each token in a hash table (core.lexical.build_kernels.tokenize), so stop words and
+stemming apply once per distinct token, not per occurrence; a second kernel counts each
+document's terms. The terms are exactly Analyzer's (tests/core/lexical/test_build.py checks it on
+random unicode). With workers > 1, chunks are analysed in forked processes, each with its own
+tables, and the parent merges their vocabularies. Postings are scattered per term at the end, in
+document order, so each list comes out ascending. Memory: the big columns are uint32/int32 arrays
+(about 8 bytes per (document, term) pair while collecting, 4 + 4F per posting in the result).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Compiles the kernels of core.lexical (codec, scoring, pruning) with Numba, in one place.
+"""Compiles the kernels of core.lexical (codec, scoring, pruning, build_kernels) with Numba, in one place.
 
 `cache=True` keeps compiled machine code on disk between processes; `nogil=True` lets a shard
 run queries from several threads. Call `warm_up()` at start-up so the first request does not pay
@@ -18,7 +18,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from core.lexical import codec, pruning, scoring
+from core.lexical import build_kernels, codec, pruning, scoring
 
 
 def _compile(fn: Callable[..., Any], env: dict[str, Any], **options: Any) -> Any:
@@ -54,6 +54,18 @@ offer = _compile(pruning.offer, {"worse": worse, "sift_down": sift_down})
 bm25_topk_pruned = _compile(pruning.bm25_topk_pruned, {
     "init_cursors": init_cursors, "load": load, "seek": seek, "window_bounds": window_bounds, "partition": partition,
     "worse": worse, "offer": offer, "sift_down": sift_down, "drain_heap": drain_heap})
+
+token_key = _compile(build_kernels.token_key, {}, inline="always")
+rehash = _compile(build_kernels.rehash, {})
+grown = _compile(build_kernels.grown, {})
+find_slot = _compile(build_kernels.find_slot, {}, inline="always")
+token_end = _compile(build_kernels.token_end, {}, inline="always")
+tokenize_some = _compile(build_kernels.tokenize_some, {"token_end": token_end, "token_key": token_key,
+                                                       "find_slot": find_slot})
+tokenize = _compile(build_kernels.tokenize, {"tokenize_some": tokenize_some, "grown": grown, "rehash": rehash})
+count_terms = _compile(build_kernels.count_terms, {})
+scatter_postings = _compile(build_kernels.scatter_postings, {})
+
 
 def warm_up() -> None:
     """Compile (or load from cache) every query-time kernel for the dtypes the index uses."""

@@ -67,16 +67,22 @@ count_terms = _compile(build_kernels.count_terms, {})
 scatter_postings = _compile(build_kernels.scatter_postings, {})
 
 
+# The dtypes of norm_code: Lucene's one-byte codes, or exact lengths as compactly as they fit.
+NORM_CODE_DTYPES = (np.uint8, np.uint16, np.uint32)
+
+
 def warm_up() -> None:
     """Compile (or load from cache) every query-time kernel for the dtypes the index uses."""
     (term_blocks, first, last, block_n, block_words, bits, max_tf, _, words) = encode(
         np.array([0, 2], dtype=np.int64), np.array([0, 1], dtype=np.uint32), np.ones((2, 2), dtype=np.uint32),
         np.ones((2, 2), dtype=np.uint32))
     inner_w = np.ones(2, dtype=np.float64)
-    inv_norm = np.ones((2, 2), dtype=np.float32)
+    norm_table = np.ones((2, 2), dtype=np.float32)
     ub = block_upper_bounds(max_tf, np.ones((1, 2), dtype=np.float32), inner_w, 1.2)
-    for mask in (np.zeros(0, dtype=np.uint8), np.ones(2, dtype=np.uint8)):
-        for prior in (np.zeros(0, dtype=np.float32), np.ones(2, dtype=np.float32)):
-            for kernel in (bm25_topk, bm25_topk_pruned):
-                kernel(np.array([0], dtype=np.int64), np.array([1.0]), term_blocks, first, last, block_n,
-                       block_words, bits, words, ub, inv_norm, inner_w, 1.2, mask, prior, 1.0, 2, 1)
+    for dtype in NORM_CODE_DTYPES:
+        norm_code = np.ones((2, 2), dtype=dtype)
+        for mask in (np.zeros(0, dtype=np.uint8), np.ones(2, dtype=np.uint8)):
+            for prior in (np.zeros(0, dtype=np.float32), np.ones(2, dtype=np.float32)):
+                for kernel in (bm25_topk, bm25_topk_pruned):
+                    kernel(np.array([0], dtype=np.int64), np.array([1.0]), term_blocks, first, last, block_n,
+                           block_words, bits, words, ub, norm_code, norm_table, inner_w, 1.2, mask, prior, 1.0, 2, 1)

@@ -22,7 +22,8 @@ def block_upper_bounds(block_max_tf: np.ndarray, min_len_inv_norm: np.ndarray, i
 
     block_max_tf: uint32 (B, F), the largest frequency per field in the block (codec).
     min_len_inv_norm: float32 (B, F), inv_norm evaluated at the block's shortest field length
-        (`block_min_len`), with the same quantisation and float32 rounding as the documents'.
+        (`block_min_len`), with the same quantisation and float32 rounding as the documents'
+        (looked up in the same norm_table).
     inner_w: float64 (F,); k1 >= 0.
     Returns float64 (B,): tfw_max / (k1 + tfw_max) * (1 + 1e-9), where tfw_max is the sum over
     fields holding the term of inner_w[f] * block_max_tf[b, f] * min_len_inv_norm[b, f]. Valid
@@ -64,7 +65,7 @@ def init_cursors(term_ids: np.ndarray, term_blocks: np.ndarray, block_first: np.
 
 def load(cur: np.ndarray, i: int, loaded: np.ndarray, weight: float, sdocs: np.ndarray, scon: np.ndarray,
          tfs: np.ndarray, words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_first: np.ndarray,
-         block_n: np.ndarray, inv_norm: np.ndarray, inner_w: np.ndarray, k1: float) -> None:
+         block_n: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray, k1: float) -> None:
     """Decode cursor i's current block into sdocs[i] and its contributions into scon[i].
 
     Callers test `loaded[i] != cur[i, BLK]` first: a call passing a dozen arrays pays their
@@ -72,7 +73,7 @@ def load(cur: np.ndarray, i: int, loaded: np.ndarray, weight: float, sdocs: np.n
     """
     b = cur[i, BLK]
     n = decode_block(words, block_words, block_bits, block_first, block_n, b, sdocs[i], tfs)
-    block_contributions(sdocs[i], tfs, n, inv_norm, inner_w, k1, weight, scon[i])
+    block_contributions(sdocs[i], tfs, n, norm_code, norm_table, inner_w, k1, weight, scon[i])
     loaded[i] = b
 
 
@@ -152,7 +153,8 @@ def offer(heap_s: np.ndarray, heap_d: np.ndarray, size: int, score: float, doc: 
 def bm25_topk_pruned(
     term_ids: np.ndarray, term_weights: np.ndarray, term_blocks: np.ndarray, block_first: np.ndarray,
     block_last: np.ndarray, block_n: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
-    words: np.ndarray, block_ub: np.ndarray, inv_norm: np.ndarray, inner_w: np.ndarray, k1: float,
+    words: np.ndarray, block_ub: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray,
+    k1: float,
     mask: np.ndarray, prior: np.ndarray, prior_max: float, n_docs: int, k: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Top-k BM25F with block-max MaxScore (Turtle & Flood 1995, with per-window bounds as in
@@ -216,7 +218,7 @@ def bm25_topk_pruned(
             if seek(cur, i, lo, block_first, block_last, n_docs):
                 if loaded[i] != cur[i, BLK]:
                     load(cur, i, loaded, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
-                         block_first, block_n, inv_norm, inner_w, k1)
+                         block_first, block_n, norm_code, norm_table, inner_w, k1)
                 p = cur[i, POS]
                 while sdocs[i, p] < lo:
                     p += 1
@@ -239,7 +241,7 @@ def bm25_topk_pruned(
                 p = cur[i, POS]
                 if loaded[i] != b and (allowed or p < block_n[b]):
                     load(cur, i, loaded, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
-                         block_first, block_n, inv_norm, inner_w, k1)
+                         block_first, block_n, norm_code, norm_table, inner_w, k1)
                 if allowed:
                     contrib[i] = scon[i, p]
                     partial += scon[i, p]
@@ -278,7 +280,7 @@ def bm25_topk_pruned(
                     if b < cur[i, END] and cur[i, DOC] <= d:
                         if loaded[i] != b:
                             load(cur, i, loaded, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
-                                 block_first, block_n, inv_norm, inner_w, k1)
+                                 block_first, block_n, norm_code, norm_table, inner_w, k1)
                         p = cur[i, POS]
                         while sdocs[i, p] < d:
                             p += 1

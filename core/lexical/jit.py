@@ -33,6 +33,8 @@ stream_words = _compile(codec.stream_words, {}, inline="always")
 pack = _compile(codec.pack, {"stream_words": stream_words})
 unpack = _compile(codec.unpack, {"stream_words": stream_words})
 decode_block = _compile(codec.decode_block, {"unpack": unpack})
+decode_docs = _compile(codec.decode_docs, {"unpack": unpack})
+tf_at = _compile(codec.tf_at, {"stream_words": stream_words}, inline="always")
 _block_layout = _compile(codec._block_layout, {"bit_width": bit_width, "stream_words": stream_words})
 encode = _compile(codec.encode, {"_block_layout": _block_layout, "pack": pack})
 
@@ -41,6 +43,7 @@ sift_down = _compile(scoring.sift_down, {"worse": worse})
 drain_heap = _compile(scoring.drain_heap, {"sift_down": sift_down})
 select_topk = _compile(scoring.select_topk, {"worse": worse, "sift_down": sift_down, "drain_heap": drain_heap})
 block_contributions = _compile(scoring.block_contributions, {})
+posting_contribution = _compile(scoring.posting_contribution, {"tf_at": tf_at})
 bm25_topk = _compile(scoring.bm25_topk, {"decode_block": decode_block, "block_contributions": block_contributions,
                                          "select_topk": select_topk})
 
@@ -53,7 +56,8 @@ partition = _compile(pruning.partition, {})
 offer = _compile(pruning.offer, {"worse": worse, "sift_down": sift_down})
 bm25_topk_pruned = _compile(pruning.bm25_topk_pruned, {
     "init_cursors": init_cursors, "load": load, "seek": seek, "window_bounds": window_bounds, "partition": partition,
-    "worse": worse, "offer": offer, "sift_down": sift_down, "drain_heap": drain_heap})
+    "decode_docs": decode_docs, "posting_contribution": posting_contribution, "worse": worse, "offer": offer,
+    "sift_down": sift_down, "drain_heap": drain_heap})
 
 token_key = _compile(build_kernels.token_key, {}, inline="always")
 rehash = _compile(build_kernels.rehash, {})

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.lexical.codec import BLOCK, decode_block
-from core.lexical.scoring import block_contributions, drain_heap, sift_down, worse
+from core.lexical.codec import BLOCK, decode_block, decode_docs
+from core.lexical.scoring import block_contributions, drain_heap, posting_contribution, sift_down, worse
 
 # Relative margin on every block bound: covers the rounding of impact() against the bound's own
 # arithmetic (a few ulps), so a bound is never below a posting's computed impact.
@@ -44,8 +44,10 @@ def block_upper_bounds(block_max_tf: np.ndarray, min_len_inv_norm: np.ndarray, i
 # Columns of the cursor table `cur` (int64, (t, 4)), one row per query term in query order: the
 # current block, the term's end block, the position in the block and the current document
 # (n_docs once exhausted). Moving to a new block sets the document to the block's first without
-# decoding it; `loaded[i]` is the block whose documents and contributions are in row i of the
-# scratch arrays (-1: none).
+# decoding it; `loaded[i]` is the block whose documents are in row i of the scratch arrays and
+# `scored[i]` the block whose contributions are too (-1: none). An essential term's documents all
+# need their contributions, a non-essential term's only where it is probed and found: its block
+# decodes its documents only, and a contribution is read from the packed frequencies when needed.
 BLK, END, POS, DOC = 0, 1, 2, 3
 # Relative slack on the pruning threshold: a partial score summed in another order than the final
 # one may differ from it by a few ulps, and must never prune a document that would enter.
@@ -63,18 +65,20 @@ def init_cursors(term_ids: np.ndarray, term_blocks: np.ndarray, block_first: np.
     return cur
 
 
-def load(cur: np.ndarray, i: int, loaded: np.ndarray, weight: float, sdocs: np.ndarray, scon: np.ndarray,
-         tfs: np.ndarray, words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_first: np.ndarray,
-         block_n: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray, k1: float) -> None:
+def load(cur: np.ndarray, i: int, loaded: np.ndarray, scored: np.ndarray, weight: float, sdocs: np.ndarray,
+         scon: np.ndarray, tfs: np.ndarray, words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
+         block_first: np.ndarray, block_n: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray,
+         inner_w: np.ndarray, k1: float) -> None:
     """Decode cursor i's current block into sdocs[i] and its contributions into scon[i].
 
-    Callers test `loaded[i] != cur[i, BLK]` first: a call passing a dozen arrays pays their
+    Callers test `scored[i] != cur[i, BLK]` first: a call passing a dozen arrays pays their
     reference counts, which add up when paid per document.
     """
     b = cur[i, BLK]
     n = decode_block(words, block_words, block_bits, block_first, block_n, b, sdocs[i], tfs)
     block_contributions(sdocs[i], tfs, n, norm_code, norm_table, inner_w, k1, weight, scon[i])
     loaded[i] = b
+    scored[i] = b
 
 
 def seek(cur: np.ndarray, i: int, target: int, block_first: np.ndarray, block_last: np.ndarray, n_docs: int
@@ -179,6 +183,7 @@ def bm25_topk_pruned(
     cur = init_cursors(term_ids, term_blocks, block_first, n_docs)
     pm = prior_max if prior.shape[0] > 0 else 0.0
     loaded = np.full(t, -1, dtype=np.int64)
+    scored = np.full(t, -1, dtype=np.int64)
     sdocs = np.empty((t, BLOCK), dtype=np.int64)
     scon = np.empty((t, BLOCK), dtype=np.float64)
     tfs = np.empty((block_bits.shape[1] - 1, BLOCK), dtype=np.uint32)
@@ -216,8 +221,8 @@ def bm25_topk_pruned(
         for j in range(ne, t):
             i = perm[j]
             if seek(cur, i, lo, block_first, block_last, n_docs):
-                if loaded[i] != cur[i, BLK]:
-                    load(cur, i, loaded, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
+                if scored[i] != cur[i, BLK]:
+                    load(cur, i, loaded, scored, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
                          block_first, block_n, norm_code, norm_table, inner_w, k1)
                 p = cur[i, POS]
                 while sdocs[i, p] < lo:
@@ -239,8 +244,8 @@ def bm25_topk_pruned(
                     continue
                 b = cur[i, BLK]
                 p = cur[i, POS]
-                if loaded[i] != b and (allowed or p < block_n[b]):
-                    load(cur, i, loaded, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
+                if scored[i] != b and (allowed or (loaded[i] != b and p < block_n[b])):
+                    load(cur, i, loaded, scored, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
                          block_first, block_n, norm_code, norm_table, inner_w, k1)
                 if allowed:
                     contrib[i] = scon[i, p]
@@ -279,16 +284,19 @@ def bm25_topk_pruned(
                     b = cur[i, BLK]
                     if b < cur[i, END] and cur[i, DOC] <= d:
                         if loaded[i] != b:
-                            load(cur, i, loaded, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
-                                 block_first, block_n, norm_code, norm_table, inner_w, k1)
+                            decode_docs(words, block_words, block_bits, block_first, block_n, b, sdocs[i])
+                            loaded[i] = b
                         p = cur[i, POS]
                         while sdocs[i, p] < d:
                             p += 1
                         cur[i, POS] = p
                         cur[i, DOC] = sdocs[i, p]
                         if sdocs[i, p] == d:
-                            contrib[i] = scon[i, p]
-                            partial += scon[i, p]
+                            c = scon[i, p] if scored[i] == b else posting_contribution(
+                                words, block_words, block_bits, block_n, b, p, d, norm_code, norm_table, inner_w, k1,
+                                term_weights[i])
+                            contrib[i] = c
+                            partial += c
                     j -= 1
                 if j >= 0:  # pruned
                     for i in range(t):

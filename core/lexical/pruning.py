@@ -230,17 +230,18 @@ def bm25_topk_pruned(
                 cur[i, POS] = p
                 cur[i, DOC] = sdocs[i, p]
         done = hi + 1
-        while True:
-            d = n_docs
-            for j in range(ne, t):
-                d = min(d, cur[perm[j], DOC])
-            if d > hi:
-                break
+        nxt = n_docs  # the essential terms' next document
+        for j in range(ne, t):
+            nxt = min(nxt, cur[perm[j], DOC])
+        while nxt <= hi:
+            d = nxt
+            nxt = n_docs
             allowed = mask.shape[0] == 0 or mask[d] != 0
             partial = 0.0
-            for j in range(ne, t):  # essential terms: add, and step past d
+            for j in range(ne, t):  # essential terms: add, step past d, find the next document
                 i = perm[j]
                 if cur[i, DOC] != d:
+                    nxt = min(nxt, cur[i, DOC])
                     continue
                 b = cur[i, BLK]
                 p = cur[i, POS]
@@ -257,6 +258,7 @@ def bm25_topk_pruned(
                     cur[i, BLK] = b + 1
                     cur[i, POS] = 0
                     cur[i, DOC] = block_first[b + 1] if b + 1 < cur[i, END] else n_docs
+                nxt = min(nxt, cur[i, DOC])
             if not allowed:
                 continue
             if ne > 0 and partial + prefix[ne - 1] + pm < threshold:
@@ -321,6 +323,9 @@ def bm25_topk_pruned(
                         ne += 1
                     if ne == t:
                         break
+                    nxt = n_docs  # fewer essential terms
+                    for j in range(ne, t):
+                        nxt = min(nxt, cur[perm[j], DOC])
     if size < kk:  # fewer than k documents: offer never built the heap
         for i in range(size // 2 - 1, -1, -1):
             sift_down(heap_s, heap_d, size, i)

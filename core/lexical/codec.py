@@ -88,6 +88,38 @@ def decode_block(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndar
     return n
 
 
+def decode_docs(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_first: np.ndarray,
+                block_n: np.ndarray, b: int, docs: np.ndarray) -> int:
+    """Decode only the documents of block b into docs[:n] (int64), as decode_block; returns n."""
+    n = int(block_n[b]) + 1
+    unpack(words, int(block_words[b]), n - 1, int(block_bits[b, 0]), docs[1:])
+    d = int(block_first[b])
+    docs[0] = d
+    for i in range(1, n):
+        d += docs[i] + 1
+        docs[i] = d
+    return n
+
+
+def tf_at(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_n: np.ndarray, b: int, f: int,
+          j: int) -> int:
+    """The frequency in field f of block b's posting j, read straight from its packed stream."""
+    n = int(block_n[b]) + 1
+    pos = int(block_words[b]) + stream_words(n - 1, int(block_bits[b, 0]))
+    for g in range(f):
+        pos += stream_words(n, int(block_bits[b, 1 + g]))
+    bits = int(block_bits[b, 1 + f])
+    if bits == 0:
+        return 0
+    bit = j * bits
+    w = pos + (bit >> 5)
+    shift = bit & 31
+    v = np.uint64(words[w]) >> np.uint64(shift)
+    if shift + bits > 32:
+        v |= np.uint64(words[w + 1]) << np.uint64(32 - shift)
+    return int(v & np.uint64((1 << bits) - 1))
+
+
 def _block_layout(offsets: np.ndarray, doc_ids: np.ndarray, tfs: np.ndarray, lengths: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """First pass of `encode`: term_blocks, block_bits, block_words, block_max_tf, block_min_len."""

@@ -15,8 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from core.analysis import AnalyzerConfig
 
 DEFAULT_K1 = 0.9
@@ -155,28 +153,3 @@ def parse_fields(spec: str) -> list[tuple[str, float]]:
             raise ValueError(f"bad field weight in {part!r}; expected NAME or NAME^WEIGHT") from None
     return out
 
-
-def lucene_length(lengths: np.ndarray) -> np.ndarray:
-    """Document lengths as Lucene decodes them from its one-byte norm (SmallFloat.intToByte4 and
-    byte4ToInt): exact below 24, then rounded down to four significant bits. Any shape; int64."""
-    free = 24  # SmallFloat.NUM_FREE_VALUES
-    x = lengths.astype(np.int64)
-    out = x.copy()
-    big = x >= free
-    v = x[big] - free
-    bits = np.where(v > 0, np.floor(np.log2(np.maximum(v, 1))).astype(np.int64) + 1, 0)
-    shift = np.maximum(bits - 4, 0)
-    out[big] = free + ((v >> shift) << shift)
-    return out
-
-
-def inv_norms(lengths: np.ndarray, avgdl: np.ndarray, b: float, quantization: str) -> np.ndarray:
-    """float32(1 / (1 - b + b * L / avgdl_f)) per field row, shape of `lengths` (F, X), L being
-    the length quantised as `quantization` says; 0 where L = 0 (such a field holds no term, and 0
-    keeps tf * inv_norm finite when b = 1). avgdl: float64 (F,)."""
-    length = (lucene_length(lengths) if quantization == "lucene" else lengths).astype(np.float64)
-    avg = np.where(avgdl > 0, avgdl, 1.0)[:, None]
-    denom = 1.0 - b + b * length / avg
-    out = np.zeros(length.shape, dtype=np.float64)
-    np.divide(1.0, denom, out=out, where=length > 0)
-    return out.astype(np.float32)

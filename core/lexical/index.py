@@ -24,7 +24,9 @@ On disk (component "lexical", see core.storage and core.lexical.codec for the bl
 - block_max_tf, block_min_len (.npy): per block and field, in the smallest unsigned dtype that fits;
 - doc_lengths.npy: (F, N) terms per field and document, in the smallest unsigned dtype that fits.
 Loading memory-maps the postings; the block score bounds for pruning are computed at load from
-block_max_tf and block_min_len with the current statistics and parameters.
+block_max_tf and block_min_len with the current statistics and parameters, and the lengths become
+one code per document and field (Lucene's one-byte norm, or the exact length) and a per-field
+table of inv_norm per code, which is all the kernels read of them (core.lexical.norms).
 """
 
 from __future__ import annotations
@@ -52,12 +54,11 @@ from core.lexical.config import (
     SCORINGS,
     FieldSpec,
     LexicalConfig,
-    inv_norms,
-    lucene_length,
     parse_fields,
     parse_flag,
     run_time_params,
 )
+from core.lexical.norms import lucene_length, norm_codes, norm_table
 from core.query import Query
 from core.storage import ComponentReader, ComponentWriter
 from core.types import Hits, StrategyEntry, StrategyKind
@@ -100,15 +101,18 @@ class LexicalIndex:
         non_empty = doc_lengths > 0
         with_field = non_empty.sum(axis=1)
         avgdl = doc_lengths.sum(axis=1, dtype=np.float64) / np.maximum(with_field, 1)
-        self.inv_norm = inv_norms(doc_lengths, avgdl, config.b, config.length_quantization)
+        # (F, N) one small code per document and field, and its float32 inv_norm per code.
+        self.norm_code = norm_codes(doc_lengths, config.length_quantization)
+        self.norm_table = norm_table(avgdl, config.b, config.length_quantization, self.norm_code)
         self.inner_w = np.array([f.weight if config.scoring == "bm25f" else 1.0 for f in config.fields],
                                 dtype=np.float64)
         self.outer_w = [1.0 if config.scoring == "bm25f" else config.fields[g[0]].weight for g in self.groups]
         self.idf = term_idf(blocks["term_blocks"], blocks["block_n"], [len(v) for v in vocab],
                             [int(non_empty[list(g)].any(axis=0).sum()) for g in self.groups])
-        # (B, F): inv_norm at each block's shortest length, rounded as the documents' own.
+        # (B, F): inv_norm at each block's shortest length, from the documents' own table.
+        min_len_code = norm_codes(blocks["block_min_len"].T, config.length_quantization)
         min_len_inv_norm = np.ascontiguousarray(
-            inv_norms(blocks["block_min_len"].T, avgdl, config.b, config.length_quantization).T)
+            np.take_along_axis(self.norm_table, min_len_code.astype(np.int64), axis=1).T)
         self.block_ub = jit.block_upper_bounds(blocks["block_max_tf"], min_len_inv_norm, self.inner_w,
                                                float(config.k1))
         popularity = np.asarray(collection.popularity, dtype=np.float64)
@@ -141,9 +145,9 @@ class LexicalIndex:
         kernel = jit.bm25_topk_pruned if pruned else jit.bm25_topk
         b = self.blocks
         docs, scores, count = kernel(tids, weights, b["term_blocks"], b["block_first"], b["block_last"], b["block_n"],
-                                     b["block_words"], b["block_bits"], b["words"], self.block_ub, self.inv_norm,
-                                     self.inner_w, float(self.config.k1), mask, self.prior, self.prior_max,
-                                     self.n_docs, quota)
+                                     b["block_words"], b["block_bits"], b["words"], self.block_ub, self.norm_code,
+                                     self.norm_table, self.inner_w, float(self.config.k1), mask, self.prior,
+                                     self.prior_max, self.n_docs, quota)
         return docs, scores, int(count)
 
     def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:

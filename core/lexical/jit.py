@@ -33,6 +33,8 @@ stream_words = _compile(codec.stream_words, {}, inline="always")
 pack = _compile(codec.pack, {"stream_words": stream_words})
 unpack = _compile(codec.unpack, {"stream_words": stream_words})
 decode_block = _compile(codec.decode_block, {"unpack": unpack})
+decode_docs = _compile(codec.decode_docs, {"unpack": unpack})
+tf_at = _compile(codec.tf_at, {"stream_words": stream_words}, inline="always")
 _block_layout = _compile(codec._block_layout, {"bit_width": bit_width, "stream_words": stream_words})
 encode = _compile(codec.encode, {"_block_layout": _block_layout, "pack": pack})
 
@@ -41,6 +43,7 @@ sift_down = _compile(scoring.sift_down, {"worse": worse})
 drain_heap = _compile(scoring.drain_heap, {"sift_down": sift_down})
 select_topk = _compile(scoring.select_topk, {"worse": worse, "sift_down": sift_down, "drain_heap": drain_heap})
 block_contributions = _compile(scoring.block_contributions, {})
+posting_contribution = _compile(scoring.posting_contribution, {"tf_at": tf_at})
 bm25_topk = _compile(scoring.bm25_topk, {"decode_block": decode_block, "block_contributions": block_contributions,
                                          "select_topk": select_topk})
 
@@ -53,7 +56,8 @@ partition = _compile(pruning.partition, {})
 offer = _compile(pruning.offer, {"worse": worse, "sift_down": sift_down})
 bm25_topk_pruned = _compile(pruning.bm25_topk_pruned, {
     "init_cursors": init_cursors, "load": load, "seek": seek, "window_bounds": window_bounds, "partition": partition,
-    "worse": worse, "offer": offer, "sift_down": sift_down, "drain_heap": drain_heap})
+    "decode_docs": decode_docs, "posting_contribution": posting_contribution, "worse": worse, "offer": offer,
+    "sift_down": sift_down, "drain_heap": drain_heap})
 
 token_key = _compile(build_kernels.token_key, {}, inline="always")
 rehash = _compile(build_kernels.rehash, {})
@@ -67,16 +71,22 @@ count_terms = _compile(build_kernels.count_terms, {})
 scatter_postings = _compile(build_kernels.scatter_postings, {})
 
 
+# The dtypes of norm_code: Lucene's one-byte codes, or exact lengths as compactly as they fit.
+NORM_CODE_DTYPES = (np.uint8, np.uint16, np.uint32)
+
+
 def warm_up() -> None:
     """Compile (or load from cache) every query-time kernel for the dtypes the index uses."""
     (term_blocks, first, last, block_n, block_words, bits, max_tf, _, words) = encode(
         np.array([0, 2], dtype=np.int64), np.array([0, 1], dtype=np.uint32), np.ones((2, 2), dtype=np.uint32),
         np.ones((2, 2), dtype=np.uint32))
     inner_w = np.ones(2, dtype=np.float64)
-    inv_norm = np.ones((2, 2), dtype=np.float32)
+    norm_table = np.ones((2, 2), dtype=np.float32)
     ub = block_upper_bounds(max_tf, np.ones((1, 2), dtype=np.float32), inner_w, 1.2)
-    for mask in (np.zeros(0, dtype=np.uint8), np.ones(2, dtype=np.uint8)):
-        for prior in (np.zeros(0, dtype=np.float32), np.ones(2, dtype=np.float32)):
-            for kernel in (bm25_topk, bm25_topk_pruned):
-                kernel(np.array([0], dtype=np.int64), np.array([1.0]), term_blocks, first, last, block_n,
-                       block_words, bits, words, ub, inv_norm, inner_w, 1.2, mask, prior, 1.0, 2, 1)
+    for dtype in NORM_CODE_DTYPES:
+        norm_code = np.ones((2, 2), dtype=dtype)
+        for mask in (np.zeros(0, dtype=np.uint8), np.ones(2, dtype=np.uint8)):
+            for prior in (np.zeros(0, dtype=np.float32), np.ones(2, dtype=np.float32)):
+                for kernel in (bm25_topk, bm25_topk_pruned):
+                    kernel(np.array([0], dtype=np.int64), np.array([1.0]), term_blocks, first, last, block_n,
+                           block_words, bits, words, ub, norm_code, norm_table, inner_w, 1.2, mask, prior, 1.0, 2, 1)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.lexical.codec import BLOCK, decode_block
-from core.lexical.scoring import block_contributions, drain_heap, sift_down, worse
+from core.lexical.codec import BLOCK, decode_block, decode_docs
+from core.lexical.scoring import block_contributions, drain_heap, posting_contribution, sift_down, worse
 
 # Relative margin on every block bound: covers the rounding of impact() against the bound's own
 # arithmetic (a few ulps), so a bound is never below a posting's computed impact.
@@ -22,7 +22,8 @@ def block_upper_bounds(block_max_tf: np.ndarray, min_len_inv_norm: np.ndarray, i
 
     block_max_tf: uint32 (B, F), the largest frequency per field in the block (codec).
     min_len_inv_norm: float32 (B, F), inv_norm evaluated at the block's shortest field length
-        (`block_min_len`), with the same quantisation and float32 rounding as the documents'.
+        (`block_min_len`), with the same quantisation and float32 rounding as the documents'
+        (looked up in the same norm_table).
     inner_w: float64 (F,); k1 >= 0.
     Returns float64 (B,): tfw_max / (k1 + tfw_max) * (1 + 1e-9), where tfw_max is the sum over
     fields holding the term of inner_w[f] * block_max_tf[b, f] * min_len_inv_norm[b, f]. Valid
@@ -43,8 +44,10 @@ def block_upper_bounds(block_max_tf: np.ndarray, min_len_inv_norm: np.ndarray, i
 # Columns of the cursor table `cur` (int64, (t, 4)), one row per query term in query order: the
 # current block, the term's end block, the position in the block and the current document
 # (n_docs once exhausted). Moving to a new block sets the document to the block's first without
-# decoding it; `loaded[i]` is the block whose documents and contributions are in row i of the
-# scratch arrays (-1: none).
+# decoding it; `loaded[i]` is the block whose documents are in row i of the scratch arrays and
+# `scored[i]` the block whose contributions are too (-1: none). An essential term's documents all
+# need their contributions, a non-essential term's only where it is probed and found: its block
+# decodes its documents only, and a contribution is read from the packed frequencies when needed.
 BLK, END, POS, DOC = 0, 1, 2, 3
 # Relative slack on the pruning threshold: a partial score summed in another order than the final
 # one may differ from it by a few ulps, and must never prune a document that would enter.
@@ -62,18 +65,20 @@ def init_cursors(term_ids: np.ndarray, term_blocks: np.ndarray, block_first: np.
     return cur
 
 
-def load(cur: np.ndarray, i: int, loaded: np.ndarray, weight: float, sdocs: np.ndarray, scon: np.ndarray,
-         tfs: np.ndarray, words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_first: np.ndarray,
-         block_n: np.ndarray, inv_norm: np.ndarray, inner_w: np.ndarray, k1: float) -> None:
+def load(cur: np.ndarray, i: int, loaded: np.ndarray, scored: np.ndarray, weight: float, sdocs: np.ndarray,
+         scon: np.ndarray, tfs: np.ndarray, words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
+         block_first: np.ndarray, block_n: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray,
+         inner_w: np.ndarray, k1: float) -> None:
     """Decode cursor i's current block into sdocs[i] and its contributions into scon[i].
 
-    Callers test `loaded[i] != cur[i, BLK]` first: a call passing a dozen arrays pays their
+    Callers test `scored[i] != cur[i, BLK]` first: a call passing a dozen arrays pays their
     reference counts, which add up when paid per document.
     """
     b = cur[i, BLK]
     n = decode_block(words, block_words, block_bits, block_first, block_n, b, sdocs[i], tfs)
-    block_contributions(sdocs[i], tfs, n, inv_norm, inner_w, k1, weight, scon[i])
+    block_contributions(sdocs[i], tfs, n, norm_code, norm_table, inner_w, k1, weight, scon[i])
     loaded[i] = b
+    scored[i] = b
 
 
 def seek(cur: np.ndarray, i: int, target: int, block_first: np.ndarray, block_last: np.ndarray, n_docs: int
@@ -152,7 +157,8 @@ def offer(heap_s: np.ndarray, heap_d: np.ndarray, size: int, score: float, doc: 
 def bm25_topk_pruned(
     term_ids: np.ndarray, term_weights: np.ndarray, term_blocks: np.ndarray, block_first: np.ndarray,
     block_last: np.ndarray, block_n: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
-    words: np.ndarray, block_ub: np.ndarray, inv_norm: np.ndarray, inner_w: np.ndarray, k1: float,
+    words: np.ndarray, block_ub: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray,
+    k1: float,
     mask: np.ndarray, prior: np.ndarray, prior_max: float, n_docs: int, k: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Top-k BM25F with block-max MaxScore (Turtle & Flood 1995, with per-window bounds as in
@@ -177,6 +183,7 @@ def bm25_topk_pruned(
     cur = init_cursors(term_ids, term_blocks, block_first, n_docs)
     pm = prior_max if prior.shape[0] > 0 else 0.0
     loaded = np.full(t, -1, dtype=np.int64)
+    scored = np.full(t, -1, dtype=np.int64)
     sdocs = np.empty((t, BLOCK), dtype=np.int64)
     scon = np.empty((t, BLOCK), dtype=np.float64)
     tfs = np.empty((block_bits.shape[1] - 1, BLOCK), dtype=np.uint32)
@@ -214,32 +221,33 @@ def bm25_topk_pruned(
         for j in range(ne, t):
             i = perm[j]
             if seek(cur, i, lo, block_first, block_last, n_docs):
-                if loaded[i] != cur[i, BLK]:
-                    load(cur, i, loaded, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
-                         block_first, block_n, inv_norm, inner_w, k1)
+                if scored[i] != cur[i, BLK]:
+                    load(cur, i, loaded, scored, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
+                         block_first, block_n, norm_code, norm_table, inner_w, k1)
                 p = cur[i, POS]
                 while sdocs[i, p] < lo:
                     p += 1
                 cur[i, POS] = p
                 cur[i, DOC] = sdocs[i, p]
         done = hi + 1
-        while True:
-            d = n_docs
-            for j in range(ne, t):
-                d = min(d, cur[perm[j], DOC])
-            if d > hi:
-                break
+        nxt = n_docs  # the essential terms' next document
+        for j in range(ne, t):
+            nxt = min(nxt, cur[perm[j], DOC])
+        while nxt <= hi:
+            d = nxt
+            nxt = n_docs
             allowed = mask.shape[0] == 0 or mask[d] != 0
             partial = 0.0
-            for j in range(ne, t):  # essential terms: add, and step past d
+            for j in range(ne, t):  # essential terms: add, step past d, find the next document
                 i = perm[j]
                 if cur[i, DOC] != d:
+                    nxt = min(nxt, cur[i, DOC])
                     continue
                 b = cur[i, BLK]
                 p = cur[i, POS]
-                if loaded[i] != b and (allowed or p < block_n[b]):
-                    load(cur, i, loaded, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
-                         block_first, block_n, inv_norm, inner_w, k1)
+                if scored[i] != b and (allowed or (loaded[i] != b and p < block_n[b])):
+                    load(cur, i, loaded, scored, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
+                         block_first, block_n, norm_code, norm_table, inner_w, k1)
                 if allowed:
                     contrib[i] = scon[i, p]
                     partial += scon[i, p]
@@ -250,6 +258,7 @@ def bm25_topk_pruned(
                     cur[i, BLK] = b + 1
                     cur[i, POS] = 0
                     cur[i, DOC] = block_first[b + 1] if b + 1 < cur[i, END] else n_docs
+                nxt = min(nxt, cur[i, DOC])
             if not allowed:
                 continue
             if ne > 0 and partial + prefix[ne - 1] + pm < threshold:
@@ -277,16 +286,19 @@ def bm25_topk_pruned(
                     b = cur[i, BLK]
                     if b < cur[i, END] and cur[i, DOC] <= d:
                         if loaded[i] != b:
-                            load(cur, i, loaded, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
-                                 block_first, block_n, inv_norm, inner_w, k1)
+                            decode_docs(words, block_words, block_bits, block_first, block_n, b, sdocs[i])
+                            loaded[i] = b
                         p = cur[i, POS]
                         while sdocs[i, p] < d:
                             p += 1
                         cur[i, POS] = p
                         cur[i, DOC] = sdocs[i, p]
                         if sdocs[i, p] == d:
-                            contrib[i] = scon[i, p]
-                            partial += scon[i, p]
+                            c = scon[i, p] if scored[i] == b else posting_contribution(
+                                words, block_words, block_bits, block_n, b, p, d, norm_code, norm_table, inner_w, k1,
+                                term_weights[i])
+                            contrib[i] = c
+                            partial += c
                     j -= 1
                 if j >= 0:  # pruned
                     for i in range(t):
@@ -311,6 +323,9 @@ def bm25_topk_pruned(
                         ne += 1
                     if ne == t:
                         break
+                    nxt = n_docs  # fewer essential terms
+                    for j in range(ne, t):
+                        nxt = min(nxt, cur[perm[j], DOC])
     if size < kk:  # fewer than k documents: offer never built the heap
         for i in range(size // 2 - 1, -1, -1):
             sift_down(heap_s, heap_d, size, i)

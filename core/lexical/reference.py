@@ -24,13 +24,13 @@ def decode_term(term_blocks: np.ndarray, block_first: np.ndarray, block_n: np.nd
     return np.concatenate(docs), np.concatenate(tfs, axis=1)
 
 
-def impacts_reference(docs: np.ndarray, tfs: np.ndarray, inv_norm: np.ndarray, inner_w: np.ndarray,
-                      k1: float) -> np.ndarray:
+def impacts_reference(docs: np.ndarray, tfs: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray,
+                      inner_w: np.ndarray, k1: float) -> np.ndarray:
     """BM25F impact of each posting, float64 (P,) (see core.lexical.scoring)."""
     tfw = np.zeros(docs.size)
     for f in range(tfs.shape[0]):
         held = tfs[f] > 0
-        inv = np.where(held, inv_norm[f, docs], 0).astype(np.float64)
+        inv = np.where(held, norm_table[f][norm_code[f, docs]], 0).astype(np.float64)
         tfw += np.where(held, inner_w[f] * tfs[f].astype(np.float64) * inv, 0.0)
     out = np.zeros(docs.size)
     np.divide(tfw, k1 + tfw, out=out, where=tfw > 0)
@@ -52,7 +52,8 @@ def block_upper_bounds_reference(block_max_tf: np.ndarray, min_len_inv_norm: np.
 def bm25_topk_reference(
     term_ids: np.ndarray, term_weights: np.ndarray, term_blocks: np.ndarray, block_first: np.ndarray,
     block_last: np.ndarray, block_n: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
-    words: np.ndarray, block_ub: np.ndarray, inv_norm: np.ndarray, inner_w: np.ndarray, k1: float,
+    words: np.ndarray, block_ub: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray,
+    k1: float,
     mask: np.ndarray, prior: np.ndarray, prior_max: float, n_docs: int, k: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Same contract as core.lexical.scoring.bm25_topk."""
@@ -60,7 +61,7 @@ def bm25_topk_reference(
     matched = np.zeros(n_docs, dtype=bool)
     for tid, w in zip(term_ids, term_weights, strict=True):
         docs, tfs = decode_term(term_blocks, block_first, block_n, block_words, block_bits, words, int(tid))
-        scores[docs] += w * impacts_reference(docs, tfs, inv_norm, inner_w, k1)
+        scores[docs] += w * impacts_reference(docs, tfs, norm_code, norm_table, inner_w, k1)
         matched[docs] = True
     if mask.size:
         matched &= mask.astype(bool)

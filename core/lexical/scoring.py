@@ -8,7 +8,8 @@ same top k with bit-identical scores.
 
 One scoring definition, BM25F (Robertson, Zaragoza & Taylor 2004; Lucene's CombinedFieldQuery);
 the per-field sum of BM25 scores is its special case:
-    inv_norm[f, d] = float32(1 / (1 - b + b * L_f(d) / avgdl_f))
+    inv_norm[f, d] = float32(1 / (1 - b + b * L_f(d) / avgdl_f)),
+                     read as norm_table[f, norm_code[f, d]] (core.lexical.norms)
     tfw(t, d)      = sum over fields f = 0..F-1 with tf_f > 0 of
                      inner_w[f] * tf_f(t, d) * float64(inv_norm[f, d])
     impact(t, d)   = tfw / (k1 + tfw)                  (0 when tfw = 0, so 1 when k1 = 0 < tfw)
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.lexical.codec import BLOCK, decode_block
+from core.lexical.codec import BLOCK, decode_block, tf_at
 
 
 def worse(score_a: float, doc_a: int, score_b: float, doc_b: int) -> bool:
@@ -91,14 +92,14 @@ def drain_heap(heap_s: np.ndarray, heap_d: np.ndarray, size: int) -> tuple[np.nd
     return out_d, out_s
 
 
-def block_contributions(docs: np.ndarray, tfs: np.ndarray, n: int, inv_norm: np.ndarray, inner_w: np.ndarray,
-                        k1: float, weight: float, out: np.ndarray) -> None:
+def block_contributions(docs: np.ndarray, tfs: np.ndarray, n: int, norm_code: np.ndarray, norm_table: np.ndarray,
+                        inner_w: np.ndarray, k1: float, weight: float, out: np.ndarray) -> None:
     """out[j] = weight * impact of the block's posting j, for j < n: the one place the BM25F
     impact is computed (see the module docstring).
 
     docs: int64 (BLOCK,); tfs: uint32 (F, BLOCK), as decode_block leaves them; out: float64 (BLOCK,).
-    Fields where the document lacks the term are skipped: their inv_norm may be inf (b = 1 and an
-    empty field).
+    norm_code: unsigned (F, n_docs); norm_table: float32 (F, C), C > every code.
+    Fields where the document lacks the term are skipped (their code is that of length 0).
     """
     for j in range(n):
         d = docs[j]
@@ -106,14 +107,29 @@ def block_contributions(docs: np.ndarray, tfs: np.ndarray, n: int, inv_norm: np.
         for f in range(tfs.shape[0]):
             tf = tfs[f, j]
             if tf > 0:
-                tfw += inner_w[f] * np.float64(tf) * np.float64(inv_norm[f, d])
+                tfw += inner_w[f] * np.float64(tf) * np.float64(norm_table[f, norm_code[f, d]])
         out[j] = weight * (tfw / (k1 + tfw)) if tfw > 0.0 else 0.0
+
+
+def posting_contribution(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_n: np.ndarray,
+                         b: int, j: int, d: int, norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray,
+                         k1: float, weight: float) -> float:
+    """weight * impact of posting j of block b (document d), its frequencies read one by one from
+    the packed streams: bit for bit what block_contributions computes for it, without decoding
+    the block's other postings."""
+    tfw = 0.0
+    for f in range(block_bits.shape[1] - 1):
+        tf = tf_at(words, block_words, block_bits, block_n, b, f, j)
+        if tf > 0:
+            tfw += inner_w[f] * np.float64(tf) * np.float64(norm_table[f, norm_code[f, d]])
+    return weight * (tfw / (k1 + tfw)) if tfw > 0.0 else 0.0
 
 
 def bm25_topk(
     term_ids: np.ndarray, term_weights: np.ndarray, term_blocks: np.ndarray, block_first: np.ndarray,
     block_last: np.ndarray, block_n: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
-    words: np.ndarray, block_ub: np.ndarray, inv_norm: np.ndarray, inner_w: np.ndarray, k1: float,
+    words: np.ndarray, block_ub: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray,
+    k1: float,
     mask: np.ndarray, prior: np.ndarray, prior_max: float, n_docs: int, k: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Exhaustive top-k BM25F: decodes every block of every query term (term at a time).
@@ -122,7 +138,9 @@ def bm25_topk(
     term_blocks, block_first, block_last, block_n, block_words, block_bits, words: the block
     layout of `core.lexical.codec.encode` (F = block_bits.shape[1] - 1 fields).
     block_ub: float64 (B,) and prior_max: unused here (the pruned kernel's bounds).
-    inv_norm: float32 (F, n_docs); inner_w: float64 (F,); k1 >= 0.
+    norm_code: (F, n_docs), uint8 (Lucene's one-byte norm) or the exact lengths (any unsigned
+    dtype); norm_table: float32 (F, C) with norm_table[f, norm_code[f, d]] = inv_norm[f, d]
+    (core.lexical.norms); inner_w: float64 (F,); k1 >= 0.
     mask: uint8 (n_docs,), 0 = never returned, or (0,) for no restriction.
     prior: float32 (n_docs,), added to every matched document's score, or (0,).
     Returns (docs int64 (m,), scores float64 (m,), count), best first, where count is the exact
@@ -140,7 +158,7 @@ def bm25_topk(
         w = term_weights[t]
         for b in range(term_blocks[tid], term_blocks[tid + 1]):
             n = decode_block(words, block_words, block_bits, block_first, block_n, b, docs, tfs)
-            block_contributions(docs, tfs, n, inv_norm, inner_w, k1, w, con)
+            block_contributions(docs, tfs, n, norm_code, norm_table, inner_w, k1, w, con)
             for j in range(n):
                 d = docs[j]
                 # Branch-free first-touch bookkeeping: the branch would mispredict often.

@@ -60,3 +60,22 @@ def test_dense_postings_take_about_a_bit_per_gap() -> None:
     enc = jit.encode(np.array([0, 1024], dtype=np.int64), doc_ids, np.ones((1, 1024), dtype=np.uint32),
                      np.ones((1, 1024), dtype=np.uint32))
     assert enc[-1].size == 8 * 4
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_docs=st.sampled_from([1, 129, 5000, 2**22]), n_fields=st.integers(1, 3),
+       max_tf=st.sampled_from([1, 3, 70_000]))
+def test_documents_alone_and_single_frequencies_read_as_decode_block(seed: int, n_docs: int, n_fields: int,
+                                                                     max_tf: int) -> None:
+    rng = np.random.default_rng(seed)
+    offsets, doc_ids, tfs, lengths = random_postings(rng, n_docs, 4, n_fields, max_tf)
+    _, first, _, block_n, block_words, bits, _, _, words = jit.encode(offsets, doc_ids, tfs, lengths)
+    docs = np.zeros(BLOCK, dtype=np.int64)
+    alone = np.zeros(BLOCK, dtype=np.int64)
+    got_tfs = np.zeros((n_fields, BLOCK), dtype=np.uint32)
+    for b in range(first.size):
+        n = jit.decode_block(words, block_words, bits, first, block_n, b, docs, got_tfs)
+        assert jit.decode_docs(words, block_words, bits, first, block_n, b, alone) == n
+        np.testing.assert_array_equal(alone[:n], docs[:n])
+        single = [[jit.tf_at(words, block_words, bits, block_n, b, f, j) for j in range(n)] for f in range(n_fields)]
+        np.testing.assert_array_equal(np.array(single).reshape(n_fields, n), got_tfs[:, :n])

@@ -89,8 +89,8 @@ def test_empty_posting_lists_match_nothing() -> None:
                       b=0.75, quantize=False, one_field_per_term=False)
     empty_blocks = np.repeat(c.layout[0][:1], 4)  # three terms, no blocks
     layout = (empty_blocks, *c.layout[1:])
-    args = (np.arange(3), np.ones(3), *layout, c.block_ub, c.inv_norm, c.inner_w, c.k1, NO_MASK, NO_PRIOR, 0.0,
-            c.n_docs, 10)
+    args = (np.arange(3), np.ones(3), *layout, c.block_ub, c.norm_code, c.norm_table, c.inner_w, c.k1, NO_MASK,
+            NO_PRIOR, 0.0, c.n_docs, 10)
     docs, _, count = jit.bm25_topk_pruned(*args)
     assert docs.size == 0 and count == 0
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from core.lexical import codec, jit
 from core.lexical.codec import BLOCK
 from core.lexical.index import lucene_length
+from core.lexical.norms import norm_codes, norm_table
 from core.lexical.reference import (
     block_upper_bounds_reference,
     bm25_topk_reference,
@@ -30,7 +31,8 @@ class Corpus:
     layout: tuple[np.ndarray, ...]  # term_blocks, block_first, block_last, block_n, block_words, block_bits, words
     block_max_tf: np.ndarray
     block_min_len: np.ndarray
-    inv_norm: np.ndarray
+    norm_code: np.ndarray
+    norm_table: np.ndarray
     min_len_inv_norm: np.ndarray
     inner_w: np.ndarray
     k1: float
@@ -40,8 +42,8 @@ class Corpus:
              ) -> tuple[Any, ...]:
         """The kernels' arguments for one query."""
         prior_max = float(prior.max()) if prior.size else 0.0
-        return (term_ids, weights, *self.layout, self.block_ub, self.inv_norm, self.inner_w, self.k1, mask, prior,
-                prior_max, self.n_docs, k)
+        return (term_ids, weights, *self.layout, self.block_ub, self.norm_code, self.norm_table, self.inner_w, self.k1,
+                mask, prior, prior_max, self.n_docs, k)
 
 
 def inv_norm_of(lengths: np.ndarray, avgdl: np.ndarray, b: float, quantize: bool) -> np.ndarray:
@@ -54,8 +56,9 @@ def inv_norm_of(lengths: np.ndarray, avgdl: np.ndarray, b: float, quantize: bool
 def random_corpus(rng: np.random.Generator, *, n_docs: int, n_terms: int, n_fields: int, skewed: bool,
                   ties: bool, k1: float, b: float, quantize: bool, one_field_per_term: bool) -> Corpus:
     """Random postings, block-encoded. skewed: a few long lists, many short, Zipf-like tfs.
-    ties: every tf 1, every length equal, so each term's impacts are all equal."""
-    lengths = rng.integers(0, 300, size=(n_fields, n_docs)).astype(np.uint32)
+    ties: every tf 1, every length equal, so each term's impacts are all equal. Lengths are
+    drawn below 30, 300 or 100,000, so that exact norm codes come as uint8, uint16 or uint32."""
+    lengths = rng.integers(0, rng.choice([30, 300, 100_000]), size=(n_fields, n_docs)).astype(np.uint32)
     lengths[:, rng.random(n_docs) < 0.1] = 0  # some empty fields
     lengths[0, lengths.sum(axis=0) == 0] = 1 + rng.integers(0, 50)
     if ties:
@@ -83,11 +86,14 @@ def random_corpus(rng: np.random.Generator, *, n_docs: int, n_terms: int, n_fiel
     term_blocks, block_first, block_last, block_n, block_words, block_bits, max_tf, min_len, words = enc
     avgdl = np.maximum(lengths.sum(axis=1) / np.maximum((lengths > 0).sum(axis=1), 1), 1e-9)
     inner_w = np.ones(n_fields) if ties else rng.uniform(0.1, 3.0, size=n_fields)
+    quantization = "lucene" if quantize else "exact"
+    code = norm_codes(lengths, quantization)
+    table = norm_table(avgdl, b, quantization, code)
     min_len_inv_norm = inv_norm_of(min_len.T, avgdl, b, quantize).T.copy()
     return Corpus(n_docs=n_docs, n_terms=n_terms,
                   layout=(term_blocks, block_first, block_last, block_n, block_words, block_bits, words),
-                  block_max_tf=max_tf, block_min_len=min_len, inv_norm=inv_norm_of(lengths, avgdl, b, quantize),
-                  min_len_inv_norm=min_len_inv_norm, inner_w=inner_w, k1=k1,
+                  block_max_tf=max_tf, block_min_len=min_len, norm_code=code,
+                  norm_table=table, min_len_inv_norm=min_len_inv_norm, inner_w=inner_w, k1=k1,
                   block_ub=jit.block_upper_bounds(max_tf, min_len_inv_norm, inner_w, k1))
 
 
@@ -138,9 +144,27 @@ def test_block_bounds_hold_every_posting(corpus: dict[str, object], seed: int) -
     tfs = np.zeros((block_bits.shape[1] - 1, BLOCK), dtype=np.uint32)
     for b in range(c.block_ub.size):
         n = codec.decode_block(words, block_words, block_bits, block_first, block_n, b, docs, tfs)
-        impacts = impacts_reference(docs[:n], tfs[:, :n], c.inv_norm, c.inner_w, c.k1)
+        impacts = impacts_reference(docs[:n], tfs[:, :n], c.norm_code, c.norm_table, c.inner_w, c.k1)
         assert np.all(impacts > 0)
         assert np.all(impacts <= c.block_ub[b])
+
+
+@settings(max_examples=30, deadline=None)
+@given(corpus=corpora, seed=st.integers(0, 2**32 - 1))
+def test_one_posting_contributes_as_its_block(corpus: dict[str, object], seed: int) -> None:
+    """posting_contribution (the pruned kernel's probes) equals block_contributions bit for bit."""
+    rng = np.random.default_rng(seed)
+    c = random_corpus(rng, **corpus)  # type: ignore[arg-type]
+    _, block_first, _, block_n, block_words, block_bits, words = c.layout
+    docs = np.zeros(BLOCK, dtype=np.int64)
+    tfs = np.zeros((block_bits.shape[1] - 1, BLOCK), dtype=np.uint32)
+    out = np.zeros(BLOCK)
+    for b in range(block_first.size):
+        n = jit.decode_block(words, block_words, block_bits, block_first, block_n, b, docs, tfs)
+        jit.block_contributions(docs, tfs, n, c.norm_code, c.norm_table, c.inner_w, c.k1, 1.7, out)
+        one = [jit.posting_contribution(words, block_words, block_bits, block_n, b, j, docs[j], c.norm_code,
+                                        c.norm_table, c.inner_w, c.k1, 1.7) for j in range(n)]
+        np.testing.assert_array_equal(np.array(one), out[:n])
 
 
 def test_a_one_posting_query_scores_bm25() -> None:
@@ -148,9 +172,11 @@ def test_a_one_posting_query_scores_bm25() -> None:
     enc = jit.encode(np.array([0, 1], dtype=np.int64), np.array([0], dtype=np.uint32),
                      np.array([[2]], dtype=np.uint32), np.array([[10]], dtype=np.uint32))
     layout = (enc[0], enc[1], enc[2], enc[3], enc[4], enc[5], enc[8])
-    docs, scores, count = jit.bm25_topk(np.array([0], dtype=np.int64), np.array([1.5]), *layout, np.ones(1),
-                                        np.ones((1, 1), dtype=np.float32), np.ones(1), 1.2,
-                                        np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.float32), 0.0, 1, 10)
+    code = norm_codes(np.array([[10]], dtype=np.uint32), "lucene")
+    table = norm_table(np.array([10.0]), 0.75, "lucene", code)
+    docs, scores, count = jit.bm25_topk(np.array([0], dtype=np.int64), np.array([1.5]), *layout, np.ones(1), code,
+                                        table, np.ones(1), 1.2, np.zeros(0, dtype=np.uint8),
+                                        np.zeros(0, dtype=np.float32), 0.0, 1, 10)
     assert docs.tolist() == [0] and count == 1
     assert scores[0] == pytest.approx(1.5 * 2 / 3.2)
 
@@ -166,10 +192,3 @@ def test_topk_of_nothing_is_empty() -> None:
     docs, top = jit.select_topk(np.zeros(3), np.zeros(0, dtype=np.int64), 0, 10)
     assert docs.size == 0 and top.size == 0
 
-
-@pytest.mark.parametrize(("length", "lucene"), [
-    (0, 0), (1, 1), (23, 23), (24, 24), (40, 40), (41, 40), (100, 96), (1000, 984), (5000, 4632),
-])
-def test_lucene_length_matches_smallfloat(length: int, lucene: int) -> None:
-    """Expected values from Lucene's SmallFloat.byte4ToInt(SmallFloat.intToByte4(length))."""
-    assert lucene_length(np.array([length]))[0] == lucene

@@ -86,7 +86,8 @@ class Hits:
 
     ordinals: int64, shape (n,), entity ordinals best first, no repeats.
     scores: float32, shape (n,), strategy-native, non-increasing.
-    total_matches: entities that matched before the quota cut (>= n).
+    total_matches: entities that matched before the quota cut (>= n); a pruned lexical search
+        reports a lower bound, the documents it scored.
     interpretations: the readings of the query the strategy used (attribute strategy).
     """
 

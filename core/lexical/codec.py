@@ -54,43 +54,31 @@ def pack(values: np.ndarray, n: int, bits: int, words: np.ndarray, pos: int) -> 
     return pos + stream_words(n, bits)
 
 
+def packed_value(words: np.ndarray, pos: int, i: int, bits: int) -> int:
+    """Value i of a stream of `bits`-bit values (bits >= 1) packed from words[pos]."""
+    bit = i * bits
+    w = pos + (bit >> 5)
+    shift = bit & 31
+    v = np.uint64(words[w]) >> np.uint64(shift)
+    if shift + bits > 32:
+        v |= np.uint64(words[w + 1]) << np.uint64(32 - shift)
+    return int(v & np.uint64((1 << bits) - 1))
+
+
 def unpack(words: np.ndarray, pos: int, n: int, bits: int, out: np.ndarray) -> int:
     """Read n values of `bits` bits from words[pos:] into out[:n]; returns the word after the stream."""
     if bits == 0:
         for i in range(n):
             out[i] = 0
         return pos
-    mask = np.uint64((1 << bits) - 1)
     for i in range(n):
-        bit = i * bits
-        w = pos + (bit >> 5)
-        shift = bit & 31
-        v = np.uint64(words[w]) >> np.uint64(shift)
-        if shift + bits > 32:
-            v |= np.uint64(words[w + 1]) << np.uint64(32 - shift)
-        out[i] = v & mask
+        out[i] = packed_value(words, pos, i, bits)
     return pos + stream_words(n, bits)
-
-
-def decode_block(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_first: np.ndarray,
-                 block_n: np.ndarray, b: int, docs: np.ndarray, tfs: np.ndarray) -> int:
-    """Decode block b: its documents into docs[:n] (int64) and its frequencies into tfs[f, :n]
-    (uint32, shape (F, BLOCK)). Returns n."""
-    n = int(block_n[b]) + 1
-    pos = unpack(words, int(block_words[b]), n - 1, int(block_bits[b, 0]), docs[1:])
-    d = int(block_first[b])
-    docs[0] = d
-    for i in range(1, n):
-        d += docs[i] + 1
-        docs[i] = d
-    for f in range(tfs.shape[0]):
-        pos = unpack(words, pos, n, int(block_bits[b, 1 + f]), tfs[f])
-    return n
 
 
 def decode_docs(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_first: np.ndarray,
                 block_n: np.ndarray, b: int, docs: np.ndarray) -> int:
-    """Decode only the documents of block b into docs[:n] (int64), as decode_block; returns n."""
+    """Decode the documents of block b into docs[:n] (int64); returns n."""
     n = int(block_n[b]) + 1
     unpack(words, int(block_words[b]), n - 1, int(block_bits[b, 0]), docs[1:])
     d = int(block_first[b])
@@ -98,6 +86,17 @@ def decode_docs(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarr
     for i in range(1, n):
         d += docs[i] + 1
         docs[i] = d
+    return n
+
+
+def decode_block(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_first: np.ndarray,
+                 block_n: np.ndarray, b: int, docs: np.ndarray, tfs: np.ndarray) -> int:
+    """Decode block b: its documents into docs[:n] (int64, `decode_docs`) and its frequencies into
+    tfs[f, :n] (uint32, shape (F, BLOCK)). Returns n."""
+    n = decode_docs(words, block_words, block_bits, block_first, block_n, b, docs)
+    pos = int(block_words[b]) + stream_words(n - 1, int(block_bits[b, 0]))
+    for f in range(tfs.shape[0]):
+        pos = unpack(words, pos, n, int(block_bits[b, 1 + f]), tfs[f])
     return n
 
 
@@ -109,15 +108,7 @@ def tf_at(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, bl
     for g in range(f):
         pos += stream_words(n, int(block_bits[b, 1 + g]))
     bits = int(block_bits[b, 1 + f])
-    if bits == 0:
-        return 0
-    bit = j * bits
-    w = pos + (bit >> 5)
-    shift = bit & 31
-    v = np.uint64(words[w]) >> np.uint64(shift)
-    if shift + bits > 32:
-        v |= np.uint64(words[w + 1]) << np.uint64(32 - shift)
-    return int(v & np.uint64((1 << bits) - 1))
+    return packed_value(words, pos, j, bits) if bits > 0 else 0
 
 
 def _block_layout(offsets: np.ndarray, doc_ids: np.ndarray, tfs: np.ndarray, lengths: np.ndarray

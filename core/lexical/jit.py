@@ -31,10 +31,12 @@ def _compile(fn: Callable[..., Any], env: dict[str, Any], **options: Any) -> Any
 bit_width = _compile(codec.bit_width, {})
 stream_words = _compile(codec.stream_words, {}, inline="always")
 pack = _compile(codec.pack, {"stream_words": stream_words})
-unpack = _compile(codec.unpack, {"stream_words": stream_words})
-decode_block = _compile(codec.decode_block, {"unpack": unpack})
+packed_value = _compile(codec.packed_value, {}, inline="always")
+unpack = _compile(codec.unpack, {"stream_words": stream_words, "packed_value": packed_value})
 decode_docs = _compile(codec.decode_docs, {"unpack": unpack})
-tf_at = _compile(codec.tf_at, {"stream_words": stream_words}, inline="always")
+decode_block = _compile(codec.decode_block, {"decode_docs": decode_docs, "unpack": unpack,
+                                             "stream_words": stream_words})
+tf_at = _compile(codec.tf_at, {"stream_words": stream_words, "packed_value": packed_value}, inline="always")
 _block_layout = _compile(codec._block_layout, {"bit_width": bit_width, "stream_words": stream_words})
 encode = _compile(codec.encode, {"_block_layout": _block_layout, "pack": pack})
 

@@ -63,6 +63,10 @@ DEFAULT_BUDGET_MS, MIN_BUDGET_MS, MAX_BUDGET_MS = 100, 5, 10_000
 # last ~13,000 searches (~100 s at 128 searches/s, where most feedback arrives) in memory; older
 # ones are read back from the event log. The whole broker stays well under its 2 GiB pod limit.
 DEFAULT_RECENT_BYTES = 256 * 2**20
+# The attribute shard's answers to Understand, by query text: popular queries repeat, and a cached
+# reading saves a round trip before allocation. ~1 KB a text: 16 MiB holds ~16,000 texts. The
+# catalog is fixed while a broker runs; a live catalog must clear this when the vocabulary changes.
+DEFAULT_UNDERSTOOD_BYTES = 16 * 2**20
 POLICY_FILE = "policy.npz"
 APPLIED = "applied_event_rowid"  # the event-log position a policy snapshot has learned up to
 HISTORY = "query_history"  # the query history (core.policy.history) as of that position
@@ -126,6 +130,11 @@ def _check_request(request: broker_pb2.SearchRequest) -> tuple[int, int]:
     return k, budget
 
 
+def _interpretations_bytes(interps: list[Any]) -> int:
+    """Rough bytes of cached interpretations: a few hundred each, plus their text."""
+    return 256 + sum(300 + len(i.free_text) + 100 * len(i.slots) for i in interps)
+
+
 def load_snapshot(path: Path, policy: BanditPolicy) -> dict[str, Any]:
     """Restore `policy` from its snapshot and return the snapshot's extra data; {} without one.
     A snapshot of another policy (other strategies or features: an upgrade or a changed config) is
@@ -169,6 +178,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.pool = ShardPool(config.shards)
         self.rng = np.random.default_rng(config.seed)
         self.recent: ByteLRU[str, DecisionRecord] = ByteLRU(config.recent_bytes, decision_bytes)
+        self.understood: ByteLRU[str, list[Any]] = ByteLRU(DEFAULT_UNDERSTOOD_BYTES, _interpretations_bytes)
         self.pipeline: SearchPipeline | None = None
         self.writer: DecisionWriter | None = None
         self.outbox: MemoryOutbox | None = None
@@ -280,14 +290,20 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     # -- Search -------------------------------------------------------------------------------------
 
     async def _understand(self, query: common_pb2.Query, timeout_s: float) -> list[Any]:
+        """The attribute shard's readings of the query text (cached by text); none if it has none in time."""
         stub = self.pool.stubs.get(StrategyKind.ATTRIBUTE.value)
         if stub is None or timeout_s <= 0:
             return []
+        cached = self.understood.get(query.text)
+        if cached is not None:
+            return cached
         try:
             response = await stub.Understand(shard_pb2.UnderstandRequest(query=query), timeout=timeout_s)
         except grpc.aio.AioRpcError:
             return []
-        return [convert.interpretation_from_proto(i) for i in response.interpretations]
+        interps = [convert.interpretation_from_proto(i) for i in response.interpretations]
+        self.understood.put(query.text, interps)
+        return interps
 
     @rpc
     async def Search(self, request: broker_pb2.SearchRequest, context: grpc.aio.ServicerContext

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +32,9 @@ from pyroaring import BitMap
 
 from core.analysis import Analyzer, text_key
 from core.attribute.buckets import DERIVED_FIELDS, derived_values
-from core.attribute.understand import UnderstandConfig, analyse, understand
+from core.attribute.understand import Analysis, UnderstandConfig, analyse
 from core.attribute.vocabulary import ValueEntry, Vocabulary
+from core.cache import ByteLRU
 from core.catalog import Entity
 from core.collection import Collection, filter_value
 from core.query import Query
@@ -43,30 +45,46 @@ COMPONENT = "attribute"
 QU_FIELDS = ("artist", "album", "genre", "subgenre", "decade", "year", "playlist")
 DEFAULT_MAX_INTERPRETATIONS = 4
 DEFAULT_RELAX = 0.5
+# Readings of recent query texts, kept for the Retrieve that follows the broker's Understand of the
+# same text and for repeated queries (popular queries repeat). A reading holds its slots' bitmap, so
+# the bound is on bytes: 32 MiB keeps thousands of texts at the demo's scale.
+DEFAULT_CACHE_BYTES = 32 * 2**20
+_READING_BYTES = 256  # an Analysis without its bitmap, roughly
 _TITLE_CUT = re.compile(r"\s+-\s+|\s*[(\[]")
 
 
 @dataclass(frozen=True, kw_only=True)
 class AttributeConfig:
     """Run-time settings. max_interpretations: readings Retrieve uses, 1..32; relax: share of a
-    reading's likelihood given to entities matching its slots but not its free text, in [0, 1]."""
+    reading's likelihood given to entities matching its slots but not its free text, in [0, 1];
+    cache_bytes: bound of the cache of recent texts' readings (0 = no cache)."""
 
     max_interpretations: int = DEFAULT_MAX_INTERPRETATIONS
     relax: float = DEFAULT_RELAX
     understand: UnderstandConfig = field(default_factory=UnderstandConfig)
+    cache_bytes: int = DEFAULT_CACHE_BYTES
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_interpretations <= 32:
             raise ValueError(f"`max_interpretations` must be in [1, 32], but got {self.max_interpretations}")
         if not (math.isfinite(self.relax) and 0 <= self.relax <= 1):
             raise ValueError(f"`relax` must be in [0, 1], but got {self.relax}")
+        if self.cache_bytes < 0:
+            raise ValueError(f"`cache_bytes` must be >= 0, but got {self.cache_bytes}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> AttributeConfig:
-        """From CLI-style options: max_interpretations, relax, beam, max_span_tokens."""
+        """From CLI-style options: max_interpretations, relax, beam, max_span_tokens, cache_bytes."""
         qu = {k: int(options[k]) for k in ("beam", "max_span_tokens") if k in options}
         return cls(max_interpretations=int(options.get("max_interpretations", DEFAULT_MAX_INTERPRETATIONS)),
-                   relax=float(options.get("relax", DEFAULT_RELAX)), understand=UnderstandConfig(**qu))
+                   relax=float(options.get("relax", DEFAULT_RELAX)), understand=UnderstandConfig(**qu),
+                   cache_bytes=int(options.get("cache_bytes", DEFAULT_CACHE_BYTES)))
+
+
+def _readings_bytes(item: tuple[int, list[Analysis]]) -> int:
+    """Estimated bytes of cached readings: a Roaring array container takes 2 bytes per entity (denser
+    containers take less, so this over-counts them)."""
+    return sum(_READING_BYTES + 2 * (len(a.slot_bits) if a.slot_bits is not None else 0) for a in item[1])
 
 
 def short_title(title: str) -> str:
@@ -86,12 +104,27 @@ class AttributeStrategy:
         self.vocab = vocab
         pop = collection.popularity.astype(np.float64)
         self.prior = (1.0 + pop) / (1.0 + (pop.max() if pop.size else 0.0))
+        # text -> (readings asked for, the readings); analyse's first n readings do not depend on
+        # how many more were asked for, so a longer cached list answers a shorter request
+        self.readings: ByteLRU[str, tuple[int, list[Analysis]]] = ByteLRU(config.cache_bytes, _readings_bytes)
+        self._lock = threading.Lock()
+
+    def analyse(self, text: str, n: int) -> list[Analysis]:
+        """core.attribute.understand.analyse of `text` with this index's vocabulary, cached."""
+        with self._lock:
+            cached = self.readings.get(text)
+        if cached is not None and cached[0] >= n:
+            return cached[1][:n]
+        readings = analyse(text, self.vocab, n, self.config.understand)
+        with self._lock:
+            self.readings.put(text, (n, readings))
+        return readings
 
     def understand(self, query: Query, max_interpretations: int) -> tuple[Interpretation, ...]:
-        return understand(query.text, self.vocab, max_interpretations, self.config.understand)
+        return tuple(a.interpretation for a in self.analyse(query.text, max_interpretations))
 
     def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
-        readings = analyse(query.text, self.vocab, self.config.max_interpretations, self.config.understand)
+        readings = self.analyse(query.text, self.config.max_interpretations)
         acc = np.zeros(len(self.collection), dtype=np.float64)
         for r in readings:
             like = r.interpretation.likelihood

@@ -242,3 +242,26 @@ def test_a_periodic_snapshot_plus_the_log_after_it_is_the_live_policy(built: Pat
         np.testing.assert_allclose(got.arms.b, policy.arms.b)
         np.testing.assert_allclose(got.fill.b, policy.fill.b)
         assert restored.history.to_json() == history.to_json()
+
+
+def test_a_query_text_understood_once_is_not_asked_again(built: Path, tmp_path: Path) -> None:
+    """The broker caches the attribute shard's readings by query text: once the shard is gone, a
+    text it understood before still gets its readings, a new text gets none, and searches are answered."""
+    attribute = spawn(shard_args("attribute", built / "index"))
+    lexical = spawn(shard_args("lexical", built / "index"))
+
+    async def go() -> None:
+        async with broker({"lexical": lexical.address, "attribute": attribute.address}, tmp_path / "state",
+                          built) as (service, stub):
+            first = await service._understand(search("love").query, 5.0)
+            assert first and service.understood.get("love") == first
+            assert attribute.stop() == 0, attribute.log_text()
+            assert await service._understand(search("love").query, 5.0) == first
+            assert await service._understand(search("night").query, 5.0) == []
+            assert (await stub.Search(search("love"))).decision_id  # answered, degraded or not
+
+    try:
+        asyncio.run(go())
+    finally:
+        attribute.stop()
+        lexical.stop()

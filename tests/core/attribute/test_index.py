@@ -9,10 +9,11 @@ import pytest
 
 from core.analysis import Analyzer, text_key
 from core.attribute.buckets import derived_values, moods
-from core.attribute.index import AttributeStrategy, short_title
+from core.attribute.index import AttributeConfig, AttributeStrategy, short_title
+from core.attribute.understand import analyse
 from core.catalog import Entity
 from core.collection import filter_value
-from core.indexing import build_index
+from core.indexing import build_index, open_strategy
 from core.query import Filter, make_query
 from core.types import Interpretation, Slot
 from tests.core.strategy_contract import StrategyContract
@@ -112,3 +113,31 @@ class TestAttributeContract(StrategyContract):
         root = tmp_path_factory.mktemp("attribute-index")
         build_index(catalog, root, ["attribute"])
         return root
+
+
+@pytest.mark.parametrize("text", ["90s rock", "tayler love", "happy 2000s latin", "drake", ""])
+def test_cached_readings_equal_fresh_analysis(music_attribute: AttributeStrategy, text: str) -> None:
+    """A cached text answers later requests of fewer readings, and more readings are computed anew."""
+    vocab, config = music_attribute.vocab, music_attribute.config.understand
+    for n in (8, 2, 8, 12, 1):  # 2 and 8 are answered from the 8 cached first; 12 replaces them
+        want = analyse(text, vocab, n, config)
+        got = music_attribute.analyse(text, n)
+        assert [a.interpretation for a in got] == [a.interpretation for a in want]
+        assert [a.free_words for a in got] == [a.free_words for a in want]
+        assert [None if a.slot_bits is None else list(a.slot_bits) for a in got] == \
+            [None if a.slot_bits is None else list(a.slot_bits) for a in want]
+    assert music_attribute.readings.get(text) is not None
+
+
+def test_readings_cache_stays_within_its_bound(music_index: Path) -> None:
+    s = open_strategy(music_index, "attribute", {"cache_bytes": 4096})
+    assert isinstance(s, AttributeStrategy)
+    for text in ["90s rock", "pop", "latin", "rock", "2000s", "happy", "sad songs", "drake", "adele"]:
+        s.understand(make_query(text), 8)
+        assert s.readings.bytes <= 4096
+    assert 0 < len(s.readings) < 9
+
+
+def test_cache_bytes_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="`cache_bytes` must be >= 0"):
+        AttributeConfig(cache_bytes=-1)

@@ -86,6 +86,9 @@ class EntityTable:
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
     _row: dict[str, int] = field(init=False, repr=False)
     _local: threading.local = field(init=False, repr=False)
+    _term_id: dict[str, int] = field(init=False, repr=False)
+    _term_csr: dict[str, tuple[np.ndarray, np.ndarray]] = field(init=False, repr=False)
+    _key_ids: tuple[dict[str, int], np.ndarray, np.ndarray] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -104,6 +107,14 @@ class EntityTable:
         object.__setattr__(self, "popularity", pop)
         object.__setattr__(self, "_row", row)
         object.__setattr__(self, "_local", threading.local())
+        term_id: dict[str, int] = {}
+        csr = {f: _term_csr(self.terms[f], term_id) for f in MATCH_FIELDS}
+        object.__setattr__(self, "_term_id", term_id)
+        object.__setattr__(self, "_term_csr", csr)
+        key_id: dict[str, int] = {}
+        title, artist = (np.fromiter((key_id.setdefault(k, len(key_id)) for k in keys), dtype=np.int64, count=n)
+                         for keys in (self.title_keys, self.artist_keys))
+        object.__setattr__(self, "_key_ids", (key_id, title, artist))
 
     @classmethod
     def from_entities(cls, entities: Iterable[Entity], analyzer: AnalyzerConfig | None = None) -> EntityTable:
@@ -129,6 +140,34 @@ class EntityTable:
         """The recording key of each id (core.collapse), "" for ids not in the table."""
         keys = self.recording_keys
         return [keys[r] if r >= 0 else "" for r in self.rows(entity_ids).tolist()]
+
+    def match_fractions(self, query_terms: frozenset[str], rows: np.ndarray) -> np.ndarray:
+        """float32 (len(rows), len(MATCH_FIELDS)): per field, the share of `query_terms` among the
+        terms of each row's entity (rows < 0: 0)."""
+        out = np.zeros((len(rows), len(MATCH_FIELDS)), dtype=np.float32)
+        ids = np.array([self._term_id.get(t, -1) for t in query_terms], dtype=np.int64)
+        ids = ids[ids >= 0]
+        known = rows >= 0
+        if not ids.size or not known.any():
+            return out
+        where = np.flatnonzero(known)
+        for j, f in enumerate(MATCH_FIELDS):
+            indptr, terms = self._term_csr[f]
+            starts, lens = indptr[rows[where]], np.diff(indptr)[rows[where]]
+            owner = np.repeat(np.arange(where.size), lens)
+            flat = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(starts, lens)
+            hits = np.bincount(owner, weights=np.isin(terms[flat], ids), minlength=where.size)
+            out[where, j] = hits / len(query_terms)
+        return out
+
+    def exact_matches(self, key: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """bool (len(rows),) twice: the title key, the artist key of each row's entity equals `key`
+        (rows < 0: False)."""
+        key_id, title, artist = self._key_ids
+        k = key_id.get(key, -1)
+        known = rows >= 0
+        safe = np.where(known, rows, 0)
+        return known & (title[safe] == k), known & (artist[safe] == k)
 
     def analyze(self, text: str) -> list[str]:
         """`text` analysed as the entity fields were (a per-thread Analyzer)."""
@@ -156,21 +195,24 @@ def _strategy_columns(merged: Merged, strategies: Sequence[str]) -> tuple[np.nda
     return ranks, scores
 
 
-def _field_matches(merged: Merged, query_text: str, table: EntityTable) -> np.ndarray:
+def _term_csr(sets: Sequence[frozenset[str]], term_id: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr int64 (n + 1,), term ids int64): entity i's terms are ids[indptr[i]:indptr[i + 1]];
+    new terms get the next id of the shared `term_id`."""
+    lens = np.fromiter((len(t) for t in sets), dtype=np.int64, count=len(sets))
+    indptr = np.concatenate([[0], np.cumsum(lens)])
+    ids = np.fromiter((term_id.setdefault(t, len(term_id)) for terms in sets for t in sorted(terms)),
+                      dtype=np.int64, count=int(indptr[-1]))
+    return indptr, ids
+
+
+def _field_matches(query_text: str, table: EntityTable, rows: np.ndarray) -> np.ndarray:
     """float32 (n, len(MATCH_FIELDS) + 2): term-match fractions per field, then title_exact and
-    artist_exact."""
-    out = np.zeros((len(merged), len(MATCH_FIELDS) + 2), dtype=np.float32)
-    query = frozenset(table.analyze(query_text))
+    artist_exact, of the entities at `rows` (-1: not in the table, all 0)."""
+    out = np.zeros((len(rows), len(MATCH_FIELDS) + 2), dtype=np.float32)
+    out[:, :len(MATCH_FIELDS)] = table.match_fractions(frozenset(table.analyze(query_text)), rows)
     key = text_key(query_text)
-    field_terms = [table.terms[f] for f in MATCH_FIELDS]
-    for i, r in enumerate(table.rows(merged.entity_ids).tolist()):
-        if r < 0:
-            continue
-        if query:
-            for j, terms in enumerate(field_terms):
-                out[i, j] = len(query & terms[r]) / len(query)
-        if key:
-            out[i, -2:] = table.title_keys[r] == key, table.artist_keys[r] == key
+    if key:
+        out[:, -2], out[:, -1] = table.exact_matches(key, rows)
     return out
 
 
@@ -194,7 +236,7 @@ def candidate_features(merged: Merged, query_text: str, table: EntityTable,
     rows = table.rows(merged.entity_ids)
     pop = np.zeros(n)
     pop[rows >= 0] = table.popularity[rows[rows >= 0]]
-    tail = np.column_stack([memory, np.log1p(pop), _field_matches(merged, query_text, table), attribute,
+    tail = np.column_stack([memory, np.log1p(pop), _field_matches(query_text, table, rows), attribute,
                             (~missing).sum(axis=1), rrf_scores(ranks)])
     return np.hstack([per, tail]).astype(np.float32)
 

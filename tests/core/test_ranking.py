@@ -14,6 +14,7 @@ from core.fusion import reciprocal_rank_fusion
 from core.merge import Merged, StrategyList, merge
 from core.ranking import (
     FEATURE_NAMES,
+    MATCH_FIELDS,
     MISSING_RANK,
     BlendRanker,
     EntityTable,
@@ -164,3 +165,23 @@ def test_the_artist_own_tracks_rank_above_a_feat_appearance(lexical: list[str]) 
 
 def test_recording_keys_of_the_table(table: EntityTable) -> None:
     assert table.recordings(["a", "zzz"]) == ["love story / taylor swift", ""]
+
+
+TERMS = st.sampled_from(["love", "night", "blue", "river", "song", "rock", "dance"])
+
+
+@given(st.lists(st.tuples(st.frozensets(TERMS), st.frozensets(TERMS), st.frozensets(TERMS)), min_size=1, max_size=8),
+       st.frozensets(st.sampled_from(["love", "blue", "song", "zzz"])), st.data())
+def test_match_fractions_are_the_shared_share_of_query_terms(
+        fields: list[tuple[frozenset[str], ...]], query: frozenset[str], data: st.DataObject) -> None:
+    """Per field: |query terms & entity terms| / |query terms| (unknown terms count in the
+    denominator; rows of -1 are all zero), as the module docstring defines the *_match features."""
+    n = len(fields)
+    t = EntityTable(ids=tuple(f"e{i}" for i in range(n)), popularity=np.zeros(n),
+                    terms={f: tuple(row[j] for row in fields) for j, f in enumerate(MATCH_FIELDS)},
+                    title_keys=("",) * n, artist_keys=("",) * n, recording_keys=("",) * n)
+    rows = np.array(data.draw(st.lists(st.integers(-1, n - 1), max_size=12)), dtype=np.int64)
+    got = t.match_fractions(query, rows)
+    for i, r in enumerate(rows.tolist()):
+        want = [len(query & fields[r][j]) / len(query) if r >= 0 and query else 0.0 for j in range(3)]
+        np.testing.assert_allclose(got[i], want, rtol=1e-6)

@@ -49,7 +49,7 @@ from core.storage import write_file_atomic
 from core.types import StrategyKind
 from core.warmstart import warm_start_from_log
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2
-from services import convert, metrics
+from services import convert, logs, metrics
 from services.decisions import DecisionWriter, WriterConfig
 from services.fanout import ShardPool, fan_out
 from services.outbox import MemoryOutbox, OutboxConfig
@@ -305,10 +305,13 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.understood.put(query.text, interps)
         return interps
 
+    @metrics.broker_observed
     @rpc
     async def Search(self, request: broker_pb2.SearchRequest, context: grpc.aio.ServicerContext
                      ) -> broker_pb2.SearchResponse:
         started = time.perf_counter()
+        decision_id = uuid.uuid4().hex
+        logs.DECISION_ID.set(decision_id)
         pipeline = self._ready()
         k, budget_ms = _check_request(request)
         query = convert.query_from_proto(request.query, self.config.limits, vector_dim=len(request.query.vector))
@@ -316,13 +319,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         interps = await self._understand(request.query, budget_ms * self.config.understand_fraction / 1000)
         plan = pipeline.decide(query.text, query.context, interps, self.rng)
         answers = await fan_out(self.pool, request.query, plan.quotas, max(deadline - time.perf_counter(), 0.001))
-        served = pipeline.serve(plan, answers, decision_id=uuid.uuid4().hex, ts=time.time(), k=k)
+        served = pipeline.serve(plan, answers, decision_id=decision_id, ts=time.time(), k=k)
         assert self.writer is not None
         await self.writer.store(served.record)  # UnavailableError (UNAVAILABLE) when it cannot be stored
         self.recent.put(served.record.decision_id, served.record)
-        metrics.SEARCHES.inc()
         metrics.RECENT_BYTES.set(self.recent.bytes)
-        return self._response(served, started, request.return_candidates)
+        response = self._response(served, started, request.return_candidates)
+        metrics.observe_search(served, response.took_ms)
+        return response
 
     def _response(self, served: Served, started: float, with_candidates: bool) -> broker_pb2.SearchResponse:
         merged, decision = served.merged, served.record
@@ -342,6 +346,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
     async def _decision(self, decision_id: str) -> DecisionRecord:
         record = self.recent.get(decision_id)
+        metrics.count_lookup(metrics.RECENT_CACHE, record is not None)
         if record is not None:
             return record
         assert self.writer is not None
@@ -350,9 +355,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         except NotFoundError:
             raise NotFoundError(f"decision_id: unknown decision {decision_id!r}") from None
 
+    @metrics.broker_observed
     @rpc
     async def Feedback(self, request: broker_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
                        ) -> broker_pb2.FeedbackResponse:
+        logs.DECISION_ID.set(request.decision_id)
         pipeline = self._ready()
         record = await self._decision(request.decision_id)
         if self.known_ids is not None and request.entity_id and request.entity_id not in self.known_ids:
@@ -422,12 +429,13 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 async def serve(config: BrokerConfig, host: str, port: int, *,
                 on_listening: Callable[[str], None] | None = None, metrics_port: int = 0) -> int:
     """Run the broker until SIGTERM/SIGINT; returns the process exit code. metrics_port: serve
-    Prometheus metrics over HTTP there (0 = off)."""
+    Prometheus metrics over HTTP there (0 = off, services.metrics.AUTO_PORT = a free port)."""
     from services.server import Hosted, run
 
-    if metrics_port:
-        metrics.serve(metrics_port, host)
     service = BrokerService(config)
+    if metrics_port:
+        metrics.watch_broker(service)
+        metrics.serve(metrics_port, host)
     hosted = Hosted(SERVICE, lambda server: broker_pb2_grpc.add_BrokerServicer_to_server(service, server),
                     service.start, service.close)
     return await run(hosted, host, port, label="broker", on_listening=on_listening)

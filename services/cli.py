@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -13,6 +12,9 @@ from pathlib import Path
 from core.errors import LtrrError
 from services.cli_broker import add_broker_commands
 from services.cli_common import DEMO_QUERIES, parse_options
+from services.logs import FORMATS
+from services.logs import setup as setup_logging
+from services.metrics import port_arg
 
 DEFAULT_DEMO_DIR = Path("indexes") / "demo"
 DEMO_FIELDS = "title^2,artist^1.5,album^0.5"
@@ -53,7 +55,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
     def listening(address: str) -> None:
         print(f"ltrr shard {args.strategy} listening on {address}", flush=True)
 
-    return uvloop.run(serve(config, on_listening=listening))
+    return uvloop.run(serve(config, on_listening=listening, metrics_port=args.metrics_port))
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
@@ -136,6 +138,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltrr", description="Learning-to-rank-and-retrieve search cluster.")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    parser.add_argument("--log-format", choices=FORMATS, default=None,
+                        help="text (default) or json: one JSON object per line, with the decision id where "
+                             "there is one (services/logs.py)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="build an index directory from a catalog")
@@ -162,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="compute threads (numba, torch) (default: %(default)s)")
     p.add_argument("--test-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--noop", action="store_true", help="serve a no-op strategy under this name (benchmark floor)")
+    p.add_argument("--metrics-port", type=port_arg, default=0, metavar="PORT|auto",
+                   help="serve Prometheus metrics over HTTP on --host at this port (0: off; auto: a free port, "
+                        "printed as 'metrics on HOST:PORT') (default: off)")
     p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser("retrieve", help="ask a shard for candidates")
@@ -198,8 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    setup_logging(args.log_level, args.log_format or "text")
     try:
         return int(args.func(args))
     except (LtrrError, ValueError) as err:  # core validates input with precise ValueErrors

@@ -14,6 +14,7 @@ from typing import Any
 
 from core.policy.policies import PolicyConfig
 from services.cli_common import DEMO_QUERIES, parse_options
+from services.metrics import port_arg
 
 
 def name_tuple(text: str) -> tuple[str, ...]:
@@ -138,6 +139,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from services.cluster import Cluster, ClusterConfig, build_missing
 
     config = ClusterConfig.from_toml(args.config)
+    if args.log_format:
+        config = dataclasses.replace(config, log_format=args.log_format)
     build_missing(config)
     cluster = Cluster(config)
     stop = False
@@ -150,7 +153,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         address = cluster.start(args.port)
         for name, shard in cluster.shards.items():
-            print(f"  {name:9s} shard on {shard.address} (pid {shard.process.pid})")
+            print(f"  {name:9s} shard on {shard.address} (pid {shard.process.pid}){_metrics_at(shard)}")
+        assert cluster.broker is not None
+        print(f"  broker          on {address} (pid {cluster.broker.process.pid}){_metrics_at(cluster.broker)}")
         print(f"ltrr cluster up: broker on {address}; try: ltrr search --target {address} \"dance monkey\"", flush=True)
         if args.examples:
             run_examples(address, config)
@@ -162,6 +167,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster.stop()
         print("ltrr cluster stopped")
     return 0
+
+
+def _metrics_at(server: Any) -> str:
+    return f"; metrics http://{server.metrics_address}/metrics" if server.metrics_address else ""
 
 
 def run_examples(address: str, config: Any) -> None:
@@ -251,8 +260,9 @@ def add_broker_commands(sub: Any) -> None:
     p.add_argument("--catalog", required=True, help="the catalog the shards were built from")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=50050)
-    p.add_argument("--metrics-port", type=int, default=0,
-                   help="serve Prometheus metrics over HTTP on this port (0: off)")
+    p.add_argument("--metrics-port", type=port_arg, default=0, metavar="PORT|auto",
+                   help="serve Prometheus metrics over HTTP on --host at this port (0: off; auto: a free port, "
+                        "printed as 'metrics on HOST:PORT') (default: off)")
     p.add_argument("--warm-start", metavar="EVENTS_SQLITE",
                    help="the event log of the plan this broker replaces (its STATE/events.sqlite): the policy "
                         "learns from it once, before serving (core/warmstart.py); a restart with the same flag "

@@ -9,6 +9,10 @@ All keys are optional (defaults in parentheses):
     state = "indexes/demo-state"    # broker state: event log, policy snapshot, ranker model
     host = "127.0.0.1"              # where every process binds
     port = 50050                    # broker port; shards take free ports
+    metrics_port = "auto"           # Prometheus /metrics of every process: "auto" = each on a free
+                                    # port (`ltrr up` prints where), 0 = off, N = broker on N and the
+                                    # shards on N+1, N+2, ... in `strategies` order
+    log_format = "text"             # every process's logs: text or json (`ltrr --log-format` overrides)
     strategies = ["lexical", "semantic", "attribute", "memory"]
 
     [build.lexical]                 # `ltrr index` options per strategy
@@ -54,6 +58,23 @@ class ClusterConfig:
     build: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: DEFAULT_BUILD)
     run: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     broker: Mapping[str, Any] = field(default_factory=dict)
+    metrics_port: int | str = "auto"
+    log_format: str = "text"
+
+    def __post_init__(self) -> None:
+        port = self.metrics_port
+        if port != "auto" and not (isinstance(port, int) and 0 <= port <= 65535 - len(self.strategies)):
+            raise ValueError(f"`metrics_port` must be \"auto\" or a port in [0, {65535 - len(self.strategies)}], "
+                             f"but got {port!r}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"`log_format` must be text or json, but got {self.log_format!r}")
+
+    def metrics_ports(self) -> tuple[str, dict[str, str]]:
+        """`--metrics-port` of the broker and of each shard (module docstring)."""
+        if self.metrics_port == "auto" or self.metrics_port == 0:
+            return str(self.metrics_port), {name: str(self.metrics_port) for name in self.strategies}
+        base = int(self.metrics_port)
+        return str(base), {name: str(base + 1 + i) for i, name in enumerate(self.strategies)}
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str] | None) -> ClusterConfig:
@@ -108,11 +129,15 @@ class Cluster:
         """Start everything and wait until all serve; returns the broker's address.
         shard_flags: extra `ltrr shard` flags for every shard (e.g. --noop)."""
         c = self.config
+        logs = ["--log-format", c.log_format]
+        broker_metrics, shard_metrics = c.metrics_ports()
         try:
             for name in c.strategies:
-                self.shards[name] = spawn(shard_args(name, c.index, c.run.get(name), ["--host", c.host, *shard_flags]))
+                flags = ["--host", c.host, "--metrics-port", shard_metrics[name], *shard_flags]
+                self.shards[name] = spawn([*logs, *shard_args(name, c.index, c.run.get(name), flags)])
             port = c.port if broker_port is None else broker_port
-            self.broker = spawn(broker_args(c, {n: s.address for n, s in self.shards.items()}, port))
+            args = broker_args(c, {n: s.address for n, s in self.shards.items()}, port)
+            self.broker = spawn([*logs, *args, "--metrics-port", broker_metrics])
         except BaseException:
             self.stop()
             raise

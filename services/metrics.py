@@ -1,24 +1,232 @@
-"""The broker's Prometheus metrics (prometheus-client), served over HTTP with `ltrr broker
---metrics-port`. Counters only go up; a scrape shows how the broker is doing without reading logs."""
+"""Prometheus metrics (prometheus-client): the helpers every process shares and the broker's set.
+
+Every process serves its own registry over HTTP (`--metrics-port`; services.metrics_shard holds the
+shards' set), so a scrape of one process shows only its own series, plus the client library's
+process and Python collectors (CPU seconds, resident memory, open files, GC). Names start with
+`ltrr_`, carry their unit (`_ms`, `_bytes`) and counters end in `_total` (added by the library).
+Latency histograms share LATENCY_BUCKETS_MS, 1 ms to 2 s.
+
+Call sites stay few: `observe_search` once per served search, `observed` around the broker's rpcs,
+`watch_broker` once at start-up (gauges read when scraped, so the hot path sets nothing).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, start_http_server
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import wraps
+from typing import TYPE_CHECKING, Any, TypeVar
 
-SEARCHES = Counter("ltrr_broker_searches", "Searches answered with a stored, joinable decision")
-FEEDBACK = Counter("ltrr_broker_feedback_events", "New feedback events stored and learned (duplicates excluded)")
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from core.pipeline import CallStatus
+
+if TYPE_CHECKING:
+    from core.pipeline import Served
+
+log = logging.getLogger("ltrr.metrics")
+# ms: from a 1 ms cache hit to the 2 s a client gives up at; dense around the 50..200 ms budgets
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)
+# a decision's propensity: P(the policy picks the plan it served)
+PROPENSITY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+EXPLORED_PROPENSITY = 0.5
+AUTO_PORT = -1  # `--metrics-port auto`: a free port, announced in the log
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry with the library's process, platform and GC collectors."""
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def port_arg(text: str) -> int:
+    """`--metrics-port` text: an integer port (0 = off) or "auto" (AUTO_PORT, a free port)."""
+    if text == "auto":
+        return AUTO_PORT
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"`--metrics-port` must be a port in [0, 65535] or auto, but got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"`--metrics-port` must be a port in [0, 65535] or auto, but got {port}")
+    return port
+
+
+def serve(port: int, host: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> str:
+    """Serve `registry` (the broker's by default) at http://host:port/metrics from a daemon thread;
+    port AUTO_PORT picks a free one. Returns "host:port" as bound, also logged and printed as
+    "metrics on HOST:PORT" (services.process reads it from the log)."""
+    httpd, _ = start_http_server(0 if port == AUTO_PORT else port, addr=host, registry=registry or BROKER)
+    address = f"{host}:{httpd.server_port}"
+    print(f"metrics on {address}", flush=True)
+    return address
+
+
+BROKER = new_registry()
+
+SEARCHES = Counter("ltrr_broker_searches", "Searches answered with a stored, joinable decision", registry=BROKER)
+FEEDBACK = Counter("ltrr_broker_feedback_events", "New feedback events stored and learned (duplicates excluded)",
+                   registry=BROKER)
 DECISION_WRITE_RETRIES = Counter("ltrr_broker_decision_write_retries",
-                                 "Group commits of decisions that failed and were retried")
+                                 "Group commits of decisions that failed and were retried", registry=BROKER)
 DECISION_WRITE_FAILURES = Counter("ltrr_broker_decision_write_failures",
                                   "Decisions that could not be stored after every retry (their searches failed "
-                                  "with UNAVAILABLE)")
-SNAPSHOT_FAILURES = Counter("ltrr_broker_snapshot_failures", "Policy snapshots that could not be written")
-OUTBOX_LAG = Gauge("ltrr_broker_outbox_lag_events", "Logged feedback events not yet acknowledged by the memory shard")
-OUTBOX_FAILURES = Counter("ltrr_broker_outbox_failures", "Learn calls to the memory shard that failed (retried)")
-RECENT_BYTES = Gauge("ltrr_broker_recent_decision_bytes", "Estimated bytes of the recent-decision cache")
-LOG_COMPACTED = Counter("ltrr_broker_eventlog_compacted_rows", "Decision rows compacted or deleted by retention")
+                                  "with UNAVAILABLE)", registry=BROKER)
+SNAPSHOT_FAILURES = Counter("ltrr_broker_snapshot_failures", "Policy snapshots that could not be written",
+                            registry=BROKER)
+OUTBOX_LAG = Gauge("ltrr_broker_outbox_lag_events", "Logged feedback events not yet acknowledged by the memory shard",
+                   registry=BROKER)
+OUTBOX_FAILURES = Counter("ltrr_broker_outbox_failures", "Learn calls to the memory shard that failed (retried)",
+                          registry=BROKER)
+RECENT_BYTES = Gauge("ltrr_broker_recent_decision_bytes", "Estimated bytes of the recent-decision cache",
+                     registry=BROKER)
+LOG_COMPACTED = Counter("ltrr_broker_eventlog_compacted_rows", "Decision rows compacted or deleted by retention",
+                        registry=BROKER)
+
+REQUESTS = Counter("ltrr_broker_requests", "Broker rpcs by method and final gRPC status code",
+                   ["method", "code"], registry=BROKER)
+REQUEST_LATENCY = Histogram("ltrr_broker_request_latency_ms", "Broker rpc time in the handler (ms), any status",
+                            ["method"], buckets=LATENCY_BUCKETS_MS, registry=BROKER)
+SEARCH_LATENCY = Histogram("ltrr_broker_search_latency_ms",
+                           "Served searches: request in to response built (ms), decision stored",
+                           buckets=LATENCY_BUCKETS_MS, registry=BROKER)
+STRATEGY_LATENCY = Histogram("ltrr_broker_strategy_latency_ms",
+                             "Per strategy called: fan-out Retrieve time until answered or given up (ms)",
+                             ["strategy"], buckets=LATENCY_BUCKETS_MS, registry=BROKER)
+STRATEGY_CALLS = Counter("ltrr_broker_strategy_calls",
+                         "Per strategy and search: OK, TIMEOUT, ERROR, or SKIPPED (quota 0)",
+                         ["strategy", "status"], registry=BROKER)
+QUOTA = Counter("ltrr_broker_quota_candidates", "Candidates asked of each strategy, summed over searches",
+                ["strategy"], registry=BROKER)
+PLANS = Counter("ltrr_broker_plans", "Searches per allocation plan (the quotas, e.g. lexical=100,semantic=0,...)",
+                ["plan"], registry=BROKER)
+PROPENSITY = Histogram("ltrr_broker_decision_propensity",
+                       "P(the policy chooses the plan it served); share <= 0.5 is the exploration rate",
+                       buckets=PROPENSITY_BUCKETS, registry=BROKER)
+EXPLORED = Counter("ltrr_broker_explored_searches",
+                   f"Searches whose served plan had propensity <= {EXPLORED_PROPENSITY}: not the policy's favourite "
+                   "(for epsilon-greedy, LinUCB and static: exactly those off the greedy plan)", registry=BROKER)
+DEGRADED = Counter("ltrr_broker_degraded_searches", "Searches served with some called strategy TIMEOUT or ERROR",
+                   registry=BROKER)
+SHED = Counter("ltrr_broker_shed_searches", "Searches refused with RESOURCE_EXHAUSTED by admission control",
+               registry=BROKER)
+CACHE_LOOKUPS = Counter("ltrr_cache_lookups", "Cache look-ups by cache and result (hit or miss)",
+                        ["cache", "result"], registry=BROKER)
+CACHE_ENTRIES = Gauge("ltrr_cache_entries", "Entries held, by cache", ["cache"], registry=BROKER)
+CACHE_BYTES = Gauge("ltrr_cache_bytes", "Estimated bytes held, by cache", ["cache"], registry=BROKER)
+INFLIGHT = Gauge("ltrr_broker_inflight_requests", "Broker rpcs being handled", registry=BROKER)
+PENDING_DECISIONS = Gauge("ltrr_broker_pending_decisions",
+                          "Decisions waiting for the event log's next group commit (event-store lag)", registry=BROKER)
+RECENT_CACHE = "recent_decisions"
 
 
-def serve(port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics on host:port from a daemon thread."""
-    start_http_server(port, addr=host)
+def plan_label(strategies: Sequence[str], quotas: Sequence[int]) -> str:
+    """"lexical=100,semantic=50,...": one label value per allocation plan (bounded by the policy's
+    allocation space, a few hundred at most)."""
+    return ",".join(f"{s}={q}" for s, q in zip(strategies, quotas, strict=True))
+
+
+def observe_search(served: Served, took_ms: float) -> None:
+    """Everything one served search shows: its latency, each strategy's call, the plan and its
+    propensity, degradation."""
+    SEARCH_LATENCY.observe(took_ms)
+    SEARCHES.inc()
+    for answer in served.answers:
+        STRATEGY_CALLS.labels(answer.strategy, answer.status.name).inc()
+        if answer.quota > 0:
+            STRATEGY_LATENCY.labels(answer.strategy).observe(answer.latency_ms)
+            QUOTA.labels(answer.strategy).inc(answer.quota)
+    record = served.record
+    PLANS.labels(plan_label(record.strategies, record.quotas)).inc()
+    PROPENSITY.observe(record.propensity)
+    if record.propensity <= EXPLORED_PROPENSITY:
+        EXPLORED.inc()
+    if served.degraded:
+        DEGRADED.inc()
+
+
+def count_lookup(cache: str, hit: bool) -> None:
+    CACHE_LOOKUPS.labels(cache, "hit" if hit else "miss").inc()
+
+
+Resp = TypeVar("Resp")
+
+
+def observed(requests: Counter, latency: Histogram, labels: Callable[[Any], tuple[str, ...]] = lambda _: (),
+             inflight: Gauge | None = None) -> Callable[[Callable[..., Awaitable[Resp]]],
+                                                        Callable[..., Awaitable[Resp]]]:
+    """Decorate an aio rpc method (outside services.shard.rpc, so it sees the final status): its
+    time into `latency`, its gRPC status code into `requests`, while it runs +1 on `inflight`.
+    labels(servicer): the leading label values (the shard's strategy), then the method's name."""
+
+    def decorate(handler: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
+        method = handler.__name__
+
+        @wraps(handler)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Resp:
+            started = time.perf_counter()
+            own = labels(self)
+            gauge = inflight.labels(*own) if inflight is not None and own else inflight
+            if gauge is not None:
+                gauge.inc()
+            code = "UNKNOWN"
+            try:
+                response = await handler(self, request, context)
+                code = "OK"
+                return response
+            except BaseException as err:
+                code = _failed_code(err, context)
+                raise
+            finally:
+                if gauge is not None:
+                    gauge.dec()
+                latency.labels(*own, method).observe((time.perf_counter() - started) * 1000)
+                requests.labels(*own, method, code).inc()
+
+        return wrapper
+
+    return decorate
+
+
+def _failed_code(err: BaseException, context: grpc.aio.ServicerContext) -> str:
+    """The status a failed handler ends with: what context.abort set, CANCELLED when the call was
+    cancelled (client gone or its deadline passed), else UNKNOWN (grpc answers an uncaught error so)."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):  # grpc.aio keeps the integer value of the abort's code
+        return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
+    return "CANCELLED" if isinstance(err, asyncio.CancelledError) else "UNKNOWN"
+
+
+def watch_broker(service: Any) -> None:
+    """Gauges read at scrape time from a services.broker.BrokerService: its recent-decision cache
+    (a core.cache.ByteLRU) and the decisions waiting for a group commit (0 before it has a log).
+    Creates the per-strategy and per-method series at zero, so that they exist before traffic."""
+    for strategy in service.strategies:
+        STRATEGY_LATENCY.labels(strategy)
+        QUOTA.labels(strategy)
+        for status in CallStatus:
+            STRATEGY_CALLS.labels(strategy, status.name)
+    for method in ("Search", "Feedback"):
+        REQUEST_LATENCY.labels(method)
+        REQUESTS.labels(method, "OK")
+    for result in ("hit", "miss"):
+        CACHE_LOOKUPS.labels(RECENT_CACHE, result)
+    recent = service.recent
+    CACHE_ENTRIES.labels(RECENT_CACHE).set_function(lambda: len(recent))
+    CACHE_BYTES.labels(RECENT_CACHE).set_function(lambda: recent.bytes)
+    PENDING_DECISIONS.set_function(lambda: len(service.writer.pending) if service.writer is not None else 0)
+
+
+# decorates BrokerService.Search and Feedback
+broker_observed = observed(REQUESTS, REQUEST_LATENCY, inflight=INFLIGHT)

@@ -25,15 +25,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 DEFAULT_START_TIMEOUT_S = 120.0
 _LISTENING = re.compile(r"listening on (\S+)")
+_METRICS = re.compile(r"metrics on (\S+)")
 
 
 @dataclass
 class ServerProcess:
-    """A running server: `address` (host:port), the Popen `process`, and its `log` file."""
+    """A running server: `address` (host:port), the Popen `process`, its `log` file, and where it
+    serves Prometheus metrics (`metrics_address`, host:port; "" = it does not)."""
 
     process: subprocess.Popen[bytes]
     address: str
     log: Path
+    metrics_address: str = ""
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -94,6 +97,9 @@ def spawn(args: Sequence[str], *, timeout: float = DEFAULT_START_TIMEOUT_S, log_
             else:
                 time.sleep(0.02)
         wait_serving(server.address, process, max(deadline - time.monotonic(), 1.0))
+        # printed before the gRPC port is bound (services.metrics.serve), so present by now
+        metrics = _METRICS.search(server.log_text())
+        server.metrics_address = metrics.group(1) if metrics else ""
     except (RuntimeError, TimeoutError) as err:
         server.stop(5)
         raise RuntimeError(f"{err}\n--- log ---\n{server.log_text()[-4000:]}") from None

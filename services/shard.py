@@ -30,7 +30,8 @@ from core.query import Limits, check_quota
 from core.storage import FORMAT_VERSION
 from core.types import Strategy, StrategyKind, SupportsClose, SupportsLearn, SupportsUnderstand
 from ltrr.v1 import shard_pb2, shard_pb2_grpc
-from services import convert
+from services import convert, metrics, metrics_shard
+from services.metrics_shard import shard_observed
 from services.server import Hosted, run
 from services.status import status_for
 
@@ -107,6 +108,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         took = (time.perf_counter() - start) * 1000
         return convert.hits_to_response(strategy.kind.value, hits, strategy.collection.ids, took)
 
+    @shard_observed
     @rpc
     async def Retrieve(self, request: shard_pb2.RetrieveRequest, context: grpc.aio.ServicerContext
                        ) -> shard_pb2.RetrieveResponse:
@@ -128,6 +130,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         return shard_pb2.UnderstandResponse(interpretations=[convert.interpretation_to_proto(i) for i in interps],
                                             took_ms=(time.perf_counter() - start) * 1000)
 
+    @shard_observed
     @rpc
     async def Understand(self, request: shard_pb2.UnderstandRequest, context: grpc.aio.ServicerContext
                          ) -> shard_pb2.UnderstandResponse:
@@ -143,6 +146,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         accepted, duplicates = strategy.learn(events)
         return shard_pb2.LearnResponse(accepted=accepted, duplicates=duplicates)
 
+    @shard_observed
     @rpc
     async def Learn(self, request: shard_pb2.LearnRequest, context: grpc.aio.ServicerContext
                     ) -> shard_pb2.LearnResponse:
@@ -177,9 +181,14 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.executor.shutdown(wait=True)
 
 
-async def serve(config: ShardConfig, *, on_listening: Callable[[str], None] | None = None) -> int:
-    """Run a shard until SIGTERM/SIGINT; returns the process exit code."""
+async def serve(config: ShardConfig, *, on_listening: Callable[[str], None] | None = None,
+                metrics_port: int = 0) -> int:
+    """Run a shard until SIGTERM/SIGINT; returns the process exit code. metrics_port: serve
+    Prometheus metrics over HTTP there (0 = off, services.metrics.AUTO_PORT = a free port)."""
     service = ShardService(config)
+    if metrics_port:
+        metrics_shard.watch_shard(service)
+        metrics.serve(metrics_port, config.host, metrics_shard.SHARD)
 
     async def load() -> None:
         await asyncio.get_running_loop().run_in_executor(service.executor, service.load)

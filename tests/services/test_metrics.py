@@ -1,0 +1,149 @@
+"""Prometheus metrics and JSON logs of a real cluster: every process serves /metrics, the series
+exist, and searches and feedback move them by exactly what was sent."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ltrr.v1 import broker_pb2
+from services.client import BrokerClient
+from services.cluster import Cluster, ClusterConfig
+from services.metrics import AUTO_PORT, port_arg
+from tests.services.conftest import ALL, config
+
+pytestmark = pytest.mark.slow
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+QUERIES = ("love night", "blue river", "dance fire", "summer rain", "gold city")
+
+
+def scrape(address: str) -> Series:
+    """Every sample at http://address/metrics: (name, labels) -> value."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(series: Series, name: str, **labels: str) -> float:
+    return series.get((name, frozenset(labels.items())), 0.0)
+
+
+def total(series: Series, name: str, **labels: str) -> float:
+    """The sum over every sample of `name` whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in series.items() if n == name and want <= ls)
+
+
+@pytest.fixture(scope="module")
+def cluster(built: Path) -> Iterator[Cluster]:
+    c = Cluster(dataclasses.replace(config(built, "state-metrics"), log_format="json"))
+    c.start(broker_port=0)
+    yield c
+    c.stop()
+
+
+def test_every_process_serves_its_own_series(cluster: Cluster) -> None:
+    assert cluster.broker is not None and cluster.broker.metrics_address
+    broker = scrape(cluster.broker.metrics_address)
+    for name in ("ltrr_broker_searches_total", "ltrr_broker_search_latency_ms_count",
+                 "ltrr_broker_feedback_events_total", "ltrr_broker_shed_searches_total",
+                 "ltrr_broker_degraded_searches_total", "ltrr_broker_explored_searches_total",
+                 "ltrr_broker_outbox_lag_events", "ltrr_broker_pending_decisions", "process_cpu_seconds_total"):
+        assert any(n == name for n, _ in broker), name
+    assert value(broker, "ltrr_cache_entries", cache="recent_decisions") >= 0
+    assert not any(n.startswith("ltrr_shard_") for n, _ in broker)
+    for name in ALL:
+        shard = scrape(cluster.shards[name].metrics_address)
+        # the synthetic catalog (tests/conftest.py) holds 300 tracks, none deleted
+        assert value(shard, "ltrr_shard_index_entities", strategy=name) == 300
+        assert value(shard, "ltrr_shard_index_deleted_entities", strategy=name) == 0
+        assert value(shard, "ltrr_shard_index_bytes", strategy=name) > 0
+        assert any(n == "ltrr_shard_shed_requests_total" for n, _ in shard)
+        assert not any(n.startswith("ltrr_broker_") for n, _ in shard)
+
+
+def test_searches_and_feedback_move_the_series(cluster: Cluster) -> None:
+    assert cluster.broker is not None
+    before = scrape(cluster.broker.metrics_address)
+    shards_before = {name: scrape(s.metrics_address) for name, s in cluster.shards.items()}
+    with BrokerClient(cluster.broker.address) as client:
+        responses = [client.search(q, k=5, budget_ms=2000) for q in QUERIES]
+        fb = client.feedback(responses[0].decision_id, responses[0].results[0].entity_id, "click")
+        with pytest.raises(grpc.RpcError) as err:
+            client.search("love", k=1000)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    after = scrape(cluster.broker.metrics_address)
+    n = len(QUERIES)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("ltrr_broker_searches_total") == n
+    assert moved("ltrr_broker_search_latency_ms_count") == n
+    assert moved("ltrr_broker_requests_total", method="Search", code="OK") == n
+    assert moved("ltrr_broker_requests_total", method="Search", code="INVALID_ARGUMENT") == 1
+    assert moved("ltrr_broker_requests_total", method="Feedback", code="OK") == 1
+    assert moved("ltrr_broker_feedback_events_total") == (0 if fb.duplicate else 1)
+    assert moved("ltrr_cache_lookups_total", cache="recent_decisions", result="hit") == 1
+    assert moved("ltrr_broker_decision_propensity_count") == n
+    assert total(after, "ltrr_broker_plans_total") - total(before, "ltrr_broker_plans_total") == n
+    for s, name in enumerate(ALL):
+        called = [r.strategies[s] for r in responses if r.strategies[s].quota > 0]
+        statuses = {st: moved("ltrr_broker_strategy_calls_total", strategy=name, status=st)
+                    for st in ("OK", "TIMEOUT", "ERROR", "SKIPPED")}
+        assert statuses == {"OK": sum(r.status == broker_pb2.STRATEGY_STATUS_OK for r in called), "TIMEOUT": 0,
+                            "ERROR": 0, "SKIPPED": n - len(called)}
+        assert moved("ltrr_broker_quota_candidates_total", strategy=name) == sum(r.quota for r in called)
+        assert moved("ltrr_broker_strategy_latency_ms_count", strategy=name) == len(called)
+        # the shard saw exactly the calls the broker reports making, each answered OK
+        shard = scrape(cluster.shards[name].metrics_address)
+        shard_moved = (value(shard, "ltrr_shard_requests_total", strategy=name, method="Retrieve", code="OK")
+                       - value(shards_before[name], "ltrr_shard_requests_total", strategy=name, method="Retrieve",
+                               code="OK"))
+        assert shard_moved == len(called)
+        assert (value(shard, "ltrr_shard_request_latency_ms_count", strategy=name, method="Retrieve")
+                - value(shards_before[name], "ltrr_shard_request_latency_ms_count", strategy=name,
+                        method="Retrieve")) == len(called)
+
+
+def test_json_logs_from_every_process(cluster: Cluster) -> None:
+    assert cluster.broker is not None
+    for server in [*cluster.shards.values(), cluster.broker]:
+        lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+        assert lines, server.log_text()[-2000:]
+        assert all({"ts", "level", "logger", "msg", "pid"} <= set(line) for line in lines)
+        assert any(line["msg"].endswith("serving on " + server.address) for line in lines)
+
+
+@pytest.mark.parametrize(("text", "port"), [("0", 0), ("9100", 9100), ("auto", AUTO_PORT)])
+def test_port_arg_reads_ports_and_auto(text: str, port: int) -> None:
+    assert port_arg(text) == port
+
+
+@pytest.mark.parametrize("text", ["-1", "65536", "x", ""])
+def test_port_arg_rejects_other_text(text: str) -> None:
+    with pytest.raises(ValueError, match="`--metrics-port` must be a port in"):
+        port_arg(text)
+
+
+def test_a_cluster_base_metrics_port_numbers_the_processes() -> None:
+    c = ClusterConfig(metrics_port=9100, strategies=("lexical", "memory"))
+    assert c.metrics_ports() == ("9100", {"lexical": "9101", "memory": "9102"})
+    assert ClusterConfig().metrics_ports()[0] == "auto"
+    assert ClusterConfig(metrics_port=0).metrics_ports() == ("0", {s: "0" for s in ClusterConfig().strategies})
+
+
+@pytest.mark.parametrize(("key", "bad", "match"), [("metrics_port", "free", "`metrics_port` must be"),
+                                                   ("metrics_port", 65535, "`metrics_port` must be"),
+                                                   ("log_format", "xml", "`log_format` must be text or json")])
+def test_cluster_config_rejects(key: str, bad: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ClusterConfig(**{key: bad})  # type: ignore[arg-type]

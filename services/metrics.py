@@ -17,18 +17,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import wraps
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from core.pipeline import CallStatus
-
-if TYPE_CHECKING:
-    from core.pipeline import Served
+from core.pipeline import CallStatus, Served
 
 log = logging.getLogger("ltrr.metrics")
 # ms: from a 1 ms cache hit to the 2 s a client gives up at; dense around the 50..200 ms budgets
@@ -63,8 +60,10 @@ def port_arg(text: str) -> int:
 
 def serve(port: int, host: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> str:
     """Serve `registry` (the broker's by default) at http://host:port/metrics from a daemon thread;
-    port AUTO_PORT picks a free one. Returns "host:port" as bound, also logged and printed as
-    "metrics on HOST:PORT" (services.process reads it from the log)."""
+    port AUTO_PORT picks a free one. Returns "host:port" as bound, also printed (stdout) as
+    "metrics on HOST:PORT" (services.process reads it from the log). Leaves out the library's
+    `_created` series (one per labelled child: noise on every scrape)."""
+    disable_created_metrics()
     httpd, _ = start_http_server(0 if port == AUTO_PORT else port, addr=host, registry=registry or BROKER)
     address = f"{host}:{httpd.server_port}"
     print(f"metrics on {address}", flush=True)

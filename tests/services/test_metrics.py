@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +148,38 @@ def test_a_cluster_base_metrics_port_numbers_the_processes() -> None:
 def test_cluster_config_rejects(key: str, bad: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ClusterConfig(**{key: bad})  # type: ignore[arg-type]
+
+
+K8S = Path(__file__).resolve().parents[2] / "k8s"
+
+
+def dashboard_series() -> set[str]:
+    """The metric names the Grafana dashboard's queries read (labels in `by (...)` left out)."""
+    dashboard = json.loads((K8S / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert exprs
+    return {name for e in exprs for name in re.findall(r"\b(?:ltrr|process)_\w+", re.sub(r"by \([^)]*\)", "", e))}
+
+
+def test_the_dashboard_reads_only_series_the_cluster_serves(cluster: Cluster) -> None:
+    assert cluster.broker is not None
+    with BrokerClient(cluster.broker.address) as client:
+        response = client.search("love night", k=5, budget_ms=2000)
+        client.feedback(response.decision_id, response.results[0].entity_id, "click")
+    served = {name for s in [cluster.broker, *cluster.shards.values()] for name, _ in scrape(s.metrics_address)}
+    assert dashboard_series() - served == set()
+
+
+def test_every_scraped_pod_serves_metrics_on_its_annotated_port() -> None:
+    yaml = pytest.importorskip("yaml")
+    templates = [doc["spec"]["template"] for path in sorted(K8S.glob("*.yaml")) for doc in yaml.safe_load_all(
+        path.read_text()) if doc and doc.get("kind") in ("Deployment", "StatefulSet")]
+    scraped = [t for t in templates if t["metadata"].get("annotations", {}).get("prometheus.io/scrape") == "true"]
+    assert len(scraped) == len(templates) == 5  # lexical, semantic, attribute, memory, broker
+    for template in scraped:
+        port = template["metadata"]["annotations"]["prometheus.io/port"]
+        (container,) = template["spec"]["containers"]
+        args = container["args"]
+        assert args[args.index("--metrics-port") + 1] == port
+        assert args[:2] == ["--log-format", "json"]
+        assert {"name": "metrics", "containerPort": int(port)} in container["ports"]

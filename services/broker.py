@@ -326,6 +326,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         metrics.RECENT_BYTES.set(self.recent.bytes)
         response = self._response(served, started, request.return_candidates)
         metrics.observe_search(served, response.took_ms)
+        log.debug("search %r: %d results in %.1f ms", query.text, len(response.results), response.took_ms)
         return response
 
     def _response(self, served: Served, started: float, with_candidates: bool) -> broker_pb2.SearchResponse:
@@ -382,6 +383,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 self.outbox.notify(rowid)
             if self.updates % self.config.save_every == 0 and self.snapshot_task is None:
                 self.snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_then_clear())
+        log.debug("feedback %s on %s: reward %.3f%s", event.type.name.lower(), event.entity_id, judged.reward,
+                  "" if rowid else " (duplicate)")
         return broker_pb2.FeedbackResponse(duplicate=not rowid, reward=judged.reward)
 
     def _record_once(self, pipeline: SearchPipeline, judged: Judged, event: EventRecord) -> tuple[int, Judged]:

@@ -137,7 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltrr", description="Learning-to-rank-and-retrieve search cluster.")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    parser.add_argument("--log-level", default=None, help="logging level (default: INFO)")
     parser.add_argument("--log-format", choices=FORMATS, default=None,
                         help="text (default) or json: one JSON object per line, with the decision id where "
                              "there is one (services/logs.py)")
@@ -206,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level, args.log_format or "text")
     try:
+        setup_logging(args.log_level or "INFO", args.log_format or "text")
         return int(args.func(args))
     except (LtrrError, ValueError) as err:  # core validates input with precise ValueErrors
         print(f"error: {err}", file=sys.stderr)

@@ -139,8 +139,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from services.cluster import Cluster, ClusterConfig, build_missing
 
     config = ClusterConfig.from_toml(args.config)
-    if args.log_format:
-        config = dataclasses.replace(config, log_format=args.log_format)
+    given = {k: v for k, v in (("log_format", args.log_format), ("log_level", args.log_level)) if v}
+    config = dataclasses.replace(config, **given)
     build_missing(config)
     cluster = Cluster(config)
     stop = False

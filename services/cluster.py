@@ -13,6 +13,7 @@ All keys are optional (defaults in parentheses):
                                     # port (`ltrr up` prints where), 0 = off, N = broker on N and the
                                     # shards on N+1, N+2, ... in `strategies` order
     log_format = "text"             # every process's logs: text or json (`ltrr --log-format` overrides)
+    log_level = "INFO"              # every process's log level (`ltrr --log-level` overrides)
     strategies = ["lexical", "semantic", "attribute", "memory"]
 
     [build.lexical]                 # `ltrr index` options per strategy
@@ -60,6 +61,7 @@ class ClusterConfig:
     broker: Mapping[str, Any] = field(default_factory=dict)
     metrics_port: int | str = "auto"
     log_format: str = "text"
+    log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         port = self.metrics_port
@@ -129,7 +131,7 @@ class Cluster:
         """Start everything and wait until all serve; returns the broker's address.
         shard_flags: extra `ltrr shard` flags for every shard (e.g. --noop)."""
         c = self.config
-        logs = ["--log-format", c.log_format]
+        logs = ["--log-format", c.log_format, "--log-level", c.log_level]
         broker_metrics, shard_metrics = c.metrics_ports()
         try:
             for name in c.strategies:

@@ -46,17 +46,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class _Handler(logging.StreamHandler):
+    """The handler `setup` installs (so that a second call replaces it, and only it)."""
+
+
 def setup(level: str = "INFO", log_format: str = "text", stream: TextIO | None = None) -> logging.Handler:
-    """Send the root logger's records at `level` and above to `stream` (stderr) in `log_format`
-    (text or json), replacing its handlers; returns the handler."""
+    """Send records at `level` and above to `stream` (stderr) in `log_format` (text or json), on
+    the root logger, in place of the handler an earlier call installed; returns the handler. A
+    level below INFO applies to ltrr's own loggers only: other libraries' (numba's compiler, grpc)
+    stay at INFO."""
     if log_format not in FORMATS:
         raise ValueError(f"`log_format` must be one of {', '.join(FORMATS)}, but got {log_format!r}")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    ours = logging.getLevelName(level.upper())
+    if not isinstance(ours, int):
+        raise ValueError(f"`level` must be a logging level (DEBUG, INFO, WARNING, ERROR), but got {level!r}")
+    handler = _Handler(stream or sys.stderr)
     handler.addFilter(DecisionIdFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    root.setLevel(max(ours, logging.INFO))
+    logging.getLogger("ltrr").setLevel(ours)
     return handler

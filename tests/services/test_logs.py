@@ -69,14 +69,23 @@ def test_an_exception_is_one_line_with_its_traceback(captured: tuple[logging.Log
     assert 'ValueError: bad "quota"\nsecond line ✓' in str(line["exc"])
 
 
-def test_setup_rejects_an_unknown_format() -> None:
-    with pytest.raises(ValueError, match="`log_format` must be one of text, json, but got 'xml'"):
-        setup("INFO", "xml")
+@pytest.mark.parametrize(("level", "log_format", "match"), [
+    ("INFO", "xml", "`log_format` must be one of text, json, but got 'xml'"),
+    ("LOUD", "json", "`level` must be a logging level"),
+])
+def test_setup_rejects(level: str, log_format: str, match: str) -> None:
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    try:
+        with pytest.raises(ValueError, match=match):
+            setup(level, log_format)
+    finally:
+        root.handlers[:] = handlers
 
 
 def test_setup_json_writes_json_to_the_stream() -> None:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    root, ours = logging.getLogger(), logging.getLogger("ltrr")
+    handlers, level, our_level = root.handlers[:], root.level, ours.level
     out = io.StringIO()
     try:
         setup("DEBUG", "json", out)
@@ -86,6 +95,7 @@ def test_setup_json_writes_json_to_the_stream() -> None:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        ours.setLevel(our_level)
     (line,) = lines(out)
     assert (line["level"], line["logger"], line["msg"], line["decision_id"]) == ("DEBUG", "ltrr.broker", "stored",
                                                                                  "abc")

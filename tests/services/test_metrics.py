@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,7 +46,7 @@ def total(series: Series, name: str, **labels: str) -> float:
 
 @pytest.fixture(scope="module")
 def cluster(built: Path) -> Iterator[Cluster]:
-    c = Cluster(dataclasses.replace(config(built, "state-metrics"), log_format="json"))
+    c = Cluster(dataclasses.replace(config(built, "state-metrics"), log_format="json", log_level="DEBUG"))
     c.start(broker_port=0)
     yield c
     c.stop()
@@ -115,13 +116,33 @@ def test_searches_and_feedback_move_the_series(cluster: Cluster) -> None:
                         method="Retrieve")) == len(called)
 
 
+def json_lines(text: str) -> list[dict[str, str]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
 def test_json_logs_from_every_process(cluster: Cluster) -> None:
     assert cluster.broker is not None
     for server in [*cluster.shards.values(), cluster.broker]:
-        lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+        lines = json_lines(server.log_text())
         assert lines, server.log_text()[-2000:]
         assert all({"ts", "level", "logger", "msg", "pid"} <= set(line) for line in lines)
         assert any(line["msg"].endswith("serving on " + server.address) for line in lines)
+
+
+def test_the_broker_logs_carry_the_decision_id(cluster: Cluster) -> None:
+    assert cluster.broker is not None
+    with BrokerClient(cluster.broker.address) as client:
+        response = client.search("dance fire", k=3, budget_ms=2000)
+        client.feedback(response.decision_id, response.results[0].entity_id, "play")
+    deadline = time.monotonic() + 10  # a bounded wait for the log file, not a timing check
+    while True:
+        mine = [line for line in json_lines(cluster.broker.log_text())
+                if line.get("decision_id") == response.decision_id]
+        if len(mine) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert [line["msg"].split()[0] for line in mine] == ["search", "feedback"]
+    assert "'dance fire'" in mine[0]["msg"] and response.results[0].entity_id in mine[1]["msg"]
 
 
 @pytest.mark.parametrize(("text", "port"), [("0", 0), ("9100", 9100), ("auto", AUTO_PORT)])

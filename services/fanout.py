@@ -18,6 +18,7 @@ import numpy as np
 from core.merge import StrategyList
 from core.pipeline import Answer, CallStatus
 from ltrr.v1 import common_pb2, shard_pb2, shard_pb2_grpc
+from services import metrics
 
 __all__ = ["Answer", "CallStatus", "ShardPool", "fan_out"]
 
@@ -47,6 +48,7 @@ async def _call(stub: shard_pb2_grpc.ShardStub, strategy: str, query: common_pb2
     try:
         response = await stub.Retrieve(shard_pb2.RetrieveRequest(query=query, quota=quota), timeout=timeout_s)
     except grpc.aio.AioRpcError as err:
+        metrics.count_failure(strategy, err.code())
         status = CallStatus.TIMEOUT if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED else CallStatus.ERROR
         if status is CallStatus.ERROR:
             log.debug("%s failed: %s %s", strategy, err.code(), err.details())

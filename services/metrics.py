@@ -105,6 +105,10 @@ STRATEGY_LATENCY = Histogram("ltrr_broker_strategy_latency_ms",
 STRATEGY_CALLS = Counter("ltrr_broker_strategy_calls",
                          "Per strategy and search: OK, TIMEOUT, ERROR, or SKIPPED (quota 0)",
                          ["strategy", "status"], registry=BROKER)
+STRATEGY_FAILURES = Counter("ltrr_broker_strategy_failures",
+                            "Failed fan-out calls by strategy and gRPC status code (RESOURCE_EXHAUSTED: the shard "
+                            "shed the call; DEADLINE_EXCEEDED: it missed the deadline)", ["strategy", "code"],
+                            registry=BROKER)
 QUOTA = Counter("ltrr_broker_quota_candidates", "Candidates asked of each strategy, summed over searches",
                 ["strategy"], registry=BROKER)
 PLANS = Counter("ltrr_broker_plans", "Searches per allocation plan (the quotas, e.g. lexical=100,semantic=0,...)",
@@ -159,6 +163,11 @@ def observe_search(served: Served, took_ms: float) -> None:
         EXPLORED.inc()
     if served.degraded:
         DEGRADED.inc()
+
+
+def count_failure(strategy: str, code: grpc.StatusCode) -> None:
+    """One fan-out call to `strategy` that ended with gRPC status `code` (not OK)."""
+    _child(STRATEGY_FAILURES, strategy, code.name).inc()
 
 
 def count_lookup(cache: str, hit: bool) -> None:
@@ -224,6 +233,8 @@ def watch_broker(service: Any) -> None:
         QUOTA.labels(strategy)
         for status in CallStatus:
             STRATEGY_CALLS.labels(strategy, status.name)
+        for code in ("DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE"):
+            STRATEGY_FAILURES.labels(strategy, code)
     for method in ("Search", "Feedback"):
         REQUEST_LATENCY.labels(method)
         REQUESTS.labels(method, "OK")

@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ltrr.v1 import broker_pb2
 from services.client import BrokerClient
-from services.cluster import Cluster, ClusterConfig
+from services.cluster import Cluster, ClusterConfig, broker_args
 from services.metrics import AUTO_PORT, port_arg
+from services.process import spawn
 from tests.services.conftest import ALL, config
 
 pytestmark = pytest.mark.slow
@@ -114,6 +115,31 @@ def test_searches_and_feedback_move_the_series(cluster: Cluster) -> None:
         assert (value(shard, "ltrr_shard_request_latency_ms_count", strategy=name, method="Retrieve")
                 - value(shards_before[name], "ltrr_shard_request_latency_ms_count", strategy=name,
                         method="Retrieve")) == len(called)
+
+
+def test_a_dead_shard_shows_as_failed_calls_and_degraded_searches(cluster: Cluster, built: Path,
+                                                                 tmp_path: Path) -> None:
+    """A broker whose semantic shard is gone (nothing listens on port 1): every call to it fails
+    with UNAVAILABLE, and the search is served degraded from lexical alone."""
+    shards = {"lexical": cluster.shards["lexical"].address, "semantic": "127.0.0.1:1"}
+    args = broker_args(dataclasses.replace(config(built, "unused", policy="static"), state=str(tmp_path)), shards, 0)
+    broker = spawn([*args, "--metrics-port", "auto"])
+    try:
+        before = scrape(broker.metrics_address)
+        with BrokerClient(broker.address) as client:
+            responses = [client.search(q, k=5, budget_ms=2000) for q in QUERIES[:3]]
+        after = scrape(broker.metrics_address)
+    finally:
+        assert broker.stop() == 0, broker.log_text()
+    assert all(r.degraded and r.results for r in responses)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("ltrr_broker_strategy_failures_total", strategy="semantic", code="UNAVAILABLE") == 3
+    assert moved("ltrr_broker_strategy_calls_total", strategy="semantic", status="ERROR") == 3
+    assert moved("ltrr_broker_strategy_calls_total", strategy="lexical", status="OK") == 3
+    assert moved("ltrr_broker_degraded_searches_total") == 3
 
 
 def json_lines(text: str) -> list[dict[str, str]]:

@@ -295,6 +295,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         if stub is None or timeout_s <= 0:
             return []
         cached = self.understood.get(query.text)
+        metrics.count_lookup(metrics.UNDERSTOOD_CACHE, cached is not None)
         if cached is not None:
             return cached
         try:

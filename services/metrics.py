@@ -131,6 +131,7 @@ INFLIGHT = Gauge("ltrr_broker_inflight_requests", "Broker rpcs being handled", r
 PENDING_DECISIONS = Gauge("ltrr_broker_pending_decisions",
                           "Decisions waiting for the event log's next group commit (event-store lag)", registry=BROKER)
 RECENT_CACHE = "recent_decisions"
+UNDERSTOOD_CACHE = "understood_queries"  # the attribute shard's Understand answers, by query text
 
 
 def plan_label(strategies: Sequence[str], quotas: Sequence[int]) -> str:
@@ -225,8 +226,9 @@ def _failed_code(err: BaseException, context: grpc.aio.ServicerContext) -> str:
 
 
 def watch_broker(service: Any) -> None:
-    """Gauges read at scrape time from a services.broker.BrokerService: its recent-decision cache
-    (a core.cache.ByteLRU) and the decisions waiting for a group commit (0 before it has a log).
+    """Gauges read at scrape time from a services.broker.BrokerService: its recent-decision and
+    Understand caches (core.cache.ByteLRU) and the decisions waiting for a group commit (0 before
+    it has a log).
     Creates the per-strategy and per-method series at zero, so that they exist before traffic."""
     for strategy in service.strategies:
         STRATEGY_LATENCY.labels(strategy)
@@ -238,11 +240,11 @@ def watch_broker(service: Any) -> None:
     for method in ("Search", "Feedback"):
         REQUEST_LATENCY.labels(method)
         REQUESTS.labels(method, "OK")
-    for result in ("hit", "miss"):
-        CACHE_LOOKUPS.labels(RECENT_CACHE, result)
-    recent = service.recent
-    CACHE_ENTRIES.labels(RECENT_CACHE).set_function(lambda: len(recent))
-    CACHE_BYTES.labels(RECENT_CACHE).set_function(lambda: recent.bytes)
+    for name, cache in ((RECENT_CACHE, service.recent), (UNDERSTOOD_CACHE, service.understood)):
+        for result in ("hit", "miss"):
+            CACHE_LOOKUPS.labels(name, result)
+        CACHE_ENTRIES.labels(name).set_function(cache.__len__)
+        CACHE_BYTES.labels(name).set_function(functools.partial(getattr, cache, "bytes"))
     PENDING_DECISIONS.set_function(lambda: len(service.writer.pending) if service.writer is not None else 0)
 
 

@@ -2,8 +2,8 @@
 with `ltrr shard --metrics-port`. Every series carries the shard's `strategy` label, so one
 Prometheus can sum or split the shards of a cluster.
 
-Requests and latencies come from `observed` around the Shard rpcs; the index sizes and the query
-cache (when the strategy has one) are read when scraped (`watch_shard`), so the request path sets
+Requests and latencies come from `observed` around the Shard rpcs; the index sizes and the
+strategy's caches (SHARD_CACHES) are read when scraped (`watch_shard`), so the request path sets
 nothing else. SHED and EXPIRED are for admission control and deadline checks to increment.
 """
 
@@ -49,16 +49,21 @@ def directory_bytes(path: Path) -> int:
     return total
 
 
-def find_query_cache(strategy: Any) -> Any:
-    """The strategy's query-embedding cache, if it has one: an object with integer `hits` and
-    `misses` (and optionally `__len__`, `bytes`), as `query_cache` or `cache` on the strategy or its
-    encoder; None otherwise."""
+# (attribute, cache label) of the caches a strategy or its encoder may hold: an object with
+# `__len__` and optionally integer `hits` and `misses` and a `bytes` estimate (core.cache.ByteLRU
+# has `__len__` and `bytes`)
+SHARD_CACHES = (("query_cache", QUERY_CACHE), ("embedding_cache", QUERY_CACHE), ("readings", "attribute_readings"))
+
+
+def find_caches(strategy: Any) -> list[tuple[str, Any]]:
+    """(label, cache) of every cache of SHARD_CACHES that `strategy` or its `encoder` holds."""
+    found = []
     for owner in (strategy, getattr(strategy, "encoder", None)):
-        for name in ("query_cache", "cache"):
-            cache = getattr(owner, name, None)
-            if cache is not None and hasattr(cache, "hits") and hasattr(cache, "misses"):
-                return cache
-    return None
+        for attr, label in SHARD_CACHES:
+            cache = getattr(owner, attr, None)
+            if cache is not None and hasattr(cache, "__len__"):
+                found.append((label, cache))
+    return found
 
 
 class ShardCollector(Collector):
@@ -86,25 +91,24 @@ class ShardCollector(Collector):
             family = GaugeMetricFamily(metric, doc, labels=["strategy"])
             family.add_metric([name], float(value))
             yield family
-        yield from _cache_metrics(name, find_query_cache(strategy))
+        yield from _cache_metrics(name, find_caches(strategy))
 
 
-def _cache_metrics(strategy: str, cache: Any) -> Iterator[Metric]:
-    if cache is None:
+def _cache_metrics(strategy: str, caches: list[tuple[str, Any]]) -> Iterator[Metric]:
+    if not caches:
         return
     lookups = CounterMetricFamily("ltrr_cache_lookups", "Cache look-ups by cache and result (hit or miss)",
                                   labels=["strategy", "cache", "result"])
-    lookups.add_metric([strategy, QUERY_CACHE, "hit"], float(cache.hits))
-    lookups.add_metric([strategy, QUERY_CACHE, "miss"], float(cache.misses))
-    yield lookups
-    if hasattr(cache, "__len__"):
-        entries = GaugeMetricFamily("ltrr_cache_entries", "Entries held, by cache", labels=["strategy", "cache"])
-        entries.add_metric([strategy, QUERY_CACHE], float(len(cache)))
-        yield entries
-    if isinstance(getattr(cache, "bytes", None), int | float):
-        held = GaugeMetricFamily("ltrr_cache_bytes", "Estimated bytes held, by cache", labels=["strategy", "cache"])
-        held.add_metric([strategy, QUERY_CACHE], float(cache.bytes))
-        yield held
+    entries = GaugeMetricFamily("ltrr_cache_entries", "Entries held, by cache", labels=["strategy", "cache"])
+    held = GaugeMetricFamily("ltrr_cache_bytes", "Estimated bytes held, by cache", labels=["strategy", "cache"])
+    for label, cache in caches:
+        entries.add_metric([strategy, label], float(len(cache)))
+        if isinstance(getattr(cache, "bytes", None), int | float):
+            held.add_metric([strategy, label], float(cache.bytes))
+        if hasattr(cache, "hits") and hasattr(cache, "misses"):
+            lookups.add_metric([strategy, label, "hit"], float(cache.hits))
+            lookups.add_metric([strategy, label, "miss"], float(cache.misses))
+    yield from (family for family in (lookups, entries, held) if family.samples)
 
 
 def watch_shard(service: Any) -> None:

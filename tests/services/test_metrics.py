@@ -96,6 +96,10 @@ def test_searches_and_feedback_move_the_series(cluster: Cluster) -> None:
     assert moved("ltrr_broker_requests_total", method="Feedback", code="OK") == 1
     assert moved("ltrr_broker_feedback_events_total") == (0 if fb.duplicate else 1)
     assert moved("ltrr_cache_lookups_total", cache="recent_decisions", result="hit") == 1
+    # one look-up of the broker's Understand cache per search that got as far as understanding
+    assert (moved("ltrr_cache_lookups_total", cache="understood_queries", result="hit")
+            + moved("ltrr_cache_lookups_total", cache="understood_queries", result="miss")) == n
+    assert value(after, "ltrr_cache_entries", cache="understood_queries") >= 1
     assert moved("ltrr_broker_decision_propensity_count") == n
     assert total(after, "ltrr_broker_plans_total") - total(before, "ltrr_broker_plans_total") == n
     for s, name in enumerate(ALL):
@@ -115,6 +119,10 @@ def test_searches_and_feedback_move_the_series(cluster: Cluster) -> None:
         assert (value(shard, "ltrr_shard_request_latency_ms_count", strategy=name, method="Retrieve")
                 - value(shards_before[name], "ltrr_shard_request_latency_ms_count", strategy=name,
                         method="Retrieve")) == len(called)
+    # the attribute strategy's cache of readings holds the texts it analysed
+    attribute = scrape(cluster.shards["attribute"].metrics_address)
+    assert value(attribute, "ltrr_cache_entries", strategy="attribute", cache="attribute_readings") >= 1
+    assert value(attribute, "ltrr_cache_bytes", strategy="attribute", cache="attribute_readings") > 0
 
 
 def test_a_dead_shard_shows_as_failed_calls_and_degraded_searches(cluster: Cluster, built: Path,

@@ -34,6 +34,7 @@ from core.policy.features import DIM
 from core.policy.policies import BanditPolicy, PolicyConfig
 from core.query import Query
 from core.ranking import EntityTable, make_ranker
+from core.types import SupportsUnderstand
 
 STRATEGIES = ("lexical", "semantic", "attribute", "memory")
 
@@ -57,6 +58,8 @@ def measure(index: str, searches: int, ranker: str = "blend") -> dict[str, dict[
     entities = load_catalog(demo_catalog_path())
     table = EntityTable.from_entities(entities)
     strategies = {name: open_strategy(index, name) for name in STRATEGIES}
+    attribute = strategies["attribute"]
+    assert isinstance(attribute, SupportsUnderstand)
     pipeline = SearchPipeline(BanditPolicy(STRATEGIES, DIM, PolicyConfig()), make_ranker(ranker, table, None),
                               recordings=table)
     rng = np.random.default_rng(0)
@@ -64,7 +67,7 @@ def measure(index: str, searches: int, ranker: str = "blend") -> dict[str, dict[
     for text in sample_queries(searches):
         query = Query(text=text)
         t0 = time.perf_counter()
-        interps = strategies["attribute"].understand(query, 8)  # the attribute shard's work, for context
+        interps = attribute.understand(query, 8)  # the attribute shard's work, for context
         t1 = time.perf_counter()
         plan = pipeline.decide(text, {}, interps, rng)
         t2 = time.perf_counter()

@@ -96,6 +96,7 @@ class Served:
     order: np.ndarray
     scores: np.ndarray
     answers: tuple[Answer, ...]
+    explored: bool = False  # the plan was not the policy's most probable one (Decision.explored)
 
     @property
     def degraded(self) -> bool:
@@ -194,7 +195,7 @@ class SearchPipeline:
             marginals=d.marginals, policy=self.policy_name, lists=tuple(lists),
             final=tuple(merged.entity_ids[i] for i in order.tolist()),
             latency_ms=max((a.latency_ms for a in answers if a.quota > 0), default=0.0))
-        return Served(record, merged, order, scores, tuple(answers))
+        return Served(record, merged, order, scores, tuple(answers), explored=d.explored)
 
     def rank(self, merged: Merged, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ranker's top k of `merged`, one per recording when collapsing: every candidate is

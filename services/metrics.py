@@ -33,7 +33,6 @@ log = logging.getLogger("ltrr.metrics")
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)
 # a decision's propensity: P(the policy picks the plan it served)
 PROPENSITY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
-EXPLORED_PROPENSITY = 0.5
 AUTO_PORT = -1  # `--metrics-port auto`: a free port, announced in the log
 
 
@@ -114,11 +113,11 @@ QUOTA = Counter("ltrr_broker_quota_candidates", "Candidates asked of each strate
 PLANS = Counter("ltrr_broker_plans", "Searches per allocation plan (the quotas, e.g. lexical=100,semantic=0,...)",
                 ["plan"], registry=BROKER)
 PROPENSITY = Histogram("ltrr_broker_decision_propensity",
-                       "P(the policy chooses the plan it served); share <= 0.5 is the exploration rate",
+                       "P(the policy chooses the plan it served)",
                        buckets=PROPENSITY_BUCKETS, registry=BROKER)
 EXPLORED = Counter("ltrr_broker_explored_searches",
-                   f"Searches whose served plan had propensity <= {EXPLORED_PROPENSITY}: not the policy's favourite "
-                   "(for epsilon-greedy, LinUCB and static: exactly those off the greedy plan)", registry=BROKER)
+                   "Searches served with a plan other than the policy's most probable one for their context "
+                   "(core.policy.policies.Decision.explored): the exploration rate's numerator", registry=BROKER)
 DEGRADED = Counter("ltrr_broker_degraded_searches", "Searches served with some called strategy TIMEOUT or ERROR",
                    registry=BROKER)
 SHED = Counter("ltrr_broker_shed_searches", "Searches refused with RESOURCE_EXHAUSTED by admission control",
@@ -160,7 +159,7 @@ def observe_search(served: Served, took_ms: float) -> None:
     record = served.record
     _child(PLANS, plan_label(record.strategies, record.quotas)).inc()
     PROPENSITY.observe(record.propensity)
-    if record.propensity <= EXPLORED_PROPENSITY:
+    if served.explored:
         EXPLORED.inc()
     if served.degraded:
         DEGRADED.inc()

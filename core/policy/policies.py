@@ -167,12 +167,14 @@ class PolicyConfig:
 @dataclass(frozen=True, slots=True)
 class Decision:
     """quotas: per strategy (0 = skip); propensity: P(this joint allocation), in (0, 1];
-    marginals: per strategy, P(that strategy gets its quota); allocation: index in the space."""
+    marginals: per strategy, P(that strategy gets its quota); allocation: index in the space;
+    explored: the allocation is not the policy's most probable one for this context (exploration)."""
 
     quotas: tuple[int, ...]
     propensity: float
     marginals: tuple[float, ...]
     allocation: int
+    explored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +298,8 @@ class BanditPolicy:
         chosen, probs = self.probabilities(x, rng)
         if self.floor > 0 and rng.random() < self.floor:
             chosen = int(rng.integers(self.n_allocations))
-        return Decision(self.space.quotas(chosen), float(probs[chosen]), self.space.marginals(probs, chosen), chosen)
+        return Decision(self.space.quotas(chosen), float(probs[chosen]), self.space.marginals(probs, chosen), chosen,
+                        explored=bool(probs[chosen] < probs.max()))
 
     def observe_latency(self, strategy: int, latency_ms: float) -> None:
         """Fold one measured call latency into the strategy's moving average (an action feature)."""

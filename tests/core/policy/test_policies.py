@@ -273,3 +273,19 @@ def test_the_fill_model_is_saved_and_older_snapshots_load_without_it(tmp_path: P
     old.load(tmp_path / "old.npz")
     np.testing.assert_array_equal(old.expected_returned(x_for()), BanditPolicy(STRATEGIES, DIM, config)
                                   .expected_returned(x_for()))
+
+
+def test_a_decision_says_whether_it_explored() -> None:
+    """Exploration is choosing other than the most probable allocation: a static policy never
+    does; epsilon-greedy does on (about) its epsilon share, minus the draws that hit the greedy one."""
+    x = np.ones(DIM)
+    rng = np.random.default_rng(0)
+    static = BanditPolicy(STRATEGIES, DIM, PolicyConfig(kind=PolicyKind.STATIC))
+    assert not any(static.decide(x, rng).explored for _ in range(50))
+    greedy = BanditPolicy(STRATEGIES, DIM,
+                          PolicyConfig(kind=PolicyKind.EPSILON_GREEDY, epsilon=0.5, exploration_floor=0.0))
+    decisions = [greedy.decide(x, rng) for _ in range(2000)]
+    chosen = [d.allocation for d in decisions]
+    best = max(set(chosen), key=chosen.count)
+    assert all(d.explored == (d.allocation != best) for d in decisions)
+    assert 0.4 < np.mean([d.explored for d in decisions]) < 0.6

@@ -11,13 +11,15 @@ On disk (component "semantic", see core.storage):
 The manifest's params hold the configuration, the encoder's fingerprint (a shard refuses an index
 built by a different model), the dimension and the vector count.
 
-Queries: the query's own vector when it carries one, else the encoding of its text. Scores are
-cosine similarities in [-1, 1].
+Queries: the query's own vector when it carries one, else the encoding of its text, kept in a
+bounded LRU cache by text (popular queries repeat; `query_cache_bytes`, a run-time option). Scores
+are cosine similarities in [-1, 1].
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
+from core.cache import ByteLRU
 from core.catalog import Entity
 from core.collection import Collection
 from core.errors import CatalogError, IndexFormatError, InvalidArgumentError, NotFoundError
@@ -38,7 +41,8 @@ from core.types import Hits, StrategyEntry, StrategyKind
 
 COMPONENT = "semantic"
 INDEX_FILE = "index.usearch"
-DEFAULT_ENCODER = EncoderKind.MINILM.value
+DEFAULT_ENCODER = EncoderKind.MINILM_INT8.value
+DEFAULT_QUERY_CACHE_BYTES = 8 << 20  # about 5,000 MiniLM query vectors
 DEFAULT_SEPARATOR = " — "
 DEFAULT_BATCH_SIZE = 64
 PREFERRED_FIELDS = ("title", "name", "artist", "album", "text")
@@ -49,9 +53,10 @@ RUNTIME_OPTIONS = ("expansion_search", "exact_below", "overfetch")
 
 @dataclass(frozen=True, kw_only=True)
 class SemanticConfig:
-    """encoder: "minilm" or "hashing"; encoder_options: hashing_dim, ngram_min, ngram_max
-    (hashing), max_seq_length (minilm). fields: text fields to embed, in this order (empty =
-    every text field of each entity, see default_field_order); separator joins them."""
+    """encoder: an EncoderKind value ("minilm-int8", "minilm-onnx", "minilm" (torch), "hashing",
+    ...); encoder_options: hashing_dim, ngram_min, ngram_max (hashing), max_seq_length (MiniLM).
+    fields: text fields to embed, in this order (empty = every text field of each entity, see
+    default_field_order); separator joins them."""
 
     encoder: str = DEFAULT_ENCODER
     encoder_options: Mapping[str, int] = field(default_factory=dict)
@@ -142,22 +147,28 @@ class SemanticStrategy:
     kind = StrategyKind.SEMANTIC
 
     def __init__(self, config: SemanticConfig, collection: Collection, encoder: Encoder,
-                 vectors: VectorIndex) -> None:
+                 vectors: VectorIndex, *, query_cache_bytes: int = DEFAULT_QUERY_CACHE_BYTES) -> None:
         if vectors.dim != encoder.dim:
             raise ValueError(f"index vectors have {vectors.dim} dimensions, the encoder makes {encoder.dim}")
         self.config = config
         self.collection = collection
         self.encoder = encoder
         self.vectors = vectors
+        # Query text -> its vector; hits and misses are counted for metrics.
+        self.query_cache: ByteLRU[str, np.ndarray] = ByteLRU(query_cache_bytes, _vector_bytes)
+        self.query_cache_hits = 0
+        self.query_cache_misses = 0
+        self._query_cache_lock = threading.Lock()
 
     @property
     def vector_dim(self) -> int:
         return self.encoder.dim
 
     def query_vector(self, query: Query) -> np.ndarray:
-        """float32, shape (dim,): the query's vector if it has one (checked), else its text encoded."""
+        """float32, shape (dim,): the query's vector if it has one (checked), else its text encoded
+        (from the query cache when the same text was encoded recently). Do not modify it."""
         if query.vector is None:
-            return self.encoder.encode([query.text])[0]
+            return self.encode_query(query.text)
         vec = np.asarray(query.vector, dtype=np.float32)
         if vec.shape != (self.vector_dim,):
             raise InvalidArgumentError("query.vector", f"must have {self.vector_dim} values, but got {vec.size}")
@@ -165,6 +176,20 @@ class SemanticStrategy:
             raise InvalidArgumentError("query.vector", "must hold only finite values (no NaN or infinity)")
         if not vec.any():
             raise InvalidArgumentError("query.vector", "must not be all zeros (a cosine query needs a direction)")
+        return vec
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """The encoding of `text` (float32, shape (dim,)), through the bounded LRU query cache."""
+        with self._query_cache_lock:
+            vec = self.query_cache.get(text)
+            if vec is not None:
+                self.query_cache_hits += 1
+                return vec
+            self.query_cache_misses += 1
+        vec = self.encoder.encode([text])[0]
+        vec.setflags(write=False)
+        with self._query_cache_lock:
+            self.query_cache.put(text, vec)
         return vec
 
     def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
@@ -227,9 +252,10 @@ class SemanticStrategy:
     def build(cls, entities: Sequence[Entity], collection: Collection, root: str | os.PathLike[str],
               options: Mapping[str, Any]) -> None:
         """options: see SemanticConfig.from_options, plus cache (embedding cache directory; "off" =
-        none; default ~/.cache/ltrr/embeddings), batch_size and progress."""
+        none; default ~/.cache/ltrr/embeddings), batch_size and progress. Encodes on a CUDA device
+        when one is present."""
         config = SemanticConfig.from_options(options)
-        encoder = make_encoder(config.encoder, config.encoder_options)
+        encoder = make_encoder(config.encoder, {**config.encoder_options, "device": "auto"})
         cache_opt = str(options.get("cache", DEFAULT_CACHE_DIR))
         cache = None if cache_opt in ("", "off", "none") else EmbeddingCache(Path(cache_opt))
         try:
@@ -245,7 +271,8 @@ class SemanticStrategy:
     @classmethod
     def load(cls, root: str | os.PathLike[str], collection: Collection,
              options: Mapping[str, Any] | None = None) -> SemanticStrategy:
-        """options may override expansion_search, exact_below and overfetch for this process."""
+        """options may override expansion_search, exact_below and overfetch for this process, and
+        set query_cache_bytes (default DEFAULT_QUERY_CACHE_BYTES; 0 = no query cache)."""
         r = ComponentReader(root, COMPONENT)
         config = SemanticConfig.from_params(r.params, options)
         encoder = make_encoder(config.encoder, config.encoder_options)
@@ -259,7 +286,14 @@ class SemanticStrategy:
                                    f"says {r.params['vectors']} of {r.params['dim']}")
         if len(vectors) and vectors.keys.max() >= len(collection):
             raise IndexFormatError(path, f"has ordinal {vectors.keys.max()}, collection has {len(collection)}")
-        return cls(config, collection, encoder, vectors)
+        cache_bytes = int((options or {}).get("query_cache_bytes", DEFAULT_QUERY_CACHE_BYTES))
+        if cache_bytes < 0:
+            raise ValueError(f"`query_cache_bytes` must be >= 0, but got {cache_bytes}")
+        return cls(config, collection, encoder, vectors, query_cache_bytes=cache_bytes)
+
+
+def _vector_bytes(vector: np.ndarray) -> int:
+    return vector.nbytes + 112  # the array's own header (sys.getsizeof of an empty one)
 
 
 def _flag(value: Any) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -50,18 +51,20 @@ def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def default_threads() -> int:
-    """ONNX Runtime's intra-op threads: OMP_NUM_THREADS when set (the shard entry point sets it,
-    as it does for torch and numba), else 0 (ONNX Runtime's default, one per physical core)."""
+    """Encoding threads: OMP_NUM_THREADS when set (the shard entry point sets it, as it does for
+    torch and numba), else the CPUs this process may use."""
     value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() else 0
+    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
 
 
 class OnnxMiniLMEncoder:
     """all-MiniLM-L6-v2 (mean pooling, normalised), 384 dims, on ONNX Runtime.
 
-    variant: fp32 or int8 (see core.semantic.onnx_export); threads: intra-op threads (0 = ONNX
-    Runtime's default; None = default_threads()); device: "cpu", "cuda", or "auto" (CUDA when
-    ONNX Runtime has it, for bulk encoding; CPU otherwise).
+    variant: fp32 or int8 (see core.semantic.onnx_export); threads: batches run at once (None =
+    default_threads()), each on one thread: a batch's operators are too small to split well, and
+    ONNX Runtime's intra-op pool spins, stealing CPU from the other processes of a shared host (on
+    2 cores, 2 threads split by operator encoded documents no faster than 1); device: "cpu",
+    "cuda", or "auto" (CUDA when ONNX Runtime has it, for bulk encoding; CPU otherwise).
     """
 
     def __init__(self, variant: OnnxVariant = OnnxVariant.INT8, *, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
@@ -83,7 +86,10 @@ class OnnxMiniLMEncoder:
         self.tokenizer.no_padding()
         path, key = ensure_onnx(variant, cache_dir=cache_dir, model_dir=model_dir)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = default_threads() if threads is None else threads
+        self.threads = default_threads() if threads is None else threads
+        if self.threads < 1:
+            raise ValueError(f"`threads` must be >= 1, but got {self.threads}")
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.providers = _providers(device, ort.get_available_providers())
@@ -102,15 +108,23 @@ class OnnxMiniLMEncoder:
             return out
         encodings = self.tokenizer.encode_batch(list(texts))
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
-        for rows in length_batches(lengths, min(batch_size, self.max_batch or batch_size)):
+        batches = length_batches(lengths, min(batch_size, self.max_batch or batch_size))
+
+        def run(rows: np.ndarray) -> None:
             width = int(lengths[rows].max())
             ids = np.zeros((len(rows), width), dtype=np.int64)
             mask = np.zeros((len(rows), width), dtype=np.int64)
             for j, row in enumerate(rows):
-                n = lengths[row]
-                ids[j, :n] = encodings[row].ids
-                mask[j, :n] = 1
+                ids[j, :lengths[row]] = encodings[row].ids
+                mask[j, :lengths[row]] = 1
             out[rows] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+        if self.threads == 1 or len(batches) == 1:
+            for rows in batches:
+                run(rows)
+        else:  # session.run releases the GIL and may be called from several threads at once
+            with ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-encode") as pool:
+                list(pool.map(run, batches))
         out = l2_normalize(out)
         # The model embeds "" as a real vector; keep "a text without content is zero" for every encoder.
         out[[not t.strip() for t in texts]] = 0.0
@@ -119,6 +133,7 @@ class OnnxMiniLMEncoder:
     def describe(self) -> dict[str, str]:
         return {"encoder": self.kind.value, "encoder_fingerprint": self.fingerprint,
                 "max_seq_length": str(self.max_seq_length), "onnx_variant": self.variant.value,
+                "encode_threads": str(self.threads),
                 "onnx_providers": ",".join(self.providers)}
 
 

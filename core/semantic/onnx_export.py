@@ -142,3 +142,10 @@ def _quantize(src: Path, out: Path, *, per_channel: bool) -> None:
     # The traced graph leaves some MatMul outputs untyped; they are all float.
     quantize_dynamic(src, out, per_channel=per_channel, weight_type=QuantType.QInt8,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+if __name__ == "__main__":  # `python -m core.semantic.onnx_export [VARIANT ...]`: export ahead of first use
+    import sys
+
+    for name in sys.argv[1:] or [OnnxVariant.INT8.value]:
+        print(ensure_onnx(OnnxVariant(name))[0])

@@ -92,7 +92,7 @@ class OnnxMiniLMEncoder:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.providers = _providers(device, ort.get_available_providers())
+        self.providers = providers_for(device, ort.get_available_providers())
         self.session = ort.InferenceSession(str(path), options, providers=self.providers)
         self.kind = KIND_OF[variant]
         self.variant, self.path, self.max_seq_length = variant, path, max_seq_length
@@ -137,7 +137,10 @@ class OnnxMiniLMEncoder:
                 "onnx_providers": ",".join(self.providers)}
 
 
-def _providers(device: str, available: Sequence[str]) -> list[str]:
+def providers_for(device: str, available: Sequence[str]) -> list[str]:
+    """ONNX Runtime execution providers for `device` ("cpu", "cuda" or "auto") given the
+    `available` ones: CUDA first (falling back to the CPU per operator) when asked for or, with
+    "auto", present."""
     if device == "cuda" and CUDA not in available:
         raise EncoderError(f"`device` cuda needs onnxruntime with {CUDA}, but this one has {list(available)}")
     use_cuda = device == "cuda" or (device == "auto" and CUDA in available)

@@ -92,3 +92,14 @@ def test_parallel_batches_give_the_same_vectors(models: dict[str, Encoder]) -> N
     np.testing.assert_array_equal(parallel.encode(TEXTS * 3), serial.encode(TEXTS * 3))
     with pytest.raises(ValueError, match="`threads` must be >= 1, but got 0"):
         OnnxMiniLMEncoder(serial.variant, threads=0, cache_dir=serial.path.parent)
+
+
+def test_providers_use_cuda_only_when_present_or_asked() -> None:
+    from core.semantic.encoders import EncoderError
+    from core.semantic.onnx_encoder import CPU, CUDA, providers_for
+
+    assert providers_for("auto", [CPU]) == [CPU]
+    assert providers_for("auto", [CUDA, CPU]) == [CUDA, CPU]
+    assert providers_for("cpu", [CUDA, CPU]) == [CPU]
+    with pytest.raises(EncoderError, match="`device` cuda needs onnxruntime with CUDAExecutionProvider"):
+        providers_for("cuda", [CPU])

@@ -76,26 +76,23 @@ def onnx_path(cache_dir: str | os.PathLike[str], key: str, variant: OnnxVariant)
 
 def ensure_onnx(variant: OnnxVariant, *, cache_dir: str | os.PathLike[str] = DEFAULT_ONNX_CACHE_DIR,
                 model_dir: str | None = None) -> tuple[Path, str]:
-    """(path of the ONNX file of `variant`, its export key), exporting it first if it is missing."""
+    """(path of the ONNX file of `variant`, its export key), exporting it first if it is missing
+    (an int8 variant is quantised from the fp32 file, which is exported and kept first)."""
     model_dir = model_dir or minilm_model_dir()
     key = export_key(model_dir, variant)
     path = onnx_path(cache_dir, key, variant)
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _export(model_dir, variant, path)
-    return path, key
-
-
-def _export(model_dir: str, variant: OnnxVariant, path: Path) -> None:
+    if path.is_file():
+        return path, key
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        _export_fp32(model_dir, fp32)
+        out = Path(tmp) / path.name
         if variant is OnnxVariant.FP32:
-            final = fp32
+            _export_fp32(model_dir, out)
         else:
-            final = Path(tmp) / "int8.onnx"
-            _quantize(fp32, final, per_channel=variant is OnnxVariant.INT8)
-        os.replace(final, path)
+            fp32, _ = ensure_onnx(OnnxVariant.FP32, cache_dir=cache_dir, model_dir=model_dir)
+            _quantize(fp32, out, per_channel=variant is OnnxVariant.INT8)
+        os.replace(out, path)
+    return path, key
 
 
 def _export_fp32(model_dir: str, out: Path) -> None:

@@ -103,3 +103,18 @@ def test_providers_use_cuda_only_when_present_or_asked() -> None:
     assert providers_for("cpu", [CUDA, CPU]) == [CPU]
     with pytest.raises(EncoderError, match="`device` cuda needs onnxruntime with CUDAExecutionProvider"):
         providers_for("cuda", [CPU])
+
+
+@pytest.mark.slow
+def test_export_cache_holds_whole_files_only(models: dict[str, Encoder]) -> None:
+    from core.semantic.onnx_encoder import OnnxMiniLMEncoder
+    from core.semantic.onnx_export import ensure_onnx
+
+    int8 = models["minilm-int8"]
+    assert isinstance(int8, OnnxMiniLMEncoder)
+    cache = int8.path.parent
+    names = sorted(p.name for p in cache.iterdir())
+    assert len(names) == 2 and all(n.startswith("all-MiniLM-L6-v2-") and n.endswith(".onnx") for n in names)
+    before = int8.path.stat().st_mtime_ns
+    assert ensure_onnx(OnnxVariant.INT8, cache_dir=cache)[0] == int8.path  # found, not exported again
+    assert int8.path.stat().st_mtime_ns == before

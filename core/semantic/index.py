@@ -19,7 +19,6 @@ are cosine similarities in [-1, 1].
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +27,12 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
-from core.cache import ByteLRU
 from core.catalog import Entity
 from core.collection import Collection
 from core.errors import CatalogError, IndexFormatError, InvalidArgumentError, NotFoundError
 from core.query import Query
 from core.semantic.ann import AnnConfig, VectorIndex
-from core.semantic.cache import DEFAULT_CACHE_DIR, EmbeddingCache, encode_cached
+from core.semantic.cache import DEFAULT_CACHE_DIR, EmbeddingCache, QueryVectorCache, encode_cached
 from core.semantic.encoders import Encoder, EncoderKind, l2_normalize, make_encoder
 from core.storage import ComponentReader, ComponentWriter
 from core.types import Hits, StrategyEntry, StrategyKind
@@ -154,11 +152,7 @@ class SemanticStrategy:
         self.collection = collection
         self.encoder = encoder
         self.vectors = vectors
-        # Query text -> its vector; hits and misses are counted for metrics.
-        self.query_cache: ByteLRU[str, np.ndarray] = ByteLRU(query_cache_bytes, _vector_bytes)
-        self.query_cache_hits = 0
-        self.query_cache_misses = 0
-        self._query_cache_lock = threading.Lock()
+        self.query_cache = QueryVectorCache(query_cache_bytes)
 
     @property
     def vector_dim(self) -> int:
@@ -179,18 +173,8 @@ class SemanticStrategy:
         return vec
 
     def encode_query(self, text: str) -> np.ndarray:
-        """The encoding of `text` (float32, shape (dim,)), through the bounded LRU query cache."""
-        with self._query_cache_lock:
-            vec = self.query_cache.get(text)
-            if vec is not None:
-                self.query_cache_hits += 1
-                return vec
-            self.query_cache_misses += 1
-        vec = self.encoder.encode([text])[0]
-        vec.setflags(write=False)
-        with self._query_cache_lock:
-            self.query_cache.put(text, vec)
-        return vec
+        """The encoding of `text` (float32, shape (dim,), read-only), through the query cache."""
+        return self.query_cache.get_or_encode(text, lambda t: self.encoder.encode([t])[0])
 
     def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
         vec = self.query_vector(query)
@@ -290,10 +274,6 @@ class SemanticStrategy:
         if cache_bytes < 0:
             raise ValueError(f"`query_cache_bytes` must be >= 0, but got {cache_bytes}")
         return cls(config, collection, encoder, vectors, query_cache_bytes=cache_bytes)
-
-
-def _vector_bytes(vector: np.ndarray) -> int:
-    return vector.nbytes + 112  # the array's own header (sys.getsizeof of an empty one)
 
 
 def _flag(value: Any) -> bool:

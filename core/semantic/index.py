@@ -11,8 +11,9 @@ On disk (component "semantic", see core.storage):
 The manifest's params hold the configuration, the encoder's fingerprint (a shard refuses an index
 built by a different model), the dimension and the vector count.
 
-Queries: the query's own vector when it carries one, else the encoding of its text. Scores are
-cosine similarities in [-1, 1].
+Queries: the query's own vector when it carries one, else the encoding of its text, kept in a
+bounded LRU cache by text (popular queries repeat; `query_cache_bytes`, a run-time option). Scores
+are cosine similarities in [-1, 1].
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ from core.collection import Collection
 from core.errors import CatalogError, IndexFormatError, InvalidArgumentError, NotFoundError
 from core.query import Query
 from core.semantic.ann import AnnConfig, VectorIndex
-from core.semantic.cache import DEFAULT_CACHE_DIR, EmbeddingCache, encode_cached
+from core.semantic.cache import DEFAULT_CACHE_DIR, EmbeddingCache, QueryVectorCache, encode_cached
 from core.semantic.encoders import Encoder, EncoderKind, l2_normalize, make_encoder
 from core.storage import ComponentReader, ComponentWriter
 from core.types import Hits, StrategyEntry, StrategyKind
 
 COMPONENT = "semantic"
 INDEX_FILE = "index.usearch"
-DEFAULT_ENCODER = EncoderKind.MINILM.value
+DEFAULT_ENCODER = EncoderKind.MINILM_INT8.value
+DEFAULT_QUERY_CACHE_BYTES = 8 << 20  # about 5,000 MiniLM query vectors
 DEFAULT_SEPARATOR = " — "
 DEFAULT_BATCH_SIZE = 64
 PREFERRED_FIELDS = ("title", "name", "artist", "album", "text")
@@ -49,9 +51,10 @@ RUNTIME_OPTIONS = ("expansion_search", "exact_below", "overfetch")
 
 @dataclass(frozen=True, kw_only=True)
 class SemanticConfig:
-    """encoder: "minilm" or "hashing"; encoder_options: hashing_dim, ngram_min, ngram_max
-    (hashing), max_seq_length (minilm). fields: text fields to embed, in this order (empty =
-    every text field of each entity, see default_field_order); separator joins them."""
+    """encoder: an EncoderKind value ("minilm-int8", "minilm-onnx", "minilm" (torch), "hashing",
+    ...); encoder_options: hashing_dim, ngram_min, ngram_max (hashing), max_seq_length (MiniLM).
+    fields: text fields to embed, in this order (empty = every text field of each entity, see
+    default_field_order); separator joins them."""
 
     encoder: str = DEFAULT_ENCODER
     encoder_options: Mapping[str, int] = field(default_factory=dict)
@@ -142,22 +145,24 @@ class SemanticStrategy:
     kind = StrategyKind.SEMANTIC
 
     def __init__(self, config: SemanticConfig, collection: Collection, encoder: Encoder,
-                 vectors: VectorIndex) -> None:
+                 vectors: VectorIndex, *, query_cache_bytes: int = DEFAULT_QUERY_CACHE_BYTES) -> None:
         if vectors.dim != encoder.dim:
             raise ValueError(f"index vectors have {vectors.dim} dimensions, the encoder makes {encoder.dim}")
         self.config = config
         self.collection = collection
         self.encoder = encoder
         self.vectors = vectors
+        self.query_cache = QueryVectorCache(query_cache_bytes)
 
     @property
     def vector_dim(self) -> int:
         return self.encoder.dim
 
     def query_vector(self, query: Query) -> np.ndarray:
-        """float32, shape (dim,): the query's vector if it has one (checked), else its text encoded."""
+        """float32, shape (dim,): the query's vector if it has one (checked), else its text encoded
+        (from the query cache when the same text was encoded recently). Do not modify it."""
         if query.vector is None:
-            return self.encoder.encode([query.text])[0]
+            return self.encode_query(query.text)
         vec = np.asarray(query.vector, dtype=np.float32)
         if vec.shape != (self.vector_dim,):
             raise InvalidArgumentError("query.vector", f"must have {self.vector_dim} values, but got {vec.size}")
@@ -166,6 +171,10 @@ class SemanticStrategy:
         if not vec.any():
             raise InvalidArgumentError("query.vector", "must not be all zeros (a cosine query needs a direction)")
         return vec
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """The encoding of `text` (float32, shape (dim,), read-only), through the query cache."""
+        return self.query_cache.get_or_encode(text, lambda t: self.encoder.encode([t])[0])
 
     def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
         vec = self.query_vector(query)
@@ -227,9 +236,10 @@ class SemanticStrategy:
     def build(cls, entities: Sequence[Entity], collection: Collection, root: str | os.PathLike[str],
               options: Mapping[str, Any]) -> None:
         """options: see SemanticConfig.from_options, plus cache (embedding cache directory; "off" =
-        none; default ~/.cache/ltrr/embeddings), batch_size and progress."""
+        none; default ~/.cache/ltrr/embeddings), batch_size and progress. Encodes on a CUDA device
+        when one is present."""
         config = SemanticConfig.from_options(options)
-        encoder = make_encoder(config.encoder, config.encoder_options)
+        encoder = make_encoder(config.encoder, {**config.encoder_options, "device": "auto"})
         cache_opt = str(options.get("cache", DEFAULT_CACHE_DIR))
         cache = None if cache_opt in ("", "off", "none") else EmbeddingCache(Path(cache_opt))
         try:
@@ -245,7 +255,8 @@ class SemanticStrategy:
     @classmethod
     def load(cls, root: str | os.PathLike[str], collection: Collection,
              options: Mapping[str, Any] | None = None) -> SemanticStrategy:
-        """options may override expansion_search, exact_below and overfetch for this process."""
+        """options may override expansion_search, exact_below and overfetch for this process, and
+        set query_cache_bytes (default DEFAULT_QUERY_CACHE_BYTES; 0 = no query cache)."""
         r = ComponentReader(root, COMPONENT)
         config = SemanticConfig.from_params(r.params, options)
         encoder = make_encoder(config.encoder, config.encoder_options)
@@ -259,7 +270,10 @@ class SemanticStrategy:
                                    f"says {r.params['vectors']} of {r.params['dim']}")
         if len(vectors) and vectors.keys.max() >= len(collection):
             raise IndexFormatError(path, f"has ordinal {vectors.keys.max()}, collection has {len(collection)}")
-        return cls(config, collection, encoder, vectors)
+        cache_bytes = int((options or {}).get("query_cache_bytes", DEFAULT_QUERY_CACHE_BYTES))
+        if cache_bytes < 0:
+            raise ValueError(f"`query_cache_bytes` must be >= 0, but got {cache_bytes}")
+        return cls(config, collection, encoder, vectors, query_cache_bytes=cache_bytes)
 
 
 def _flag(value: Any) -> bool:

@@ -72,5 +72,6 @@ def test_hashing_config_rejects(kwargs: dict[str, int], match: str) -> None:
 def test_make_encoder() -> None:
     enc = make_encoder("hashing", {"hashing_dim": 64})
     assert enc.dim == 64 and enc.encode(["x"]).shape == (1, 64)
-    with pytest.raises(ValueError, match="`encoder` must be one of minilm, hashing, but got 'bert'"):
+    kinds = "minilm, hashing, minilm-onnx, minilm-int8, minilm-int8-tensor"
+    with pytest.raises(ValueError, match=f"`encoder` must be one of {kinds}, but got 'bert'"):
         make_encoder("bert")

@@ -192,3 +192,40 @@ def test_config_params_round_trip() -> None:
     assert SemanticConfig.from_params(config.to_params()) == config
     assert SemanticConfig.from_params(config.to_params(), {"exact_below": 0, "dtype": "f32"}).ann.exact_below == 0
     assert SemanticConfig.from_params(config.to_params(), {"dtype": "f32"}).ann.dtype == "i8"  # build-time only
+
+
+class CountingEncoder(HashingEncoder):
+    """A hashing encoder that counts the texts it encodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def encode(self, texts: Any, *, batch_size: int = 64) -> np.ndarray:
+        self.calls += len(texts)
+        return super().encode(texts, batch_size=batch_size)
+
+
+def test_query_cache_serves_repeats_and_stays_bounded(strategy: SemanticStrategy) -> None:
+    encoder = CountingEncoder()
+    one = encoder.encode(["x"])[0].nbytes + 112  # a cached vector's estimated bytes
+    encoder.calls = 0
+    s = SemanticStrategy(strategy.config, strategy.collection, encoder, strategy.vectors, query_cache_bytes=3 * one)
+    first = s.retrieve(make_query("love night"), 5, None)
+    again = s.retrieve(make_query("love night"), 5, None)
+    assert encoder.calls == 1 and (s.query_cache.hits, s.query_cache.misses) == (1, 1)
+    np.testing.assert_array_equal(first.ordinals, again.ordinals)
+    np.testing.assert_array_equal(s.query_vector(make_query("love night")), encoder.encode(["love night"])[0])
+    for text in ("a", "b", "c", "d", "e"):
+        s.query_vector(make_query(text))
+    assert len(s.query_cache) == 3 and s.query_cache.bytes <= 3 * one
+    assert "love night" not in s.query_cache  # least recently used went first
+    assert not s.query_vector(make_query("e")).flags.writeable  # shared: callers must not modify it
+
+
+def test_query_cache_can_be_off(semantic_dir: Path) -> None:
+    s = open_strategy(semantic_dir, "semantic", {"query_cache_bytes": 0})
+    assert isinstance(s, SemanticStrategy)
+    s.query_vector(make_query("love"))
+    s.query_vector(make_query("love"))
+    assert len(s.query_cache) == 0 and (s.query_cache.hits, s.query_cache.misses) == (0, 2)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.errors import LtrrError
+from services.admission import DEFAULT_SHARD_MAX_QUEUE
 from services.cli_broker import add_broker_commands
 from services.cli_common import DEMO_QUERIES, parse_options
 
@@ -48,7 +49,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
     config = ShardConfig(strategy=args.strategy, index=args.index, host=args.host, port=args.port,
                          limits=Limits(max_quota=args.max_quota, max_query_chars=args.max_query_chars),
                          options=parse_options(args.option, scoped=False), delay_ms=args.test_delay_ms,
-                         noop=args.noop)
+                         noop=args.noop, max_queue=args.max_queue)
 
     def listening(address: str) -> None:
         print(f"ltrr shard {args.strategy} listening on {address}", flush=True)
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="compute threads (numba, torch) (default: %(default)s)")
     p.add_argument("--test-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--noop", action="store_true", help="serve a no-op strategy under this name (benchmark floor)")
+    p.add_argument("--max-queue", type=int, default=DEFAULT_SHARD_MAX_QUEUE,
+                   help="searches queued or running at once; beyond it RESOURCE_EXHAUSTED at once, "
+                        "0 = unbounded (default: %(default)s; services/admission.py)")
     p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser("retrieve", help="ask a shard for candidates")

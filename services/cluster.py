@@ -15,7 +15,10 @@ All keys are optional (defaults in parentheses):
     fields = "title^2,artist^1.5,album^0.5"
     [run.memory]                    # shard run-time options per strategy
     snapshot_every = 1000
-    [broker]                        # policy and ranking
+    [shards]                        # `ltrr shard` flags for every shard
+    max_queue = 4                   # searches queued or running per shard (services/admission.py)
+    [broker]                        # policy, ranking and admission
+    max_in_flight = 32              # searches in flight at the broker (services/admission.py)
     policy = "thompson"             # thompson, linucb, epsilon-greedy, static
     budget = 200                    # candidates per search, all strategies together
     levels = [0, 50, 100, 200]      # the quotas a strategy can be given
@@ -41,6 +44,7 @@ from services.process import ServerProcess, shard_args, spawn
 DEFAULT_STRATEGIES = ("lexical", "semantic", "attribute", "memory")
 DEFAULT_BUILD = {"lexical": {"fields": "title^2,artist^1.5,album^0.5"}}
 RANKER_FILE = "ranker.txt"
+SHARD_KEYS = ("max_queue", "threads")  # the [shards] table's keys: `ltrr shard` flags
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +58,16 @@ class ClusterConfig:
     build: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: DEFAULT_BUILD)
     run: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     broker: Mapping[str, Any] = field(default_factory=dict)
+    shards: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if unknown := sorted(set(self.shards) - set(SHARD_KEYS)):
+            raise ValueError(f"`shards` must hold only {list(SHARD_KEYS)}, but got {unknown}")
+
+    @property
+    def shard_flags(self) -> list[str]:
+        """The [shards] table as `ltrr shard` flags (max_queue = 4 -> --max-queue 4)."""
+        return [f for key, value in self.shards.items() for f in (f"--{key.replace('_', '-')}", str(value))]
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str] | None) -> ClusterConfig:
@@ -110,7 +124,8 @@ class Cluster:
         c = self.config
         try:
             for name in c.strategies:
-                self.shards[name] = spawn(shard_args(name, c.index, c.run.get(name), ["--host", c.host, *shard_flags]))
+                flags = ["--host", c.host, *c.shard_flags, *shard_flags]
+                self.shards[name] = spawn(shard_args(name, c.index, c.run.get(name), flags))
             port = c.port if broker_port is None else broker_port
             self.broker = spawn(broker_args(c, {n: s.address for n, s in self.shards.items()}, port))
         except BaseException:

@@ -1,0 +1,113 @@
+"""Admission control and deadlines: what a server does when offered more than it can serve.
+
+A `Limiter` bounds the requests a server holds at once (the broker's searches in flight; a shard's
+requests queued on or running on its worker thread). A request that finds it full is refused at
+once with OverloadedError (RESOURCE_EXHAUSTED): it never queues, so the caller learns within
+milliseconds and the accepted requests keep their latency. A `Deadline` travels with an admitted
+request; the worker checks it when it actually picks the request up and drops the request
+(DeadlineExceededError, DEADLINE_EXCEEDED) when its deadline passed while it queued, or when less
+time is left than the work is expected to take (the limiter's moving average of service times) and
+others wait behind it, so a late request never costs the requests behind it anything.
+
+Why a fixed bound and not an adaptive one (CoDel's queue-time target, a gradient limit): every
+request here already carries a deadline, and the deadline check at pick-up drops whatever waited
+too long, which is what a queue-time target would do, without a target to tune. The bound only
+has to keep the queue short enough that the deadline check rarely fires; benchmarks/overload.py
+measures the choice (README, "Overload").
+
+The counters (admitted, shed, expired, in_flight) are plain ints, read by metrics; a Limiter
+belongs to one event loop (try_acquire/release on the loop thread), while `observe` and
+`check` may run on the worker thread (a lost update of the average is harmless).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from core.errors import DeadlineExceededError, OverloadedError
+
+# The broker: searches in flight at once (0 = unbounded). At the cluster's capacity (~80 to 240
+# searches/s) a search takes 20 to 60 ms, so Little's law puts 2 to 15 searches in flight; 32
+# leaves room for bursts, and what it admits beyond capacity is cut short by the budget.
+DEFAULT_BROKER_MAX_IN_FLIGHT = 32
+# A shard with one worker thread: requests running or queued on it (0 = unbounded). One running,
+# three waiting: at the semantic shard's 7 to 25 ms per query that is a wait of at most ~75 ms,
+# within the default 100 ms budget; more would queue work the broker has given up on.
+DEFAULT_SHARD_MAX_QUEUE = 4
+EWMA_WEIGHT = 0.1  # weight of the newest service time in the moving average
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When a request's caller stops waiting, on time.monotonic()'s clock; at=None: never."""
+
+    at: float | None
+
+    @classmethod
+    def after(cls, remaining_s: float | None) -> Deadline:
+        """The deadline `remaining_s` seconds from now (gRPC's context.time_remaining(); None: none)."""
+        return cls(None if remaining_s is None else time.monotonic() + remaining_s)
+
+    def remaining_s(self) -> float | None:
+        return None if self.at is None else self.at - time.monotonic()
+
+
+class Limiter:
+    """At most `limit` requests held at once (0 = no bound), with the counters metrics read.
+    name: what the limiter guards, for messages ("searches in flight", "shard queue")."""
+
+    def __init__(self, limit: int, *, name: str) -> None:
+        if limit < 0:
+            raise ValueError(f"`limit` must be >= 0 (0 = unbounded), but got {limit}")
+        self.limit = limit
+        self.name = name
+        self.in_flight = 0
+        self.admitted = 0
+        self.shed = 0
+        self.expired = 0
+        self.service_ms = 0.0  # moving average of observe()d service times; 0 until the first
+
+    def try_acquire(self) -> bool:
+        """Take a place if there is one (counted admitted) or count the request shed."""
+        if self.limit and self.in_flight >= self.limit:
+            self.shed += 1
+            return False
+        self.in_flight += 1
+        self.admitted += 1
+        return True
+
+    def release(self) -> None:
+        if self.in_flight <= 0:
+            raise RuntimeError(f"{self.name}: release() without a matching try_acquire()")
+        self.in_flight -= 1
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold a place for the block; OverloadedError at once when there is none."""
+        if not self.try_acquire():
+            raise OverloadedError(f"overloaded: {self.name} is full ({self.limit} requests); retry later")
+        try:
+            yield
+        finally:
+            self.release()
+
+    def check(self, deadline: Deadline) -> None:
+        """At pick-up: DeadlineExceededError (counted expired) when `deadline` passed, or when less
+        time is left than the average service time while other requests wait behind this one (it
+        would finish too late, and delay them). A request alone still runs, so a spike of the
+        average cannot make the server drop everything: its next lone request measures again."""
+        remaining = deadline.remaining_s()
+        if remaining is None:
+            return
+        if remaining <= 0 or (remaining * 1000 < self.service_ms and self.in_flight > 1):
+            self.expired += 1
+            raise DeadlineExceededError(f"dropped unrun: {max(remaining, 0) * 1000:.1f} ms left of the deadline, "
+                                        f"and the work takes {self.service_ms:.1f} ms on average")
+
+    def observe(self, service_ms: float) -> None:
+        """Add one request's service time (the worker's, queueing excluded) to the moving average."""
+        self.service_ms = service_ms if not self.service_ms else (
+            (1 - EWMA_WEIGHT) * self.service_ms + EWMA_WEIGHT * service_ms)

@@ -84,11 +84,15 @@ class Limiter:
             raise RuntimeError(f"{self.name}: release() without a matching try_acquire()")
         self.in_flight -= 1
 
+    def acquire(self) -> None:
+        """try_acquire, or OverloadedError (RESOURCE_EXHAUSTED) at once when there is no place."""
+        if not self.try_acquire():
+            raise OverloadedError(f"overloaded: {self.name} is full ({self.limit} requests); retry later")
+
     @contextmanager
     def admit(self) -> Iterator[None]:
         """Hold a place for the block; OverloadedError at once when there is none."""
-        if not self.try_acquire():
-            raise OverloadedError(f"overloaded: {self.name} is full ({self.limit} requests); retry later")
+        self.acquire()
         try:
             yield
         finally:

@@ -107,10 +107,20 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _admitted(self, fn: Callable[..., Resp], request: Any, context: grpc.aio.ServicerContext) -> Resp:
-        """Run fn(request, deadline) on the worker if the queue has room (else OverloadedError at once)."""
-        deadline = Deadline.after(context.time_remaining())
-        with self.admission.admit():
-            return await self._run(fn, request, deadline)
+        """fn(request, deadline) on the worker if its queue has room, else OverloadedError at once.
+        The place is held until the worker is done with it (not when the caller gives up), so the
+        bound counts exactly the work queued on or running on the worker. A call cancelled (its
+        deadline passed, the caller left) while still queued never runs and is counted expired."""
+        self.admission.acquire()
+        loop = asyncio.get_running_loop()
+        job = self.executor.submit(fn, request, Deadline.after(context.time_remaining()))
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self.admission.release))
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            if job.cancel():  # still queued: now it never runs
+                self.admission.expired += 1
+            raise
 
     def _picked_up(self, deadline: Deadline) -> float:
         """On the worker, first thing: drop a request that would be late (Limiter.check); its start time."""
@@ -179,7 +189,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             strategy=s.kind.value, format_version=FORMAT_VERSION, index_id=c.index_id, num_entities=len(c),
             num_deleted=len(c.deleted), max_quota=self.config.limits.max_quota,
             max_query_chars=self.config.limits.max_query_chars, filter_fields=c.filter_fields,
-            vector_dim=s.vector_dim, params=dict(s.describe()))
+            vector_dim=s.vector_dim, params={**s.describe(), **self._admission_params()})
+
+    def _admission_params(self) -> dict[str, str]:
+        """The queue's bound and counters (services.admission.Limiter), as Describe params."""
+        a = self.admission
+        return {"queue.max": str(a.limit), "queue.admitted": str(a.admitted), "queue.shed": str(a.shed),
+                "queue.expired": str(a.expired)}
 
     def load(self) -> None:
         """Open the index and warm it up (blocking; runs on the worker thread)."""

@@ -9,11 +9,14 @@ request; the worker checks it when it actually picks the request up and drops th
 time is left than the work is expected to take (the limiter's moving average of service times) and
 others wait behind it, so a late request never costs the requests behind it anything.
 
-Why a fixed bound and not an adaptive one (CoDel's queue-time target, a gradient limit): every
-request here already carries a deadline, and the deadline check at pick-up drops whatever waited
-too long, which is what a queue-time target would do, without a target to tune. The bound only
-has to keep the queue short enough that the deadline check rarely fires; benchmarks/overload.py
-measures the choice (README, "Overload").
+The broker's searches do their CPU work on its one event loop, and a search arriving at a busy
+broker waits for that loop before any handler sees it, where no count of searches in flight can
+see it. So the broker also sheds on queue time, as CoDel does (Nichols and Jacobson, "Controlling
+Queue Delay", 2012): `LoopLag` measures how late the loop runs a callback due now; while that delay
+has stayed above a target (5 ms) for a whole interval (100 ms), new searches are refused. A
+fixed bound alone must be tuned to the capacity (Little's law: searches in flight = rate x
+latency), which moves with the machine, the encoder and the load beside it; the delay does not.
+benchmarks/overload.py measures both (README, "Overload").
 
 The counters (admitted, shed, expired, in_flight) are plain ints, read by metrics; a Limiter
 belongs to one event loop (try_acquire/release on the loop thread), while `observe` and
@@ -22,6 +25,7 @@ belongs to one event loop (try_acquire/release on the loop thread), while `obser
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +42,48 @@ DEFAULT_BROKER_MAX_IN_FLIGHT = 32
 # within the default 100 ms budget; more would queue work the broker has given up on.
 DEFAULT_SHARD_MAX_QUEUE = 4
 EWMA_WEIGHT = 0.1  # weight of the newest service time in the moving average
+# CoDel's constants (RFC 8289): a standing delay above the target for a whole interval is a queue.
+DEFAULT_LAG_TARGET_MS = 5.0
+DEFAULT_LAG_INTERVAL_MS = 100.0
+LAG_PROBE_S = 0.005  # how often LoopLag asks the loop for a callback
+
+
+class LoopLag:
+    """How late an asyncio loop runs a callback that is due: a standing delay above `target_ms`
+    for `interval_ms` means work is queueing for the loop (CoDel's signal). `record` and
+    `overloaded` are pure (clock passed in); `run` is the probe task on the loop."""
+
+    def __init__(self, target_ms: float = DEFAULT_LAG_TARGET_MS, interval_ms: float = DEFAULT_LAG_INTERVAL_MS
+                 ) -> None:
+        if target_ms <= 0 or interval_ms <= 0:
+            raise ValueError(f"`target_ms` and `interval_ms` must be > 0, but got {target_ms} and {interval_ms}")
+        self.target_s, self.interval_s = target_ms / 1000, interval_ms / 1000
+        self.lag_ms = 0.0  # the latest delay measured
+        self.above_since: float | None = None  # start of the current run of delays above the target
+        self.last_at: float | None = None  # when the probe last ran
+
+    def record(self, lag_s: float, now: float) -> None:
+        """One probe: the callback due at now - lag_s ran at `now` (seconds, the loop's clock)."""
+        self.lag_ms, self.last_at = lag_s * 1000, now
+        if lag_s <= self.target_s:
+            self.above_since = None
+        elif self.above_since is None:
+            self.above_since = now - lag_s
+
+    def overloaded(self, now: float) -> bool:
+        """The delay has stayed above the target for an interval, or the probe has not run for one."""
+        if self.last_at is not None and now - self.last_at > self.interval_s:
+            return True
+        return self.above_since is not None and now - self.above_since >= self.interval_s
+
+    async def run(self) -> None:
+        """Probe the running loop until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_PROBE_S
+            await asyncio.sleep(LAG_PROBE_S)
+            now = loop.time()
+            self.record(max(now - due, 0.0), now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +105,7 @@ class Limiter:
     """At most `limit` requests held at once (0 = no bound), with the counters metrics read.
     name: what the limiter guards, for messages ("searches in flight", "shard queue")."""
 
-    def __init__(self, limit: int, *, name: str) -> None:
+    def __init__(self, limit: int, *, name: str, lag: LoopLag | None = None) -> None:
         if limit < 0:
             raise ValueError(f"`limit` must be >= 0 (0 = unbounded), but got {limit}")
         self.limit = limit
@@ -69,10 +115,13 @@ class Limiter:
         self.shed = 0
         self.expired = 0
         self.service_ms = 0.0  # moving average of observe()d service times; 0 until the first
+        self.lag = lag
 
     def try_acquire(self) -> bool:
-        """Take a place if there is one (counted admitted) or count the request shed."""
-        if self.limit and self.in_flight >= self.limit:
+        """Take a place if there is one and the loop is not queueing work (`lag`; counted
+        admitted), or count the request shed."""
+        full = self.limit and self.in_flight >= self.limit
+        if full or (self.lag is not None and self.lag.overloaded(asyncio.get_running_loop().time())):
             self.shed += 1
             return False
         self.in_flight += 1
@@ -87,7 +136,9 @@ class Limiter:
     def acquire(self) -> None:
         """try_acquire, or OverloadedError (RESOURCE_EXHAUSTED) at once when there is no place."""
         if not self.try_acquire():
-            raise OverloadedError(f"overloaded: {self.name} is full ({self.limit} requests); retry later")
+            what = (f"is full ({self.limit} requests)" if self.limit and self.in_flight >= self.limit else
+                    f"waits {self.lag.lag_ms if self.lag else 0:.0f} ms for its event loop")
+            raise OverloadedError(f"overloaded: {self.name} {what}; retry later")
 
     @contextmanager
     def admit(self) -> Iterator[None]:

@@ -61,7 +61,7 @@ from core.types import StrategyKind
 from core.warmstart import warm_start_from_log
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2
 from services import convert, metrics
-from services.admission import DEFAULT_BROKER_MAX_IN_FLIGHT, Limiter
+from services.admission import DEFAULT_BROKER_MAX_IN_FLIGHT, DEFAULT_LAG_TARGET_MS, Limiter, LoopLag
 from services.decisions import DecisionWriter, WriterConfig
 from services.fanout import ShardPool, fan_out
 from services.outbox import MemoryOutbox, OutboxConfig
@@ -97,7 +97,8 @@ class BrokerConfig:
     memory shard's; warm_start: the event log of the plan this broker replaces ("" = none), which
     the policy learns from once, before it serves (core.warmstart), weighted as warm_start_config says;
     max_in_flight: searches served at once, beyond which they are refused (0 = unbounded;
-    services.admission.DEFAULT_BROKER_MAX_IN_FLIGHT)."""
+    services.admission.DEFAULT_BROKER_MAX_IN_FLIGHT); lag_target_ms: new searches are refused while
+    the event loop has run callbacks later than this for 100 ms (services.admission.LoopLag; 0 = off)."""
 
     shards: Mapping[str, str]
     state_dir: str
@@ -117,6 +118,7 @@ class BrokerConfig:
     warm_start: str = ""
     warm_start_config: WarmStartConfig = field(default_factory=WarmStartConfig)
     max_in_flight: int = DEFAULT_BROKER_MAX_IN_FLIGHT
+    lag_target_ms: float = DEFAULT_LAG_TARGET_MS
 
     def __post_init__(self) -> None:
         order = [k.value for k in StrategyKind]
@@ -130,6 +132,8 @@ class BrokerConfig:
             raise ValueError(f"`recent_bytes` must be >= 0, but got {self.recent_bytes}")
         if self.max_in_flight < 0:
             raise ValueError(f"`max_in_flight` must be >= 0 (0 = unbounded), but got {self.max_in_flight}")
+        if self.lag_target_ms < 0:
+            raise ValueError(f"`lag_target_ms` must be >= 0 (0 = off), but got {self.lag_target_ms}")
 
     @property
     def strategies(self) -> tuple[str, ...]:
@@ -207,7 +211,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         # its own thread: serialising a large query history takes ~0.6 s, which on the log's thread
         # would hold up every search waiting for its decision to be stored
         self.snapshots = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-snapshot")
-        self.admission = Limiter(config.max_in_flight, name="the broker's searches in flight")
+        self.lag = LoopLag(config.lag_target_ms) if config.lag_target_ms else None
+        self.admission = Limiter(config.max_in_flight, name="the broker", lag=self.lag)
+        self.lag_task: asyncio.Task[None] | None = None
 
     # -- life ---------------------------------------------------------------------------------------
 
@@ -222,6 +228,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             self.outbox = MemoryOutbox(self.writer.log, memory, self.writer.run, self.config.outbox,
                                        satisfied_fraction=self.config.policy.satisfied_fraction)
             self.outbox.start()
+        if self.lag is not None:
+            self.lag_task = asyncio.get_running_loop().create_task(self.lag.run())
         log.info("broker over %s", ", ".join(f"{s}={a}" for s, a in self.config.shards.items()))
 
     def _load(self) -> None:
@@ -291,6 +299,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         """Stop the outbox, write a last snapshot, close the log (on SIGTERM, after in-flight calls)."""
         if self.outbox is not None:
             await self.outbox.stop()
+        if self.lag_task is not None:
+            self.lag_task.cancel()
+            await asyncio.gather(self.lag_task, return_exceptions=True)
         await self.pool.close()
         if self.snapshot_task is not None:
             await self.snapshot_task

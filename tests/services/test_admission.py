@@ -16,7 +16,7 @@ import pytest
 from core.errors import DeadlineExceededError, OverloadedError
 from ltrr.v1 import broker_pb2, shard_pb2, shard_pb2_grpc
 from services import convert
-from services.admission import Deadline, Limiter
+from services.admission import Deadline, Limiter, LoopLag
 from services.client import AsyncBrokerClient, ShardClient
 from services.cluster import broker_args
 from services.process import ServerProcess, shard_args, spawn
@@ -90,6 +90,44 @@ def test_the_service_time_average_moves_towards_new_times() -> None:
     assert limiter.service_ms == 10.0
     limiter.observe(20.0)
     assert 10.0 < limiter.service_ms < 20.0
+
+
+def test_loop_lag_signals_only_a_standing_delay() -> None:
+    """CoDel's rule: one late callback is a burst, delays above the target for a whole interval a queue."""
+    lag = LoopLag(target_ms=5, interval_ms=100)
+    lag.record(0.050, now=10.0)  # 50 ms late once
+    assert not lag.overloaded(10.0)
+    lag.record(0.001, now=10.06)  # caught up
+    lag.record(0.020, now=10.08)
+    lag.record(0.020, now=10.15)
+    assert not lag.overloaded(10.15)  # above the target since 10.06: 90 ms
+    lag.record(0.020, now=10.2)
+    assert lag.overloaded(10.2)
+    lag.record(0.001, now=10.21)
+    assert not lag.overloaded(10.21)
+    assert lag.overloaded(10.5)  # the probe has not run for an interval: the loop is stuck
+
+
+def test_a_limiter_with_a_lagging_loop_sheds_with_a_clear_error() -> None:
+    async def run() -> None:
+        lag = LoopLag(target_ms=5, interval_ms=100)
+        limiter = Limiter(0, name="the test broker", lag=lag)
+        now = asyncio.get_running_loop().time()
+        lag.record(0.030, now - 0.2)
+        lag.record(0.030, now)
+        with pytest.raises(OverloadedError, match="overloaded: the test broker waits 30 ms for its event loop"):
+            limiter.acquire()
+        lag.record(0.0, now)
+        limiter.acquire()
+        assert (limiter.admitted, limiter.shed) == (1, 1)
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(("target", "interval"), [(0.0, 100.0), (5.0, -1.0)])
+def test_loop_lag_rejects_bad_settings(target: float, interval: float) -> None:
+    with pytest.raises(ValueError, match="must be > 0"):
+        LoopLag(target, interval)
 
 
 # -- a shard ----------------------------------------------------------------------------------------

@@ -360,6 +360,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         interps = await self._understand(request.query, understand_s)
         plan = pipeline.decide(query.text, query.context, interps, self.rng)
         answers = await fan_out(self.pool, request.query, plan.quotas, deadline - time.perf_counter())
+        if caller_s is not None and time.perf_counter() >= started + caller_s:
+            self.admission.expired += 1  # the caller has gone: ranking and storing would be wasted
+            raise DeadlineExceededError("the caller's deadline passed during the fan-out")
         if any(a.shed for a in answers) and not any(a.answered for a in answers):
             raise OverloadedError("overloaded: every strategy this search called refused it (their queues are "
                                   "full); retry later")

@@ -66,8 +66,13 @@ async def fan_out(pool: ShardPool, query: common_pb2.Query, quotas: Mapping[str,
     started = time.perf_counter()
     tasks = {name: asyncio.create_task(_call(pool.stubs[name], name, query, q, timeout_s))
              for name, q in quotas.items() if q > 0 and timeout_s > 0}
-    if tasks:
-        await asyncio.wait(tasks.values(), timeout=timeout_s)
+    try:
+        if tasks:
+            await asyncio.wait(tasks.values(), timeout=timeout_s)
+    except asyncio.CancelledError:  # the search was abandoned (its caller left): so are its calls
+        for pending in tasks.values():
+            pending.cancel()
+        raise
     results = []
     for name, quota in quotas.items():
         task = tasks.get(name)

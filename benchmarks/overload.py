@@ -8,7 +8,9 @@ index, warms it for two seconds, then for each rate sends searches on a Poisson 
 seconds, each with a client deadline of 2 s, and measures every latency from its scheduled send
 time (no coordinated omission). Per rate: achieved goodput (OK answers per second), OK answers'
 p50/p99/max, RESOURCE_EXHAUSTED count and its p99 (how fast a shed search is told), other errors,
-and hangs (client deadline hit). The full open-loop benchmark with floors and plots is
+hangs (client deadline hit), the p99 of an OK search's time outside the broker's handler (queues
+before it, network, the client) and of this client's own event-loop lag (when it is large, the
+client and not the cluster sets the figures). The full open-loop benchmark with floors and plots is
 benchmarks/load.py; this one only checks what services/admission.py promises.
 """
 
@@ -48,6 +50,8 @@ async def open_loop(address: str, queries: list[str], rate: float, seconds: floa
     offsets = np.cumsum(gaps)
     offsets = offsets[offsets < seconds]
     ok: list[float] = []
+    outside: list[float] = []  # an OK search's latency less the broker handler's own took_ms
+    client_lag: list[float] = []  # how late this client's loop ran its callbacks (its own queueing)
     shed: list[float] = []
     codes: Counter[str] = Counter()
     degraded = 0
@@ -65,9 +69,17 @@ async def open_loop(address: str, queries: list[str], rate: float, seconds: floa
                     shed.append((time.perf_counter() - scheduled) * 1000)
                 return
             ok.append((time.perf_counter() - scheduled) * 1000)
+            outside.append(ok[-1] - response.took_ms)
             degraded += response.degraded
             codes["OK"] += 1
 
+        async def probe() -> None:
+            while True:
+                due = time.perf_counter() + 0.005
+                await asyncio.sleep(0.005)
+                client_lag.append((time.perf_counter() - due) * 1000)
+
+        lag_task = asyncio.create_task(probe())
         start = time.perf_counter() + 0.05
         tasks = []
         for i, offset in enumerate(offsets.tolist()):
@@ -77,6 +89,7 @@ async def open_loop(address: str, queries: list[str], rate: float, seconds: floa
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i, scheduled)))
         await asyncio.gather(*tasks)
+        lag_task.cancel()
     within = sum(lat <= budget_ms + 10 for lat in ok)
     return {"offered": rate, "sent": len(offsets), "goodput": round(len(ok) / seconds, 1),
             "in_budget_per_s": round(within / seconds, 1), "ok_p50_ms": _pct(ok, 50), "ok_p99_ms": _pct(ok, 99),
@@ -84,7 +97,8 @@ async def open_loop(address: str, queries: list[str], rate: float, seconds: floa
             "shed_p99_ms": _pct(shed, 99), "hangs": codes["DEADLINE_EXCEEDED"],
             "other_errors": sum(n for c, n in codes.items() if c not in ("OK", "RESOURCE_EXHAUSTED",
                                                                            "DEADLINE_EXCEEDED")),
-            "degraded": degraded}
+            "degraded": degraded, "outside_handler_p99_ms": _pct(outside, 99),
+            "client_lag_p99_ms": _pct(client_lag, 99)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,10 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = run(args)
     rows = [[r["offered"], r["sent"], r["goodput"], r["in_budget_per_s"], r["ok_p50_ms"], r["ok_p99_ms"],
-             r["ok_max_ms"], r["shed"], r["shed_p99_ms"], r["hangs"], r["other_errors"], r["degraded"]]
+             r["ok_max_ms"], r["shed"], r["shed_p99_ms"], r["hangs"], r["other_errors"], r["degraded"],
+             r["outside_handler_p99_ms"], r["client_lag_p99_ms"]]
             for r in result.values()]
     print_table(rows, ["offered/s", "sent", "ok/s", "in budget+10/s", "ok p50", "ok p99", "ok max", "shed",
-                       "shed p99", "hangs", "other err", "degraded"])
+                       "shed p99", "hangs", "other err", "degraded", "outside p99", "client lag p99"])
     write_json(args.json, {"rates": result, "run": {**run_info(threads=1), "budget_ms": args.budget_ms,
                                                     "set": args.set, "shard_flags": args.shard_flag,
                                                     "cpu_count": os.cpu_count()}})

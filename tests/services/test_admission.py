@@ -18,7 +18,7 @@ from ltrr.v1 import broker_pb2, shard_pb2, shard_pb2_grpc
 from services import convert
 from services.admission import Deadline, Limiter, LoopLag
 from services.client import AsyncBrokerClient, ShardClient
-from services.cluster import broker_args
+from services.cluster import ClusterConfig, broker_args
 from services.process import ServerProcess, shard_args, spawn
 from tests.services.conftest import config
 
@@ -259,3 +259,27 @@ def test_a_shedding_shard_degrades_the_search_unless_no_strategy_answered(
                               {"lexical": lexical.address}, 0))
     cluster_parts.append(alone)
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in _search_together(alone.address, 3)
+
+
+# -- configuration ----------------------------------------------------------------------------------
+
+
+def test_cluster_toml_sets_every_shards_queue_and_the_brokers_bounds(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    path.write_text("[shards]\nmax_queue = 2\n[broker]\nmax_in_flight = 8\nlag_target_ms = 0\n")
+    cluster = ClusterConfig.from_toml(path)
+    assert cluster.shard_flags == ["--max-queue", "2"]
+    args = broker_args(cluster, {"lexical": "127.0.0.1:1"}, 0)
+    assert "max_in_flight=8" in args and "lag_target_ms=0" in args
+
+
+def test_a_misspelt_shards_key_is_named() -> None:
+    with pytest.raises(ValueError, match="`shards` must hold only"):
+        ClusterConfig(shards={"max_qeue": 2})
+
+
+def test_a_negative_shard_queue_is_refused() -> None:
+    from services.shard import ShardConfig
+
+    with pytest.raises(ValueError, match="`max_queue` must be >= 0"):
+        ShardConfig(strategy="lexical", index="x", max_queue=-1)

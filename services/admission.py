@@ -16,7 +16,7 @@ Queue Delay", 2012): `LoopLag` measures how late the loop runs a callback due no
 has stayed above a target (5 ms) for a whole interval (100 ms), new searches are refused. A
 fixed bound alone must be tuned to the capacity (Little's law: searches in flight = rate x
 latency), which moves with the machine, the encoder and the load beside it; the delay does not.
-benchmarks/overload.py measures both (README, "Overload").
+benchmarks/overload.py measures both (README, "Deadlines and overload").
 
 The counters (admitted, shed, expired, in_flight) are plain ints, read by metrics; a Limiter
 belongs to one event loop (try_acquire/release on the loop thread), while `observe` and
@@ -34,9 +34,11 @@ from dataclasses import dataclass
 from core.errors import DeadlineExceededError, OverloadedError
 
 # The broker: searches in flight at once (0 = unbounded). At the cluster's capacity (~80 to 240
-# searches/s) a search takes 20 to 60 ms, so Little's law puts 2 to 15 searches in flight; 32
-# leaves room for bursts, and what it admits beyond capacity is cut short by the budget.
-DEFAULT_BROKER_MAX_IN_FLIGHT = 32
+# searches/s) a search takes 20 to 60 ms, so Little's law puts 2 to 15 searches in flight. Measured
+# at 200 searches/s offered on 2 shared cores (benchmarks/overload.py), 16 with the loop-lag rule
+# was the one setting with no client deadline hit in every run; 32 and the lag rule alone, or 16
+# alone, let some runs queue past the client's 2 s deadline.
+DEFAULT_BROKER_MAX_IN_FLIGHT = 16
 # A shard with one worker thread: requests running or queued on it (0 = unbounded). One running,
 # three waiting: at the semantic shard's 7 to 25 ms per query that is a wait of at most ~75 ms,
 # within the default 100 ms budget; more would queue work the broker has given up on.

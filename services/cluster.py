@@ -18,7 +18,7 @@ All keys are optional (defaults in parentheses):
     [shards]                        # `ltrr shard` flags for every shard
     max_queue = 4                   # searches queued or running per shard (services/admission.py)
     [broker]                        # policy, ranking and admission
-    max_in_flight = 32              # searches in flight at the broker (services/admission.py)
+    max_in_flight = 16              # searches in flight at the broker (services/admission.py)
     lag_target_ms = 5.0             # refuse searches while its event loop runs this late (0 = off)
     policy = "thompson"             # thompson, linucb, epsilon-greedy, static
     budget = 200                    # candidates per search, all strategies together

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ from core.errors import DeadlineExceededError, OverloadedError
 # was the one setting with no client deadline hit in every run; 32 and the lag rule alone, or 16
 # alone, let some runs queue past the client's 2 s deadline.
 DEFAULT_BROKER_MAX_IN_FLIGHT = 16
+# The broker: how long a search may wait for a place when all are taken (Poisson bursts at
+# moderate load), before RESOURCE_EXHAUSTED; the wait is part of its budget.
+DEFAULT_BROKER_MAX_WAIT_MS = 10.0
 # A shard with one worker thread: requests running or queued on it (0 = unbounded). One running,
 # three waiting: at the semantic shard's 7 to 25 ms per query that is a wait of at most ~75 ms,
 # within the default 100 ms budget; more would queue work the broker has given up on.
@@ -118,21 +122,57 @@ class Limiter:
         self.expired = 0
         self.service_ms = 0.0  # moving average of observe()d service times; 0 until the first
         self.lag = lag
+        self.waiters: deque[asyncio.Future[None]] = deque()  # acquire_within's, oldest first
+
+    def _full(self) -> bool:
+        return bool(self.limit) and self.in_flight >= self.limit
+
+    def _lagging(self) -> bool:
+        return self.lag is not None and self.lag.overloaded(asyncio.get_running_loop().time())
 
     def try_acquire(self) -> bool:
         """Take a place if there is one and the loop is not queueing work (`lag`; counted
         admitted), or count the request shed."""
-        full = self.limit and self.in_flight >= self.limit
-        if full or (self.lag is not None and self.lag.overloaded(asyncio.get_running_loop().time())):
+        if self._full() or self._lagging():
             self.shed += 1
             return False
         self.in_flight += 1
         self.admitted += 1
         return True
 
+    async def acquire_within(self, wait_s: float) -> None:
+        """A place, waiting up to `wait_s` (first come, first served) for one to be released when
+        all are taken, so that a burst queues briefly instead of being refused; OverloadedError
+        when none frees in time, or at once while the loop is queueing work (`lag`)."""
+        if self._lagging() or (self._full() and wait_s <= 0):
+            self.acquire()  # refuses, counted
+        if not self._full():
+            self.in_flight += 1
+            self.admitted += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, wait_s)
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a place just as the wait ended: pass it on
+            if not isinstance(exc, TimeoutError):
+                raise
+            self.shed += 1
+            raise OverloadedError(f"overloaded: {self.name} is full ({self.limit} requests) and none finished "
+                                  f"within {wait_s * 1000:.0f} ms; retry later") from None
+        self.admitted += 1
+
     def release(self) -> None:
+        """Free a place, or hand it to the longest waiter of acquire_within."""
         if self.in_flight <= 0:
             raise RuntimeError(f"{self.name}: release() without a matching try_acquire()")
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the place passes on: in_flight stays
+                return
         self.in_flight -= 1
 
     def acquire(self) -> None:

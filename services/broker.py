@@ -61,7 +61,13 @@ from core.types import StrategyKind
 from core.warmstart import warm_start_from_log
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2
 from services import convert, metrics
-from services.admission import DEFAULT_BROKER_MAX_IN_FLIGHT, DEFAULT_LAG_TARGET_MS, Limiter, LoopLag
+from services.admission import (
+    DEFAULT_BROKER_MAX_IN_FLIGHT,
+    DEFAULT_BROKER_MAX_WAIT_MS,
+    DEFAULT_LAG_TARGET_MS,
+    Limiter,
+    LoopLag,
+)
 from services.decisions import DecisionWriter, WriterConfig
 from services.fanout import ShardPool, fan_out
 from services.outbox import MemoryOutbox, OutboxConfig
@@ -97,7 +103,8 @@ class BrokerConfig:
     memory shard's; warm_start: the event log of the plan this broker replaces ("" = none), which
     the policy learns from once, before it serves (core.warmstart), weighted as warm_start_config says;
     max_in_flight: searches served at once, beyond which they are refused (0 = unbounded;
-    services.admission.DEFAULT_BROKER_MAX_IN_FLIGHT); lag_target_ms: new searches are refused while
+    services.admission.DEFAULT_BROKER_MAX_IN_FLIGHT); max_wait_ms: how long a search may wait for
+    one of them before it is refused (part of its budget); lag_target_ms: new searches are refused while
     the event loop has run callbacks later than this for 100 ms (services.admission.LoopLag; 0 = off)."""
 
     shards: Mapping[str, str]
@@ -118,6 +125,7 @@ class BrokerConfig:
     warm_start: str = ""
     warm_start_config: WarmStartConfig = field(default_factory=WarmStartConfig)
     max_in_flight: int = DEFAULT_BROKER_MAX_IN_FLIGHT
+    max_wait_ms: float = DEFAULT_BROKER_MAX_WAIT_MS
     lag_target_ms: float = DEFAULT_LAG_TARGET_MS
 
     def __post_init__(self) -> None:
@@ -132,6 +140,8 @@ class BrokerConfig:
             raise ValueError(f"`recent_bytes` must be >= 0, but got {self.recent_bytes}")
         if self.max_in_flight < 0:
             raise ValueError(f"`max_in_flight` must be >= 0 (0 = unbounded), but got {self.max_in_flight}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"`max_wait_ms` must be >= 0, but got {self.max_wait_ms}")
         if self.lag_target_ms < 0:
             raise ValueError(f"`lag_target_ms` must be >= 0 (0 = off), but got {self.lag_target_ms}")
 
@@ -338,8 +348,12 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def Search(self, request: broker_pb2.SearchRequest, context: grpc.aio.ServicerContext
                      ) -> broker_pb2.SearchResponse:
         started = time.perf_counter()
-        with self.admission.admit():  # OverloadedError (RESOURCE_EXHAUSTED) at once when full
-            return await self._search(request, started, context.time_remaining())
+        caller_s = context.time_remaining()
+        await self.admission.acquire_within(self.config.max_wait_ms / 1000)  # OverloadedError when full
+        try:  # the wait counts against the budget: `started` is before it
+            return await self._search(request, started, caller_s)
+        finally:
+            self.admission.release()
 
     def _deadline(self, started: float, budget_ms: int, caller_s: float | None) -> float:
         """When the fan-out must end (perf_counter clock): the budget or the caller's deadline

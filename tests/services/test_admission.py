@@ -124,6 +124,41 @@ def test_a_limiter_with_a_lagging_loop_sheds_with_a_clear_error() -> None:
     asyncio.run(run())
 
 
+def test_a_waiting_request_takes_the_first_place_released_or_is_refused_in_time() -> None:
+    async def run() -> None:
+        limiter = Limiter(1, name="the test broker")
+        await limiter.acquire_within(0.0)
+        waiting = asyncio.create_task(limiter.acquire_within(10.0))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        limiter.release()  # handed to the waiter: the place stays taken
+        await waiting
+        assert (limiter.in_flight, limiter.admitted, limiter.shed) == (1, 2, 0)
+        with pytest.raises(OverloadedError, match="none finished within 1 ms"):
+            await limiter.acquire_within(0.001)
+        with pytest.raises(OverloadedError, match="is full"):
+            await limiter.acquire_within(0.0)
+        limiter.release()
+        assert (limiter.in_flight, limiter.shed, len(limiter.waiters)) == (0, 2, 0)
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_waiter_leaves_no_place_taken() -> None:
+    async def run() -> None:
+        limiter = Limiter(1, name="q")
+        await limiter.acquire_within(0.0)
+        waiting = asyncio.create_task(limiter.acquire_within(10.0))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        limiter.release()
+        assert limiter.in_flight == 0
+
+    asyncio.run(run())
+
+
 @pytest.mark.parametrize(("target", "interval"), [(0.0, 100.0), (5.0, -1.0)])
 def test_loop_lag_rejects_bad_settings(target: float, interval: float) -> None:
     with pytest.raises(ValueError, match="must be > 0"):

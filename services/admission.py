@@ -34,12 +34,13 @@ from dataclasses import dataclass
 
 from core.errors import DeadlineExceededError, OverloadedError
 
-# The broker: searches in flight at once (0 = unbounded). At the cluster's capacity (~80 to 240
-# searches/s) a search takes 20 to 60 ms, so Little's law puts 2 to 15 searches in flight. Measured
-# at 200 searches/s offered on 2 shared cores (benchmarks/overload.py), 16 with the loop-lag rule
-# was the one setting with no client deadline hit in every run; 32 and the lag rule alone, or 16
-# alone, let some runs queue past the client's 2 s deadline.
-DEFAULT_BROKER_MAX_IN_FLIGHT = 16
+# The broker: searches in flight at once (0 = unbounded). Little's law: the bound caps throughput
+# at bound / search latency, and must be about capacity x latency, or the loop takes on more work
+# than it can finish and calls queue unseen before the handler. The demo cluster on 2 cores serves
+# ~100 to 180 searches/s at 30 to 40 ms: 4 to 7. Measured at 200/s offered (benchmarks/overload.py):
+# 16 or 8 let accepted searches wait 0.5 to 1.7 s (p99); 4 kept p99 near 140 ms but refused 13%
+# at 100/s; 6 with a 10 ms wait refused under 1% at 100/s. Raise it with the cores the broker has.
+DEFAULT_BROKER_MAX_IN_FLIGHT = 6
 # The broker: how long a search may wait for a place when all are taken (Poisson bursts at
 # moderate load), before RESOURCE_EXHAUSTED; the wait is part of its budget.
 DEFAULT_BROKER_MAX_WAIT_MS = 10.0
@@ -65,21 +66,19 @@ class LoopLag:
             raise ValueError(f"`target_ms` and `interval_ms` must be > 0, but got {target_ms} and {interval_ms}")
         self.target_s, self.interval_s = target_ms / 1000, interval_ms / 1000
         self.lag_ms = 0.0  # the latest delay measured
-        self.above_since: float | None = None  # start of the current run of delays above the target
-        self.last_at: float | None = None  # when the probe last ran
+        self.above_since: float | None = None  # the first of the current run of late probes
 
     def record(self, lag_s: float, now: float) -> None:
         """One probe: the callback due at now - lag_s ran at `now` (seconds, the loop's clock)."""
-        self.lag_ms, self.last_at = lag_s * 1000, now
+        self.lag_ms = lag_s * 1000
         if lag_s <= self.target_s:
             self.above_since = None
         elif self.above_since is None:
-            self.above_since = now - lag_s
+            self.above_since = now
 
     def overloaded(self, now: float) -> bool:
-        """The delay has stayed above the target for an interval, or the probe has not run for one."""
-        if self.last_at is not None and now - self.last_at > self.interval_s:
-            return True
+        """Every probe since one at least an interval ago ran late. One long stall (a pause, a
+        blocking call) is a burst, not a queue: the probe after it decides."""
         return self.above_since is not None and now - self.above_since >= self.interval_s
 
     async def run(self) -> None:

@@ -18,7 +18,8 @@ All keys are optional (defaults in parentheses):
     [shards]                        # `ltrr shard` flags for every shard
     max_queue = 4                   # searches queued or running per shard (services/admission.py)
     [broker]                        # policy, ranking and admission
-    max_in_flight = 16              # searches in flight at the broker (services/admission.py)
+    max_in_flight = 6               # searches in flight at the broker (services/admission.py)
+    max_wait_ms = 10                # how long a search may wait for one of them
     lag_target_ms = 5.0             # refuse searches while its event loop runs this late (0 = off)
     policy = "thompson"             # thompson, linucb, epsilon-greedy, static
     budget = 200                    # candidates per search, all strategies together

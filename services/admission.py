@@ -38,8 +38,9 @@ from core.errors import DeadlineExceededError, OverloadedError
 # at bound / search latency, and must be about capacity x latency, or the loop takes on more work
 # than it can finish and calls queue unseen before the handler. The demo cluster on 2 cores serves
 # ~100 to 180 searches/s at 30 to 40 ms: 4 to 7. Measured at 200/s offered (benchmarks/overload.py):
-# 16 or 8 let accepted searches wait 0.5 to 1.7 s (p99); 4 kept p99 near 140 ms but refused 13%
-# at 100/s; 6 with a 10 ms wait refused under 1% at 100/s. Raise it with the cores the broker has.
+# 16 or 8 let accepted searches wait 0.4 to 1.7 s (p99) outside the handler; 4 kept their p99
+# near 140 ms but refused 13% at 100/s; 6 with a 10 ms wait refused 0.4 to 3.5% at 100/s and
+# kept the p99 at 138 to 285 ms at 200/s in 3 of 4 runs. Raise it with the cores the broker has.
 DEFAULT_BROKER_MAX_IN_FLIGHT = 6
 # The broker: how long a search may wait for a place when all are taken (Poisson bursts at
 # moderate load), before RESOURCE_EXHAUSTED; the wait is part of its budget.

@@ -58,3 +58,13 @@ class UnimplementedError(LtrrError):
 
 class UnavailableError(LtrrError):
     """A dependency the request needs (the event log's disk, a shard) failed; the caller may retry."""
+
+
+class OverloadedError(LtrrError):
+    """A server's bounded queue is full: the request is refused at once instead of queued
+    (services.admission); the caller may retry later or elsewhere."""
+
+
+class DeadlineExceededError(LtrrError):
+    """The request's deadline passed (or will pass before its work could finish) while it waited:
+    the work was not started."""

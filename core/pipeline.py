@@ -55,13 +55,15 @@ class CallStatus(enum.IntEnum):
 @dataclass(frozen=True, slots=True)
 class Answer:
     """One strategy's part of a search's fan-out. quota: asked (0 = not called, SKIPPED);
-    latency_ms: until it answered or was given up; hits: its list, for OK only."""
+    latency_ms: until it answered or was given up; hits: its list, for OK only; shed: an ERROR
+    because the strategy's server refused the call under overload (it never ran)."""
 
     strategy: str
     quota: int
     status: CallStatus
     latency_ms: float
     hits: StrategyList | None = None
+    shed: bool = False
 
     @property
     def answered(self) -> bool:

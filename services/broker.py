@@ -1,7 +1,11 @@
 """The broker: ltrr.v1.Broker on grpc.aio and uvloop. It only orchestrates; core.pipeline decides.
 
-Search: validate -> query understanding (the attribute shard's Understand, if it answers within a
-slice of the budget) -> SearchPipeline.decide -> parallel fan-out under the budget ->
+Search: admitted while fewer than `max_in_flight` searches are in flight (services.admission;
+beyond it RESOURCE_EXHAUSTED at once) -> validate -> the deadline: the budget or the caller's gRPC
+deadline, whichever ends first -> query understanding (the attribute shard's Understand, if it
+answers within a slice of the budget) -> SearchPipeline.decide -> parallel fan-out, every call
+carrying the time left (a strategy whose shard sheds counts as failed; RESOURCE_EXHAUSTED only
+when every called strategy shed and none answered) ->
 SearchPipeline.serve (merge, rank, the decision record) -> the record stored durably (group
 commit) -> response. A decision that cannot be stored fails the search with UNAVAILABLE: a served
 decision id is always joinable.
@@ -36,7 +40,14 @@ import numpy as np
 
 from core.cache import ByteLRU
 from core.catalog import Entity
-from core.errors import InvalidArgumentError, NotFoundError, NotReadyError, StateError
+from core.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    NotReadyError,
+    OverloadedError,
+    StateError,
+)
 from core.eventlog import DecisionRecord, EventLog, EventRecord, RetentionConfig
 from core.pipeline import Judged, SearchPipeline, Served, decision_bytes
 from core.policy.features import DIM
@@ -50,6 +61,13 @@ from core.types import StrategyKind
 from core.warmstart import warm_start_from_log
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2
 from services import convert, logs, metrics
+from services.admission import (
+    DEFAULT_BROKER_MAX_IN_FLIGHT,
+    DEFAULT_BROKER_MAX_WAIT_MS,
+    DEFAULT_LAG_TARGET_MS,
+    Limiter,
+    LoopLag,
+)
 from services.decisions import DecisionWriter, WriterConfig
 from services.fanout import ShardPool, fan_out
 from services.outbox import MemoryOutbox, OutboxConfig
@@ -83,7 +101,11 @@ class BrokerConfig:
     recent_bytes: the recent-decision cache's bound (DEFAULT_RECENT_BYTES); retention: the event
     log's (core.eventlog.RetentionConfig); writer: decision group commit and retries; outbox: the
     memory shard's; warm_start: the event log of the plan this broker replaces ("" = none), which
-    the policy learns from once, before it serves (core.warmstart), weighted as warm_start_config says."""
+    the policy learns from once, before it serves (core.warmstart), weighted as warm_start_config says;
+    max_in_flight: searches served at once, beyond which they are refused (0 = unbounded;
+    services.admission.DEFAULT_BROKER_MAX_IN_FLIGHT); max_wait_ms: how long a search may wait for
+    one of them before it is refused (part of its budget); lag_target_ms: new searches are refused while
+    the event loop has run callbacks later than this for 100 ms (services.admission.LoopLag; 0 = off)."""
 
     shards: Mapping[str, str]
     state_dir: str
@@ -102,6 +124,9 @@ class BrokerConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     warm_start: str = ""
     warm_start_config: WarmStartConfig = field(default_factory=WarmStartConfig)
+    max_in_flight: int = DEFAULT_BROKER_MAX_IN_FLIGHT
+    max_wait_ms: float = DEFAULT_BROKER_MAX_WAIT_MS
+    lag_target_ms: float = DEFAULT_LAG_TARGET_MS
 
     def __post_init__(self) -> None:
         order = [k.value for k in StrategyKind]
@@ -113,6 +138,12 @@ class BrokerConfig:
             raise ValueError("`understand_fraction` must be in [0, 1), `reserve_ms` >= 0, `save_every` >= 1")
         if self.recent_bytes < 0:
             raise ValueError(f"`recent_bytes` must be >= 0, but got {self.recent_bytes}")
+        if self.max_in_flight < 0:
+            raise ValueError(f"`max_in_flight` must be >= 0 (0 = unbounded), but got {self.max_in_flight}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"`max_wait_ms` must be >= 0, but got {self.max_wait_ms}")
+        if self.lag_target_ms < 0:
+            raise ValueError(f"`lag_target_ms` must be >= 0 (0 = off), but got {self.lag_target_ms}")
 
     @property
     def strategies(self) -> tuple[str, ...]:
@@ -190,6 +221,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         # its own thread: serialising a large query history takes ~0.6 s, which on the log's thread
         # would hold up every search waiting for its decision to be stored
         self.snapshots = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-snapshot")
+        self.lag = LoopLag(config.lag_target_ms) if config.lag_target_ms else None
+        self.admission = Limiter(config.max_in_flight, name="the broker", lag=self.lag)
+        self.lag_task: asyncio.Task[None] | None = None
 
     # -- life ---------------------------------------------------------------------------------------
 
@@ -204,6 +238,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             self.outbox = MemoryOutbox(self.writer.log, memory, self.writer.run, self.config.outbox,
                                        satisfied_fraction=self.config.policy.satisfied_fraction)
             self.outbox.start()
+        if self.lag is not None:
+            self.lag_task = asyncio.get_running_loop().create_task(self.lag.run())
         log.info("broker over %s", ", ".join(f"{s}={a}" for s, a in self.config.shards.items()))
 
     def _load(self) -> None:
@@ -273,6 +309,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         """Stop the outbox, write a last snapshot, close the log (on SIGTERM, after in-flight calls)."""
         if self.outbox is not None:
             await self.outbox.stop()
+        if self.lag_task is not None:
+            self.lag_task.cancel()
+            await asyncio.gather(self.lag_task, return_exceptions=True)
         await self.pool.close()
         if self.snapshot_task is not None:
             await self.snapshot_task
@@ -311,15 +350,40 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def Search(self, request: broker_pb2.SearchRequest, context: grpc.aio.ServicerContext
                      ) -> broker_pb2.SearchResponse:
         started = time.perf_counter()
+        caller_s = context.time_remaining()
         decision_id = uuid.uuid4().hex
         logs.DECISION_ID.set(decision_id)
+        await self.admission.acquire_within(self.config.max_wait_ms / 1000)  # OverloadedError when full
+        try:  # the wait counts against the budget: `started` is before it
+            return await self._search(request, started, caller_s, decision_id)
+        finally:
+            self.admission.release()
+
+    def _deadline(self, started: float, budget_ms: int, caller_s: float | None) -> float:
+        """When the fan-out must end (perf_counter clock): the budget or the caller's deadline
+        (`caller_s` left of it at `started`), whichever ends first, less the reserve for ranking."""
+        limit_s = budget_ms / 1000 if caller_s is None else min(budget_ms / 1000, caller_s)
+        if limit_s <= 0:
+            self.admission.expired += 1
+            raise DeadlineExceededError("the caller's deadline passed before the search started")
+        return started + limit_s - self.config.reserve_ms / 1000
+
+    async def _search(self, request: broker_pb2.SearchRequest, started: float, caller_s: float | None,
+                      decision_id: str) -> broker_pb2.SearchResponse:
         pipeline = self._ready()
         k, budget_ms = _check_request(request)
         query = convert.query_from_proto(request.query, self.config.limits, vector_dim=len(request.query.vector))
-        deadline = started + (budget_ms - self.config.reserve_ms) / 1000
-        interps = await self._understand(request.query, budget_ms * self.config.understand_fraction / 1000)
+        deadline = self._deadline(started, budget_ms, caller_s)
+        understand_s = min(budget_ms * self.config.understand_fraction / 1000, deadline - time.perf_counter())
+        interps = await self._understand(request.query, understand_s)
         plan = pipeline.decide(query.text, query.context, interps, self.rng)
-        answers = await fan_out(self.pool, request.query, plan.quotas, max(deadline - time.perf_counter(), 0.001))
+        answers = await fan_out(self.pool, request.query, plan.quotas, deadline - time.perf_counter())
+        if caller_s is not None and time.perf_counter() >= started + caller_s:
+            self.admission.expired += 1  # the caller has gone: ranking and storing would be wasted
+            raise DeadlineExceededError("the caller's deadline passed during the fan-out")
+        if any(a.shed for a in answers) and not any(a.answered for a in answers):
+            raise OverloadedError("overloaded: every strategy this search called refused it (their queues are "
+                                  "full); retry later")
         served = pipeline.serve(plan, answers, decision_id=decision_id, ts=time.time(), k=k)
         assert self.writer is not None
         await self.writer.store(served.record)  # UnavailableError (UNAVAILABLE) when it cannot be stored

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.errors import LtrrError
+from services.admission import DEFAULT_SHARD_MAX_QUEUE
 from services.cli_broker import add_broker_commands
 from services.cli_common import DEMO_QUERIES, parse_options
 from services.logs import FORMATS
@@ -50,7 +51,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
     config = ShardConfig(strategy=args.strategy, index=args.index, host=args.host, port=args.port,
                          limits=Limits(max_quota=args.max_quota, max_query_chars=args.max_query_chars),
                          options=parse_options(args.option, scoped=False), delay_ms=args.test_delay_ms,
-                         noop=args.noop)
+                         noop=args.noop, max_queue=args.max_queue)
 
     def listening(address: str) -> None:
         print(f"ltrr shard {args.strategy} listening on {address}", flush=True)
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=port_arg, default=0, metavar="PORT|auto",
                    help="serve Prometheus metrics over HTTP on --host at this port (0: off; auto: a free port, "
                         "printed as 'metrics on HOST:PORT') (default: off)")
+    p.add_argument("--max-queue", type=int, default=DEFAULT_SHARD_MAX_QUEUE,
+                   help="searches queued or running at once; beyond it RESOURCE_EXHAUSTED at once, "
+                        "0 = unbounded (default: %(default)s; services/admission.py)")
     p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser("retrieve", help="ask a shard for candidates")

@@ -31,7 +31,8 @@ def int_tuple(text: str) -> tuple[int, ...]:
 # the broker's own `--set` keys, beside the policy's: services.broker.BrokerConfig and the event
 # log's retention (core.eventlog.RetentionConfig), with their parsers
 BROKER_KEYS: dict[str, Callable[[str], Any]] = {
-    "ranker": str, "seed": int, "recent_bytes": int, "keep_lists_s": float, "max_age_s": float, "max_bytes": int}
+    "ranker": str, "seed": int, "recent_bytes": int, "keep_lists_s": float, "max_age_s": float, "max_bytes": int,
+    "max_in_flight": int, "max_wait_ms": float, "lag_target_ms": float}
 POLICY_KIND_KEY = "policy"  # `--set policy=...` sets PolicyConfig.kind: the key of cluster configs and scripts
 
 
@@ -101,6 +102,7 @@ def policy_settings(config: PolicyConfig) -> dict[str, str]:
 def broker_config(args: argparse.Namespace) -> Any:
     from core.catalog import load_catalog
     from core.eventlog import RetentionConfig
+    from services.admission import DEFAULT_BROKER_MAX_IN_FLIGHT, DEFAULT_BROKER_MAX_WAIT_MS, DEFAULT_LAG_TARGET_MS
     from services.broker import DEFAULT_RECENT_BYTES, BrokerConfig
 
     settings = parse_options(args.set, scoped=False)
@@ -116,6 +118,9 @@ def broker_config(args: argparse.Namespace) -> Any:
                         policy=policy, ranker=own.get("ranker", "lambdamart"),  # RRF until train-ranker writes it
                         ranker_model=str(model), seed=own.get("seed", 0),
                         recent_bytes=own.get("recent_bytes", DEFAULT_RECENT_BYTES), retention=retention,
+                        max_in_flight=own.get("max_in_flight", DEFAULT_BROKER_MAX_IN_FLIGHT),
+                        lag_target_ms=own.get("lag_target_ms", DEFAULT_LAG_TARGET_MS),
+                        max_wait_ms=own.get("max_wait_ms", DEFAULT_BROKER_MAX_WAIT_MS),
                         # getattr: callers that build the namespace by hand may leave the optional flag out
                         warm_start=getattr(args, "warm_start", None) or "")
 
@@ -269,6 +274,10 @@ def add_broker_commands(sub: Any) -> None:
                         "does not learn it again")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="ranker (rrf|blend|lambdamart), seed, recent_bytes (the recent-decision cache's bound), "
+                        "max_in_flight (searches served at once; beyond it RESOURCE_EXHAUSTED at once; 0 = "
+                        "unbounded; services/admission.py), max_wait_ms (how long a search waits for one "
+                        "of them), lag_target_ms (refuse new searches while the event "
+                        "loop runs this late for 100 ms; 0 = off), "
                         "the event log's retention keep_lists_s, max_age_s, max_bytes (core.eventlog.RetentionConfig), "
                         "and the policy's (PolicyConfig in "
                         f"core/policy/policies.py; policy= is its kind): {', '.join(POLICY_KEYS)}. E.g. "

@@ -14,6 +14,15 @@ from ltrr.v1 import broker_pb2, broker_pb2_grpc, shard_pb2, shard_pb2_grpc
 from services import convert
 
 DEFAULT_TIMEOUT_S = 10.0
+# A search's own gRPC deadline: its budget plus this slack for queueing, the network and the
+# broker's ranking, capped by the client's timeout. An overloaded or stuck broker thus costs the
+# caller about a second and a clear DEADLINE_EXCEEDED, never a hang.
+SEARCH_DEADLINE_SLACK_S = 1.0
+
+
+def search_deadline_s(budget_ms: int, timeout: float) -> float:
+    """The default gRPC deadline of a search with `budget_ms` (0: the broker's default, 100 ms)."""
+    return min(timeout, (budget_ms or 100) / 1000 + SEARCH_DEADLINE_SLACK_S)
 
 
 class ShardClient:
@@ -74,10 +83,11 @@ class BrokerClient:
     def search(self, text: str, *, k: int = 10, budget_ms: int = 100, context: dict[str, str] | None = None,
                filters: Sequence[Filter] = (), return_candidates: bool = False, timeout: float | None = None
                ) -> broker_pb2.SearchResponse:
-        """return_candidates: also get every merged candidate (SearchResponse.candidates)."""
+        """return_candidates: also get every merged candidate (SearchResponse.candidates); timeout:
+        the call's deadline in seconds (default: search_deadline_s)."""
         request = broker_pb2.SearchRequest(query=convert.query_to_proto(text, context=context, filters=filters),
                                            k=k, budget_ms=budget_ms, return_candidates=return_candidates)
-        return self.stub.Search(request, timeout=timeout or self.timeout)
+        return self.stub.Search(request, timeout=timeout or search_deadline_s(budget_ms, self.timeout))
 
     def feedback(self, decision_id: str, entity_id: str, event: str | int = "click", *, value: float = 0.0,
                  event_id: str = "", timeout: float | None = None) -> broker_pb2.FeedbackResponse:
@@ -105,10 +115,12 @@ class AsyncBrokerClient:
         self.stub = broker_pb2_grpc.BrokerStub(self.channel)
 
     async def search(self, text: str, *, k: int = 10, budget_ms: int = 100,
-                     context: dict[str, str] | None = None) -> broker_pb2.SearchResponse:
+                     context: dict[str, str] | None = None, timeout: float | None = None
+                     ) -> broker_pb2.SearchResponse:
+        """timeout: the call's deadline in seconds (default: search_deadline_s)."""
         request = broker_pb2.SearchRequest(query=convert.query_to_proto(text, context=context), k=k,
                                            budget_ms=budget_ms)
-        return await self.stub.Search(request, timeout=self.timeout)
+        return await self.stub.Search(request, timeout=timeout or search_deadline_s(budget_ms, self.timeout))
 
     async def feedback(self, decision_id: str, entity_id: str, event: str = "click", *, value: float = 0.0
                        ) -> broker_pb2.FeedbackResponse:

@@ -20,7 +20,12 @@ All keys are optional (defaults in parentheses):
     fields = "title^2,artist^1.5,album^0.5"
     [run.memory]                    # shard run-time options per strategy
     snapshot_every = 1000
-    [broker]                        # policy and ranking
+    [shards]                        # `ltrr shard` flags for every shard
+    max_queue = 4                   # searches queued or running per shard (services/admission.py)
+    [broker]                        # policy, ranking and admission
+    max_in_flight = 6               # searches in flight at the broker (services/admission.py)
+    max_wait_ms = 10                # how long a search may wait for one of them
+    lag_target_ms = 5.0             # refuse searches while its event loop runs this late (0 = off)
     policy = "thompson"             # thompson, linucb, epsilon-greedy, static
     budget = 200                    # candidates per search, all strategies together
     levels = [0, 50, 100, 200]      # the quotas a strategy can be given
@@ -46,6 +51,7 @@ from services.process import ServerProcess, shard_args, spawn
 DEFAULT_STRATEGIES = ("lexical", "semantic", "attribute", "memory")
 DEFAULT_BUILD = {"lexical": {"fields": "title^2,artist^1.5,album^0.5"}}
 RANKER_FILE = "ranker.txt"
+SHARD_KEYS = ("max_queue", "threads")  # the [shards] table's keys: `ltrr shard` flags
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,8 +68,11 @@ class ClusterConfig:
     metrics_port: int | str = "auto"
     log_format: str = "text"
     log_level: str = "INFO"
+    shards: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if unknown := sorted(set(self.shards) - set(SHARD_KEYS)):
+            raise ValueError(f"`shards` must hold only {list(SHARD_KEYS)}, but got {unknown}")
         port = self.metrics_port
         if port != "auto" and not (isinstance(port, int) and 0 <= port <= 65535 - len(self.strategies)):
             raise ValueError(f"`metrics_port` must be \"auto\" or a port in [0, {65535 - len(self.strategies)}], "
@@ -77,6 +86,11 @@ class ClusterConfig:
             return str(self.metrics_port), {name: str(self.metrics_port) for name in self.strategies}
         base = int(self.metrics_port)
         return str(base), {name: str(base + 1 + i) for i, name in enumerate(self.strategies)}
+
+    @property
+    def shard_flags(self) -> list[str]:
+        """The [shards] table as `ltrr shard` flags (max_queue = 4 -> --max-queue 4)."""
+        return [f for key, value in self.shards.items() for f in (f"--{key.replace('_', '-')}", str(value))]
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str] | None) -> ClusterConfig:
@@ -135,7 +149,7 @@ class Cluster:
         broker_metrics, shard_metrics = c.metrics_ports()
         try:
             for name in c.strategies:
-                flags = ["--host", c.host, "--metrics-port", shard_metrics[name], *shard_flags]
+                flags = ["--host", c.host, "--metrics-port", shard_metrics[name], *c.shard_flags, *shard_flags]
                 self.shards[name] = spawn([*logs, *shard_args(name, c.index, c.run.get(name), flags)])
             port = c.port if broker_port is None else broker_port
             args = broker_args(c, {n: s.address for n, s in self.shards.items()}, port)

@@ -2,7 +2,9 @@
 
 Each chosen strategy is called at once with its quota; the call carries a gRPC deadline equal to
 the time left, and the fan-out stops waiting at that same moment. What arrives in time is kept;
-a strategy that misses the deadline is TIMEOUT, one that fails is ERROR, one with quota 0 SKIPPED.
+a strategy that misses the deadline is TIMEOUT, one that fails is ERROR (`shed` when its shard
+refused the call under overload, RESOURCE_EXHAUSTED), one with quota 0 SKIPPED. With no time left
+no shard is called: every strategy with a quota is TIMEOUT.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ async def _call(stub: shard_pb2_grpc.ShardStub, strategy: str, query: common_pb2
         status = CallStatus.TIMEOUT if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED else CallStatus.ERROR
         if status is CallStatus.ERROR:
             log.debug("%s failed: %s %s", strategy, err.code(), err.details())
-        return Answer(strategy, quota, status, (time.perf_counter() - started) * 1000)
+        return Answer(strategy, quota, status, (time.perf_counter() - started) * 1000,
+                      shed=err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED)
     ids = [c.entity_id for c in response.candidates]
     scores = np.fromiter((c.score for c in response.candidates), dtype=np.float32, count=len(ids))
     return Answer(strategy, quota, CallStatus.OK, (time.perf_counter() - started) * 1000,
@@ -64,14 +67,20 @@ async def fan_out(pool: ShardPool, query: common_pb2.Query, quotas: Mapping[str,
     """Call every strategy with a positive quota in parallel; one result per entry of `quotas`, in order."""
     started = time.perf_counter()
     tasks = {name: asyncio.create_task(_call(pool.stubs[name], name, query, q, timeout_s))
-             for name, q in quotas.items() if q > 0}
-    if tasks:
-        await asyncio.wait(tasks.values(), timeout=timeout_s)
+             for name, q in quotas.items() if q > 0 and timeout_s > 0}
+    try:
+        if tasks:
+            await asyncio.wait(tasks.values(), timeout=timeout_s)
+    except asyncio.CancelledError:  # the search was abandoned (its caller left): so are its calls
+        for pending in tasks.values():
+            pending.cancel()
+        raise
     results = []
     for name, quota in quotas.items():
         task = tasks.get(name)
         if task is None:
-            results.append(Answer(name, 0, CallStatus.SKIPPED, 0.0))
+            results.append(Answer(name, quota, CallStatus.TIMEOUT, 0.0) if quota > 0
+                           else Answer(name, 0, CallStatus.SKIPPED, 0.0))
         elif task.done():
             results.append(task.result())
         else:

@@ -16,15 +16,17 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import wraps
 from typing import Any, TypeVar
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from core.pipeline import CallStatus, Served
 
@@ -120,8 +122,6 @@ EXPLORED = Counter("ltrr_broker_explored_searches",
                    "(core.policy.policies.Decision.explored): the exploration rate's numerator", registry=BROKER)
 DEGRADED = Counter("ltrr_broker_degraded_searches", "Searches served with some called strategy TIMEOUT or ERROR",
                    registry=BROKER)
-SHED = Counter("ltrr_broker_shed_searches", "Searches refused with RESOURCE_EXHAUSTED by admission control",
-               registry=BROKER)
 CACHE_LOOKUPS = Counter("ltrr_cache_lookups", "Cache look-ups by cache and result (hit or miss)",
                         ["cache", "result"], registry=BROKER)
 CACHE_ENTRIES = Gauge("ltrr_cache_entries", "Entries held, by cache", ["cache"], registry=BROKER)
@@ -224,6 +224,27 @@ def _failed_code(err: BaseException, context: grpc.aio.ServicerContext) -> str:
     return "CANCELLED" if isinstance(err, asyncio.CancelledError) else "UNKNOWN"
 
 
+def admission_metrics(prefix: str, what: str, limiter: Any, label: list[str]) -> Iterator[Metric]:
+    """A services.admission.Limiter's counters as `<prefix>_shed_<what>_total` (refused with
+    RESOURCE_EXHAUSTED) and `<prefix>_expired_<what>_total` (deadline passed before the work
+    started), labelled by strategy when `label` names one."""
+    names = ["strategy"] if label else []
+    for kind, doc, value in (("shed", "refused with RESOURCE_EXHAUSTED by admission control", limiter.shed),
+                             ("expired", "dropped because their deadline passed before the work started",
+                              limiter.expired)):
+        family = CounterMetricFamily(f"{prefix}_{kind}_{what}", f"{what.capitalize()} {doc}", labels=names)
+        family.add_metric(label, float(value))
+        yield family
+
+
+class _BrokerAdmission(Collector):
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        yield from admission_metrics("ltrr_broker", "searches", self.service.admission, [])
+
+
 def watch_broker(service: Any) -> None:
     """Gauges read at scrape time from a services.broker.BrokerService: its recent-decision and
     Understand caches (core.cache.ByteLRU) and the decisions waiting for a group commit (0 before
@@ -245,6 +266,7 @@ def watch_broker(service: Any) -> None:
         CACHE_ENTRIES.labels(name).set_function(cache.__len__)
         CACHE_BYTES.labels(name).set_function(functools.partial(getattr, cache, "bytes"))
     PENDING_DECISIONS.set_function(lambda: len(service.writer.pending) if service.writer is not None else 0)
+    BROKER.register(_BrokerAdmission(service))
 
 
 # decorates BrokerService.Search and Feedback

@@ -4,7 +4,7 @@ Prometheus can sum or split the shards of a cluster.
 
 Requests and latencies come from `observed` around the Shard rpcs; the index sizes and the
 strategy's caches (SHARD_CACHES) are read when scraped (`watch_shard`), so the request path sets
-nothing else. SHED and EXPIRED are for admission control and deadline checks to increment.
+nothing else. Shed and expired requests are the admission Limiter's counters, read at scrape time.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.metrics import LATENCY_BUCKETS_MS, new_registry, observed
+from services.metrics import LATENCY_BUCKETS_MS, admission_metrics, new_registry, observed
 
 SHARD = new_registry()
 REQUESTS = Counter("ltrr_shard_requests", "Shard rpcs by method and final gRPC status code",
@@ -28,10 +28,6 @@ REQUEST_LATENCY = Histogram("ltrr_shard_request_latency_ms", "Shard rpc time in 
                             ["strategy", "method"], buckets=LATENCY_BUCKETS_MS, registry=SHARD)
 INFLIGHT = Gauge("ltrr_shard_inflight_requests", "Shard rpcs being handled or queued for the worker thread",
                  ["strategy"], registry=SHARD)
-SHED = Counter("ltrr_shard_shed_requests", "Requests refused with RESOURCE_EXHAUSTED (the shard's queue was full)",
-               ["strategy"], registry=SHARD)
-EXPIRED = Counter("ltrr_shard_expired_requests", "Requests dropped because their deadline passed while they queued",
-                  ["strategy"], registry=SHARD)
 QUERY_CACHE = "query_embeddings"
 
 
@@ -92,6 +88,7 @@ class ShardCollector(Collector):
             family.add_metric([name], float(value))
             yield family
         yield from _cache_metrics(name, find_caches(strategy))
+        yield from admission_metrics("ltrr_shard", "requests", self.service.admission, [name])
 
 
 def _cache_metrics(strategy: str, caches: list[tuple[str, Any]]) -> Iterator[Metric]:
@@ -116,8 +113,7 @@ def watch_shard(service: Any) -> None:
     series at zero so that they exist (and rate() works) before the first request."""
     SHARD.register(ShardCollector(service))
     name = service.config.strategy
-    for metric in (SHED, EXPIRED, INFLIGHT):
-        metric.labels(name)
+    INFLIGHT.labels(name)
     for method in ("Retrieve", "Understand", "Learn"):
         REQUEST_LATENCY.labels(name, method)
         REQUESTS.labels(name, method, "OK")

@@ -4,7 +4,10 @@ Life of a shard process:
 1. bind the port and start serving at once, health NOT_SERVING, every Shard rpc UNAVAILABLE;
 2. load the index (checksums verified) and warm every kernel, in a worker thread;
 3. health SERVING; requests run one at a time on a worker thread (the Numba kernels release the
-   GIL), so the event loop keeps answering health checks and watching deadlines;
+   GIL), so the event loop keeps answering health checks and watching deadlines. Retrieve and
+   Understand are admitted only while fewer than `max_queue` wait or run (services.admission;
+   beyond it RESOURCE_EXHAUSTED at once), and one whose deadline passed while it queued is
+   answered DEADLINE_EXCEEDED without running;
 4. on SIGTERM or SIGINT: health NOT_SERVING, in-flight requests get a grace period, then exit 0.
 A damaged index ends the process with exit code 2 and a message naming the file.
 """
@@ -31,6 +34,7 @@ from core.storage import FORMAT_VERSION
 from core.types import Strategy, StrategyKind, SupportsClose, SupportsLearn, SupportsUnderstand
 from ltrr.v1 import shard_pb2, shard_pb2_grpc
 from services import convert, metrics, metrics_shard
+from services.admission import DEFAULT_SHARD_MAX_QUEUE, Deadline, Limiter
 from services.metrics_shard import shard_observed
 from services.server import Hosted, run
 from services.status import status_for
@@ -48,7 +52,9 @@ Resp = TypeVar("Resp")
 class ShardConfig:
     """strategy: registered strategy name; index: index directory; options: the strategy's run-time
     settings; delay_ms: test-only artificial delay added to every Retrieve (0 = none); noop: serve
-    core.noop.NoopStrategy under the strategy's name (benchmarks' floor)."""
+    core.noop.NoopStrategy under the strategy's name (benchmarks' floor); max_queue: Retrieve and
+    Understand requests queued or running at once, beyond which they are refused (0 = unbounded;
+    services.admission.DEFAULT_SHARD_MAX_QUEUE)."""
 
     strategy: str
     index: str
@@ -58,12 +64,15 @@ class ShardConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     delay_ms: float = 0.0
     noop: bool = False
+    max_queue: int = DEFAULT_SHARD_MAX_QUEUE
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"`port` must be in [0, 65535], but got {self.port}")
         if self.delay_ms < 0:
             raise ValueError(f"`delay_ms` must be >= 0, but got {self.delay_ms}")
+        if self.max_queue < 0:
+            raise ValueError(f"`max_queue` must be >= 0 (0 = unbounded), but got {self.max_queue}")
 
 
 def rpc(handler: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
@@ -88,6 +97,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.config = config
         self.strategy: Strategy | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-shard")
+        self.admission = Limiter(config.max_queue, name=f"the {config.strategy} shard's queue")
 
     def _ready(self) -> Strategy:
         if self.strategy is None:
@@ -97,8 +107,29 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     async def _run(self, fn: Callable[..., Resp], *args: Any) -> Resp:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def _retrieve(self, request: shard_pb2.RetrieveRequest) -> shard_pb2.RetrieveResponse:
-        start = time.perf_counter()
+    async def _admitted(self, fn: Callable[..., Resp], request: Any, context: grpc.aio.ServicerContext) -> Resp:
+        """fn(request, deadline) on the worker if its queue has room, else OverloadedError at once.
+        The place is held until the worker is done with it (not when the caller gives up), so the
+        bound counts exactly the work queued on or running on the worker. A call cancelled (its
+        deadline passed, the caller left) while still queued never runs and is counted expired."""
+        self.admission.acquire()
+        loop = asyncio.get_running_loop()
+        job = self.executor.submit(fn, request, Deadline.after(context.time_remaining()))
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self.admission.release))
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            if job.cancel():  # still queued: now it never runs
+                self.admission.expired += 1
+            raise
+
+    def _picked_up(self, deadline: Deadline) -> float:
+        """On the worker, first thing: drop a request that would be late (Limiter.check); its start time."""
+        self.admission.check(deadline)
+        return time.perf_counter()
+
+    def _retrieve(self, request: shard_pb2.RetrieveRequest, deadline: Deadline) -> shard_pb2.RetrieveResponse:
+        start = self._picked_up(deadline)
         strategy = self._ready()
         query = convert.query_from_proto(request.query, self.config.limits, strategy.vector_dim)
         quota = check_quota(request.quota, self.config.limits)
@@ -106,6 +137,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if self.config.delay_ms:
             time.sleep(self.config.delay_ms / 1000)
         took = (time.perf_counter() - start) * 1000
+        self.admission.observe(took)
         return convert.hits_to_response(strategy.kind.value, hits, strategy.collection.ids, took)
 
     @shard_observed
@@ -115,10 +147,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the shard started")
-        return await self._run(self._retrieve, request)
+        return await self._admitted(self._retrieve, request, context)
 
-    def _understand(self, request: shard_pb2.UnderstandRequest) -> shard_pb2.UnderstandResponse:
-        start = time.perf_counter()
+    def _understand(self, request: shard_pb2.UnderstandRequest, deadline: Deadline) -> shard_pb2.UnderstandResponse:
+        start = self._picked_up(deadline)
         strategy = self._ready()
         if not isinstance(strategy, SupportsUnderstand):
             raise UnimplementedError(f"the {strategy.kind.value} strategy has no query understanding")
@@ -134,7 +166,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     @rpc
     async def Understand(self, request: shard_pb2.UnderstandRequest, context: grpc.aio.ServicerContext
                          ) -> shard_pb2.UnderstandResponse:
-        return await self._run(self._understand, request)
+        return await self._admitted(self._understand, request, context)
 
     def _learn(self, request: shard_pb2.LearnRequest) -> shard_pb2.LearnResponse:
         strategy = self._ready()
@@ -161,7 +193,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             strategy=s.kind.value, format_version=FORMAT_VERSION, index_id=c.index_id, num_entities=len(c),
             num_deleted=len(c.deleted), max_quota=self.config.limits.max_quota,
             max_query_chars=self.config.limits.max_query_chars, filter_fields=c.filter_fields,
-            vector_dim=s.vector_dim, params=dict(s.describe()))
+            vector_dim=s.vector_dim, params={**s.describe(), **self._admission_params()})
+
+    def _admission_params(self) -> dict[str, str]:
+        """The queue's bound and counters (services.admission.Limiter), as Describe params."""
+        a = self.admission
+        return {"queue.max": str(a.limit), "queue.admitted": str(a.admitted), "queue.shed": str(a.shed),
+                "queue.expired": str(a.expired)}
 
     def load(self) -> None:
         """Open the index and warm it up (blocking; runs on the worker thread)."""

@@ -6,11 +6,13 @@ import grpc
 
 from core.errors import (
     CatalogError,
+    DeadlineExceededError,
     IndexFormatError,
     InvalidArgumentError,
     LtrrError,
     NotFoundError,
     NotReadyError,
+    OverloadedError,
     StateError,
     UnavailableError,
     UnimplementedError,
@@ -25,6 +27,8 @@ STATUS_FOR: dict[type[LtrrError], grpc.StatusCode] = {
     UnimplementedError: grpc.StatusCode.UNIMPLEMENTED,
     StateError: grpc.StatusCode.FAILED_PRECONDITION,
     UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 

@@ -15,10 +15,12 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.errors import DeadlineExceededError, OverloadedError
 from ltrr.v1 import broker_pb2
+from services.admission import Deadline, Limiter
 from services.client import BrokerClient
 from services.cluster import Cluster, ClusterConfig, broker_args
-from services.metrics import AUTO_PORT, port_arg
+from services.metrics import AUTO_PORT, admission_metrics, port_arg
 from services.process import spawn
 from tests.services.conftest import ALL, config
 
@@ -58,6 +60,7 @@ def test_every_process_serves_its_own_series(cluster: Cluster) -> None:
     broker = scrape(cluster.broker.metrics_address)
     for name in ("ltrr_broker_searches_total", "ltrr_broker_search_latency_ms_count",
                  "ltrr_broker_feedback_events_total", "ltrr_broker_shed_searches_total",
+                 "ltrr_broker_expired_searches_total",
                  "ltrr_broker_degraded_searches_total", "ltrr_broker_explored_searches_total",
                  "ltrr_broker_outbox_lag_events", "ltrr_broker_pending_decisions", "process_cpu_seconds_total"):
         assert any(n == name for n, _ in broker), name
@@ -69,7 +72,8 @@ def test_every_process_serves_its_own_series(cluster: Cluster) -> None:
         assert value(shard, "ltrr_shard_index_entities", strategy=name) == 300
         assert value(shard, "ltrr_shard_index_deleted_entities", strategy=name) == 0
         assert value(shard, "ltrr_shard_index_bytes", strategy=name) > 0
-        assert any(n == "ltrr_shard_shed_requests_total" for n, _ in shard)
+        assert value(shard, "ltrr_shard_shed_requests_total", strategy=name) == 0
+        assert value(shard, "ltrr_shard_expired_requests_total", strategy=name) == 0
         assert not any(n.startswith("ltrr_broker_") for n, _ in shard)
 
 
@@ -238,3 +242,18 @@ def test_every_scraped_pod_serves_metrics_on_its_annotated_port() -> None:
         assert args[args.index("--metrics-port") + 1] == port
         assert args[:2] == ["--log-format", "json"]
         assert {"name": "metrics", "containerPort": int(port)} in container["ports"]
+
+
+def test_shed_and_expired_are_the_limiters_counts() -> None:
+    """The admission Limiter is the one count of refused and expired work; metrics read it."""
+    limiter = Limiter(1, name="a test queue")
+    limiter.acquire()
+    for _ in range(3):
+        with pytest.raises(OverloadedError):
+            limiter.acquire()
+    with pytest.raises(DeadlineExceededError):
+        limiter.check(Deadline(time.monotonic() - 1))
+    got = {f.name: f.samples[0] for f in admission_metrics("ltrr_shard", "requests", limiter, ["lexical"])}
+    assert got["ltrr_shard_shed_requests"].value == 3
+    assert got["ltrr_shard_expired_requests"].value == 1
+    assert got["ltrr_shard_shed_requests"].labels == {"strategy": "lexical"}

@@ -67,7 +67,7 @@ def subsample(data: BeirData, docs: int | None) -> list[tuple[str, str]]:
 
 
 def make_encoders(threads: int, onnx_cache: Path) -> dict[str, Any]:
-    from core.semantic.encoders import make_encoder
+    from core.semantic.registry import make_encoder
 
     return {kind: make_encoder(kind, {"threads": threads, "onnx_cache": str(onnx_cache)})
             for kind in (TORCH, *ONNX_KINDS)}
@@ -101,7 +101,7 @@ def corpus_vectors(kind: str, texts: Sequence[str], threads: int, cache: Path, o
     import torch
 
     from core.semantic.cache import EmbeddingCache, encode_cached
-    from core.semantic.encoders import make_encoder
+    from core.semantic.registry import make_encoder
 
     torch.set_num_threads(threads)
     encoder = make_encoder(kind, {"threads": threads, "onnx_cache": str(onnx_cache)})
@@ -126,7 +126,7 @@ def doc_throughput(kinds: Sequence[str], texts: Sequence[str], threads: int, onn
     two rounds taken in turn."""
     import torch
 
-    from core.semantic.encoders import make_encoder
+    from core.semantic.registry import make_encoder
 
     torch.set_num_threads(threads)
     encoders = {k: make_encoder(k, {"threads": threads, "onnx_cache": str(onnx_cache)}) for k in kinds}

@@ -33,7 +33,8 @@ from core.errors import CatalogError, IndexFormatError, InvalidArgumentError, No
 from core.query import Query
 from core.semantic.ann import AnnConfig, VectorIndex
 from core.semantic.cache import DEFAULT_CACHE_DIR, EmbeddingCache, QueryVectorCache, encode_cached
-from core.semantic.encoders import Encoder, EncoderKind, l2_normalize, make_encoder
+from core.semantic.encoders import Encoder, EncoderKind, l2_normalize
+from core.semantic.registry import make_encoder
 from core.storage import ComponentReader, ComponentWriter
 from core.types import Hits, StrategyEntry, StrategyKind
 

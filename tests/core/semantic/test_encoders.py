@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.semantic.encoders import HashingConfig, HashingEncoder, l2_normalize, make_encoder
+from core.semantic.encoders import HashingConfig, HashingEncoder, l2_normalize
+from core.semantic.registry import make_encoder
 
 TEXTS = ["Love Story — Taylor Swift", "love stories", "Bohemian Rhapsody", "Beyoncé", "", "!!"]
 

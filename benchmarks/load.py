@@ -32,6 +32,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -189,12 +190,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM (and SIGINT, even in a background job that ignores it) unwind through the with-blocks
+    # and finally clauses, which stop every process this run started.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupted)
     pin_threads()
     args = parse_args(argv)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="ltrr-load-") as tmp:
-        result = assemble(run_targets(args, Path(tmp)), args)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ltrr-load-") as tmp:
+            result = assemble(run_targets(args, Path(tmp)), args)
+    except KeyboardInterrupt as stop:
+        print(f"interrupted ({stop or 'Ctrl-C'}): every process this run started was stopped", file=sys.stderr)
+        return 130
     result["encoder"] = encoder_figures(args.no_encoder)
     result["run"] = {**run_info(threads=1), "argv": sys.argv[1:], "duration_s": args.duration,
                      "arrivals": args.arrivals, "feedback_share": args.feedback_share, "deadline_s": args.deadline_s,

@@ -1,6 +1,7 @@
 """The load generator's process for benchmarks.load: simulated users' searches and feedback sent
 open-loop (benchmarks.load_gen) to a broker address, in a process of its own so that the
-generator's CPU is not the benchmark's main process's (with LoadGenerator, a one-worker spawn pool).
+generator's CPU is not the benchmark's main process's (LoadGenerator: one spawned process, steps
+sent over a pipe).
 
 Traffic is core.simulator's: the users of a seed (core.simulator.users.UserSimulator over the demo
 catalog) with their four intents, contexts and typos, drawn once into a pool that requests cycle
@@ -15,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from types import TracebackType
 
 import grpc
@@ -160,32 +161,45 @@ class Worker:
         return self.loop.run_until_complete(self._step(spec))
 
 
-_WORKER: Worker | None = None
-
-
-def _init(pool: int, seed: int) -> None:
-    global _WORKER
-    _WORKER = Worker(pool, seed)
-
-
-def _step(spec: StepSpec) -> StepRecord:
-    if _WORKER is None:
-        raise RuntimeError("the load generator's worker was not initialised")
-    return _WORKER.step(spec)
+def _serve(pool: int, seed: int, requests: Connection) -> None:
+    """The generator process: build the worker, then run every StepSpec received until None."""
+    worker = Worker(pool, seed)
+    while (spec := requests.recv()) is not None:
+        requests.send(worker.step(spec))
 
 
 class LoadGenerator:
-    """The generator in its own process (spawned, before any gRPC use in it). Use as a context manager."""
+    """The generator in its own process (spawned: no gRPC state is inherited), one step at a time.
+    Use as a context manager; leaving it on an error or Ctrl-C terminates the process at once."""
 
     def __init__(self, pool: int = DEFAULT_POOL, seed: int = 0) -> None:
-        self.executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init, initargs=(pool, seed))
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(pool, seed, child), daemon=True, name="load-generator")
+        self.process.start()
+        child.close()
 
     def step(self, spec: StepSpec) -> StepRecord:
-        return self.executor.submit(_step, spec).result()
+        self.connection.send(spec)
+        try:
+            record = self.connection.recv()
+        except EOFError:
+            raise RuntimeError(f"the load generator died (exit code {self.process.exitcode})") from None
+        if not isinstance(record, StepRecord):
+            raise RuntimeError(f"the load generator answered {type(record).__name__}, not a StepRecord")
+        return record
+
+    def close(self, *, wait: bool = True) -> None:
+        if wait and self.process.is_alive():
+            self.connection.send(None)
+            self.process.join(10.0)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        self.connection.close()
 
     def __enter__(self) -> LoadGenerator:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.close(wait=kind is None)

@@ -13,6 +13,7 @@ LABELS = {"cluster": "ltrr cluster", "noop": "no-op shards (floor)", "echo": "gR
 COLUMNS = (("offered_rate", "offered/s"), ("throughput", "ok/s"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
            ("p99_ms", "p99 ms"), ("p999_ms", "p99.9 ms"), ("max_ms", "max ms"), ("error_share", "errors"),
            ("shed", "shed"), ("degraded_share", "degraded"), ("lag_p99_ms", "gen lag p99"))
+LAG_WARN = 0.1  # generator lag p99 above this share of the budget is reported
 LINES = (("p50_ms", ":", "p50"), ("p99_ms", "-", "p99"), ("p999_ms", "--", "p99.9"))
 
 
@@ -47,6 +48,10 @@ def print_summary(result: Mapping[str, Any]) -> None:
         print(f"overload at {over['offered_rate']:.0f}/s: goodput {over['goodput_ratio']} of capacity, accepted p99 "
               f"{over['accepted_p99_ms']} ms, shed {over['shed']}, other errors {over['other_errors']}, "
               f"hangs {over['hangs']}")
+    late = [f"{LABELS.get(t, t)} {r['offered_rate']:g}/s ({r['lag_p99_ms']} ms)" for t, rows in result["rows"].items()
+            for r in rows if (r.get("lag_p99_ms") or 0) > LAG_WARN * budget]
+    if late:
+        print(f"generator lag p99 above {LAG_WARN:.0%} of the budget (latencies include it): {', '.join(late)}")
     if b50 := result.get("budget50"):
         print(f"budget_ms 50 at {b50['offered_rate']:.0f}/s: p99.9 {b50['p999_ms']} ms (p99 {b50['p99_ms']} ms)")
 

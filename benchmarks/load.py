@@ -161,7 +161,7 @@ def assemble(measured: dict[str, Any], args: argparse.Namespace) -> dict[str, An
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--rate", type=float, help="offer this one rate (searches/s) to every target")
     mode.add_argument("--sweep", action="store_true", help="sweep --rates (the default)")

@@ -140,10 +140,16 @@ def run_targets(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def encoder_figures(skip: bool) -> dict[str, Any]:
-    """benchmarks.encoder.measure() when that module exists (issue 16's encoder benchmark), else {}."""
+    """benchmarks.encoder.measure() when that module exists (issue 16's encoder benchmark), else {};
+    its failure is recorded as {"error": ...} rather than losing the load figures already measured."""
     if skip or importlib.util.find_spec("benchmarks.encoder") is None:
         return {}
-    return dict(importlib.import_module("benchmarks.encoder").measure())
+    print("encoder: benchmarks.encoder.measure()", flush=True)
+    try:
+        return dict(importlib.import_module("benchmarks.encoder").measure())
+    except Exception as err:  # another benchmark's failure must not lose this run's figures
+        print(f"encoder: failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return {"error": f"{type(err).__name__}: {err}"}
 
 
 def assemble(measured: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

@@ -222,3 +222,16 @@ def test_the_generator_process_loads_the_echo_floor() -> None:
     assert record.codes == (OK,) * 20
     assert record.feedback_sent >= 1 and record.feedback_errors == 0  # the user reformulates on empty results
     assert np.all(record.latency_ms > 0)
+
+
+def test_assemble_reports_capacities_ratios_and_lower_bounds() -> None:
+    from benchmarks.load import assemble, parse_args
+
+    rows = {"cluster": [_row(20, 40.0), _row(40, 90.0), _row(80, 300.0)],
+            "noop": [_row(20, 10.0), _row(40, 20.0), _row(80, 60.0)],
+            "echo": [_row(20, 5.0), _row(40, 5.0), _row(80, 5.0)]}
+    result = assemble({"rows": rows, "overload": {"goodput_ratio": 0.9}}, parse_args(["--rates", "20,40,80"]))
+    assert (result["capacity"], result["floor_capacity"], result["echo_capacity"]) == (40.0, 80.0, 80.0)
+    assert result["ratios"] == {"floor_capacity": 0.5, "echo_capacity": 0.5}
+    assert result["capacity_lower_bound"] == {"cluster": False, "noop": True, "echo": True}
+    assert result["overload"] == {"goodput_ratio": 0.9} and result["budget50"] == {}

@@ -39,8 +39,10 @@ def print_summary(result: Mapping[str, Any]) -> None:
     budget, bound = result["budget_ms"], result.get("capacity_lower_bound", {})
     for key, target in (("capacity", "cluster"), ("floor_capacity", "noop"), ("echo_capacity", "echo")):
         if result.get(key) is not None:
-            more = "+ (every rate passed: a lower bound)" if bound.get(target) else ""
-            print(f"{LABELS[target]}: capacity {result[key]:.0f}{more} searches/s at p99 <= {budget} ms")
+            more = "+ (the highest rate swept passed: a lower bound)" if bound.get(target) else ""
+            noise = result.get("failed_below_capacity", {}).get(target)
+            below = f"; lower rates that failed: {', '.join(f'{r:g}' for r in noise)}" if noise else ""
+            print(f"{LABELS[target]}: capacity {result[key]:.0f}{more} searches/s at p99 <= {budget} ms{below}")
     for name, value in result.get("ratios", {}).items():
         if value is not None:
             print(f"capacity / {name}: {value:.3f}")

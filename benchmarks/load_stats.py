@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,15 +110,20 @@ def passes(row: Mapping[str, Any], budget_ms: float, max_error_share: float = DE
 
 def capacity(rows: Iterable[Mapping[str, Any]], budget_ms: float,
              max_error_share: float = DEFAULT_MAX_ERROR_SHARE) -> float:
-    """The highest offered rate of the passing prefix (rows by ascending rate, each `passes`): a rate
-    that passes only after a lower one failed is noise and does not count. 0.0 when the lowest
-    rate already fails."""
-    best = 0.0
-    for row in sorted(rows, key=lambda r: r["offered_rate"]):
-        if not passes(row, budget_ms, max_error_share):
-            break
-        best = float(row["offered_rate"])
-    return best
+    """The highest offered rate whose row `passes` (0.0 when none does). A lower rate that failed
+    does not cap it: on a shared machine one latency spike fails a low rate by chance, while a rate
+    past the knee fails every time (its queue grows); `failed_below` lists such rates."""
+    passing = [float(r["offered_rate"]) for r in rows if passes(r, budget_ms, max_error_share)]
+    return max(passing, default=0.0)
+
+
+def failed_below(rows: Iterable[Mapping[str, Any]], budget_ms: float,
+                 max_error_share: float = DEFAULT_MAX_ERROR_SHARE) -> list[float]:
+    """The offered rates under `capacity` that did not pass: noise to look at, ascending."""
+    rows = list(rows)
+    cap = capacity(rows, budget_ms, max_error_share)
+    return sorted(float(r["offered_rate"]) for r in rows
+                  if r["offered_rate"] < cap and not passes(r, budget_ms, max_error_share))
 
 
 def should_stop(row: Mapping[str, Any], budget_ms: float, *, far: float = 5.0, max_error_share: float = 0.5) -> bool:
@@ -149,11 +154,3 @@ def rate_list(text: str) -> list[float]:
     if not rates or rates[0] <= 0:
         raise ValueError(f"`rates` must be positive numbers, but got {text!r}")
     return rates
-
-
-def first_failing(rows: Sequence[Mapping[str, Any]], budget_ms: float) -> float | None:
-    """The lowest offered rate whose row does not pass (None: every row passes, capacity is a lower bound)."""
-    for row in sorted(rows, key=lambda r: r["offered_rate"]):
-        if not passes(row, budget_ms):
-            return float(row["offered_rate"])
-    return None

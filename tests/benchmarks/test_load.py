@@ -1,0 +1,240 @@
+"""The open-loop load benchmark (benchmarks.load*): schedules, latency from the scheduled time,
+the per-rate arithmetic, capacity, and the echo floor's servers."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from benchmarks.load_client import LoadGenerator, StepSpec
+from benchmarks.load_echo import EchoFanout
+from benchmarks.load_gen import LATE, open_loop
+from benchmarks.load_stats import (
+    HANG,
+    OK,
+    SHED,
+    Arrivals,
+    StepRecord,
+    arrival_offsets,
+    capacity,
+    failed_below,
+    goodput,
+    percentiles,
+    rate_list,
+    should_stop,
+    summarize,
+)
+from services.client import BrokerClient
+
+
+def test_poisson_gaps_have_mean_one_over_rate() -> None:
+    rate, duration = 50.0, 2000.0
+    offsets = arrival_offsets(rate, duration, Arrivals.POISSON, seed=3)
+    gaps = np.diff(offsets)
+    assert abs(gaps.mean() - 1 / rate) < 0.02 / rate
+    assert abs(gaps.std() - 1 / rate) < 0.03 / rate  # exponential: standard deviation = mean
+    assert abs(len(offsets) - rate * duration) < 4 * math.sqrt(rate * duration)
+
+
+def test_poisson_schedule_is_fixed_by_the_seed() -> None:
+    a = arrival_offsets(30.0, 10.0, Arrivals.POISSON, seed=1)
+    assert np.array_equal(a, arrival_offsets(30.0, 10.0, Arrivals.POISSON, seed=1))
+    assert not np.array_equal(a[:10], arrival_offsets(30.0, 10.0, Arrivals.POISSON, seed=2)[:10])
+
+
+def test_constant_schedule_is_exact() -> None:
+    offsets = arrival_offsets(4.0, 2.5, Arrivals.CONSTANT)
+    assert offsets.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25]
+
+
+@settings(max_examples=50, deadline=None)
+@given(rate=st.floats(0.5, 2000.0), duration=st.floats(0.1, 20.0), seed=st.integers(0, 2**32 - 1),
+       kind=st.sampled_from(list(Arrivals)))
+def test_schedules_are_ascending_within_the_step(rate: float, duration: float, seed: int, kind: Arrivals) -> None:
+    offsets = arrival_offsets(rate, duration, kind, seed)
+    assert np.all(np.diff(offsets) >= 0)
+    assert offsets.size == 0 or (offsets[0] >= 0 and offsets[-1] < duration)
+
+
+@pytest.mark.parametrize(("rate", "duration", "match"), [
+    (0.0, 1.0, "`rate` must be finite and > 0"), (-5.0, 1.0, "`rate`"), (float("nan"), 1.0, "`rate`"),
+    (10.0, 0.0, "`duration_s` must be finite and > 0"), (10.0, float("inf"), "`duration_s`")])
+def test_schedule_rejects_bad_input(rate: float, duration: float, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        arrival_offsets(rate, duration, Arrivals.CONSTANT)
+
+
+class VirtualClock:
+    """Time that moves only when the code under test says so: a call's blocking work advances it,
+    and sleep(d) lets other tasks run first, then moves to at least d later."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.calls: list[tuple[int, float]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        until = self.now + delay
+        await asyncio.sleep(0)
+        self.now = max(self.now, until)
+
+    def blocking_call(self, cost_s: float) -> Any:
+        async def call(i: int, remaining_s: float) -> tuple[str, bool]:
+            self.calls.append((i, remaining_s))
+            self.now += cost_s  # work that holds the generator's loop (nothing else runs meanwhile)
+            return OK, i == 1
+
+        return call
+
+
+def test_latency_runs_from_the_scheduled_time_when_the_generator_is_behind() -> None:
+    """Three requests due at 0, 100 and 200 ms, each holding the loop for 500 ms: the second is
+    sent 400 ms late and the third 800 ms late, and their latency counts that wait (coordinated
+    omission would report 500 ms for each)."""
+    clock = VirtualClock()
+    record = asyncio.run(open_loop(clock.blocking_call(0.5), np.array([0.0, 0.1, 0.2]), deadline_s=10.0,
+                                   clock=clock, sleep=clock.sleep))
+    assert record.latency_ms.tolist() == pytest.approx([500.0, 900.0, 1300.0])
+    assert record.lag_ms.tolist() == pytest.approx([0.0, 400.0, 800.0])
+    assert record.codes == (OK, OK, OK)
+    assert record.degraded.tolist() == [False, True, False]
+    # the client deadline counts from the scheduled time too
+    assert [r for _, r in clock.calls] == pytest.approx([10.0, 9.6, 9.2])
+
+
+def test_a_request_due_longer_ago_than_its_deadline_is_not_sent() -> None:
+    clock = VirtualClock()
+    record = asyncio.run(open_loop(clock.blocking_call(3.0), np.array([0.0, 0.5]), deadline_s=2.0,
+                                   clock=clock, sleep=clock.sleep))
+    assert record.codes == (OK, LATE)
+    assert [i for i, _ in clock.calls] == [0]
+    assert record.latency_ms.tolist() == pytest.approx([3000.0, 2500.0])
+
+
+def test_a_call_that_never_answers_is_a_hang() -> None:
+    async def never(i: int, remaining_s: float) -> tuple[str, bool]:
+        await asyncio.Event().wait()
+        return OK, False
+
+    record = asyncio.run(open_loop(never, np.array([0.0, 0.0]), deadline_s=0.01, grace_s=0.01))
+    assert record.codes == (HANG, HANG)
+    assert np.all(record.latency_ms >= 20.0)
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    got = percentiles(np.arange(1, 1001, dtype=np.float64))
+    assert got == {"p50_ms": 500.0, "p90_ms": 900.0, "p99_ms": 990.0, "p999_ms": 999.0, "max_ms": 1000.0}
+    assert set(percentiles(np.zeros(0)).values()) == {None}
+
+
+def _record(codes: list[str], latency: list[float], degraded: list[bool]) -> StepRecord:
+    n = len(codes)
+    return StepRecord(scheduled_s=np.arange(n) / 10, latency_ms=np.array(latency, dtype=np.float64),
+                      lag_ms=np.zeros(n), codes=tuple(codes), degraded=np.array(degraded))
+
+
+def test_summarize_counts_statuses_on_hand_made_requests() -> None:
+    codes = [OK] * 7 + [SHED, SHED, HANG]
+    latency = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 1.0, 1.0, 3000.0]
+    row = summarize(_record(codes, latency, [True, True] + [False] * 8), rate=10.0, duration_s=1.0)
+    assert (row["sent"], row["ok"], row["throughput"]) == (10, 7, 7.0)
+    assert row["errors"] == {SHED: 2, HANG: 1}
+    assert (row["shed"], row["hangs"], row["error_share"]) == (2, 1, 0.3)
+    assert row["max_ms"] == 70.0  # percentiles of the OK answers only
+    assert row["p50_ms"] == 40.0
+    assert row["degraded_share"] == round(2 / 7, 4)
+
+
+def test_step_record_checks_its_shapes() -> None:
+    with pytest.raises(ValueError, match="`latency_ms` must have shape"):
+        StepRecord(scheduled_s=np.zeros(2), latency_ms=np.zeros(3), lag_ms=np.zeros(2), codes=(OK, OK),
+                   degraded=np.zeros(2, dtype=bool))
+
+
+def _row(rate: float, p99: float | None, error_share: float = 0.0) -> dict[str, Any]:
+    return {"offered_rate": rate, "p99_ms": p99, "error_share": error_share}
+
+
+def test_capacity_is_the_highest_passing_rate() -> None:
+    rows = [_row(80, 60.0), _row(20, 30.0), _row(40, 45.0), _row(120, 140.0), _row(160, 95.0), _row(240, 400.0)]
+    assert capacity(rows, budget_ms=100) == 160.0
+    assert failed_below(rows, budget_ms=100) == [120.0]  # a spike at 120 does not cap 160
+    assert capacity(rows, budget_ms=50) == 40.0
+    assert failed_below(rows, budget_ms=50) == []
+    assert capacity(rows, budget_ms=10) == 0.0
+    assert capacity([_row(20, 30.0), _row(40, 30.0, error_share=0.02)], budget_ms=100) == 20.0
+    assert capacity([_row(20, None, error_share=1.0)], budget_ms=100) == 0.0
+
+
+def test_a_sweep_stops_far_past_the_budget_or_when_most_requests_fail() -> None:
+    assert not should_stop(_row(20, 400.0), 100)
+    assert should_stop(_row(20, 600.0), 100)
+    assert should_stop(_row(20, 50.0, error_share=0.6), 100)
+    assert should_stop(_row(20, None, error_share=1.0), 100)
+
+
+def test_goodput_separates_shed_from_other_errors() -> None:
+    row = {"offered_rate": 200.0, "throughput": 90.0, "p99_ms": 104.0, "shed": 900, "hangs": 1,
+           "errors": {SHED: 900, "DEADLINE_EXCEEDED": 4, HANG: 1}}
+    assert goodput(row, 100.0) == {"offered_rate": 200.0, "throughput": 90.0, "goodput_ratio": 0.9,
+                                   "accepted_p99_ms": 104.0, "shed": 900, "other_errors": 5, "hangs": 1}
+
+
+def test_rate_list_sorts_and_rejects_non_positive_rates() -> None:
+    assert rate_list("80, 20,40,20") == [20.0, 40.0, 80.0]
+    with pytest.raises(ValueError, match="`rates` must be positive"):
+        rate_list("0,20")
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("feedback_share", 1.5, "`feedback_share` must be in"), ("deadline_s", 0.0, "`deadline_s` must be"),
+    ("budget_ms", 2, "`budget_ms` must be in")])
+def test_step_spec_rejects_bad_settings(field: str, value: Any, match: str) -> None:
+    bad: dict[str, Any] = {field: value}
+    with pytest.raises(ValueError, match=match):
+        StepSpec(address="127.0.0.1:1", rate=1.0, duration_s=1.0, **bad)
+
+
+@pytest.mark.slow
+def test_echo_fanout_answers_and_stops() -> None:
+    fanout = EchoFanout(shards=2)
+    with fanout as address, BrokerClient(address) as client:
+        processes = list(fanout.processes)
+        assert len(processes) == 3
+        first, second = client.search("anything", budget_ms=100), client.search("else", budget_ms=100)
+        assert (first.decision_id, second.decision_id) == ("echo-0", "echo-1")
+        assert not first.degraded  # both echo shards answered
+        client.feedback(first.decision_id, "x", "click")
+    assert not any(p.is_alive() for p in processes)
+    assert fanout.processes == []
+
+
+@pytest.mark.slow
+def test_the_generator_process_loads_the_echo_floor() -> None:
+    with EchoFanout(shards=1) as address, LoadGenerator(pool=64) as generator:
+        spec = StepSpec(address=address, rate=40.0, duration_s=0.5, arrivals=Arrivals.CONSTANT, feedback_share=1.0)
+        record = generator.step(spec)
+    assert record.codes == (OK,) * 20
+    assert record.feedback_sent >= 1 and record.feedback_errors == 0  # the user reformulates on empty results
+    assert np.all(record.latency_ms > 0)
+
+
+def test_assemble_reports_capacities_ratios_and_lower_bounds() -> None:
+    from benchmarks.load import assemble, parse_args
+
+    rows = {"cluster": [_row(20, 40.0), _row(40, 90.0), _row(80, 300.0)],
+            "noop": [_row(20, 10.0), _row(40, 20.0), _row(80, 60.0)],
+            "echo": [_row(20, 5.0), _row(40, 5.0), _row(80, 5.0)]}
+    result = assemble({"rows": rows, "overload": {"goodput_ratio": 0.9}}, parse_args(["--rates", "20,40,80"]))
+    assert (result["capacity"], result["floor_capacity"], result["echo_capacity"]) == (40.0, 80.0, 80.0)
+    assert result["ratios"] == {"floor_capacity": 0.5, "echo_capacity": 0.5}
+    assert result["capacity_lower_bound"] == {"cluster": False, "noop": True, "echo": True}
+    assert result["overload"] == {"goodput_ratio": 0.9} and result["budget50"] == {}

@@ -8,10 +8,12 @@ index, warms it for two seconds, then for each rate sends searches on a Poisson 
 seconds, each with a client deadline of 2 s, and measures every latency from its scheduled send
 time (no coordinated omission). Per rate: achieved goodput (OK answers per second), OK answers'
 p50/p99/max, RESOURCE_EXHAUSTED count and its p99 (how fast a shed search is told), other errors,
-hangs (client deadline hit), the p99 of an OK search's time outside the broker's handler (queues
-before it, network, the client) and of this client's own event-loop lag (when it is large, the
-client and not the cluster sets the figures). The full open-loop benchmark with floors and plots is
-benchmarks/load.py; this one only checks what services/admission.py promises.
+hangs (client deadline hit, or no answer at all), the p99 of an OK search's time outside the
+broker's handler (queues before it, network, the client) and of the generator's own lag (when it
+is large, the client and not the cluster sets the figures). The schedule and the generator are
+benchmarks.load's (load_stats.arrival_offsets, load_gen.open_loop). The full open-loop benchmark
+with floors and plots is benchmarks/load.py; this one only checks what services/admission.py
+promises.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import argparse
 import asyncio
 import os
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ import numpy as np
 
 from benchmarks.broker import sample_queries
 from benchmarks.common import print_table, run_info, write_json
+from benchmarks.load_gen import open_loop
+from benchmarks.load_stats import HANG, Arrivals, arrival_offsets
 
 CLIENT_DEADLINE_S = 2.0
 WARMUP_S = 2.0
@@ -38,67 +41,43 @@ def _pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 1) if values else float("nan")
 
 
-async def open_loop(address: str, queries: list[str], rate: float, seconds: float, budget_ms: int,
-                    seed: int) -> dict[str, Any]:
-    """Searches at Poisson arrivals of `rate`/s for `seconds`; latency from each scheduled send time."""
+async def probe(address: str, queries: list[str], rate: float, seconds: float, budget_ms: int,
+                seed: int) -> dict[str, Any]:
+    """Searches at Poisson arrivals of `rate`/s for `seconds` through benchmarks.load's open-loop
+    generator (latency from each scheduled send time), plus what only this probe reports: the
+    time an OK search spent outside the broker's handler and how fast a shed one was told."""
     import grpc
 
     from services.client import AsyncBrokerClient
 
-    rng = np.random.default_rng(seed)
-    gaps = rng.exponential(1 / rate, size=int(rate * seconds * 1.5) + 10)
-    offsets = np.cumsum(gaps)
-    offsets = offsets[offsets < seconds]
-    ok: list[float] = []
-    outside: list[float] = []  # an OK search's latency less the broker handler's own took_ms
-    client_lag: list[float] = []  # how late this client's loop ran its callbacks (its own queueing)
-    shed: list[float] = []
-    codes: Counter[str] = Counter()
-    degraded = 0
-
+    offsets = arrival_offsets(rate, seconds, Arrivals.POISSON, seed)
+    took = np.full(len(offsets), np.nan)  # the broker handler's own took_ms, of OK answers
     async with AsyncBrokerClient(address, timeout=CLIENT_DEADLINE_S) as client:
 
-        async def one(i: int, scheduled: float) -> None:
-            nonlocal degraded
+        async def call(i: int, remaining_s: float) -> tuple[str, bool]:
             try:
                 response = await client.search(queries[i % len(queries)], k=10, budget_ms=budget_ms,
-                                                timeout=CLIENT_DEADLINE_S)
+                                                timeout=remaining_s)
             except grpc.aio.AioRpcError as err:
-                codes[err.code().name] += 1
-                if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    shed.append((time.perf_counter() - scheduled) * 1000)
-                return
-            ok.append((time.perf_counter() - scheduled) * 1000)
-            outside.append(ok[-1] - response.took_ms)
-            degraded += response.degraded
-            codes["OK"] += 1
+                return err.code().name, False
+            took[i] = response.took_ms
+            return "OK", response.degraded
 
-        async def probe() -> None:
-            while True:
-                due = time.perf_counter() + 0.005
-                await asyncio.sleep(0.005)
-                client_lag.append((time.perf_counter() - due) * 1000)
-
-        lag_task = asyncio.create_task(probe())
-        start = time.perf_counter() + 0.05
-        tasks = []
-        for i, offset in enumerate(offsets.tolist()):
-            scheduled = start + offset
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, scheduled)))
-        await asyncio.gather(*tasks)
-        lag_task.cancel()
+        record = await open_loop(call, offsets, deadline_s=CLIENT_DEADLINE_S)
+    codes = Counter(record.codes)
+    is_ok = np.array([c == "OK" for c in record.codes], dtype=bool)
+    ok = record.latency_ms[is_ok].tolist()
+    shed = record.latency_ms[np.array([c == "RESOURCE_EXHAUSTED" for c in record.codes], dtype=bool)].tolist()
+    outside = (record.latency_ms - took)[is_ok].tolist()  # an OK search's time outside the broker's handler
     within = sum(lat <= budget_ms + 10 for lat in ok)
+    hangs = codes["DEADLINE_EXCEEDED"] + codes[HANG]
     return {"offered": rate, "sent": len(offsets), "goodput": round(len(ok) / seconds, 1),
             "in_budget_per_s": round(within / seconds, 1), "ok_p50_ms": _pct(ok, 50), "ok_p99_ms": _pct(ok, 99),
             "ok_max_ms": round(max(ok), 1) if ok else float("nan"), "shed": codes["RESOURCE_EXHAUSTED"],
-            "shed_p99_ms": _pct(shed, 99), "hangs": codes["DEADLINE_EXCEEDED"],
-            "other_errors": sum(n for c, n in codes.items() if c not in ("OK", "RESOURCE_EXHAUSTED",
-                                                                           "DEADLINE_EXCEEDED")),
-            "degraded": degraded, "outside_handler_p99_ms": _pct(outside, 99),
-            "client_lag_p99_ms": _pct(client_lag, 99)}
+            "shed_p99_ms": _pct(shed, 99), "hangs": hangs,
+            "other_errors": len(record.codes) - len(ok) - codes["RESOURCE_EXHAUSTED"] - hangs,
+            "degraded": int(record.degraded.sum()), "outside_handler_p99_ms": _pct(outside, 99),
+            "client_lag_p99_ms": _pct(record.lag_ms.tolist(), 99)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,8 +93,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             assert cluster.broker is not None
             address = cluster.broker.address
-            asyncio.run(open_loop(address, queries, 20, WARMUP_S, args.budget_ms, seed=99))
-            return {str(rate): asyncio.run(open_loop(address, queries, rate, args.seconds, args.budget_ms, seed=i))
+            asyncio.run(probe(address, queries, 20, WARMUP_S, args.budget_ms, seed=99))
+            return {str(rate): asyncio.run(probe(address, queries, rate, args.seconds, args.budget_ms, seed=i))
                     for i, rate in enumerate(args.rates)}
         finally:
             cluster.stop()

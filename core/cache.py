@@ -9,6 +9,7 @@ by the caller (core.pipeline.decision_bytes estimates a decision record's).
 from __future__ import annotations
 
 import sys
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -53,6 +54,42 @@ class ByteLRU(Generic[K, V]):
         while self.bytes > self.max_bytes:
             _, (_, m) = self._items.popitem(last=False)
             self.bytes -= m
+
+
+class SharedLRU(Generic[K, V]):
+    """A ByteLRU that several threads may use (a shard's worker and its event loop), counting
+    look-ups in `hits` and `misses` for metrics (services.metrics_shard reads them)."""
+
+    def __init__(self, max_bytes: int, size: Callable[[V], int]) -> None:
+        self._lru: ByteLRU[K, V] = ByteLRU(max_bytes, size)
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._lru
+
+    @property
+    def bytes(self) -> int:
+        return self._lru.bytes
+
+    def get(self, key: K, usable: Callable[[V], bool] | None = None) -> V | None:
+        """The value of `key` (now most recently used), or None: absent, or not `usable` for this
+        look-up (a miss either way)."""
+        with self._lock:
+            value = self._lru.get(key)
+            if value is None or (usable is not None and not usable(value)):
+                self.misses += 1
+                return None
+            self.hits += 1
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._lru.put(key, value)
 
 
 _STR = sys.getsizeof("")  # a str's header; ASCII text adds one byte per character

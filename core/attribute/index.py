@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from core.analysis import Analyzer, text_key
 from core.attribute.buckets import DERIVED_FIELDS, derived_values
 from core.attribute.understand import Analysis, UnderstandConfig, analyse
 from core.attribute.vocabulary import ValueEntry, Vocabulary
-from core.cache import ByteLRU
+from core.cache import SharedLRU
 from core.catalog import Entity
 from core.collection import Collection, filter_value
 from core.query import Query
@@ -106,18 +105,15 @@ class AttributeStrategy:
         self.prior = (1.0 + pop) / (1.0 + (pop.max() if pop.size else 0.0))
         # text -> (readings asked for, the readings); analyse's first n readings do not depend on
         # how many more were asked for, so a longer cached list answers a shorter request
-        self.readings: ByteLRU[str, tuple[int, list[Analysis]]] = ByteLRU(config.cache_bytes, _readings_bytes)
-        self._lock = threading.Lock()
+        self.readings: SharedLRU[str, tuple[int, list[Analysis]]] = SharedLRU(config.cache_bytes, _readings_bytes)
 
     def analyse(self, text: str, n: int) -> list[Analysis]:
         """core.attribute.understand.analyse of `text` with this index's vocabulary, cached."""
-        with self._lock:
-            cached = self.readings.get(text)
-        if cached is not None and cached[0] >= n:
+        cached = self.readings.get(text, usable=lambda item: item[0] >= n)
+        if cached is not None:
             return cached[1][:n]
         readings = analyse(text, self.vocab, n, self.config.understand)
-        with self._lock:
-            self.readings.put(text, (n, readings))
+        self.readings.put(text, (n, readings))
         return readings
 
     def understand(self, query: Query, max_interpretations: int) -> tuple[Interpretation, ...]:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from core.cache import ByteLRU
+from core.cache import SharedLRU
 from core.semantic.encoders import Encoder
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ltrr" / "embeddings"
@@ -80,40 +79,22 @@ class EmbeddingCache:
         self.close()
 
 
-class QueryVectorCache:
+class QueryVectorCache(SharedLRU[str, np.ndarray]):
     """Query text -> its vector (float32, shape (dim,), read-only), least recently used first out,
     at most `max_bytes` (estimated; 0 keeps nothing). Popular queries repeat, and encoding one
-    costs milliseconds. `hits` and `misses` count look-ups (for metrics). Thread-safe; the encoder
-    runs outside the lock, so two threads missing the same text may both encode it."""
+    costs milliseconds. Thread-safe (core.cache.SharedLRU, with its hit and miss counts); the
+    encoder runs outside the lock, so two threads missing the same text may both encode it."""
 
     def __init__(self, max_bytes: int) -> None:
-        self._lru: ByteLRU[str, np.ndarray] = ByteLRU(max_bytes, _vector_bytes)
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._lru)
-
-    def __contains__(self, text: object) -> bool:
-        return text in self._lru
-
-    @property
-    def bytes(self) -> int:
-        return self._lru.bytes
+        super().__init__(max_bytes, _vector_bytes)
 
     def get_or_encode(self, text: str, encode: Callable[[str], np.ndarray]) -> np.ndarray:
         """The cached vector of `text`, else `encode(text)`, kept (read-only) for next time."""
-        with self._lock:
-            vec = self._lru.get(text)
-            if vec is not None:
-                self.hits += 1
-                return vec
-            self.misses += 1
-        vec = encode(text)
-        vec.setflags(write=False)
-        with self._lock:
-            self._lru.put(text, vec)
+        vec = self.get(text)
+        if vec is None:
+            vec = encode(text)
+            vec.setflags(write=False)
+            self.put(text, vec)
         return vec
 
 

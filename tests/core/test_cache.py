@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.cache import ByteLRU, text_bytes
+from core.cache import ByteLRU, SharedLRU, text_bytes
 
 
 def test_stays_under_its_bound_over_a_long_stream_and_keeps_the_newest() -> None:
@@ -38,3 +38,12 @@ def test_bad_bound() -> None:
 
 def test_text_bytes_counts_characters() -> None:
     assert text_bytes(["a" * 100]) - text_bytes(["a"]) == 99
+
+
+def test_shared_lru_counts_hits_and_misses() -> None:
+    cache: SharedLRU[str, int] = SharedLRU(100, lambda v: 10)
+    assert cache.get("a") is None
+    cache.put("a", 1)
+    assert cache.get("a") == 1
+    assert cache.get("a", usable=lambda v: v > 1) is None  # there, but not good enough: a miss
+    assert (cache.hits, cache.misses, len(cache), cache.bytes) == (1, 2, 1, 10)

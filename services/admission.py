@@ -178,7 +178,7 @@ class Limiter:
     def acquire(self) -> None:
         """try_acquire, or OverloadedError (RESOURCE_EXHAUSTED) at once when there is no place."""
         if not self.try_acquire():
-            what = (f"is full ({self.limit} requests)" if self.limit and self.in_flight >= self.limit else
+            what = (f"is full ({self.limit} requests)" if self._full() else
                     f"waits {self.lag.lag_ms if self.lag else 0:.0f} ms for its event loop")
             raise OverloadedError(f"overloaded: {self.name} {what}; retry later")
 

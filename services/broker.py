@@ -388,7 +388,6 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         assert self.writer is not None
         await self.writer.store(served.record)  # UnavailableError (UNAVAILABLE) when it cannot be stored
         self.recent.put(served.record.decision_id, served.record)
-        metrics.RECENT_BYTES.set(self.recent.bytes)
         response = self._response(served, started, request.return_candidates)
         metrics.observe_search(served, response.took_ms)
         log.debug("search %r: %d results in %.1f ms", query.text, len(response.results), response.took_ms)

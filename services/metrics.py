@@ -171,7 +171,7 @@ def count_failure(strategy: str, code: grpc.StatusCode) -> None:
 
 
 def count_lookup(cache: str, hit: bool) -> None:
-    CACHE_LOOKUPS.labels(cache, "hit" if hit else "miss").inc()
+    _child(CACHE_LOOKUPS, cache, "hit" if hit else "miss").inc()
 
 
 Resp = TypeVar("Resp")
@@ -266,6 +266,7 @@ def watch_broker(service: Any) -> None:
         CACHE_ENTRIES.labels(name).set_function(cache.__len__)
         CACHE_BYTES.labels(name).set_function(functools.partial(getattr, cache, "bytes"))
     PENDING_DECISIONS.set_function(lambda: len(service.writer.pending) if service.writer is not None else 0)
+    RECENT_BYTES.set_function(functools.partial(getattr, service.recent, "bytes"))
     BROKER.register(_BrokerAdmission(service))
 
 

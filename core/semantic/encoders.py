@@ -152,6 +152,22 @@ def minilm_model_dir() -> str:
     return str(path)
 
 
+def check_minilm_settings(max_seq_length: int, device: str) -> None:
+    """ValueError unless max_seq_length is in [8, 512] and device one of DEVICES (every MiniLM kind)."""
+    if not 8 <= max_seq_length <= 512:
+        raise ValueError(f"`max_seq_length` must be in [8, 512], but got {max_seq_length}")
+    if device not in DEVICES:
+        raise ValueError(f"`device` must be one of {', '.join(DEVICES)}, but got {device!r}")
+
+
+def minilm_output(vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    """The model's vectors of `texts`, L2-normalised, with the rows of texts without content zero:
+    the model embeds "" as a real vector, and every encoder makes such a text zero."""
+    out = l2_normalize(vectors)
+    out[[not t.strip() for t in texts]] = 0.0
+    return out
+
+
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 (Reimers & Gurevych, Sentence-BERT; mean pooling, normalised), 384 dims.
 
@@ -163,10 +179,7 @@ class MiniLMEncoder:
     kind = EncoderKind.MINILM
 
     def __init__(self, *, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, device: str = "cpu") -> None:
-        if not 8 <= max_seq_length <= 512:
-            raise ValueError(f"`max_seq_length` must be in [8, 512], but got {max_seq_length}")
-        if device not in DEVICES:
-            raise ValueError(f"`device` must be one of {', '.join(DEVICES)}, but got {device!r}")
+        check_minilm_settings(max_seq_length, device)
         model_dir = minilm_model_dir()
         # Set, not read: huggingface_hub and transformers consult these when first imported;
         # the model comes from local files and no hub may be contacted.
@@ -191,10 +204,7 @@ class MiniLMEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                                     normalize_embeddings=True, show_progress_bar=False)
-        out = l2_normalize(vectors)
-        # The model embeds "" as a real vector; keep "a text without content is zero" for every encoder.
-        out[[not t.strip() for t in texts]] = 0.0
-        return out
+        return minilm_output(vectors, texts)
 
     def describe(self) -> dict[str, str]:
         return {"encoder": self.kind.value, "encoder_fingerprint": self.fingerprint,

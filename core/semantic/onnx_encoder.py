@@ -24,13 +24,13 @@ import numpy as np
 
 from core.semantic.encoders import (
     DEFAULT_MAX_SEQ_LENGTH,
-    DEVICES,
     MINILM_DIM,
     MINILM_PACKAGE,
     EncoderError,
     EncoderKind,
-    l2_normalize,
+    check_minilm_settings,
     minilm_model_dir,
+    minilm_output,
 )
 from core.semantic.onnx_export import DEFAULT_ONNX_CACHE_DIR, OnnxVariant, ensure_onnx
 
@@ -70,10 +70,7 @@ class OnnxMiniLMEncoder:
     def __init__(self, variant: OnnxVariant = OnnxVariant.INT8, *, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
                  threads: int | None = None, device: str = "cpu",
                  cache_dir: str | os.PathLike[str] = DEFAULT_ONNX_CACHE_DIR) -> None:
-        if not 8 <= max_seq_length <= 512:
-            raise ValueError(f"`max_seq_length` must be in [8, 512], but got {max_seq_length}")
-        if device not in DEVICES:
-            raise ValueError(f"`device` must be one of {', '.join(DEVICES)}, but got {device!r}")
+        check_minilm_settings(max_seq_length, device)
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -125,10 +122,7 @@ class OnnxMiniLMEncoder:
         else:  # session.run releases the GIL and may be called from several threads at once
             with ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-encode") as pool:
                 list(pool.map(run, batches))
-        out = l2_normalize(out)
-        # The model embeds "" as a real vector; keep "a text without content is zero" for every encoder.
-        out[[not t.strip() for t in texts]] = 0.0
-        return out
+        return minilm_output(out, texts)
 
     def describe(self) -> dict[str, str]:
         return {"encoder": self.kind.value, "encoder_fingerprint": self.fingerprint,

@@ -152,6 +152,13 @@ def minilm_model_dir() -> str:
     return str(path)
 
 
+def hub_offline() -> None:
+    """Forbid every model hub download in this process. Set, not read: huggingface_hub and
+    transformers consult these when first imported; the model comes from local files only."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
 def check_minilm_settings(max_seq_length: int, device: str) -> None:
     """ValueError unless max_seq_length is in [8, 512] and device one of DEVICES (every MiniLM kind)."""
     if not 8 <= max_seq_length <= 512:
@@ -181,10 +188,7 @@ class MiniLMEncoder:
     def __init__(self, *, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, device: str = "cpu") -> None:
         check_minilm_settings(max_seq_length, device)
         model_dir = minilm_model_dir()
-        # Set, not read: huggingface_hub and transformers consult these when first imported;
-        # the model comes from local files and no hub may be contacted.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        hub_offline()
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:

@@ -28,7 +28,7 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-from core.semantic.encoders import EncoderError, minilm_model_dir
+from core.semantic.encoders import EncoderError, hub_offline, minilm_model_dir
 
 DEFAULT_ONNX_CACHE_DIR = Path.home() / ".cache" / "ltrr" / "onnx"
 OPSET = 17
@@ -96,9 +96,7 @@ def ensure_onnx(variant: OnnxVariant, *, cache_dir: str | os.PathLike[str] = DEF
 
 
 def _export_fp32(model_dir: str, out: Path) -> None:
-    # Set, not read: transformers consults these when first imported; no hub may be contacted.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    hub_offline()
     try:
         import torch
         from transformers import AutoModel

@@ -26,7 +26,7 @@ import numpy as np
 from benchmarks.broker import sample_queries
 from benchmarks.common import print_table, run_info, write_json
 from core.catalog import demo_catalog_path, load_catalog
-from core.eventlog import _decision_values
+from core.eventlog import decision_values
 from core.indexing import open_strategy
 from core.merge import StrategyList
 from core.pipeline import Answer, CallStatus, SearchPipeline
@@ -75,7 +75,7 @@ def measure(index: str, searches: int, ranker: str = "blend") -> dict[str, dict[
         t3 = time.perf_counter()
         served = pipeline.serve(plan, answers, decision_id=uuid.uuid4().hex, ts=time.time(), k=10)
         t4 = time.perf_counter()
-        _decision_values(served.record)
+        decision_values(served.record)
         t5 = time.perf_counter()
         for step, a, b in (("understand (attribute shard)", t0, t1), ("decide", t1, t2),
                            ("retrieve x4 (the shards)", t2, t3), ("serve: merge+rank+record", t3, t4),

@@ -26,29 +26,41 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ltrr.v1 import common_pb2 as ltrr_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14ltrr/v1/broker.proto\x12\x07ltrr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14ltrr/v1/common.proto\"g\n\rSearchRequest\x12\x1d\n\x05query\x18\x01 \x01(\x0b\x32\x0e.ltrr.v1.Query\x12\t\n\x01k\x18\x02 \x01(\r\x12\x11\n\tbudget_ms\x18\x03 \x01(\r\x12\x19\n\x11return_candidates\x18\x04 \x01(\x08\"\xd9\x01\n\x0eSearchResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12 \n\x07results\x18\x02 \x03(\x0b\x32\x0f.ltrr.v1.Result\x12+\n\nstrategies\x18\x03 \x03(\x0b\x32\x17.ltrr.v1.StrategyReport\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x0f\n\x07took_ms\x18\x05 \x01(\x01\x12\x12\n\npropensity\x18\x06 \x01(\x01\x12,\n\ncandidates\x18\x07 \x03(\x0b\x32\x18.ltrr.v1.MergedCandidate\"3\n\x0fMergedCandidate\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\r\n\x05ranks\x18\x02 \x03(\r\"L\n\x06Result\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x12\n\nstrategies\x18\x04 \x03(\t\"\x94\x01\n\x0eStrategyReport\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\r\n\x05quota\x18\x02 \x01(\r\x12\x10\n\x08returned\x18\x03 \x01(\r\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.ltrr.v1.StrategyStatus\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12\x12\n\npropensity\x18\x06 \x01(\x01\"\xab\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x11\n\tentity_id\x18\x02 \x01(\t\x12 \n\x04type\x18\x03 \x01(\x0e\x32\x12.ltrr.v1.EventType\x12\r\n\x05value\x18\x04 \x01(\x01\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\"5\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12\x0e\n\x06reward\x18\x02 \x01(\x01*\x9e\x01\n\x0eStrategyStatus\x12\x1f\n\x1bSTRATEGY_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12STRATEGY_STATUS_OK\x10\x01\x12\x1b\n\x17STRATEGY_STATUS_TIMEOUT\x10\x02\x12\x19\n\x15STRATEGY_STATUS_ERROR\x10\x03\x12\x1b\n\x17STRATEGY_STATUS_SKIPPED\x10\x04\x32\x84\x01\n\x06\x42roker\x12\x39\n\x06Search\x12\x16.ltrr.v1.SearchRequest\x1a\x17.ltrr.v1.SearchResponse\x12?\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x18.ltrr.v1.FeedbackRequest\x1a\x19.ltrr.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14ltrr/v1/broker.proto\x12\x07ltrr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14ltrr/v1/common.proto\"\xc4\x01\n\rSearchRequest\x12\x1d\n\x05query\x18\x01 \x01(\x0b\x32\x0e.ltrr.v1.Query\x12\t\n\x01k\x18\x02 \x01(\r\x12\x11\n\tbudget_ms\x18\x03 \x01(\r\x12\x19\n\x11return_candidates\x18\x04 \x01(\x08\x12.\n\x04plan\x18\x05 \x03(\x0b\x32 .ltrr.v1.SearchRequest.PlanEntry\x1a+\n\tPlanEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x81\x02\n\x0eSearchResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12 \n\x07results\x18\x02 \x03(\x0b\x32\x0f.ltrr.v1.Result\x12+\n\nstrategies\x18\x03 \x03(\x0b\x32\x17.ltrr.v1.StrategyReport\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x0f\n\x07took_ms\x18\x05 \x01(\x01\x12\x12\n\npropensity\x18\x06 \x01(\x01\x12,\n\ncandidates\x18\x07 \x03(\x0b\x32\x18.ltrr.v1.MergedCandidate\x12\x0e\n\x06\x66orced\x18\x08 \x01(\x08\x12\x16\n\x0epolicy_version\x18\t \x01(\x04\"3\n\x0fMergedCandidate\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\r\n\x05ranks\x18\x02 \x03(\r\"L\n\x06Result\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x12\n\nstrategies\x18\x04 \x03(\t\"\xd2\x01\n\x0eStrategyReport\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\r\n\x05quota\x18\x02 \x01(\r\x12\x10\n\x08returned\x18\x03 \x01(\r\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.ltrr.v1.StrategyStatus\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12\x12\n\npropensity\x18\x06 \x01(\x01\x12\x10\n\x08\x63overage\x18\x07 \x01(\x01\x12\x17\n\x0fpartition_quota\x18\x08 \x01(\r\x12\x11\n\trefetched\x18\t \x01(\r\"\xab\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x11\n\tentity_id\x18\x02 \x01(\t\x12 \n\x04type\x18\x03 \x01(\x0e\x32\x12.ltrr.v1.EventType\x12\r\n\x05value\x18\x04 \x01(\x01\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\"5\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12\x0e\n\x06reward\x18\x02 \x01(\x01\"\x17\n\x15\x42rokerDescribeRequest\"\xaf\x01\n\x16\x42rokerDescribeResponse\x12-\n\nstrategies\x18\x01 \x03(\x0b\x32\x19.ltrr.v1.StrategyTopology\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x16\n\x0e\x61pplied_events\x18\x03 \x01(\x04\x12\x15\n\rpolicy_digest\x18\x04 \x01(\t\x12\r\n\x05store\x18\x05 \x01(\t\x12\x18\n\x10\x61pplied_position\x18\x06 \x01(\x04\"l\n\x10StrategyTopology\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x16\n\x0epartitioned_by\x18\x02 \x01(\t\x12.\n\npartitions\x18\x03 \x03(\x0b\x32\x1a.ltrr.v1.PartitionTopology\"8\n\x11PartitionTopology\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x10\n\x08replicas\x18\x02 \x03(\t*\x9e\x01\n\x0eStrategyStatus\x12\x1f\n\x1bSTRATEGY_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12STRATEGY_STATUS_OK\x10\x01\x12\x1b\n\x17STRATEGY_STATUS_TIMEOUT\x10\x02\x12\x19\n\x15STRATEGY_STATUS_ERROR\x10\x03\x12\x1b\n\x17STRATEGY_STATUS_SKIPPED\x10\x04\x32\xd1\x01\n\x06\x42roker\x12\x39\n\x06Search\x12\x16.ltrr.v1.SearchRequest\x1a\x17.ltrr.v1.SearchResponse\x12?\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x18.ltrr.v1.FeedbackRequest\x1a\x19.ltrr.v1.FeedbackResponse\x12K\n\x08\x44\x65scribe\x12\x1e.ltrr.v1.BrokerDescribeRequest\x1a\x1f.ltrr.v1.BrokerDescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ltrr.v1.broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STRATEGYSTATUS']._serialized_start=925
-  _globals['_STRATEGYSTATUS']._serialized_end=1083
-  _globals['_SEARCHREQUEST']._serialized_start=88
-  _globals['_SEARCHREQUEST']._serialized_end=191
-  _globals['_SEARCHRESPONSE']._serialized_start=194
-  _globals['_SEARCHRESPONSE']._serialized_end=411
-  _globals['_MERGEDCANDIDATE']._serialized_start=413
-  _globals['_MERGEDCANDIDATE']._serialized_end=464
-  _globals['_RESULT']._serialized_start=466
-  _globals['_RESULT']._serialized_end=542
-  _globals['_STRATEGYREPORT']._serialized_start=545
-  _globals['_STRATEGYREPORT']._serialized_end=693
-  _globals['_FEEDBACKREQUEST']._serialized_start=696
-  _globals['_FEEDBACKREQUEST']._serialized_end=867
-  _globals['_FEEDBACKRESPONSE']._serialized_start=869
-  _globals['_FEEDBACKRESPONSE']._serialized_end=922
-  _globals['_BROKER']._serialized_start=1086
-  _globals['_BROKER']._serialized_end=1218
+  _globals['_SEARCHREQUEST_PLANENTRY']._loaded_options = None
+  _globals['_SEARCHREQUEST_PLANENTRY']._serialized_options = b'8\001'
+  _globals['_STRATEGYSTATUS']._serialized_start=1492
+  _globals['_STRATEGYSTATUS']._serialized_end=1650
+  _globals['_SEARCHREQUEST']._serialized_start=89
+  _globals['_SEARCHREQUEST']._serialized_end=285
+  _globals['_SEARCHREQUEST_PLANENTRY']._serialized_start=242
+  _globals['_SEARCHREQUEST_PLANENTRY']._serialized_end=285
+  _globals['_SEARCHRESPONSE']._serialized_start=288
+  _globals['_SEARCHRESPONSE']._serialized_end=545
+  _globals['_MERGEDCANDIDATE']._serialized_start=547
+  _globals['_MERGEDCANDIDATE']._serialized_end=598
+  _globals['_RESULT']._serialized_start=600
+  _globals['_RESULT']._serialized_end=676
+  _globals['_STRATEGYREPORT']._serialized_start=679
+  _globals['_STRATEGYREPORT']._serialized_end=889
+  _globals['_FEEDBACKREQUEST']._serialized_start=892
+  _globals['_FEEDBACKREQUEST']._serialized_end=1063
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1065
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1118
+  _globals['_BROKERDESCRIBEREQUEST']._serialized_start=1120
+  _globals['_BROKERDESCRIBEREQUEST']._serialized_end=1143
+  _globals['_BROKERDESCRIBERESPONSE']._serialized_start=1146
+  _globals['_BROKERDESCRIBERESPONSE']._serialized_end=1321
+  _globals['_STRATEGYTOPOLOGY']._serialized_start=1323
+  _globals['_STRATEGYTOPOLOGY']._serialized_end=1431
+  _globals['_PARTITIONTOPOLOGY']._serialized_start=1433
+  _globals['_PARTITIONTOPOLOGY']._serialized_end=1489
+  _globals['_BROKER']._serialized_start=1653
+  _globals['_BROKER']._serialized_end=1862
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,11 @@ class BrokerStub:
                 request_serializer=ltrr_dot_v1_dot_broker__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=ltrr_dot_v1_dot_broker__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/ltrr.v1.Broker/Describe',
+                request_serializer=ltrr_dot_v1_dot_broker__pb2.BrokerDescribeRequest.SerializeToString,
+                response_deserializer=ltrr_dot_v1_dot_broker__pb2.BrokerDescribeResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -67,6 +72,16 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """What this broker serves and what its policy has learned: every strategy with its partitions
+        and their replica addresses, the policy kind, how many feedback events the policy has applied
+        and a digest of its parameters. Two brokers sharing one event store show the same
+        applied_events and policy_digest once both have caught up with the store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +94,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=ltrr_dot_v1_dot_broker__pb2.FeedbackRequest.FromString,
                     response_serializer=ltrr_dot_v1_dot_broker__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=ltrr_dot_v1_dot_broker__pb2.BrokerDescribeRequest.FromString,
+                    response_serializer=ltrr_dot_v1_dot_broker__pb2.BrokerDescribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +155,33 @@ class Broker:
             '/ltrr.v1.Broker/Feedback',
             ltrr_dot_v1_dot_broker__pb2.FeedbackRequest.SerializeToString,
             ltrr_dot_v1_dot_broker__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ltrr.v1.Broker/Describe',
+            ltrr_dot_v1_dot_broker__pb2.BrokerDescribeRequest.SerializeToString,
+            ltrr_dot_v1_dot_broker__pb2.BrokerDescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

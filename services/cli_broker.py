@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import json
 import time
 import typing
 from collections.abc import Callable, Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core.policy.policies import PolicyConfig
+from core.storage import write_file_atomic
 from services.cli_common import DEMO_QUERIES, parse_options
 from services.metrics import port_arg
 
@@ -157,10 +159,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         address = cluster.start(args.port)
-        for name, shard in cluster.shards.items():
+        for placed in cluster.placed:
+            where = f"/{placed.partition} replica {placed.replica}" if config.partitions * config.replicas > 1 else ""
+            shard, name = placed.server, placed.strategy + where
             print(f"  {name:9s} shard on {shard.address} (pid {shard.process.pid}){_metrics_at(shard)}")
-        assert cluster.broker is not None
-        print(f"  broker          on {address} (pid {cluster.broker.process.pid}){_metrics_at(cluster.broker)}")
+        for broker in cluster.brokers:
+            print(f"  broker          on {broker.address} (pid {broker.process.pid}){_metrics_at(broker)}")
+        if cluster.postgres is not None:
+            print(f"  event store     {cluster.store_url}")
+        if args.status_json:
+            write_file_atomic(Path(args.status_json), json.dumps(cluster.status(), indent=2).encode())
         print(f"ltrr cluster up: broker on {address}; try: ltrr search --target {address} \"dance monkey\"", flush=True)
         if args.examples:
             run_examples(address, config)
@@ -287,6 +295,8 @@ def add_broker_commands(sub: Any) -> None:
 
     p = sub.add_parser("up", help="start a local cluster (every shard + the broker) from one TOML config")
     p.add_argument("--config", help="cluster config (see services/cluster.py; default: the bundled catalog)")
+    p.add_argument("--status-json", metavar="FILE", help="once every process is SERVING, write its brokers, shards "
+                   "(strategy, partition, replica, address, pid) and event store URL to FILE as JSON")
     p.add_argument("--port", type=int, help="broker port (overrides the config)")
     p.add_argument("--examples", action="store_true", help="run example searches with feedback once up")
     p.add_argument("--once", action="store_true", help="stop after start-up (and the examples)")

@@ -15,6 +15,17 @@ All keys are optional (defaults in parentheses):
     log_format = "text"             # every process's logs: text or json (`ltrr --log-format` overrides)
     log_level = "INFO"              # every process's log level (`ltrr --log-level` overrides)
     strategies = ["lexical", "semantic", "attribute", "memory"]
+    brokers = 1                     # broker processes, on port, port+1, ...; more than 1 needs a shared
+                                    # event store ([store] url) so that they learn as one
+    partitions = 1                  # partitions of every strategy: documents for lexical, semantic and
+                                    # attribute, query keys for memory (`ltrr index --partitions`)
+    replicas = 1                    # shard processes serving each partition
+
+    [store]                         # the brokers' event store (decisions, feedback, policy snapshots)
+    url = ""                        # "": SQLite in `state` (one broker); "postgres": a private
+                                    # PostgreSQL started from the installed server binaries in
+                                    # `state`/postgres and stopped with the cluster; any
+                                    # postgresql://... URL: that server
 
     [build.lexical]                 # `ltrr index` options per strategy
     fields = "title^2,artist^1.5,album^0.5"
@@ -49,6 +60,8 @@ from core.storage import MANIFEST
 from services.process import ServerProcess, shard_args, spawn
 
 DEFAULT_STRATEGIES = ("lexical", "semantic", "attribute", "memory")
+STORE_KEYS = ("url",)  # the [store] table's keys
+PRIVATE_POSTGRES = "postgres"  # [store] url that starts a private server
 DEFAULT_BUILD = {"lexical": {"fields": "title^2,artist^1.5,album^0.5"}}
 RANKER_FILE = "ranker.txt"
 SHARD_KEYS = ("max_queue", "threads")  # the [shards] table's keys: `ltrr shard` flags
@@ -69,23 +82,69 @@ class ClusterConfig:
     log_format: str = "text"
     log_level: str = "INFO"
     shards: Mapping[str, Any] = field(default_factory=dict)
+    brokers: int = 1
+    partitions: int = 1
+    replicas: int = 1
+    store: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if unknown := sorted(set(self.shards) - set(SHARD_KEYS)):
             raise ValueError(f"`shards` must hold only {list(SHARD_KEYS)}, but got {unknown}")
-        port = self.metrics_port
-        if port != "auto" and not (isinstance(port, int) and 0 <= port <= 65535 - len(self.strategies)):
-            raise ValueError(f"`metrics_port` must be \"auto\" or a port in [0, {65535 - len(self.strategies)}], "
-                             f"but got {port!r}")
+        if unknown := sorted(set(self.store) - set(STORE_KEYS)):
+            raise ValueError(f"`store` must hold only {list(STORE_KEYS)}, but got {unknown}")
+        for name in ("brokers", "partitions", "replicas"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+                raise ValueError(f"`{name}` must be an int in [1, 64], but got {value!r}")
+        url = self.store_url
+        if url and url != PRIVATE_POSTGRES and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"`store.url` must be \"\", \"{PRIVATE_POSTGRES}\" or a postgresql:// URL, but got "
+                             f"{url!r}")
+        if self.brokers > 1 and not url:
+            raise ValueError(f"`brokers` = {self.brokers} needs a shared event store: set [store] url (e.g. "
+                             f"\"{PRIVATE_POSTGRES}\"); the default SQLite log serves one broker")
+        port, top = self.metrics_port, 65535 - self.processes
+        if port != "auto" and not (isinstance(port, int) and 0 <= port <= top):
+            raise ValueError(f"`metrics_port` must be \"auto\" or a port in [0, {top}], but got {port!r}")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"`log_format` must be text or json, but got {self.log_format!r}")
 
-    def metrics_ports(self) -> tuple[str, dict[str, str]]:
-        """`--metrics-port` of the broker and of each shard (module docstring)."""
+    @property
+    def store_url(self) -> str:
+        return str(self.store.get("url", ""))
+
+    @property
+    def processes(self) -> int:
+        """Server processes: brokers, then every replica of every partition of every strategy."""
+        return self.brokers + len(self.strategies) * self.partitions * self.replicas
+
+    def placements(self) -> list[tuple[str, int, int]]:
+        """(strategy, partition, replica) of every shard process, in start order."""
+        return [(name, p, r) for name in self.strategies for p in range(self.partitions) for r in range(self.replicas)]
+
+    def metrics_ports(self) -> tuple[list[str], list[str]]:
+        """`--metrics-port` of each broker and of each shard in placements() order (module docstring:
+        a number N gives the brokers N, N+1, ... and the shards the ports after them)."""
+        shards = len(self.placements())
         if self.metrics_port == "auto" or self.metrics_port == 0:
-            return str(self.metrics_port), {name: str(self.metrics_port) for name in self.strategies}
+            return [str(self.metrics_port)] * self.brokers, [str(self.metrics_port)] * shards
         base = int(self.metrics_port)
-        return str(base), {name: str(base + 1 + i) for i, name in enumerate(self.strategies)}
+        return ([str(base + i) for i in range(self.brokers)],
+                [str(base + self.brokers + j) for j in range(shards)])
+
+    def shard_index(self, name: str, partition: int) -> Path:
+        """The index directory a shard of `name` serves for `partition` (core.partitioning layout)."""
+        root = Path(self.index)
+        if self.partitions == 1:
+            return root
+        return root / (f"memory-{partition}" if name == "memory" else f"part-{partition}")
+
+    def shard_run_options(self, name: str, partition: int, replica: int) -> dict[str, Any]:
+        """[run.NAME] options of one shard process; every memory replica keeps its own feedback state."""
+        options = dict(self.run.get(name) or {})
+        if name == "memory" and (self.partitions > 1 or self.replicas > 1) and "state_dir" not in options:
+            options["state_dir"] = str(Path(self.state) / "memory" / f"p{partition}-r{replica}")
+        return options
 
     @property
     def shard_flags(self) -> list[str]:
@@ -123,44 +182,116 @@ def build_missing(config: ClusterConfig) -> None:
         build_index(load_catalog(config.catalog_path), config.index, missing or ["lexical"], config.build)
 
 
-def broker_args(config: ClusterConfig, shards: Mapping[str, str], port: int) -> list[str]:
+Topology = Mapping[str, str | Sequence[Sequence[str]]]
+
+
+def shard_flags(shards: Topology) -> list[str]:
+    """`--shard` flags of a topology: per strategy one address, or per partition its replicas'
+    addresses (`--shard lexical/1=HOST:PORT,HOST:PORT`)."""
+    args = []
+    for name, where in shards.items():
+        if isinstance(where, str):
+            args += ["--shard", f"{name}={where}"]
+        else:
+            args += [f for p, replicas in enumerate(where) for f in ("--shard", f"{name}/{p}={','.join(replicas)}")]
+    return args
+
+
+def broker_args(config: ClusterConfig, shards: Topology, port: int, store_url: str = "") -> list[str]:
     args = ["broker", "--state", config.state, "--catalog", str(config.catalog_path), "--host", config.host,
-            "--port", str(port)]
-    for name, address in shards.items():
-        args += ["--shard", f"{name}={address}"]
+            "--port", str(port), *shard_flags(shards)]
+    if store_url:
+        args += ["--store", store_url]
     for key, value in config.broker.items():
         args += ["--set", f"{key}={value}"]
     return args
 
 
+@dataclass(frozen=True)
+class Placed:
+    """One shard process and where it sits: strategy, partition, replica."""
+
+    strategy: str
+    partition: int
+    replica: int
+    server: ServerProcess
+
+
 class Cluster:
-    """Shard processes and the broker; stop() ends them in reverse order."""
+    """Shard processes, the brokers and (with [store] url = "postgres") a private PostgreSQL;
+    stop() ends them in reverse order."""
 
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
-        self.shards: dict[str, ServerProcess] = {}
-        self.broker: ServerProcess | None = None
+        self.placed: list[Placed] = []
+        self.brokers: list[ServerProcess] = []
+        self.store_url = config.store_url
+        self.postgres: Any = None
+
+    @property
+    def shards(self) -> dict[str, ServerProcess]:
+        """Per strategy, the first replica of its partition 0."""
+        return {p.strategy: p.server for p in self.placed if p.partition == 0 and p.replica == 0}
+
+    @property
+    def broker(self) -> ServerProcess | None:
+        return self.brokers[0] if self.brokers else None
+
+    def topology(self) -> dict[str, list[list[str]]]:
+        """strategy -> partitions -> replica addresses of the running shards."""
+        out: dict[str, list[list[str]]] = {}
+        for p in self.placed:
+            parts = out.setdefault(p.strategy, [])
+            while len(parts) <= p.partition:
+                parts.append([])
+            parts[p.partition].append(p.server.address)
+        return out
 
     def start(self, broker_port: int | None = None, shard_flags: Sequence[str] = ()) -> str:
-        """Start everything and wait until all serve; returns the broker's address.
+        """Start everything and wait until all serve; returns the first broker's address.
         shard_flags: extra `ltrr shard` flags for every shard (e.g. --noop)."""
         c = self.config
         logs = ["--log-format", c.log_format, "--log-level", c.log_level]
         broker_metrics, shard_metrics = c.metrics_ports()
         try:
-            for name in c.strategies:
-                flags = ["--host", c.host, "--metrics-port", shard_metrics[name], *c.shard_flags, *shard_flags]
-                self.shards[name] = spawn([*logs, *shard_args(name, c.index, c.run.get(name), flags)])
-            port = c.port if broker_port is None else broker_port
-            args = broker_args(c, {n: s.address for n, s in self.shards.items()}, port)
-            self.broker = spawn([*logs, *args, "--metrics-port", broker_metrics])
+            self._start_store()
+            for (name, p, r), metrics_port in zip(c.placements(), shard_metrics, strict=True):
+                flags = ["--host", c.host, "--metrics-port", metrics_port, *c.shard_flags, *shard_flags]
+                args = shard_args(name, c.shard_index(name, p), c.shard_run_options(name, p, r), flags)
+                self.placed.append(Placed(name, p, r, spawn([*logs, *args])))
+            first = c.port if broker_port is None else broker_port
+            shards: Topology = {n: parts[0][0] if c.partitions == c.replicas == 1 else parts
+                                for n, parts in self.topology().items()}
+            for i, metrics_port in enumerate(broker_metrics):
+                args = broker_args(c, shards, first + i if first else 0, self.store_url)
+                self.brokers.append(spawn([*logs, *args, "--metrics-port", metrics_port]))
         except BaseException:
             self.stop()
             raise
-        return self.broker.address
+        return self.brokers[0].address
+
+    def _start_store(self) -> None:
+        """A private PostgreSQL in `state`/postgres when [store] url asks for one."""
+        if self.config.store_url != PRIVATE_POSTGRES:
+            return
+        from services.postgres import PostgresServer
+
+        self.postgres = PostgresServer(Path(self.config.state) / "postgres", host=self.config.host)
+        self.postgres.start()
+        self.store_url = self.postgres.url
+
+    def status(self) -> dict[str, Any]:
+        """What `ltrr up --status-json` writes: every broker, every shard and the store."""
+        return {"brokers": [{"address": b.address, "pid": b.process.pid} for b in self.brokers],
+                "shards": [{"strategy": p.strategy, "partition": p.partition, "replica": p.replica,
+                            "address": p.server.address, "pid": p.server.process.pid} for p in self.placed],
+                "store": {"url": self.store_url or f"sqlite:///{Path(self.config.state).resolve() / 'events.sqlite'}"}}
 
     def stop(self) -> None:
-        if self.broker is not None:
-            self.broker.stop()
-        for shard in reversed(list(self.shards.values())):
-            shard.stop()
+        for broker in reversed(self.brokers):
+            broker.stop()
+        for placed in reversed(self.placed):
+            placed.server.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None

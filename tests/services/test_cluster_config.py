@@ -1,0 +1,59 @@
+"""`ltrr up`'s config: brokers, partitions, replicas and the event store (no processes started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.cluster import ClusterConfig, broker_args, shard_flags
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cluster.toml"
+    path.write_text(text)
+    return path
+
+
+def test_scale_out_keys_are_read(tmp_path: Path) -> None:
+    c = ClusterConfig.from_toml(write(tmp_path, 'brokers = 2\npartitions = 2\nreplicas = 2\nmetrics_port = 9000\n'
+                                                'strategies = ["lexical", "memory"]\n[store]\nurl = "postgres"\n'))
+    assert (c.brokers, c.partitions, c.replicas, c.store_url) == (2, 2, 2, "postgres")
+    assert c.placements()[:3] == [("lexical", 0, 0), ("lexical", 0, 1), ("lexical", 1, 0)]
+    assert len(c.placements()) == 8 and c.processes == 10
+    brokers, shards = c.metrics_ports()
+    assert brokers == ["9000", "9001"] and shards[0] == "9002" and shards[-1] == "9009"
+    assert c.shard_index("lexical", 1) == Path(c.index) / "part-1"
+    assert c.shard_index("memory", 0) == Path(c.index) / "memory-0"
+    # every memory replica keeps its own feedback state; other strategies get no state_dir
+    states = {c.shard_run_options("memory", p, r)["state_dir"] for p in (0, 1) for r in (0, 1)}
+    assert len(states) == 4
+    assert "state_dir" not in c.shard_run_options("lexical", 0, 1)
+
+
+def test_one_partition_keeps_todays_layout() -> None:
+    c = ClusterConfig()
+    assert c.shard_index("memory", 0) == Path(c.index)
+    assert c.shard_run_options("memory", 0, 0) == {}
+    assert c.metrics_ports() == (["auto"], ["auto"] * 4)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("brokers = 2\n", "needs a shared event store"),
+    ("partitions = 0\n", "`partitions` must be an int in \\[1, 64\\]"),
+    ("replicas = true\n", "`replicas` must be an int"),
+    ('[store]\nurl = "mysql://x"\n', "`store.url` must be"),
+    ('[store]\nuri = "postgres"\n', "`store` must hold only"),
+])
+def test_bad_scale_out_keys_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ClusterConfig.from_toml(write(tmp_path, text))
+
+
+def test_broker_flags_name_partitions_and_replicas() -> None:
+    assert shard_flags({"lexical": "h:1"}) == ["--shard", "lexical=h:1"]
+    assert shard_flags({"lexical": [["h:1", "h:2"], ["h:3"]]}) == ["--shard", "lexical/0=h:1,h:2",
+                                                                  "--shard", "lexical/1=h:3"]
+    args = broker_args(ClusterConfig(), {"memory": [["h:9"]]}, 0, "postgresql://u@h:5/db")
+    assert args[args.index("--store") + 1] == "postgresql://u@h:5/db"
+    assert "--store" not in broker_args(ClusterConfig(), {"memory": "h:9"}, 0)

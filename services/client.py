@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -81,13 +81,19 @@ class BrokerClient:
         self.stub = broker_pb2_grpc.BrokerStub(self.channel)
 
     def search(self, text: str, *, k: int = 10, budget_ms: int = 100, context: dict[str, str] | None = None,
-               filters: Sequence[Filter] = (), return_candidates: bool = False, timeout: float | None = None
-               ) -> broker_pb2.SearchResponse:
-        """return_candidates: also get every merged candidate (SearchResponse.candidates); timeout:
-        the call's deadline in seconds (default: search_deadline_s)."""
+               filters: Sequence[Filter] = (), return_candidates: bool = False,
+               plan: Mapping[str, int] | None = None, timeout: float | None = None) -> broker_pb2.SearchResponse:
+        """return_candidates: also get every merged candidate (SearchResponse.candidates); plan: run
+        these quotas instead of the policy's (SearchRequest.plan); timeout: the call's deadline in
+        seconds (default: search_deadline_s)."""
         request = broker_pb2.SearchRequest(query=convert.query_to_proto(text, context=context, filters=filters),
-                                           k=k, budget_ms=budget_ms, return_candidates=return_candidates)
+                                           k=k, budget_ms=budget_ms, return_candidates=return_candidates,
+                                           plan=dict(plan or {}))
         return self.stub.Search(request, timeout=timeout or search_deadline_s(budget_ms, self.timeout))
+
+    def describe(self, *, timeout: float | None = None) -> broker_pb2.BrokerDescribeResponse:
+        """The broker's topology, policy kind, applied_events and policy_digest."""
+        return self.stub.Describe(broker_pb2.BrokerDescribeRequest(), timeout=timeout or self.timeout)
 
     def feedback(self, decision_id: str, entity_id: str, event: str | int = "click", *, value: float = 0.0,
                  event_id: str = "", timeout: float | None = None) -> broker_pb2.FeedbackResponse:

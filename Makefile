@@ -8,17 +8,31 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ltrr-installed
+# buf lints the protos and checks them for breaking changes (protos/buf.yaml); from npm, pinned
+BUF_VERSION := 1.75.0
+BUF := .buf/node_modules/.bin/buf
+BUF_STAMP := .buf/.buf-$(BUF_VERSION)
 
-.PHONY: demo test lint pytest bench install clean
+.PHONY: demo test lint proto-check buf pytest bench install clean
 
 demo: $(STAMP)
 	$(BIN)/ltrr up --examples $(DEMO_ARGS)
 
 test: lint pytest
 
-lint: $(STAMP)
+lint: $(STAMP) proto-check
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# buf lint, then buf breaking against the previous commit's protos (protos/buf_check.py)
+proto-check: $(STAMP) $(BUF_STAMP)
+	$(BIN)/python protos/buf_check.py --buf $(BUF)
+
+buf: $(BUF_STAMP)
+
+$(BUF_STAMP):
+	npm install --prefix .buf --no-save --no-audit --no-fund @bufbuild/buf@$(BUF_VERSION)
+	touch $(BUF_STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -39,4 +53,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) indexes .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .buf indexes .pytest_cache .mypy_cache .ruff_cache

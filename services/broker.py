@@ -71,6 +71,7 @@ from services.admission import (
 from services.decisions import DecisionWriter, WriterConfig
 from services.fanout import ShardPool, fan_out
 from services.outbox import MemoryOutbox, OutboxConfig
+from services.security import NO_SECURITY, SecurityConfig
 from services.shard import rpc
 
 log = logging.getLogger("ltrr.broker")
@@ -105,7 +106,8 @@ class BrokerConfig:
     max_in_flight: searches served at once, beyond which they are refused (0 = unbounded;
     services.admission.DEFAULT_BROKER_MAX_IN_FLIGHT); max_wait_ms: how long a search may wait for
     one of them before it is refused (part of its budget); lag_target_ms: new searches are refused while
-    the event loop has run callbacks later than this for 100 ms (services.admission.LoopLag; 0 = off)."""
+    the event loop has run callbacks later than this for 100 ms (services.admission.LoopLag; 0 = off);
+    security: TLS and the write token, both towards clients and towards the shards (services.security)."""
 
     shards: Mapping[str, str]
     state_dir: str
@@ -127,6 +129,7 @@ class BrokerConfig:
     max_in_flight: int = DEFAULT_BROKER_MAX_IN_FLIGHT
     max_wait_ms: float = DEFAULT_BROKER_MAX_WAIT_MS
     lag_target_ms: float = DEFAULT_LAG_TARGET_MS
+    security: SecurityConfig = NO_SECURITY
 
     def __post_init__(self) -> None:
         order = [k.value for k in StrategyKind]
@@ -206,7 +209,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.config = config
         self.strategies = config.strategies
         self.state_dir = Path(config.state_dir)
-        self.pool = ShardPool(config.shards)
+        self.pool = ShardPool(config.shards, config.security)
         self.rng = np.random.default_rng(config.seed)
         self.recent: ByteLRU[str, DecisionRecord] = ByteLRU(config.recent_bytes, decision_bytes)
         self.understood: ByteLRU[str, list[Any]] = ByteLRU(DEFAULT_UNDERSTOOD_BYTES, _interpretations_bytes)
@@ -494,9 +497,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
 
 async def serve(config: BrokerConfig, host: str, port: int, *,
-                on_listening: Callable[[str], None] | None = None, metrics_port: int = 0) -> int:
+                on_listening: Callable[[str], None] | None = None, metrics_port: int = 0, health_port: int = 0) -> int:
     """Run the broker until SIGTERM/SIGINT; returns the process exit code. metrics_port: serve
-    Prometheus metrics over HTTP there (0 = off, services.metrics.AUTO_PORT = a free port)."""
+    Prometheus metrics over HTTP there (0 = off, services.metrics.AUTO_PORT = a free port);
+    health_port: answer health checks in plaintext there too (0 = off; services.server.run)."""
     from services.server import Hosted, run
 
     service = BrokerService(config)
@@ -505,4 +509,5 @@ async def serve(config: BrokerConfig, host: str, port: int, *,
         metrics.serve(metrics_port, host)
     hosted = Hosted(SERVICE, lambda server: broker_pb2_grpc.add_BrokerServicer_to_server(service, server),
                     service.start, service.close)
-    return await run(hosted, host, port, label="broker", on_listening=on_listening)
+    return await run(hosted, host, port, label="broker", on_listening=on_listening, security=config.security,
+                     health_port=health_port)

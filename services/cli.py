@@ -12,7 +12,7 @@ from pathlib import Path
 from core.errors import LtrrError
 from services.admission import DEFAULT_SHARD_MAX_QUEUE
 from services.cli_broker import add_broker_commands
-from services.cli_common import DEMO_QUERIES, parse_options
+from services.cli_common import DEMO_QUERIES, add_security_flags, parse_options, security_from_args
 from services.logs import FORMATS
 from services.logs import setup as setup_logging
 from services.metrics import port_arg
@@ -51,12 +51,13 @@ def cmd_shard(args: argparse.Namespace) -> int:
     config = ShardConfig(strategy=args.strategy, index=args.index, host=args.host, port=args.port,
                          limits=Limits(max_quota=args.max_quota, max_query_chars=args.max_query_chars),
                          options=parse_options(args.option, scoped=False), delay_ms=args.test_delay_ms,
-                         noop=args.noop, max_queue=args.max_queue)
+                         noop=args.noop, max_queue=args.max_queue, security=security_from_args(args))
 
     def listening(address: str) -> None:
         print(f"ltrr shard {args.strategy} listening on {address}", flush=True)
 
-    return uvloop.run(serve(config, on_listening=listening, metrics_port=args.metrics_port))
+    return uvloop.run(serve(config, on_listening=listening, metrics_port=args.metrics_port,
+                            health_port=args.health_port))
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
@@ -67,7 +68,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     for spec in args.filter:
         name, _, values = spec.partition("=")
         filters.append(Filter(field=name, values=tuple(values.split("|"))))
-    with ShardClient(args.target) as client:
+    with ShardClient(args.target, security=security_from_args(args)) as client:
         response = client.retrieve(args.text, args.quota, filters=filters)
     print(f"{response.strategy}: {len(response.candidates)} of {response.total_matches} matches "
           f"in {response.took_ms:.2f} ms")
@@ -81,7 +82,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
     from services.client import ShardClient
 
-    with ShardClient(args.target) as client:
+    with ShardClient(args.target, security=security_from_args(args)) as client:
         print(json_format.MessageToJson(client.describe(), always_print_fields_with_no_presence=True))
     return 0
 
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=DEFAULT_SHARD_MAX_QUEUE,
                    help="searches queued or running at once; beyond it RESOURCE_EXHAUSTED at once, "
                         "0 = unbounded (default: %(default)s; services/admission.py)")
+    add_security_flags(p, server=True)
     p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser("retrieve", help="ask a shard for candidates")
@@ -181,10 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="127.0.0.1:50051", help="shard address (default: %(default)s)")
     p.add_argument("--quota", type=int, default=10)
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=V1|V2", help="hard filter (repeatable)")
+    add_security_flags(p, server=False)
     p.set_defaults(func=cmd_retrieve)
 
     p = sub.add_parser("describe", help="show what a shard serves")
     p.add_argument("--target", default="127.0.0.1:50051")
+    add_security_flags(p, server=False)
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("convert", help="convert a catalog to canonical JSONL (.jsonl or .jsonl.gz)")

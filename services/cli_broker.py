@@ -15,7 +15,7 @@ from typing import Any
 
 from core.policy.policies import PolicyConfig
 from core.storage import write_file_atomic
-from services.cli_common import DEMO_QUERIES, parse_options
+from services.cli_common import DEMO_QUERIES, add_security_flags, parse_options, security_from_args
 from services.metrics import port_arg
 
 
@@ -124,7 +124,7 @@ def broker_config(args: argparse.Namespace) -> Any:
                         lag_target_ms=own.get("lag_target_ms", DEFAULT_LAG_TARGET_MS),
                         max_wait_ms=own.get("max_wait_ms", DEFAULT_BROKER_MAX_WAIT_MS),
                         # getattr: callers that build the namespace by hand may leave the optional flag out
-                        warm_start=getattr(args, "warm_start", None) or "")
+                        warm_start=getattr(args, "warm_start", None) or "", security=security_from_args(args))
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -137,7 +137,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
     def listening(address: str) -> None:
         print(f"ltrr broker listening on {address}", flush=True)
 
-    return uvloop.run(serve(config, args.host, args.port, on_listening=listening, metrics_port=args.metrics_port))
+    return uvloop.run(serve(config, args.host, args.port, on_listening=listening, metrics_port=args.metrics_port,
+                            health_port=args.health_port))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -208,7 +209,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from services.client import BrokerClient
 
     context = parse_options(args.context, scoped=False)
-    with BrokerClient(args.target) as client:
+    with BrokerClient(args.target, security=security_from_args(args)) as client:
         response = client.search(args.text, k=args.k, budget_ms=args.budget_ms, context=context)
     print(f"decision {response.decision_id}: {len(response.results)} results in {response.took_ms:.1f} ms"
           f"{' (degraded)' if response.degraded else ''}")
@@ -223,7 +224,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_feedback(args: argparse.Namespace) -> int:
     from services.client import BrokerClient
 
-    with BrokerClient(args.target) as client:
+    with BrokerClient(args.target, security=security_from_args(args)) as client:
         response = client.feedback(args.decision_id, args.entity_id, args.type, value=args.value)
     print(f"{'duplicate' if response.duplicate else 'recorded'}; reward {response.reward:.4f}")
     return 0
@@ -291,6 +292,7 @@ def add_broker_commands(sub: Any) -> None:
                         f"core/policy/policies.py; policy= is its kind): {', '.join(POLICY_KEYS)}. E.g. "
                         "levels=0,50,100,200, static_quotas (one per --shard, in strategy order), "
                         "ignored_features= (empty: the policy sees every feature)")
+    add_security_flags(p, server=True)
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("up", help="start a local cluster (every shard + the broker) from one TOML config")
@@ -308,6 +310,7 @@ def add_broker_commands(sub: Any) -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--budget-ms", type=int, default=100)
     p.add_argument("--context", action="append", default=[], metavar="KEY=VALUE", help="e.g. device=mobile, hour=21")
+    add_security_flags(p, server=False)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("feedback", help="report a user action on a search result")
@@ -316,6 +319,7 @@ def add_broker_commands(sub: Any) -> None:
     p.add_argument("--type", default="click", choices=["click", "play", "like", "favorite", "skip", "reformulate"])
     p.add_argument("--value", type=float, default=0.0)
     p.add_argument("--target", default="127.0.0.1:50050")
+    add_security_flags(p, server=False)
     p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("train-ranker", help="train the LambdaMART ranker from the broker's event log")

@@ -1,17 +1,19 @@
-"""Python clients for ltrr's gRPC services (sync; the broker's asyncio client comes with the broker)."""
+"""Python clients for ltrr's gRPC services (sync; the broker's asyncio client comes with the broker).
+
+Each takes a services.security.SecurityConfig: TLS when it names a CA, the token on write RPCs."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core.query import Filter
 from core.types import EventType, FeedbackEvent
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, shard_pb2, shard_pb2_grpc
 from services import convert
+from services.security import NO_SECURITY, SecurityConfig, open_aio_channel, open_channel
 
 DEFAULT_TIMEOUT_S = 10.0
 # A search's own gRPC deadline: its budget plus this slack for queueing, the network and the
@@ -28,10 +30,11 @@ def search_deadline_s(budget_ms: int, timeout: float) -> float:
 class ShardClient:
     """A blocking client of one shard. Use as a context manager, or call close()."""
 
-    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 security: SecurityConfig = NO_SECURITY) -> None:
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address)
+        self.channel = open_channel(address, security)
         self.stub = shard_pb2_grpc.ShardStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
@@ -74,10 +77,11 @@ class ShardClient:
 class BrokerClient:
     """A blocking client of the broker."""
 
-    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 security: SecurityConfig = NO_SECURITY) -> None:
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address)
+        self.channel = open_channel(address, security)
         self.stub = broker_pb2_grpc.BrokerStub(self.channel)
 
     def search(self, text: str, *, k: int = 10, budget_ms: int = 100, context: dict[str, str] | None = None,
@@ -115,9 +119,10 @@ class BrokerClient:
 class AsyncBrokerClient:
     """The broker client for asyncio code (grpc.aio)."""
 
-    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 security: SecurityConfig = NO_SECURITY) -> None:
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(address)
+        self.channel = open_aio_channel(address, security)
         self.stub = broker_pb2_grpc.BrokerStub(self.channel)
 
     async def search(self, text: str, *, k: int = 10, budget_ms: int = 100,

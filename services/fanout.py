@@ -21,6 +21,7 @@ from core.merge import StrategyList
 from core.pipeline import Answer, CallStatus
 from ltrr.v1 import common_pb2, shard_pb2, shard_pb2_grpc
 from services import metrics
+from services.security import NO_SECURITY, SecurityConfig, open_aio_channel
 
 __all__ = ["Answer", "CallStatus", "ShardPool", "fan_out"]
 
@@ -28,14 +29,15 @@ log = logging.getLogger("ltrr.fanout")
 
 
 class ShardPool:
-    """One long-lived aio channel and stub per strategy shard."""
+    """One long-lived aio channel and stub per strategy shard; TLS and the write token when
+    `security` configures them (services.security)."""
 
-    def __init__(self, addresses: Mapping[str, str]) -> None:
+    def __init__(self, addresses: Mapping[str, str], security: SecurityConfig = NO_SECURITY) -> None:
         self.addresses = dict(addresses)
         # round_robin: behind a headless Service (Kubernetes) DNS yields every replica, and calls
         # are balanced per request instead of pinning one long-lived connection to one pod.
         options = [("grpc.lb_policy_name", "round_robin")]
-        self.channels = {name: grpc.aio.insecure_channel(addr, options=options)
+        self.channels = {name: open_aio_channel(addr, security, options)
                          for name, addr in self.addresses.items()}
         self.stubs = {name: shard_pb2_grpc.ShardStub(ch) for name, ch in self.channels.items()}
 

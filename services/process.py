@@ -23,6 +23,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.security import NO_SECURITY, SecurityConfig, open_channel
+
 DEFAULT_START_TIMEOUT_S = 120.0
 _LISTENING = re.compile(r"listening on (\S+)")
 _METRICS = re.compile(r"metrics on (\S+)")
@@ -59,10 +61,11 @@ class ServerProcess:
 
 
 def wait_serving(address: str, process: subprocess.Popen[bytes] | None = None,
-                 timeout: float = DEFAULT_START_TIMEOUT_S) -> None:
-    """Poll the health service at `address` until SERVING; RuntimeError if the process exits first."""
+                 timeout: float = DEFAULT_START_TIMEOUT_S, security: SecurityConfig = NO_SECURITY) -> None:
+    """Poll the health service at `address` until SERVING; RuntimeError if the process exits first.
+    security: how to reach it (a server with TLS needs the CA; services.security)."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, security) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
@@ -78,8 +81,9 @@ def wait_serving(address: str, process: subprocess.Popen[bytes] | None = None,
 
 
 def spawn(args: Sequence[str], *, timeout: float = DEFAULT_START_TIMEOUT_S, log_dir: str | None = None,
-          env: Mapping[str, str] | None = None) -> ServerProcess:
-    """Start `python -m services.cli ARGS --port 0` and wait until it serves."""
+          env: Mapping[str, str] | None = None, security: SecurityConfig = NO_SECURITY) -> ServerProcess:
+    """Start `python -m services.cli ARGS --port 0` and wait until it serves. security: how to
+    reach it for the health check (the TLS flags among `args` are the server's own)."""
     log = Path(tempfile.mkstemp(prefix="ltrr-", suffix=".log", dir=log_dir)[1])
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "services.cli", *args], stdout=out,
@@ -96,7 +100,7 @@ def spawn(args: Sequence[str], *, timeout: float = DEFAULT_START_TIMEOUT_S, log_
                 raise RuntimeError(f"`ltrr {' '.join(args)}` did not start:\n{server.log_text()[-4000:]}")
             else:
                 time.sleep(0.02)
-        wait_serving(server.address, process, max(deadline - time.monotonic(), 1.0))
+        wait_serving(server.address, process, max(deadline - time.monotonic(), 1.0), security)
         # printed before the gRPC port is bound (services.metrics.serve), so present by now
         metrics = _METRICS.search(server.log_text())
         server.metrics_address = metrics.group(1) if metrics else ""

@@ -4,6 +4,10 @@ bind and start at once with health NOT_SERVING -> `load()` (index, warm-up, conn
 health SERVING -> wait for SIGTERM or SIGINT -> health NOT_SERVING, in-flight requests get a grace
 period -> `close()`. A core error while loading exits with code 2 (its message names the problem,
 e.g. the damaged file); any other failure exits with 1.
+
+Security (services.security): TLS on the port and the token check on write RPCs when configured.
+A TLS server can also answer health checks in plaintext on a separate `health_port`, which serves
+the standard health service and nothing else: Kubernetes' gRPC probes cannot speak TLS.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from core.errors import LtrrError
+from services.security import NO_SECURITY, SecurityConfig, add_port, server_interceptors
 
 log = logging.getLogger("ltrr.server")
 GRACE_SECONDS = 5.0
@@ -35,18 +41,32 @@ class Hosted:
     close: Callable[[], Awaitable[None]]
 
 
+async def _health_server(health_service: Any, host: str, port: int) -> grpc.aio.Server:
+    """A plaintext server of the health service alone on `port` (for probes that cannot do TLS)."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    return server
+
+
 async def run(hosted: Hosted, host: str, port: int, *, label: str,
-              on_listening: Callable[[str], None] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; returns the process exit code."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+              on_listening: Callable[[str], None] | None = None,
+              security: SecurityConfig = NO_SECURITY, health_port: int = 0) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code. security: TLS and the write
+    token (services.security); health_port: also serve health checks in plaintext there (0 = no)."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)], interceptors=server_interceptors(security))
     hosted.register(server)
     health_service = health.aio.HealthServicer()  # type: ignore[attr-defined]  # set up conditionally
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     reflection.enable_server_reflection((hosted.service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = add_port(server, f"{host}:{port}", security)
     for name in ("", hosted.service_name):
         await health_service.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
+    servers = [server]
+    if health_port:
+        servers.append(await _health_server(health_service, host, health_port))
     address = f"{host}:{bound}"
     if on_listening:
         on_listening(address)
@@ -58,11 +78,11 @@ async def run(hosted: Hosted, host: str, port: int, *, label: str,
         await hosted.load()
     except LtrrError as err:
         log.error("cannot serve: %s", err)
-        await server.stop(0)
+        await asyncio.gather(*(s.stop(0) for s in servers))
         return 2
     except Exception:
         log.exception("cannot serve: start-up failed")
-        await server.stop(0)
+        await asyncio.gather(*(s.stop(0) for s in servers))
         return 1
     for name in ("", hosted.service_name):
         await health_service.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -70,6 +90,6 @@ async def run(hosted: Hosted, host: str, port: int, *, label: str,
     await stop.wait()
     log.info("stopping (grace %.0fs)", GRACE_SECONDS)
     await health_service.enter_graceful_shutdown()
-    await server.stop(GRACE_SECONDS)
+    await asyncio.gather(*(s.stop(GRACE_SECONDS) for s in servers))
     await hosted.close()
     return 0

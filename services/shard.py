@@ -36,6 +36,7 @@ from ltrr.v1 import shard_pb2, shard_pb2_grpc
 from services import convert, metrics, metrics_shard
 from services.admission import DEFAULT_SHARD_MAX_QUEUE, Deadline, Limiter
 from services.metrics_shard import shard_observed
+from services.security import NO_SECURITY, SecurityConfig
 from services.server import Hosted, run
 from services.status import status_for
 
@@ -54,7 +55,8 @@ class ShardConfig:
     settings; delay_ms: test-only artificial delay added to every Retrieve (0 = none); noop: serve
     core.noop.NoopStrategy under the strategy's name (benchmarks' floor); max_queue: Retrieve and
     Understand requests queued or running at once, beyond which they are refused (0 = unbounded;
-    services.admission.DEFAULT_SHARD_MAX_QUEUE)."""
+    services.admission.DEFAULT_SHARD_MAX_QUEUE); security: TLS and the token required on Learn
+    (services.security)."""
 
     strategy: str
     index: str
@@ -65,6 +67,7 @@ class ShardConfig:
     delay_ms: float = 0.0
     noop: bool = False
     max_queue: int = DEFAULT_SHARD_MAX_QUEUE
+    security: SecurityConfig = NO_SECURITY
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -220,9 +223,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
 
 async def serve(config: ShardConfig, *, on_listening: Callable[[str], None] | None = None,
-                metrics_port: int = 0) -> int:
+                metrics_port: int = 0, health_port: int = 0) -> int:
     """Run a shard until SIGTERM/SIGINT; returns the process exit code. metrics_port: serve
-    Prometheus metrics over HTTP there (0 = off, services.metrics.AUTO_PORT = a free port)."""
+    Prometheus metrics over HTTP there (0 = off, services.metrics.AUTO_PORT = a free port);
+    health_port: answer health checks in plaintext there too (0 = off; services.server.run)."""
     service = ShardService(config)
     if metrics_port:
         metrics_shard.watch_shard(service)
@@ -235,4 +239,5 @@ async def serve(config: ShardConfig, *, on_listening: Callable[[str], None] | No
         service.close()
 
     hosted = Hosted(SERVICE, lambda server: shard_pb2_grpc.add_ShardServicer_to_server(service, server), load, close)
-    return await run(hosted, config.host, config.port, label=f"{config.strategy} shard", on_listening=on_listening)
+    return await run(hosted, config.host, config.port, label=f"{config.strategy} shard", on_listening=on_listening,
+                     security=config.security, health_port=health_port)

@@ -45,8 +45,9 @@ async def _health_server(health_service: Any, host: str, port: int) -> grpc.aio.
     """A plaintext server of the health service alone on `port` (for probes that cannot do TLS)."""
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
-    server.add_insecure_port(f"{host}:{port}")
+    bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
+    log.info("health checks in plaintext on %s:%d", host, bound)
     return server
 
 

@@ -20,6 +20,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from core.catalog import Entity
 from core.types import EventType, FeedbackEvent
+from services.cli import build_parser
+from services.cli_common import security_from_args
 from services.client import BrokerClient, ShardClient
 from services.cluster import broker_args
 from services.process import ServerProcess, shard_args, spawn, wait_serving
@@ -140,6 +142,21 @@ def test_an_empty_token_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("\n")
     with pytest.raises(ValueError, match="`token_file` must hold a token"):
         SecurityConfig(token_file=str(tmp_path / "token")).token()
+
+
+def test_the_flags_and_the_environment_make_the_config(pki: dict[str, Authority | str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    ours = _ours(pki)
+    monkeypatch.setenv("LTRR_TOKEN_FILE", str(pki["token"]))
+    args = build_parser().parse_args(["feedback", "d", "e", "--tls-ca", ours.ca, "--tls-server-name", "ltrr.internal"])
+    assert security_from_args(args) == SecurityConfig(ca=ours.ca, server_name="ltrr.internal",
+                                                      token_file=str(pki["token"]))
+    args = build_parser().parse_args(["shard", "lexical", "--index", "x", "--tls-cert", ours.cert, "--tls-key",
+                                      ours.key, "--tls-ca", ours.ca, "--tls-client-auth", "--token-file",
+                                      str(pki["wrong"]), "--health-port", "7"])
+    assert args.health_port == 7
+    assert security_from_args(args) == SecurityConfig(cert=ours.cert, key=ours.key, ca=ours.ca, client_auth=True,
+                                                      token_file=str(pki["wrong"]))  # the flag wins over the env
 
 
 # -- a real shard with TLS and a token --------------------------------------------------------------

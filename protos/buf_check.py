@@ -36,7 +36,7 @@ def find_buf(explicit: str | None = None) -> str | None:
     """The buf binary: `explicit`, else $LTRR_BUF, else the pinned local install, else buf on PATH."""
     for candidate in (explicit, os.environ.get("LTRR_BUF"), str(LOCAL_BUF)):
         if candidate and Path(candidate).is_file():
-            return candidate
+            return str(Path(candidate).resolve())  # buf runs in protos/: a relative path would miss
     return shutil.which("buf")
 
 

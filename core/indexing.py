@@ -8,6 +8,7 @@ from typing import Any
 
 from core.catalog import Entity
 from core.collection import Collection
+from core.partitioning import refuse_partitioned
 from core.strategies import entry_for
 from core.types import Strategy
 
@@ -18,9 +19,11 @@ def build_index(entities: Sequence[Entity], root: str | os.PathLike[str], strate
 
     options: per strategy name, that strategy's build options (see each strategy's config).
     Each component is published atomically; a failure leaves earlier components in place.
+    A partitioned index directory (core.partitioning) is refused: it is rebuilt with its partitions.
     """
     if not entities:
         raise ValueError("the catalog is empty: nothing to index")
+    refuse_partitioned(root, "built")
     entries = [entry_for(name) for name in strategies]
     collection = Collection.build(entities)
     collection.save(root)
@@ -31,6 +34,8 @@ def build_index(entities: Sequence[Entity], root: str | os.PathLike[str], strate
 
 def open_strategy(root: str | os.PathLike[str], name: str, options: Mapping[str, Any] | None = None) -> Strategy:
     """Load the collection and the named strategy's component from `root` (verifying checksums).
-    options: the strategy's run-time settings."""
+    options: the strategy's run-time settings. A partitioned index directory is refused (serve
+    its partitions' directories, core.partitioning)."""
     _, entry = entry_for(name)
+    refuse_partitioned(root, "served")
     return entry.load(root, Collection.load(root), options or {})

@@ -32,9 +32,17 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.fields:
         options.setdefault("lexical", {})["fields"] = args.fields
     started = time.perf_counter()
+    if args.partitions < 1:
+        raise ValueError(f"`--partitions` must be >= 1, but got {args.partitions}")
     entities = load_catalog(args.catalog, args.format)
     print(f"catalog {args.catalog}: {len(entities):,} entities")
-    build_index(entities, args.out, strategies, options)
+    if args.partitions == 1:
+        build_index(entities, args.out, strategies, options)
+    else:
+        from core.partitioning import build_partitioned
+
+        layout = build_partitioned(entities, args.out, strategies, options, partitions=args.partitions)
+        print(f"partitions: {args.partitions}, entities per partition: {', '.join(map(str, layout.counts))}")
     print(f"index {args.out}: {', '.join(strategies)} built in {time.perf_counter() - started:.1f}s")
     return 0
 
@@ -98,7 +106,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     from core.collection import Collection
+    from core.partitioning import delete_partitioned, read_partitions
 
+    if read_partitions(args.index) is not None:
+        newly = delete_partitioned(args.index, args.ids)
+        print(f"{newly} entities newly deleted in the partitions holding them (restart shards to apply)")
+        return 0
     collection = Collection.load(args.index)
     newly = collection.delete(args.ids)
     collection.save(args.index)
@@ -155,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: every text field, weight 1)")
     p.add_argument("--option", action="append", default=[], metavar="STRATEGY.KEY=VALUE",
                    help="a strategy build option, e.g. lexical.k1=1.2 (repeatable)")
+    p.add_argument("--partitions", type=int, default=1,
+                   help="document partitions (1: one index directory; P > 1: OUT/partitions.json, OUT/part-<p> "
+                        "and OUT/memory-<p>, each served as an index; core/partitioning.py) (default: %(default)s)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("shard", help="serve one strategy of an index over gRPC")

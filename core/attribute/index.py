@@ -10,6 +10,15 @@ On disk (component "attribute", see core.storage):
   for the derived fields, "title" and "text" (stemmed word -> entities having it in title, artist
   or album: the free-text index).
 
+In a document partition of a larger catalog (core.partitioning), the vocabulary is the whole
+catalog's (every value, display form and popularity, every free-text word, with an empty bitmap
+where the partition has none), so every partition understands a query as one index over everything
+would: the value bitmaps (QU_FIELDS too, stored here then) are the whole catalog's, in its
+ordinals, since a reading is kept only when some entity of the catalog satisfies all its slots;
+members.roaring holds the partition's entities as catalog ordinals, in the partition's order,
+and params["max_popularity"] the catalog's largest popularity. The text bitmaps are the
+partition's own. Retrieve maps a reading's entities to the partition's ordinals.
+
 Retrieve: the top `max_interpretations` readings of the query (core.attribute.understand); an
 entity's score = sum of the likelihoods of the readings it satisfies, times (1 + popularity) /
 (1 + the catalog's largest popularity). A reading with slots and free text gives its full
@@ -97,12 +106,21 @@ class AttributeStrategy:
     kind = StrategyKind.ATTRIBUTE
     vector_dim = 0
 
-    def __init__(self, config: AttributeConfig, collection: Collection, vocab: Vocabulary) -> None:
+    def __init__(self, config: AttributeConfig, collection: Collection, vocab: Vocabulary, *,
+                 members: BitMap | None = None, max_popularity: float | None = None) -> None:
+        """members: in a partition, its entities as catalog ordinals (ascending: the partition keeps
+        catalog order), which the value bitmaps use; max_popularity: the catalog's largest
+        popularity (default: the collection's)."""
+        if members is not None and len(members) != len(collection):
+            raise ValueError(f"`members` must hold {len(collection)} ordinals, but got {len(members)}")
         self.config = config
         self.collection = collection
         self.vocab = vocab
+        self.members = members
+        self.member_ordinals = np.asarray(members.to_array(), dtype=np.int64) if members is not None else None
         pop = collection.popularity.astype(np.float64)
-        self.prior = (1.0 + pop) / (1.0 + (pop.max() if pop.size else 0.0))
+        top = max_popularity if max_popularity is not None else (pop.max() if pop.size else 0.0)
+        self.prior = (1.0 + pop) / (1.0 + top)
         # text -> (readings asked for, the readings); analyse's first n readings do not depend on
         # how many more were asked for, so a longer cached list answers a shorter request
         self.readings: SharedLRU[str, tuple[int, list[Analysis]]] = SharedLRU(config.cache_bytes, _readings_bytes)
@@ -119,28 +137,37 @@ class AttributeStrategy:
     def understand(self, query: Query, max_interpretations: int) -> tuple[Interpretation, ...]:
         return tuple(a.interpretation for a in self.analyse(query.text, max_interpretations))
 
+    def local(self, bits: BitMap) -> BitMap:
+        """Catalog ordinals -> this index's ordinals of those it holds (the same in a whole index)."""
+        if self.members is None or self.member_ordinals is None:
+            return bits
+        held = (bits & self.members).to_array()
+        return BitMap(np.searchsorted(self.member_ordinals, held).astype(np.uint32))
+
     def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
         readings = self.analyse(query.text, self.config.max_interpretations)
         acc = np.zeros(len(self.collection), dtype=np.float64)
         for r in readings:
             like = r.interpretation.likelihood
             text = self.vocab.text_bitmap(r.free_words) if r.free_words else None
-            if r.slot_bits is None:
+            slot_bits = self.local(r.slot_bits) if r.slot_bits is not None else None
+            if slot_bits is None:
                 if text is not None:
                     acc[text.to_array()] += like
             elif text is None:
-                acc[r.slot_bits.to_array()] += like
+                acc[slot_bits.to_array()] += like
             else:
-                acc[r.slot_bits.to_array()] += like * self.config.relax
-                acc[(r.slot_bits & text).to_array()] += like * (1.0 - self.config.relax)
+                acc[slot_bits.to_array()] += like * self.config.relax
+                acc[(slot_bits & text).to_array()] += like * (1.0 - self.config.relax)
         if allowed is not None:
             acc *= self.collection.mask(allowed)
         elif self.collection.deleted:
             acc[self.collection.deleted.to_array()] = 0.0
         candidates = np.flatnonzero(acc > 0)
-        scores = acc[candidates] * self.prior[candidates]
-        order = np.argsort(-scores, kind="stable")[:quota]
-        return Hits(candidates[order].astype(np.int64), scores[order].astype(np.float32), int(candidates.size),
+        scores = (acc[candidates] * self.prior[candidates]).astype(np.float32)
+        # By the float32 score the wire carries, then the ordinal: the order partitions merge by.
+        order = np.lexsort((candidates, -scores))[:quota]
+        return Hits(candidates[order].astype(np.int64), scores[order], int(candidates.size),
                     tuple(r.interpretation for r in readings))
 
     def warm_up(self) -> None:
@@ -175,9 +202,12 @@ class AttributeStrategy:
                 bitmap = (source or {}).get(name)
                 if bitmap is not None:
                     entries.append(ValueEntry(f, text_key(name), display, popularity, bitmap, tuple(aliases)))
-        max_pop = float(collection.popularity.max()) if len(collection) else 0.0
+        members = BitMap.deserialize(r.read_bytes("members.roaring")) if "members.roaring" in r.files else None
+        max_pop = float(r.params["max_popularity"]) if members is not None else \
+            (float(collection.popularity.max()) if len(collection) else 0.0)
         vocab = Vocabulary(entries, own.get("text", {}), max_pop)
-        return cls(AttributeConfig.from_options(options or {}), collection, vocab)
+        return cls(AttributeConfig.from_options(options or {}), collection, vocab, members=members,
+                   max_popularity=max_pop)
 
 
 def _display_forms(entities: Sequence[Entity]) -> dict[tuple[str, str], str]:
@@ -213,8 +243,17 @@ def _own_bitmaps(entities: Sequence[Entity]) -> tuple[dict[str, dict[str, BitMap
     return own, titles
 
 
-def write_index(entities: Sequence[Entity], collection: Collection, root: str | os.PathLike[str]) -> None:
-    """Write the attribute component for `entities` (the collection's catalog) under `root`."""
+@dataclass(frozen=True)
+class AttributeTables:
+    """What the attribute component of a catalog holds (module docstring): vocab rows per field
+    [name, display, popularity, aliases]; own: bitmaps of the derived fields, "title" and "text"."""
+
+    vocab: dict[str, list[list[Any]]]
+    own: dict[str, dict[str, BitMap]]
+
+
+def attribute_tables(entities: Sequence[Entity], collection: Collection) -> AttributeTables:
+    """The vocabulary and bitmaps of `entities` (the collection's catalog)."""
     pop = collection.popularity
 
     def top(bitmap: BitMap) -> float:
@@ -230,17 +269,47 @@ def write_index(entities: Sequence[Entity], collection: Collection, root: str | 
         vocab[f] = [[name, name, top(b), []] for name, b in sorted(own[f].items())]
     vocab["title"] = [[key, titles[key]["display"].most_common(1)[0][0], top(b), sorted(titles[key]["aliases"])]
                       for key, b in sorted(own["title"].items())]
+    return AttributeTables(vocab, own)
+
+
+def partition_tables(tables: AttributeTables, collection: Collection, members: BitMap) -> AttributeTables:
+    """The tables a partition holding `members` (catalog ordinals) stores: the catalog's vocabulary
+    and value bitmaps (QU_FIELDS from the catalog's `collection`), the text bitmaps restricted to
+    the partition and renumbered in its order (every word kept, empty where it has none)."""
+    ordinals = np.asarray(members.to_array(), dtype=np.int64)
+    own = {f: dict(values) for f, values in tables.own.items() if f != "text"}
+    for f in QU_FIELDS:
+        if f in collection.bitmaps:
+            own[f] = dict(collection.bitmaps[f])
+    own["text"] = {word: BitMap(np.searchsorted(ordinals, (bits & members).to_array()).astype(np.uint32))
+                   for word, bits in tables.own["text"].items()}
+    return AttributeTables(tables.vocab, own)
+
+
+def write_index(entities: Sequence[Entity], collection: Collection, root: str | os.PathLike[str]) -> None:
+    """Write the attribute component for `entities` (the collection's catalog) under `root`."""
+    write_tables(attribute_tables(entities, collection), root, entities=len(entities))
+
+
+def write_tables(tables: AttributeTables, root: str | os.PathLike[str], *, entities: int,
+                 members: BitMap | None = None, max_popularity: float = 0.0) -> None:
+    """Write the attribute component; members and max_popularity: a partition's (module docstring)."""
     blob = bytearray()
     directory: dict[str, dict[str, list[int]]] = {}
-    for f in sorted(own):
-        for name in sorted(own[f]):
-            data = own[f][name].serialize()
+    for f in sorted(tables.own):
+        for name in sorted(tables.own[f]):
+            data = tables.own[f][name].serialize()
             directory.setdefault(f, {})[name] = [len(blob), len(data)]
             blob += data
-    with ComponentWriter(root, COMPONENT, {"entities": len(entities), "fields": sorted(vocab)}) as w:
-        w.write_json("vocab.json", vocab)
+    params: dict[str, Any] = {"entities": entities, "fields": sorted(tables.vocab)}
+    if members is not None:
+        params["max_popularity"] = max_popularity
+    with ComponentWriter(root, COMPONENT, params) as w:
+        w.write_json("vocab.json", tables.vocab)
         w.write_json("bitmaps.json", directory)
         w.write_bytes("bitmaps.roaring", bytes(blob))
+        if members is not None:
+            w.write_bytes("members.roaring", members.serialize())
 
 
 ENTRY = StrategyEntry(build=AttributeStrategy.build, load=AttributeStrategy.load)

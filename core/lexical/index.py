@@ -22,7 +22,11 @@ On disk (component "lexical", see core.storage and core.lexical.codec for the bl
 - term_blocks, block_first, block_last, block_n, block_words, block_bits, words (.npy): the blocks,
   exactly as core.lexical.codec.encode returns them;
 - block_max_tf, block_min_len (.npy): per block and field, in the smallest unsigned dtype that fits;
-- doc_lengths.npy: (F, N) terms per field and document, in the smallest unsigned dtype that fits.
+- doc_lengths.npy: (F, N) terms per field and document, in the smallest unsigned dtype that fits;
+- in a document partition of a larger catalog (core.partitioning) only: term_df.npy, int64 (T,), each
+  term's document frequency in the whole catalog, and params["corpus"], the whole catalog's N per
+  group and length sums per field (core.lexical.stats.CorpusStats): scores use these instead of the
+  partition's own, so they equal the scores of one index over the whole catalog.
 Loading memory-maps the postings; the block score bounds for pruning are computed at load from
 block_max_tf and block_min_len with the current statistics and parameters, and the lengths become
 one code per document and field (Lucene's one-byte norm, or the exact length) and a per-field
@@ -45,7 +49,7 @@ from core.catalog import Entity
 from core.collection import Collection
 from core.errors import IndexFormatError
 from core.lexical import jit
-from core.lexical.build import analyse
+from core.lexical.build import Postings, analyse
 from core.lexical.config import (
     DEFAULT_B,
     DEFAULT_K1,
@@ -59,6 +63,7 @@ from core.lexical.config import (
     run_time_params,
 )
 from core.lexical.norms import lucene_length, norm_codes, norm_table
+from core.lexical.stats import CorpusStats
 from core.query import Query
 from core.storage import ComponentReader, ComponentWriter
 from core.types import Hits, StrategyEntry, StrategyKind
@@ -84,31 +89,33 @@ class LexicalIndex:
     """A loaded lexical index; implements core.types.Strategy.
 
     vocab: per vocabulary group, {term: global term id}; blocks: the arrays named in BLOCK_ARRAYS
-    (uint32 bounds); doc_lengths: (F, N) unsigned.
+    (uint32 bounds); doc_lengths: (F, N) unsigned. corpus: for a partition of a larger catalog, that
+    catalog's statistics and each term's df in it (int64 (T,)); None: this index is the corpus.
     """
 
     kind = StrategyKind.LEXICAL
     vector_dim = 0
 
     def __init__(self, config: LexicalConfig, collection: Collection, vocab: list[dict[str, int]],
-                 blocks: Mapping[str, np.ndarray], doc_lengths: np.ndarray) -> None:
+                 blocks: Mapping[str, np.ndarray], doc_lengths: np.ndarray,
+                 corpus: tuple[CorpusStats, np.ndarray] | None = None) -> None:
         self.config = config
         self.collection = collection
         self.vocab = vocab
         self.groups = config.groups()
         self.blocks = {name: blocks[name] for name in KERNEL_ARRAYS}
         self.n_docs = int(doc_lengths.shape[1])
-        non_empty = doc_lengths > 0
-        with_field = non_empty.sum(axis=1)
-        avgdl = doc_lengths.sum(axis=1, dtype=np.float64) / np.maximum(with_field, 1)
+        stats, df = corpus if corpus is not None else (CorpusStats.of_lengths(doc_lengths, self.groups), None)
+        if df is None:
+            df = postings_per_term(blocks["term_blocks"], blocks["block_n"])
+        avgdl = stats.avgdl()
         # (F, N) one small code per document and field, and its float32 inv_norm per code.
         self.norm_code = norm_codes(doc_lengths, config.length_quantization)
         self.norm_table = norm_table(avgdl, config.b, config.length_quantization, self.norm_code)
         self.inner_w = np.array([f.weight if config.scoring == "bm25f" else 1.0 for f in config.fields],
                                 dtype=np.float64)
         self.outer_w = [1.0 if config.scoring == "bm25f" else config.fields[g[0]].weight for g in self.groups]
-        self.idf = term_idf(blocks["term_blocks"], blocks["block_n"], [len(v) for v in vocab],
-                            [int(non_empty[list(g)].any(axis=0).sum()) for g in self.groups])
+        self.idf = term_idf(df, [len(v) for v in vocab], stats.group_docs)
         # (B, F): inv_norm at each block's shortest length, from the documents' own table.
         min_len_code = norm_codes(blocks["block_min_len"].T, config.length_quantization)
         min_len_inv_norm = np.ascontiguousarray(
@@ -151,12 +158,24 @@ class LexicalIndex:
         return docs, scores, int(count)
 
     def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
+        """The top `quota` by (float32 score desc, ordinal asc): the order of the scores as the wire
+        carries them, which partitions are merged by (core.partitions). The kernels rank by the
+        float64 score; two distinct float64 scores may round to one float32, so the tie group at
+        the cut is completed by asking the kernel for more until the last score it returns is below
+        the quota-th (float32 rounding is monotone, so nothing unseen can rank above it)."""
         tids, weights = self.query_terms(query.text)
         if tids.size == 0:
             return Hits.empty()
-        docs, scores, count = self.search(tids, weights, quota, self.collection.mask(allowed),
-                                          pruned=self.config.pruning)
-        return Hits(docs, scores.astype(np.float32), count)
+        mask = self.collection.mask(allowed)
+        k = quota + 1
+        while True:
+            docs, scores, count = self.search(tids, weights, k, mask, pruned=self.config.pruning)
+            s32 = scores.astype(np.float32)
+            if docs.size < k or s32[-1] < s32[quota - 1]:
+                break
+            k *= 2
+        order = np.lexsort((docs, -s32))[:quota]
+        return Hits(docs[order], s32[order], count)
 
     def warm_up(self) -> None:
         """Compile (or load) the configured kernel for this index's own arrays (memory-mapped
@@ -206,18 +225,32 @@ class LexicalIndex:
         doc_lengths = np.asarray(r.read_array("doc_lengths.npy"))
         check_shapes(r, blocks, doc_lengths, n_terms=int(bases[-1]), n_fields=len(config.fields),
                      n_docs=len(collection))
-        return cls(config, collection, vocab, blocks, doc_lengths)
+        return cls(config, collection, vocab, blocks, doc_lengths, read_corpus(r, int(bases[-1])))
 
 
-def term_idf(term_blocks: np.ndarray, block_n: np.ndarray, group_sizes: Sequence[int],
-             group_docs: Sequence[int]) -> np.ndarray:
-    """idf per term, float64 (T,): ln(1 + (N - df + 0.5) / (df + 0.5)), df = the term's postings
-    (summed over its blocks), N = group_docs[g] of the term's group."""
+def read_corpus(r: ComponentReader, n_terms: int) -> tuple[CorpusStats, np.ndarray] | None:
+    """The whole catalog's statistics stored in a partition (None in an index of a whole catalog)."""
+    if "term_df.npy" not in r.files:
+        return None
+    df = np.asarray(r.read_array("term_df.npy", mmap=False), dtype=np.int64)
+    if df.shape != (n_terms,):
+        raise IndexFormatError(r.path("term_df.npy"), f"has shape {df.shape}, expected ({n_terms},)")
+    return CorpusStats.from_params(r.params["corpus"]), df
+
+
+def postings_per_term(term_blocks: np.ndarray, block_n: np.ndarray) -> np.ndarray:
+    """int64 (T,): each term's postings (its df in this index), summed over its blocks."""
     postings = np.zeros(block_n.shape[0] + 1, dtype=np.int64)
     np.cumsum(block_n.astype(np.int64) + 1, out=postings[1:])
-    df = (postings[term_blocks[1:]] - postings[term_blocks[:-1]]).astype(np.float64)
+    return postings[term_blocks[1:]] - postings[term_blocks[:-1]]
+
+
+def term_idf(df: np.ndarray, group_sizes: Sequence[int], group_docs: Sequence[int]) -> np.ndarray:
+    """idf per term, float64 (T,): ln(1 + (N - df + 0.5) / (df + 0.5)), df: int (T,), N =
+    group_docs[g] of the term's group (group_sizes[g] terms each, group after group)."""
     n = np.repeat(np.asarray(group_docs, dtype=np.float64), group_sizes)
-    return np.log1p((n - df + 0.5) / (df + 0.5))
+    dff = df.astype(np.float64)
+    return np.log1p((n - dff + 0.5) / (dff + 0.5))
 
 
 def check_shapes(r: ComponentReader, blocks: Mapping[str, np.ndarray], doc_lengths: np.ndarray, *,
@@ -241,18 +274,28 @@ def write_index(entities: Sequence[Entity], config: LexicalConfig, root: str | o
                 *, progress: bool = True, workers: int = 1) -> None:
     """Analyse every field of every entity, block-compress the postings and write the lexical
     component under `root`."""
+    postings = analyse(entities, config.fields, config.groups(), progress=progress, workers=workers)
+    write_postings(postings, config, root, progress=progress)
+
+
+def write_postings(postings: Postings, config: LexicalConfig, root: str | os.PathLike[str], *,
+                   progress: bool = True, corpus: tuple[CorpusStats, np.ndarray] | None = None) -> None:
+    """Block-compress `postings` (analysed with `config`) and write the lexical component under
+    `root`; corpus: for a partition, the whole catalog's statistics and df per term (see LexicalIndex)."""
     groups = config.groups()
-    postings = analyse(entities, config.fields, groups, progress=progress, workers=workers)
+    params = config.to_params() if corpus is None else {**config.to_params(), "corpus": corpus[0].to_params()}
     with tqdm(total=2, desc="lexical: compressing, writing", unit="step", disable=not progress) as bar:
         encoded = dict(zip(BLOCK_ARRAYS, jit.encode(postings.offsets, postings.doc_ids, postings.tfs,
                                                     postings.lengths), strict=True))
         bar.update()
-        with ComponentWriter(root, COMPONENT, config.to_params()) as w:
+        with ComponentWriter(root, COMPONENT, params) as w:
             w.write_json("terms.json", {"groups": [[config.fields[f].name for f in g] for g in groups],
                                         "terms": postings.terms})
             for name, values in encoded.items():
                 w.write_array(f"{name}.npy", compact(values) if name in BOUND_ARRAYS else values)
             w.write_array("doc_lengths.npy", compact(postings.lengths))
+            if corpus is not None:
+                w.write_array("term_df.npy", corpus[1].astype(np.int64))
         bar.update()
 
 

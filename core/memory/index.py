@@ -304,9 +304,10 @@ class MemoryStrategy:
         keep = np.ones(ordinals.size, dtype=bool) if live is None else live[ordinals].astype(bool)
         if allowed is None and self.collection.deleted:
             keep &= ~np.isin(ordinals, self.collection.deleted.to_array())
-        ordinals, scores = ordinals[keep], scores[keep]
+        ordinals, scores = ordinals[keep], scores[keep].astype(np.float32)
+        # By the float32 score the wire carries, then the ordinal (as every strategy breaks ties).
         order = np.lexsort((ordinals, -scores))[:quota]
-        return Hits(ordinals[order], scores[order].astype(np.float32), int(ordinals.size))
+        return Hits(ordinals[order], scores[order], int(ordinals.size))
 
     def warm_up(self) -> None:
         self.scores_for("warm up")
@@ -334,16 +335,7 @@ class MemoryStrategy:
               options: Mapping[str, Any]) -> None:
         """options: max_per_query (predicted entities kept per query, default 1000)."""
         pairs = predict(entities, collection.popularity, int(options.get("max_per_query", DEFAULT_MAX_PER_QUERY)))
-        keys = sorted(pairs)
-        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
-        np.cumsum([len(pairs[k]) for k in keys], out=offsets[1:])
-        ordinals = np.array([o for k in keys for o, _ in pairs[k]], dtype=np.int32)
-        scores = np.array([s for k in keys for _, s in pairs[k]], dtype=np.float32)
-        with ComponentWriter(root, COMPONENT, {"entities": len(entities), "queries": len(keys)}) as w:
-            w.write_json("queries.json", keys)
-            w.write_array("offsets.npy", offsets)
-            w.write_array("ordinals.npy", ordinals)
-            w.write_array("scores.npy", scores)
+        write_predicted(root, pairs, len(entities))
 
     @classmethod
     def load(cls, root: str | os.PathLike[str], collection: Collection,
@@ -354,6 +346,22 @@ class MemoryStrategy:
         predicted = Predicted({k: i for i, k in enumerate(keys)}, r.read_array("offsets.npy", mmap=False),
                               r.read_array("ordinals.npy", mmap=False), r.read_array("scores.npy", mmap=False))
         return cls(MemoryConfig.from_options(options or {}, root), collection, predicted, clock)
+
+
+def write_predicted(root: str | os.PathLike[str], pairs: Mapping[str, Sequence[tuple[int, float]]],
+                    entities: int) -> None:
+    """Write the memory component holding the predicted `pairs` (core.memory.predict.predict; a
+    query partition passes the keys it owns) of a collection of `entities` entities."""
+    keys = sorted(pairs)
+    offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+    np.cumsum([len(pairs[k]) for k in keys], out=offsets[1:])
+    ordinals = np.array([o for k in keys for o, _ in pairs[k]], dtype=np.int32)
+    scores = np.array([s for k in keys for _, s in pairs[k]], dtype=np.float32)
+    with ComponentWriter(root, COMPONENT, {"entities": entities, "queries": len(keys)}) as w:
+        w.write_json("queries.json", keys)
+        w.write_array("offsets.npy", offsets)
+        w.write_array("ordinals.npy", ordinals)
+        w.write_array("scores.npy", scores)
 
 
 ENTRY = StrategyEntry(build=MemoryStrategy.build, load=MemoryStrategy.load)

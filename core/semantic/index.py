@@ -239,19 +239,8 @@ class SemanticStrategy:
         """options: see SemanticConfig.from_options, plus cache (embedding cache directory; "off" =
         none; default ~/.cache/ltrr/embeddings), batch_size and progress. Encodes on a CUDA device
         when one is present."""
-        config = SemanticConfig.from_options(options)
-        encoder = make_encoder(config.encoder, {**config.encoder_options, "device": "auto"})
-        cache_opt = str(options.get("cache", DEFAULT_CACHE_DIR))
-        cache = None if cache_opt in ("", "off", "none") else EmbeddingCache(Path(cache_opt))
-        try:
-            keys, vecs = embed_entities(entities, config, encoder, cache, progress=_flag(options.get("progress", True)),
-                                        batch_size=int(options.get("batch_size", DEFAULT_BATCH_SIZE)))
-        finally:
-            if cache is not None:
-                cache.close()
-        vectors = VectorIndex.create(encoder.dim, config.ann)
-        vectors.add(keys, vecs)
-        write_component(root, config, encoder, vectors)
+        config, encoder, keys, vecs = embed_catalog(entities, options)
+        write_vectors(root, config, encoder, keys, vecs)
 
     @classmethod
     def load(cls, root: str | os.PathLike[str], collection: Collection,
@@ -280,6 +269,31 @@ class SemanticStrategy:
 def _flag(value: Any) -> bool:
     """A boolean option given as a bool or as CLI text ("false", "0", "no" and "off" are false)."""
     return value if isinstance(value, bool) else str(value).strip().lower() not in ("false", "0", "no", "off", "")
+
+
+def embed_catalog(entities: Sequence[Entity], options: Mapping[str, Any]
+                  ) -> tuple[SemanticConfig, Encoder, np.ndarray, np.ndarray]:
+    """(config, encoder, ordinals, unit vectors) of `entities` as SemanticStrategy.build embeds
+    them (options as it takes them); see embed_entities."""
+    config = SemanticConfig.from_options(options)
+    encoder = make_encoder(config.encoder, {**config.encoder_options, "device": "auto"})
+    cache_opt = str(options.get("cache", DEFAULT_CACHE_DIR))
+    cache = None if cache_opt in ("", "off", "none") else EmbeddingCache(Path(cache_opt))
+    try:
+        keys, vecs = embed_entities(entities, config, encoder, cache, progress=_flag(options.get("progress", True)),
+                                    batch_size=int(options.get("batch_size", DEFAULT_BATCH_SIZE)))
+    finally:
+        if cache is not None:
+            cache.close()
+    return config, encoder, keys, vecs
+
+
+def write_vectors(root: str | os.PathLike[str], config: SemanticConfig, encoder: Encoder, keys: np.ndarray,
+                  vecs: np.ndarray) -> None:
+    """Index `vecs` (float32 (m, dim), unit) under `keys` (ordinals, int64 (m,)) and write the component."""
+    vectors = VectorIndex.create(encoder.dim, config.ann)
+    vectors.add(keys, vecs)
+    write_component(root, config, encoder, vectors)
 
 
 def write_component(root: str | os.PathLike[str], config: SemanticConfig, encoder: Encoder,

@@ -135,6 +135,25 @@ def refuse_partitioned(root: str | os.PathLike[str], doing: str) -> None:
                                f"{layout.partitions}` to rebuild it")
 
 
+@dataclass(frozen=True)
+class PartitionInfo:
+    """What a document partition's directory says of itself: partition p of `partitions`, cut from
+    a catalog of `catalog_entities`."""
+
+    partition: int
+    partitions: int
+    catalog_entities: int
+
+
+def partition_info(index: str | os.PathLike[str]) -> PartitionInfo | None:
+    """The partition an index directory holds (its "partition" component); None for an index of
+    a whole catalog (a plain index, or a memory partition, whose collection is the whole catalog)."""
+    if not (Path(index) / PARTITION_COMPONENT).is_dir():
+        return None
+    params = ComponentReader(index, PARTITION_COMPONENT, verify=False).params
+    return PartitionInfo(int(params["partition"]), int(params["partitions"]), int(params["catalog_entities"]))
+
+
 def catalog_positions(root: str | os.PathLike[str]) -> dict[str, int]:
     """Entity id -> catalog position (0-based) of every entity of a partitioned index directory
     with document partitions, read from their "partition" components."""

@@ -23,6 +23,7 @@ from core.partitioning import (
     catalog_positions,
     delete_partitioned,
     partition_dirs,
+    partition_info,
     read_partitions,
 )
 from core.partitions import document_partition, merge_partitions, partition_quota, query_partition, refetch_needed
@@ -116,6 +117,10 @@ def test_layout_partitions_every_entity_once_in_catalog_order(built: dict[tuple[
     assert list(layout.counts) == [len(c) for c in parts]
     positions = catalog_positions(root)
     assert positions == {e.id: i for i, e in enumerate(tracks)}
+    infos = [partition_info(d) for d in partition_dirs(root, "lexical")]
+    assert [(i.partition, i.partitions, i.catalog_entities) for i in infos if i is not None] == \
+        [(k, p, len(tracks)) for k in range(p)]
+    assert partition_info(partition_dirs(root, "memory")[0]) is None and partition_info(built["bm25f", 1]) is None
     assert partition_dirs(built["bm25f", 1], "lexical") == [built["bm25f", 1]]
 
 

@@ -158,24 +158,13 @@ class LexicalIndex:
         return docs, scores, int(count)
 
     def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
-        """The top `quota` by (float32 score desc, ordinal asc): the order of the scores as the wire
-        carries them, which partitions are merged by (core.partitions). The kernels rank by the
-        float64 score; two distinct float64 scores may round to one float32, so the tie group at
-        the cut is completed by asking the kernel for more until the last score it returns is below
-        the quota-th (float32 rounding is monotone, so nothing unseen can rank above it)."""
+        """The top `quota` by (float32 score desc, ordinal asc) (core.lexical.scoring)."""
         tids, weights = self.query_terms(query.text)
         if tids.size == 0:
             return Hits.empty()
-        mask = self.collection.mask(allowed)
-        k = quota + 1
-        while True:
-            docs, scores, count = self.search(tids, weights, k, mask, pruned=self.config.pruning)
-            s32 = scores.astype(np.float32)
-            if docs.size < k or s32[-1] < s32[quota - 1]:
-                break
-            k *= 2
-        order = np.lexsort((docs, -s32))[:quota]
-        return Hits(docs[order], s32[order], count)
+        docs, scores, count = self.search(tids, weights, quota, self.collection.mask(allowed),
+                                          pruned=self.config.pruning)
+        return Hits(docs, scores.astype(np.float32), count)
 
     def warm_up(self) -> None:
         """Compile (or load) the configured kernel for this index's own arrays (memory-mapped

@@ -50,8 +50,10 @@ def block_upper_bounds(block_max_tf: np.ndarray, min_len_inv_norm: np.ndarray, i
 # decodes its documents only, and a contribution is read from the packed frequencies when needed.
 BLK, END, POS, DOC = 0, 1, 2, 3
 # Relative slack on the pruning threshold: a partial score summed in another order than the final
-# one may differ from it by a few ulps, and must never prune a document that would enter.
-THRESHOLD_SLACK = 1e-12
+# one may differ from it by a few ulps, and a score is rounded to float32 before it is ranked
+# (core.lexical.scoring), which may raise it by half a float32 ulp (<= 2**-24 relative) to tie
+# the threshold and win on document id: neither may prune a document that would enter.
+THRESHOLD_SLACK = 2.0**-23
 
 
 def init_cursors(term_ids: np.ndarray, term_blocks: np.ndarray, block_first: np.ndarray, n_docs: int) -> np.ndarray:
@@ -310,6 +312,7 @@ def bm25_topk_pruned(
                 contrib[i] = 0.0
             if prior.shape[0] > 0:
                 score += np.float64(prior[d])
+            score = np.float64(np.float32(score))  # ranked by the float32 score, as bm25_topk
             count += 1
             if size < kk or worse(heap_s[0], heap_d[0], score, d):
                 size = offer(heap_s, heap_d, size, score, d)

@@ -67,6 +67,7 @@ def bm25_topk_reference(
         matched &= mask.astype(bool)
     if prior.size:
         scores[matched] += prior[matched].astype(np.float64)
+    scores = scores.astype(np.float32).astype(np.float64)  # ranked by the float32 score
     docs = np.flatnonzero(matched)
     order = np.lexsort((docs, -scores[docs]))[:k]
     return docs[order].astype(np.int64), scores[docs[order]], int(matched.sum())

@@ -18,7 +18,10 @@ the per-field sum of BM25 scores is its special case:
 with term_weight[t] = qtf_t * outer_w(t) * idf_t. For BM25F inner_w are the field weights and
 outer_w = 1. For the per-field sum inner_w = 1, a term's postings hold one field and outer_w is
 that field's weight: tf * inv / (k1 + tf * inv) = tf / (tf + k1 * (1 - b + b * L / avgdl)), which
-is Lucene's BM25 (>= 8). Results are ordered by (score desc, document id asc).
+is Lucene's BM25 (>= 8). Results are ordered by (score desc, document id asc), the score rounded
+to float32 first: the wire carries float32 scores and every list breaks ties between equal scores
+by catalog order (protos: Candidate.rank), so two documents whose float64 scores differ but round
+to one float32 rank by document id; partitions' lists merge by that rule (core.partitions).
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ def bm25_topk(
     mask: uint8 (n_docs,), 0 = never returned, or (0,) for no restriction.
     prior: float32 (n_docs,), added to every matched document's score, or (0,).
     Returns (docs int64 (m,), scores float64 (m,), count), best first, where count is the exact
-    number of matched allowed documents and m = min(k, count).
+    number of matched allowed documents and m = min(k, count); the scores are float32 values.
     """
     scores = np.zeros(n_docs, dtype=np.float64)
     seen = np.zeros(n_docs, dtype=np.uint8)
@@ -176,5 +179,8 @@ def bm25_topk(
         for i in range(count):
             d = touched[i]
             scores[d] += np.float64(prior[d])
+    for i in range(count):  # ranked by the float32 score (module docstring)
+        d = touched[i]
+        scores[d] = np.float64(np.float32(scores[d]))
     top_d, top_s = select_topk(scores, touched, count, k)
     return top_d, top_s, count

@@ -12,6 +12,7 @@ from core.catalog import demo_catalog_path, load_jsonl
 from core.collection import Collection
 from core.lexical.build import analyse
 from core.lexical.index import FieldSpec, LexicalConfig, LexicalIndex, write_index
+from core.lexical.reference import decode_term, impacts_reference
 from core.lexical.stats import CorpusStats, partition_postings
 from core.query import Query
 from tests.core.lexical.test_build import make_catalog
@@ -68,16 +69,24 @@ def test_lists_are_ordered_by_float32_score_then_ordinal(tmp_path: object, pruni
     list contradicted the wire's rule (ties in score broken by catalog order) and P partitions
     merged by that rule differed from one index (the first query: 8.922283574314628 and ...626,
     both 8.922283 in float32, on the demo's first 2,500 tracks). Oracle: every match scored
-    exhaustively, cast to float32, sorted by (score desc, ordinal asc)."""
+    in float64 with the NumPy reference's impacts, cast to float32, sorted by (score desc, ordinal asc)."""
     entities = load_jsonl(demo_catalog_path())[:2500]
     config = LexicalConfig.from_options({"fields": "title^2,artist^1.5,album^0.5", "scoring": "sum",
                                          "pruning": pruning})
     write_index(entities, config, str(tmp_path), progress=False)
     index = LexicalIndex.load(str(tmp_path), Collection.build(entities))
     collided = 0
+    b = index.blocks
     for text in ("All Day And Night - Jax Jones & Martin Solveig Present Europa", "love remix", "the night"):
         tids, weights = index.query_terms(text)
-        docs, scores, _ = index.search(tids, weights, len(entities), np.zeros(0, dtype=np.uint8), pruned=False)
+        scores = np.zeros(len(entities))  # float64, summed in query order
+        for tid, w in zip(tids.tolist(), weights.tolist(), strict=True):
+            docs, tfs = decode_term(b["term_blocks"], b["block_first"], b["block_n"], b["block_words"],
+                                    b["block_bits"], b["words"], tid)
+            scores[docs] += w * impacts_reference(docs, tfs, index.norm_code, index.norm_table, index.inner_w,
+                                                  config.k1)
+        docs = np.flatnonzero(scores)
+        scores = scores[docs]
         s32 = scores.astype(np.float32)
         collided += len(np.unique(scores)) > len(np.unique(s32))
         order = np.lexsort((docs, -s32))

@@ -279,9 +279,11 @@ def test_memory_partitions_split_the_predicted_queries_by_owner(built: dict[tupl
 @pytest.mark.parametrize("p", [2, 3])
 def test_semantic_partitions_merge_to_the_single_index_within_ann_tolerance(
         built: dict[tuple[str, int], Path], tracks: list[Entity], p: int) -> None:
-    """recall@q of the merged list against one index's list (both HNSW, hashing encoder); measured
-    about 0.99 and above at q = 10 and 100 (report: the figures printed)."""
-    one, parts = open_all(built, "bm25f", p, "semantic")
+    """recall@q of the merged list against one index's list, every index searched by HNSW
+    (exact_below = 0: at this size the partitions would be searched exactly, the single index
+    not), hashing encoder; the figures are printed (-s)."""
+    one = open_strategy(built["bm25f", 1], "semantic", {"exact_below": 0})
+    parts = [open_strategy(d, "semantic", {"exact_below": 0}) for d in partition_dirs(built["bm25f", p], "semantic")]
     positions = catalog_positions(built["bm25f", p])
     for quota in QUOTAS:
         recalls = []
@@ -293,3 +295,14 @@ def test_semantic_partitions_merge_to_the_single_index_within_ann_tolerance(
                                / len(reference))
         print(f"semantic P={p} q={quota}: mean recall@q {np.mean(recalls):.4f} over {len(recalls)} queries")
         assert np.mean(recalls) >= 0.95
+
+
+def test_rebuilding_with_fewer_partitions_removes_the_extra_directories(tmp_path: Path,
+                                                                         tracks: list[Entity]) -> None:
+    root = tmp_path / "idx"
+    for p in (3, 2):
+        build_partitioned(tracks[:200], root, ["lexical", "memory"], {"lexical": {"progress": False}}, partitions=p,
+                          progress=False)
+    layout = read_partitions(root)
+    assert layout is not None and layout.partitions == 2
+    assert sorted(d.name for d in root.iterdir()) == ["memory-0", "memory-1", "part-0", "part-1", PARTITIONS_FILE]

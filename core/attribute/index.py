@@ -17,7 +17,9 @@ would: the value bitmaps (QU_FIELDS too, stored here then) are the whole catalog
 ordinals, since a reading is kept only when some entity of the catalog satisfies all its slots;
 members.roaring holds the partition's entities as catalog ordinals, in the partition's order,
 and params["max_popularity"] the catalog's largest popularity. The text bitmaps are the
-partition's own. Retrieve maps a reading's entities to the partition's ordinals.
+partition's own. Retrieve maps a reading's entities to the partition's ordinals. Cost: every
+partition holds the catalog's value bitmaps (on the demo catalog, 2 partitions hold 6.7 MB of
+attribute component each against 5.0 MB for one index): understanding is not split, retrieval is.
 
 Retrieve: the top `max_interpretations` readings of the query (core.attribute.understand); an
 entity's score = sum of the likelihoods of the readings it satisfies, times (1 + popularity) /

@@ -56,6 +56,7 @@ from typing import Any
 
 from core.catalog import demo_catalog_path, load_catalog
 from core.indexing import build_index
+from core.partitioning import build_partitioned, read_partitions
 from core.storage import MANIFEST
 from services.process import ServerProcess, shard_args, spawn
 
@@ -142,8 +143,9 @@ class ClusterConfig:
     def shard_run_options(self, name: str, partition: int, replica: int) -> dict[str, Any]:
         """[run.NAME] options of one shard process; every memory replica keeps its own feedback state."""
         options = dict(self.run.get(name) or {})
-        if name == "memory" and (self.partitions > 1 or self.replicas > 1) and "state_dir" not in options:
-            options["state_dir"] = str(Path(self.state) / "memory" / f"p{partition}-r{replica}")
+        if name == "memory" and (self.partitions > 1 or self.replicas > 1):
+            base = Path(options.get("state_dir") or Path(self.state) / "memory")
+            options["state_dir"] = str(base / f"p{partition}-r{replica}")
         return options
 
     @property
@@ -174,12 +176,30 @@ class ClusterConfig:
 
 
 def build_missing(config: ClusterConfig) -> None:
-    """Build the index components the cluster needs and does not have yet."""
+    """Build the index the cluster needs when it lacks a component (`partitions` > 1: the whole
+    partitioned index, when it lacks partitions.json or a strategy; a directory partitioned another
+    way is an error naming it)."""
+    if config.partitions > 1:
+        _build_partitioned(config)
+        return
     missing = [s for s in config.strategies if not (Path(config.index) / s / MANIFEST).exists()]
     if missing or not (Path(config.index) / "collection" / MANIFEST).exists():
         print(f"building {', '.join(missing) or 'collection'} in {config.index} from {config.catalog_path} ...",
               flush=True)
         build_index(load_catalog(config.catalog_path), config.index, missing or ["lexical"], config.build)
+
+
+def _build_partitioned(config: ClusterConfig) -> None:
+    layout = read_partitions(config.index)
+    if layout is not None and layout.partitions != config.partitions:
+        raise ValueError(f"{config.index} holds {layout.partitions} partitions but the config asks for "
+                         f"{config.partitions}: point `index` at another directory")
+    if layout is not None and set(config.strategies) <= set(layout.strategies):
+        return
+    print(f"building {config.partitions} partitions of {', '.join(config.strategies)} in {config.index} from "
+          f"{config.catalog_path} ...", flush=True)
+    build_partitioned(load_catalog(config.catalog_path), config.index, config.strategies, config.build,
+                      partitions=config.partitions)
 
 
 Topology = Mapping[str, str | Sequence[Sequence[str]]]

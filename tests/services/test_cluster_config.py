@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from services.cluster import ClusterConfig, broker_args, shard_flags
+from core.catalog import Entity, write_jsonl
+from core.partitioning import read_partitions
+from services.cluster import ClusterConfig, broker_args, build_missing, shard_flags
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -29,6 +31,8 @@ def test_scale_out_keys_are_read(tmp_path: Path) -> None:
     states = {c.shard_run_options("memory", p, r)["state_dir"] for p in (0, 1) for r in (0, 1)}
     assert len(states) == 4
     assert "state_dir" not in c.shard_run_options("lexical", 0, 1)
+    given = ClusterConfig(replicas=2, run={"memory": {"state_dir": "/m"}})
+    assert given.shard_run_options("memory", 0, 1)["state_dir"] == "/m/p0-r1"
 
 
 def test_one_partition_keeps_todays_layout() -> None:
@@ -57,3 +61,19 @@ def test_broker_flags_name_partitions_and_replicas() -> None:
     args = broker_args(ClusterConfig(), {"memory": [["h:9"]]}, 0, "postgresql://u@h:5/db")
     assert args[args.index("--store") + 1] == "postgresql://u@h:5/db"
     assert "--store" not in broker_args(ClusterConfig(), {"memory": "h:9"}, 0)
+
+
+def test_partitioned_index_is_built_once(tmp_path: Path, catalog: list[Entity]) -> None:
+    write_jsonl(catalog, tmp_path / "catalog.jsonl")
+    c = ClusterConfig(catalog=str(tmp_path / "catalog.jsonl"), index=str(tmp_path / "index"), partitions=2,
+                      strategies=("lexical", "memory"), build={"lexical": {"fields": "title^2,artist",
+                                                                           "progress": False}})
+    build_missing(c)
+    layout = read_partitions(c.index)
+    assert layout is not None and layout.partitions == 2 and layout.entities == len(catalog)
+    assert all((c.shard_index(s, p) / s / "manifest.json").exists() for s in c.strategies for p in (0, 1))
+    stamp = (tmp_path / "index" / "partitions.json").stat().st_mtime_ns
+    build_missing(c)  # complete: nothing rebuilt
+    assert (tmp_path / "index" / "partitions.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="holds 2 partitions but the config asks for 3"):
+        build_missing(ClusterConfig(catalog=c.catalog, index=c.index, partitions=3, strategies=("lexical",)))

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UnavailableError
-from core.eventlog import DecisionRecord, EventLog, EventRecord, RetentionConfig
+from core.eventlog import DecisionRecord, EventRecord, RetentionConfig
 from core.eventlog_retention import DEFAULT_COMPACT_ROWS
+from core.eventstore import EventStore, open_store
 from services import metrics
 from services.outbox import CURSOR as OUTBOX_CURSOR
 
@@ -63,14 +64,15 @@ Pending = tuple[DecisionRecord, asyncio.Future[None]]
 
 
 class DecisionWriter:
-    """The event log at `path` and its one writer thread (module docstring)."""
+    """The event store at `url` (core.eventstore: a SQLite path or a PostgreSQL URL) and its one
+    writer thread (module docstring)."""
 
-    def __init__(self, path: str | Path, config: WriterConfig, retention: RetentionConfig) -> None:
+    def __init__(self, url: str | Path, config: WriterConfig, retention: RetentionConfig) -> None:
         self.config, self.retention = config, retention
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-eventlog")
         try:
-            self.log = self.executor.submit(EventLog, path).result()
-        except BaseException:  # a damaged log (StateError): no thread left behind
+            self.log: EventStore = self.executor.submit(open_store, url).result()
+        except BaseException:  # a damaged log (StateError), an unreachable server: no thread left behind
             self.executor.shutdown(wait=True)
             raise
         self.pending: list[Pending] = []
@@ -98,7 +100,7 @@ class DecisionWriter:
                 self.log.record_decisions([record for record, _ in batch])
                 error = None
                 break
-            except (sqlite3.Error, OSError) as e:
+            except (sqlite3.Error, OSError, UnavailableError) as e:
                 error = e
                 if attempt < self.config.retries:
                     metrics.DECISION_WRITE_RETRIES.inc()
@@ -121,7 +123,7 @@ class DecisionWriter:
         for _ in range(MAX_PASSES):
             try:
                 report = self.log.compact(time.time(), self.retention, max_rows=self.config.compact_rows)
-            except (sqlite3.Error, OSError) as e:
+            except (sqlite3.Error, OSError, UnavailableError) as e:
                 log.warning("event log retention failed (%s); retried after the next %d commits", e,
                             self.config.compact_every)
                 return

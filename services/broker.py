@@ -9,27 +9,30 @@ when every called strategy shed and none answered) ->
 SearchPipeline.serve (merge, rank, the decision record) -> the record stored durably (group
 commit) -> response. A decision that cannot be stored fails the search with UNAVAILABLE: a served
 decision id is always joinable.
-Feedback: join by decision id -> SearchPipeline.judge -> on the log's thread, the decision's earlier
-events read and the event stored durably in one step (so only the decision's first satisfying
-event teaches, the same one replay finds) -> learn -> the memory shard's outbox (services.outbox)
-forwards the satisfying events from the log.
+Feedback: join by decision id (any broker's decision, on a shared store) -> SearchPipeline.judge
+-> on the log's thread, the decision's earlier events read and the event stored durably in one
+transaction (so only the decision's first satisfying event teaches, the same one replay finds) ->
+the policy catches up with the store up to and past it (services.learning: the one learning path,
+which also applies other brokers' events from a background tail) -> the memory shard's outbox
+(services.outbox, run by the broker holding the store's lease) forwards the satisfying events.
+Describe: the strategies, the policy kind, applied_events, applied_position and policy_digest.
 
-Life: bind at once and report NOT_SERVING; open the event log and the policy snapshot, warm-start
-the policy from the replaced plan's log if asked to and not done before (BrokerConfig.warm_start),
-replay the events the snapshot has not learned (a crash loses nothing acknowledged), then SERVING. A damaged
-snapshot or log stops the start with an error naming the file and what to do.
+Life: bind at once and report NOT_SERVING; open the event store (BrokerConfig.store: the state
+directory's SQLite file, or a PostgreSQL URL shared by several brokers) and the policy snapshot
+(services.snapshots), warm-start the policy from the replaced plan's log if asked to and not done
+before (BrokerConfig.warm_start), replay the events the snapshot has not learned (a crash loses
+nothing acknowledged), then SERVING. A damaged snapshot or log stops the start with an error
+naming the file and what to do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import io
 import json
 import logging
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -55,7 +58,6 @@ from core.eventstore import EventStore, SnapshotStore, parse_store_url
 from core.pipeline import Judged, SearchPipeline, Served, decision_bytes
 from core.policy.digest import policy_digest
 from core.policy.features import DIM
-from core.policy.history import QueryHistory
 from core.policy.policies import BanditPolicy, PolicyConfig
 from core.policy.warmstart import WarmStartConfig
 from core.query import Limits
@@ -78,6 +80,16 @@ from services.learning import DEFAULT_TAIL_INTERVAL_S, Learner
 from services.outbox import LEASE, MemoryOutbox, OutboxConfig
 from services.security import NO_SECURITY, SecurityConfig
 from services.shard import rpc
+from services.snapshots import (
+    APPLIED,
+    APPLIED_EVENTS,
+    HISTORY,
+    POLICY_FILE,
+    WARM_START,
+    load_history,
+    load_snapshot,
+    load_stored_snapshot,
+)
 
 log = logging.getLogger("ltrr.broker")
 SERVICE = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
@@ -91,11 +103,6 @@ DEFAULT_RECENT_BYTES = 256 * 2**20
 # reading saves a round trip before allocation. ~1 KB a text: 16 MiB holds ~16,000 texts. The
 # catalog is fixed while a broker runs; a live catalog must clear this when the vocabulary changes.
 DEFAULT_UNDERSTOOD_BYTES = 16 * 2**20
-POLICY_FILE = "policy.npz"
-APPLIED = "applied_event_rowid"  # the event-log position a policy snapshot has learned up to
-APPLIED_EVENTS = "applied_events"  # how many events it has applied (its policy version)
-HISTORY = "query_history"  # the query history (core.policy.history) as of that position
-WARM_START = "warm_start"  # where the policy was warm-started from (BrokerConfig.warm_start), once
 EVENTS_FILE = "events.sqlite"
 
 
@@ -187,57 +194,6 @@ def _check_request(request: broker_pb2.SearchRequest) -> tuple[int, int]:
 def _interpretations_bytes(interps: list[Any]) -> int:
     """Rough bytes of cached interpretations: a few hundred each, plus their text."""
     return 256 + sum(300 + len(i.free_text) + 100 * len(i.slots) for i in interps)
-
-
-def load_snapshot(path: Path, policy: BanditPolicy) -> dict[str, Any]:
-    """Restore `policy` from its snapshot and return the snapshot's extra data; {} without one.
-    A snapshot of another policy (other strategies or features: an upgrade or a changed config) is
-    moved aside to policy.npz.incompatible with a warning, and the policy is rebuilt from the log.
-    A damaged one stops the start (StateError): moving it aside silently would hide a disk fault."""
-    if not path.exists():
-        return {}
-    try:
-        return policy.load(path)
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StateError(path, f"the policy snapshot is damaged ({type(e).__name__}: {e}); {_MOVE_ASIDE}") from None
-    except ValueError as e:  # readable, but saved for other strategies, features or model
-        aside = path.with_name(POLICY_FILE + ".incompatible")
-        path.replace(aside)
-        log.warning("policy: %s; moved it to %s and rebuilding from the event log", e, aside)
-        return {}
-
-
-_MOVE_ASIDE = ("move it aside (e.g. `mv policy.npz policy.npz.damaged`) and restart: the broker rebuilds the "
-               "policy by replaying the event log")
-
-
-def load_stored_snapshot(store: SnapshotStore, policy: BanditPolicy) -> dict[str, Any]:
-    """load_snapshot for a store that keeps snapshots (PostgreSQL): the newest one, or {}. One of
-    another policy is passed over with a warning (the policy is rebuilt from the log); a damaged
-    one stops the start (StateError)."""
-    latest = store.latest_snapshot()
-    if latest is None:
-        return {}
-    where = f"the event store's snapshot at position {latest[0]}"
-    try:
-        return policy.load(io.BytesIO(latest[2]))  # type: ignore[arg-type]  # np.load reads a file object
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StateError(where, f"the policy snapshot is damaged ({type(e).__name__}: {e}); delete that row "
-                                "(DELETE FROM snapshots WHERE position = ...) and restart") from None
-    except ValueError as e:
-        log.warning("policy: %s is of another policy (%s); rebuilding from the event log", where, e)
-        return {}
-
-
-def load_history(saved: Mapping[str, Any], path: Path) -> QueryHistory:
-    """The query history of a snapshot's extra data (a JSON blob, or an object in older ones)."""
-    if HISTORY not in saved:
-        return QueryHistory()
-    raw = saved[HISTORY]
-    try:
-        return QueryHistory.from_json(json.loads(raw) if isinstance(raw, bytes) else raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise StateError(path, f"the policy snapshot's query history is damaged ({e}); {_MOVE_ASIDE}") from None
 
 
 class BrokerService(broker_pb2_grpc.BrokerServicer):

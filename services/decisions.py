@@ -1,12 +1,13 @@
-"""The broker's one writer to its event log: decisions by group commit, events one by one.
+"""The broker's one writer to its event store: decisions by group commit, events one by one.
 
-Every call runs on one thread that owns the SQLite connection, in submission order, so a decision
+The store is core.eventstore's (a SQLite file or a PostgreSQL database shared by several brokers).
+Every call runs on one thread that owns the store's connection, in submission order, so a decision
 is always stored before any feedback on it. `store(record)` returns once the record is durable:
 records arriving while a commit runs wait for the next one and share its fsync (group commit), so
 the cost per search falls as load rises. A failed commit (disk full, database busy past its
-timeout, an I/O error) is retried `retries` times with exponential backoff, counted in metrics
-and logged; if it still fails, every search in the batch fails with UNAVAILABLE rather than
-answering with a decision id nobody could join.
+timeout, an I/O error, the PostgreSQL server unreachable) is retried `retries` times with
+exponential backoff, counted in metrics and logged; if it still fails, every search in the batch
+fails with UNAVAILABLE rather than answering with a decision id nobody could join.
 
 Retention (core.eventlog.RetentionConfig) runs on the same thread every `compact_every` commits,
 a bounded amount of work each time.

@@ -102,17 +102,22 @@ class PgEventLog:
 
     def record_decision(self, record: DecisionRecord) -> None:
         """Store one decision durably; ValueError if its decision_id was recorded before."""
-        self.record_decisions([record])
+        try:
+            with self._session() as conn:
+                conn.execute(_INSERT_DECISION, decision_values(record))
+        except psycopg.errors.UniqueViolation:
+            raise ValueError(f"`decision_id` {record.decision_id!r} was already recorded") from None
 
     def record_decisions(self, records: Sequence[DecisionRecord]) -> None:
-        """Store several decisions in one transaction (one WAL flush): the broker's group commit."""
+        """Store several decisions in one transaction (one WAL flush): the broker's group commit.
+        A decision_id stored before is passed over, unlike SQLite's ValueError: the broker re-sends
+        a batch whose commit it could not confirm (the connection lost during COMMIT), and that
+        batch may have been stored (decision ids are random UUIDs: no two decisions share one)."""
         if not records:
             return
-        try:
-            with self._session() as conn, conn.transaction(), conn.cursor() as cur:
-                cur.executemany(_INSERT_DECISION, [decision_values(r) for r in records])
-        except psycopg.errors.UniqueViolation:
-            raise ValueError("a decision_id in the batch was already recorded") from None
+        with self._session() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(_INSERT_DECISION + " ON CONFLICT (decision_id) DO NOTHING",
+                            [decision_values(r) for r in records])
 
     def record_event(self, event: EventRecord) -> bool:
         """Store one event durably; False if its event_id was seen before (by any broker)."""

@@ -67,7 +67,7 @@ def test_round_trip_with_policy_version(store: EventStore) -> None:
     assert [(lst.strategy, list(lst.entity_ids)) for lst in got.lists] == \
         [(lst.strategy, list(lst.entity_ids)) for lst in want.lists]
     with pytest.raises(ValueError, match="already recorded"):
-        store.record_decisions([want])
+        store.record_decision(want)
     with pytest.raises(NotFoundError):
         store.decision("nope")
 
@@ -162,6 +162,14 @@ def test_a_version_2_file_gains_policy_version(tmp_path: Path) -> None:
 def test_postgresql_commits_synchronously(pg_url: str) -> None:
     with PgEventLog(pg_url) as store, store._session() as conn:
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+
+
+def test_a_batch_of_decisions_sent_again_is_stored_once(pg_url: str) -> None:
+    """The broker re-sends a batch whose COMMIT it could not confirm; it may have been stored."""
+    with PgEventLog(pg_url) as store:
+        store.record_decisions([decision("d1"), decision("d2")])
+        store.record_decisions([decision("d1"), decision("d2"), decision("d3")])
+        assert store.counts() == (3, 0)
 
 
 def test_a_repeated_event_id_counts_once_across_brokers(pg_url: str) -> None:

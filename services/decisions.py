@@ -108,6 +108,10 @@ class DecisionWriter:
                     log.warning("storing %d decisions failed (%s); retry %d of %d", len(batch), e, attempt + 1,
                                 self.config.retries)
                     time.sleep(self.config.backoff_s * 2 ** attempt)
+            except Exception as e:  # not worth retrying (a bug, a rejected row): still settle every search
+                log.exception("storing %d decisions failed", len(batch))
+                error = e
+                break
         if error is not None:
             metrics.DECISION_WRITE_FAILURES.inc(len(batch))
             log.error("storing %d decisions failed after %d retries (%s); their searches fail with UNAVAILABLE",

@@ -185,3 +185,32 @@ def test_a_postgresql_restart_loses_nothing_acknowledged(built: Path, shards: di
             assert converged([client], len(stored))[0][0] == len(stored)
     finally:
         broker.stop()
+
+
+def test_the_memory_outbox_moves_to_the_broker_that_takes_the_lease(built: Path, pg_url: str,
+                                                                     tmp_path: Path) -> None:
+    """The outbox runs only on the lease holder: while another session holds the lease nothing is
+    forwarded (the shared cursor stays 0); once it is released the broker takes the lease and the
+    memory shard gets every satisfying event from the shared cursor."""
+    memory = spawn(shard_args("memory", built / "index", {"state_dir": tmp_path / "memory"}))
+    lexical = spawn(shard_args("lexical", built / "index"))
+    with PgEventLog(pg_url) as store:
+        holder = store.lease("memory-outbox")
+        assert holder.hold()
+        broker = start_broker(built, {"lexical": lexical, "memory": memory}, pg_url, "lease")
+        try:
+            with BrokerClient(broker.address) as client:
+                acked = [search_and_feedback(client, client, i) for i in range(12)]
+                assert converged([client], len(acked))[0][0] == len(acked)
+                assert store.cursor("memory") == 0
+                holder.release()
+                assert wait_for_events(memory.address, len(acked)) == len(acked)
+                for _ in range(100):  # the cursor moves once the shard has answered: a bounded wait
+                    if store.cursor("memory") == store.last_event_rowid():
+                        break
+                    time.sleep(0.05)
+                assert store.cursor("memory") == store.last_event_rowid()
+        finally:
+            broker.stop()
+            lexical.stop()
+            memory.stop()

@@ -32,7 +32,7 @@ from core.eventstore import open_store
 from core.indexing import build_index
 from core.merge import StrategyList
 from services.client import BrokerClient
-from services.postgres import PrivatePostgres
+from services.postgres import PostgresServer
 from services.process import spawn
 
 NAMES = ("lexical", "semantic", "attribute", "memory")
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pin_threads()
     root = Path(tempfile.mkdtemp(prefix="ltrr-bench-store-"))
-    pg = PrivatePostgres(tempfile.mkdtemp(prefix="ltrr-bench-pg-"))  # a 0700 parent would shut the postgres user out
+    pg = PostgresServer(root / "pg")
     urls = {"sqlite": str(root / "events.sqlite"), "postgresql": pg.start()}
     result: dict[str, Any] = {"run": run_info(), "commit": {}, "feedback": {}}
     try:

@@ -17,7 +17,7 @@ import pytest
 
 from core.catalog import Entity
 from core.indexing import build_index
-from services.postgres import PG_ROOT, PrivatePostgres, find_binaries
+from services.postgres import PG_ROOT, PostgresServer, find_binaries
 
 GENRES = ("rock", "pop", "jazz", "latin")
 WORDS = ("love", "night", "dance", "blue", "river", "fire", "heart", "summer", "rain", "gold", "city", "dream")
@@ -52,11 +52,11 @@ def lexical_index_dir(tmp_path_factory: pytest.TempPathFactory, catalog: list[En
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PrivatePostgres]:
+def postgres() -> Iterator[PostgresServer]:
     """A private PostgreSQL server for the session (services.postgres), from the installed binaries."""
     if find_binaries() is None:
         pytest.skip(f"no PostgreSQL server binaries under {PG_ROOT} (apt-get install postgresql; CI installs it)")
-    server = PrivatePostgres(tempfile.mkdtemp(prefix="ltrr-pg-"))  # under /tmp: the postgres user can enter
+    server = PostgresServer(tempfile.mkdtemp(prefix="ltrr-pg-"))
     server.start()
     try:
         yield server
@@ -65,7 +65,7 @@ def postgres() -> Iterator[PrivatePostgres]:
 
 
 @pytest.fixture
-def pg_url(postgres: PrivatePostgres) -> str:
+def pg_url(postgres: PostgresServer) -> str:
     """The URL of a new, empty database on the session's server."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres.url, autocommit=True) as conn:

@@ -17,7 +17,7 @@ from core.eventlog_pg import PgEventLog
 from ltrr.v1 import broker_pb2
 from services.client import BrokerClient
 from services.cluster import broker_args
-from services.postgres import PrivatePostgres, find_binaries
+from services.postgres import PostgresServer, find_binaries
 from services.process import ServerProcess, shard_args, spawn
 from tests.services.conftest import config, wait_for_events
 
@@ -142,11 +142,11 @@ def test_a_broker_killed_during_a_feedback_stream_loses_nothing_acknowledged(
 
 
 @pytest.fixture
-def own_postgres() -> Iterator[PrivatePostgres]:
+def own_postgres() -> Iterator[PostgresServer]:
     """A server of this test's own, which it stops and starts."""
     if find_binaries() is None:
         pytest.skip("no PostgreSQL server binaries (apt-get install postgresql; CI installs it)")
-    server = PrivatePostgres(tempfile.mkdtemp(prefix="ltrr-pg-"))
+    server = PostgresServer(tempfile.mkdtemp(prefix="ltrr-pg-"))
     server.start()
     try:
         yield server
@@ -155,7 +155,7 @@ def own_postgres() -> Iterator[PrivatePostgres]:
 
 
 def test_a_postgresql_restart_loses_nothing_acknowledged(built: Path, shards: dict[str, ServerProcess],
-                                                         own_postgres: PrivatePostgres) -> None:
+                                                         own_postgres: PostgresServer) -> None:
     """While the server is down, searches and feedback fail UNAVAILABLE at once (not hang);
     after it is back the broker reconnects by itself; every acknowledged event is applied."""
     broker = start_broker(built, shards, own_postgres.url, "pg-restart")

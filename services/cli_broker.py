@@ -123,8 +123,9 @@ def broker_config(args: argparse.Namespace) -> Any:
                         max_in_flight=own.get("max_in_flight", DEFAULT_BROKER_MAX_IN_FLIGHT),
                         lag_target_ms=own.get("lag_target_ms", DEFAULT_LAG_TARGET_MS),
                         max_wait_ms=own.get("max_wait_ms", DEFAULT_BROKER_MAX_WAIT_MS),
-                        # getattr: callers that build the namespace by hand may leave the optional flag out
-                        warm_start=getattr(args, "warm_start", None) or "", security=security_from_args(args))
+                        # getattr: callers that build the namespace by hand may leave the optional flags out
+                        warm_start=getattr(args, "warm_start", None) or "", store=getattr(args, "store", None) or "",
+                        security=security_from_args(args))
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -230,16 +231,25 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_store(args: argparse.Namespace) -> Any:
+    """The event store of --store, else STATE/events.sqlite (core.eventstore)."""
+    from core.eventstore import open_store
+
+    return open_store(getattr(args, "store", None) or Path(args.state) / "events.sqlite")
+
+
 def cmd_train_ranker(args: argparse.Namespace) -> int:
     from core.catalog import load_catalog
-    from core.eventlog import EventLog
     from core.ranking import EntityTable
     from core.ranking_train import train_lambdamart
 
     out = Path(args.out or Path(args.state) / "ranker.txt")
     table = EntityTable.from_entities(load_catalog(args.catalog))
-    with EventLog(Path(args.state) / "events.sqlite") as log:
+    log = _open_store(args)
+    try:
         report = train_lambdamart(log.training_groups(), out, table=table)
+    finally:
+        log.close()
     print(f"trained LambdaMART on {report.train_groups} searches ({report.rows} candidates), "
           f"held out {report.valid_groups}: nDCG@10 {report.ndcg_at_10:.4f} (RRF {report.rrf_ndcg_at_10:.4f})")
     print(f"model: {report.model_path} (the broker serves it from its next start)")
@@ -247,14 +257,16 @@ def cmd_train_ranker(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_policy(args: argparse.Namespace) -> int:
-    from core.eventlog import EventLog
     from core.policy.evaluate import evaluate_policy
     from core.policy.features import DIM
     from core.policy.policies import BanditPolicy
 
     policy_config = policy_config_from_settings(parse_options(args.set, scoped=False))
-    with EventLog(Path(args.state) / "events.sqlite") as log:
+    log = _open_store(args)
+    try:
         feedback = log.bandit_feedback(policy=args.logged_policy or None)
+    finally:
+        log.close()
     policy = BanditPolicy(feedback.strategies, DIM, policy_config)
     if args.policy_state:
         policy.load(args.policy_state)
@@ -268,9 +280,12 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
 
 def add_broker_commands(sub: Any) -> None:
     """Register the cluster commands on the `ltrr` sub-command parser."""
+    store_help = ("the event store: a SQLite file (path or sqlite:///path) or postgresql://user@host:port/db, "
+                  "shared by every broker of a cluster (default: STATE/events.sqlite)")
     p = sub.add_parser("broker", help="serve the broker over running shards")
     p.add_argument("--shard", action="append", default=[], required=True, metavar="STRATEGY=HOST:PORT")
     p.add_argument("--state", required=True, help="directory for the event log and the policy snapshot")
+    p.add_argument("--store", metavar="URL", help=store_help)
     p.add_argument("--catalog", required=True, help="the catalog the shards were built from")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=50050)
@@ -324,6 +339,7 @@ def add_broker_commands(sub: Any) -> None:
 
     p = sub.add_parser("train-ranker", help="train the LambdaMART ranker from the broker's event log")
     p.add_argument("--state", required=True, help="the broker's state directory")
+    p.add_argument("--store", metavar="URL", help=store_help)
     p.add_argument("--catalog", required=True)
     p.add_argument("--out", help="model file (default: STATE/ranker.txt, where the broker looks)")
     p.set_defaults(func=cmd_train_ranker)
@@ -331,6 +347,7 @@ def add_broker_commands(sub: Any) -> None:
     p = sub.add_parser("evaluate-policy", help="estimate a candidate policy's value from the event log (IPS, "
                        "SNIPS, DR)")
     p.add_argument("--state", required=True, help="the broker's state directory")
+    p.add_argument("--store", metavar="URL", help=store_help)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"candidate policy settings (as `ltrr broker`'s): {', '.join(POLICY_KEYS)}")
     p.add_argument("--policy-state", help="learned state for the candidate (a policy.npz)")

@@ -11,6 +11,11 @@ events after the cursor in batches (Learn), and moves the cursor only after the 
   after the restart; the memory shard counts a repeated event id once (its dedup window), so each
   event counts exactly once.
 
+With several brokers on one store (PostgreSQL) the outbox runs on one of them at a time: the one
+holding the store's lease `memory-outbox` (core.eventstore.Lease: an advisory lock that dies with
+its session). The others check every `lease_retry_s` and take over, from the shared cursor, when the
+holder is gone. With SQLite the lease is always held.
+
 Only satisfying events (core.reward.satisfies: no skip, no play below `satisfied_fraction`, no
 reformulation naming nothing) are forwarded: the memory strategy learns what a query's users
 wanted, and the rest is evidence they did not want that entity (the cursor still moves past them).
@@ -27,7 +32,9 @@ from typing import Any
 
 import grpc
 
-from core.eventlog import EventLog
+from core.errors import UnavailableError
+from core.eventlog import AlwaysHeld
+from core.eventstore import EventStore, Lease
 from core.policy.policies import DEFAULT_SATISFIED_FRACTION
 from core.reward import satisfies
 from core.types import FeedbackEvent
@@ -39,6 +46,10 @@ CURSOR = "memory"
 DEFAULT_BATCH = 256
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_BACKOFF_S = 10.0
+LEASE = "memory-outbox"
+# How often a broker without the lease tries to take it, and the holder checks it still has it:
+# the longest the memory shard waits for a new holder after the old one died.
+DEFAULT_LEASE_RETRY_S = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,10 +77,14 @@ class MemoryOutbox:
     function on the event log's one thread (the broker's writer). satisfied_fraction: the broker's
     PolicyConfig.satisfied_fraction, which decides what is forwarded. lag(): events not yet forwarded."""
 
-    def __init__(self, event_log: EventLog, stub: shard_pb2_grpc.ShardStub, run_on_log: Runner,
+    def __init__(self, event_log: EventStore, stub: shard_pb2_grpc.ShardStub, run_on_log: Runner,
                  config: OutboxConfig | None = None, *,
-                 satisfied_fraction: float = DEFAULT_SATISFIED_FRACTION) -> None:
+                 satisfied_fraction: float = DEFAULT_SATISFIED_FRACTION, lease: Lease | None = None,
+                 lease_retry_s: float = DEFAULT_LEASE_RETRY_S) -> None:
         self.log, self.stub, self.run_on_log = event_log, stub, run_on_log
+        self.lease: Lease = lease or AlwaysHeld()
+        self.lease_retry_s = lease_retry_s
+        self.held = False
         self.satisfied_fraction = satisfied_fraction
         self.config = config or OutboxConfig()
         self.wake = asyncio.Event()
@@ -92,34 +107,57 @@ class MemoryOutbox:
         return max(self.last_logged - self.position, 0)
 
     async def stop(self) -> None:
-        """Cancel the task (what is not forwarded stays in the log for the next start)."""
+        """Cancel the task and give the lease up (what is not forwarded stays in the log)."""
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
             self.task = None
+        await asyncio.to_thread(self.lease.release)
+        self.held = False
+
+    async def _hold(self) -> bool:
+        """Take or keep the lease; on taking it, resume from the shared cursor (another holder moved it)."""
+        was, self.held = self.held, await asyncio.to_thread(self.lease.hold)
+        if self.held and not was:
+            self.position = await self.run_on_log(self.log.cursor, CURSOR)
+            self.last_logged = max(self.last_logged, await self.run_on_log(self.log.last_event_rowid))
+            log.info("memory outbox: lease held; forwarding from position %d", self.position)
+        return self.held
 
     async def _run(self) -> None:
-        self.position = await self.run_on_log(self.log.cursor, CURSOR)
-        self.last_logged = max(self.last_logged, await self.run_on_log(self.log.last_event_rowid))
-        backoff = 0.1
         while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while True:
-                try:
-                    sent = await self._forward_batch()
-                except grpc.aio.AioRpcError as err:
-                    self.failures += 1
-                    metrics.OUTBOX_FAILURES.inc()
-                    log.warning("memory shard unreachable (%s); %d events wait in the log, retrying in %.1fs",
-                                err.code().name, self.lag(), backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.config.max_backoff_s)
+            try:
+                if not await self._hold():
+                    await asyncio.sleep(self.lease_retry_s)
                     continue
-                backoff = 0.1
-                if sent == 0:
-                    break
+                with contextlib.suppress(TimeoutError):  # wakes to check the lease even without events
+                    await asyncio.wait_for(self.wake.wait(), self.lease_retry_s)
+                self.wake.clear()
+                await self._drain()
+            except UnavailableError as e:  # the store: wait for it, then take the lease again
+                self.held = False
+                log.warning("memory outbox: the event store is unreachable (%s); retrying in %.1fs", e,
+                            self.lease_retry_s)
+                await asyncio.sleep(self.lease_retry_s)
+
+    async def _drain(self) -> None:
+        """Forward every batch there is while the lease is held, retrying the shard with backoff."""
+        backoff = 0.1
+        while await self._hold():
+            try:
+                sent = await self._forward_batch()
+            except grpc.aio.AioRpcError as err:
+                self.failures += 1
+                metrics.OUTBOX_FAILURES.inc()
+                log.warning("memory shard unreachable (%s); %d events wait in the log, retrying in %.1fs",
+                            err.code().name, self.lag(), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.config.max_backoff_s)
+                continue
+            if sent == 0:
+                return
+            backoff = 0.1
 
     async def _forward_batch(self) -> int:
         """Send the next batch and move the cursor past it; the number of log rows passed (0: none left)."""

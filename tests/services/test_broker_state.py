@@ -75,7 +75,7 @@ def test_a_failing_disk_fails_the_search_instead_of_serving_an_unjoinable_decisi
                               policy=PolicyConfig(kind=PolicyKind.STATIC)) as (service, stub):
                 r = await stub.Search(search("love"))
                 served.append((r.decision_id, r.results[0].entity_id))
-                assert service.writer is not None
+                assert service.writer is not None and isinstance(service.writer.log, EventLog)
                 conn = service.writer.log._conn
                 pages = await service.writer.run(lambda: conn.execute("PRAGMA page_count").fetchone()[0])
                 await service.writer.run(conn.execute, f"PRAGMA max_page_count={pages}")

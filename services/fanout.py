@@ -140,6 +140,8 @@ async def _strategy(pool: ShardPool, strategy: str, query: common_pb2.Query, quo
         return _failure(strategy, quota, [g for g in got if isinstance(g, BaseException)], started)
     merged = merge_partitions(strategy, lists, quota, positions)
     again = refetch_needed(lists, [first] * len(parts), merged, quota)
+    if time.perf_counter() >= deadline - PARTIAL_MARGIN_S:
+        again = []  # no time to ask again: the merge of the first answers is what there is
     if again:
         metrics.count_replica_event(metrics.REFETCHES, strategy, len(again))
         more = await _gather([parts[p] for p in again], query, quota, deadline - PARTIAL_MARGIN_S)

@@ -1,8 +1,10 @@
 """The replicas of one partition: per-call balancing, failover and hedged requests.
 
-Balancing: **least outstanding**, ties broken round robin. A replica that is slow or stalled keeps
-its calls longer, so it holds more outstanding calls and is picked less, without a latency model
-to tune; round robin among the idle ones spreads light load evenly. A replica whose call failed
+Balancing: **least outstanding**, ties broken at random (Envoy's LEAST_REQUEST). A replica that is
+slow or stalled keeps its calls longer, so it holds more outstanding calls and is picked less,
+without a latency model to tune; a random pick among the idle ones spreads light load evenly. (Not
+round robin: a search calls a partition twice when it refetches, and a turn that alternates would
+send every first call to one replica and every refetch to the other.) A replica whose call failed
 with an error another replica may not have is passed over for `eject_s` (unless every replica is),
 so a dead one costs one failover, not one per search.
 
@@ -22,6 +24,7 @@ the other attempt is cancelled. One hedge per call, so at most about (100 - perc
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -102,7 +105,8 @@ class ReplicaSet:
     counts since start (also in services.metrics)."""
 
     def __init__(self, strategy: str, partition: int, addresses: Sequence[str],
-                 config: ReplicaConfig | None = None, *, security: SecurityConfig = NO_SECURITY) -> None:
+                 config: ReplicaConfig | None = None, *, seed: int | None = None,
+                 security: SecurityConfig = NO_SECURITY) -> None:
         if not addresses:
             raise ValueError(f"`addresses` must name one or more replicas of {strategy} partition {partition}")
         self.strategy, self.partition = strategy, partition
@@ -111,7 +115,7 @@ class ReplicaSet:
         self.latencies: deque[float] = deque(maxlen=self.config.latency_window)
         self._delay_ms: float | None = None
         self._fresh = 0
-        self._turn = 0
+        self._rng = random.Random(seed)  # ties between replicas (None: seeded from the OS)
         self.hedges = self.failovers = 0
 
     @property
@@ -124,15 +128,14 @@ class ReplicaSet:
 
     def pick(self, tried: set[int]) -> int | None:
         """The replica for the next attempt: not in `tried`, not ejected (unless all are), least
-        outstanding calls, ties round robin. None when every replica was tried."""
-        n = len(self.replicas)
-        left = [i for i in range(n) if i not in tried]
+        outstanding calls, ties at random. None when every replica was tried."""
+        left = [i for i in range(len(self.replicas)) if i not in tried]
         if not left:
             return None
         now = time.monotonic()
         healthy = [i for i in left if self.replicas[i].ejected_until <= now] or left
-        turn, self._turn = self._turn, (self._turn + 1) % n
-        return min(healthy, key=lambda i: (self.replicas[i].outstanding, (i - turn) % n))
+        fewest = min(self.replicas[i].outstanding for i in healthy)
+        return self._rng.choice([i for i in healthy if self.replicas[i].outstanding == fewest])
 
     def observe(self, latency_ms: float) -> None:
         self.latencies.append(latency_ms)

@@ -25,7 +25,9 @@ def pipeline() -> SearchPipeline:
 def learned_state(p: SearchPipeline) -> dict[str, np.ndarray]:
     policy = p.allocator
     assert isinstance(policy, BanditPolicy)
-    return {**policy.arms.state(), **{f"fill_{k}": v for k, v in policy.fill.state().items()}}
+    # copies: state() returns the arrays that learning updates in place
+    return {**{k: v.copy() for k, v in policy.arms.state().items()},
+            **{f"fill_{k}": v.copy() for k, v in policy.fill.state().items()}}
 
 
 def ok(name: str, quota: int, ids: list[str], coverage: float = 1.0) -> Answer:
@@ -61,6 +63,11 @@ def test_the_policy_does_not_learn_from_a_forced_decision_live_or_in_replay() ->
     after = learned_state(p)
     assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
     assert p.history.to_json() != pipeline().history.to_json()
+    chosen = p.decide("love song", {}, (), np.random.default_rng(0))  # the control: the policy's own decision
+    own = p.serve(chosen, [ok(s, q, ["e1"]) if q else Answer(s, 0, CallStatus.SKIPPED, 0.0)
+                           for s, q in chosen.quotas.items()], decision_id="d2", ts=2.0, k=5)
+    p.learn(own.record, p.judge(own.record, "e1", EventType.CLICK), "e1", EventType.CLICK)
+    assert not all(np.array_equal(after[k], v) for k, v in learned_state(p).items())
 
     fresh = pipeline()
     event = EventRecord(event_id="x", decision_id="d1", entity_id="e1", type=EventType.CLICK, value=0.0, ts=1.0,

@@ -297,7 +297,8 @@ class SearchPipeline:
 
     def compatible(self, record: DecisionRecord) -> bool:
         """Can this logged decision teach the allocator? Not when another policy made it (other
-        features, strategies or quota levels: an upgrade or a changed config)."""
+        features, strategies or quota levels: an upgrade or a changed config), nor when a forced
+        plan did (policy FORCED: the allocator did not choose it)."""
         levels = set(self.allocator.space.levels)
         return record.policy != FORCED and record.features.shape == (DIM,) and record.strategies == self.strategies \
             and levels.issuperset(record.quotas)

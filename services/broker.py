@@ -286,7 +286,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             log.info("policy: replayed %d logged events newer than its snapshot", learned)
         if foreign:
             log.warning("policy: passed over %d logged events whose decisions another policy made (other "
-                        "features, strategies or quota levels)", foreign)
+                        "features, strategies or quota levels) or a forced plan did", foreign)
         if fresh:  # written before serving, so that a restart finds the warm start done and does not repeat it
             policy.save(path, self._snapshot_extra(self.applied_rowid),
                         {HISTORY: json.dumps(pipeline.history.to_json()).encode()})

@@ -193,19 +193,25 @@ class ReplicaSet:
                     continue
                 for task in done:
                     r, started = running.pop(task)
-                    try:
-                        result = task.result()
-                    except grpc.aio.AioRpcError as err:
-                        if err.code() not in RETRYABLE:
-                            raise
-                        self.replicas[r].ejected_until = time.monotonic() + self.config.eject_s
-                        error = err
-                        continue
-                    self.observe((time.perf_counter() - started) * 1000)
-                    return result
+                    failed = self._failed(task, r)
+                    if failed is None:
+                        self.observe((time.perf_counter() - started) * 1000)
+                        return task.result()
+                    error = failed
         finally:
             for task in running:
                 task.cancel()
+
+    def _failed(self, task: asyncio.Task[R], r: int) -> grpc.aio.AioRpcError | None:
+        """None when attempt `task` (on replica `r`) answered; its error when another replica may
+        not have it (replica `r` is then passed over for eject_s); any other error is raised."""
+        err = task.exception()
+        if err is None:
+            return None
+        if not isinstance(err, grpc.aio.AioRpcError) or err.code() not in RETRYABLE:
+            raise err
+        self.replicas[r].ejected_until = time.monotonic() + self.config.eject_s
+        return err
 
     def _start(self, r: int, invoke: Invoke[R], deadline: float, running: dict[asyncio.Task[R], tuple[int, float]],
                tried: set[int]) -> None:

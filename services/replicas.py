@@ -16,9 +16,11 @@ on every replica and ends the call.
 
 Hedging (Dean and Barroso, "The Tail at Scale", CACM 2013): when the first attempt has not
 answered after the `hedge_percentile` of this partition's recent latencies (the last
-`latency_window` answers, each timed from its own send; at least `hedge_min_delay_ms`; none before
-`hedge_min_samples` answers), the same request goes to a second replica; the first answer wins and
-the other attempt is cancelled. One hedge per call, so at most about (100 - percentile)% more load.
+`latency_window` calls answered, each timed from its first send; at least `hedge_min_delay_ms`;
+none before `hedge_min_samples` answers), the same request goes to a second replica; the first
+answer wins and the other attempt is cancelled. One hedge per call, so about (100 - percentile)%
+more load. A hedged call counts as its whole time (hedge delay + the hedge's answer): timing only
+the winning attempt would bias the window fast, lower the percentile and hedge ever more.
 """
 
 from __future__ import annotations
@@ -163,8 +165,9 @@ class ReplicaSet:
         """invoke(stub, timeout_s) on one replica, with failover and hedging, until `deadline`
         (time.perf_counter()). Raises the last attempt's grpc.aio.AioRpcError when no replica
         answered, TimeoutError when the deadline passed first."""
+        begun = time.perf_counter()
         tried: set[int] = set()
-        running: dict[asyncio.Task[R], tuple[int, float]] = {}
+        running: dict[asyncio.Task[R], int] = {}
         error: grpc.aio.AioRpcError | None = None
         hedge_at: float | None = None
         hedged = False
@@ -192,10 +195,9 @@ class ReplicaSet:
                         self._start(r, invoke, deadline, running, tried)
                     continue
                 for task in done:
-                    r, started = running.pop(task)
-                    failed = self._failed(task, r)
+                    failed = self._failed(task, running.pop(task))
                     if failed is None:
-                        self.observe((time.perf_counter() - started) * 1000)
+                        self.observe((time.perf_counter() - begun) * 1000)
                         return task.result()
                     error = failed
         finally:
@@ -213,10 +215,10 @@ class ReplicaSet:
         self.replicas[r].ejected_until = time.monotonic() + self.config.eject_s
         return err
 
-    def _start(self, r: int, invoke: Invoke[R], deadline: float, running: dict[asyncio.Task[R], tuple[int, float]],
+    def _start(self, r: int, invoke: Invoke[R], deadline: float, running: dict[asyncio.Task[R], int],
                tried: set[int]) -> None:
         tried.add(r)
-        running[asyncio.ensure_future(self._attempt(r, invoke, deadline))] = (r, time.perf_counter())
+        running[asyncio.ensure_future(self._attempt(r, invoke, deadline))] = r
 
     def _late(self) -> str:
         return f"{self.strategy} partition {self.partition}: no replica answered before the deadline"

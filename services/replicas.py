@@ -15,17 +15,22 @@ within the time left. Any other status (INVALID_ARGUMENT, DEADLINE_EXCEEDED, ...
 on every replica and ends the call.
 
 Hedging (Dean and Barroso, "The Tail at Scale", CACM 2013): when the first attempt has not
-answered after the `hedge_percentile` of this partition's recent latencies (the last
-`latency_window` calls answered, each timed from its first send; at least `hedge_min_delay_ms`;
-none before `hedge_min_samples` answers), the same request goes to a second replica; the first
-answer wins and the other attempt is cancelled. One hedge per call, so about (100 - percentile)%
-more load. A hedged call counts as its whole time (hedge delay + the hedge's answer): timing only
-the winning attempt would bias the window fast, lower the percentile and hedge ever more.
+answered after the `hedge_percentile` of this partition's recent attempt latencies (at least
+`hedge_min_delay_ms`; none before `hedge_min_samples` answers), the same request goes to a second
+replica; the first answer wins and the other attempt is cancelled. One hedge per call, so about
+(100 - percentile)% more load. The window (the last `latency_window` calls answered) holds one
+sample per call, the latency of the attempt a hedge would back up: its time when it answered, and
+when the hedge beat it, the time it had run when the hedge went (a lower bound). Adding the
+hedges' own times, or leaving the beaten attempts out, biases the window fast and hedges ever more
+(about 20% of calls in benchmarks.hedging); timing the beaten ones until the hedge answered, or
+timing whole calls, lets a replica that is always slow push the percentile up call after call
+until nothing is hedged in time. A call that failed or ran out of time is no sample.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import deque
@@ -89,6 +94,13 @@ def channel(address: str, security: SecurityConfig = NO_SECURITY) -> grpc.aio.Ch
     round_robin: an address that is a DNS name with several records (a headless Service) is
     balanced per call too."""
     return open_aio_channel(address, security, [("grpc.lb_policy_name", "round_robin")])
+
+
+def _whole_ms(seconds: float) -> float:
+    """`seconds` rounded up to a whole millisecond: uvloop rounds a timer to the nearest
+    millisecond and libuv's clock advances once per loop turn, so a 3.4 ms wait may end after 3;
+    hedges sent that early would go at a lower percentile than asked."""
+    return math.ceil(max(seconds, 0.0) * 1000) / 1000
 
 
 class _Replica:
@@ -165,12 +177,13 @@ class ReplicaSet:
         """invoke(stub, timeout_s) on one replica, with failover and hedging, until `deadline`
         (time.perf_counter()). Raises the last attempt's grpc.aio.AioRpcError when no replica
         answered, TimeoutError when the deadline passed first."""
-        begun = time.perf_counter()
         tried: set[int] = set()
-        running: dict[asyncio.Task[R], int] = {}
+        running: dict[asyncio.Task[R], tuple[int, float]] = {}
         error: grpc.aio.AioRpcError | None = None
         hedge_at: float | None = None
         hedged = False
+        primary: asyncio.Task[R] | None = None  # the attempt a hedge would back up
+        waited = 0.0  # how long it had run when the hedge went
         try:
             while True:
                 now = time.perf_counter()
@@ -180,24 +193,29 @@ class ReplicaSet:
                         raise error if error is not None and r is None else TimeoutError(self._late())
                     if tried:
                         self._count_failover()
-                    self._start(r, invoke, deadline, running, tried)
+                    primary = self._start(r, invoke, deadline, running, tried)
                     delay = None if hedged else self.hedge_delay_s()
                     hedge_at = None if delay is None else now + delay
                 until = deadline if hedge_at is None else min(deadline, hedge_at)
-                done, _ = await asyncio.wait(running, timeout=max(until - now, 0.0),
+                done, _ = await asyncio.wait(running, timeout=_whole_ms(until - now),
                                              return_when=asyncio.FIRST_COMPLETED)
                 if not done:
-                    if time.perf_counter() >= deadline:
+                    if hedge_at is None or hedge_at >= deadline or time.perf_counter() >= deadline:
                         raise TimeoutError(self._late())
+                    if time.perf_counter() < hedge_at:  # woke early (see _whole_ms): not yet
+                        continue
                     hedge_at, hedged = None, True
+                    waited = time.perf_counter() - running[primary][1] if primary in running else 0.0
                     if (r := self.pick(tried)) is not None:
                         self._count_hedge()
                         self._start(r, invoke, deadline, running, tried)
                     continue
                 for task in done:
-                    failed = self._failed(task, running.pop(task))
+                    r, started = running.pop(task)
+                    failed = self._failed(task, r)
                     if failed is None:
-                        self.observe((time.perf_counter() - begun) * 1000)
+                        beaten = primary in running  # the hedge answered first
+                        self.observe(waited * 1000 if beaten else (time.perf_counter() - started) * 1000)
                         return task.result()
                     error = failed
         finally:
@@ -215,10 +233,12 @@ class ReplicaSet:
         self.replicas[r].ejected_until = time.monotonic() + self.config.eject_s
         return err
 
-    def _start(self, r: int, invoke: Invoke[R], deadline: float, running: dict[asyncio.Task[R], int],
-               tried: set[int]) -> None:
+    def _start(self, r: int, invoke: Invoke[R], deadline: float, running: dict[asyncio.Task[R], tuple[int, float]],
+               tried: set[int]) -> asyncio.Task[R]:
         tried.add(r)
-        running[asyncio.ensure_future(self._attempt(r, invoke, deadline))] = r
+        task = asyncio.ensure_future(self._attempt(r, invoke, deadline))
+        running[task] = (r, time.perf_counter())
+        return task
 
     def _late(self) -> str:
         return f"{self.strategy} partition {self.partition}: no replica answered before the deadline"

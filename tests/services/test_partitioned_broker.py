@@ -78,15 +78,17 @@ class Cluster:
             server.stop()
 
 
-def start(built: Built, state: Path, slow: tuple[int, int] | None = None, delay_ms: int = 3000) -> Cluster:
+def start(built: Built, state: Path, slow: tuple[int, int] | None = None, delay_ms: int = 3000,
+          settings: tuple[str, ...] = ()) -> Cluster:
     """2 partitions x 2 replicas of lexical and a broker over them; `slow`: (partition, replica)
-    of a replica that sleeps `delay_ms` in every Retrieve."""
+    of a replica that sleeps `delay_ms` in every Retrieve; settings: the broker's extra `--set`s."""
     replicas = [[spawn(shard_args("lexical", built.parts[p], extra=["--test-delay-ms", str(delay_ms)]
                                   if (p, r) == slow else [])) for r in (0, 1)] for p in (0, 1)]
     flags = [f for p, part in enumerate(replicas)
              for f in ("--shard", f"lexical/{p}=" + ",".join(r.address for r in part))]
     broker = spawn(["broker", *flags, "--state", str(state), "--catalog", str(built.catalog), "--port", "0",
-                    "--set", "ranker=rrf", "--set", "policy=static", "--metrics-port", "auto"])
+                    "--set", "ranker=rrf", "--set", "policy=static", "--metrics-port", "auto",
+                    *(f for kv in settings for f in ("--set", kv))])
     return Cluster(replicas, broker)
 
 
@@ -165,19 +167,20 @@ def test_replicas_fail_over_and_a_lost_partition_degrades_with_its_coverage(buil
 
 def test_a_slow_replica_is_hedged_through_the_broker(built: Built, tmp_path: Path) -> None:
     """Partition 0's replica 0 sleeps 3 s in every Retrieve; searches have 1 s. Calls it gets
-    before the partition has 20 latency samples time out (a degraded search, coverage 0.5); once
-    it has them, a call stuck on it is hedged to the other replica after the recent p95, and the
-    search is whole: the broker counts hedges and the last searches are not degraded."""
-    c = start(built, tmp_path / "state", slow=(0, 0))
+    before the partition has 8 latency samples (`--set hedge_min_samples=8`) time out (a degraded
+    search, coverage 0.5); once it has them, a call stuck on it is hedged to the other replica
+    after the recent p95, and the search is whole: the broker counts hedges and the last searches
+    are not degraded."""
+    c = start(built, tmp_path / "state", slow=(0, 0), settings=("hedge_min_samples=8",))
     try:
         with BrokerClient(c.broker.address) as client:
-            got = [client.search("love", k=10, budget_ms=1000, plan={"lexical": 100}) for _ in range(60)]
+            got = [client.search("love", k=10, budget_ms=1000, plan={"lexical": 100}) for _ in range(40)]
         hedges = metric(c.broker, "ltrr_broker_hedged_calls_total", "lexical")
     finally:
         c.stop()
     assert hedges >= 1
     assert all(lexical(r).status == broker_pb2.STRATEGY_STATUS_OK for r in got)
-    assert not any(r.degraded for r in got[-10:])
+    assert not any(r.degraded for r in got[-15:])
 
 
 def metric(server: ServerProcess, name: str, strategy: str) -> float:

@@ -188,12 +188,7 @@ class ReplicaSet:
             while True:
                 now = time.perf_counter()
                 if not running:
-                    r = self.pick(tried) if not tried or self.config.failover else None
-                    if r is None or now >= deadline:
-                        raise error if error is not None and r is None else TimeoutError(self._late())
-                    if tried:
-                        self._count_failover()
-                    primary = self._start(r, invoke, deadline, running, tried)
+                    primary = self._next(invoke, deadline, running, tried, error)
                     delay = None if hedged else self.hedge_delay_s()
                     hedge_at = None if delay is None else now + delay
                 until = deadline if hedge_at is None else min(deadline, hedge_at)
@@ -221,6 +216,17 @@ class ReplicaSet:
         finally:
             for task in running:
                 task.cancel()
+
+    def _next(self, invoke: Invoke[R], deadline: float, running: dict[asyncio.Task[R], tuple[int, float]],
+              tried: set[int], error: grpc.aio.AioRpcError | None) -> asyncio.Task[R]:
+        """Start the call's first attempt, or fail over after `error`; raise `error` when every
+        replica was tried (or failover is off), TimeoutError past the deadline."""
+        r = self.pick(tried) if not tried or self.config.failover else None
+        if r is None or time.perf_counter() >= deadline:
+            raise error if error is not None and r is None else TimeoutError(self._late())
+        if tried:
+            self._count_failover()
+        return self._start(r, invoke, deadline, running, tried)
 
     def _failed(self, task: asyncio.Task[R], r: int) -> grpc.aio.AioRpcError | None:
         """None when attempt `task` (on replica `r`) answered; its error when another replica may

@@ -1,7 +1,7 @@
 """Parallel Retrieve calls to the strategy shards under one deadline, over partitions and replicas.
 
 Each chosen strategy is called at once with its quota; every call carries a gRPC deadline equal
-to the time left, and the fan-out stops waiting at that same moment. What arrives in time is kept;
+to the time left, and the fan-out stops waiting then (plus STRAGGLER_S). What arrives in time is kept;
 a strategy that misses the deadline is TIMEOUT, one that fails is ERROR (`shed` when its shards
 refused the call under overload, RESOURCE_EXHAUSTED), one with quota 0 SKIPPED. With no time left
 no shard is called: every strategy with a quota is TIMEOUT.
@@ -39,8 +39,13 @@ __all__ = ["Answer", "CallStatus", "ShardPool", "fan_out", "understand"]
 
 log = logging.getLogger("ltrr.fanout")
 # Partitions of one strategy are given up this long before the fan-out's deadline, so that the
-# strategy's merge of those that answered is done before the fan-out stops waiting for it.
+# strategy's merge of those that answered is done by then.
 PARTIAL_MARGIN_S = 0.001
+# Every strategy's call ends by itself at the deadline (its partitions' and replicas' waits and gRPC
+# deadlines); the fan-out waits this much longer before it gives up on one, so that an answer ready
+# at the deadline is not lost to the event loop's scheduling on a busy machine (a search with a
+# partition's answer in hand must not report the strategy TIMEOUT).
+STRAGGLER_S = 0.005
 
 
 class ShardPool:
@@ -166,7 +171,7 @@ async def fan_out(pool: ShardPool, query: common_pb2.Query, quotas: Mapping[str,
              for name, q in quotas.items() if q > 0 and timeout_s > 0}
     try:
         if tasks:
-            await asyncio.wait(tasks.values(), timeout=timeout_s)
+            await asyncio.wait(tasks.values(), timeout=timeout_s + STRAGGLER_S)
     except asyncio.CancelledError:  # the search was abandoned (its caller left): so are its calls
         for pending in tasks.values():
             pending.cancel()

@@ -196,10 +196,18 @@ class SearchPipeline:
               quotas: Mapping[str, int]) -> Plan:
         """The plan `quotas` (strategy -> quota; strategies left out get 0) instead of the
         allocator's choice: propensity 1, logged as policy FORCED, never learned by the allocator
-        (the query history still learns what users wanted). The quotas must be an allocation of
-        the policy's space (each one of its levels, their sum within its budget), so that the
-        decision's allocation index is exact for off-policy evaluation; InvalidArgumentError
-        ("plan") otherwise."""
+        (the query history still learns what users wanted). InvalidArgumentError("plan") unless
+        `check_plan` accepts the quotas."""
+        wanted, allocation = self.check_plan(quotas)
+        x = featurize(text, context, interpretations, self.history)
+        decision = Decision(wanted, 1.0, (1.0,) * len(wanted), allocation)
+        return Plan(text, dict(context), x, decision, self.strategies, forced=True)
+
+    def check_plan(self, quotas: Mapping[str, int]) -> tuple[tuple[int, ...], int]:
+        """(quotas in column order, allocation index) of a forced plan: its strategies must be
+        this pipeline's and its quotas an allocation of the policy's space (each one of its levels,
+        their sum within its budget, some quota > 0), so that the decision's allocation index is
+        exact for off-policy evaluation; InvalidArgumentError("plan") otherwise."""
         space = self.allocator.space
         unknown = sorted(set(quotas) - set(self.strategies))
         if unknown:
@@ -213,9 +221,7 @@ class SearchPipeline:
         except ValueError:
             raise InvalidArgumentError("plan", f"must give each strategy one of the levels {list(space.levels)} "
                                        f"with a total of at most {space.budget}, but got {dict(quotas)}") from None
-        x = featurize(text, context, interpretations, self.history)
-        decision = Decision(wanted, 1.0, (1.0,) * len(wanted), allocation)
-        return Plan(text, dict(context), x, decision, self.strategies, forced=True)
+        return wanted, allocation
 
     def serve(self, plan: Plan, answers: Sequence[Answer], *, decision_id: str, ts: float, k: int) -> Served:
         """Merge what came back in time, rank it and build the decision record. answers: one per

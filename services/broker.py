@@ -393,6 +393,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                       decision_id: str) -> broker_pb2.SearchResponse:
         pipeline = self._ready()
         k, budget_ms = _check_request(request)
+        if request.plan:
+            pipeline.check_plan(request.plan)  # a bad plan fails before any shard is called
         query = convert.query_from_proto(request.query, self.config.limits, vector_dim=len(request.query.vector))
         deadline = self._deadline(started, budget_ms, caller_s)
         understand_s = min(budget_ms * self.config.understand_fraction / 1000, deadline - time.perf_counter())

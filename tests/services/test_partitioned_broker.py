@@ -11,12 +11,16 @@ everything does (only their scale differs), and the merged ids must be that inde
 
 from __future__ import annotations
 
+import itertools
 import re
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 from core.catalog import Entity, write_jsonl
@@ -147,16 +151,55 @@ def searches(address: str, n: int) -> list[broker_pb2.SearchResponse]:
                 for t in (["love", "cobalt", "zebra", "amber"] * n)[:n]]
 
 
+class Stream:
+    """Searches one after another from a thread until stopped; every response (a failed search
+    raises in `stop`)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.got: list[broker_pb2.SearchResponse] = []
+        self.error: grpc.RpcError | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with BrokerClient(self.address) as client:
+            for text in itertools.cycle(["love", "cobalt", "zebra", "amber"]):
+                if self.done.is_set():
+                    return
+                try:
+                    self.got.append(client.search(text, k=20, budget_ms=2000, plan={"lexical": 100}))
+                except grpc.RpcError as err:
+                    self.error = err
+                    return
+
+    def wait_for(self, n: int) -> None:
+        """Until `n` more searches were answered (bounded: 60 s)."""
+        want, deadline = len(self.got) + n, time.monotonic() + 60
+        while len(self.got) < want and self.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def stop(self) -> list[broker_pb2.SearchResponse]:
+        self.done.set()
+        self.thread.join(60)
+        if self.error is not None:
+            raise self.error
+        return self.got
+
+
 def test_replicas_fail_over_and_a_lost_partition_degrades_with_its_coverage(built: Built, cluster: Cluster) -> None:
-    """Kill one replica of every partition: every search is OK and whole. Kill the other replica
-    of partition 1 too: every search still OK, but degraded, lexical's coverage 0.5, and only
-    partition 0's documents come back."""
-    assert all(not r.degraded and lexical(r).coverage == 1.0 for r in searches(cluster.broker.address, 8))
+    """Under a stream of searches, SIGKILL one replica of every partition: no search fails and
+    none is degraded. Then SIGKILL the other replica of partition 1 too: no search fails, every one
+    after it is degraded with lexical's coverage 0.5, and only partition 0's documents come back."""
+    stream = Stream(cluster.broker.address)
+    stream.wait_for(8)
     cluster.replicas[0][0].kill()
     cluster.replicas[1][1].kill()
-    got = searches(cluster.broker.address, 24)
+    stream.wait_for(24)
+    got = stream.stop()
     assert all(lexical(r).status == broker_pb2.STRATEGY_STATUS_OK and lexical(r).coverage == 1.0 for r in got)
-    assert not any(r.degraded for r in got)
+    assert not any(r.degraded for r in got) and len(got) >= 32
     assert metric(cluster.broker, "ltrr_broker_failovers_total", "lexical") >= 2  # one per dead replica at least
     cluster.replicas[1][0].kill()
     got = searches(cluster.broker.address, 24)

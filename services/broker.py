@@ -33,11 +33,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -55,7 +55,8 @@ from core.errors import (
 )
 from core.eventlog import DecisionRecord, EventRecord, RetentionConfig
 from core.eventstore import EventStore, SnapshotStore, parse_store_url
-from core.pipeline import Judged, SearchPipeline, Served, decision_bytes
+from core.partitions import DEFAULT_TOPK_PROBABILITY
+from core.pipeline import Judged, Plan, SearchPipeline, Served, decision_bytes
 from core.policy.digest import policy_digest
 from core.policy.features import DIM
 from core.policy.policies import BanditPolicy, PolicyConfig
@@ -65,7 +66,7 @@ from core.ranking import EntityTable, make_ranker
 from core.storage import write_file_atomic
 from core.types import StrategyKind
 from core.warmstart import warm_start_from_log
-from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2
+from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 from services import convert, logs, metrics
 from services.admission import (
     DEFAULT_BROKER_MAX_IN_FLIGHT,
@@ -75,9 +76,10 @@ from services.admission import (
     LoopLag,
 )
 from services.decisions import DecisionWriter, WriterConfig
-from services.fanout import ShardPool, fan_out
+from services.fanout import ShardPool, fan_out, understand
 from services.learning import DEFAULT_TAIL_INTERVAL_S, Learner
-from services.outbox import LEASE, MemoryOutbox, OutboxConfig
+from services.outbox import MemoryOutboxes, OutboxConfig
+from services.replicas import ReplicaConfig
 from services.security import NO_SECURITY, SecurityConfig
 from services.shard import rpc
 from services.snapshots import (
@@ -90,6 +92,7 @@ from services.snapshots import (
     load_snapshot,
     load_stored_snapshot,
 )
+from services.topology import Topology, describe_topology, normalise_shards
 
 log = logging.getLogger("ltrr.broker")
 SERVICE = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
@@ -108,7 +111,10 @@ EVENTS_FILE = "events.sqlite"
 
 @dataclass(frozen=True, kw_only=True)
 class BrokerConfig:
-    """shards: strategy name -> shard address (any subset of the strategies); state_dir: event log
+    """shards: strategy name -> its shard's address, or its partitions' replica addresses
+    (partitions -> replicas; services.topology; any subset of the strategies); replicas: balancing,
+    failover and hedging among a partition's replicas (services.replicas); topk_probability: how
+    much each document partition is asked for (core.partitions.partition_quota); state_dir: event log
     and policy snapshot; entities: the catalog (ranking features, entity-id checks); reserve_ms: part
     of the budget kept for merge and ranking; understand_fraction: share of the budget the query
     understanding call may take before allocation; save_every: policy snapshot every N updates;
@@ -125,8 +131,10 @@ class BrokerConfig:
     shared by several brokers; "" = state_dir/events.sqlite); tail_interval_s: how often the
     broker applies feedback other brokers stored (services.learning)."""
 
-    shards: Mapping[str, str]
+    shards: Mapping[str, str | Sequence[Sequence[str]]]
     state_dir: str
+    replicas: ReplicaConfig = field(default_factory=ReplicaConfig)
+    topk_probability: float = DEFAULT_TOPK_PROBABILITY
     entities: tuple[Entity, ...] = ()
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ranker: str = "lambdamart"
@@ -154,7 +162,10 @@ class BrokerConfig:
         unknown = [s for s in self.shards if s not in order]
         if unknown or not self.shards:
             raise ValueError(f"`shards` must name some of {order}, but got {list(self.shards)}")
-        object.__setattr__(self, "shards", {s: self.shards[s] for s in order if s in self.shards})
+        topology = normalise_shards(self.shards)
+        object.__setattr__(self, "shards", {s: topology[s] for s in order if s in topology})
+        if not 0.5 <= self.topk_probability <= 1:
+            raise ValueError(f"`topk_probability` must be in [0.5, 1], but got {self.topk_probability}")
         if not 0 <= self.understand_fraction < 1 or self.reserve_ms < 0 or self.save_every < 1:
             raise ValueError("`understand_fraction` must be in [0, 1), `reserve_ms` >= 0, `save_every` >= 1")
         if self.recent_bytes < 0:
@@ -178,6 +189,11 @@ class BrokerConfig:
     @property
     def strategies(self) -> tuple[str, ...]:
         return tuple(self.shards)
+
+    @property
+    def topology(self) -> Topology:
+        """strategy -> partitions -> replica addresses (`shards`, normalised)."""
+        return cast(Topology, dict(self.shards))  # __post_init__ normalised every value
 
 
 def _check_request(request: broker_pb2.SearchRequest) -> tuple[int, int]:
@@ -203,13 +219,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.config = config
         self.strategies = config.strategies
         self.state_dir = Path(config.state_dir)
-        self.pool = ShardPool(config.shards, config.security)
+        self.pool = ShardPool(config.topology, config.replicas, config.security)
+        self.positions: dict[str, int] | None = None  # entity id -> catalog position (partition merge ties)
         self.rng = np.random.default_rng(config.seed)
         self.recent: ByteLRU[str, DecisionRecord] = ByteLRU(config.recent_bytes, decision_bytes)
         self.understood: ByteLRU[str, list[Any]] = ByteLRU(DEFAULT_UNDERSTOOD_BYTES, _interpretations_bytes)
         self.pipeline: SearchPipeline | None = None
         self.writer: DecisionWriter | None = None
-        self.outbox: MemoryOutbox | None = None
+        self.outbox: MemoryOutboxes | None = None
         self.known_ids: frozenset[str] | None = None
         self.learner: Learner | None = None
         self.warm_started: dict[str, Any] | None = None  # the snapshot's WARM_START record
@@ -230,17 +247,18 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.writer = DecisionWriter(self.config.store_url, self.config.writer, self.config.retention)
         await self.writer.run(self._load)
-        store = self.writer.log
-        memory = self.pool.stubs.get(StrategyKind.MEMORY.value)
+        memory = self.pool.partitions.get(StrategyKind.MEMORY.value)
         if memory is not None:
-            self.outbox = MemoryOutbox(store, memory, self.writer.run, self.config.outbox, lease=store.lease(LEASE),
-                                       satisfied_fraction=self.config.policy.satisfied_fraction)
+            stubs = [[replica.stub for replica in part.replicas] for part in memory]
+            self.outbox = MemoryOutboxes(self.writer.log, stubs, self.writer.run, self.config.outbox,
+                                         satisfied_fraction=self.config.policy.satisfied_fraction)
             self.outbox.start()
         if parse_store_url(self.config.store_url).shared and self.learner is not None and self.pipeline is not None:
             self.learner.start(self.pipeline)
         if self.lag is not None:
             self.lag_task = asyncio.get_running_loop().create_task(self.lag.run())
-        log.info("broker over %s", ", ".join(f"{s}={a}" for s, a in self.config.shards.items()))
+        log.info("broker over %s", "; ".join(f"{s}=" + " | ".join(",".join(r) for r in parts)
+                                             for s, parts in self.config.topology.items()))
 
     def _load(self) -> None:
         """On the log's thread: the policy from its snapshot, then the events it has not learned."""
@@ -252,6 +270,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         saved = load_stored_snapshot(store, policy) if isinstance(store, SnapshotStore) else load_snapshot(path, policy)
         table = EntityTable.from_entities(c.entities)
         self.known_ids = frozenset(table.ids) if c.entities else None
+        self.positions = {eid: i for i, eid in enumerate(table.ids)} if c.entities else None
         ranker = make_ranker(c.ranker, table, c.ranker_model)
         log.info("ranker: %s (asked for %s)", type(ranker).__name__, c.ranker)
         pipeline = SearchPipeline(policy, ranker, history=load_history(saved, path), recordings=table)
@@ -264,7 +283,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             log.info("policy: replayed %d logged events newer than its snapshot", learned)
         if foreign:
             log.warning("policy: passed over %d logged events whose decisions another policy made (other "
-                        "features, strategies or quota levels)", foreign)
+                        "features, strategies or quota levels) or a forced plan did", foreign)
         if fresh:  # written before serving, so that a restart finds the warm start done and does not repeat it
             self._write_snapshot(policy.to_bytes(self._snapshot_extra(learner.position, learner.applied),
                                                  {HISTORY: json.dumps(pipeline.history.to_json()).encode()}),
@@ -354,16 +373,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
     async def _understand(self, query: common_pb2.Query, timeout_s: float) -> list[Any]:
         """The attribute shard's readings of the query text (cached by text); none if it has none in time."""
-        stub = self.pool.stubs.get(StrategyKind.ATTRIBUTE.value)
-        if stub is None or timeout_s <= 0:
+        if StrategyKind.ATTRIBUTE.value not in self.pool.partitions or timeout_s <= 0:
             return []
         cached = self.understood.get(query.text)
         metrics.count_lookup(metrics.UNDERSTOOD_CACHE, cached is not None)
         if cached is not None:
             return cached
-        try:
-            response = await stub.Understand(shard_pb2.UnderstandRequest(query=query), timeout=timeout_s)
-        except grpc.aio.AioRpcError:
+        response = await understand(self.pool, query, timeout_s)
+        if response is None:
             return []
         interps = [convert.interpretation_from_proto(i) for i in response.interpretations]
         self.understood.put(query.text, interps)
@@ -396,13 +413,16 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                       decision_id: str) -> broker_pb2.SearchResponse:
         pipeline = self._ready()
         k, budget_ms = _check_request(request)
+        if request.plan:
+            pipeline.check_plan(request.plan)  # a bad plan fails before any shard is called
         query = convert.query_from_proto(request.query, self.config.limits, vector_dim=len(request.query.vector))
         deadline = self._deadline(started, budget_ms, caller_s)
         understand_s = min(budget_ms * self.config.understand_fraction / 1000, deadline - time.perf_counter())
         interps = await self._understand(request.query, understand_s)
         version = self.learner.applied if self.learner is not None else 0  # the policy deciding now
-        plan = pipeline.decide(query.text, query.context, interps, self.rng)
-        answers = await fan_out(self.pool, request.query, plan.quotas, deadline - time.perf_counter())
+        plan = self._plan(pipeline, request, query.text, query.context, interps)
+        answers = await fan_out(self.pool, request.query, plan.quotas, deadline - time.perf_counter(),
+                                positions=self.positions, probability=self.config.topk_probability)
         if caller_s is not None and time.perf_counter() >= started + caller_s:
             self.admission.expired += 1  # the caller has gone: ranking and storing would be wasted
             raise DeadlineExceededError("the caller's deadline passed during the fan-out")
@@ -419,20 +439,29 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         log.debug("search %r: %d results in %.1f ms", query.text, len(response.results), response.took_ms)
         return response
 
+    def _plan(self, pipeline: SearchPipeline, request: broker_pb2.SearchRequest, text: str,
+              context: Mapping[str, str], interps: list[Any]) -> Plan:
+        """The policy's plan, or SearchRequest.plan's when given (forced; InvalidArgumentError("plan"))."""
+        if request.plan:
+            return pipeline.force(text, context, interps, dict(request.plan))
+        return pipeline.decide(text, context, interps, self.rng)
+
     def _response(self, served: Served, started: float, with_candidates: bool) -> broker_pb2.SearchResponse:
         merged, decision = served.merged, served.record
         out = [broker_pb2.Result(entity_id=merged.entity_ids[i], score=s, rank=r, strategies=merged.found_by(i))
                for r, (i, s) in enumerate(zip(served.order.tolist(), served.scores.tolist(), strict=True), start=1)]
         reports = [broker_pb2.StrategyReport(strategy=a.strategy, quota=a.quota, status=int(a.status),
                                              returned=len(a.hits.entity_ids) if a.hits else 0,
-                                             latency_ms=a.latency_ms, propensity=decision.marginals[s])
+                                             latency_ms=a.latency_ms, propensity=decision.marginals[s],
+                                             coverage=a.coverage if a.answered else 0.0,
+                                             partition_quota=a.partition_quota or a.quota, refetched=a.refetched)
                    for s, a in enumerate(served.answers)]
         candidates = [broker_pb2.MergedCandidate(entity_id=eid, ranks=ranks) for eid, ranks
                       in zip(merged.entity_ids, merged.ranks.tolist(), strict=True)] if with_candidates else []
         return broker_pb2.SearchResponse(decision_id=decision.decision_id, results=out, strategies=reports,
                                          degraded=served.degraded, propensity=decision.propensity,
                                          candidates=candidates, took_ms=(time.perf_counter() - started) * 1000,
-                                         policy_version=decision.policy_version)
+                                         policy_version=decision.policy_version, forced=served.forced)
 
     # -- Feedback -----------------------------------------------------------------------------------
 
@@ -497,14 +526,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     @rpc
     async def Describe(self, request: broker_pb2.BrokerDescribeRequest, context: grpc.aio.ServicerContext
                        ) -> broker_pb2.BrokerDescribeResponse:
-        """The strategies (one partition each, at its configured address), the policy and how far it
-        has learned: applied_events, applied_position and the digest of its parameters."""
+        """The strategies with their partitions and replicas, the policy and how far it has
+        learned: applied_events, applied_position and the digest of its parameters."""
         pipeline = self._ready()
         assert self.learner is not None and self.writer is not None
-        memory = StrategyKind.MEMORY.value
-        topology = [broker_pb2.StrategyTopology(strategy=s, partitioned_by="queries" if s == memory else "documents",
-                                                partitions=[broker_pb2.PartitionTopology(partition=0, replicas=[a])])
-                    for s, a in self.config.shards.items()]
+        topology = describe_topology(self.config.topology)
         allocator = pipeline.allocator
         return broker_pb2.BrokerDescribeResponse(
             strategies=topology, policy=self.config.policy.kind.value, applied_events=self.learner.applied,

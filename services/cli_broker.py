@@ -30,11 +30,23 @@ def int_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in name_tuple(text))
 
 
-# the broker's own `--set` keys, beside the policy's: services.broker.BrokerConfig and the event
-# log's retention (core.eventlog.RetentionConfig), with their parsers
+def switch(text: str) -> bool:
+    """"true"/"on"/"1" or "false"/"off"/"0" (any case) as a bool; ValueError otherwise."""
+    value = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}.get(text.strip().lower())
+    if value is None:
+        raise ValueError(f"must be true or false, but got {text!r}")
+    return value
+
+
+# the broker's own `--set` keys, beside the policy's: services.broker.BrokerConfig, the event
+# log's retention (core.eventlog.RetentionConfig) and the replicas' (services.replicas.ReplicaConfig),
+# with their parsers
+REPLICA_KEYS: dict[str, Callable[[str], Any]] = {
+    "failover": switch, "hedging": switch, "hedge_percentile": float, "hedge_min_delay_ms": float,
+    "hedge_min_samples": int}
 BROKER_KEYS: dict[str, Callable[[str], Any]] = {
     "ranker": str, "seed": int, "recent_bytes": int, "keep_lists_s": float, "max_age_s": float, "max_bytes": int,
-    "max_in_flight": int, "max_wait_ms": float, "lag_target_ms": float}
+    "max_in_flight": int, "max_wait_ms": float, "lag_target_ms": float, "topk_probability": float, **REPLICA_KEYS}
 POLICY_KIND_KEY = "policy"  # `--set policy=...` sets PolicyConfig.kind: the key of cluster configs and scripts
 
 
@@ -104,8 +116,11 @@ def policy_settings(config: PolicyConfig) -> dict[str, str]:
 def broker_config(args: argparse.Namespace) -> Any:
     from core.catalog import load_catalog
     from core.eventlog import RetentionConfig
+    from core.partitions import DEFAULT_TOPK_PROBABILITY
     from services.admission import DEFAULT_BROKER_MAX_IN_FLIGHT, DEFAULT_BROKER_MAX_WAIT_MS, DEFAULT_LAG_TARGET_MS
     from services.broker import DEFAULT_RECENT_BYTES, BrokerConfig
+    from services.replicas import ReplicaConfig
+    from services.topology import parse_shard_flags
 
     settings = parse_options(args.set, scoped=False)
     policy = policy_config_from_settings(settings, other_keys=tuple(BROKER_KEYS))
@@ -113,10 +128,13 @@ def broker_config(args: argparse.Namespace) -> Any:
         own = {k: BROKER_KEYS[k](v) for k, v in settings.items()}
     except ValueError as e:
         raise ValueError(f"--set: {e}") from None
-    shards = dict(pair.split("=", 1) for pair in args.shard)
+    shards = parse_shard_flags(args.shard)
+    replicas = ReplicaConfig(**{k: own.pop(k) for k in REPLICA_KEYS if k in own})
     retention = RetentionConfig(**{k: own.pop(k) for k in ("keep_lists_s", "max_age_s", "max_bytes") if k in own})
     model = Path(args.state) / "ranker.txt"
-    return BrokerConfig(shards=shards, state_dir=args.state, entities=tuple(load_catalog(args.catalog)),
+    return BrokerConfig(shards=shards, replicas=replicas, state_dir=args.state,
+                        topk_probability=own.get("topk_probability", DEFAULT_TOPK_PROBABILITY),
+                        entities=tuple(load_catalog(args.catalog)),
                         policy=policy, ranker=own.get("ranker", "lambdamart"),  # RRF until train-ranker writes it
                         ranker_model=str(model), seed=own.get("seed", 0),
                         recent_bytes=own.get("recent_bytes", DEFAULT_RECENT_BYTES), retention=retention,
@@ -283,7 +301,10 @@ def add_broker_commands(sub: Any) -> None:
     store_help = ("the event store: a SQLite file (path or sqlite:///path) or postgresql://user@host:port/db, "
                   "shared by every broker of a cluster (default: STATE/events.sqlite)")
     p = sub.add_parser("broker", help="serve the broker over running shards")
-    p.add_argument("--shard", action="append", default=[], required=True, metavar="STRATEGY=HOST:PORT")
+    p.add_argument("--shard", action="append", default=[], required=True,
+                   metavar="STRATEGY[/PARTITION]=HOST:PORT[,HOST:PORT...]",
+                   help="a strategy's shard; repeated. With partitions, one flag per partition (0..P-1, no gaps; "
+                        "no /PARTITION = 0), its replicas as a comma list (services/topology.py)")
     p.add_argument("--state", required=True, help="directory for the event log and the policy snapshot")
     p.add_argument("--store", metavar="URL", help=store_help)
     p.add_argument("--catalog", required=True, help="the catalog the shards were built from")
@@ -302,6 +323,9 @@ def add_broker_commands(sub: Any) -> None:
                         "unbounded; services/admission.py), max_wait_ms (how long a search waits for one "
                         "of them), lag_target_ms (refuse new searches while the event "
                         "loop runs this late for 100 ms; 0 = off), "
+                        "topk_probability (how much each document partition is asked for; core/partitions.py), "
+                        "failover, hedging (true|false), hedge_percentile, hedge_min_delay_ms, hedge_min_samples "
+                        "(a partition's replicas; services/replicas.py), "
                         "the event log's retention keep_lists_s, max_age_s, max_bytes (core.eventlog.RetentionConfig), "
                         "and the policy's (PolicyConfig in "
                         f"core/policy/policies.py; policy= is its kind): {', '.join(POLICY_KEYS)}. E.g. "

@@ -135,6 +135,9 @@ HEDGES = Counter("ltrr_broker_hedged_calls",
 FAILOVERS = Counter("ltrr_broker_failovers",
                     "Shard calls retried on another replica after one failed (services.replicas)", ["strategy"],
                     registry=BROKER)
+PARTIAL = Counter("ltrr_broker_partial_strategy_calls",
+                  "Strategy calls answered by only some of the strategy's partitions (StrategyReport.coverage "
+                  "in (0, 1); the search is degraded)", ["strategy"], registry=BROKER)
 REFETCHES = Counter("ltrr_broker_partition_refetches",
                     "Document partitions asked a second time for the full quota (core.partitions.refetch_needed)",
                     ["strategy"], registry=BROKER)
@@ -165,6 +168,8 @@ def observe_search(served: Served, took_ms: float) -> None:
         if answer.quota > 0:
             _child(STRATEGY_LATENCY, answer.strategy).observe(answer.latency_ms)
             _child(QUOTA, answer.strategy).inc(answer.quota)
+        if answer.answered and answer.coverage < 1.0:
+            _child(PARTIAL, answer.strategy).inc()
     record = served.record
     _child(PLANS, plan_label(record.strategies, record.quotas)).inc()
     PROPENSITY.observe(record.propensity)
@@ -269,7 +274,7 @@ def watch_broker(service: Any) -> None:
         QUOTA.labels(strategy)
         for status in CallStatus:
             STRATEGY_CALLS.labels(strategy, status.name)
-        for counter in (HEDGES, FAILOVERS, REFETCHES):
+        for counter in (HEDGES, FAILOVERS, REFETCHES, PARTIAL):
             counter.labels(strategy)
         for code in ("DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE"):
             STRATEGY_FAILURES.labels(strategy, code)

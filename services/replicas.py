@@ -89,11 +89,19 @@ class ReplicaConfig:
             raise ValueError(f"`eject_s` must be >= 0, but got {self.eject_s}")
 
 
+# A replica's channel reconnects within this after the replica comes back (gRPC's default backs
+# off up to 120 s: a restarted replica would stay unused, every call to it failing over, that long).
+MAX_RECONNECT_BACKOFF_MS = 2000
+
+
 def channel(address: str, security: SecurityConfig = NO_SECURITY) -> grpc.aio.Channel:
     """The broker's channel to one replica (TLS and the write token as `security` says).
     round_robin: an address that is a DNS name with several records (a headless Service) is
     balanced per call too."""
-    return open_aio_channel(address, security, [("grpc.lb_policy_name", "round_robin")])
+    return open_aio_channel(address, security, [("grpc.lb_policy_name", "round_robin"),
+                                                ("grpc.initial_reconnect_backoff_ms", 100),
+                                                ("grpc.min_reconnect_backoff_ms", 100),
+                                                ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS)])
 
 
 def _whole_ms(seconds: float) -> float:

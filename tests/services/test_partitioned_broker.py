@@ -205,6 +205,7 @@ def test_replicas_fail_over_and_a_lost_partition_degrades_with_its_coverage(buil
     got = searches(cluster.broker.address, 24)
     assert all(r.degraded and lexical(r).status == broker_pb2.STRATEGY_STATUS_OK for r in got)
     assert {lexical(r).coverage for r in got} == {0.5}
+    assert metric(cluster.broker, "ltrr_broker_partial_strategy_calls_total", "lexical") >= len(got)
     assert all(document_partition(x.entity_id, 2) == 0 for r in got for x in r.results)
 
 

@@ -104,6 +104,31 @@ def test_a_dead_replica_fails_over_and_both_dead_raise_the_last_error() -> None:
     run(go)
 
 
+def test_a_replica_that_comes_back_is_used_again() -> None:
+    """A replica stopped, then started again on its address: once its ejection is over and its
+    channel has reconnected, it answers again (a bounded wait, not a timing check)."""
+    async def go() -> None:
+        async with replicas("a", "b") as (servicers, servers, addresses):
+            rs = ReplicaSet("lexical", 0, addresses, ReplicaConfig(hedging=False, eject_s=0.2), seed=1)
+            await servers[0].stop(grace=None)
+            assert {await ask(rs) for _ in range(6)} == {"b"}
+            again = grpc.aio.server()
+            shard_pb2_grpc.add_ShardServicer_to_server(servicers[0], again)
+            again.add_insecure_port(addresses[0])
+            await again.start()
+            answered = set()
+            for _ in range(200):  # bounded: 10 s
+                answered.add(await ask(rs))
+                if "a" in answered:
+                    break
+                await asyncio.sleep(0.05)
+            await rs.close()
+            await again.stop(grace=None)
+        assert "a" in answered
+
+    run(go)
+
+
 def test_an_error_every_replica_would_give_is_not_retried() -> None:
     async def go() -> None:
         async with replicas("a", "b") as (servicers, _, addresses):

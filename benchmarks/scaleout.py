@@ -45,6 +45,7 @@ from services.process import ServerProcess, spawn, start_shard
 UP_TIMEOUT_S = 1800.0  # the first run builds the partitioned demo index (MiniLM encoding: minutes)
 CONVERGE_WITHIN_S = 5.0
 STREAM_INTERVAL_S = 0.05
+SCIFACT_FIELDS = "title,text"  # both indexes of phase 5 are built with the same fields
 
 
 @dataclass
@@ -240,9 +241,10 @@ def scifact(workdir: Path, data: Path, n_queries: int = 200) -> dict[str, Any]:
     index1 = workdir / "scifact-1"
     if not (index1 / "lexical" / "manifest.json").exists():
         subprocess.run([sys.executable, "-m", "services.cli", "index", "--catalog", str(corpus), "--out",
-                        str(index1), "--strategies", "lexical"], check=True)
+                        str(index1), "--strategies", "lexical", "--fields", SCIFACT_FIELDS], check=True)
     config = (f'catalog = "{corpus}"\nindex = "{workdir / "scifact-2"}"\nstate = "{workdir / "scifact-state"}"\n'
-              'port = 0\nmetrics_port = 0\nstrategies = ["lexical"]\npartitions = 2\n[broker]\npolicy = "static"\n')
+              'port = 0\nmetrics_port = 0\nstrategies = ["lexical"]\npartitions = 2\n[broker]\npolicy = "static"\n'
+              f'[build.lexical]\nfields = "{SCIFACT_FIELDS}"\n')
     cluster = up(workdir, "scifact", config)
     same = differ = 0
     examples = []

@@ -8,9 +8,10 @@ Phases, in order, on the bundled demo catalog (the index is built on the first r
    broker: NOT_FOUND and other failures are counted (want 0 and 0).
 2. converge: after the last feedback, both brokers' Describe are polled until they show the same
    applied_events, equal to the events acknowledged, and the same policy_digest (want within 5 s).
-3. broker kill: a feedback stream across both brokers; one broker is SIGKILLed in the middle and the
-   stream goes on at the other; then the killed broker is started again with its own command line.
-   Every acknowledged event must be applied by the survivor and by the restarted broker.
+3. broker kill: two feedback streams (search at one broker, Feedback with a fresh event id at the
+   other), calls in flight; one broker is SIGKILLed in the middle; then it is started again with its
+   own command line. Every acknowledged event id must be in the store (read from PostgreSQL itself),
+   and the survivor and the restarted broker must both apply every event the store holds.
 4. replicas: a stream of searches while one replica of every partition is SIGKILLed (want 0 failed,
    0 degraded), then while the other replica of lexical partition 1 is too (want 0 failed, and every
    search that called lexical degraded with lexical coverage 0.5).
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,31 +208,69 @@ def command_line(pid: int) -> list[str]:
     return words[words.index("services.cli") + 1:]
 
 
-def broker_kill(up_: Up, brokers: list[BrokerClient], queries: Sequence[str], acked_before: int
-                ) -> tuple[dict[str, Any], ServerProcess]:
-    """Phase 3: a feedback stream across both brokers; broker 1 SIGKILLed in the middle and restarted."""
+class FeedbackStream:
+    """On a thread: search at `here`, then Feedback with a fresh event id at `there`, until stopped;
+    keeps the event ids acknowledged and counts failed calls."""
+
+    def __init__(self, here: BrokerClient, there: BrokerClient, queries: Sequence[str]) -> None:
+        self.here, self.there, self.queries = here, there, queries
+        self.acked: list[str] = []
+        self.failed = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stopping.is_set():
+            try:
+                response = self.here.search(self.queries[i % len(self.queries)], budget_ms=200)
+                if response.results:
+                    event_id = uuid.uuid4().hex
+                    ack = self.there.feedback(response.decision_id, response.results[-1].entity_id, "play",
+                                              value=1.0, event_id=event_id)
+                    if not ack.duplicate:
+                        self.acked.append(event_id)
+            except grpc.RpcError:
+                self.failed += 1
+                time.sleep(0.01)
+            i += 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+def stored(url: str, event_ids: Sequence[str]) -> tuple[int, int]:
+    """(events in the store, how many of `event_ids` are among them), read from PostgreSQL itself."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        total = conn.execute("SELECT count(*) FROM events").fetchone()
+        found = conn.execute("SELECT count(*) FROM events WHERE event_id = ANY(%s)", (list(event_ids),)).fetchone()
+    assert total is not None and found is not None
+    return int(total[0]), int(found[0])
+
+
+def broker_kill(up_: Up, brokers: list[BrokerClient], queries: Sequence[str]) -> tuple[dict[str, Any], ServerProcess]:
+    """Phase 3: two feedback streams across both brokers (search at one, Feedback at the other) with
+    calls in flight; broker 1 SIGKILLed in the middle; then restarted with its own command line."""
     victim = up_.status["brokers"][1]
     args = command_line(victim["pid"])
-    acked, failed, killed_at = 0, 0, len(queries) // 2
-    for i, text in enumerate(queries):
-        if i == killed_at:
-            kill(victim["pid"])
-        alive = brokers[:1] if i >= killed_at else brokers
-        here, other = alive[i % len(alive)], alive[(i + 1) % len(alive)]
-        try:
-            response = here.search(text, budget_ms=200)
-            if response.results:
-                ack = other.feedback(response.decision_id, response.results[-1].entity_id, "play", value=1.0)
-                acked += int(not ack.duplicate)
-        except grpc.RpcError:
-            failed += 1
-    total = acked_before + acked
+    streams = [FeedbackStream(brokers[0], brokers[1], queries), FeedbackStream(brokers[1], brokers[0], queries[::-1])]
+    time.sleep(3.0)
+    kill(victim["pid"])
+    time.sleep(3.0)
+    for stream in streams:
+        stream.stop()
+    acked = [e for stream in streams for e in stream.acked]
+    total, found = stored(up_.status["store"]["url"], acked)
     survivor = converge(brokers[:1], total)
     restarted = spawn(args)
     brokers.append(BrokerClient(restarted.address))
     both = converge([brokers[0], brokers[-1]], total, within_s=30.0)
-    return {"acked_in_phase": acked, "failed_calls": failed, "acked_total": total, "survivor": survivor,
-            "restarted": both}, restarted
+    return {"acked_in_phase": len(acked), "acked_found_in_store": found, "events_in_store": total,
+            "failed_calls": sum(s.failed for s in streams), "survivor": survivor, "restarted": both}, restarted
 
 
 def scifact(workdir: Path, data: Path, n_queries: int = 200) -> dict[str, Any]:
@@ -290,8 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cross:", result["cross"], flush=True)
         result["converge"] = converge(brokers, result["cross"]["feedback_acked"])
         print("converge:", result["converge"], flush=True)
-        result["broker_kill"], restarted = broker_kill(cluster, brokers, demo_queries(200, seed=1),
-                                                       result["cross"]["feedback_acked"])
+        result["broker_kill"], restarted = broker_kill(cluster, brokers, demo_queries(200, seed=1))
         print("broker kill:", result["broker_kill"], flush=True)
         result["replicas"] = replicas(cluster.status, [brokers[0], brokers[-1]], queries)
         print("replicas:", result["replicas"], flush=True)

@@ -122,8 +122,10 @@ def test_a_broker_killed_during_a_feedback_stream_loses_nothing_acknowledged(
 
             sender = threading.Thread(target=stream)
             sender.start()
-            while len(acked) < 30:
+            deadline = time.monotonic() + 60
+            while len(acked) < 30 and sender.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.01)
+            assert len(acked) >= 30, "the feedback stream stopped before the kill"
             a.kill()
             stop.set()
             sender.join()

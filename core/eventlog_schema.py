@@ -1,12 +1,13 @@
 """The event log's file: its SQLite schema, the migration from version 1, the checks made on
 opening it, and the encoding of the strategy lists (core.eventlog is the API).
 
-Schema version 2 (in `PRAGMA user_version`):
+Schema version 3 (in `PRAGMA user_version`):
 - decisions: decision_id TEXT PK, ts REAL (s since the epoch; indexed: retention walks decisions
   oldest first), query_text, context (JSON object of strings), features (BLOB, float64
   little-endian), strategies (JSON list), quotas (JSON list of ints, 0 = not called), allocation,
   propensity, marginals (JSON list), policy, lists (BLOB, below), final (JSON list of the entity
-  ids served, best first), latency_ms REAL (the slowest called strategy's latency, ms).
+  ids served, best first), latency_ms REAL (the slowest called strategy's latency, ms),
+  policy_version INTEGER (feedback events the deciding policy had applied; 0 before version 3).
 - events: position INTEGER PK AUTOINCREMENT (the recording order), event_id TEXT UNIQUE (a
   repeated id is ignored), decision_id (FK), entity_id, type, value, ts, reward. AUTOINCREMENT
   because a position is never reused: plain rowids restart at max(rowid) + 1, so once retention
@@ -45,7 +46,7 @@ import numpy as np
 from core.errors import StateError
 from core.merge import StrategyList
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # A writer waits this long for a lock another connection holds (a tool's checkpoint) before failing.
 BUSY_TIMEOUT_MS = 5000
 # After a checkpoint SQLite truncates the WAL to this size; without a limit the WAL keeps the largest
@@ -62,7 +63,7 @@ _V1_COLUMNS = {
     "events": ("event_id", "decision_id", "entity_id", "type", "value", "ts", "reward"),
 }
 COLUMNS = {
-    "decisions": (*_V1_COLUMNS["decisions"], "latency_ms"),
+    "decisions": (*_V1_COLUMNS["decisions"], "latency_ms", "policy_version"),
     "events": ("position", *_V1_COLUMNS["events"]),
     "cursors": ("name", "position"),
     "meta": ("name", "value"),
@@ -84,7 +85,7 @@ CREATE TABLE decisions (
   decision_id TEXT PRIMARY KEY, ts REAL NOT NULL, query_text TEXT NOT NULL, context TEXT NOT NULL,
   features BLOB NOT NULL, strategies TEXT NOT NULL, quotas TEXT NOT NULL, allocation INTEGER NOT NULL,
   propensity REAL NOT NULL, marginals TEXT NOT NULL, policy TEXT NOT NULL, lists BLOB NOT NULL,
-  final TEXT NOT NULL, latency_ms REAL NOT NULL DEFAULT 0);
+  final TEXT NOT NULL, latency_ms REAL NOT NULL DEFAULT 0, policy_version INTEGER NOT NULL DEFAULT 0);
 """ + _EVENTS.format(name="events") + _COMMON
 # Version 1 -> 2: old decisions get latency 0 (unknown); events are copied with their rowids as
 # positions, which also starts the AUTOINCREMENT sequence after the largest.
@@ -96,6 +97,10 @@ INSERT INTO events_v2 (position, event_id, decision_id, entity_id, type, value, 
 DROP TABLE events;
 ALTER TABLE events_v2 RENAME TO events;
 """ + _COMMON
+# Version 2 -> 3: old decisions get policy version 0 (unknown).
+_MIGRATE_V2 = """
+ALTER TABLE decisions ADD COLUMN policy_version INTEGER NOT NULL DEFAULT 0;
+"""
 
 
 def damaged(path: Path, what: str) -> StateError:
@@ -104,8 +109,8 @@ def damaged(path: Path, what: str) -> StateError:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """The writer's connection to the event log at `path`: created (version 2) if missing, migrated
-    in place from version 1 (one transaction), checked otherwise. StateError naming the file if it
+    """The writer's connection to the event log at `path`: created (version 3) if missing, migrated
+    in place from version 1 or 2 (one transaction), checked otherwise. StateError naming the file if it
     is not a SQLite database, is damaged, or has an unknown schema."""
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -133,8 +138,8 @@ def _open(conn: sqlite3.Connection, path: Path) -> None:
     # Refused before anything is written to it (WAL mode included).
     if version == 0 and tables:
         raise damaged(path, f"it is not an ltrr event log (it has tables {sorted(tables)})")
-    if version not in (0, 1, SCHEMA_VERSION):
-        raise StateError(path, f"its schema version {version} is unknown (this ltrr reads 1 and {SCHEMA_VERSION}): "
+    if version not in (0, 1, 2, SCHEMA_VERSION):
+        raise StateError(path, f"its schema version {version} is unknown (this ltrr reads 1 to {SCHEMA_VERSION}): "
                                f"open it with the ltrr that wrote it, or {WHAT_TO_DO}")
     if version == 1:
         _check_tables(conn, path, _V1_COLUMNS, 1)
@@ -149,7 +154,9 @@ def _open(conn: sqlite3.Connection, path: Path) -> None:
     if version == 0:
         _script(conn, _CREATE)
     elif version == 1:
-        _script(conn, _MIGRATE_V1)
+        _script(conn, _MIGRATE_V1 + _MIGRATE_V2)
+    elif version == 2:
+        _script(conn, _MIGRATE_V2)
     _check_tables(conn, path, COLUMNS, SCHEMA_VERSION)
 
 

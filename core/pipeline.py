@@ -32,6 +32,7 @@ import numpy as np
 
 from core.cache import text_bytes
 from core.collapse import distinct_top
+from core.errors import InvalidArgumentError
 from core.eventlog import DecisionRecord, EventRecord
 from core.merge import Merged, StrategyList, merge
 from core.policy.allocator import Allocator
@@ -41,6 +42,9 @@ from core.policy.policies import Decision, Outcome
 from core.ranking import EntityTable, Ranker
 from core.reward import satisfies, search_reward, strategy_outcomes
 from core.types import EventType, Interpretation
+
+# DecisionRecord.policy of a decision whose quotas SearchRequest.plan forced (SearchPipeline.force)
+FORCED = "forced"
 
 
 class CallStatus(enum.IntEnum):
@@ -55,8 +59,12 @@ class CallStatus(enum.IntEnum):
 @dataclass(frozen=True, slots=True)
 class Answer:
     """One strategy's part of a search's fan-out. quota: asked (0 = not called, SKIPPED);
-    latency_ms: until it answered or was given up; hits: its list, for OK only; shed: an ERROR
-    because the strategy's server refused the call under overload (it never ran)."""
+    latency_ms: until it answered or was given up; hits: its list, for OK only (with several
+    document partitions, their merged top `quota`: core.partitions); shed: an ERROR because the
+    strategy's server refused the call under overload (it never ran). For a partitioned strategy:
+    coverage: partitions answered / partitions asked, in [0, 1] (OK below 1 makes the search
+    degraded); partition_quota: asked of each partition first (0: `quota`); refetched: partitions
+    asked again for `quota`."""
 
     strategy: str
     quota: int
@@ -64,6 +72,9 @@ class Answer:
     latency_ms: float
     hits: StrategyList | None = None
     shed: bool = False
+    coverage: float = 1.0
+    partition_quota: int = 0
+    refetched: int = 0
 
     @property
     def answered(self) -> bool:
@@ -80,6 +91,7 @@ class Plan:
     features: np.ndarray
     decision: Decision
     strategies: tuple[str, ...]
+    forced: bool = False  # SearchRequest.plan chose the quotas (SearchPipeline.force), not the policy
 
     @property
     def quotas(self) -> dict[str, int]:
@@ -99,11 +111,13 @@ class Served:
     scores: np.ndarray
     answers: tuple[Answer, ...]
     explored: bool = False  # the plan was not the policy's most probable one (Decision.explored)
+    forced: bool = False  # SearchRequest.plan chose the quotas (Plan.forced)
 
     @property
     def degraded(self) -> bool:
-        """Some called strategy timed out or failed."""
-        return any(a.status in (CallStatus.TIMEOUT, CallStatus.ERROR) for a in self.answers)
+        """Some called strategy timed out or failed, or answered from only some of its partitions."""
+        return any(a.status in (CallStatus.TIMEOUT, CallStatus.ERROR) or (a.answered and a.coverage < 1.0)
+                   for a in self.answers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +192,37 @@ class SearchPipeline:
         x = featurize(text, context, interpretations, self.history)
         return Plan(text, dict(context), x, self.allocator.decide(x, rng), self.strategies)
 
+    def force(self, text: str, context: Mapping[str, str], interpretations: Sequence[Interpretation],
+              quotas: Mapping[str, int]) -> Plan:
+        """The plan `quotas` (strategy -> quota; strategies left out get 0) instead of the
+        allocator's choice: propensity 1, logged as policy FORCED, never learned by the allocator
+        (the query history still learns what users wanted). InvalidArgumentError("plan") unless
+        `check_plan` accepts the quotas."""
+        wanted, allocation = self.check_plan(quotas)
+        x = featurize(text, context, interpretations, self.history)
+        decision = Decision(wanted, 1.0, (1.0,) * len(wanted), allocation)
+        return Plan(text, dict(context), x, decision, self.strategies, forced=True)
+
+    def check_plan(self, quotas: Mapping[str, int]) -> tuple[tuple[int, ...], int]:
+        """(quotas in column order, allocation index) of a forced plan: its strategies must be
+        this pipeline's and its quotas an allocation of the policy's space (each one of its levels,
+        their sum within its budget, some quota > 0), so that the decision's allocation index is
+        exact for off-policy evaluation; InvalidArgumentError("plan") otherwise."""
+        space = self.allocator.space
+        unknown = sorted(set(quotas) - set(self.strategies))
+        if unknown:
+            raise InvalidArgumentError("plan", f"must name only the strategies {list(self.strategies)}, but got "
+                                       f"{unknown}")
+        wanted = tuple(int(quotas.get(s, 0)) for s in self.strategies)
+        if not any(wanted):
+            raise InvalidArgumentError("plan", f"must give some strategy a quota > 0, but got {dict(quotas)}")
+        try:
+            allocation = space.index_of(wanted)
+        except ValueError:
+            raise InvalidArgumentError("plan", f"must give each strategy one of the levels {list(space.levels)} "
+                                       f"with a total of at most {space.budget}, but got {dict(quotas)}") from None
+        return wanted, allocation
+
     def serve(self, plan: Plan, answers: Sequence[Answer], *, decision_id: str, ts: float, k: int) -> Served:
         """Merge what came back in time, rank it and build the decision record. answers: one per
         strategy, in column order. The allocator hears every answered call's latency."""
@@ -194,10 +239,10 @@ class SearchPipeline:
         record = DecisionRecord(
             decision_id=decision_id, ts=ts, query_text=plan.text, context=plan.context, features=plan.features,
             strategies=self.strategies, quotas=d.quotas, allocation=d.allocation, propensity=d.propensity,
-            marginals=d.marginals, policy=self.policy_name, lists=tuple(lists),
+            marginals=d.marginals, policy=FORCED if plan.forced else self.policy_name, lists=tuple(lists),
             final=tuple(merged.entity_ids[i] for i in order.tolist()),
             latency_ms=max((a.latency_ms for a in answers if a.quota > 0), default=0.0))
-        return Served(record, merged, order, scores, tuple(answers), explored=d.explored)
+        return Served(record, merged, order, scores, tuple(answers), explored=d.explored, forced=plan.forced)
 
     def rank(self, merged: Merged, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ranker's top k of `merged`, one per recording when collapsing: every candidate is
@@ -246,6 +291,8 @@ class SearchPipeline:
         if not judged.teaches:
             return
         self.observe(record, judged, entity_id, event_type)
+        if record.policy == FORCED:  # the policy did not choose it: nothing to learn of its choice
+            return
         decision = Decision(record.quotas, record.propensity, record.marginals, record.allocation)
         self.allocator.learn(record.features, decision, judged.outcomes, judged.reward)
 
@@ -256,9 +303,10 @@ class SearchPipeline:
 
     def compatible(self, record: DecisionRecord) -> bool:
         """Can this logged decision teach the allocator? Not when another policy made it (other
-        features, strategies or quota levels: an upgrade or a changed config)."""
+        features, strategies or quota levels: an upgrade or a changed config), nor when a forced
+        plan did (policy FORCED: the allocator did not choose it)."""
         levels = set(self.allocator.space.levels)
-        return record.features.shape == (DIM,) and record.strategies == self.strategies \
+        return record.policy != FORCED and record.features.shape == (DIM,) and record.strategies == self.strategies \
             and levels.issuperset(record.quotas)
 
     def replay(self, items: Iterable[tuple[DecisionRecord, EventRecord, Sequence[EventRecord]]]) -> tuple[int, int]:

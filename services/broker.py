@@ -9,15 +9,20 @@ when every called strategy shed and none answered) ->
 SearchPipeline.serve (merge, rank, the decision record) -> the record stored durably (group
 commit) -> response. A decision that cannot be stored fails the search with UNAVAILABLE: a served
 decision id is always joinable.
-Feedback: join by decision id -> SearchPipeline.judge -> on the log's thread, the decision's earlier
-events read and the event stored durably in one step (so only the decision's first satisfying
-event teaches, the same one replay finds) -> learn -> the memory shard's outbox (services.outbox)
-forwards the satisfying events from the log.
+Feedback: join by decision id (any broker's decision, on a shared store) -> SearchPipeline.judge
+-> on the log's thread, the decision's earlier events read and the event stored durably in one
+transaction (so only the decision's first satisfying event teaches, the same one replay finds) ->
+the policy catches up with the store up to and past it (services.learning: the one learning path,
+which also applies other brokers' events from a background tail) -> the memory shard's outbox
+(services.outbox, run by the broker holding the store's lease) forwards the satisfying events.
+Describe: the strategies, the policy kind, applied_events, applied_position and policy_digest.
 
-Life: bind at once and report NOT_SERVING; open the event log and the policy snapshot, warm-start
-the policy from the replaced plan's log if asked to and not done before (BrokerConfig.warm_start),
-replay the events the snapshot has not learned (a crash loses nothing acknowledged), then SERVING. A damaged
-snapshot or log stops the start with an error naming the file and what to do.
+Life: bind at once and report NOT_SERVING; open the event store (BrokerConfig.store: the state
+directory's SQLite file, or a PostgreSQL URL shared by several brokers) and the policy snapshot
+(services.snapshots), warm-start the policy from the replaced plan's log if asked to and not done
+before (BrokerConfig.warm_start), replay the events the snapshot has not learned (a crash loses
+nothing acknowledged), then SERVING. A damaged snapshot or log stops the start with an error
+naming the file and what to do.
 """
 
 from __future__ import annotations
@@ -28,12 +33,11 @@ import json
 import logging
 import time
 import uuid
-import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -47,11 +51,14 @@ from core.errors import (
     NotReadyError,
     OverloadedError,
     StateError,
+    UnavailableError,
 )
-from core.eventlog import DecisionRecord, EventLog, EventRecord, RetentionConfig
-from core.pipeline import Judged, SearchPipeline, Served, decision_bytes
+from core.eventlog import DecisionRecord, EventRecord, RetentionConfig
+from core.eventstore import EventStore, SnapshotStore, parse_store_url
+from core.partitions import DEFAULT_TOPK_PROBABILITY
+from core.pipeline import Judged, Plan, SearchPipeline, Served, decision_bytes
+from core.policy.digest import policy_digest
 from core.policy.features import DIM
-from core.policy.history import QueryHistory
 from core.policy.policies import BanditPolicy, PolicyConfig
 from core.policy.warmstart import WarmStartConfig
 from core.query import Limits
@@ -59,7 +66,7 @@ from core.ranking import EntityTable, make_ranker
 from core.storage import write_file_atomic
 from core.types import StrategyKind
 from core.warmstart import warm_start_from_log
-from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2
+from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 from services import convert, logs, metrics
 from services.admission import (
     DEFAULT_BROKER_MAX_IN_FLIGHT,
@@ -69,10 +76,23 @@ from services.admission import (
     LoopLag,
 )
 from services.decisions import DecisionWriter, WriterConfig
-from services.fanout import ShardPool, fan_out
-from services.outbox import MemoryOutbox, OutboxConfig
+from services.fanout import ShardPool, fan_out, understand
+from services.learning import DEFAULT_TAIL_INTERVAL_S, Learner
+from services.outbox import MemoryOutboxes, OutboxConfig
+from services.replicas import ReplicaConfig
 from services.security import NO_SECURITY, SecurityConfig
 from services.shard import rpc
+from services.snapshots import (
+    APPLIED,
+    APPLIED_EVENTS,
+    HISTORY,
+    POLICY_FILE,
+    WARM_START,
+    load_history,
+    load_snapshot,
+    load_stored_snapshot,
+)
+from services.topology import Topology, describe_topology, normalise_shards
 
 log = logging.getLogger("ltrr.broker")
 SERVICE = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
@@ -86,16 +106,15 @@ DEFAULT_RECENT_BYTES = 256 * 2**20
 # reading saves a round trip before allocation. ~1 KB a text: 16 MiB holds ~16,000 texts. The
 # catalog is fixed while a broker runs; a live catalog must clear this when the vocabulary changes.
 DEFAULT_UNDERSTOOD_BYTES = 16 * 2**20
-POLICY_FILE = "policy.npz"
-APPLIED = "applied_event_rowid"  # the event-log position a policy snapshot has learned up to
-HISTORY = "query_history"  # the query history (core.policy.history) as of that position
-WARM_START = "warm_start"  # where the policy was warm-started from (BrokerConfig.warm_start), once
 EVENTS_FILE = "events.sqlite"
 
 
 @dataclass(frozen=True, kw_only=True)
 class BrokerConfig:
-    """shards: strategy name -> shard address (any subset of the strategies); state_dir: event log
+    """shards: strategy name -> its shard's address, or its partitions' replica addresses
+    (partitions -> replicas; services.topology; any subset of the strategies); replicas: balancing,
+    failover and hedging among a partition's replicas (services.replicas); topk_probability: how
+    much each document partition is asked for (core.partitions.partition_quota); state_dir: event log
     and policy snapshot; entities: the catalog (ranking features, entity-id checks); reserve_ms: part
     of the budget kept for merge and ranking; understand_fraction: share of the budget the query
     understanding call may take before allocation; save_every: policy snapshot every N updates;
@@ -107,10 +126,15 @@ class BrokerConfig:
     services.admission.DEFAULT_BROKER_MAX_IN_FLIGHT); max_wait_ms: how long a search may wait for
     one of them before it is refused (part of its budget); lag_target_ms: new searches are refused while
     the event loop has run callbacks later than this for 100 ms (services.admission.LoopLag; 0 = off);
-    security: TLS and the write token, both towards clients and towards the shards (services.security)."""
+    security: TLS and the write token, both towards clients and towards the shards (services.security);
+    store: the event store's URL (core.eventstore: a SQLite path or sqlite:///, or postgresql://
+    shared by several brokers; "" = state_dir/events.sqlite); tail_interval_s: how often the
+    broker applies feedback other brokers stored (services.learning)."""
 
-    shards: Mapping[str, str]
+    shards: Mapping[str, str | Sequence[Sequence[str]]]
     state_dir: str
+    replicas: ReplicaConfig = field(default_factory=ReplicaConfig)
+    topk_probability: float = DEFAULT_TOPK_PROBABILITY
     entities: tuple[Entity, ...] = ()
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ranker: str = "lambdamart"
@@ -130,13 +154,18 @@ class BrokerConfig:
     max_wait_ms: float = DEFAULT_BROKER_MAX_WAIT_MS
     lag_target_ms: float = DEFAULT_LAG_TARGET_MS
     security: SecurityConfig = NO_SECURITY
+    store: str = ""
+    tail_interval_s: float = DEFAULT_TAIL_INTERVAL_S
 
     def __post_init__(self) -> None:
         order = [k.value for k in StrategyKind]
         unknown = [s for s in self.shards if s not in order]
         if unknown or not self.shards:
             raise ValueError(f"`shards` must name some of {order}, but got {list(self.shards)}")
-        object.__setattr__(self, "shards", {s: self.shards[s] for s in order if s in self.shards})
+        topology = normalise_shards(self.shards)
+        object.__setattr__(self, "shards", {s: topology[s] for s in order if s in topology})
+        if not 0.5 <= self.topk_probability <= 1:
+            raise ValueError(f"`topk_probability` must be in [0.5, 1], but got {self.topk_probability}")
         if not 0 <= self.understand_fraction < 1 or self.reserve_ms < 0 or self.save_every < 1:
             raise ValueError("`understand_fraction` must be in [0, 1), `reserve_ms` >= 0, `save_every` >= 1")
         if self.recent_bytes < 0:
@@ -147,10 +176,24 @@ class BrokerConfig:
             raise ValueError(f"`max_wait_ms` must be >= 0, but got {self.max_wait_ms}")
         if self.lag_target_ms < 0:
             raise ValueError(f"`lag_target_ms` must be >= 0 (0 = off), but got {self.lag_target_ms}")
+        if not self.tail_interval_s > 0:
+            raise ValueError(f"`tail_interval_s` must be > 0, but got {self.tail_interval_s}")
+        if self.store:
+            parse_store_url(self.store)  # ValueError naming `url` for another scheme
+
+    @property
+    def store_url(self) -> str:
+        """The event store's URL: `store`, or the SQLite file in state_dir."""
+        return self.store or str(Path(self.state_dir) / EVENTS_FILE)
 
     @property
     def strategies(self) -> tuple[str, ...]:
         return tuple(self.shards)
+
+    @property
+    def topology(self) -> Topology:
+        """strategy -> partitions -> replica addresses (`shards`, normalised)."""
+        return cast(Topology, dict(self.shards))  # __post_init__ normalised every value
 
 
 def _check_request(request: broker_pb2.SearchRequest) -> tuple[int, int]:
@@ -169,39 +212,6 @@ def _interpretations_bytes(interps: list[Any]) -> int:
     return 256 + sum(300 + len(i.free_text) + 100 * len(i.slots) for i in interps)
 
 
-def load_snapshot(path: Path, policy: BanditPolicy) -> dict[str, Any]:
-    """Restore `policy` from its snapshot and return the snapshot's extra data; {} without one.
-    A snapshot of another policy (other strategies or features: an upgrade or a changed config) is
-    moved aside to policy.npz.incompatible with a warning, and the policy is rebuilt from the log.
-    A damaged one stops the start (StateError): moving it aside silently would hide a disk fault."""
-    if not path.exists():
-        return {}
-    try:
-        return policy.load(path)
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StateError(path, f"the policy snapshot is damaged ({type(e).__name__}: {e}); {_MOVE_ASIDE}") from None
-    except ValueError as e:  # readable, but saved for other strategies, features or model
-        aside = path.with_name(POLICY_FILE + ".incompatible")
-        path.replace(aside)
-        log.warning("policy: %s; moved it to %s and rebuilding from the event log", e, aside)
-        return {}
-
-
-_MOVE_ASIDE = ("move it aside (e.g. `mv policy.npz policy.npz.damaged`) and restart: the broker rebuilds the "
-               "policy by replaying the event log")
-
-
-def load_history(saved: Mapping[str, Any], path: Path) -> QueryHistory:
-    """The query history of a snapshot's extra data (a JSON blob, or an object in older ones)."""
-    if HISTORY not in saved:
-        return QueryHistory()
-    raw = saved[HISTORY]
-    try:
-        return QueryHistory.from_json(json.loads(raw) if isinstance(raw, bytes) else raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise StateError(path, f"the policy snapshot's query history is damaged ({e}); {_MOVE_ASIDE}") from None
-
-
 class BrokerService(broker_pb2_grpc.BrokerServicer):
     """Constructed cheaply; `start` loads (on the log's thread) and replays before it serves."""
 
@@ -209,15 +219,16 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.config = config
         self.strategies = config.strategies
         self.state_dir = Path(config.state_dir)
-        self.pool = ShardPool(config.shards, config.security)
+        self.pool = ShardPool(config.topology, config.replicas, config.security)
+        self.positions: dict[str, int] | None = None  # entity id -> catalog position (partition merge ties)
         self.rng = np.random.default_rng(config.seed)
         self.recent: ByteLRU[str, DecisionRecord] = ByteLRU(config.recent_bytes, decision_bytes)
         self.understood: ByteLRU[str, list[Any]] = ByteLRU(DEFAULT_UNDERSTOOD_BYTES, _interpretations_bytes)
         self.pipeline: SearchPipeline | None = None
         self.writer: DecisionWriter | None = None
-        self.outbox: MemoryOutbox | None = None
+        self.outbox: MemoryOutboxes | None = None
         self.known_ids: frozenset[str] | None = None
-        self.applied_rowid = 0
+        self.learner: Learner | None = None
         self.warm_started: dict[str, Any] | None = None  # the snapshot's WARM_START record
         self.updates = 0
         self.snapshot_task: asyncio.Task[None] | None = None
@@ -231,45 +242,52 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     # -- life ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the log and the snapshot, replay, start the outbox (NOT_SERVING until this returns)."""
+        """Open the store and the snapshot, replay, start the outbox and, on a store shared with
+        other brokers, the tail of their feedback (NOT_SERVING until this returns)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / EVENTS_FILE
-        self.writer = DecisionWriter(path, self.config.writer, self.config.retention)
+        self.writer = DecisionWriter(self.config.store_url, self.config.writer, self.config.retention)
         await self.writer.run(self._load)
-        memory = self.pool.stubs.get(StrategyKind.MEMORY.value)
+        memory = self.pool.partitions.get(StrategyKind.MEMORY.value)
         if memory is not None:
-            self.outbox = MemoryOutbox(self.writer.log, memory, self.writer.run, self.config.outbox,
-                                       satisfied_fraction=self.config.policy.satisfied_fraction)
+            stubs = [[replica.stub for replica in part.replicas] for part in memory]
+            self.outbox = MemoryOutboxes(self.writer.log, stubs, self.writer.run, self.config.outbox,
+                                         satisfied_fraction=self.config.policy.satisfied_fraction)
             self.outbox.start()
+        if parse_store_url(self.config.store_url).shared and self.learner is not None and self.pipeline is not None:
+            self.learner.start(self.pipeline)
         if self.lag is not None:
             self.lag_task = asyncio.get_running_loop().create_task(self.lag.run())
-        log.info("broker over %s", ", ".join(f"{s}={a}" for s, a in self.config.shards.items()))
+        log.info("broker over %s", "; ".join(f"{s}=" + " | ".join(",".join(r) for r in parts)
+                                             for s, parts in self.config.topology.items()))
 
     def _load(self) -> None:
         """On the log's thread: the policy from its snapshot, then the events it has not learned."""
         c = self.config
         policy = BanditPolicy(self.strategies, DIM, c.policy)
+        assert self.writer is not None
+        store = self.writer.log
         path = self.state_dir / POLICY_FILE
-        saved = load_snapshot(path, policy)
+        saved = load_stored_snapshot(store, policy) if isinstance(store, SnapshotStore) else load_snapshot(path, policy)
         table = EntityTable.from_entities(c.entities)
         self.known_ids = frozenset(table.ids) if c.entities else None
+        self.positions = {eid: i for i, eid in enumerate(table.ids)} if c.entities else None
         ranker = make_ranker(c.ranker, table, c.ranker_model)
         log.info("ranker: %s (asked for %s)", type(ranker).__name__, c.ranker)
         pipeline = SearchPipeline(policy, ranker, history=load_history(saved, path), recordings=table)
-        assert self.writer is not None
-        event_log = self.writer.log
-        self.applied_rowid = int(saved.get(APPLIED, 0))
+        self.learner = learner = Learner(self.writer, position=int(saved.get(APPLIED, 0)),
+                                         applied=int(saved.get(APPLIED_EVENTS, 0)), interval_s=c.tail_interval_s,
+                                         on_applied=self._applied)
         fresh = self._warm_start(pipeline, saved.get(WARM_START))
-        learned, foreign = pipeline.replay(self._logged_after(event_log, self.applied_rowid))
-        self.applied_rowid = max(self.applied_rowid, event_log.last_event_rowid())
+        learned, foreign = learner.replay_all(pipeline)
         if learned:
             log.info("policy: replayed %d logged events newer than its snapshot", learned)
         if foreign:
             log.warning("policy: passed over %d logged events whose decisions another policy made (other "
-                        "features, strategies or quota levels)", foreign)
+                        "features, strategies or quota levels) or a forced plan did", foreign)
         if fresh:  # written before serving, so that a restart finds the warm start done and does not repeat it
-            policy.save(path, self._snapshot_extra(self.applied_rowid),
-                        {HISTORY: json.dumps(pipeline.history.to_json()).encode()})
+            self._write_snapshot(policy.to_bytes(self._snapshot_extra(learner.position, learner.applied),
+                                                 {HISTORY: json.dumps(pipeline.history.to_json()).encode()}),
+                                 learner.position, learner.applied)
         self.pipeline = pipeline
 
     def _warm_start(self, pipeline: SearchPipeline, done: Any) -> bool:
@@ -281,7 +299,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         if not self.config.warm_start:
             return False
         source = Path(self.config.warm_start).resolve()
-        if source == (self.state_dir / EVENTS_FILE).resolve():
+        if source == Path(self.config.store_url).resolve():
             raise StateError(source, "is this broker's own event log; --warm-start takes the log of the plan "
                                      "this broker replaces")
         if self.warm_started is not None:
@@ -297,21 +315,43 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                  report.searches, report.clipped)
         return True
 
-    def _snapshot_extra(self, applied: int) -> dict[str, Any]:
-        """The JSON-able extra data of a policy snapshot taken at event position `applied`."""
-        return {APPLIED: applied, **({WARM_START: self.warm_started} if self.warm_started else {})}
+    def _snapshot_extra(self, position: int, applied: int) -> dict[str, Any]:
+        """The JSON-able extra data of a policy snapshot taken at event position `position`, after
+        `applied` events."""
+        return {APPLIED: position, APPLIED_EVENTS: applied,
+                **({WARM_START: self.warm_started} if self.warm_started else {})}
+
+    def _write_snapshot(self, data: bytes, position: int, applied: int) -> None:
+        """Keep a snapshot: in the store when it keeps them (PostgreSQL: shared by every broker),
+        else in the state directory. Blocking I/O: off the event loop."""
+        assert self.writer is not None
+        store = self.writer.log
+        if isinstance(store, SnapshotStore):
+            store.save_snapshot(position, applied, data)
+        else:
+            write_file_atomic(self.state_dir / POLICY_FILE, data)
+
+    def _applied(self, position: int, n: int) -> None:
+        """The learner applied n events up to `position`: forward them, snapshot every save_every."""
+        if self.outbox is not None:
+            self.outbox.notify(position)
+        before, self.updates = self.updates, self.updates + n
+        if self.updates // self.config.save_every > before // self.config.save_every and self.snapshot_task is None:
+            self.snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_then_clear())
 
     @staticmethod
-    def _logged_after(event_log: EventLog, rowid: int
+    def _logged_after(event_log: EventStore, rowid: int
                       ) -> Iterator[tuple[DecisionRecord, EventRecord, list[EventRecord]]]:
         """(decision, event, the decision's events before it) of every event after `rowid`."""
         for position, event in event_log.events_after(rowid):
             yield event_log.decision(event.decision_id), event, event_log.events(event.decision_id, before=position)
 
     async def close(self) -> None:
-        """Stop the outbox, write a last snapshot, close the log (on SIGTERM, after in-flight calls)."""
+        """Stop the outbox and the tail, write a last snapshot, close the log (on SIGTERM, after in-flight calls)."""
         if self.outbox is not None:
             await self.outbox.stop()
+        if self.learner is not None:
+            await self.learner.stop()
         if self.lag_task is not None:
             self.lag_task.cancel()
             await asyncio.gather(self.lag_task, return_exceptions=True)
@@ -333,16 +373,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
     async def _understand(self, query: common_pb2.Query, timeout_s: float) -> list[Any]:
         """The attribute shard's readings of the query text (cached by text); none if it has none in time."""
-        stub = self.pool.stubs.get(StrategyKind.ATTRIBUTE.value)
-        if stub is None or timeout_s <= 0:
+        if StrategyKind.ATTRIBUTE.value not in self.pool.partitions or timeout_s <= 0:
             return []
         cached = self.understood.get(query.text)
         metrics.count_lookup(metrics.UNDERSTOOD_CACHE, cached is not None)
         if cached is not None:
             return cached
-        try:
-            response = await stub.Understand(shard_pb2.UnderstandRequest(query=query), timeout=timeout_s)
-        except grpc.aio.AioRpcError:
+        response = await understand(self.pool, query, timeout_s)
+        if response is None:
             return []
         interps = [convert.interpretation_from_proto(i) for i in response.interpretations]
         self.understood.put(query.text, interps)
@@ -375,12 +413,16 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                       decision_id: str) -> broker_pb2.SearchResponse:
         pipeline = self._ready()
         k, budget_ms = _check_request(request)
+        if request.plan:
+            pipeline.check_plan(request.plan)  # a bad plan fails before any shard is called
         query = convert.query_from_proto(request.query, self.config.limits, vector_dim=len(request.query.vector))
         deadline = self._deadline(started, budget_ms, caller_s)
         understand_s = min(budget_ms * self.config.understand_fraction / 1000, deadline - time.perf_counter())
         interps = await self._understand(request.query, understand_s)
-        plan = pipeline.decide(query.text, query.context, interps, self.rng)
-        answers = await fan_out(self.pool, request.query, plan.quotas, deadline - time.perf_counter())
+        version = self.learner.applied if self.learner is not None else 0  # the policy deciding now
+        plan = self._plan(pipeline, request, query.text, query.context, interps)
+        answers = await fan_out(self.pool, request.query, plan.quotas, deadline - time.perf_counter(),
+                                positions=self.positions, probability=self.config.topk_probability)
         if caller_s is not None and time.perf_counter() >= started + caller_s:
             self.admission.expired += 1  # the caller has gone: ranking and storing would be wasted
             raise DeadlineExceededError("the caller's deadline passed during the fan-out")
@@ -388,6 +430,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             raise OverloadedError("overloaded: every strategy this search called refused it (their queues are "
                                   "full); retry later")
         served = pipeline.serve(plan, answers, decision_id=decision_id, ts=time.time(), k=k)
+        served = replace(served, record=replace(served.record, policy_version=version))
         assert self.writer is not None
         await self.writer.store(served.record)  # UnavailableError (UNAVAILABLE) when it cannot be stored
         self.recent.put(served.record.decision_id, served.record)
@@ -396,19 +439,29 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         log.debug("search %r: %d results in %.1f ms", query.text, len(response.results), response.took_ms)
         return response
 
+    def _plan(self, pipeline: SearchPipeline, request: broker_pb2.SearchRequest, text: str,
+              context: Mapping[str, str], interps: list[Any]) -> Plan:
+        """The policy's plan, or SearchRequest.plan's when given (forced; InvalidArgumentError("plan"))."""
+        if request.plan:
+            return pipeline.force(text, context, interps, dict(request.plan))
+        return pipeline.decide(text, context, interps, self.rng)
+
     def _response(self, served: Served, started: float, with_candidates: bool) -> broker_pb2.SearchResponse:
         merged, decision = served.merged, served.record
         out = [broker_pb2.Result(entity_id=merged.entity_ids[i], score=s, rank=r, strategies=merged.found_by(i))
                for r, (i, s) in enumerate(zip(served.order.tolist(), served.scores.tolist(), strict=True), start=1)]
         reports = [broker_pb2.StrategyReport(strategy=a.strategy, quota=a.quota, status=int(a.status),
                                              returned=len(a.hits.entity_ids) if a.hits else 0,
-                                             latency_ms=a.latency_ms, propensity=decision.marginals[s])
+                                             latency_ms=a.latency_ms, propensity=decision.marginals[s],
+                                             coverage=a.coverage if a.answered else 0.0,
+                                             partition_quota=a.partition_quota or a.quota, refetched=a.refetched)
                    for s, a in enumerate(served.answers)]
         candidates = [broker_pb2.MergedCandidate(entity_id=eid, ranks=ranks) for eid, ranks
                       in zip(merged.entity_ids, merged.ranks.tolist(), strict=True)] if with_candidates else []
         return broker_pb2.SearchResponse(decision_id=decision.decision_id, results=out, strategies=reports,
                                          degraded=served.degraded, propensity=decision.propensity,
-                                         candidates=candidates, took_ms=(time.perf_counter() - started) * 1000)
+                                         candidates=candidates, took_ms=(time.perf_counter() - started) * 1000,
+                                         policy_version=decision.policy_version, forced=served.forced)
 
     # -- Feedback -----------------------------------------------------------------------------------
 
@@ -437,33 +490,52 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             query_text=record.query_text, entity_id=request.entity_id, type=request.type,
             value=request.value, timestamp=request.timestamp, context=record.context), "feedback")
         judged = pipeline.judge(record, event.entity_id, event.type, event.value)
-        assert self.writer is not None
+        assert self.writer is not None and self.learner is not None
         rowid, judged = await self.writer.run(self._record_once, pipeline, judged, EventRecord(
             event_id=event.event_id, decision_id=record.decision_id, entity_id=event.entity_id, type=event.type,
             value=event.value, ts=event.timestamp or time.time()))
+        # It teaches before it is acknowledged, through the one learning path (services.learning):
+        # everything stored up to it, other brokers' events included, in the store's order.
+        await self.learner.catch_up(pipeline)
         if rowid:
-            pipeline.learn(record, judged, event.entity_id, event.type)
-            self.applied_rowid = max(self.applied_rowid, rowid)
-            self.updates += 1
             metrics.FEEDBACK.inc()
-            if self.outbox is not None:
-                self.outbox.notify(rowid)
-            if self.updates % self.config.save_every == 0 and self.snapshot_task is None:
-                self.snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_then_clear())
         log.debug("feedback %s on %s: reward %.3f%s", event.type.name.lower(), event.entity_id, judged.reward,
                   "" if rowid else " (duplicate)")
         return broker_pb2.FeedbackResponse(duplicate=not rowid, reward=judged.reward)
 
     def _record_once(self, pipeline: SearchPipeline, judged: Judged, event: EventRecord) -> tuple[int, Judged]:
-        """On the log's thread: silence `judged` if an earlier event of its decision satisfied
-        (every event logged so far precedes this one; nothing is logged in between), then store the
-        event with its reward. (log position, 0 for a duplicate; the judgement: a duplicate's is its
-        first delivery's, as its own earlier copy is not an earlier event)."""
+        """On the log's thread: store the event with its reward, `judged` silenced if an earlier event
+        of its decision satisfied (read in the storing transaction, so no broker stores one in
+        between: EventStore.record_judged). (log position, 0 for a duplicate; the judgement: a
+        duplicate's is its first delivery's, as its own earlier copy is not an earlier event)."""
         assert self.writer is not None
-        if judged.teaches:
-            earlier = [e for e in self.writer.log.events(event.decision_id) if e.event_id != event.event_id]
-            judged = pipeline.once(judged, earlier)
-        return self.writer.record_event(replace(event, reward=judged.reward)), judged
+        store, result = self.writer.log, judged
+
+        def reward_of(earlier: list[EventRecord]) -> float:
+            nonlocal result
+            result = pipeline.once(judged, earlier)
+            return result.reward
+
+        position = store.record_judged(event, reward_of)
+        if not position:
+            result = pipeline.once(judged, [e for e in store.events(event.decision_id) if e.event_id != event.event_id])
+        return position, result
+
+    # -- Describe -----------------------------------------------------------------------------------
+
+    @rpc
+    async def Describe(self, request: broker_pb2.BrokerDescribeRequest, context: grpc.aio.ServicerContext
+                       ) -> broker_pb2.BrokerDescribeResponse:
+        """The strategies with their partitions and replicas, the policy and how far it has
+        learned: applied_events, applied_position and the digest of its parameters."""
+        pipeline = self._ready()
+        assert self.learner is not None and self.writer is not None
+        topology = describe_topology(self.config.topology)
+        allocator = pipeline.allocator
+        return broker_pb2.BrokerDescribeResponse(
+            strategies=topology, policy=self.config.policy.kind.value, applied_events=self.learner.applied,
+            applied_position=self.learner.position, store=self.writer.log.kind,
+            policy_digest=policy_digest(allocator) if isinstance(allocator, BanditPolicy) else "")
 
     # -- snapshots ----------------------------------------------------------------------------------
 
@@ -478,18 +550,20 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         the event loop (the policy's arrays, < 1 ms; the history frozen, not copied), serialised and
         written on the snapshot thread. A failed write is logged and counted; the next one retries."""
         pipeline = self._ready()
+        assert self.learner is not None
         policy = copy.deepcopy(pipeline.allocator)
-        extra, history = self._snapshot_extra(self.applied_rowid), pipeline.history
+        position, applied = self.learner.position, self.learner.applied
+        extra, history = self._snapshot_extra(position, applied), pipeline.history
         frozen = history.freeze()
 
         def write() -> None:
             blob = json.dumps(history.to_json(frozen)).encode()
             data = policy.to_bytes(extra, {HISTORY: blob})  # type: ignore[attr-defined]
-            write_file_atomic(self.state_dir / POLICY_FILE, data)
+            self._write_snapshot(data, position, applied)
 
         try:
             await asyncio.get_running_loop().run_in_executor(self.snapshots, write)
-        except OSError as e:
+        except (OSError, UnavailableError) as e:
             metrics.SNAPSHOT_FAILURES.inc()
             log.error("policy snapshot not written (%s); the event log still holds everything", e)
         finally:

@@ -30,11 +30,23 @@ def int_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in name_tuple(text))
 
 
-# the broker's own `--set` keys, beside the policy's: services.broker.BrokerConfig and the event
-# log's retention (core.eventlog.RetentionConfig), with their parsers
+def switch(text: str) -> bool:
+    """"true"/"on"/"1" or "false"/"off"/"0" (any case) as a bool; ValueError otherwise."""
+    value = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}.get(text.strip().lower())
+    if value is None:
+        raise ValueError(f"must be true or false, but got {text!r}")
+    return value
+
+
+# the broker's own `--set` keys, beside the policy's: services.broker.BrokerConfig, the event
+# log's retention (core.eventlog.RetentionConfig) and the replicas' (services.replicas.ReplicaConfig),
+# with their parsers
+REPLICA_KEYS: dict[str, Callable[[str], Any]] = {
+    "failover": switch, "hedging": switch, "hedge_percentile": float, "hedge_min_delay_ms": float,
+    "hedge_min_samples": int}
 BROKER_KEYS: dict[str, Callable[[str], Any]] = {
     "ranker": str, "seed": int, "recent_bytes": int, "keep_lists_s": float, "max_age_s": float, "max_bytes": int,
-    "max_in_flight": int, "max_wait_ms": float, "lag_target_ms": float}
+    "max_in_flight": int, "max_wait_ms": float, "lag_target_ms": float, "topk_probability": float, **REPLICA_KEYS}
 POLICY_KIND_KEY = "policy"  # `--set policy=...` sets PolicyConfig.kind: the key of cluster configs and scripts
 
 
@@ -104,8 +116,11 @@ def policy_settings(config: PolicyConfig) -> dict[str, str]:
 def broker_config(args: argparse.Namespace) -> Any:
     from core.catalog import load_catalog
     from core.eventlog import RetentionConfig
+    from core.partitions import DEFAULT_TOPK_PROBABILITY
     from services.admission import DEFAULT_BROKER_MAX_IN_FLIGHT, DEFAULT_BROKER_MAX_WAIT_MS, DEFAULT_LAG_TARGET_MS
     from services.broker import DEFAULT_RECENT_BYTES, BrokerConfig
+    from services.replicas import ReplicaConfig
+    from services.topology import parse_shard_flags
 
     settings = parse_options(args.set, scoped=False)
     policy = policy_config_from_settings(settings, other_keys=tuple(BROKER_KEYS))
@@ -113,18 +128,22 @@ def broker_config(args: argparse.Namespace) -> Any:
         own = {k: BROKER_KEYS[k](v) for k, v in settings.items()}
     except ValueError as e:
         raise ValueError(f"--set: {e}") from None
-    shards = dict(pair.split("=", 1) for pair in args.shard)
+    shards = parse_shard_flags(args.shard)
+    replicas = ReplicaConfig(**{k: own.pop(k) for k in REPLICA_KEYS if k in own})
     retention = RetentionConfig(**{k: own.pop(k) for k in ("keep_lists_s", "max_age_s", "max_bytes") if k in own})
     model = Path(args.state) / "ranker.txt"
-    return BrokerConfig(shards=shards, state_dir=args.state, entities=tuple(load_catalog(args.catalog)),
+    return BrokerConfig(shards=shards, replicas=replicas, state_dir=args.state,
+                        topk_probability=own.get("topk_probability", DEFAULT_TOPK_PROBABILITY),
+                        entities=tuple(load_catalog(args.catalog)),
                         policy=policy, ranker=own.get("ranker", "lambdamart"),  # RRF until train-ranker writes it
                         ranker_model=str(model), seed=own.get("seed", 0),
                         recent_bytes=own.get("recent_bytes", DEFAULT_RECENT_BYTES), retention=retention,
                         max_in_flight=own.get("max_in_flight", DEFAULT_BROKER_MAX_IN_FLIGHT),
                         lag_target_ms=own.get("lag_target_ms", DEFAULT_LAG_TARGET_MS),
                         max_wait_ms=own.get("max_wait_ms", DEFAULT_BROKER_MAX_WAIT_MS),
-                        # getattr: callers that build the namespace by hand may leave the optional flag out
-                        warm_start=getattr(args, "warm_start", None) or "", security=security_from_args(args))
+                        # getattr: callers that build the namespace by hand may leave the optional flags out
+                        warm_start=getattr(args, "warm_start", None) or "", store=getattr(args, "store", None) or "",
+                        security=security_from_args(args))
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -230,16 +249,25 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_store(args: argparse.Namespace) -> Any:
+    """The event store of --store, else STATE/events.sqlite (core.eventstore)."""
+    from core.eventstore import open_store
+
+    return open_store(getattr(args, "store", None) or Path(args.state) / "events.sqlite")
+
+
 def cmd_train_ranker(args: argparse.Namespace) -> int:
     from core.catalog import load_catalog
-    from core.eventlog import EventLog
     from core.ranking import EntityTable
     from core.ranking_train import train_lambdamart
 
     out = Path(args.out or Path(args.state) / "ranker.txt")
     table = EntityTable.from_entities(load_catalog(args.catalog))
-    with EventLog(Path(args.state) / "events.sqlite") as log:
+    log = _open_store(args)
+    try:
         report = train_lambdamart(log.training_groups(), out, table=table)
+    finally:
+        log.close()
     print(f"trained LambdaMART on {report.train_groups} searches ({report.rows} candidates), "
           f"held out {report.valid_groups}: nDCG@10 {report.ndcg_at_10:.4f} (RRF {report.rrf_ndcg_at_10:.4f})")
     print(f"model: {report.model_path} (the broker serves it from its next start)")
@@ -247,14 +275,16 @@ def cmd_train_ranker(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_policy(args: argparse.Namespace) -> int:
-    from core.eventlog import EventLog
     from core.policy.evaluate import evaluate_policy
     from core.policy.features import DIM
     from core.policy.policies import BanditPolicy
 
     policy_config = policy_config_from_settings(parse_options(args.set, scoped=False))
-    with EventLog(Path(args.state) / "events.sqlite") as log:
+    log = _open_store(args)
+    try:
         feedback = log.bandit_feedback(policy=args.logged_policy or None)
+    finally:
+        log.close()
     policy = BanditPolicy(feedback.strategies, DIM, policy_config)
     if args.policy_state:
         policy.load(args.policy_state)
@@ -268,9 +298,15 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
 
 def add_broker_commands(sub: Any) -> None:
     """Register the cluster commands on the `ltrr` sub-command parser."""
+    store_help = ("the event store: a SQLite file (path or sqlite:///path) or postgresql://user@host:port/db, "
+                  "shared by every broker of a cluster (default: STATE/events.sqlite)")
     p = sub.add_parser("broker", help="serve the broker over running shards")
-    p.add_argument("--shard", action="append", default=[], required=True, metavar="STRATEGY=HOST:PORT")
+    p.add_argument("--shard", action="append", default=[], required=True,
+                   metavar="STRATEGY[/PARTITION]=HOST:PORT[,HOST:PORT...]",
+                   help="a strategy's shard; repeated. With partitions, one flag per partition (0..P-1, no gaps; "
+                        "no /PARTITION = 0), its replicas as a comma list (services/topology.py)")
     p.add_argument("--state", required=True, help="directory for the event log and the policy snapshot")
+    p.add_argument("--store", metavar="URL", help=store_help)
     p.add_argument("--catalog", required=True, help="the catalog the shards were built from")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=50050)
@@ -287,6 +323,9 @@ def add_broker_commands(sub: Any) -> None:
                         "unbounded; services/admission.py), max_wait_ms (how long a search waits for one "
                         "of them), lag_target_ms (refuse new searches while the event "
                         "loop runs this late for 100 ms; 0 = off), "
+                        "topk_probability (how much each document partition is asked for; core/partitions.py), "
+                        "failover, hedging (true|false), hedge_percentile, hedge_min_delay_ms, hedge_min_samples "
+                        "(a partition's replicas; services/replicas.py), "
                         "the event log's retention keep_lists_s, max_age_s, max_bytes (core.eventlog.RetentionConfig), "
                         "and the policy's (PolicyConfig in "
                         f"core/policy/policies.py; policy= is its kind): {', '.join(POLICY_KEYS)}. E.g. "
@@ -324,6 +363,7 @@ def add_broker_commands(sub: Any) -> None:
 
     p = sub.add_parser("train-ranker", help="train the LambdaMART ranker from the broker's event log")
     p.add_argument("--state", required=True, help="the broker's state directory")
+    p.add_argument("--store", metavar="URL", help=store_help)
     p.add_argument("--catalog", required=True)
     p.add_argument("--out", help="model file (default: STATE/ranker.txt, where the broker looks)")
     p.set_defaults(func=cmd_train_ranker)
@@ -331,6 +371,7 @@ def add_broker_commands(sub: Any) -> None:
     p = sub.add_parser("evaluate-policy", help="estimate a candidate policy's value from the event log (IPS, "
                        "SNIPS, DR)")
     p.add_argument("--state", required=True, help="the broker's state directory")
+    p.add_argument("--store", metavar="URL", help=store_help)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"candidate policy settings (as `ltrr broker`'s): {', '.join(POLICY_KEYS)}")
     p.add_argument("--policy-state", help="learned state for the candidate (a policy.npz)")

@@ -1,12 +1,13 @@
-"""The broker's one writer to its event log: decisions by group commit, events one by one.
+"""The broker's one writer to its event store: decisions by group commit, events one by one.
 
-Every call runs on one thread that owns the SQLite connection, in submission order, so a decision
+The store is core.eventstore's (a SQLite file or a PostgreSQL database shared by several brokers).
+Every call runs on one thread that owns the store's connection, in submission order, so a decision
 is always stored before any feedback on it. `store(record)` returns once the record is durable:
 records arriving while a commit runs wait for the next one and share its fsync (group commit), so
 the cost per search falls as load rises. A failed commit (disk full, database busy past its
-timeout, an I/O error) is retried `retries` times with exponential backoff, counted in metrics
-and logged; if it still fails, every search in the batch fails with UNAVAILABLE rather than
-answering with a decision id nobody could join.
+timeout, an I/O error, the PostgreSQL server unreachable) is retried `retries` times with
+exponential backoff, counted in metrics and logged; if it still fails, every search in the batch
+fails with UNAVAILABLE rather than answering with a decision id nobody could join.
 
 Retention (core.eventlog.RetentionConfig) runs on the same thread every `compact_every` commits,
 a bounded amount of work each time.
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UnavailableError
-from core.eventlog import DecisionRecord, EventLog, EventRecord, RetentionConfig
+from core.eventlog import DecisionRecord, EventRecord, RetentionConfig
 from core.eventlog_retention import DEFAULT_COMPACT_ROWS
+from core.eventstore import EventStore, open_store
 from services import metrics
 from services.outbox import CURSOR as OUTBOX_CURSOR
 
@@ -63,14 +65,15 @@ Pending = tuple[DecisionRecord, asyncio.Future[None]]
 
 
 class DecisionWriter:
-    """The event log at `path` and its one writer thread (module docstring)."""
+    """The event store at `url` (core.eventstore: a SQLite path or a PostgreSQL URL) and its one
+    writer thread (module docstring)."""
 
-    def __init__(self, path: str | Path, config: WriterConfig, retention: RetentionConfig) -> None:
+    def __init__(self, url: str | Path, config: WriterConfig, retention: RetentionConfig) -> None:
         self.config, self.retention = config, retention
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-eventlog")
         try:
-            self.log = self.executor.submit(EventLog, path).result()
-        except BaseException:  # a damaged log (StateError): no thread left behind
+            self.log: EventStore = self.executor.submit(open_store, url).result()
+        except BaseException:  # a damaged log (StateError), an unreachable server: no thread left behind
             self.executor.shutdown(wait=True)
             raise
         self.pending: list[Pending] = []
@@ -98,13 +101,17 @@ class DecisionWriter:
                 self.log.record_decisions([record for record, _ in batch])
                 error = None
                 break
-            except (sqlite3.Error, OSError) as e:
+            except (sqlite3.Error, OSError, UnavailableError) as e:
                 error = e
                 if attempt < self.config.retries:
                     metrics.DECISION_WRITE_RETRIES.inc()
                     log.warning("storing %d decisions failed (%s); retry %d of %d", len(batch), e, attempt + 1,
                                 self.config.retries)
                     time.sleep(self.config.backoff_s * 2 ** attempt)
+            except Exception as e:  # not worth retrying (a bug, a rejected row): still settle every search
+                log.exception("storing %d decisions failed", len(batch))
+                error = e
+                break
         if error is not None:
             metrics.DECISION_WRITE_FAILURES.inc(len(batch))
             log.error("storing %d decisions failed after %d retries (%s); their searches fail with UNAVAILABLE",
@@ -121,7 +128,7 @@ class DecisionWriter:
         for _ in range(MAX_PASSES):
             try:
                 report = self.log.compact(time.time(), self.retention, max_rows=self.config.compact_rows)
-            except (sqlite3.Error, OSError) as e:
+            except (sqlite3.Error, OSError, UnavailableError) as e:
                 log.warning("event log retention failed (%s); retried after the next %d commits", e,
                             self.config.compact_every)
                 return

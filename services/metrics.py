@@ -129,6 +129,18 @@ CACHE_BYTES = Gauge("ltrr_cache_bytes", "Estimated bytes held, by cache", ["cach
 INFLIGHT = Gauge("ltrr_broker_inflight_requests", "Broker rpcs being handled", registry=BROKER)
 PENDING_DECISIONS = Gauge("ltrr_broker_pending_decisions",
                           "Decisions waiting for the event log's next group commit (event-store lag)", registry=BROKER)
+HEDGES = Counter("ltrr_broker_hedged_calls",
+                 "Shard calls sent to a second replica because the first had not answered after the partition's "
+                 "recent latency percentile (services.replicas)", ["strategy"], registry=BROKER)
+FAILOVERS = Counter("ltrr_broker_failovers",
+                    "Shard calls retried on another replica after one failed (services.replicas)", ["strategy"],
+                    registry=BROKER)
+PARTIAL = Counter("ltrr_broker_partial_strategy_calls",
+                  "Strategy calls answered by only some of the strategy's partitions (StrategyReport.coverage "
+                  "in (0, 1); the search is degraded)", ["strategy"], registry=BROKER)
+REFETCHES = Counter("ltrr_broker_partition_refetches",
+                    "Document partitions asked a second time for the full quota (core.partitions.refetch_needed)",
+                    ["strategy"], registry=BROKER)
 RECENT_CACHE = "recent_decisions"
 UNDERSTOOD_CACHE = "understood_queries"  # the attribute shard's Understand answers, by query text
 
@@ -156,6 +168,8 @@ def observe_search(served: Served, took_ms: float) -> None:
         if answer.quota > 0:
             _child(STRATEGY_LATENCY, answer.strategy).observe(answer.latency_ms)
             _child(QUOTA, answer.strategy).inc(answer.quota)
+        if answer.answered and answer.coverage < 1.0:
+            _child(PARTIAL, answer.strategy).inc()
     record = served.record
     _child(PLANS, plan_label(record.strategies, record.quotas)).inc()
     PROPENSITY.observe(record.propensity)
@@ -168,6 +182,11 @@ def observe_search(served: Served, took_ms: float) -> None:
 def count_failure(strategy: str, code: grpc.StatusCode) -> None:
     """One fan-out call to `strategy` that ended with gRPC status `code` (not OK)."""
     _child(STRATEGY_FAILURES, strategy, code.name).inc()
+
+
+def count_replica_event(counter: Counter, strategy: str, n: int = 1) -> None:
+    """`n` hedges, failovers or refetches (HEDGES, FAILOVERS, REFETCHES) of `strategy`."""
+    _child(counter, strategy).inc(n)
 
 
 def count_lookup(cache: str, hit: bool) -> None:
@@ -255,6 +274,8 @@ def watch_broker(service: Any) -> None:
         QUOTA.labels(strategy)
         for status in CallStatus:
             STRATEGY_CALLS.labels(strategy, status.name)
+        for counter in (HEDGES, FAILOVERS, REFETCHES, PARTIAL):
+            counter.labels(strategy)
         for code in ("DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNAVAILABLE"):
             STRATEGY_FAILURES.labels(strategy, code)
     for method in ("Search", "Feedback"):

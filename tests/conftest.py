@@ -6,13 +6,18 @@ import os
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 
 from core.catalog import Entity
 from core.indexing import build_index
+from services.postgres import PG_ROOT, PostgresServer, find_binaries
 
 GENRES = ("rock", "pop", "jazz", "latin")
 WORDS = ("love", "night", "dance", "blue", "river", "fire", "heart", "summer", "rain", "gold", "city", "dream")
@@ -44,3 +49,25 @@ def lexical_index_dir(tmp_path_factory: pytest.TempPathFactory, catalog: list[En
     root = tmp_path_factory.mktemp("lexical-index")
     build_index(catalog, root, ["lexical"], {"lexical": {"fields": "title^2,artist", "progress": False}})
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for the session (services.postgres), from the installed binaries."""
+    if find_binaries() is None:
+        pytest.skip(f"no PostgreSQL server binaries under {PG_ROOT} (apt-get install postgresql; CI installs it)")
+    server = PostgresServer(tempfile.mkdtemp(prefix="ltrr-pg-"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a new, empty database on the session's server."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres.url.rsplit("/", 1)[0] + f"/{name}"

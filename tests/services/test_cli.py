@@ -85,6 +85,27 @@ def test_broker_settings_reach_the_policy_config(catalog_file: Path) -> None:
     assert config.policy.static_quotas == (100, 100) and config.ranker == "blend" and config.seed == 3
 
 
+def test_broker_partitions_replicas_and_their_settings_from_the_command_line(catalog_file: Path) -> None:
+    import argparse
+
+    from services.cli_broker import broker_config
+
+    args = argparse.Namespace(shard=["lexical/1=h:3", "lexical/0=h:1,h:2", "memory=m:1"], state="/tmp/unused",
+                              catalog=str(catalog_file),
+                              set=["hedging=false", "hedge_percentile=99", "hedge_min_samples=5", "failover=off",
+                                   "topk_probability=0.999"])
+    config = broker_config(args)
+    assert config.topology == {"lexical": (("h:1", "h:2"), ("h:3",)), "memory": (("m:1",),)}
+    assert not config.replicas.hedging and not config.replicas.failover
+    assert (config.replicas.hedge_percentile, config.replicas.hedge_min_samples) == (99.0, 5)
+    assert config.topk_probability == 0.999
+    bad = argparse.Namespace(**{**vars(args), "shard": ["lexical/1=h:3"], "set": []})
+    with pytest.raises(ValueError, match="without gaps"):
+        broker_config(bad)
+    with pytest.raises(ValueError, match="must be true or false, but got 'maybe'"):
+        broker_config(argparse.Namespace(**{**vars(args), "set": ["hedging=maybe"]}))
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     ("", ()), ("[]", ()), ("hour_sin,weekend", ("hour_sin", "weekend")),
     ("['hour_sin', 'weekend']", ("hour_sin", "weekend")),

@@ -21,7 +21,6 @@ their own connection and may run beside the writer.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sqlite3
@@ -42,10 +41,11 @@ from core.eventlog_records import (
     decision_values,
     event_from_row,
     event_values,
+    training_groups_of,
 )
 from core.eventlog_retention import DEFAULT_COMPACT_ROWS, CompactReport, RetentionConfig, compact, disk_bytes
 from core.eventlog_schema import COLUMNS, connect, transaction
-from core.ranking_train import TrainingGroup, graded_labels
+from core.ranking_train import TrainingGroup
 
 __all__ = ["AlwaysHeld", "BanditLog", "CompactReport", "DecisionRecord", "EventLog", "EventRecord", "RetentionConfig",
            "decision_from_row", "decision_values", "event_from_row"]
@@ -232,12 +232,7 @@ class EventLog:
             rows = conn.execute(f"SELECT {', '.join('d.' + c for c in COLUMNS['decisions'])}, "
                                 "e.entity_id, e.type, e.value FROM decisions d JOIN events e USING (decision_id) "
                                 "WHERE length(d.lists) > 0 ORDER BY d.ts, d.decision_id, e.position")
-            for _, group in itertools.groupby(rows, key=lambda r: r[0]):
-                batch = list(group)
-                record = decision_from_row(batch[0][:_N_DECISION])
-                merged = record.merged()
-                labels = graded_labels(merged, (r[_N_DECISION:_N_DECISION + 3] for r in batch))
-                yield TrainingGroup(query_text=record.query_text, merged=merged, labels=labels)
+            yield from training_groups_of(rows)
         finally:
             conn.close()
 

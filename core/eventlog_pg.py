@@ -29,7 +29,6 @@ Readers (training, OPE) open their own. Policy snapshots are kept in the `snapsh
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import threading
@@ -55,10 +54,11 @@ from core.eventlog_records import (
     decision_values,
     event_from_row,
     event_values,
+    training_groups_of,
 )
 from core.eventlog_retention import DEFAULT_COMPACT_ROWS, MAX_COMPACT_ROWS, CompactReport, RetentionConfig
 from core.eventlog_schema import COMPACTED
-from core.ranking_train import TrainingGroup, graded_labels
+from core.ranking_train import TrainingGroup
 
 __all__ = ["KEEP_SNAPSHOTS", "PgEventLog", "PgLease"]
 
@@ -241,12 +241,7 @@ class PgEventLog:
                 cur.execute(f"SELECT {', '.join('d.' + c for c in DECISION_COLUMNS)}, e.entity_id, e.type, e.value "
                             "FROM decisions d JOIN events e USING (decision_id) WHERE octet_length(d.lists) > 0 "
                             "ORDER BY d.ts, d.decision_id, e.position")
-                for _, group in itertools.groupby(cur, key=lambda r: r[0]):
-                    batch = list(group)
-                    record = decision_from_row(batch[0][:_N_DECISION])
-                    merged = record.merged()
-                    labels = graded_labels(merged, (r[_N_DECISION:_N_DECISION + 3] for r in batch))
-                    yield TrainingGroup(query_text=record.query_text, merged=merged, labels=labels)
+                yield from training_groups_of(cur)
         finally:
             conn.close()
 

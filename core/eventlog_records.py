@@ -4,9 +4,10 @@ backends (core.eventlog_schema describes the columns)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from core.eventlog_schema import COLUMNS, COMPACTED, decode_lists, encode_lists
 from core.merge import Merged, StrategyList, merge
+from core.ranking_train import TrainingGroup, graded_labels
 from core.types import EventType
 
 __all__ = ["BanditLog", "DecisionRecord", "EventRecord", "bandit_log", "decision_from_row", "decision_values",
@@ -178,6 +180,18 @@ def event_from_row(r: Sequence[Any]) -> EventRecord:
 def event_values(event: EventRecord) -> tuple[Any, ...]:
     """The events table row of `event` without its position (EVENT_COLUMNS[1:])."""
     return (event.event_id, event.decision_id, event.entity_id, int(event.type), event.value, event.ts, event.reward)
+
+
+def training_groups_of(rows: Iterable[Sequence[Any]]) -> Iterator[TrainingGroup]:
+    """One TrainingGroup per decision of `rows`: a decision's columns then (entity_id, type, value)
+    of one of its events, grouped by decision, events in position order."""
+    n = len(COLUMNS["decisions"])
+    for _, group in itertools.groupby(rows, key=lambda r: r[0]):
+        batch = list(group)
+        record = decision_from_row(batch[0][:n])
+        merged = record.merged()
+        yield TrainingGroup(query_text=record.query_text, merged=merged,
+                            labels=graded_labels(merged, ((r[n], r[n + 1], r[n + 2]) for r in batch)))
 
 
 def bandit_log(rows: Sequence[Sequence[Any]], strategies: Sequence[str] | None, policy: str | None) -> BanditLog:

@@ -9,6 +9,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,14 @@ def lexical_index_dir(tmp_path_factory: pytest.TempPathFactory, catalog: list[En
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """A private PostgreSQL server for the session (services.postgres), from the installed binaries."""
+    with private_postgres() as server:
+        yield server
+
+
+@contextmanager
+def private_postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server in a new temporary directory, removed on exit; the test is
+    skipped, saying why, where the server binaries are not installed."""
     if find_binaries() is None:
         pytest.skip(f"no PostgreSQL server binaries under {PG_ROOT} (apt-get install postgresql; CI installs it)")
     server = PostgresServer(tempfile.mkdtemp(prefix="ltrr-pg-"))

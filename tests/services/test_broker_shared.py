@@ -4,7 +4,6 @@ Real processes and a real server (tests/conftest.py `postgres`; skipped only wit
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +16,9 @@ from core.eventlog_pg import PgEventLog
 from ltrr.v1 import broker_pb2
 from services.client import BrokerClient
 from services.cluster import broker_args
-from services.postgres import PostgresServer, find_binaries
+from services.postgres import PostgresServer
 from services.process import ServerProcess, shard_args, spawn
+from tests.conftest import private_postgres
 from tests.services.conftest import config, wait_for_events
 
 pytestmark = pytest.mark.slow
@@ -146,14 +146,8 @@ def test_a_broker_killed_during_a_feedback_stream_loses_nothing_acknowledged(
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A server of this test's own, which it stops and starts."""
-    if find_binaries() is None:
-        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql; CI installs it)")
-    server = PostgresServer(tempfile.mkdtemp(prefix="ltrr-pg-"))
-    server.start()
-    try:
+    with private_postgres() as server:
         yield server
-    finally:
-        server.remove()
 
 
 def test_a_postgresql_restart_loses_nothing_acknowledged(built: Path, shards: dict[str, ServerProcess],

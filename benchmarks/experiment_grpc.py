@@ -84,7 +84,7 @@ from core.simulator.runner import (
 from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
 from core.types import StrategyKind
 from ltrr.v1 import broker_pb2
-from services.broker import EVENTS_FILE
+from services.broker_config import EVENTS_FILE
 from services.cli_broker import policy_settings
 from services.client import BrokerClient, ShardClient
 from services.cluster import ClusterConfig, broker_args

@@ -118,7 +118,7 @@ def broker_config(args: argparse.Namespace) -> Any:
     from core.eventlog import RetentionConfig
     from core.partitions import DEFAULT_TOPK_PROBABILITY
     from services.admission import DEFAULT_BROKER_MAX_IN_FLIGHT, DEFAULT_BROKER_MAX_WAIT_MS, DEFAULT_LAG_TARGET_MS
-    from services.broker import DEFAULT_RECENT_BYTES, BrokerConfig
+    from services.broker_config import DEFAULT_RECENT_BYTES, BrokerConfig
     from services.replicas import ReplicaConfig
     from services.topology import parse_shard_flags
 

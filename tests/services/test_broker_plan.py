@@ -17,7 +17,8 @@ from core.eventlog import EventLog
 from core.pipeline import FORCED
 from core.policy.policies import BanditPolicy
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2, shard_pb2_grpc
-from services.broker import EVENTS_FILE, BrokerConfig, BrokerService
+from services.broker import BrokerConfig, BrokerService
+from services.broker_config import EVENTS_FILE
 
 
 class Shard(shard_pb2_grpc.ShardServicer):

@@ -145,16 +145,20 @@ async def _strategy(pool: ShardPool, strategy: str, query: common_pb2.Query, quo
         return _failure(strategy, quota, [g for g in got if isinstance(g, BaseException)], started)
     merged = merge_partitions(strategy, lists, quota, positions)
     again = refetch_needed(lists, [first] * len(parts), merged, quota)
-    if time.perf_counter() >= deadline - PARTIAL_MARGIN_S:
-        again = []  # no time to ask again: the merge of the first answers is what there is
-    if again:
+    short = set(again)  # partitions that may hold more of the top `quota` than they gave
+    if again and time.perf_counter() < deadline - PARTIAL_MARGIN_S:
         metrics.count_replica_event(metrics.REFETCHES, strategy, len(again))
         more = await _gather([parts[p] for p in again], query, quota, deadline - PARTIAL_MARGIN_S)
         for p, lst in zip(again, more, strict=True):
             if isinstance(lst, StrategyList):
                 lists[p] = lst
+                short.discard(p)
         merged = merge_partitions(strategy, lists, quota, positions)
-    coverage = sum(lst is not None for lst in lists) / len(parts)
+    else:
+        again = []  # no time to ask again: the merge of the first answers is what there is
+    # a partition short of a needed second answer is not counted as answered: the merged list may
+    # miss some of its candidates, so the search is reported degraded, never silently inexact
+    coverage = sum(lst is not None and p not in short for p, lst in enumerate(lists)) / len(parts)
     return Answer(strategy, quota, CallStatus.OK, (time.perf_counter() - started) * 1000, merged,
                   coverage=coverage, partition_quota=first, refetched=len(again))
 

@@ -11,7 +11,11 @@ interns each token in a hash table (core.lexical.build_kernels.tokenize), so sto
 stemming apply once per distinct token, not per occurrence; a second kernel counts each
 document's terms. The terms are exactly Analyzer's (tests/core/lexical/test_build.py checks it on
 random unicode). With workers > 1, chunks are analysed in forked processes, each with its own
-tables, and the parent merges their vocabularies. Postings are scattered per term at the end, in
+tables, and the parent merges their vocabularies. Every kernel signature is compiled in the parent
+before it forks (ASCII and wider text take different ones): a numba compile in a child forked from
+a process that runs threads (gRPC's, a test runner's) was seen to spin for ever. A fork server
+would avoid forking such a process but costs 2.5-4 s of worker start-up per build (measured on
+227k documents: 1.1-1.8 s forked vs 3.9-5.7 s). Postings are scattered per term at the end, in
 document order, so each list comes out ascending. Memory: the big columns are uint32/int32 arrays
 (about 8 bytes per (document, term) pair while collecting, 4 + 4F per posting in the result).
 """
@@ -278,7 +282,10 @@ def _analysed(texts: Iterator[tuple[int, list[list[str]]]], fields: Sequence[Fie
     if workers == 1:
         yield from map(_Analyser(fields, groups).chunk, texts)
         return
-    _Analyser(fields, groups).chunk((0, [["warm up"] for _ in fields]))  # compile the kernels before forking
+    # compile every kernel signature before forking (module docstring): ASCII and wider text
+    warm = _Analyser(fields, groups)
+    for text in ("warm up", "warm up \u00e9"):
+        warm.chunk((0, [[text] for _ in fields]))
     with multiprocessing.get_context("fork").Pool(workers, _init_worker, (fields, groups)) as pool:
         pending: collections.deque[AsyncResult[_Chunk]] = collections.deque()
         for item in texts:

@@ -105,3 +105,19 @@ def test_random_writes_equal_a_fresh_build(tmp_path: Path, tracks: list[Entity],
     rng = np.random.default_rng(seed)
     for q in queries(expected[::6] + base[::25], rng):
         assert answer(strategy, q) == answer(rebuilt, q), q
+
+
+def test_equally_weighted_values_are_kept_in_the_build_order(tmp_path: Path, tracks: list[Entity]) -> None:
+    """Four artists one edit from "mara", equally popular, tie for the three matches a span keeps:
+    the live vocabulary keeps the build's three (by name), though they were written in reverse."""
+    base = tracks[:50]
+    names = ["mura", "mora", "mira", "maro"]
+    new = [Entity(id=f"tie-{n}", fields={"title": f"Qzxv Wplk {i}", "artist": n}, attributes={"artist": n},
+                  popularity=1.0) for i, n in enumerate(names)]
+    live, strategy, writer = live_attribute(base, tmp_path / "live")
+    for e in new:  # one batch each: value ids in write order
+        writer.apply(live.apply([Upsert(e)]))
+    rebuilt = attribute(base + new, tmp_path / "fresh")
+    got = strategy.understand(make_query("mara"), 8)
+    assert got == rebuilt.understand(make_query("mara"), 8)
+    assert {s.value for i in got for s in i.slots} == {"maro", "mira", "mora"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from pyroaring import BitMap
@@ -48,6 +49,14 @@ class Change:
     ordinal: int
     old: Entity | None
     new: Entity | None
+
+
+class SupportsWrite(Protocol):
+    """A strategy's live writer (core.semantic.live.LiveSemantic, core.attribute.live.LiveAttribute,
+    core.memory.live.LiveMemory): applies, under its own lock, the Changes its strategy's
+    LiveCollection returned, in order, while searches run."""
+
+    def apply(self, changes: Sequence[Change]) -> object: ...
 
 
 class LiveCollection(Collection):

@@ -99,7 +99,7 @@ def _readings_bytes(item: tuple[int, list[Analysis]]) -> int:
 
 def _below(bits: BitMap, n: int) -> np.ndarray:
     """The members of `bits` below `n`, uint32, ascending."""
-    members = bits.to_array()
+    members = np.asarray(bits.to_array(), dtype=np.uint32)
     return members[:int(np.searchsorted(members, n))]
 
 

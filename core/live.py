@@ -74,7 +74,7 @@ class LiveCollection(Collection):
         self.entities: list[Entity | None] = [None if i in collection.deleted else e
                                               for i, e in enumerate(entities)]
         self.live_ids = {e.id: i for i, e in enumerate(self.entities) if e is not None}
-        self.write_lock = threading.Lock()
+        self.write_lock = threading.RLock()  # apply_writes holds it around the strategies' apply too
 
     @classmethod
     def from_entities(cls, entities: Sequence[Entity]) -> LiveCollection:
@@ -170,3 +170,14 @@ class LiveCollection(Collection):
                 self.bitmaps.get(name, {}).pop(value, None)
                 if name in self.bitmaps and not self.bitmaps[name]:
                     del self.bitmaps[name]
+
+
+def apply_writes(collection: LiveCollection, writers: Sequence[SupportsWrite], writes: Sequence[Write]) -> list[Change]:
+    """Apply `writes` to the collection, then their Changes to every writer, under the collection's
+    write lock, so concurrent batches reach every strategy in the order the collection took them."""
+    with collection.write_lock:
+        changes = collection.apply(writes)
+        if changes:
+            for w in writers:
+                w.apply(changes)
+        return changes

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.catalog import Entity
-from core.live import Change
+from core.errors import InvalidArgumentError
+from core.live import Change, Upsert, Write
 from core.semantic.index import SemanticStrategy, embed_entities
 
 
@@ -34,6 +35,21 @@ class LiveSemantic:
     def __init__(self, strategy: SemanticStrategy) -> None:
         self.strategy = strategy
         self.lock = threading.Lock()
+
+    def check(self, writes: Sequence[Write]) -> None:
+        """Refuse a batch before anything is applied (a batch is all or nothing): an upserted
+        entity's `vector` must have the encoder's dimension and finite values.
+        InvalidArgumentError names the item ("writes[3].entity.vector")."""
+        dim = self.strategy.vector_dim
+        for i, w in enumerate(writes):
+            vector = w.entity.vector if isinstance(w, Upsert) else None
+            if vector is None:
+                continue
+            where = f"writes[{i}].entity.vector"
+            if len(vector) != dim:
+                raise InvalidArgumentError(where, f"must have {dim} values, but got {len(vector)}")
+            if not np.isfinite(np.asarray(vector, dtype=np.float64)).all():
+                raise InvalidArgumentError(where, "must hold only finite values")
 
     def apply(self, changes: Sequence[Change]) -> int:
         """Embed and index the final content of each changed ordinal; returns the vectors added."""

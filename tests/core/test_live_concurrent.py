@@ -13,7 +13,7 @@ from core.attribute.index import AttributeStrategy
 from core.attribute.live import LiveAttribute
 from core.catalog import Entity, demo_catalog_path, load_jsonl
 from core.indexing import build_index, open_strategy
-from core.live import Change, Delete, LiveCollection, SupportsWrite, Upsert, Write
+from core.live import Delete, LiveCollection, SupportsWrite, Upsert, Write, apply_writes
 from core.memory.index import MemoryStrategy
 from core.memory.live import LiveMemory
 from core.query import make_query
@@ -79,9 +79,7 @@ def test_writes_while_searching(tmp_path: Path) -> None:
     def write() -> None:
         try:
             for writes in plan:
-                changes: list[Change] = live.apply(writes)
-                for w in writers:
-                    w.apply(changes)
+                apply_writes(live, writers, writes)
         finally:
             done.set()
 

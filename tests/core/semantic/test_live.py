@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from core.catalog import Entity
+from core.errors import InvalidArgumentError
 from core.indexing import build_index, open_strategy
 from core.live import Delete, LiveCollection, Upsert
 from core.query import make_query
@@ -82,3 +83,13 @@ def test_random_writes_recall_against_a_fresh_build(tmp_path: Path) -> None:
         want = rebuilt.retrieve(make_query(q), 10, rebuilt.collection.allowed([]))
         found.append(float(np.mean(got.scores >= want.scores[-1] - 1e-3)) if len(got) == 10 else 0.0)
     assert np.mean(found) >= 0.95
+
+
+@pytest.mark.parametrize(("vector", "match"), [((1.0, 2.0), "must have 256 values, but got 2"),
+                                               ((float("nan"),) * 256, "finite")])
+def test_check_refuses_a_bad_vector_naming_the_item(tmp_path: Path, vector: tuple[float, ...], match: str) -> None:
+    _, strategy = semantic(synthetic_catalog(20), tmp_path)
+    writes = [Upsert(Entity(id="ok", fields={"title": "fine"})), Upsert(Entity(id="bad", vector=vector))]
+    with pytest.raises(InvalidArgumentError, match=match) as caught:
+        LiveSemantic(strategy).check(writes)
+    assert caught.value.field == "writes[1].entity.vector"

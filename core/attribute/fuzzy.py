@@ -10,6 +10,7 @@ so candidates are complete for distance 1; each is then verified with `osa_dista
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 import numpy as np
 
@@ -108,3 +109,78 @@ class DeleteIndex:
             elif len(s) >= self.min_chars and len(text) >= self.min_chars and within_one_edit(text, s):
                 found.append((i, 1))
         return sorted(found, key=lambda kv: (kv[1], kv[0]))
+
+
+class FuzzyIndex(Protocol):
+    """What query understanding reads of a misspelling index: `strings` by id, and `lookup`."""
+
+    strings: list[str]
+
+    def lookup(self, text: str) -> list[tuple[int, int]]: ...
+
+
+class LiveDeleteIndex:
+    """A DeleteIndex that grows and shrinks: `add` and `discard` strings while lookups run.
+
+    Ids are positions in `strings`, append-only (a discarded string keeps its id and gets it back
+    when added again); lookup orders by (distance, string), which for a DeleteIndex (strings
+    sorted) is its (distance, id) order, so both answer alike over the same strings. Each
+    variant's ids are a tuple replaced on change, never mutated, so a concurrent lookup iterates
+    a consistent one.
+    """
+
+    def __init__(self, strings: Iterable[str] = (), *, min_chars: int = DEFAULT_MIN_FUZZY_CHARS) -> None:
+        if min_chars < 1:
+            raise ValueError(f"`min_chars` must be >= 1, but got {min_chars}")
+        self.min_chars = min_chars
+        self.strings: list[str] = []
+        self.id_of: dict[str, int] = {}
+        self.present: set[int] = set()
+        self.variants: dict[str, tuple[int, ...]] = {}
+        for s in strings:
+            self.add(s)
+
+    def _variants(self, s: str) -> set[str]:
+        if len(s) < self.min_chars:
+            return {s}
+        return {s, *(s[:k] + s[k + 1:] for k in range(len(s)))}
+
+    def __len__(self) -> int:
+        return len(self.present)
+
+    def __contains__(self, s: object) -> bool:
+        return isinstance(s, str) and self.id_of.get(s, -1) in self.present
+
+    def add(self, s: str) -> None:
+        i = self.id_of.get(s)
+        if i is None:
+            i = self.id_of[s] = len(self.strings)
+            self.strings.append(s)
+        elif i in self.present:
+            return
+        for v in self._variants(s):
+            self.variants[v] = (*self.variants.get(v, ()), i)
+        self.present.add(i)
+
+    def discard(self, s: str) -> None:
+        i = self.id_of.get(s)
+        if i is None or i not in self.present:
+            return
+        self.present.discard(i)
+        for v in self._variants(s):
+            rest = tuple(j for j in self.variants.get(v, ()) if j != i)
+            if rest:
+                self.variants[v] = rest
+            else:
+                self.variants.pop(v, None)
+
+    def lookup(self, text: str) -> list[tuple[int, int]]:
+        """(id, distance) of the present strings within distance 1 of `text`, exact ones first."""
+        found: list[tuple[int, int]] = []
+        for i in {i for v in self._variants(text) for i in self.variants.get(v, ())}:
+            s = self.strings[i]
+            if s == text:
+                found.append((i, 0))
+            elif len(s) >= self.min_chars and len(text) >= self.min_chars and within_one_edit(text, s):
+                found.append((i, 1))
+        return sorted(found, key=lambda kv: (kv[1], self.strings[kv[0]]))

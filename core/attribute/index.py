@@ -97,6 +97,12 @@ def _readings_bytes(item: tuple[int, list[Analysis]]) -> int:
     return sum(_READING_BYTES + 2 * (len(a.slot_bits) if a.slot_bits is not None else 0) for a in item[1])
 
 
+def _below(bits: BitMap, n: int) -> np.ndarray:
+    """The members of `bits` below `n`, uint32, ascending."""
+    members = np.asarray(bits.to_array(), dtype=np.uint32)
+    return members[:int(np.searchsorted(members, n))]
+
+
 def short_title(title: str) -> str:
     """"Love Story - Taylor's Version" -> "Love Story"; "Bad Guy (with Justin Bieber)" -> "Bad Guy"."""
     return _TITLE_CUT.split(title, maxsplit=1)[0].strip() or title.strip()
@@ -148,25 +154,31 @@ class AttributeStrategy:
 
     def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
         readings = self.analyse(query.text, self.config.max_interpretations)
-        acc = np.zeros(len(self.collection), dtype=np.float64)
+        # One size for the whole call: a live collection (core.live) may grow meanwhile, so
+        # ordinals past the prior's length (written after this search began) are left out.
+        prior = self.prior
+        n = prior.size
+        acc = np.zeros(n, dtype=np.float64)
         for r in readings:
             like = r.interpretation.likelihood
             text = self.vocab.text_bitmap(r.free_words) if r.free_words else None
             slot_bits = self.local(r.slot_bits) if r.slot_bits is not None else None
             if slot_bits is None:
                 if text is not None:
-                    acc[text.to_array()] += like
+                    acc[_below(text, n)] += like
             elif text is None:
-                acc[slot_bits.to_array()] += like
+                acc[_below(slot_bits, n)] += like
             else:
-                acc[slot_bits.to_array()] += like * self.config.relax
-                acc[(slot_bits & text).to_array()] += like * (1.0 - self.config.relax)
+                acc[_below(slot_bits, n)] += like * self.config.relax
+                acc[_below(slot_bits & text, n)] += like * (1.0 - self.config.relax)
         if allowed is not None:
-            acc *= self.collection.mask(allowed)
+            mask = self.collection.mask(allowed)[:n]
+            acc[:mask.size] *= mask
+            acc[mask.size:] = 0.0
         elif self.collection.deleted:
-            acc[self.collection.deleted.to_array()] = 0.0
+            acc[_below(self.collection.deleted, n)] = 0.0
         candidates = np.flatnonzero(acc > 0)
-        scores = (acc[candidates] * self.prior[candidates]).astype(np.float32)
+        scores = (acc[candidates] * prior[candidates]).astype(np.float32)
         # By the float32 score the wire carries, then the ordinal: the order partitions merge by.
         order = np.lexsort((candidates, -scores))[:quota]
         return Hits(candidates[order].astype(np.int64), scores[order], int(candidates.size),

@@ -162,7 +162,7 @@ def span_matches(words: list[Word], vocab: Vocabulary, config: UnderstandConfig)
         for last in lasts:
             found = _span_candidates(words, alts, first, last, vocab)
             ms = [Match(first, last, vid, conf, conf * conf * vocab.values[vid].weight) for vid, conf in found.items()]
-            ms.sort(key=lambda m: (-m.weight, m.vid))
+            ms.sort(key=lambda m: (-m.weight, vocab.tie_key(m.vid)))
             out[first].extend(ms[:config.matches_per_span])
     return out
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pyroaring import BitMap
 
 from core.analysis import Analyzer, text_key
-from core.attribute.fuzzy import DeleteIndex
+from core.attribute.fuzzy import DeleteIndex, FuzzyIndex
 from core.attribute.phrases import FILLERS, SYNONYMS, decade_phrases
 
 # How readily a span is read as a constraint on each field (title and album names are often
@@ -76,12 +76,17 @@ class Vocabulary:
                     self._phrase(phrase, target, conf)
         full_keys = sorted({k for k, hits in self.phrases.items()
                             if any(entries[v].field in FULL_FUZZY_FIELDS for v, _ in hits) or k in SYNONYMS})
-        self.full = DeleteIndex(full_keys, min_chars=3)
+        self.full: FuzzyIndex = DeleteIndex(full_keys, min_chars=3)
         words = sorted({w for k in self.phrases for w in k.split()} | set(SYNONYMS))
-        self.tokens = DeleteIndex(words, min_chars=4)
+        self.tokens: FuzzyIndex = DeleteIndex(words, min_chars=4)
         self.partial = self._partial(entries)
         self.text = dict(text)
         self.analyzer = Analyzer()
+
+    def tie_key(self, vid: int) -> tuple[int | str, ...]:
+        """The order of equally weighted values: the build's value order (vid here; the live
+        vocabulary gives its (field, name) order, which the build's vids follow)."""
+        return (vid,)
 
     def _phrase(self, key: str, vid: int, conf: float) -> None:
         if not key:

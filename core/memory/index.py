@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pyroaring import BitMap
@@ -131,6 +131,18 @@ def _names(value: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(n.strip() for n in names if n.strip())
 
 
+class PredictedPairs(Protocol):
+    """The predicted pairs a MemoryStrategy reads: stored (Predicted) or live (core.memory.live)."""
+
+    def pairs(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ordinals int32, predicted scores float32) of `key`, best first; empty when none."""
+        ...
+
+    def counts(self) -> tuple[int, int]:
+        """(query keys, pairs)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Predicted:
     """The predicted pairs (CSR, see the module docstring); rows: query key -> row."""
@@ -147,6 +159,9 @@ class Predicted:
         a, b = int(self.offsets[r]), int(self.offsets[r + 1])
         return self.ordinals[a:b], self.scores[a:b]
 
+    def counts(self) -> tuple[int, int]:
+        return len(self.rows), int(self.ordinals.size)
+
 
 class MemoryStrategy:
     """A loaded memory index with its feedback state; implements Strategy, SupportsLearn, SupportsClose.
@@ -159,7 +174,7 @@ class MemoryStrategy:
     kind = StrategyKind.MEMORY
     vector_dim = 0
 
-    def __init__(self, config: MemoryConfig, collection: Collection, predicted: Predicted,
+    def __init__(self, config: MemoryConfig, collection: Collection, predicted: PredictedPairs,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.collection = collection
@@ -315,13 +330,13 @@ class MemoryStrategy:
 
     def describe(self) -> dict[str, str]:
         c = self.config
+        queries, pairs = self.predicted.counts()
         return {"state_dir": str(c.state_dir), "snapshot_every": str(c.snapshot_every),
                 "snapshot_interval_s": str(c.snapshot_interval_s), "dedup_window_s": str(c.dedup_window_s),
                 "min_evidence": str(c.min_evidence), "context_keys": ",".join(c.context_keys),
                 "prior_strength": str(c.scoring.prior_strength),
                 "prior_mean": str(c.scoring.prior_mean), "half_life_days": str(c.scoring.half_life_days),
-                "predicted_queries": str(len(self.predicted.rows)),
-                "predicted_pairs": str(self.predicted.ordinals.size),
+                "predicted_queries": str(queries), "predicted_pairs": str(pairs),
                 "observed_queries": str(len(self.observed)),
                 "contextual_queries": str(sum(SEPARATOR in k for k in self.observed)),
                 "observed_pairs": str(sum(len(pairs) for pairs in self.observed.values())),

@@ -61,6 +61,23 @@ def phrases(entity: Entity) -> Iterator[tuple[str, str]]:
                 yield "mood genre", f"{mood} {g}"
 
 
+def key_scores(entity: Entity) -> dict[str, float]:
+    """query key -> the best KIND_SCORES of the entity's phrases with that key (before the
+    popularity share: max(k1, k2) * share equals max(k1 * share, k2 * share) exactly, since
+    rounding is monotonic, so the split changes no predicted score)."""
+    out: dict[str, float] = {}
+    for kind, text in phrases(entity):
+        key = text_key(text)
+        if key:
+            out[key] = max(out.get(key, 0.0), KIND_SCORES[kind])
+    return out
+
+
+def popularity_share(popularity: float, top: float) -> float:
+    """0.5 + 0.5 * popularity / top (the catalog's largest popularity); 0.5 when top is 0."""
+    return 0.5 + 0.5 * popularity / top if top > 0 else 0.5
+
+
 def predict(entities: Sequence[Entity], popularity: np.ndarray, max_per_query: int = DEFAULT_MAX_PER_QUERY
             ) -> dict[str, list[tuple[int, float]]]:
     """query key -> [(ordinal, predicted score)], best first (ties: lower ordinal), at most
@@ -70,11 +87,8 @@ def predict(entities: Sequence[Entity], popularity: np.ndarray, max_per_query: i
     top = float(popularity.max()) if popularity.size else 0.0
     out: dict[str, dict[int, float]] = {}
     for i, e in enumerate(entities):
-        share = 0.5 + 0.5 * float(popularity[i]) / top if top > 0 else 0.5
-        for kind, text in phrases(e):
-            key = text_key(text)
-            if key:
-                pairs = out.setdefault(key, {})
-                pairs[i] = max(pairs.get(i, 0.0), KIND_SCORES[kind] * share)
+        share = popularity_share(float(popularity[i]), top)
+        for key, kind_score in key_scores(e).items():
+            out.setdefault(key, {})[i] = kind_score * share
     return {key: sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:max_per_query]
             for key, pairs in out.items()}

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.attribute.fuzzy import DeleteIndex, osa_distance, within_one_edit
+from core.attribute.fuzzy import DeleteIndex, LiveDeleteIndex, osa_distance, within_one_edit
 
 WORDS = st.text(alphabet="abc d", max_size=7)
 
@@ -38,3 +38,20 @@ def test_lookup_finds_exactly_the_strings_within_one_edit() -> None:
 def test_min_chars_must_be_positive() -> None:
     with pytest.raises(ValueError, match="`min_chars` must be >= 1, but got 0"):
         DeleteIndex(["a"], min_chars=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.text(alphabet="abcde", min_size=1, max_size=6)), max_size=40),
+       st.lists(st.text(alphabet="abcde", min_size=1, max_size=7), min_size=1, max_size=10))
+def test_live_index_answers_like_a_build_of_its_strings(ops: list[tuple[bool, str]], probes: list[str]) -> None:
+    """After any adds and discards, LiveDeleteIndex looks up like a DeleteIndex built over the
+    strings left, in the same order (ids differ: compare the strings)."""
+    live = LiveDeleteIndex(min_chars=3)
+    left: set[str] = set()
+    for add, s in ops:
+        (live.add if add else live.discard)(s)
+        (left.add if add else left.discard)(s)
+    built = DeleteIndex(sorted(left), min_chars=3)
+    assert len(live) == len(left)
+    for p in probes:
+        assert [(live.strings[i], d) for i, d in live.lookup(p)] == [(built.strings[i], d) for i, d in built.lookup(p)]

@@ -1,0 +1,183 @@
+"""A live catalog: the shared entity table of one process, changed by writes while serving.
+
+A write is an upsert of an entity (an id already live: its content is replaced, in place) or a
+delete of an id. A new id (or one deleted before) gets the next ordinal, in write order; a deleted
+ordinal is never reused, so ordinals only grow and a deleted entity is never returned again.
+The live entities, in ordinal order, are therefore exactly the catalog a fresh offline build of
+the final state would index, in the same relative order (a dict's insertion order with deletes:
+`LiveCollection.catalog`), which is what the equivalence tests compare against.
+
+LiveCollection is a core.collection.Collection (every strategy takes it unchanged): ids,
+popularity, deletions and the categorical filter bitmaps follow the writes. Readers never lock:
+`popularity`, `deleted` and each changed filter bitmap are replaced by new objects (copy on
+write), never mutated in place, so a search holding the old ones sees a consistent state.
+`apply` returns the Changes each live strategy applies in turn (core.semantic.live, ...).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from pyroaring import BitMap
+
+from core.catalog import Entity
+from core.collection import Collection, filter_value
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    entity: Entity
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    entity_id: str
+
+
+Write = Upsert | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one write did to one ordinal: old (its previous content, None when it is new) and new
+    (its content now, None when deleted). A no-op write (deleting an absent id) makes no Change."""
+
+    ordinal: int
+    old: Entity | None
+    new: Entity | None
+
+
+class SupportsWrite(Protocol):
+    """A strategy's live writer (core.semantic.live.LiveSemantic, core.attribute.live.LiveAttribute,
+    core.memory.live.LiveMemory): applies, under its own lock, the Changes its strategy's
+    LiveCollection returned, in order, while searches run."""
+
+    def apply(self, changes: Sequence[Change]) -> object: ...
+
+
+class LiveCollection(Collection):
+    """A Collection that applies writes. entities: the content by ordinal (None once deleted)."""
+
+    def __init__(self, entities: Sequence[Entity], collection: Collection) -> None:
+        if len(entities) != len(collection):
+            raise ValueError(f"`entities` must hold the collection's {len(collection)} entities, "
+                             f"but got {len(entities)}")
+        deleted = BitMap(collection.deleted)
+        bitmaps = {f: {v: bits - deleted for v, bits in values.items() if bits - deleted}
+                   for f, values in collection.bitmaps.items()}
+        super().__init__(collection.ids, collection.popularity, deleted,
+                         {f: values for f, values in bitmaps.items() if values}, collection.index_id)
+        self.entities: list[Entity | None] = [None if i in collection.deleted else e
+                                              for i, e in enumerate(entities)]
+        self.live_ids = {e.id: i for i, e in enumerate(self.entities) if e is not None}
+        self.write_lock = threading.RLock()  # apply_writes holds it around the strategies' apply too
+
+    @classmethod
+    def from_entities(cls, entities: Sequence[Entity]) -> LiveCollection:
+        return cls(entities, Collection.build(entities))
+
+    def catalog(self) -> list[Entity]:
+        """The live entities in ordinal order: the catalog a fresh build of this state indexes."""
+        return [e for e in self.entities if e is not None]
+
+    def max_popularity(self) -> float:
+        """The largest popularity of a live entity (0.0 when none is live)."""
+        live = self._live()
+        pop = self.popularity if live is None else self.popularity[live.to_array()]
+        return float(pop.max()) if pop.size else 0.0
+
+    def apply(self, writes: Sequence[Write]) -> list[Change]:
+        """Apply `writes` in order (under the write lock); returns what each did, in order."""
+        with self.write_lock:
+            changes = [c for w in writes if (c := self._one(w)) is not None]
+            if changes:
+                self._publish(changes)
+            return changes
+
+    def _one(self, write: Write) -> Change | None:
+        if isinstance(write, Delete):
+            o = self.live_ids.pop(write.entity_id, None)
+            if o is None:
+                return None
+            old = self.entities[o]
+            self.entities[o] = None
+            return Change(o, old, None)
+        e = write.entity
+        o = self.live_ids.get(e.id)
+        if o is None:
+            o = len(self.entities)
+            self.entities.append(e)
+            self.live_ids[e.id] = o
+            return Change(o, None, e)
+        old, self.entities[o] = self.entities[o], e
+        return Change(o, old, e)
+
+    def _publish(self, changes: Sequence[Change]) -> None:
+        """Make the state of `self.entities` visible: new ids and popularity first, then the
+        filter bitmaps, then the deletions, each as a new object."""
+        n = len(self.entities)
+        popularity = np.zeros(n, dtype=np.float32)
+        popularity[:len(self.popularity)] = self.popularity
+        for c in changes:
+            if c.new is not None:
+                popularity[c.ordinal] = c.new.popularity
+        for o in range(len(self.ids), n):
+            entity = self.entities[o]
+            # a new ordinal deleted in the same batch keeps the id it was written with
+            self.ids.append(entity.id if entity is not None else self._written_id(changes, o))
+            self.ordinal[self.ids[o]] = o
+        for c in changes:
+            if c.new is not None:
+                self.ordinal[c.new.id] = c.ordinal
+        self.popularity = popularity
+        self._update_bitmaps(changes)
+        deleted = BitMap(self.deleted)
+        for c in changes:
+            (deleted.add if c.new is None else deleted.discard)(c.ordinal)
+        self.deleted = deleted
+        self._live_cache = None
+
+    @staticmethod
+    def _written_id(changes: Sequence[Change], ordinal: int) -> str:
+        return next(e.id for c in changes if c.ordinal == ordinal for e in (c.old, c.new) if e is not None)
+
+    def _update_bitmaps(self, changes: Sequence[Change]) -> None:
+        """Copy on write: every (field, value) a change touches gets a new bitmap with the ordinal
+        removed (old content) or added (new content); a value no entity has any more is dropped."""
+        touched: dict[tuple[str, str], BitMap] = {}
+
+        def bitmap(name: str, value: str) -> BitMap:
+            key = (name, value)
+            if key not in touched:
+                touched[key] = BitMap(self.bitmaps.get(name, {}).get(value, BitMap()))
+            return touched[key]
+
+        for c in changes:
+            for name, value in c.old.categorical() if c.old is not None else ():
+                if folded := filter_value(value):
+                    bitmap(name, folded).discard(c.ordinal)
+            for name, value in c.new.categorical() if c.new is not None else ():
+                if folded := filter_value(value):
+                    bitmap(name, folded).add(c.ordinal)
+        for (name, value), bits in touched.items():
+            if bits:
+                self.bitmaps.setdefault(name, {})[value] = bits
+            else:
+                self.bitmaps.get(name, {}).pop(value, None)
+                if name in self.bitmaps and not self.bitmaps[name]:
+                    del self.bitmaps[name]
+
+
+def apply_writes(collection: LiveCollection, writers: Sequence[SupportsWrite], writes: Sequence[Write]) -> list[Change]:
+    """Apply `writes` to the collection, then their Changes to every writer, under the collection's
+    write lock, so concurrent batches reach every strategy in the order the collection took them."""
+    with collection.write_lock:
+        changes = collection.apply(writes)
+        if changes:
+            for w in writers:
+                w.apply(changes)
+        return changes

@@ -1,0 +1,68 @@
+"""Live writes for the semantic strategy: embed upserted entities into the usearch index, drop
+deleted and replaced ones.
+
+An upserted entity is embedded exactly as the offline build embeds it (core.semantic.index.
+embed_entities: its `vector` if given, else the encoding of its text fields with the index's
+encoder) and added under its ordinal; its previous vector (a replaced entity) goes first; an
+entity with neither text nor vector is not indexed. A deleted ordinal's vector is removed, so
+even a search without an `allowed` set never returns it. The HNSW graph of a live index differs
+from a fresh build's (insertion order), so results agree within ANN tolerance, not exactly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from core.catalog import Entity
+from core.errors import InvalidArgumentError
+from core.live import Change, Upsert, Write
+from core.semantic.index import SemanticStrategy, embed_entities
+
+
+def final_contents(changes: Sequence[Change]) -> dict[int, Entity | None]:
+    """ordinal -> its content after every change (None: deleted), for each ordinal changed."""
+    return {c.ordinal: c.new for c in changes}
+
+
+class LiveSemantic:
+    """Applies Changes to a loaded SemanticStrategy (its collection must be the LiveCollection
+    that produced them). Writes are serialised by a lock; searches run on while they apply
+    (usearch adds and removes are thread-safe against searches)."""
+
+    def __init__(self, strategy: SemanticStrategy) -> None:
+        self.strategy = strategy
+        self.lock = threading.Lock()
+
+    def check(self, writes: Sequence[Write]) -> None:
+        """Refuse a batch before anything is applied (a batch is all or nothing): an upserted
+        entity's `vector` must have the encoder's dimension and finite values.
+        InvalidArgumentError names the item ("writes[3].entity.vector")."""
+        dim = self.strategy.vector_dim
+        for i, w in enumerate(writes):
+            vector = w.entity.vector if isinstance(w, Upsert) else None
+            if vector is None:
+                continue
+            where = f"writes[{i}].entity.vector"
+            if len(vector) != dim:
+                raise InvalidArgumentError(where, f"must have {dim} values, but got {len(vector)}")
+            if not np.isfinite(np.asarray(vector, dtype=np.float64)).all():
+                raise InvalidArgumentError(where, "must hold only finite values")
+
+    def apply(self, changes: Sequence[Change]) -> int:
+        """Embed and index the final content of each changed ordinal; returns the vectors added."""
+        final = final_contents(changes)
+        upserted = [(o, e) for o, e in final.items() if e is not None]
+        s = self.strategy
+        ordinals, vectors = np.zeros(0, dtype=np.int64), np.zeros((0, s.vector_dim), dtype=np.float32)
+        if upserted:  # encode outside the lock: the slow part
+            keep, vectors = embed_entities([e for _, e in upserted], s.config, s.encoder, None, progress=False)
+            ordinals = np.array([upserted[i][0] for i in keep.tolist()], dtype=np.int64)
+        with self.lock:
+            stale = np.array(sorted(set(final) - set(ordinals.tolist())), dtype=np.int64)
+            s.vectors.remove(stale)
+            if ordinals.size:
+                s.vectors.add(ordinals, vectors)
+        return int(ordinals.size)

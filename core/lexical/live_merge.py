@@ -9,17 +9,13 @@ core.lexical.index.write_postings writes the same files as a fresh offline build
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from core.lexical import jit
 from core.lexical.build import Postings
 from core.lexical.codec import BLOCK
 from core.lexical.index import LexicalIndex
-
-if TYPE_CHECKING:  # live.py imports this module
-    from core.lexical.live import View
+from core.lexical.segments import View
 
 
 def base_postings(base: LexicalIndex) -> tuple[np.ndarray, np.ndarray]:

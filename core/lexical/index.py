@@ -104,7 +104,7 @@ class LexicalIndex:
         self.vocab = vocab
         self.groups = config.groups()
         self.blocks = {name: blocks[name] for name in KERNEL_ARRAYS}
-        self.bound_arrays = {name: blocks[name] for name in BOUND_ARRAYS}
+        self.block_max_tf = blocks["block_max_tf"]
         self.n_docs = int(doc_lengths.shape[1])
         stats, df = corpus if corpus is not None else (CorpusStats.of_lengths(doc_lengths, self.groups), None)
         if df is None:
@@ -117,6 +117,8 @@ class LexicalIndex:
         self.vocab_sizes = [len(v) for v in vocab]
         self.doc_lengths = doc_lengths  # for core.lexical.live's merge (memory-mapped when loaded)
         self.stats, self.df = stats, df
+        # (F, B): the code of each block's shortest length, for the bounds (independent of the statistics).
+        self.min_len_code = norm_codes(blocks["block_min_len"].T, config.length_quantization).astype(np.int64)
         self.set_stats(stats, df, self.norm_code)
         popularity = np.asarray(collection.popularity, dtype=np.float64)
         self.prior = (config.popularity_weight * np.log1p(popularity)).astype(np.float32) \
@@ -136,10 +138,8 @@ class LexicalIndex:
         self.norm_table = norm_table(stats.avgdl(), config.b, config.length_quantization, cover)
         self.idf = term_idf(df, self.vocab_sizes, stats.group_docs)
         # (B, F): inv_norm at each block's shortest length, from the documents' own table.
-        min_len_code = norm_codes(self.bound_arrays["block_min_len"].T, config.length_quantization)
-        min_len_inv_norm = np.ascontiguousarray(
-            np.take_along_axis(self.norm_table, min_len_code.astype(np.int64), axis=1).T)
-        self.block_ub = jit.block_upper_bounds(self.bound_arrays["block_max_tf"], min_len_inv_norm, self.inner_w,
+        min_len_inv_norm = np.ascontiguousarray(np.take_along_axis(self.norm_table, self.min_len_code, axis=1).T)
+        self.block_ub = jit.block_upper_bounds(self.block_max_tf, min_len_inv_norm, self.inner_w,
                                                float(config.k1))
 
     def query_terms(self, text: str) -> tuple[np.ndarray, np.ndarray]:

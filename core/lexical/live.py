@@ -37,7 +37,6 @@ from core.collection import Collection
 from core.errors import NotFoundError
 from core.lexical.index import LexicalIndex, term_idf, write_postings
 from core.lexical.live_merge import merged_postings
-from core.lexical.norms import norm_codes
 from core.lexical.segments import DeltaSegment, Segments, View
 from core.lexical.stats import CorpusStats
 from core.query import Query
@@ -175,7 +174,7 @@ def make_view(seg: Segments, deleted: BitMap, version: int) -> View:
                         length_sums=tuple(a + b for a, b in zip(base.stats.length_sums, delta.length_sums,
                                                                 strict=True)),
                         field_docs=tuple(a + b for a, b in zip(base.stats.field_docs, delta.field_docs, strict=True)))
-    delta_code = norm_codes(delta.lengths[:, :n_delta], base.config.length_quantization)
+    delta_code = delta.codes[:, :n_delta]  # a view: a later add writes past n_delta or into a new array
     scored = copy.copy(base)
     scored.set_stats(stats, base.df, delta_code)
     dead = np.asarray(deleted.to_array(), dtype=np.int64)

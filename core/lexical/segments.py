@@ -12,6 +12,7 @@ from pyroaring import BitMap
 from core.analysis import Analyzer
 from core.catalog import Entity
 from core.lexical.index import LexicalIndex
+from core.lexical.norms import norm_codes
 from core.lexical.stats import CorpusStats
 
 MIN_CAPACITY = 16
@@ -32,7 +33,9 @@ class DeltaSegment:
         self.analyzers = [Analyzer(f.analyzer) for f in base.config.fields]
         self.popularity_weight = base.config.popularity_weight
         self.entities: list[Entity] = []
+        self.quantization = base.config.length_quantization
         self.lengths = np.zeros((len(self.fields), MIN_CAPACITY), dtype=np.uint32)
+        self.codes = np.zeros((len(self.fields), MIN_CAPACITY), dtype=np.uint32)  # norm code per field and document
         self.prior = np.zeros(MIN_CAPACITY, dtype=np.float32)
         self.postings: list[dict[str, tuple[np.ndarray, np.ndarray, int]]] = [{} for _ in self.groups]
         self.group_docs = [0] * len(self.groups)  # documents with a non-empty field of the group
@@ -47,6 +50,7 @@ class DeltaSegment:
         j = len(self.entities)
         if j == self.prior.shape[0]:
             self.lengths = np.concatenate([self.lengths, np.zeros_like(self.lengths)], axis=1)
+            self.codes = np.concatenate([self.codes, np.zeros_like(self.codes)], axis=1)
             self.prior = np.concatenate([self.prior, np.zeros_like(self.prior)])
         counts = [Counter(a(entity.fields.get(name, ""))) for name, a in zip(self.fields, self.analyzers, strict=True)]
         for f, c in enumerate(counts):
@@ -54,6 +58,7 @@ class DeltaSegment:
             self.lengths[f, j] = length
             self.length_sums[f] += length
             self.field_docs[f] += length > 0
+        self.codes[:, j] = norm_codes(self.lengths[:, j:j + 1], self.quantization)[:, 0]
         for g, group in enumerate(self.groups):
             self.group_docs[g] += any(self.lengths[f, j] > 0 for f in group)
             for term in sorted({t for f in group for t in counts[f]}):

@@ -176,7 +176,7 @@ def make_view(seg: Segments, deleted: BitMap, version: int) -> View:
                         field_docs=tuple(a + b for a, b in zip(base.stats.field_docs, delta.field_docs, strict=True)))
     delta_code = delta.codes[:, :n_delta]  # a view: a later add writes past n_delta or into a new array
     scored = copy.copy(base)
-    scored.set_stats(stats, base.df, delta_code)
+    scored.set_stats(stats, base.df + delta.base_df, delta_code)
     dead = np.asarray(deleted.to_array(), dtype=np.int64)
     base_live = np.zeros(0, dtype=np.uint8)
     if dead.size and dead[0] < n_base:
@@ -189,21 +189,28 @@ def make_view(seg: Segments, deleted: BitMap, version: int) -> View:
 
 def query_plan(view: View, text: str) -> list[tuple[int, str, int, float]]:
     """The query's known terms, group by group, in query order, as a fresh build of every copy
-    would list them: (group, term, base term id or -1, weight qtf * outer_w * idf)."""
+    would list them: (group, term, base term id or -1, weight qtf * outer_w * idf). A base term's
+    idf is the view's (base + delta df); a term only the delta holds gets its own."""
     base, delta = view.base, view.segments.delta
     analysed = {cfg: Counter(a(text)) for cfg, a in base.analyzers.items()}
-    plan: list[tuple[int, str, int, int]] = []  # (group, term, base tid, qtf)
-    dfs: list[int] = []
+    plan: list[tuple[int, str, int, float]] = []
+    new: list[tuple[int, int, int]] = []  # (position in plan, group, df) of the terms only the delta holds
     for g, vocab in enumerate(base.vocab):
         for term, qtf in analysed[base.group_analyzer[g]].items():
             tid = vocab.get(term, -1)
-            df = (int(base.df[tid]) if tid >= 0 else 0) + delta.term(g, term, view.n_delta)[0].shape[0]
+            if tid >= 0:
+                plan.append((g, term, tid, qtf * base.outer_w[g] * float(base.idf[tid])))
+                continue
+            df = delta.term(g, term, view.n_delta)[0].shape[0]
             if df > 0:
-                plan.append((g, term, tid, qtf))
-                dfs.append(df)
-    sizes = [sum(1 for p in plan if p[0] == g) for g in range(len(base.vocab))]
-    idf = term_idf(np.array(dfs, dtype=np.int64), sizes, view.stats.group_docs)
-    return [(g, term, tid, qtf * base.outer_w[g] * float(i)) for (g, term, tid, qtf), i in zip(plan, idf, strict=True)]
+                new.append((len(plan), g, df))
+                plan.append((g, term, -1, float(qtf)))
+    if new:
+        idf = term_idf(np.array([df for _, _, df in new], dtype=np.int64), [1] * len(new),
+                       [view.stats.group_docs[g] for _, g, _ in new])
+        for (i, g, _), value in zip(new, idf, strict=True):
+            plan[i] = (*plan[i][:3], plan[i][3] * base.outer_w[g] * float(value))
+    return plan
 
 
 def search(view: View, text: str, quota: int, allowed: BitMap | None) -> Hits:

@@ -29,6 +29,8 @@ class DeltaSegment:
 
     def __init__(self, base: LexicalIndex) -> None:
         self.groups = base.groups
+        self.base_vocab = base.vocab
+        self.base_df = np.zeros(len(base.df), dtype=np.int64)  # delta documents holding each base term
         self.fields = [f.name for f in base.config.fields]
         self.analyzers = [Analyzer(f.analyzer) for f in base.config.fields]
         self.popularity_weight = base.config.popularity_weight
@@ -75,6 +77,9 @@ class DeltaSegment:
             docs = np.concatenate([docs, np.zeros_like(docs)])
             freqs = np.concatenate([freqs, np.zeros_like(freqs)], axis=1)
         docs[n] = j
+        tid = self.base_vocab[g].get(term)
+        if tid is not None:
+            self.base_df[tid] += 1
         freqs[:, n] = tfs
         self.postings[g][term] = (docs, freqs, n + 1)
 

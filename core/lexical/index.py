@@ -104,24 +104,22 @@ class LexicalIndex:
         self.vocab = vocab
         self.groups = config.groups()
         self.blocks = {name: blocks[name] for name in KERNEL_ARRAYS}
+        self.block_max_tf = blocks["block_max_tf"]
         self.n_docs = int(doc_lengths.shape[1])
         stats, df = corpus if corpus is not None else (CorpusStats.of_lengths(doc_lengths, self.groups), None)
         if df is None:
             df = postings_per_term(blocks["term_blocks"], blocks["block_n"])
-        avgdl = stats.avgdl()
-        # (F, N) one small code per document and field, and its float32 inv_norm per code.
+        # (F, N) one small code per document and field.
         self.norm_code = norm_codes(doc_lengths, config.length_quantization)
-        self.norm_table = norm_table(avgdl, config.b, config.length_quantization, self.norm_code)
         self.inner_w = np.array([f.weight if config.scoring == "bm25f" else 1.0 for f in config.fields],
                                 dtype=np.float64)
         self.outer_w = [1.0 if config.scoring == "bm25f" else config.fields[g[0]].weight for g in self.groups]
-        self.idf = term_idf(df, [len(v) for v in vocab], stats.group_docs)
-        # (B, F): inv_norm at each block's shortest length, from the documents' own table.
-        min_len_code = norm_codes(blocks["block_min_len"].T, config.length_quantization)
-        min_len_inv_norm = np.ascontiguousarray(
-            np.take_along_axis(self.norm_table, min_len_code.astype(np.int64), axis=1).T)
-        self.block_ub = jit.block_upper_bounds(blocks["block_max_tf"], min_len_inv_norm, self.inner_w,
-                                               float(config.k1))
+        self.vocab_sizes = [len(v) for v in vocab]
+        self.doc_lengths = doc_lengths  # for core.lexical.live's merge (memory-mapped when loaded)
+        self.stats, self.df = stats, df
+        # (F, B): the code of each block's shortest length, for the bounds (independent of the statistics).
+        self.min_len_code = norm_codes(blocks["block_min_len"].T, config.length_quantization).astype(np.int64)
+        self.set_stats(stats, df, self.norm_code)
         popularity = np.asarray(collection.popularity, dtype=np.float64)
         self.prior = (config.popularity_weight * np.log1p(popularity)).astype(np.float32) \
             if config.popularity_weight > 0 else np.zeros(0, dtype=np.float32)
@@ -129,6 +127,20 @@ class LexicalIndex:
         # Groups sharing an analyzer configuration analyse the query once.
         self.group_analyzer = [config.fields[g[0]].analyzer for g in self.groups]
         self.analyzers = {cfg: Analyzer(cfg) for cfg in self.group_analyzer}
+
+    def set_stats(self, stats: CorpusStats, df: np.ndarray, codes: np.ndarray) -> None:
+        """Score with these corpus statistics (stats; df, int64 (T,), per term of this index):
+        idf, the per-field norm table (covering `codes`, unsigned, any shape, as well as this
+        index's own) and the block bounds, which depend on them, are recomputed. Used at load and
+        by core.lexical.live, whose statistics also count the delta segment."""
+        config = self.config
+        cover = np.array([int(codes.max(initial=0)), int(self.norm_code.max(initial=0))], dtype=np.uint32)
+        self.norm_table = norm_table(stats.avgdl(), config.b, config.length_quantization, cover)
+        self.idf = term_idf(df, self.vocab_sizes, stats.group_docs)
+        # (B, F): inv_norm at each block's shortest length, from the documents' own table.
+        min_len_inv_norm = np.ascontiguousarray(np.take_along_axis(self.norm_table, self.min_len_code, axis=1).T)
+        self.block_ub = jit.block_upper_bounds(self.block_max_tf, min_len_inv_norm, self.inner_w,
+                                               float(config.k1))
 
     def query_terms(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """(term ids int64, term weights float64), group by group, in query order: each known query

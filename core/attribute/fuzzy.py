@@ -9,7 +9,7 @@ so candidates are complete for distance 1; each is then verified with `osa_dista
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -62,6 +62,31 @@ def within_one_edit(a: str, b: str) -> bool:
     return a[i + 1:] == b[i + 1:] or (i + 1 < n and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2:] == b[i + 2:])
 
 
+def deletion_variants(s: str, min_chars: int) -> set[str]:
+    """`s` and every string one deletion away from it; `s` alone when shorter than `min_chars`."""
+    if len(s) < min_chars:
+        return {s}
+    return {s, *(s[:k] + s[k + 1:] for k in range(len(s)))}
+
+
+def verified(text: str, candidates: Iterable[int], strings: Sequence[str], min_chars: int) -> list[tuple[int, int]]:
+    """(id, distance) of the candidate ids whose string is `text` (0) or one edit from it (1; both
+    at least `min_chars` long), in no order."""
+    found: list[tuple[int, int]] = []
+    for i in candidates:
+        s = strings[i]
+        if s == text:
+            found.append((i, 0))
+        elif len(s) >= min_chars and len(text) >= min_chars and within_one_edit(text, s):
+            found.append((i, 1))
+    return found
+
+
+def _check_min_chars(min_chars: int) -> None:
+    if min_chars < 1:
+        raise ValueError(f"`min_chars` must be >= 1, but got {min_chars}")
+
+
 class DeleteIndex:
     """Strings within edit distance 1 of a query string, by id.
 
@@ -73,8 +98,7 @@ class DeleteIndex:
     """
 
     def __init__(self, strings: Iterable[str], *, min_chars: int = DEFAULT_MIN_FUZZY_CHARS) -> None:
-        if min_chars < 1:
-            raise ValueError(f"`min_chars` must be >= 1, but got {min_chars}")
+        _check_min_chars(min_chars)
         self.min_chars = min_chars
         self.strings = list(strings)
         hashes: list[int] = []
@@ -89,9 +113,7 @@ class DeleteIndex:
         self.ids = np.array(ids, dtype=np.int32)[order]
 
     def _variants(self, s: str) -> set[str]:
-        if len(s) < self.min_chars:
-            return {s}
-        return {s, *(s[:k] + s[k + 1:] for k in range(len(s)))}
+        return deletion_variants(s, self.min_chars)
 
     def __len__(self) -> int:
         return len(self.strings)
@@ -101,14 +123,8 @@ class DeleteIndex:
         probe = np.fromiter(map(hash, self._variants(text)), dtype=np.int64)
         lo = np.searchsorted(self.hashes, probe, "left")
         hi = np.searchsorted(self.hashes, probe, "right")
-        found: list[tuple[int, int]] = []
-        for i in {int(x) for a, b in zip(lo.tolist(), hi.tolist(), strict=True) for x in self.ids[a:b]}:
-            s = self.strings[i]
-            if s == text:
-                found.append((i, 0))
-            elif len(s) >= self.min_chars and len(text) >= self.min_chars and within_one_edit(text, s):
-                found.append((i, 1))
-        return sorted(found, key=lambda kv: (kv[1], kv[0]))
+        candidates = {int(x) for a, b in zip(lo.tolist(), hi.tolist(), strict=True) for x in self.ids[a:b]}
+        return sorted(verified(text, candidates, self.strings, self.min_chars), key=lambda kv: (kv[1], kv[0]))
 
 
 class FuzzyIndex(Protocol):
@@ -130,8 +146,7 @@ class LiveDeleteIndex:
     """
 
     def __init__(self, strings: Iterable[str] = (), *, min_chars: int = DEFAULT_MIN_FUZZY_CHARS) -> None:
-        if min_chars < 1:
-            raise ValueError(f"`min_chars` must be >= 1, but got {min_chars}")
+        _check_min_chars(min_chars)
         self.min_chars = min_chars
         self.strings: list[str] = []
         self.id_of: dict[str, int] = {}
@@ -141,9 +156,7 @@ class LiveDeleteIndex:
             self.add(s)
 
     def _variants(self, s: str) -> set[str]:
-        if len(s) < self.min_chars:
-            return {s}
-        return {s, *(s[:k] + s[k + 1:] for k in range(len(s)))}
+        return deletion_variants(s, self.min_chars)
 
     def __len__(self) -> int:
         return len(self.present)
@@ -176,11 +189,6 @@ class LiveDeleteIndex:
 
     def lookup(self, text: str) -> list[tuple[int, int]]:
         """(id, distance) of the present strings within distance 1 of `text`, exact ones first."""
-        found: list[tuple[int, int]] = []
-        for i in {i for v in self._variants(text) for i in self.variants.get(v, ())}:
-            s = self.strings[i]
-            if s == text:
-                found.append((i, 0))
-            elif len(s) >= self.min_chars and len(text) >= self.min_chars and within_one_edit(text, s):
-                found.append((i, 1))
+        candidates = {i for v in self._variants(text) for i in self.variants.get(v, ())}
+        found = verified(text, candidates, self.strings, self.min_chars)
         return sorted(found, key=lambda kv: (kv[1], self.strings[kv[0]]))

@@ -37,6 +37,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import numpy as np
@@ -131,6 +132,11 @@ class EntityTable:
                    recording_keys=tuple(recording_key(e.fields.get("title", ""), e.fields.get("artist", ""))
                                         for e in ents),
                    analyzer=config)
+
+    @property
+    def positions(self) -> Mapping[str, int]:
+        """Entity id -> its row, i.e. its catalog position (read-only)."""
+        return MappingProxyType(self._row)
 
     def rows(self, entity_ids: Sequence[str]) -> np.ndarray:
         """int64 (len(entity_ids),): row of each id, -1 for ids not in the table."""

@@ -118,14 +118,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.strategies = config.strategies
         self.state_dir = Path(config.state_dir)
         self.pool = ShardPool(config.topology, config.replicas, config.security)
-        self.positions: dict[str, int] | None = None  # entity id -> catalog position (partition merge ties)
+        # entity id -> catalog position: Feedback's entity check and the partition merge's ties (None: no catalog)
+        self.positions: Mapping[str, int] | None = None
         self.rng = np.random.default_rng(config.seed)
         self.recent: ByteLRU[str, DecisionRecord] = ByteLRU(config.recent_bytes, decision_bytes)
         self.understood: ByteLRU[str, list[Any]] = ByteLRU(DEFAULT_UNDERSTOOD_BYTES, _interpretations_bytes)
         self.pipeline: SearchPipeline | None = None
         self.writer: DecisionWriter | None = None
         self.outbox: MemoryOutboxes | None = None
-        self.known_ids: frozenset[str] | None = None
         self.learner: Learner | None = None
         self.warm_started: dict[str, Any] | None = None  # the snapshot's WARM_START record
         self.updates = 0
@@ -167,8 +167,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         path = self.state_dir / POLICY_FILE
         saved = load_stored_snapshot(store, policy) if isinstance(store, SnapshotStore) else load_snapshot(path, policy)
         table = EntityTable.from_entities(c.entities)
-        self.known_ids = frozenset(table.ids) if c.entities else None
-        self.positions = {eid: i for i, eid in enumerate(table.ids)} if c.entities else None
+        self.positions = table.positions if c.entities else None
         ranker = make_ranker(c.ranker, table, c.ranker_model)
         log.info("ranker: %s (asked for %s)", type(ranker).__name__, c.ranker)
         pipeline = SearchPipeline(policy, ranker, history=load_history(saved, path), recordings=table)
@@ -381,7 +380,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         logs.DECISION_ID.set(request.decision_id)
         pipeline = self._ready()
         record = await self._decision(request.decision_id)
-        if self.known_ids is not None and request.entity_id and request.entity_id not in self.known_ids:
+        if self.positions is not None and request.entity_id and request.entity_id not in self.positions:
             raise NotFoundError(f"entity_id: {request.entity_id!r} is not in the catalog")
         event = convert.event_from_proto(common_pb2.FeedbackEvent(
             event_id=request.event_id or f"{request.decision_id}:{request.entity_id}:{request.type}",

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from services.cluster import shard_flags
+
 K8S = Path(__file__).resolve().parent
 STRATEGIES = ("lexical", "semantic", "attribute", "memory")
 PARTITIONS = 2
@@ -161,8 +163,7 @@ def partition_objects(strategy: str, partition: int) -> list[dict[str, Any]]:
 def broker_objects() -> list[dict[str, Any]]:
     """The brokers' Deployment (stateless: the event store holds what they learn), Service, PDB."""
     labels = {"app": "ltrr", "role": "broker"}
-    shards = [f for s in STRATEGIES for p in range(PARTITIONS)
-              for f in ("--shard", f"{s}/{p}={','.join(replica_addresses(s, p))}")]
+    shards = shard_flags({s: [replica_addresses(s, p) for p in range(PARTITIONS)] for s in STRATEGIES})
     args = ["--log-format", "json", "broker", "--host", "0.0.0.0", "--port", str(BROKER_PORT), "--state", "/state",
             "--catalog", CATALOG, "--store", "$(LTRR_STORE_URL)", *shards, "--set", "policy=thompson",
             "--set", "budget=200", "--metrics-port", str(METRICS_PORT), *security_args()]

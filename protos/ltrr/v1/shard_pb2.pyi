@@ -93,3 +93,17 @@ class DescribeResponse(_message.Message):
     vector_dim: int
     params: _containers.ScalarMap[str, str]
     def __init__(self, strategy: _Optional[str] = ..., format_version: _Optional[int] = ..., index_id: _Optional[str] = ..., num_entities: _Optional[int] = ..., num_deleted: _Optional[int] = ..., max_quota: _Optional[int] = ..., max_query_chars: _Optional[int] = ..., filter_fields: _Optional[_Iterable[str]] = ..., vector_dim: _Optional[int] = ..., params: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CatalogPositionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CatalogPositionResponse(_message.Message):
+    __slots__ = ("applied_position", "base_position", "pending_entities")
+    APPLIED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    BASE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    applied_position: int
+    base_position: int
+    pending_entities: int
+    def __init__(self, applied_position: _Optional[int] = ..., base_position: _Optional[int] = ..., pending_entities: _Optional[int] = ...) -> None: ...

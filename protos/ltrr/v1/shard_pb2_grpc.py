@@ -57,6 +57,11 @@ class ShardStub:
                 request_serializer=ltrr_dot_v1_dot_shard__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=ltrr_dot_v1_dot_shard__pb2.DescribeResponse.FromString,
                 _registered_method=True)
+        self.CatalogPosition = channel.unary_unary(
+                '/ltrr.v1.Shard/CatalogPosition',
+                request_serializer=ltrr_dot_v1_dot_shard__pb2.CatalogPositionRequest.SerializeToString,
+                response_deserializer=ltrr_dot_v1_dot_shard__pb2.CatalogPositionResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -97,6 +102,14 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CatalogPosition(self, request, context):
+        """How far this shard has applied the live catalog log (catalog.proto): the broker's catalog
+        Status and Write's wait read it. A shard that serves no live catalog answers position 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -119,6 +132,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=ltrr_dot_v1_dot_shard__pb2.DescribeRequest.FromString,
                     response_serializer=ltrr_dot_v1_dot_shard__pb2.DescribeResponse.SerializeToString,
+            ),
+            'CatalogPosition': grpc.unary_unary_rpc_method_handler(
+                    servicer.CatalogPosition,
+                    request_deserializer=ltrr_dot_v1_dot_shard__pb2.CatalogPositionRequest.FromString,
+                    response_serializer=ltrr_dot_v1_dot_shard__pb2.CatalogPositionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -232,6 +250,33 @@ class Shard:
             '/ltrr.v1.Shard/Describe',
             ltrr_dot_v1_dot_shard__pb2.DescribeRequest.SerializeToString,
             ltrr_dot_v1_dot_shard__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CatalogPosition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ltrr.v1.Shard/CatalogPosition',
+            ltrr_dot_v1_dot_shard__pb2.CatalogPositionRequest.SerializeToString,
+            ltrr_dot_v1_dot_shard__pb2.CatalogPositionResponse.FromString,
             options,
             channel_credentials,
             insecure,

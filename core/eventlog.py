@@ -11,8 +11,10 @@ on it (EventRecord) and has a position: its place in recording order, increasing
 reused, even after retention deleted events. A policy snapshot stores the position it has learned
 up to and replays `events_after` it; a consumer (the broker's forwarding to the memory shard)
 keeps its position in a cursor (`set_cursor`) and reads `feedback_after` it, so that after any
-outage it resumes where it stopped. The file format, its migrations (versions 1 and 2 -> 3), the checks
-made on opening are in core.eventlog_schema; retention (`compact`) in core.eventlog_retention.
+outage it resumes where it stopped. The catalog log (core.catalog_log: append_catalog,
+catalog_after) lives in the same file, in its own tables (core.catalog_store). The file format,
+its migrations (versions 1, 2 and 3 -> 4), the checks made on opening are in core.eventlog_schema;
+retention (`compact`) in core.eventlog_retention.
 
 Threading: one EventLog serves one writer; its methods take an internal lock, so calls from
 several threads are serialised (the broker runs them on one worker thread). Iterators open
@@ -31,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core import catalog_store
+from core.catalog_log import CatalogRecord, CatalogWrite
 from core.errors import NotFoundError
 from core.eventlog_records import (
     BanditLog,
@@ -138,6 +142,24 @@ class EventLog:
         cur = self._conn.execute("INSERT INTO events (event_id, decision_id, entity_id, type, value, ts, reward) "
                                  "VALUES (?, ?, ?, ?, ?, ?, ?)", event_values(event))
         return int(cur.lastrowid or 0)
+
+    def append_catalog(self, writes: Sequence[CatalogWrite]) -> list[int]:
+        """core.catalog_log.CatalogLog.append_catalog: one transaction (BEGIN IMMEDIATE: positions
+        in commit order), durable on return; per write its position, 0 when stale."""
+        catalog_store.check_batch(writes)
+        with self._lock, transaction(self._conn):
+            last = int(self._conn.execute("SELECT coalesce(max(position), 0) FROM catalog_writes").fetchone()[0])
+            return catalog_store.append(self._conn.execute, "?", writes, last)[0]
+
+    def catalog_after(self, position: int, limit: int) -> list[CatalogRecord]:
+        """Up to `limit` catalog records after `position`, in position order."""
+        with self._lock:
+            return catalog_store.after(self._conn.execute, "?", position, limit)
+
+    def last_catalog_position(self) -> int:
+        """The newest catalog position (0: an empty catalog log)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT coalesce(max(position), 0) FROM catalog_writes").fetchone()[0])
 
     def lease(self, name: str) -> AlwaysHeld:
         """One broker uses a SQLite log: every lease is always held."""

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from core import catalog_store
+from core.catalog_log import CatalogRecord, CatalogWrite
 from core.errors import NotFoundError, UnavailableError
 from core.eventlog_pg_schema import CREATE, SCHEMA_LOCK, connect
 from core.eventlog_records import (
@@ -153,6 +155,29 @@ class PgEventLog:
             conn.execute(_INSERT_EVENT, (position, *event_values(replace(event, reward=reward))))
             conn.execute("UPDATE event_counter SET position = %s WHERE id = 1", (position,))
         return position
+
+    def append_catalog(self, writes: Sequence[CatalogWrite]) -> list[int]:
+        """core.catalog_log.CatalogLog.append_catalog: one transaction holding the catalog_counter
+        row FOR UPDATE (positions in commit order across brokers, as events); per write its
+        position, 0 when stale. Durable on return (synchronous_commit on)."""
+        catalog_store.check_batch(writes)
+        with self._session() as conn, conn.transaction():
+            row = conn.execute("SELECT position FROM catalog_counter WHERE id = 1 FOR UPDATE").fetchone()
+            assert row is not None  # CREATE inserts the row
+            out, last = catalog_store.append(conn.execute, "%s", writes, int(row[0]))
+            conn.execute("UPDATE catalog_counter SET position = %s WHERE id = 1", (last,))
+        return out
+
+    def catalog_after(self, position: int, limit: int) -> list[CatalogRecord]:
+        """Up to `limit` catalog records after `position`, in position order."""
+        with self._session() as conn:
+            return catalog_store.after(conn.execute, "%s", position, limit)
+
+    def last_catalog_position(self) -> int:
+        """The newest catalog position (0: an empty catalog log)."""
+        with self._session() as conn:
+            row = conn.execute("SELECT position FROM catalog_counter WHERE id = 1").fetchone()
+        return 0 if row is None else int(row[0])
 
     def set_cursor(self, name: str, position: int) -> None:
         """Store `position` (>= 0) under `name`, durably before returning."""

@@ -1,7 +1,8 @@
 """The event log's file: its SQLite schema, the migration from version 1, the checks made on
 opening it, and the encoding of the strategy lists (core.eventlog is the API).
 
-Schema version 3 (in `PRAGMA user_version`):
+Schema version 4 (in `PRAGMA user_version`; version 4 added the catalog log's two tables,
+catalog_writes and catalog_versions: core.catalog_store):
 - decisions: decision_id TEXT PK, ts REAL (s since the epoch; indexed: retention walks decisions
   oldest first), query_text, context (JSON object of strings), features (BLOB, float64
   little-endian), strategies (JSON list), quotas (JSON list of ints, 0 = not called), allocation,
@@ -46,7 +47,7 @@ import numpy as np
 from core.errors import StateError
 from core.merge import StrategyList
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # A writer waits this long for a lock another connection holds (a tool's checkpoint) before failing.
 BUSY_TIMEOUT_MS = 5000
 # After a checkpoint SQLite truncates the WAL to this size; without a limit the WAL keeps the largest
@@ -67,6 +68,8 @@ COLUMNS = {
     "events": ("position", *_V1_COLUMNS["events"]),
     "cursors": ("name", "position"),
     "meta": ("name", "value"),
+    "catalog_writes": ("position", "entity_id", "version", "payload", "written_at"),
+    "catalog_versions": ("entity_id", "version"),
 }
 _EVENTS = """
 CREATE TABLE {name} (
@@ -80,13 +83,20 @@ CREATE INDEX decisions_by_ts ON decisions(ts);
 CREATE TABLE cursors (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
 CREATE TABLE meta (name TEXT PRIMARY KEY, value REAL NOT NULL);
 """
+# Version 3 -> 4 (and part of every new file): the catalog log (core.catalog_store).
+_CATALOG = """
+CREATE TABLE catalog_writes (
+  position INTEGER PRIMARY KEY, entity_id TEXT NOT NULL, version INTEGER NOT NULL, payload TEXT,
+  written_at REAL NOT NULL);
+CREATE TABLE catalog_versions (entity_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
+"""
 _CREATE = """
 CREATE TABLE decisions (
   decision_id TEXT PRIMARY KEY, ts REAL NOT NULL, query_text TEXT NOT NULL, context TEXT NOT NULL,
   features BLOB NOT NULL, strategies TEXT NOT NULL, quotas TEXT NOT NULL, allocation INTEGER NOT NULL,
   propensity REAL NOT NULL, marginals TEXT NOT NULL, policy TEXT NOT NULL, lists BLOB NOT NULL,
   final TEXT NOT NULL, latency_ms REAL NOT NULL DEFAULT 0, policy_version INTEGER NOT NULL DEFAULT 0);
-""" + _EVENTS.format(name="events") + _COMMON
+""" + _EVENTS.format(name="events") + _COMMON + _CATALOG
 # Version 1 -> 2: old decisions get latency 0 (unknown); events are copied with their rowids as
 # positions, which also starts the AUTOINCREMENT sequence after the largest.
 _MIGRATE_V1 = """
@@ -109,8 +119,8 @@ def damaged(path: Path, what: str) -> StateError:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """The writer's connection to the event log at `path`: created (version 3) if missing, migrated
-    in place from version 1 or 2 (one transaction), checked otherwise. StateError naming the file if it
+    """The writer's connection to the event log at `path`: created (version 4) if missing, migrated
+    in place from version 1, 2 or 3 (one transaction), checked otherwise. StateError naming the file if it
     is not a SQLite database, is damaged, or has an unknown schema."""
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -138,7 +148,7 @@ def _open(conn: sqlite3.Connection, path: Path) -> None:
     # Refused before anything is written to it (WAL mode included).
     if version == 0 and tables:
         raise damaged(path, f"it is not an ltrr event log (it has tables {sorted(tables)})")
-    if version not in (0, 1, 2, SCHEMA_VERSION):
+    if version not in (0, 1, 2, 3, SCHEMA_VERSION):
         raise StateError(path, f"its schema version {version} is unknown (this ltrr reads 1 to {SCHEMA_VERSION}): "
                                f"open it with the ltrr that wrote it, or {WHAT_TO_DO}")
     if version == 1:
@@ -154,9 +164,11 @@ def _open(conn: sqlite3.Connection, path: Path) -> None:
     if version == 0:
         _script(conn, _CREATE)
     elif version == 1:
-        _script(conn, _MIGRATE_V1 + _MIGRATE_V2)
+        _script(conn, _MIGRATE_V1 + _MIGRATE_V2 + _CATALOG)
     elif version == 2:
-        _script(conn, _MIGRATE_V2)
+        _script(conn, _MIGRATE_V2 + _CATALOG)
+    elif version == 3:
+        _script(conn, _CATALOG)
     _check_tables(conn, path, COLUMNS, SCHEMA_VERSION)
 
 

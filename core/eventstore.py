@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from core.catalog_log import CatalogRecord, CatalogWrite
 from core.eventlog import AlwaysHeld, BanditLog, CompactReport, DecisionRecord, EventLog, EventRecord, RetentionConfig
 from core.ranking_train import TrainingGroup
 
@@ -84,8 +85,8 @@ class Lease(Protocol):
 
 
 class EventStore(Protocol):
-    """What the broker, its outbox, retention, training and OPE use of the log (core.eventlog
-    documents each method; both backends implement all of them)."""
+    """What the broker, its outbox, retention, training and OPE use of the log, and the catalog log
+    (core.eventlog and core.catalog_log document each method; both backends implement all of them)."""
 
     kind: str  # a StoreKind value
 
@@ -122,6 +123,14 @@ class EventStore(Protocol):
     def bandit_feedback(self, strategies: Sequence[str] | None = None, policy: str | None = None) -> BanditLog: ...
 
     def lease(self, name: str) -> Lease: ...
+
+    # the catalog log (core.catalog_log.CatalogLog)
+
+    def append_catalog(self, writes: Sequence[CatalogWrite]) -> list[int]: ...
+
+    def catalog_after(self, position: int, limit: int) -> list[CatalogRecord]: ...
+
+    def last_catalog_position(self) -> int: ...
 
     def close(self) -> None: ...
 

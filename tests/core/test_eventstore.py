@@ -147,10 +147,11 @@ def test_a_version_2_file_gains_policy_version(tmp_path: Path) -> None:
     with EventLog(path) as log:
         log.record_decision(decision("old"))
     conn = sqlite3.connect(path)  # back to version 2, as the previous ltrr left it
-    conn.executescript("ALTER TABLE decisions DROP COLUMN policy_version; PRAGMA user_version=2;")
+    conn.executescript("ALTER TABLE decisions DROP COLUMN policy_version; DROP TABLE catalog_writes; "
+                       "DROP TABLE catalog_versions; PRAGMA user_version=2;")
     conn.close()
     with EventLog(path) as log:
-        assert log._conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert log._conn.execute("PRAGMA user_version").fetchone()[0] == 4
         assert log.decision("old").policy_version == 0
         log.record_decision(replace(decision("new"), policy_version=5))
         assert log.decision("new").policy_version == 5

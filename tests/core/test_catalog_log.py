@@ -1,0 +1,160 @@
+"""The catalog log on both event stores (SQLite file, PostgreSQL server): versions per id (stale,
+idempotent, deletes win over older upserts), one transaction per batch, commit-ordered positions,
+paging, and the SQLite migration from schema 3."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.catalog import Entity
+from core.catalog_log import MAX_WRITES_PER_BATCH, CatalogWrite
+from core.eventlog import EventLog
+from core.eventlog_pg import PgEventLog
+from core.eventstore import EventStore, open_store
+from tests.core.test_eventlog import decision
+
+
+def up(entity_id: str, version: int, title: str = "t") -> CatalogWrite:
+    return CatalogWrite(entity_id, version, Entity(id=entity_id, type="track", fields={"title": title},
+                                                   attributes={"genre": ("pop",), "energy": 0.5}, popularity=3.0))
+
+
+def delete(entity_id: str, version: int) -> CatalogWrite:
+    return CatalogWrite(entity_id, version)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
+    url = str(tmp_path / "events.sqlite") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    opened = open_store(url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def test_writes_round_trip_in_position_order(store: EventStore) -> None:
+    assert store.last_catalog_position() == 0 and store.catalog_after(0, 10) == []
+    writes = [up("a", 1, "first"), up("b", 5), delete("c", 2)]
+    assert store.append_catalog(writes) == [1, 2, 3]
+    records = store.catalog_after(0, 10)
+    assert [r.position for r in records] == [1, 2, 3]
+    assert [r.write for r in records] == writes  # the entity (fields, attributes, popularity) comes back equal
+    assert store.last_catalog_position() == 3
+
+
+def test_a_stale_or_repeated_write_is_not_written(store: EventStore) -> None:
+    assert store.append_catalog([up("a", 10, "new")]) == [1]
+    assert store.append_catalog([up("a", 10, "new")]) == [0]  # the same write again: idempotent
+    assert store.append_catalog([up("a", 9, "older")]) == [0]
+    assert store.append_catalog([up("a", 11, "newer")]) == [2]
+    assert [r.write.entity.fields["title"] for r in store.catalog_after(0, 10) if r.write.entity] == ["new", "newer"]
+
+
+def test_the_order_inside_a_batch_counts(store: EventStore) -> None:
+    # a later item with a lower version than an earlier one of the same id is stale
+    assert store.append_catalog([up("a", 5), up("a", 3), up("a", 7), up("b", 1)]) == [1, 0, 2, 3]
+
+
+def test_a_delete_keeps_an_older_upsert_out(store: EventStore) -> None:
+    assert store.append_catalog([up("a", 1), delete("a", 5)]) == [1, 2]
+    assert store.append_catalog([up("a", 4, "late")]) == [0]  # delivered late: the entity stays deleted
+    assert store.catalog_after(1, 10)[0].write.deletes
+    assert store.append_catalog([up("a", 6, "again")]) == [3]  # a newer upsert brings it back
+
+
+def test_a_failing_batch_writes_nothing(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.append_catalog([up("a", 1)])
+    real = CatalogWrite.payload
+
+    def payload(self: CatalogWrite) -> str | None:
+        if self.entity_id == "boom":
+            raise OSError("disk gone")
+        return real(self)
+
+    monkeypatch.setattr(CatalogWrite, "payload", payload)
+    with pytest.raises(OSError, match="disk gone"):
+        store.append_catalog([up("b", 1), up("a", 2), up("boom", 1)])
+    monkeypatch.undo()
+    assert store.last_catalog_position() == 1 and len(store.catalog_after(0, 10)) == 1
+    # nor were the versions of the rolled-back items kept: they apply now
+    assert store.append_catalog([up("b", 1), up("a", 2)]) == [2, 3]
+
+
+@pytest.mark.parametrize("n", [0, MAX_WRITES_PER_BATCH + 1])
+def test_batch_size_is_bounded(store: EventStore, n: int) -> None:
+    with pytest.raises(ValueError, match="`writes` must hold"):
+        store.append_catalog([up(f"e{i}", 1) for i in range(n)])
+
+
+def test_catalog_after_pages(store: EventStore) -> None:
+    store.append_catalog([up(f"e{i}", 1) for i in range(7)])
+    pages, position = [], 0
+    while records := store.catalog_after(position, 3):
+        pages.append([r.position for r in records])
+        position = records[-1].position
+    assert pages == [[1, 2, 3], [4, 5, 6], [7]]
+    with pytest.raises(ValueError, match="`limit` must be"):
+        store.catalog_after(0, 0)
+
+
+def test_the_catalog_log_has_its_own_positions(store: EventStore) -> None:
+    store.record_decision(decision("d1"))
+    store.append_catalog([up("a", 1)])
+    assert store.last_event_rowid() == 0 and store.last_catalog_position() == 1
+
+
+def test_a_version_3_file_gains_the_catalog_log(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite"
+    with EventLog(path) as log:
+        log.record_decision(decision("old"))
+    conn = sqlite3.connect(path)  # back to version 3, as the previous ltrr left it
+    conn.executescript("DROP TABLE catalog_writes; DROP TABLE catalog_versions; PRAGMA user_version=3;")
+    conn.close()
+    with EventLog(path) as log:
+        assert log._conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert log.decision("old").decision_id == "old" and log.last_catalog_position() == 0
+        assert log.append_catalog([up("a", 1)]) == [1]
+    with EventLog(path) as log:  # opening it again changes nothing
+        assert log.catalog_after(0, 10)[0].write == up("a", 1)
+
+
+def test_postgresql_positions_follow_commit_order_across_writers(pg_url: str) -> None:
+    """Four writers append at once while a reader tails: the reader sees every applied write once,
+    in increasing positions (the counter row is locked to the end of each transaction)."""
+    n_each, done = 40, threading.Event()
+    seen: list[int] = []
+    got: list[int] = []
+
+    def write(w: int) -> None:
+        with PgEventLog(pg_url) as store:
+            for i in range(n_each):
+                got.extend(store.append_catalog([up(f"w{w}-{i}", 1), up(f"w{w}-{i}", 2)]))
+
+    def tail() -> None:
+        with PgEventLog(pg_url) as store:
+            position = 0
+            while True:
+                last_round = done.is_set()
+                records = store.catalog_after(position, 1000)
+                seen.extend(r.position for r in records)
+                position = records[-1].position if records else position
+                if last_round:
+                    return
+
+    PgEventLog(pg_url).close()  # the tables, before the threads race to create them
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    reader = threading.Thread(target=tail)
+    reader.start()
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    done.set()
+    reader.join()
+    assert seen == list(range(1, 2 * 4 * n_each + 1)) and sorted(got) == seen

@@ -43,6 +43,7 @@ import grpc
 import numpy as np
 
 from core.cache import ByteLRU
+from core.catalog_table import LiveTable, drop_deleted, with_table
 from core.errors import (
     DeadlineExceededError,
     InvalidArgumentError,
@@ -58,17 +59,18 @@ from core.pipeline import Judged, Plan, SearchPipeline, Served, decision_bytes
 from core.policy.digest import policy_digest
 from core.policy.features import DIM
 from core.policy.policies import BanditPolicy
-from core.ranking import EntityTable, make_ranker
+from core.ranking import make_ranker
 from core.storage import write_file_atomic
 from core.types import StrategyKind
 from core.warmstart import warm_start_from_log
-from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from ltrr.v1 import broker_pb2, broker_pb2_grpc, catalog_pb2_grpc, common_pb2
 from services import convert, logs, metrics
 from services.admission import (
     Limiter,
     LoopLag,
 )
 from services.broker_config import BrokerConfig
+from services.catalog_service import CatalogFollower, CatalogService, replay
 from services.decisions import DecisionWriter
 from services.fanout import ShardPool, fan_out, understand
 from services.learning import Learner
@@ -127,6 +129,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.writer: DecisionWriter | None = None
         self.outbox: MemoryOutboxes | None = None
         self.learner: Learner | None = None
+        self.catalog: CatalogFollower | None = None  # the live catalog (services.catalog_service)
         self.warm_started: dict[str, Any] | None = None  # the snapshot's WARM_START record
         self.updates = 0
         self.snapshot_task: asyncio.Task[None] | None = None
@@ -153,6 +156,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             self.outbox.start()
         if parse_store_url(self.config.store_url).shared and self.learner is not None and self.pipeline is not None:
             self.learner.start(self.pipeline)
+            assert self.catalog is not None
+            self.catalog.start()
         if self.lag is not None:
             self.lag_task = asyncio.get_running_loop().create_task(self.lag.run())
         log.info("broker over %s", "; ".join(f"{s}=" + " | ".join(",".join(r) for r in parts)
@@ -166,11 +171,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         store = self.writer.log
         path = self.state_dir / POLICY_FILE
         saved = load_stored_snapshot(store, policy) if isinstance(store, SnapshotStore) else load_snapshot(path, policy)
-        table = EntityTable.from_entities(c.entities)
+        live = replay(store, LiveTable.from_entities(c.entities))  # the offline catalog, then the catalog log
+        table = live.table
         self.positions = table.positions if c.entities else None
         ranker = make_ranker(c.ranker, table, c.ranker_model)
-        log.info("ranker: %s (asked for %s)", type(ranker).__name__, c.ranker)
+        log.info("ranker: %s (asked for %s); catalog log applied up to %d", type(ranker).__name__, c.ranker,
+                 live.position)
         pipeline = SearchPipeline(policy, ranker, history=load_history(saved, path), recordings=table)
+        self.catalog = CatalogFollower(self.writer, live, self._catalog_changed)
         self.learner = learner = Learner(self.writer, position=int(saved.get(APPLIED, 0)),
                                          applied=int(saved.get(APPLIED_EVENTS, 0)), interval_s=c.tail_interval_s,
                                          on_applied=self._applied)
@@ -186,6 +194,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                                                  {HISTORY: json.dumps(pipeline.history.to_json()).encode()}),
                                  learner.position, learner.applied)
         self.pipeline = pipeline
+
+    def _catalog_changed(self, live: LiveTable) -> None:
+        """On the event loop: the catalog log moved; rankers, Feedback's entity check and query
+        understanding follow (one swap each: a search holds the old objects or the new)."""
+        pipeline = self._ready()
+        pipeline.ranker, pipeline.recordings = with_table(pipeline.ranker, live.table), live.table
+        self.positions = live.table.positions if self.config.entities else None
+        self.understood = ByteLRU(DEFAULT_UNDERSTOOD_BYTES, _interpretations_bytes)  # the vocabulary changed
 
     def _warm_start(self, pipeline: SearchPipeline, done: Any) -> bool:
         """Teach `pipeline` the log of BrokerConfig.warm_start unless its snapshot says it was (`done`:
@@ -249,6 +265,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             await self.outbox.stop()
         if self.learner is not None:
             await self.learner.stop()
+        if self.catalog is not None:
+            await self.catalog.stop()
         if self.lag_task is not None:
             self.lag_task.cancel()
             await asyncio.gather(self.lag_task, return_exceptions=True)
@@ -320,6 +338,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         plan = self._plan(pipeline, request, query.text, query.context, interps)
         answers = await fan_out(self.pool, request.query, plan.quotas, deadline - time.perf_counter(),
                                 positions=self.positions, probability=self.config.topk_probability)
+        if self.catalog is not None:  # a shard may not have applied a delete yet
+            answers = drop_deleted(answers, self.catalog.live.deleted)
         if caller_s is not None and time.perf_counter() >= started + caller_s:
             self.admission.expired += 1  # the caller has gone: ranking and storing would be wasted
             raise DeadlineExceededError("the caller's deadline passed during the fan-out")
@@ -380,7 +400,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         logs.DECISION_ID.set(request.decision_id)
         pipeline = self._ready()
         record = await self._decision(request.decision_id)
-        if self.positions is not None and request.entity_id and request.entity_id not in self.positions:
+        deleted = self.catalog is not None and request.entity_id in self.catalog.live.deleted
+        if request.entity_id and (deleted or (self.positions is not None and request.entity_id not in self.positions)):
             raise NotFoundError(f"entity_id: {request.entity_id!r} is not in the catalog")
         event = convert.event_from_proto(common_pb2.FeedbackEvent(
             event_id=request.event_id or f"{request.decision_id}:{request.entity_id}:{request.type}",
@@ -478,7 +499,13 @@ async def serve(config: BrokerConfig, host: str, port: int, *,
     if metrics_port:
         metrics.watch_broker(service)
         metrics.serve(metrics_port, host)
-    hosted = Hosted(SERVICE, lambda server: broker_pb2_grpc.add_BrokerServicer_to_server(service, server),
-                    service.start, service.close)
+    catalog = CatalogService(lambda: service.writer if service.pipeline is not None else None,
+                             lambda: service.catalog, service.pool)
+
+    def register(server: grpc.aio.Server) -> None:
+        broker_pb2_grpc.add_BrokerServicer_to_server(service, server)
+        catalog_pb2_grpc.add_CatalogServicer_to_server(catalog, server)
+
+    hosted = Hosted(SERVICE, register, service.start, service.close)
     return await run(hosted, host, port, label="broker", on_listening=on_listening, security=config.security,
                      health_port=health_port)

@@ -12,6 +12,7 @@ from pathlib import Path
 from core.errors import LtrrError
 from services.admission import DEFAULT_SHARD_MAX_QUEUE
 from services.cli_broker import add_broker_commands
+from services.cli_catalog import add_catalog_commands
 from services.cli_common import DEMO_QUERIES, add_security_flags, parse_options, security_from_args
 from services.logs import FORMATS
 from services.logs import setup as setup_logging
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     add_broker_commands(sub)
+    add_catalog_commands(sub)
     return parser
 
 

@@ -293,3 +293,10 @@ def watch_broker(service: Any) -> None:
 
 # decorates BrokerService.Search and Feedback
 broker_observed = observed(REQUESTS, REQUEST_LATENCY, inflight=INFLIGHT)
+
+CATALOG_WRITES = Counter("ltrr_broker_catalog_writes",
+                         "Catalog writes (items of Catalog.Write batches) by outcome: applied, stale, invalid (the "
+                         "batch was refused), failed (the store could not be reached)", ["outcome"], registry=BROKER)
+CATALOG_WRITE_LATENCY = Histogram("ltrr_broker_catalog_write_latency_ms",
+                                  "Catalog.Write batches: request in to durable and applied by the broker (ms), "
+                                  "before any wait for the shards", buckets=LATENCY_BUCKETS_MS, registry=BROKER)

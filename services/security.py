@@ -35,7 +35,7 @@ from typing import Any
 
 import grpc
 
-from ltrr.v1 import broker_pb2, shard_pb2
+from ltrr.v1 import broker_pb2, catalog_pb2, shard_pb2
 
 log = logging.getLogger("ltrr.security")
 ENV_TOKEN_FILE = "LTRR_TOKEN_FILE"
@@ -48,8 +48,9 @@ def _method(module: Any, service: str, name: str) -> str:
     return f"/{module.DESCRIPTOR.services_by_name[service].full_name}/{name}"
 
 
-# Every RPC that changes state; a future catalog write RPC must be added here.
-WRITE_METHODS = frozenset({_method(broker_pb2, "Broker", "Feedback"), _method(shard_pb2, "Shard", "Learn")})
+# Every RPC that changes state.
+WRITE_METHODS = frozenset({_method(broker_pb2, "Broker", "Feedback"), _method(shard_pb2, "Shard", "Learn"),
+                           _method(catalog_pb2, "Catalog", "Write")})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -488,6 +488,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             history.thaw()
 
 
+def add_services(service: BrokerService, server: grpc.aio.Server) -> None:
+    """Serve the Broker and, beside it on the same port, the Catalog service (services.catalog_service)."""
+    broker_pb2_grpc.add_BrokerServicer_to_server(service, server)
+    catalog = CatalogService(lambda: service.writer if service.pipeline is not None else None,
+                             lambda: service.catalog, service.pool)
+    catalog_pb2_grpc.add_CatalogServicer_to_server(catalog, server)
+
+
 async def serve(config: BrokerConfig, host: str, port: int, *,
                 on_listening: Callable[[str], None] | None = None, metrics_port: int = 0, health_port: int = 0) -> int:
     """Run the broker until SIGTERM/SIGINT; returns the process exit code. metrics_port: serve
@@ -499,13 +507,6 @@ async def serve(config: BrokerConfig, host: str, port: int, *,
     if metrics_port:
         metrics.watch_broker(service)
         metrics.serve(metrics_port, host)
-    catalog = CatalogService(lambda: service.writer if service.pipeline is not None else None,
-                             lambda: service.catalog, service.pool)
-
-    def register(server: grpc.aio.Server) -> None:
-        broker_pb2_grpc.add_BrokerServicer_to_server(service, server)
-        catalog_pb2_grpc.add_CatalogServicer_to_server(catalog, server)
-
-    hosted = Hosted(SERVICE, register, service.start, service.close)
+    hosted = Hosted(SERVICE, lambda server: add_services(service, server), service.start, service.close)
     return await run(hosted, host, port, label="broker", on_listening=on_listening, security=config.security,
                      health_port=health_port)

@@ -39,7 +39,7 @@ from core.policy.allocator import Allocator
 from core.policy.features import DIM, featurize
 from core.policy.history import QueryHistory
 from core.policy.policies import Decision, Outcome
-from core.ranking import EntityTable, Ranker
+from core.ranking import FeatureTable, Ranker
 from core.reward import satisfies, search_reward, strategy_outcomes
 from core.types import EventType, Interpretation
 
@@ -172,15 +172,15 @@ def decision_bytes(record: DecisionRecord) -> int:
 class SearchPipeline:
     """The search -> feedback steps of the module docstring around one allocator, ranker and query
     history. policy_name: logged with every decision (core.eventlog). recordings: the catalog's
-    EntityTable, whose recording keys collapse copies of one recording in what is served
-    (core.collapse; None: no collapse, every candidate is its own recording). Not thread-safe: the
+    table (core.ranking.FeatureTable), whose recording keys collapse copies of one recording in
+    what is served (core.collapse; None: no collapse, every candidate is its own recording). Not thread-safe: the
     broker calls it from its event loop, the simulator from its one loop.
 
     Feedback names the copy that was shown (the best-ranked one), and so does what the memory
     strategy learns from it: the next search for the same query finds that copy first again."""
 
     def __init__(self, allocator: Allocator, ranker: Ranker, *, history: QueryHistory | None = None,
-                 policy_name: str = "", recordings: EntityTable | None = None) -> None:
+                 policy_name: str = "", recordings: FeatureTable | None = None) -> None:
         self.allocator, self.ranker, self.recordings = allocator, ranker, recordings
         self.history = history if history is not None else QueryHistory()
         self.strategies = tuple(allocator.space.strategies)

@@ -65,6 +65,28 @@ def feature_names(strategies: Sequence[str]) -> tuple[str, ...]:
 FEATURE_NAMES = feature_names(tuple(k.value for k in StrategyKind))
 
 
+class FeatureTable(Protocol):
+    """What ranking reads of the catalog by entity id: an EntityTable, or a live catalog's table
+    (core.catalog_table.LayeredTable: the offline table with the written entities over it).
+    Rows index `popularity`; -1 is an id the table lacks."""
+
+    @property
+    def popularity(self) -> np.ndarray: ...
+
+    @property
+    def positions(self) -> Mapping[str, int]: ...
+
+    def rows(self, entity_ids: Sequence[str]) -> np.ndarray: ...
+
+    def recordings(self, entity_ids: Sequence[str]) -> list[str]: ...
+
+    def match_fractions(self, query_terms: frozenset[str], rows: np.ndarray) -> np.ndarray: ...
+
+    def exact_matches(self, key: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def analyze(self, text: str) -> list[str]: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class EntityTable:
     """What ranking features need of the catalog, indexed by entity id.
@@ -211,7 +233,7 @@ def _term_csr(sets: Sequence[frozenset[str]], term_id: dict[str, int]) -> tuple[
     return indptr, ids
 
 
-def _field_matches(query_text: str, table: EntityTable, rows: np.ndarray) -> np.ndarray:
+def _field_matches(query_text: str, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
     """float32 (n, len(MATCH_FIELDS) + 2): term-match fractions per field, then title_exact and
     artist_exact, of the entities at `rows` (-1: not in the table, all 0)."""
     out = np.zeros((len(rows), len(MATCH_FIELDS) + 2), dtype=np.float32)
@@ -222,7 +244,7 @@ def _field_matches(query_text: str, table: EntityTable, rows: np.ndarray) -> np.
     return out
 
 
-def candidate_features(merged: Merged, query_text: str, table: EntityTable,
+def candidate_features(merged: Merged, query_text: str, table: FeatureTable,
                        strategies: Sequence[str] | None = None) -> np.ndarray:
     """float32 (n, len(feature_names(strategies))), rows in `merged` order.
 
@@ -292,7 +314,7 @@ class BlendRanker:
     as specific as one that is exactly a title, so the two exact weights are equal.
     """
 
-    table: EntityTable
+    table: FeatureTable
     popularity_weight: float = 0.001
     title_weight: float = 0.01
     artist_weight: float = 0.008
@@ -322,7 +344,7 @@ class LambdaMartRanker:
     format; its feature names fix the strategy columns, so a Merged with other or reordered
     strategies is aligned (absent strategies read as missing). predict runs on one thread."""
 
-    def __init__(self, booster: Any, table: EntityTable) -> None:
+    def __init__(self, booster: Any, table: FeatureTable) -> None:
         names = tuple(booster.feature_name())
         self.strategies = tuple(n.removeprefix("rank_") for n in names if n.startswith("rank_"))
         if names != feature_names(self.strategies):
@@ -330,7 +352,7 @@ class LambdaMartRanker:
         self.booster, self.table = booster, table
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], table: EntityTable) -> LambdaMartRanker:
+    def load(cls, path: str | os.PathLike[str], table: FeatureTable) -> LambdaMartRanker:
         import lightgbm as lgb
 
         try:
@@ -352,7 +374,7 @@ class RankerKind(enum.StrEnum):
     LAMBDAMART = "lambdamart"
 
 
-RANKERS: dict[RankerKind, Callable[[EntityTable, Path | None], Ranker]] = {
+RANKERS: dict[RankerKind, Callable[[FeatureTable, Path | None], Ranker]] = {
     RankerKind.RRF: lambda table, path: RRFRanker(),
     RankerKind.BLEND: lambda table, path: BlendRanker(table=table),
     RankerKind.LAMBDAMART: lambda table, path: LambdaMartRanker.load(_required(path), table),
@@ -373,7 +395,7 @@ def _required(path: Path | None) -> Path:
 DEFAULT_COLD_START = RankerKind.BLEND
 
 
-def make_ranker(kind: RankerKind | str, table: EntityTable, model_path: str | os.PathLike[str] | None = None,
+def make_ranker(kind: RankerKind | str, table: FeatureTable, model_path: str | os.PathLike[str] | None = None,
                 *, cold_start: RankerKind | str = DEFAULT_COLD_START) -> Ranker:
     """The ranker of `kind`. For LAMBDAMART with no file at `model_path` yet, the `cold_start`
     ranker instead (the broker serves that until `ltrr train-ranker` has written a model)."""

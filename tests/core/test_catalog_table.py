@@ -1,16 +1,19 @@
-"""The broker's live table: writes applied in log order, rows reused for unchanged entities and
-equal to a fresh table of the final catalog, deleted ids dropped from strategy lists."""
+"""The broker's live table: writes applied in log order; its layered table reads (features,
+recordings, positions) the same as a fresh EntityTable of the final catalog, before and after a
+fold; deleted ids dropped from strategy lists."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from core import catalog_table
 from core.catalog import Entity
 from core.catalog_log import CatalogRecord, CatalogWrite
-from core.catalog_table import LiveTable, drop_deleted, with_table
-from core.merge import StrategyList
+from core.catalog_table import LayeredTable, LiveTable, drop_deleted, with_table
+from core.merge import StrategyList, merge
 from core.pipeline import Answer, CallStatus
-from core.ranking import BlendRanker, EntityTable, RRFRanker
+from core.ranking import BlendRanker, EntityTable, FeatureTable, RRFRanker, candidate_features
 from tests.conftest import synthetic_catalog
 
 
@@ -18,12 +21,22 @@ def records(*writes: CatalogWrite, start: int = 1) -> list[CatalogRecord]:
     return [CatalogRecord(start + i, w) for i, w in enumerate(writes)]
 
 
-def same_table(a: EntityTable, b: EntityTable) -> bool:
-    return (a.ids == b.ids and np.array_equal(a.popularity, b.popularity) and a.terms == b.terms
-            and (a.title_keys, a.artist_keys, a.recording_keys) == (b.title_keys, b.artist_keys, b.recording_keys))
+QUERIES = ("gold river", "artist 9", "brand new fresh", "love night", "")
 
 
-def test_applied_writes_give_the_table_of_the_final_catalog() -> None:
+def reads_alike(live: FeatureTable, fresh: EntityTable, ids: list[str]) -> None:
+    """Every read ranking makes gives the same values for `ids` (some not in the catalog)."""
+    assert [live.popularity[r] if r >= 0 else None for r in live.rows(ids).tolist()] == \
+        [fresh.popularity[r] if r >= 0 else None for r in fresh.rows(ids).tolist()]
+    assert live.recordings(ids) == fresh.recordings(ids)
+    lst = StrategyList("lexical", ids, np.linspace(1.0, 0.0, len(ids), dtype=np.float32))
+    merged = merge([lst], ("lexical",))
+    for q in QUERIES:
+        assert np.array_equal(candidate_features(merged, q, live), candidate_features(merged, q, fresh))
+    assert sorted(live.positions) == sorted(fresh.positions) and len(live.positions) == len(fresh.positions)
+
+
+def final_catalog() -> tuple[LiveTable, list[Entity]]:
     base = synthetic_catalog(50)
     changed = Entity(id=base[3].id, fields={"title": "Gold River (feat. Someone)", "artist": "artist 9"},
                      popularity=99.0)
@@ -31,18 +44,36 @@ def test_applied_writes_give_the_table_of_the_final_catalog() -> None:
     live = LiveTable.from_entities(base).applied(records(
         CatalogWrite(changed.id, 5, changed), CatalogWrite(base[7].id, 5), CatalogWrite("n1", 5, new),
         CatalogWrite("never-there", 5)))
-    final = [changed if e.id == changed.id else e for e in base if e.id != base[7].id] + [new]
-    assert same_table(live.table, EntityTable.from_entities(final))
-    assert live.position == 4 and live.deleted == {base[7].id, "never-there"}
-    assert live.written == {changed.id, base[7].id, "n1", "never-there"}
-    assert base[7].id not in live.table.positions and live.table.positions["n1"] == 49
+    final = [e for e in base if e.id not in (changed.id, base[7].id)] + [changed, new]
+    return live, final
+
+
+def test_applied_writes_read_as_the_final_catalog() -> None:
+    live, final = final_catalog()
+    fresh = EntityTable.from_entities(final)
+    ids = [e.id for e in final] + ["t0007", "never-there", "nope"]
+    reads_alike(live.table, fresh, ids)
+    assert live.position == 4 and live.deleted == {"t0007", "never-there"}
+    assert live.written == {"t0003", "t0007", "n1", "never-there"}
+    assert "t0007" not in live.table.positions and live.table.positions["n1"] == 51  # after the 50 base rows
+    folded = live.folded()
+    assert isinstance(folded.table, LayeredTable) and not folded.top and folded.table.base.ids == fresh.ids
+    reads_alike(folded.table, fresh, ids)
+
+
+def test_the_top_is_folded_into_the_base_when_it_grows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog_table, "MIN_FOLD", 3)
+    live = LiveTable.from_entities(synthetic_catalog(10))
+    for i in range(4):
+        live = live.applied(records(CatalogWrite(f"n{i}", 1, Entity(id=f"n{i}")), start=i + 1))
+    assert not live.top and live.table.base.ids[-4:] == ("n0", "n1", "n2", "n3") and live.position == 4
 
 
 def test_records_are_applied_once_and_an_upsert_undeletes() -> None:
     live = LiveTable.from_entities(synthetic_catalog(5)).applied(records(CatalogWrite("t0001", 2)))
     assert live.applied(records(CatalogWrite("t0001", 2))) is live  # position 1 again: already applied
     back = live.applied(records(CatalogWrite("t0001", 3, Entity(id="t0001")), start=2))
-    assert not back.deleted and back.table.positions["t0001"] == 4  # back at the end, like a new id
+    assert not back.deleted and back.table.positions["t0001"] == 5  # back, after the base rows, like a new id
 
 
 def test_drop_deleted_closes_the_ranks() -> None:
@@ -55,7 +86,8 @@ def test_drop_deleted_closes_the_ranks() -> None:
 
 
 def test_with_table_swaps_the_rankers_table() -> None:
-    old, new = (EntityTable.from_entities(synthetic_catalog(n)) for n in (3, 4))
+    old = EntityTable.from_entities(synthetic_catalog(3))
+    new = LiveTable.from_entities(synthetic_catalog(4)).table
     assert with_table(BlendRanker(table=old, title_weight=0.5), new) == BlendRanker(table=new, title_weight=0.5)
     rrf = RRFRanker()
     assert with_table(rrf, new) is rrf

@@ -15,43 +15,59 @@ and are given without gaps from the newest position read in that transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from core.catalog_log import MAX_WRITES_PER_BATCH, CatalogRecord, CatalogWrite
 
 Execute = Callable[[str, tuple[Any, ...]], Any]  # a cursor-returning execute (sqlite3 or psycopg)
+LOOKUP_CHUNK = 500  # ids per version look-up
 
 
 def _sql(text: str, placeholder: str) -> str:
     return text.replace("?", placeholder)
 
 
-def append(execute: Execute, placeholder: str, writes: Sequence[CatalogWrite], last: int) -> tuple[list[int], int]:
-    """Write the non-stale writes of the batch at positions last+1, last+2, ...; (per write its
-    position or 0 when stale, the newest position). A write is stale when its version is not above
-    the newest version of its id, written before or earlier in this batch."""
-    newest: dict[str, int] = {}
-    out: list[int] = []
-    now = time.time()
+def plan(writes: Sequence[CatalogWrite], newest: Mapping[str, int], last: int, now: float
+         ) -> tuple[list[int], list[tuple[Any, ...]], dict[str, int]]:
+    """The batch placed after position `last`, given the newest stored version of its ids (absent:
+    none). (per write its position or 0 when stale, the catalog_writes rows to insert, the new
+    newest version of each id written). A write is stale when its version is not above the newest
+    of its id, stored or earlier in this batch."""
+    versions = dict(newest)
+    positions: list[int] = []
+    rows: list[tuple[Any, ...]] = []
+    changed: dict[str, int] = {}
     for write in writes:
-        have = newest.get(write.entity_id)
-        if have is None:
-            row = execute(_sql("SELECT version FROM catalog_versions WHERE entity_id = ?", placeholder),
-                          (write.entity_id,)).fetchone()
-            have = newest[write.entity_id] = 0 if row is None else int(row[0])
-        if write.version <= have:
-            out.append(0)
+        if write.version <= versions.get(write.entity_id, 0):
+            positions.append(0)
             continue
         last += 1
-        execute(_sql("INSERT INTO catalog_writes (position, entity_id, version, payload, written_at) "
-                     "VALUES (?, ?, ?, ?, ?)", placeholder),
-                (last, write.entity_id, write.version, write.payload(), now))
-        execute(_sql("INSERT INTO catalog_versions (entity_id, version) VALUES (?, ?) ON CONFLICT (entity_id) "
-                     "DO UPDATE SET version = excluded.version", placeholder), (write.entity_id, write.version))
-        newest[write.entity_id] = write.version
-        out.append(last)
-    return out, last
+        rows.append((last, write.entity_id, write.version, write.payload(), now))
+        versions[write.entity_id] = changed[write.entity_id] = write.version
+        positions.append(last)
+    return positions, rows, changed
+
+
+def append(cursor: Any, placeholder: str, writes: Sequence[CatalogWrite], last: int) -> tuple[list[int], int]:
+    """Write the non-stale writes of the batch at positions last+1, last+2, ... with `cursor` (a
+    DB-API cursor of the caller's transaction: executemany sends the rows in one go); (per write
+    its position or 0 when stale, the newest position)."""
+    ids = sorted({w.entity_id for w in writes})
+    newest: dict[str, int] = {}
+    for i in range(0, len(ids), LOOKUP_CHUNK):  # SQLite caps the number of bound parameters
+        chunk = ids[i:i + LOOKUP_CHUNK]
+        cursor.execute(_sql(f"SELECT entity_id, version FROM catalog_versions WHERE entity_id IN "
+                            f"({', '.join('?' * len(chunk))})", placeholder), chunk)
+        newest.update((str(r[0]), int(r[1])) for r in cursor.fetchall())
+    positions, rows, changed = plan(writes, newest, last, time.time())
+    if rows:
+        cursor.executemany(_sql("INSERT INTO catalog_writes (position, entity_id, version, payload, written_at) "
+                                "VALUES (?, ?, ?, ?, ?)", placeholder), rows)
+        cursor.executemany(_sql("INSERT INTO catalog_versions (entity_id, version) VALUES (?, ?) ON CONFLICT "
+                                "(entity_id) DO UPDATE SET version = excluded.version", placeholder),
+                           list(changed.items()))
+    return positions, max([last, *(p for p in positions if p)])
 
 
 def after(execute: Execute, placeholder: str, position: int, limit: int) -> list[CatalogRecord]:

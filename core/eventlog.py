@@ -149,7 +149,7 @@ class EventLog:
         catalog_store.check_batch(writes)
         with self._lock, transaction(self._conn):
             last = int(self._conn.execute("SELECT coalesce(max(position), 0) FROM catalog_writes").fetchone()[0])
-            return catalog_store.append(self._conn.execute, "?", writes, last)[0]
+            return catalog_store.append(self._conn.cursor(), "?", writes, last)[0]
 
     def catalog_after(self, position: int, limit: int) -> list[CatalogRecord]:
         """Up to `limit` catalog records after `position`, in position order."""

@@ -161,10 +161,10 @@ class PgEventLog:
         row FOR UPDATE (positions in commit order across brokers, as events); per write its
         position, 0 when stale. Durable on return (synchronous_commit on)."""
         catalog_store.check_batch(writes)
-        with self._session() as conn, conn.transaction():
+        with self._session() as conn, conn.transaction(), conn.cursor() as cur:
             row = conn.execute("SELECT position FROM catalog_counter WHERE id = 1 FOR UPDATE").fetchone()
             assert row is not None  # CREATE inserts the row
-            out, last = catalog_store.append(conn.execute, "%s", writes, int(row[0]))
+            out, last = catalog_store.append(cur, "%s", writes, int(row[0]))
             conn.execute("UPDATE catalog_counter SET position = %s WHERE id = 1", (last,))
         return out
 

@@ -7,6 +7,7 @@ store (a write through one is applied by the other)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -16,12 +17,14 @@ import grpc
 import pytest
 
 from core.catalog import Entity, load_catalog
+from core.eventlog import EventLog
 from core.policy.policies import PolicyConfig, PolicyKind
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, catalog_pb2, catalog_pb2_grpc
-from services import cli
+from services import cli, metrics
 from services.broker import BrokerConfig, BrokerService, add_services
 from services.convert_catalog import write_to_proto
 from services.process import ServerProcess, shard_args, spawn
+from services.security import SecurityConfig, open_channel, server_interceptors
 
 pytestmark = pytest.mark.slow
 APPLIED, STALE = catalog_pb2.CatalogWriteResult.OUTCOME_APPLIED, catalog_pb2.CatalogWriteResult.OUTCOME_STALE
@@ -45,12 +48,12 @@ class Stubs:
 
 
 @asynccontextmanager
-async def broker(shards: dict[str, str], state: Path, built: Path, store: str = ""
-                 ) -> AsyncIterator[tuple[BrokerService, Stubs]]:
+async def broker(shards: dict[str, str], state: Path, built: Path, store: str = "",
+                 security: SecurityConfig | None = None) -> AsyncIterator[tuple[BrokerService, Stubs]]:
     service = BrokerService(BrokerConfig(shards=shards, state_dir=str(state), store=store,
                                          entities=tuple(load_catalog(built / "catalog.jsonl")), ranker="blend",
                                          policy=PolicyConfig(kind=PolicyKind.STATIC)))
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=server_interceptors(security) if security else None)
     add_services(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -112,7 +115,13 @@ def test_a_deleted_entity_is_never_served_and_feedback_on_it_is_not_found(shards
     asyncio.run(go())
 
 
+def counted(outcome: str) -> float:
+    return metrics.BROKER.get_sample_value("ltrr_broker_catalog_writes_total", {"outcome": outcome}) or 0.0
+
+
 def test_versions_stale_and_idempotent(shards: dict[str, str], built: Path, tmp_path: Path) -> None:
+    before = {o: counted(o) for o in ("applied", "stale")}
+
     async def go() -> None:
         async with broker(shards, tmp_path / "state", built) as (_, stubs):
             first = await stubs.catalog.Write(write(NEW, version=5))
@@ -123,6 +132,69 @@ def test_versions_stale_and_idempotent(shards: dict[str, str], built: Path, tmp_
             assert not (await feedback(stubs, NEW.id)).duplicate  # the stale delete changed nothing
 
     asyncio.run(go())
+    assert {o: counted(o) - before[o] for o in before} == {"applied": 1, "stale": 2}
+
+
+def test_a_write_needs_the_token_when_the_broker_requires_one(shards: dict[str, str], built: Path,
+                                                              tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+
+    async def go() -> None:
+        async with broker(shards, tmp_path / "state", built, security=SecurityConfig(token_file=str(token))) \
+                as (_, stubs):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stubs.catalog.Write(write(NEW))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            await stubs.catalog.Status(catalog_pb2.CatalogStatusRequest())  # a read needs none
+
+            def with_token() -> int:
+                with open_channel(stubs.address, SecurityConfig(token_file=str(token))) as channel:
+                    return int(catalog_pb2_grpc.CatalogStub(channel).Write(write(NEW), timeout=10).position)
+
+            assert await asyncio.to_thread(with_token) == 1
+
+    asyncio.run(go())
+
+
+def test_a_broker_killed_during_a_write_stream_loses_no_acknowledged_write(shards: dict[str, str], built: Path,
+                                                                           tmp_path: Path) -> None:
+    """SIGKILL of a broker process receiving single writes: every acknowledged write is in the
+    catalog log (at most the one in flight beyond them), and the restarted broker applies them all."""
+    state = tmp_path / "state"
+    args = ["broker", "--state", str(state), "--catalog", str(built / "catalog.jsonl"), "--port", "0",
+            "--shard", f"lexical={shards['lexical']}", "--set", "policy=static"]
+    server = spawn(args)
+    acked: list[tuple[str, int]] = []
+    try:
+        with open_channel(server.address) as channel:
+            stub = catalog_pb2_grpc.CatalogStub(channel)
+
+            def stream() -> None:
+                for i in range(100_000):
+                    try:
+                        response = stub.Write(write(Entity(id=f"k{i}", fields={"title": f"kill {i}"})), timeout=5)
+                    except grpc.RpcError:
+                        return
+                    acked.append((f"k{i}", int(response.position)))
+
+            sender = threading.Thread(target=stream)
+            sender.start()
+            deadline = time.monotonic() + 60
+            while len(acked) < 30 and sender.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(acked) >= 30, "the write stream stopped before the kill"
+            server.kill()
+            sender.join()
+        with EventLog(state / "events.sqlite") as store:
+            logged = [(r.write.entity_id, r.position) for r in store.catalog_after(0, 100_000)]
+        assert logged[:len(acked)] == acked and len(logged) - len(acked) <= 1
+        server = spawn(args)
+        with open_channel(server.address) as channel:
+            status = catalog_pb2_grpc.CatalogStub(channel).Status(catalog_pb2.CatalogStatusRequest(), timeout=10)
+        assert status.replicas[0].applied_position == status.log_position == len(logged)
+    finally:
+        server.stop()
 
 
 def test_a_bad_item_refuses_the_whole_batch(shards: dict[str, str], built: Path, tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ Defaults: 3,000 searches, 20 releases from search 400 every 100 (the last at 2,3
 one seed. Printed (core.simulator.release_metrics), per plan, mean over seeds: the
 release-targeting searches (and all searches) after a release until the first that retrieves it,
 mean and median over releases, and how many were never retrieved; the hit rate (target recall) on
-release-targeting searches per age window and on the other searches; per window, each strategy's
+release-targeting searches per age window and on the other known-item searches (the comparable
+baseline); per window, each strategy's
 mean quota on release-targeting searches (the bandit's allocation) and the share each strategy
 alone would retrieve at 200 (memory's column shows it learning the new ids); the memory
 strategy's learned pairs on released ids over time. --json FILE writes all of it.
@@ -142,11 +143,11 @@ def report(result: dict[str, Any]) -> str:
         fh = [r["first_hit"] for r in runs]
         rows.append([name, *(f"{mean([f[k] for f in fh]):.1f}" for k in ("tries_mean", "tries_median",
                                                                             "elapsed_mean", "elapsed_median")),
-                     f"{mean([f['never'] for f in fh]):.1f}",
+                     f"{mean([f['never'] for f in fh]):.1f}/{len(runs[0]['tries'])}",
                      *(f"{mean([r['windows'][i]['hit_rate'] for r in runs]):.3f}" for i in range(len(spans))),
                      f"{mean([r['other']['hit_rate'] for r in runs]):.3f}"])
     main = markdown(rows, ["policy", "tries to 1st hit (mean)", "(median)", "searches to 1st hit (mean)",
-                           "(median)", "never", *(f"hit age {s}" for s in spans), "hit other"])
+                           "(median)", "never", *(f"hit age {s}" for s in spans), "hit other known-item"])
     alloc = []
     for name, runs in pol.items():
         if name not in LEARNED and name != "static-equal":
@@ -156,7 +157,7 @@ def report(result: dict[str, Any]) -> str:
             alloc.append([name, s, f"{mean([w['searches'] for w in ws]):.0f}",
                           *(f"{mean([w['quota'][k] for w in ws]):.0f}" for k in STRATEGIES),
                           *(f"{mean([w['alone'][k] for w in ws]):.3f}" for k in STRATEGIES)])
-    bandit = markdown(alloc, ["policy", "age", "searches", *(f"quota {k}" for k in STRATEGIES),
+    bandit = markdown(alloc, ["policy", "age (searches since release)", "searches", *(f"quota {k}" for k in STRATEGIES),
                               *(f"{k} alone" for k in STRATEGIES)])
     mem = []
     for name, runs in pol.items():
@@ -169,7 +170,8 @@ def report(result: dict[str, Any]) -> str:
     return (f"{s['searches']:,} searches x {s['seeds']} seed(s) per plan, {s['releases']} releases from search "
             f"{s['first_at']} every {s['every']}, release-day share {s['share']}, {s['encoder']} encoder; "
             f"mean over seeds\n\n{main}\n\nAllocation on release-targeting searches by age (and on the other "
-            f"searches), mean quota per strategy, and the share each strategy alone retrieves at 200:\n\n{bandit}"
+            f"known-item searches), mean quota per strategy, and the share each strategy alone retrieves "
+            f"at 200:\n\n{bandit}"
             f"\n\n{memory}\n\n{result['seconds']:.0f} s (commit {r['commit']}, {r['machine']}, {r['threads']} thread)")
 
 

@@ -13,7 +13,8 @@ target recall means: the target is among the candidates the plan's called strate
 - windows: per age window [lo, hi), the hit rate on release-targeting searches, each strategy's
   mean quota on them (the bandit's allocation) and the share of them each strategy alone would
   retrieve at the largest level (ReleaseTracker.alone: the memory strategy's column rises as it
-  learns the new ids), beside the same on the other searches from the first release on.
+  learns the new ids), beside the same on the other known-item (spearfishing) searches from the
+  first release on: release-day searches are known-item searches, the comparable baseline.
 - memory: sampled every `sample_every` searches, the learned (observed) query-entity pairs of the
   memory strategy on released ids and how many releases have one.
 """
@@ -28,7 +29,7 @@ import numpy as np
 from core.eventlog import DecisionRecord
 from core.simulator.metrics import Records
 from core.simulator.releases import LiveCatalog, Releases, memory_of
-from core.simulator.users import SimSearch
+from core.simulator.users import Intent, SimSearch
 
 DEFAULT_WINDOWS = (0, 25, 100, 400)  # window edges in searches since a release; the last is open
 DEFAULT_SAMPLE_EVERY = 100
@@ -80,7 +81,7 @@ class ReleaseMeasures:
     """tries: int64 (releases,), release-targeting searches to the first retrieval (0 = never
     retrieved); elapsed: int64 (releases,), searches since the release to it (0 = never);
     targeted: int64 (releases,), release-targeting searches in the run; windows: by age; other:
-    the other searches from the first release on (lo = hi = 0); memory: ReleaseTracker.memory."""
+    the other known-item searches from the first release on (lo = hi = 0); memory: ReleaseTracker.memory."""
 
     policy: str
     tries: np.ndarray
@@ -134,6 +135,7 @@ def release_measures(rec: Records, searches: Sequence[SimSearch], releases: Rele
     by_age = tuple(_window(lo, hi, np.flatnonzero((release >= 0) & (age >= lo) & (hi is None or age < hi)),
                            rec, tracker.alone) for lo, hi in zip(windows, upper, strict=True))
     first = int(at.min()) if n_rel else len(searches)
-    other = _window(0, 0, np.flatnonzero((release < 0) & (t_all >= first)), rec, tracker.alone)
+    known_item = np.array([s.intent == Intent.SPEARFISHING for s in searches], dtype=bool)
+    other = _window(0, 0, np.flatnonzero((release < 0) & (t_all >= first) & known_item), rec, tracker.alone)
     return ReleaseMeasures(policy=rec.policy, tries=tries, elapsed=elapsed, targeted=targeted, windows=by_age,
                            other=other, memory=tuple(tracker.memory))

@@ -21,7 +21,7 @@ one seed. Printed (core.simulator.release_metrics), per plan, mean over seeds: t
 release-targeting searches (and all searches) after a release until the first that retrieves it,
 mean and median over releases, and how many were never retrieved; the hit rate (target recall) on
 release-targeting searches per age window and on the other known-item searches (the comparable
-baseline); per window, each strategy's
+baseline), and the same for the target in the final top 10 (what the user sees); per window, each strategy's
 mean quota on release-targeting searches (the bandit's allocation) and the share each strategy
 alone would retrieve at 200 (memory's column shows it learning the new ids); the memory
 strategy's learned pairs on released ids over time. --json FILE writes all of it.
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def to_json(m: Any) -> dict[str, Any]:
     """A ReleaseMeasures as JSON values."""
     def window(w: Any) -> dict[str, Any]:
-        return {"lo": w.lo, "hi": w.hi, "searches": w.searches, "hit_rate": w.hit_rate,
+        return {"lo": w.lo, "hi": w.hi, "searches": w.searches, "hit_rate": w.hit_rate, "top10": w.top10,
                 "quota": dict(zip(STRATEGIES, w.quota.tolist(), strict=True)),
                 "alone": dict(zip(STRATEGIES, w.alone.tolist(), strict=True))}
 
@@ -138,7 +138,7 @@ def report(result: dict[str, Any]) -> str:
     pol = result["policies"]
     first = pol[next(iter(pol))][0]
     spans = [span(w) for w in first["windows"]]
-    rows = []
+    rows, shown = [], []
     for name, runs in pol.items():
         fh = [r["first_hit"] for r in runs]
         rows.append([name, *(f"{mean([f[k] for f in fh]):.1f}" for k in ("tries_mean", "tries_median",
@@ -146,8 +146,12 @@ def report(result: dict[str, Any]) -> str:
                      f"{mean([f['never'] for f in fh]):.1f}/{len(runs[0]['tries'])}",
                      *(f"{mean([r['windows'][i]['hit_rate'] for r in runs]):.3f}" for i in range(len(spans))),
                      f"{mean([r['other']['hit_rate'] for r in runs]):.3f}"])
+        shown.append([name, *(f"{mean([r['windows'][i]['top10'] for r in runs]):.3f}" for i in range(len(spans))),
+                      f"{mean([r['other']['top10'] for r in runs]):.3f}"])
     main = markdown(rows, ["policy", "tries to 1st hit (mean)", "(median)", "searches to 1st hit (mean)",
                            "(median)", "never", *(f"hit age {s}" for s in spans), "hit other known-item"])
+    main += "\n\nTarget in the final top 10:\n\n" + markdown(
+        shown, ["policy", *(f"top10 age {s}" for s in spans), "top10 other known-item"])
     alloc = []
     for name, runs in pol.items():
         if name not in LEARNED and name != "static-equal":

@@ -10,7 +10,8 @@ target recall means: the target is among the candidates the plan's called strate
 - to_first_hit: per release, the release-targeting searches up to and including the first that
   retrieves it (1: the first one did), and the searches since the release until then (any
   target); releases never retrieved within the run are counted apart.
-- windows: per age window [lo, hi), the hit rate on release-targeting searches, each strategy's
+- windows: per age window [lo, hi), the hit rate on release-targeting searches, the share whose
+  target is in the final top 10 (Records.shown: what the user sees), each strategy's
   mean quota on them (the bandit's allocation) and the share of them each strategy alone would
   retrieve at the largest level (ReleaseTracker.alone: the memory strategy's column rises as it
   learns the new ids), beside the same on the other known-item (spearfishing) searches from the
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.eventlog import DecisionRecord
-from core.simulator.metrics import Records
+from core.simulator.metrics import RANK_CUTOFF, Records
 from core.simulator.releases import LiveCatalog, Releases, memory_of
 from core.simulator.users import Intent, SimSearch
 
@@ -65,13 +66,14 @@ class ReleaseTracker:
 @dataclass(frozen=True, kw_only=True)
 class Window:
     """lo, hi: ages [lo, hi) (hi None: open); searches: release-targeting searches in it; hit_rate:
-    of them retrieved (nan when none); quota: float64 (S,) mean quota per strategy; alone: float64
-    (S,) share each strategy alone would retrieve."""
+    of them retrieved (nan when none); top10: of them with the target in the final top 10; quota:
+    float64 (S,) mean quota per strategy; alone: float64 (S,) share each strategy alone would retrieve."""
 
     lo: int
     hi: int | None
     searches: int
     hit_rate: float
+    top10: float
     quota: np.ndarray
     alone: np.ndarray
 
@@ -102,13 +104,16 @@ class ReleaseMeasures:
                 "elapsed_median": float(np.median(self.elapsed[found])), "never": int((~found).sum())}
 
 
-def _window(lo: int, hi: int | None, rows: np.ndarray, rec: Records, alone: np.ndarray) -> Window:
+def _window(lo: int, hi: int | None, rows: np.ndarray, rec: Records, target: np.ndarray, alone: np.ndarray
+            ) -> Window:
     n_strategies = rec.quotas.shape[1]
     if rows.size == 0:
         nan = np.full(n_strategies, np.nan)
-        return Window(lo=lo, hi=hi, searches=0, hit_rate=float("nan"), quota=nan, alone=nan)
+        return Window(lo=lo, hi=hi, searches=0, hit_rate=float("nan"), top10=float("nan"), quota=nan, alone=nan)
+    top10 = (rec.shown[rows, :RANK_CUTOFF] == target[rows, None]).any(axis=1)
     return Window(lo=lo, hi=hi, searches=int(rows.size), hit_rate=float(rec.target_found[rows].mean()),
-                  quota=rec.quotas[rows].astype(np.float64).mean(axis=0), alone=alone[rows].mean(axis=0))
+                  top10=float(top10.mean()), quota=rec.quotas[rows].astype(np.float64).mean(axis=0),
+                  alone=alone[rows].mean(axis=0))
 
 
 def release_measures(rec: Records, searches: Sequence[SimSearch], releases: Releases, tracker: ReleaseTracker,
@@ -133,9 +138,10 @@ def release_measures(rec: Records, searches: Sequence[SimSearch], releases: Rele
             tries[i], elapsed[i] = hit[0] + 1, rows[hit[0]] - at[i] + 1
     upper: list[int | None] = [*windows[1:], None]
     by_age = tuple(_window(lo, hi, np.flatnonzero((release >= 0) & (age >= lo) & (hi is None or age < hi)),
-                           rec, tracker.alone) for lo, hi in zip(windows, upper, strict=True))
+                           rec, target, tracker.alone) for lo, hi in zip(windows, upper, strict=True))
     first = int(at.min()) if n_rel else len(searches)
     known_item = np.array([s.intent == Intent.SPEARFISHING for s in searches], dtype=bool)
-    other = _window(0, 0, np.flatnonzero((release < 0) & (t_all >= first) & known_item), rec, tracker.alone)
+    other = _window(0, 0, np.flatnonzero((release < 0) & (t_all >= first) & known_item), rec, target,
+                    tracker.alone)
     return ReleaseMeasures(policy=rec.policy, tries=tries, elapsed=elapsed, targeted=targeted, windows=by_age,
                            other=other, memory=tuple(tracker.memory))

@@ -144,6 +144,7 @@ def test_measures_count_searches_to_the_first_hit() -> None:
     rec = Records.empty("p", ("a", "b"), len(targets))
     rec.target_found[:] = np.array(found, dtype=bool)
     rec.quotas[:] = np.array([[t, 10 * t] for t in range(len(targets))], dtype=np.int16)
+    rec.shown[4, 3] = rec.shown[6, 0] = rec.shown[5, 1] = 3  # release 0 shown at 4 and 5 (not 6: another target)
     tracker = ReleaseTracker(releases, len(targets), 2)
     m = release_measures(rec, [search(t) for t in targets], releases, tracker, windows=(0, 3))
     # release 0 is wanted at 2 (miss), 4 (miss), 5 (hit), 9: 3 tries, search 5 is the 4th since its
@@ -152,5 +153,6 @@ def test_measures_count_searches_to_the_first_hit() -> None:
     assert m.first_hit()["never"] == 1 and m.first_hit()["tries_mean"] == 3.0
     young, old = m.windows  # ages 0-2: searches 2, 4, 6; ages 3+: 5, 9
     assert young.searches == 3 and young.hit_rate == 0.0 and young.quota.tolist() == [4.0, 40.0]
-    assert old.searches == 2 and old.hit_rate == 1.0 and old.hi is None
+    assert young.top10 == pytest.approx(1 / 3)
+    assert old.searches == 2 and old.hit_rate == 1.0 and old.hi is None and old.top10 == 0.5
     assert m.other.searches == 3 and m.other.hit_rate == pytest.approx(2 / 3)  # 3 and 8 hit, 7 missed

@@ -33,12 +33,18 @@ from typing import Any, cast
 
 import numpy as np
 
+from core.attribute.index import AttributeStrategy
+from core.attribute.live import LiveAttribute
 from core.catalog import Entity
 from core.collapse import recording_copies
 from core.lexical.index import LexicalIndex
 from core.lexical.live import LiveLexicalIndex
 from core.live import Change, LiveCollection, SupportsWrite, Upsert, apply_writes
+from core.memory.index import MemoryStrategy
+from core.memory.live import LiveMemory
 from core.ranking import EntityTable
+from core.semantic.index import SemanticStrategy
+from core.semantic.live import LiveSemantic
 from core.simulator.metrics import Records
 from core.simulator.policies import PolicySpec
 from core.simulator.retrieval import InProcessStrategies
@@ -171,13 +177,6 @@ class LexicalWriter:
 
 def _writer(strategy: Strategy, collection: LiveCollection) -> tuple[Strategy, SupportsWrite]:
     """(the strategy to serve, its live writer) of one loaded strategy, on `collection`."""
-    from core.attribute.index import AttributeStrategy
-    from core.attribute.live import LiveAttribute
-    from core.memory.index import MemoryStrategy
-    from core.memory.live import LiveMemory
-    from core.semantic.index import SemanticStrategy
-    from core.semantic.live import LiveSemantic
-
     if isinstance(strategy, LexicalIndex):
         live = LiveLexicalIndex(strategy)
         return cast(Strategy, live), LexicalWriter(live)

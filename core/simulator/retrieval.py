@@ -10,7 +10,9 @@ it is cached per (text, quota) instead: the simulation sees exactly what a shard
 The memory strategy changes as it learns, so it is asked afresh every time, with the search's
 context (it learns per query and context, core.memory.context); the cached strategies ignore the
 context, as their shards do. Query understanding
-(the attribute strategy's `understand`) is cached by text too.
+(the attribute strategy's `understand`) is cached by text too. A run whose catalog changes
+(core.simulator.releases writes new tracks into every strategy) bumps `version` after each write:
+answers are cached per version, so none from before a write is served after it.
 """
 
 from __future__ import annotations
@@ -91,17 +93,19 @@ class InProcessStrategies:
         first = next(iter(self.loaded.values()))
         self.ids: list[str] = list(first.collection.ids)
         self.ordinal = first.collection.ordinal
-        self.cache: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = shared.cache if shared else {}
-        self.qu_cache: dict[str, tuple[Interpretation, ...]] = shared.qu_cache if shared else {}
+        self.version = 0  # of the catalog: bumped by whoever writes to the strategies (module docstring)
+        self.cache: dict[tuple[str, str, int, int], tuple[np.ndarray, np.ndarray]] = shared.cache if shared else {}
+        self.qu_cache: dict[tuple[str, int], tuple[Interpretation, ...]] = shared.qu_cache if shared else {}
 
     def understand(self, text: str) -> tuple[Interpretation, ...]:
         """The attribute strategy's readings of `text` (empty without one)."""
         attr = self.loaded.get(StrategyKind.ATTRIBUTE.value)
         if not isinstance(attr, SupportsUnderstand):
             return ()
-        if text not in self.qu_cache:
-            self.qu_cache[text] = attr.understand(Query(text=text), DEFAULT_INTERPRETATIONS)
-        return self.qu_cache[text]
+        key = (text, self.version)
+        if key not in self.qu_cache:
+            self.qu_cache[key] = attr.understand(Query(text=text), DEFAULT_INTERPRETATIONS)
+        return self.qu_cache[key]
 
     def top(self, name: str, text: str, quota: int, context: Mapping[str, str] | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +116,7 @@ class InProcessStrategies:
             hits = strategy.retrieve(Query(text=text, context=context or {}), quota, None)
             return hits.ordinals, hits.scores
         fetch = self.max_quota if strategy.kind in PREFIX_KINDS else quota
-        key = (name, text, fetch)
+        key = (name, text, fetch, self.version)
         if key not in self.cache:
             hits = strategy.retrieve(Query(text=text), fetch, None)
             self.cache[key] = (hits.ordinals, hits.scores)

@@ -141,7 +141,8 @@ class UserSimulator:
         self.affinity = self.rng.dirichlet(np.full(n_genres, c.affinity_concentration), size=c.n_users)
         self.peak_hour = self.rng.integers(0, 24, size=c.n_users)
         self.device = self.rng.choice(len(DEVICES), size=c.n_users, p=[p for _, p in DEVICES])
-        self.pop_weight = np.exp((world.popularity - world.popularity.max()) / c.popularity_scale)
+        self.full_weight = np.exp((world.popularity - world.popularity.max()) / c.popularity_scale)
+        self.pop_weight = self.full_weight  # 0 where a track is not available (set_available)
         self.mood_mask = {m: np.isin(np.arange(len(world)), world.facet("mood", m))
                           for _, (_, ms, _) in DAYPARTS.items() for m in ms}
         self.playlists = world.facet_values("playlist", c.min_relevant)
@@ -163,7 +164,18 @@ class UserSimulator:
     def __next__(self) -> SimSearch:
         return self.next_search()
 
-    def next_search(self) -> SimSearch:
+    def set_available(self, available: np.ndarray) -> None:
+        """Only the tracks where bool (n,) `available` is True can be wanted from now on (the others
+        are not released yet, core.simulator.releases): their target weight becomes 0. They stay
+        in the facets' relevant sets (grade 1), as a shop lists a pre-order."""
+        if available.shape != (len(self.world),) or not available.any():
+            raise ValueError(f"`available` must be a bool array of shape ({len(self.world)},) with a True, "
+                             f"but got shape {available.shape} with {int(available.sum())} True")
+        self.pop_weight = self.full_weight * available
+        self.pop_cdf = np.cumsum(self.pop_weight)
+
+    def _user_context(self) -> tuple[int, int, dict[str, str]]:
+        """(user, hour, the context sent with the query) of the next search."""
         rng = self.rng
         user = int(rng.integers(self.config.n_users))
         hour = int(self.peak_hour[user] + round(rng.normal(0.0, self.config.hour_spread))) % 24
@@ -172,15 +184,29 @@ class UserSimulator:
         if self.world.genres:
             g = int(self.affinity[user].argmax())
             context[f"affinity.genre.{self.world.genres[g]}"] = f"{self.affinity[user, g]:.3f}"
+        return user, hour, context
+
+    def next_search(self) -> SimSearch:
+        rng = self.rng
+        user, hour, context = self._user_context()
         intent = Intent(_pick(rng, np.asarray(self.config.intent_mix)))
         if intent is Intent.SPEARFISHING:
             return self._spearfishing(user, context)
         text, relevant = {Intent.TOPICAL: self._topical, Intent.ATTRIBUTE: self._attribute,
                           Intent.CONTEXT: self._context}[intent](user, hour)
-        if relevant.size == 0:  # a world without these facets: fall back to a known-item search
+        weights = self._target_weights(user, hour, relevant)
+        if relevant.size == 0 or not weights.sum() > 0:  # no such facets, or none of it available
             return self._spearfishing(user, context)
-        target = int(relevant[_pick(rng, self._target_weights(user, hour, relevant))])
+        target = int(relevant[_pick(rng, weights)])
         return SimSearch(intent=intent, user=user, text=text, context=context, relevant=relevant, target=target)
+
+    def known_item_search(self, target: int) -> SimSearch:
+        """A spearfishing search of a user drawn as usual for the track at ordinal `target` (a new
+        release everyone looks for, core.simulator.releases)."""
+        if not 0 <= target < len(self.world):
+            raise ValueError(f"`target` must be in [0, {len(self.world)}), but got {target}")
+        user, _, context = self._user_context()
+        return self._spearfishing(user, context, target)
 
     def affinity_multiplier(self, user: int, ordinals: np.ndarray) -> np.ndarray:
         """float64 (len(ordinals),): (1 - s) + s * G * a_u[genre] per ordinal (1 without a genre)."""
@@ -201,13 +227,15 @@ class UserSimulator:
         return self.pop_weight[relevant] * self.affinity_multiplier(user, relevant) * \
             (1.0 + self.config.hour_boost * suits)
 
-    def _spearfishing(self, user: int, context: dict[str, str]) -> SimSearch:
+    def _spearfishing(self, user: int, context: dict[str, str], target: int | None = None) -> SimSearch:
+        """A known-item search for `target` (None: drawn by popularity)."""
         rng, world = self.rng, self.world
         # Noise draws a varying number of values: give it its own generator, so the main stream
         # (and so every later search) does not depend on whether a typo happened.
         noisy = np.random.default_rng(int(rng.integers(2**63)))
-        target = int(min(np.searchsorted(self.pop_cdf, rng.random() * self.pop_cdf[-1], side="right"),
-                         len(world) - 1))
+        if target is None:
+            target = int(min(np.searchsorted(self.pop_cdf, rng.random() * self.pop_cdf[-1], side="right"),
+                             len(world) - 1))
         title, artist = short_title(world.titles[target]).lower(), world.artists[target].lower()
         form = SPEAR_FORMS[_pick(rng, np.asarray(SPEAR_FORM_WEIGHTS))]
         relevant = np.array([target], dtype=np.int64)

@@ -83,6 +83,7 @@ class LexicalGeneration:
 
     def apply(self, writes: Sequence[Write]) -> None:
         """Apply `writes` to the collection, then to the index, in one ordinal space."""
+        expected = len(self.live.ids)  # the collection appends one ordinal per upsert, in order
         self.live.apply(writes)
         for w in writes:
             if isinstance(w, Delete):
@@ -90,9 +91,10 @@ class LexicalGeneration:
                     self.index.delete(w.entity_id)
                 continue
             ordinal = self.index.add(w.entity)
-            if self.live.ordinal[w.entity.id] != ordinal:
+            if ordinal != expected:
                 raise RuntimeError(f"lexical ordinal {ordinal} of {w.entity.id!r} differs from the collection's "
-                                   f"{self.live.ordinal[w.entity.id]}")
+                                   f"{expected}")
+            expected += 1
 
 
 def open_generation(root: str | os.PathLike[str], entities: Sequence[Entity], options: Mapping[str, Any]

@@ -1,5 +1,5 @@
-"""Test helpers for live shards: an in-memory catalog log (the CatalogLog protocol, as the event
-store's) and a shard server run in process on a free loopback port with that log."""
+"""Test helpers for live shards: a shard server run in process on a free loopback port with a test
+catalog log (tests.core.live_writes.ListLog)."""
 
 from __future__ import annotations
 
@@ -13,45 +13,12 @@ from typing import Any
 import grpc
 
 from core.catalog import Entity
-from core.catalog_log import CatalogLog, CatalogRecord, CatalogWrite
+from core.catalog_log import CatalogLog
 from core.live import Delete, Upsert, Write
 from ltrr.v1 import shard_pb2, shard_pb2_grpc
 from services.client import ShardClient
 from services.shard import ShardConfig, ShardService
-
-
-class ListLog:
-    """A CatalogLog over a list: positions 1.., versions compared per id (deletes included)."""
-
-    def __init__(self) -> None:
-        self.records: list[CatalogRecord] = []
-        self.newest: dict[str, int] = {}
-        self.lock = threading.Lock()
-
-    def append_catalog(self, writes: Sequence[CatalogWrite]) -> list[int]:
-        with self.lock:
-            positions = []
-            for w in writes:
-                if w.version <= self.newest.get(w.entity_id, 0):
-                    positions.append(0)
-                    continue
-                self.newest[w.entity_id] = w.version
-                self.records.append(CatalogRecord(len(self.records) + 1, w))
-                positions.append(len(self.records))
-            return positions
-
-    def catalog_after(self, position: int, limit: int) -> list[CatalogRecord]:
-        with self.lock:
-            return self.records[position:position + limit]
-
-    def last_catalog_position(self) -> int:
-        return len(self.records)
-
-    def append(self, writes: Sequence[Write]) -> int:
-        """Append core.live writes (versions: the next position); returns the last position."""
-        batch = [CatalogWrite(w.entity_id, len(self.records) + i + 1) if isinstance(w, Delete)
-                 else CatalogWrite(w.entity.id, len(self.records) + i + 1, w.entity) for i, w in enumerate(writes)]
-        return max(self.append_catalog(batch))
+from tests.core.live_writes import ListLog
 
 
 def as_log(log: ListLog) -> CatalogLog:

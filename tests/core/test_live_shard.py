@@ -12,10 +12,12 @@ import pytest
 from core import live_lexical
 from core.catalog import Entity, write_jsonl
 from core.collection import Collection
+from core.errors import IndexFormatError
 from core.indexing import build_index
 from core.live import Delete, LiveCollection, Upsert, Write
 from core.live_lexical import CURRENT, LiveLexicalShard
 from core.live_shard import LiveShardConfig, catch_up, open_live_shard
+from core.partitioning import build_partitioned
 from core.query import Filter, make_query
 from tests.conftest import synthetic_catalog
 from tests.core.live_writes import ListLog, random_writes
@@ -121,3 +123,14 @@ def test_a_merged_base_is_kept_across_restarts_and_replaced_by_the_next(setup: A
     catch_up(restarted, log.catalog_after)
     assert restarted.merge() and restarted.base_position == len(log.records)
     assert len(list(Path(config.live_dir).glob("base-*"))) == 1
+
+
+@pytest.mark.parametrize(("strategy", "part"), [("lexical", "part-1"), ("memory", "memory-0"), ("attribute", "")])
+def test_a_partitioned_index_is_refused(tmp_path: Path, strategy: str, part: str) -> None:
+    entities = synthetic_catalog(60, seed=51)
+    write_jsonl(entities, tmp_path / "catalog.jsonl")
+    build_partitioned(entities, tmp_path / "index", [strategy], {"lexical": OPTIONS}, partitions=2, progress=False)
+    config = LiveShardConfig(strategy=strategy, index=str(tmp_path / "index" / part),
+                             catalog=str(tmp_path / "catalog.jsonl"), live_dir=str(tmp_path / "live"))
+    with pytest.raises(IndexFormatError, match="partition"):
+        open_live_shard(config)

@@ -82,12 +82,17 @@ class LiveShard:
         if any(b.position <= a.position for a, b in itertools.pairwise(fresh)):
             raise ValueError("`records` must be in increasing position order")
         started = time.perf_counter()
+        writes = [r.write.as_write() for r in fresh]
+        self._prepare(writes)  # slow work that changes nothing searches read, before the lock
         with self.lock:
-            self._apply([r.write.as_write() for r in fresh])
+            self._apply(writes)
             self.applied_position = fresh[-1].position
             self.applied_records += len(fresh)
         self.last_apply_s = time.perf_counter() - started
         return len(fresh)
+
+    def _prepare(self, writes: Sequence[Write]) -> None:
+        """Work for `writes` that needs no lock (nothing searches read changes); default none."""
 
     def _apply(self, writes: Sequence[Write]) -> None:
         raise NotImplementedError

@@ -54,14 +54,16 @@ def records_after(records: list[CatalogRecord]) -> Callable[[int, int], list[Cat
     return lambda position, limit: records[position:position + limit]
 
 
-def run(shard: LiveShard, records: list[CatalogRecord], batch: int) -> list[float]:
-    """Apply `records` `batch` at a time; the milliseconds each batch took."""
-    took = []
+def run(shard: LiveShard, records: list[CatalogRecord], batch: int) -> tuple[list[float], list[float]]:
+    """Apply `records` `batch` at a time; the milliseconds each batch took, and held the lock
+    searches wait on."""
+    took, locked = [], []
     for i in range(0, len(records), batch):
         started = time.perf_counter()
         shard.apply(records[i:i + batch])
         took.append((time.perf_counter() - started) * 1000)
-    return took
+        locked.append(shard.last_locked_s * 1000)
+    return took, locked
 
 
 def main() -> None:
@@ -69,6 +71,7 @@ def main() -> None:
     p.add_argument("--index", default="", help="a demo index of every strategy (default: build one in a temp dir)")
     p.add_argument("--writes", type=int, default=1000)
     p.add_argument("--batch", type=int, default=5)
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all four)")
     args = p.parse_args()
     catalog = load_jsonl(demo_catalog_path())
     tmp = Path(tempfile.mkdtemp(prefix="live-shard-"))
@@ -82,7 +85,7 @@ def main() -> None:
     print(f"commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}")
     stream = writes(catalog, args.writes)
-    for name in STRATEGIES:
+    for name in args.strategies.split(","):
         options = {"state_dir": str(tmp / "memory")} if name == "memory" else {}
         config = LiveShardConfig(strategy=name, index=str(index), catalog=str(tmp / "catalog.jsonl"),
                                  live_dir=str(tmp / "live" / name), options=options, merge_entities=0)
@@ -91,10 +94,11 @@ def main() -> None:
         shard.strategy.warm_up()
         opened = time.perf_counter() - started
         records = as_records(stream)
-        took = run(shard, records, args.batch)
+        took, locked = run(shard, records, args.batch)
         p50, p99 = np.percentile(took, [50, 99])
         line = (f"{name:9s} start {opened:5.2f}s  apply per batch of {args.batch}: p50 {p50:6.2f} ms  "
-                f"p99 {p99:6.2f} ms  max {max(took):6.2f} ms  ({len(stream)} writes)")
+                f"p99 {p99:6.2f} ms  max {max(took):6.2f} ms; under the lock p50 {np.percentile(locked, 50):5.2f} "
+                f"p99 {np.percentile(locked, 99):5.2f} max {max(locked):6.2f} ms ({len(stream)} writes)")
         if name == "lexical":
             with shard.reading() as s:
                 s.retrieve(make_query("release"), 10, None)

@@ -54,6 +54,7 @@ class LiveShard:
         self.applied_records = 0
         self.merges = 0
         self.last_apply_s = 0.0
+        self.last_locked_s = 0.0
         self._strategy: Strategy | None = None
 
     @property
@@ -85,9 +86,11 @@ class LiveShard:
         writes = [r.write.as_write() for r in fresh]
         self._prepare(writes)  # slow work that changes nothing searches read, before the lock
         with self.lock:
+            locked = time.perf_counter()
             self._apply(writes)
             self.applied_position = fresh[-1].position
             self.applied_records += len(fresh)
+            self.last_locked_s = time.perf_counter() - locked  # what a search may have waited
         self.last_apply_s = time.perf_counter() - started
         return len(fresh)
 

@@ -9,8 +9,11 @@ acknowledged is lost and nothing is applied twice into a base.
   `reading()` (the same lock: the shard's searches run one at a time on one worker thread, so
   the lock is uncontended between writes), so a search sees a batch entirely or not at all, and
   the strategy object `strategy` it reads (collection, index, vocabulary) is one consistent state.
-  A batch's slow part (analysis, encoding) runs inside the lock: a search waits for at most one
-  batch (the tail applies up to `DEFAULT_CATALOG_BATCH` records at once).
+  The semantic writer embeds a batch before the lock (LiveSemantic.prepare); the rest (lexical
+  analysis, vocabulary updates, vector adds) runs inside it, so a search waits for at most one
+  batch (the tail applies up to `DEFAULT_CATALOG_BATCH` records at once; benchmarks/live_shard.py:
+  batches of 5 on the demo catalog hold the lock p99 1.2 ms lexical, 6.1 semantic, 8.3 attribute,
+  2.4 memory).
 - Ordinals: semantic, attribute and memory share core.live.LiveCollection in place (an upsert
   keeps its ordinal: the memory strategy's learned pairs stay with the entity); the lexical shard
   uses append mode (core.live_lexical), the ordinal space of core.lexical.live.

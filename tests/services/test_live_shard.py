@@ -18,6 +18,7 @@ from core.live import Delete, Upsert, Write
 from core.live_lexical import CURRENT
 from core.query import Filter, make_query
 from core.storage import ComponentReader
+from services.metrics_shard import ShardCollector
 from services.shard import ShardConfig
 from tests.core.live_writes import final_catalog, random_writes
 from tests.services.live_shard_server import ListLog, LiveServer, append_order, track
@@ -185,4 +186,24 @@ def test_merges_while_searching_then_restart_and_fresh_build(serve: Serve, catal
     again = serve("lexical", log, merge_entities=0)
     again.wait_applied(len(log.records))
     assert again.position().base_position == len(log.records)
+    assert answers(again) == before
+
+
+def test_semantic_restart_and_live_metrics(serve: Serve, catalog: list[Entity]) -> None:
+    """The semantic shard replays the log into the same HNSW graph (same insertion order) after a
+    restart; a live shard's scrape has its catalog position, pending entities and merges."""
+    log = ListLog()
+    writes = writes_for(catalog, 120, seed=5)
+    for i in range(0, len(writes), 6):
+        log.append(writes[i:i + 6])
+    shard = serve("semantic", log)
+    shard.wait_applied(len(log.records))
+    before = answers(shard)
+    metrics = {m.name: m.samples[0].value for m in ShardCollector(shard.service).collect() if m.samples}
+    assert metrics["ltrr_shard_catalog_applied_position"] == len(log.records)
+    assert metrics["ltrr_shard_catalog_pending_entities"] == sum(isinstance(w, Upsert) for w in writes)
+    assert metrics["ltrr_shard_catalog_merges"] == 0
+    shard.close()
+    again = serve("semantic", log)
+    again.wait_applied(len(log.records))
     assert answers(again) == before

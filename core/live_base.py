@@ -55,6 +55,7 @@ class LiveShard:
         self.merges = 0
         self.last_apply_s = 0.0
         self.last_locked_s = 0.0
+        self.broken: Exception | None = None
         self._strategy: Strategy | None = None
 
     @property
@@ -86,8 +87,15 @@ class LiveShard:
         writes = [r.write.as_write() for r in fresh]
         self._prepare(writes)  # slow work that changes nothing searches read, before the lock
         with self.lock:
+            if self.broken is not None:
+                raise RuntimeError(f"a batch failed half-applied ({self.broken}); restart the shard: it replays "
+                                 "the log over its base")
             locked = time.perf_counter()
-            self._apply(writes)
+            try:
+                self._apply(writes)
+            except Exception as err:
+                self.broken = err  # the state may hold part of the batch: never apply over it
+                raise
             self.applied_position = fresh[-1].position
             self.applied_records += len(fresh)
             self.last_locked_s = time.perf_counter() - locked  # what a search may have waited

@@ -8,8 +8,10 @@ batch. Reading and applying run on the tail's own thread (the store's SQLite con
 to it), never on the event loop nor on the search worker, so searches keep running; a batch
 becomes visible to searches at once, entirely (core.live_shard.LiveShard.reading). A lexical
 merge (when the delta exceeds the shard's merge threshold, or request_merge()) runs on a third
-thread. A read or apply that fails is logged and retried after RETRY_S: the shard keeps serving
-what it applied, and CatalogPosition shows it stalling.
+thread. A read that fails (the store unreachable) is logged and retried after RETRY_S; a batch
+that fails to apply stops the shard applying for good (it may be half-applied: core.live_base),
+logged every RETRY_S until the shard is restarted. Either way the shard keeps serving what it
+applied, and CatalogPosition shows it stalling.
 """
 
 from __future__ import annotations

@@ -134,3 +134,21 @@ def test_a_partitioned_index_is_refused(tmp_path: Path, strategy: str, part: str
                              catalog=str(tmp_path / "catalog.jsonl"), live_dir=str(tmp_path / "live"))
     with pytest.raises(IndexFormatError, match="partition"):
         open_live_shard(config)
+
+
+def test_a_batch_that_fails_stops_the_shard_applying(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that raises half-way may leave part of it applied: the shard refuses every later
+    batch (a restart replays the log over the base) instead of applying over a torn state."""
+    config, _, log = setup
+    shard = opened(config, log)
+    position = shard.applied_position
+    monkeypatch.setattr(shard.generation.index, "add", lambda _: (_ for _ in ()).throw(OSError("disk")))
+    log.append([Upsert(Entity(id="x1", fields={"title": "omega"}))])
+    with pytest.raises(OSError, match="disk"):
+        catch_up(shard, log.catalog_after)
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="restart the shard"):
+        catch_up(shard, log.catalog_after)
+    assert shard.applied_position == position
+    restarted = opened(config, log)
+    assert restarted.applied_position == len(log.records)

@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pyroaring import BitMap
 
 from core.catalog import Entity, load_jsonl
@@ -153,8 +154,10 @@ class LiveLexicalShard(LiveShard):
                 return False
             gen = self.generation
             view, position, catalog = gen.index.view(), self.applied_position, gen.live.catalog()
+            # bitmaps are replaced, never changed (copy on write): a shallow copy is a snapshot
+            bitmaps = {name: dict(values) for name, values in gen.live.bitmaps.items()}
             self._carry = []
-        root = write_base(self.live_dir, view, catalog, position, self.source_index_id)
+        root = write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id)
         new = open_generation(root, catalog, self.config.options)
         new.warm_up()
         with self.lock:
@@ -172,22 +175,26 @@ class LiveLexicalShard(LiveShard):
         return True
 
 
-def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], position: int, source_index_id: str) -> Path:
-    """Write the merged base of `view` (whose live documents are `catalog`, in order) as a new
-    base directory under live_dir, every file fsync'd; returns it. CURRENT is not touched."""
-    postings, ids, _, _ = merged_postings(view)
+def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], bitmaps: Mapping[str, Mapping[str, BitMap]],
+               position: int, source_index_id: str) -> Path:
+    """Write the merged base of `view` (whose live documents are `catalog`, in order, and whose
+    collection's filter bitmaps, over the view's ordinals, are `bitmaps`) as a new base directory
+    under live_dir, every file fsync'd; returns it. CURRENT is not touched. The collection is the
+    live one renumbered (what Collection.build of `catalog` makes, without re-reading every entity)."""
+    postings, ids, popularity, new_of_old = merged_postings(view)
     if ids != [e.id for e in catalog]:
         raise RuntimeError("the merged lexical documents differ from the live collection's entities")
     root = live_dir / f"{BASE_PREFIX}{position:020d}-{time.time_ns()}"
     root.mkdir(parents=True)
     write_postings(postings, view.segments.base.config, root, progress=False)
-    Collection.build(catalog).save(root)
-    with (root / ENTITIES).open("wb") as raw:
-        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-            for e in catalog:
-                out.write(json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True).encode() + b"\n")
-        raw.flush()
-        os.fsync(raw.fileno())
+    renumbered = {name: {value: BitMap(new_of_old[np.asarray(bits.to_array(), dtype=np.int64)].tolist())
+                         for value, bits in values.items()} for name, values in bitmaps.items()}
+    Collection(ids, popularity, BitMap(), renumbered).save(root)
+    lines = b"".join(json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True).encode() + b"\n" for e in catalog)
+    with (root / ENTITIES).open("wb") as out:
+        out.write(gzip.compress(lines, compresslevel=1, mtime=0))
+        out.flush()
+        os.fsync(out.fileno())
     meta = {"position": position, "entities": len(catalog), "source_index_id": source_index_id}
     write_file_atomic(root / BASE_FILE, json.dumps(meta).encode())
     fsync_dir(root)

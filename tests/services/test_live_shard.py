@@ -180,7 +180,8 @@ def test_merges_while_searching_then_restart_and_fresh_build(serve: Serve, catal
     base = Path(tmp_path / "bases") / (tmp_path / "bases" / CURRENT).read_text()
     assert sorted(p.name for p in (tmp_path / "bases").iterdir()) == sorted([CURRENT, base.name])
     build_index(append_order(catalog, writes), tmp_path / "fresh", ["lexical"], OPTIONS)
-    assert ComponentReader(base, "lexical").files == ComponentReader(tmp_path / "fresh", "lexical").files
+    for component in ("lexical", "collection"):
+        assert ComponentReader(base, component).files == ComponentReader(tmp_path / "fresh", component).files
     before = answers(shard)
     shard.close()
     again = serve("lexical", log, merge_entities=0)

@@ -12,6 +12,12 @@ popularity, deletions and the categorical filter bitmaps follow the writes. Read
 `popularity`, `deleted` and each changed filter bitmap are replaced by new objects (copy on
 write), never mutated in place, so a search holding the old ones sees a consistent state.
 `apply` returns the Changes each live strategy applies in turn (core.semantic.live, ...).
+
+Two ordinal modes. In place (the default; semantic, attribute, memory): an upsert of a live id
+keeps its ordinal. Append (`in_place=False`; the lexical shard, core.live_lexical): an upsert of a
+live id deletes its ordinal and appends a new one, as core.lexical.live.LiveLexicalIndex numbers
+its copies, so the collection's ordinals, ids and filter bitmaps are the lexical index's own
+(ids by ordinal never change: a dead copy keeps its id).
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ class SupportsWrite(Protocol):
 class LiveCollection(Collection):
     """A Collection that applies writes. entities: the content by ordinal (None once deleted)."""
 
-    def __init__(self, entities: Sequence[Entity], collection: Collection) -> None:
+    def __init__(self, entities: Sequence[Entity], collection: Collection, *, in_place: bool = True) -> None:
         if len(entities) != len(collection):
             raise ValueError(f"`entities` must hold the collection's {len(collection)} entities, "
                              f"but got {len(entities)}")
@@ -74,11 +80,12 @@ class LiveCollection(Collection):
         self.entities: list[Entity | None] = [None if i in collection.deleted else e
                                               for i, e in enumerate(entities)]
         self.live_ids = {e.id: i for i, e in enumerate(self.entities) if e is not None}
+        self.in_place = in_place
         self.write_lock = threading.RLock()  # apply_writes holds it around the strategies' apply too
 
     @classmethod
-    def from_entities(cls, entities: Sequence[Entity]) -> LiveCollection:
-        return cls(entities, Collection.build(entities))
+    def from_entities(cls, entities: Sequence[Entity], *, in_place: bool = True) -> LiveCollection:
+        return cls(entities, Collection.build(entities), in_place=in_place)
 
     def catalog(self) -> list[Entity]:
         """The live entities in ordinal order: the catalog a fresh build of this state indexes."""
@@ -93,28 +100,29 @@ class LiveCollection(Collection):
     def apply(self, writes: Sequence[Write]) -> list[Change]:
         """Apply `writes` in order (under the write lock); returns what each did, in order."""
         with self.write_lock:
-            changes = [c for w in writes if (c := self._one(w)) is not None]
+            changes = [c for w in writes for c in self._one(w)]
             if changes:
                 self._publish(changes)
             return changes
 
-    def _one(self, write: Write) -> Change | None:
+    def _one(self, write: Write) -> list[Change]:
         if isinstance(write, Delete):
             o = self.live_ids.pop(write.entity_id, None)
             if o is None:
-                return None
+                return []
             old = self.entities[o]
             self.entities[o] = None
-            return Change(o, old, None)
+            return [Change(o, old, None)]
         e = write.entity
         o = self.live_ids.get(e.id)
-        if o is None:
-            o = len(self.entities)
-            self.entities.append(e)
-            self.live_ids[e.id] = o
-            return Change(o, None, e)
-        old, self.entities[o] = self.entities[o], e
-        return Change(o, old, e)
+        if o is not None and self.in_place:
+            old, self.entities[o] = self.entities[o], e
+            return [Change(o, old, e)]
+        gone = [] if o is None else self._one(Delete(e.id))
+        o = len(self.entities)
+        self.entities.append(e)
+        self.live_ids[e.id] = o
+        return [*gone, Change(o, None, e)]
 
     def _publish(self, changes: Sequence[Change]) -> None:
         """Make the state of `self.entities` visible: new ids and popularity first, then the

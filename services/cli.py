@@ -60,7 +60,10 @@ def cmd_shard(args: argparse.Namespace) -> int:
     config = ShardConfig(strategy=args.strategy, index=args.index, host=args.host, port=args.port,
                          limits=Limits(max_quota=args.max_quota, max_query_chars=args.max_query_chars),
                          options=parse_options(args.option, scoped=False), delay_ms=args.test_delay_ms,
-                         noop=args.noop, max_queue=args.max_queue, security=security_from_args(args))
+                         noop=args.noop, max_queue=args.max_queue, security=security_from_args(args),
+                         store=args.store, catalog=args.catalog,
+                         live_dir=args.live_dir or f"{args.index.rstrip('/')}.live/{args.strategy}-{args.port}",
+                         **({} if args.merge_entities is None else {"merge_entities": args.merge_entities}))
 
     def listening(address: str) -> None:
         print(f"ltrr shard {args.strategy} listening on {address}", flush=True)
@@ -192,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=DEFAULT_SHARD_MAX_QUEUE,
                    help="searches queued or running at once; beyond it RESOURCE_EXHAUSTED at once, "
                         "0 = unbounded (default: %(default)s; services/admission.py)")
+    p.add_argument("--store", default="", metavar="URL",
+                   help="apply the live catalog log of this event store (the broker's --store URL: sqlite:///path "
+                        "or postgresql://...) while serving (default: a static shard); not for partitioned indexes")
+    p.add_argument("--catalog", default="", metavar="FILE",
+                   help="with --store: the catalog file the index was built from (a live shard rebuilds its "
+                        "live state from it; a lexical shard with a merged base no longer needs it)")
+    p.add_argument("--live-dir", default="", metavar="DIR",
+                   help="with --store: the lexical shard's merged bases, one directory per replica (default: "
+                        "INDEX.live/STRATEGY-PORT; give one with --port 0)")
+    p.add_argument("--merge-entities", type=int, default=None, metavar="N",
+                   help="with --store: merge the lexical delta into a new base once it holds more than N "
+                        "documents, 0 = never (default: core.live_shard.DEFAULT_MERGE_ENTITIES, 5000)")
     add_security_flags(p, server=True)
     p.set_defaults(func=cmd_shard)
 

@@ -28,6 +28,9 @@ REQUEST_LATENCY = Histogram("ltrr_shard_request_latency_ms", "Shard rpc time in 
                             ["strategy", "method"], buckets=LATENCY_BUCKETS_MS, registry=SHARD)
 INFLIGHT = Gauge("ltrr_shard_inflight_requests", "Shard rpcs being handled or queued for the worker thread",
                  ["strategy"], registry=SHARD)
+CATALOG_APPLY_LATENCY = Histogram("ltrr_shard_catalog_apply_latency_ms",
+                                  "Time to apply one batch of catalog log records (ms), live shards only",
+                                  ["strategy"], buckets=LATENCY_BUCKETS_MS, registry=SHARD)
 QUERY_CACHE = "query_embeddings"
 
 
@@ -87,8 +90,27 @@ class ShardCollector(Collector):
             family = GaugeMetricFamily(metric, doc, labels=["strategy"])
             family.add_metric([name], float(value))
             yield family
+        yield from _catalog_metrics(name, getattr(self.service, "live", None))
         yield from _cache_metrics(name, find_caches(strategy))
         yield from admission_metrics("ltrr_shard", "requests", self.service.admission, [name])
+
+
+def _catalog_metrics(strategy: str, live: Any) -> Iterator[Metric]:
+    """A live shard's catalog position, pending entities and merges (core.live_shard.LiveShard)."""
+    if live is None:
+        return
+    for metric, doc, value in (("ltrr_shard_catalog_applied_position", "Newest catalog log position applied",
+                                live.applied_position),
+                               ("ltrr_shard_catalog_base_position", "Catalog log position of the base index",
+                                live.base_position),
+                               ("ltrr_shard_catalog_pending_entities", "Entities written since the base index",
+                                live.pending_entities)):
+        family = GaugeMetricFamily(metric, doc, labels=["strategy"])
+        family.add_metric([strategy], float(value))
+        yield family
+    merges = CounterMetricFamily("ltrr_shard_catalog_merges", "Lexical merges into a new base", labels=["strategy"])
+    merges.add_metric([strategy], float(live.merges))
+    yield merges
 
 
 def _cache_metrics(strategy: str, caches: list[tuple[str, Any]]) -> Iterator[Metric]:

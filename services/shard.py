@@ -10,6 +10,11 @@ Life of a shard process:
    answered DEADLINE_EXCEEDED without running;
 4. on SIGTERM or SIGINT: health NOT_SERVING, in-flight requests get a grace period, then exit 0.
 A damaged index ends the process with exit code 2 and a message naming the file.
+
+With `store` (`ltrr shard --store URL`) the shard is live (services.shard_live): step 2 also
+replays the catalog log after its base, and while serving it applies the log as it grows; every
+search runs on one consistent state (core.live_shard.LiveShard.reading). CatalogPosition tells how
+far it has applied (zeros for a static shard).
 """
 
 from __future__ import annotations
@@ -17,17 +22,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, TypeVar
 
 import grpc
 
+from core.catalog_log import CatalogLog
 from core.collection import Collection
 from core.errors import InvalidArgumentError, LtrrError, NotReadyError, UnimplementedError
 from core.indexing import open_strategy
+from core.live_shard import DEFAULT_MERGE_ENTITIES, LiveShard, LiveShardConfig
 from core.noop import NoopStrategy
 from core.query import Limits, check_quota
 from core.storage import FORMAT_VERSION
@@ -38,6 +46,7 @@ from services.admission import DEFAULT_SHARD_MAX_QUEUE, Deadline, Limiter
 from services.metrics_shard import shard_observed
 from services.security import NO_SECURITY, SecurityConfig
 from services.server import Hosted, run
+from services.shard_live import DEFAULT_CATALOG_POLL_S, CatalogTail, store_log
 from services.status import status_for
 
 log = logging.getLogger("ltrr.shard")
@@ -56,7 +65,10 @@ class ShardConfig:
     core.noop.NoopStrategy under the strategy's name (benchmarks' floor); max_queue: Retrieve and
     Understand requests queued or running at once, beyond which they are refused (0 = unbounded;
     services.admission.DEFAULT_SHARD_MAX_QUEUE); security: TLS and the token required on Learn
-    (services.security)."""
+    (services.security). store: the event store URL whose catalog log the shard applies ("" = a
+    static shard); catalog: the catalog file the index was built from (live shards); live_dir: the
+    lexical shard's merged bases (one per replica); merge_entities: lexical delta size that starts
+    a merge (0 = on request only); catalog_poll_s: the tail's interval when the log is idle."""
 
     strategy: str
     index: str
@@ -68,6 +80,11 @@ class ShardConfig:
     noop: bool = False
     max_queue: int = DEFAULT_SHARD_MAX_QUEUE
     security: SecurityConfig = NO_SECURITY
+    store: str = ""
+    catalog: str = ""
+    live_dir: str = ""
+    merge_entities: int = DEFAULT_MERGE_ENTITIES
+    catalog_poll_s: float = DEFAULT_CATALOG_POLL_S
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -76,6 +93,14 @@ class ShardConfig:
             raise ValueError(f"`delay_ms` must be >= 0, but got {self.delay_ms}")
         if self.max_queue < 0:
             raise ValueError(f"`max_queue` must be >= 0 (0 = unbounded), but got {self.max_queue}")
+        if self.store and self.noop:
+            raise ValueError("`store` must be '' for a no-op shard, but got a store URL")
+        if self.catalog_poll_s <= 0:
+            raise ValueError(f"`catalog_poll_s` must be > 0, but got {self.catalog_poll_s}")
+
+    def live_config(self) -> LiveShardConfig:
+        return LiveShardConfig(strategy=self.strategy, index=self.index, catalog=self.catalog,
+                               live_dir=self.live_dir, options=self.options, merge_entities=self.merge_entities)
 
 
 def rpc(handler: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
@@ -96,16 +121,43 @@ def rpc(handler: Callable[..., Awaitable[Resp]]) -> Callable[..., Awaitable[Resp
 
 
 class ShardService(shard_pb2_grpc.ShardServicer):
-    def __init__(self, config: ShardConfig) -> None:
+    """catalog_log: opens the catalog log of a live shard (default: the store at config.store;
+    tests pass their own)."""
+
+    def __init__(self, config: ShardConfig, catalog_log: Callable[[], CatalogLog] | None = None) -> None:
         self.config = config
-        self.strategy: Strategy | None = None
+        self._static: Strategy | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-shard")
         self.admission = Limiter(config.max_queue, name=f"the {config.strategy} shard's queue")
+        if catalog_log is None and config.store:
+            catalog_log = store_log(config.store)
+        self.tail = None if catalog_log is None else CatalogTail(config.live_config(), catalog_log,
+                                                                 config.catalog_poll_s)
+
+    @property
+    def live(self) -> LiveShard | None:
+        return None if self.tail is None else self.tail.live
+
+    @property
+    def strategy(self) -> Strategy | None:
+        live = self.live
+        return self._static if live is None else live.strategy
 
     def _ready(self) -> Strategy:
-        if self.strategy is None:
+        strategy = self.strategy
+        if strategy is None:
             raise NotReadyError(f"the {self.config.strategy} shard is still loading its index")
-        return self.strategy
+        return strategy
+
+    @contextmanager
+    def _reading(self) -> Iterator[Strategy]:
+        """The strategy, with no catalog batch applied until the block ends (a live shard)."""
+        live = self.live
+        if live is None:
+            yield self._ready()
+            return
+        with live.reading() as strategy:
+            yield strategy
 
     async def _run(self, fn: Callable[..., Resp], *args: Any) -> Resp:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -133,15 +185,16 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     def _retrieve(self, request: shard_pb2.RetrieveRequest, deadline: Deadline) -> shard_pb2.RetrieveResponse:
         start = self._picked_up(deadline)
-        strategy = self._ready()
-        query = convert.query_from_proto(request.query, self.config.limits, strategy.vector_dim)
-        quota = check_quota(request.quota, self.config.limits)
-        hits = strategy.retrieve(query, quota, strategy.collection.allowed(query.filters))
+        with self._reading() as strategy:
+            query = convert.query_from_proto(request.query, self.config.limits, strategy.vector_dim)
+            quota = check_quota(request.quota, self.config.limits)
+            hits = strategy.retrieve(query, quota, strategy.collection.allowed(query.filters))
+            ids = strategy.collection.ids  # append-only: an ordinal's id never changes
         if self.config.delay_ms:
             time.sleep(self.config.delay_ms / 1000)
         took = (time.perf_counter() - start) * 1000
         self.admission.observe(took)
-        return convert.hits_to_response(strategy.kind.value, hits, strategy.collection.ids, took)
+        return convert.hits_to_response(strategy.kind.value, hits, ids, took)
 
     @shard_observed
     @rpc
@@ -154,14 +207,15 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     def _understand(self, request: shard_pb2.UnderstandRequest, deadline: Deadline) -> shard_pb2.UnderstandResponse:
         start = self._picked_up(deadline)
-        strategy = self._ready()
-        if not isinstance(strategy, SupportsUnderstand):
-            raise UnimplementedError(f"the {strategy.kind.value} strategy has no query understanding")
-        n = request.max_interpretations or DEFAULT_INTERPRETATIONS
-        if not 1 <= n <= MAX_INTERPRETATIONS:
-            raise InvalidArgumentError("max_interpretations", f"must be in [0, {MAX_INTERPRETATIONS}], but got {n}")
-        query = convert.query_from_proto(request.query, self.config.limits, strategy.vector_dim)
-        interps = strategy.understand(query, n)
+        with self._reading() as strategy:
+            if not isinstance(strategy, SupportsUnderstand):
+                raise UnimplementedError(f"the {strategy.kind.value} strategy has no query understanding")
+            n = request.max_interpretations or DEFAULT_INTERPRETATIONS
+            if not 1 <= n <= MAX_INTERPRETATIONS:
+                raise InvalidArgumentError("max_interpretations",
+                                           f"must be in [0, {MAX_INTERPRETATIONS}], but got {n}")
+            query = convert.query_from_proto(request.query, self.config.limits, strategy.vector_dim)
+            interps = strategy.understand(query, n)
         return shard_pb2.UnderstandResponse(interpretations=[convert.interpretation_to_proto(i) for i in interps],
                                             took_ms=(time.perf_counter() - start) * 1000)
 
@@ -196,7 +250,22 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             strategy=s.kind.value, format_version=FORMAT_VERSION, index_id=c.index_id, num_entities=len(c),
             num_deleted=len(c.deleted), max_quota=self.config.limits.max_quota,
             max_query_chars=self.config.limits.max_query_chars, filter_fields=c.filter_fields,
-            vector_dim=s.vector_dim, params={**s.describe(), **self._admission_params()})
+            vector_dim=s.vector_dim, params={**s.describe(), **self._admission_params(), **self._live_params()})
+
+    def _live_params(self) -> dict[str, str]:
+        """A live shard's catalog position, pending entities, merges and live entities."""
+        live = self.live
+        return {} if live is None else live.describe()
+
+    @rpc
+    async def CatalogPosition(self, request: shard_pb2.CatalogPositionRequest, context: grpc.aio.ServicerContext
+                              ) -> shard_pb2.CatalogPositionResponse:
+        live = self.live
+        if live is None:  # a static shard, or a live one still replaying
+            return shard_pb2.CatalogPositionResponse()
+        return shard_pb2.CatalogPositionResponse(applied_position=live.applied_position,
+                                                 base_position=live.base_position,
+                                                 pending_entities=live.pending_entities)
 
     def _admission_params(self) -> dict[str, str]:
         """The queue's bound and counters (services.admission.Limiter), as Describe params."""
@@ -212,13 +281,22 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         else:
             strategy = open_strategy(self.config.index, self.config.strategy, self.config.options)
         strategy.warm_up()
-        self.strategy = strategy
+        self._static = strategy
         log.info("loaded %s index %s (%d entities) in %.2fs", self.config.strategy, self.config.index,
                  len(strategy.collection), time.perf_counter() - started)
 
-    def close(self) -> None:
-        if isinstance(self.strategy, SupportsClose):
-            self.strategy.close()
+    async def start(self) -> None:
+        """Load (static) or open, replay and start tailing (live); SERVING follows."""
+        if self.tail is not None:
+            await self.tail.load()
+        else:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.load)
+
+    async def stop(self) -> None:
+        if self.tail is not None:
+            await self.tail.close()  # closes the live strategy
+        elif isinstance(self._static, SupportsClose):
+            self._static.close()
         self.executor.shutdown(wait=True)
 
 
@@ -232,12 +310,7 @@ async def serve(config: ShardConfig, *, on_listening: Callable[[str], None] | No
         metrics_shard.watch_shard(service)
         metrics.serve(metrics_port, config.host, metrics_shard.SHARD)
 
-    async def load() -> None:
-        await asyncio.get_running_loop().run_in_executor(service.executor, service.load)
-
-    async def close() -> None:
-        service.close()
-
-    hosted = Hosted(SERVICE, lambda server: shard_pb2_grpc.add_ShardServicer_to_server(service, server), load, close)
+    hosted = Hosted(SERVICE, lambda server: shard_pb2_grpc.add_ShardServicer_to_server(service, server),
+                    service.start, service.stop)
     return await run(hosted, config.host, config.port, label=f"{config.strategy} shard", on_listening=on_listening,
                      security=config.security, health_port=health_port)

@@ -35,6 +35,33 @@ class LiveSemantic:
     def __init__(self, strategy: SemanticStrategy) -> None:
         self.strategy = strategy
         self.lock = threading.Lock()
+        # id(entity) -> (the entity, its unit vector or None when it has no content): prepare()'s
+        # embeddings, used by the next apply (the entity is held so that its id is not reused)
+        self._prepared: dict[int, tuple[Entity, np.ndarray | None]] = {}
+
+    def prepare(self, writes: Sequence[Write]) -> None:
+        """Embed the entities `writes` upsert now, so that the apply that follows (under a lock
+        searches wait on: core.live_shard) only adds vectors. Replaces any earlier preparation."""
+        self._prepared = self._embedded([w.entity for w in writes if isinstance(w, Upsert)])
+
+    def _embedded(self, entities: Sequence[Entity]) -> dict[int, tuple[Entity, np.ndarray | None]]:
+        s = self.strategy
+        keep, vectors = embed_entities(entities, s.config, s.encoder, None, progress=False)
+        out: dict[int, tuple[Entity, np.ndarray | None]] = {id(e): (e, None) for e in entities}
+        for row, i in enumerate(keep.tolist()):
+            out[id(entities[i])] = (entities[i], vectors[row])
+        return out
+
+    def _embed(self, entities: Sequence[Entity]) -> tuple[np.ndarray, np.ndarray]:
+        """embed_entities' (keep, vectors), prepare()'s where it embedded these very objects."""
+        prepared, self._prepared = self._prepared, {}
+        missing = [e for e in entities if prepared.get(id(e), (None, None))[0] is not e]
+        if missing:
+            prepared.update(self._embedded(missing))
+        kept = [(i, v) for i, e in enumerate(entities) if (v := prepared[id(e)][1]) is not None]
+        if not kept:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.strategy.vector_dim), dtype=np.float32)
+        return np.array([i for i, _ in kept], dtype=np.int64), np.stack([v for _, v in kept])
 
     def check(self, writes: Sequence[Write]) -> None:
         """Refuse a batch before anything is applied (a batch is all or nothing): an upserted
@@ -57,8 +84,8 @@ class LiveSemantic:
         upserted = [(o, e) for o, e in final.items() if e is not None]
         s = self.strategy
         ordinals, vectors = np.zeros(0, dtype=np.int64), np.zeros((0, s.vector_dim), dtype=np.float32)
-        if upserted:  # encode outside the lock: the slow part
-            keep, vectors = embed_entities([e for _, e in upserted], s.config, s.encoder, None, progress=False)
+        if upserted:  # encode outside the lock: the slow part (or prepare() did)
+            keep, vectors = self._embed([e for _, e in upserted])
             ordinals = np.array([upserted[i][0] for i in keep.tolist()], dtype=np.int64)
         with self.lock:
             stale = np.array(sorted(set(final) - set(ordinals.tolist())), dtype=np.int64)

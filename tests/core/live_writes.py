@@ -1,12 +1,16 @@
-"""Random write sequences over a catalog, shared by the live-update tests of every strategy."""
+"""Random write sequences over a catalog, shared by the live-update tests of every strategy, and an
+in-memory catalog log (the core.catalog_log.CatalogLog protocol) for the live shards' tests."""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Sequence
 
 import numpy as np
 
 from core.catalog import Entity
+from core.catalog_log import CatalogRecord, CatalogWrite
 from core.live import Delete, Upsert, Write
 
 
@@ -49,3 +53,37 @@ def final_catalog(base: list[Entity], writes: list[Write]) -> list[Entity]:
         else:
             state[w.entity.id] = w.entity
     return list(state.values())
+
+
+class ListLog:
+    """A CatalogLog over a list: positions 1.., versions compared per id (deletes included)."""
+
+    def __init__(self) -> None:
+        self.records: list[CatalogRecord] = []
+        self.newest: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def append_catalog(self, writes: Sequence[CatalogWrite]) -> list[int]:
+        with self.lock:
+            positions = []
+            for w in writes:
+                if w.version <= self.newest.get(w.entity_id, 0):
+                    positions.append(0)
+                    continue
+                self.newest[w.entity_id] = w.version
+                self.records.append(CatalogRecord(len(self.records) + 1, w))
+                positions.append(len(self.records))
+            return positions
+
+    def catalog_after(self, position: int, limit: int) -> list[CatalogRecord]:
+        with self.lock:
+            return self.records[position:position + limit]
+
+    def last_catalog_position(self) -> int:
+        return len(self.records)
+
+    def append(self, writes: Sequence[Write]) -> int:
+        """Append core.live writes (versions: the next position); returns the last position."""
+        batch = [CatalogWrite(w.entity_id, len(self.records) + i + 1) if isinstance(w, Delete)
+                 else CatalogWrite(w.entity.id, len(self.records) + i + 1, w.entity) for i, w in enumerate(writes)]
+        return max(self.append_catalog(batch))

@@ -44,6 +44,12 @@ def test_describe(client: ShardClient, lexical_index_dir: Path) -> None:
     assert d.index_id == open_strategy(lexical_index_dir, "lexical").collection.index_id
 
 
+def test_a_static_shard_reports_catalog_position_zero(client: ShardClient) -> None:
+    position = client.stub.CatalogPosition(shard_pb2.CatalogPositionRequest(), timeout=10)
+    assert (position.applied_position, position.base_position, position.pending_entities) == (0, 0, 0)
+    assert not any(k.startswith("catalog.") for k in client.describe().params)
+
+
 @pytest.mark.parametrize("text", ["love", "night dance", "blue river fire heart", "artist 3"])
 def test_same_answer_as_in_process(client: ShardClient, lexical_index_dir: Path, text: str) -> None:
     local = open_strategy(lexical_index_dir, "lexical")

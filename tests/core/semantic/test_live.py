@@ -93,3 +93,21 @@ def test_check_refuses_a_bad_vector_naming_the_item(tmp_path: Path, vector: tupl
     with pytest.raises(InvalidArgumentError, match=match) as caught:
         LiveSemantic(strategy).check(writes)
     assert caught.value.field == "writes[1].entity.vector"
+
+
+def test_prepared_embeddings_are_the_ones_apply_would_compute(tmp_path: Path) -> None:
+    """prepare() (the live shard embeds before its lock) changes nothing but where the work runs;
+    an entity not prepared (another object) is embedded by apply itself."""
+    base, fresh = synthetic_catalog(200, seed=61), synthetic_catalog(40, seed=62)
+    writes = random_writes(base, fresh, 120, seed=63)
+    plain_live, plain = semantic(base, tmp_path / "plain")
+    prepared_live, prepared = semantic(base, tmp_path / "prepared")
+    plain_writer, prepared_writer = LiveSemantic(plain), LiveSemantic(prepared)
+    for i in range(0, len(writes), 10):
+        batch = writes[i:i + 10]
+        plain_writer.apply(plain_live.apply(batch))
+        prepared_writer.prepare(batch[:7])
+        prepared_writer.apply(prepared_live.apply(batch))
+    for text in ["love night", "gold", "artist 7 dance"]:
+        assert top_ids(prepared, text, 20) == top_ids(plain, text, 20)
+    assert len(prepared.vectors) == len(plain.vectors)

@@ -1,0 +1,140 @@
+"""The parts every live shard shares (core.live_shard has the whole story): its configuration and
+the LiveShard base class, which applies catalog records as batches under the lock searches read under."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.catalog import Entity, load_catalog
+from core.catalog_log import CatalogRecord
+from core.errors import CatalogError
+from core.live import Write
+from core.types import Strategy, StrategyKind
+
+DEFAULT_CATALOG_BATCH = 1000  # records read and applied at once (catalog_after's limit)
+DEFAULT_MERGE_ENTITIES = 5_000  # lexical delta documents (dead copies included) that start a merge
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveShardConfig:
+    """strategy: registered strategy name; index: the offline index directory; catalog: the
+    catalog file it was built from ("" only for a lexical shard with a merged base already);
+    live_dir: where the lexical shard writes merged bases (one per replica); options: the
+    strategy's run-time settings; merge_entities: lexical delta size that starts a merge (0 = only
+    on request)."""
+
+    strategy: str
+    index: str
+    catalog: str = ""
+    live_dir: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    merge_entities: int = DEFAULT_MERGE_ENTITIES
+
+    def __post_init__(self) -> None:
+        if self.merge_entities < 0:
+            raise ValueError(f"`merge_entities` must be >= 0 (0 = on request only), but got {self.merge_entities}")
+        if self.strategy == StrategyKind.LEXICAL and not self.live_dir:
+            raise ValueError("`live_dir` must be a directory for a live lexical shard, but got ''")
+
+
+class LiveShard:
+    """A strategy applying the catalog log; see the module docstring. Subclasses set `_strategy`
+    and implement `_apply(writes)` (called under `lock`)."""
+
+    def __init__(self, base_position: int) -> None:
+        self.lock = threading.Lock()
+        self.base_position = base_position
+        self.applied_position = base_position
+        self.applied_records = 0
+        self.merges = 0
+        self.last_apply_s = 0.0
+        self.last_locked_s = 0.0
+        self.broken: Exception | None = None
+        self._strategy: Strategy | None = None
+
+    @property
+    def strategy(self) -> Strategy:
+        if self._strategy is None:
+            raise RuntimeError("the live shard has no strategy yet")
+        return self._strategy
+
+    @property
+    def pending_entities(self) -> int:
+        """Entities written since the base (lexical: the delta's documents, dead copies included)."""
+        return 0
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Strategy]:
+        """The strategy, with no batch applied meanwhile (hold it for the whole search)."""
+        with self.lock:
+            yield self.strategy
+
+    def apply(self, records: Sequence[CatalogRecord]) -> int:
+        """Apply `records` (positions above applied_position, ascending) as one batch; returns how
+        many were applied. Records at or below applied_position are skipped (a repeated read)."""
+        fresh = [r for r in records if r.position > self.applied_position]
+        if not fresh:
+            return 0
+        if any(b.position <= a.position for a, b in itertools.pairwise(fresh)):
+            raise ValueError("`records` must be in increasing position order")
+        started = time.perf_counter()
+        writes = [r.write.as_write() for r in fresh]
+        self._prepare(writes)  # slow work that changes nothing searches read, before the lock
+        with self.lock:
+            if self.broken is not None:
+                raise RuntimeError(f"a batch failed half-applied ({self.broken}); restart the shard: it replays "
+                                 "the log over its base")
+            locked = time.perf_counter()
+            try:
+                self._apply(writes)
+            except Exception as err:
+                self.broken = err  # the state may hold part of the batch: never apply over it
+                raise
+            self.applied_position = fresh[-1].position
+            self.applied_records += len(fresh)
+            self.last_locked_s = time.perf_counter() - locked  # what a search may have waited
+        self.last_apply_s = time.perf_counter() - started
+        return len(fresh)
+
+    def _prepare(self, writes: Sequence[Write]) -> None:
+        """Work for `writes` that needs no lock (nothing searches read changes); default none."""
+
+    def _apply(self, writes: Sequence[Write]) -> None:
+        raise NotImplementedError
+
+    def merge_wanted(self) -> bool:
+        """Should the caller run merge() now (in the background)?"""
+        return False
+
+    def merge(self) -> bool:
+        """Fold pending writes into a new base (lexical); False when there is nothing to do."""
+        return False
+
+    def describe(self) -> dict[str, str]:
+        return {"catalog.applied_position": str(self.applied_position),
+                "catalog.base_position": str(self.base_position),
+                "catalog.pending_entities": str(self.pending_entities), "catalog.merges": str(self.merges),
+                "live_entities": str(len(self.strategy.collection) - len(self.strategy.collection.deleted))}
+
+    def close(self) -> None:
+        close = getattr(self._strategy, "close", None)
+        if callable(close):
+            close()
+
+
+def catalog_entities(config: LiveShardConfig, ids: Sequence[str]) -> list[Entity]:
+    """The catalog the index at config.index was built from, checked against its collection's `ids`."""
+    if not config.catalog:
+        raise CatalogError(f"a live {config.strategy} shard needs the catalog its index was built from "
+                           "(`--catalog FILE`)")
+    entities = load_catalog(config.catalog)
+    if len(entities) != len(ids) or any(e.id != i for e, i in zip(entities, ids, strict=True)):
+        raise CatalogError(f"`catalog` must be the catalog index {config.index} was built from ({len(ids)} "
+                           f"entities in its order), but got {config.catalog} ({len(entities)} entities)")
+    return entities

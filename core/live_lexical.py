@@ -1,0 +1,242 @@
+"""The live lexical shard: core.lexical.live.LiveLexicalIndex beside an append-mode LiveCollection,
+merged in the background into new bases in the shard's live directory.
+
+Ordinals: the collection is core.live.LiveCollection with `in_place=False`, so an upsert of a live
+id deletes its ordinal and appends a new one, exactly as LiveLexicalIndex numbers its copies; ids,
+popularity, deletions and filter bitmaps are therefore in the lexical index's own ordinal space
+(`allowed` and the ids of hits are right after upserts and deletes). The pair is one
+`LexicalGeneration`; a merge renumbers ordinals, so it builds a NEW generation (new base, new
+collection) and the shard swaps the whole object under its lock: a search holds one generation
+from its filters to its ids.
+
+Live directory (one per replica; nothing in it is shared):
+  CURRENT                  the name of the newest complete base, replaced by rename (atomic)
+  base-<position>-<ns>/    "collection" and "lexical" components (core.storage: fsync'd, checksummed),
+                           entities.jsonl.gz (the live catalog it holds, for the next start's
+                           collection), base.json {"position", "entities", "source_index_id"}
+A merge writes a new base completely, fsyncs it, then replaces CURRENT, then swaps in memory and
+removes the other bases. A crash before the rename leaves the old base current (a half-written
+new one is removed at the next start); after it, the new one. Start: the base CURRENT names (or
+the offline index at position 0 when there is none, or when it was merged from another offline
+index), then the log replayed after the base's position.
+
+The merged base's lexical files equal a fresh offline build of the live catalog (core.lexical.
+live_merge), and so do its searches (a live search before a merge counts dead copies in its
+statistics, as Lucene does: it equals a fresh build of every copy written, dead ones masked).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyroaring import BitMap
+
+from core.catalog import Entity, load_jsonl
+from core.collection import Collection
+from core.errors import IndexFormatError
+from core.indexing import open_strategy
+from core.lexical.index import LexicalIndex, write_postings
+from core.lexical.live import LiveLexicalIndex
+from core.lexical.live_merge import merged_postings
+from core.lexical.segments import View
+from core.live import Delete, LiveCollection, Write
+from core.live_base import LiveShard, LiveShardConfig, catalog_entities
+from core.query import Query
+from core.storage import fsync_dir, write_file_atomic
+from core.types import Hits, StrategyKind
+
+CURRENT = "CURRENT"
+ENTITIES = "entities.jsonl.gz"
+BASE_FILE = "base.json"
+BASE_PREFIX = "base-"
+
+
+class LexicalGeneration:
+    """One lexical base with its delta and the collection in its ordinal space; a core Strategy."""
+
+    kind = StrategyKind.LEXICAL
+    vector_dim = 0
+
+    def __init__(self, index: LiveLexicalIndex, collection: LiveCollection) -> None:
+        if collection.in_place:
+            raise ValueError("`collection` must number upserts as new ordinals (in_place=False)")
+        self.index = index
+        self.live = collection
+        self.collection: Collection = collection  # the Strategy protocol's type; `live` is the same object
+
+    def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
+        return self.index.retrieve(query, quota, allowed)
+
+    def warm_up(self) -> None:
+        self.index.warm_up()
+
+    def describe(self) -> dict[str, str]:
+        return self.index.describe()
+
+    def apply(self, writes: Sequence[Write]) -> None:
+        """Apply `writes` to the collection, then to the index, in one ordinal space."""
+        expected = len(self.live.ids)  # the collection appends one ordinal per upsert, in order
+        self.live.apply(writes)
+        for w in writes:
+            if isinstance(w, Delete):
+                if w.entity_id in self.index:
+                    self.index.delete(w.entity_id)
+                continue
+            ordinal = self.index.add(w.entity)
+            if ordinal != expected:
+                raise RuntimeError(f"lexical ordinal {ordinal} of {w.entity.id!r} differs from the collection's "
+                                   f"{expected}")
+            expected += 1
+
+
+def open_generation(root: str | os.PathLike[str], entities: Sequence[Entity], options: Mapping[str, Any]
+                    ) -> LexicalGeneration:
+    base = open_strategy(root, "lexical", options)
+    if not isinstance(base, LexicalIndex):
+        raise TypeError(f"expected a LexicalIndex, got {type(base).__name__}")
+    return LexicalGeneration(LiveLexicalIndex(base), LiveCollection(entities, base.collection, in_place=False))
+
+
+class LiveLexicalShard(LiveShard):
+    """See the module docstring. merge() runs on the caller's thread (the shard server's merge
+    thread); writes keep being applied while it runs and are carried into the new generation."""
+
+    def __init__(self, config: LiveShardConfig, generation: LexicalGeneration, position: int) -> None:
+        super().__init__(position)
+        self.config = config
+        self.live_dir = Path(config.live_dir)
+        self.source_index_id = Collection.load(config.index).index_id
+        self._strategy = generation
+        self._merge_lock = threading.Lock()
+        self._carry: list[Write] | None = None  # writes applied since a running merge's snapshot
+
+    @property
+    def generation(self) -> LexicalGeneration:
+        gen = self.strategy
+        if not isinstance(gen, LexicalGeneration):
+            raise TypeError("the live lexical shard serves a LexicalGeneration")
+        return gen
+
+    @property
+    def pending_entities(self) -> int:
+        return self.generation.index.delta_size
+
+    def _apply(self, writes: Sequence[Write]) -> None:
+        self.generation.apply(writes)
+        if self._carry is not None:
+            self._carry.extend(writes)
+
+    def merge_wanted(self) -> bool:
+        limit = self.config.merge_entities
+        return 0 < limit < self.pending_entities and not self._merge_lock.locked()
+
+    def merge(self) -> bool:
+        if not self._merge_lock.acquire(blocking=False):
+            return False
+        try:
+            return self._merge()
+        finally:
+            self._carry = None
+            self._merge_lock.release()
+
+    def _merge(self) -> bool:
+        with self.lock:
+            if self.applied_position == self.base_position:
+                return False
+            gen = self.generation
+            view, position, catalog = gen.index.view(), self.applied_position, gen.live.catalog()
+            # bitmaps are replaced, never changed (copy on write): a shallow copy is a snapshot
+            bitmaps = {name: dict(values) for name, values in gen.live.bitmaps.items()}
+            self._carry = []
+        root = write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id)
+        new = open_generation(root, catalog, self.config.options)
+        new.warm_up()
+        with self.lock:
+            done = len(self._carry)
+            carried = list(self._carry)
+        new.apply(carried)  # most of the carried writes outside the lock
+        write_file_atomic(self.live_dir / CURRENT, root.name.encode())
+        with self.lock:
+            new.apply(self._carry[done:])
+            self._strategy = new
+            self.base_position = position
+            self._carry = None
+            self.merges += 1
+        remove_bases(self.live_dir, keep=root.name)
+        return True
+
+
+def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], bitmaps: Mapping[str, Mapping[str, BitMap]],
+               position: int, source_index_id: str) -> Path:
+    """Write the merged base of `view` (whose live documents are `catalog`, in order, and whose
+    collection's filter bitmaps, over the view's ordinals, are `bitmaps`) as a new base directory
+    under live_dir, every file fsync'd; returns it. CURRENT is not touched. The collection is the
+    live one renumbered (what Collection.build of `catalog` makes, without re-reading every entity)."""
+    postings, ids, popularity, new_of_old = merged_postings(view)
+    if ids != [e.id for e in catalog]:
+        raise RuntimeError("the merged lexical documents differ from the live collection's entities")
+    root = live_dir / f"{BASE_PREFIX}{position:020d}-{time.time_ns()}"
+    root.mkdir(parents=True)
+    write_postings(postings, view.segments.base.config, root, progress=False)
+    renumbered = {name: {value: BitMap(new_of_old[np.asarray(bits.to_array(), dtype=np.int64)].tolist())
+                         for value, bits in values.items()} for name, values in bitmaps.items()}
+    Collection(ids, popularity, BitMap(), renumbered).save(root)
+    lines = b"".join(json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True).encode() + b"\n" for e in catalog)
+    with (root / ENTITIES).open("wb") as out:
+        out.write(gzip.compress(lines, compresslevel=1, mtime=0))
+        out.flush()
+        os.fsync(out.fileno())
+    meta = {"position": position, "entities": len(catalog), "source_index_id": source_index_id}
+    write_file_atomic(root / BASE_FILE, json.dumps(meta).encode())
+    fsync_dir(root)
+    fsync_dir(live_dir)
+    return root
+
+
+def remove_bases(live_dir: Path, keep: str | None) -> None:
+    """Remove every base directory but `keep` (old bases, and half-written ones after a crash)."""
+    for path in live_dir.glob(f"{BASE_PREFIX}*"):
+        if path.name != keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def current_base(live_dir: Path, source_index_id: str) -> tuple[Path, int] | None:
+    """(the base CURRENT names, its position), None when there is none or it was merged from
+    another offline index than `source_index_id`."""
+    pointer = live_dir / CURRENT
+    if not pointer.is_file():
+        return None
+    root = live_dir / pointer.read_text().strip()
+    meta_file = root / BASE_FILE
+    if not meta_file.is_file():
+        raise IndexFormatError(meta_file, f"is missing: {pointer} names an incomplete base")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("source_index_id") != source_index_id:
+        return None
+    return root, int(meta["position"])
+
+
+def open_lexical_shard(config: LiveShardConfig) -> LiveLexicalShard:
+    """The lexical shard at its newest complete base (see the module docstring)."""
+    live_dir = Path(config.live_dir)
+    live_dir.mkdir(parents=True, exist_ok=True)
+    found = current_base(live_dir, Collection.load(config.index).index_id)
+    if found is None:
+        (live_dir / CURRENT).unlink(missing_ok=True)
+        remove_bases(live_dir, keep=None)
+        entities = catalog_entities(config, Collection.load(config.index).ids)
+        generation = open_generation(config.index, entities, config.options)
+        return LiveLexicalShard(config, generation, 0)
+    root, position = found
+    remove_bases(live_dir, keep=root.name)
+    generation = open_generation(root, load_jsonl(root / ENTITIES), config.options)
+    return LiveLexicalShard(config, generation, position)

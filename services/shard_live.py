@@ -1,0 +1,146 @@
+"""A shard's live catalog: tails the catalog log of the event store and applies it (core.live_shard).
+
+`ltrr shard --store URL` (the broker's store URL) makes a shard live: at start-up, before it
+reports SERVING, it opens its base (core.live_shard.open_live_shard) and applies every record of
+the log after the base's position; then a tail task reads `catalog_after(applied, 1000)` every
+DEFAULT_CATALOG_POLL_S (at once again while records keep coming) and applies each read as one
+batch. Reading and applying run on the tail's own thread (the store's SQLite connection belongs
+to it), never on the event loop nor on the search worker, so searches keep running; a batch
+becomes visible to searches at once, entirely (core.live_shard.LiveShard.reading). A lexical
+merge (when the delta exceeds the shard's merge threshold, or request_merge()) runs on a third
+thread. A read that fails (the store unreachable) is logged and retried after RETRY_S; a batch
+that fails to apply stops the shard applying for good (it may be half-applied: core.live_base),
+logged every RETRY_S until the shard is restarted. Either way the shard keeps serving what it
+applied, and CatalogPosition shows it stalling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
+
+from core.catalog_log import CatalogLog, CatalogRecord
+from core.eventstore import open_store
+from core.live_shard import DEFAULT_CATALOG_BATCH, LiveShard, LiveShardConfig, catch_up, open_live_shard
+from services import metrics_shard
+
+log = logging.getLogger("ltrr.shard.catalog")
+DEFAULT_CATALOG_POLL_S = 0.05
+RETRY_S = 1.0
+
+
+def store_log(url: str) -> Callable[[], CatalogLog]:
+    """Opens the catalog log of the event store at `url` (core.eventstore.open_store)."""
+    return lambda: cast(CatalogLog, open_store(url))
+
+
+class CatalogTail:
+    """Owns the live shard, its log reader, the tail task and the merge thread. open_log is called
+    once, on the tail's thread (the only thread that uses the log)."""
+
+    def __init__(self, config: LiveShardConfig, open_log: Callable[[], CatalogLog],
+                 poll_s: float = DEFAULT_CATALOG_POLL_S) -> None:
+        if poll_s <= 0:
+            raise ValueError(f"`poll_s` must be > 0, but got {poll_s}")
+        self.config = config
+        self.poll_s = poll_s
+        self._open_log = open_log
+        self._log: CatalogLog | None = None
+        self.live: LiveShard | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-catalog")
+        self.merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-merge")
+        self._merging: Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.failures = 0
+
+    def _read(self, position: int, limit: int) -> list[CatalogRecord]:
+        if self._log is None:
+            self._log = self._open_log()
+        return list(self._log.catalog_after(position, limit))
+
+    def _start_up(self) -> LiveShard:
+        started = time.perf_counter()
+        live = open_live_shard(self.config)
+        replayed = catch_up(live, self._read)
+        live.strategy.warm_up()
+        log.info("live %s shard at catalog position %d (base %d, %d records replayed) in %.2fs",
+                 self.config.strategy, live.applied_position, live.base_position, replayed,
+                 time.perf_counter() - started)
+        return live
+
+    async def load(self) -> LiveShard:
+        """Open the base and replay the log (blocking work on the tail's thread), then start tailing."""
+        live = await asyncio.get_running_loop().run_in_executor(self.executor, self._start_up)
+        self.live = live
+        self._task = asyncio.create_task(self._run(), name=f"catalog tail of the {self.config.strategy} shard")
+        return live
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                applied = await loop.run_in_executor(self.executor, self._once)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.failures += 1
+                log.exception("applying the catalog log failed; retrying in %.1fs", RETRY_S)
+                await asyncio.sleep(RETRY_S)
+                continue
+            if not applied:
+                await asyncio.sleep(self.poll_s)
+
+    def _once(self) -> int:
+        """One read and apply (on the tail's thread); starts a merge when the shard wants one."""
+        live = self.live
+        if live is None:
+            return 0
+        records = self._read(live.applied_position, DEFAULT_CATALOG_BATCH)
+        applied = live.apply(records)
+        if applied:
+            metrics_shard.CATALOG_APPLY_LATENCY.labels(self.config.strategy).observe(live.last_apply_s * 1000)
+        if live.merge_wanted():
+            self.request_merge()
+        return applied
+
+    def request_merge(self) -> bool:
+        """Start a merge on the merge thread unless one is running; False when one is."""
+        if self.live is None or (self._merging is not None and not self._merging.done()):
+            return False
+        self._merging = self.merger.submit(self._merge)
+        return True
+
+    def _merge(self) -> None:
+        live = self.live
+        if live is None:
+            return
+        started = time.perf_counter()
+        try:
+            if live.merge():
+                log.info("merged the %s shard's base at catalog position %d in %.2fs", self.config.strategy,
+                         live.base_position, time.perf_counter() - started)
+        except Exception:
+            self.failures += 1
+            log.exception("the merge failed; the current base keeps serving")
+
+    def _close_log(self) -> None:
+        """On the tail's thread, which opened it (SQLite connections belong to their thread)."""
+        close = getattr(self._log, "close", None)
+        if callable(close):
+            close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._close_log)
+        self.executor.shutdown(wait=True)
+        self.merger.shutdown(wait=True)
+        if self.live is not None:
+            self.live.close()

@@ -1,0 +1,154 @@
+"""core.live_shard and core.live_lexical without a server: the append-mode collection is the lexical
+index's ordinal space (filters right after upserts and deletes), and a crash at any point of a
+merge leaves a base that a restart serves with the same results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import live_lexical
+from core.catalog import Entity, write_jsonl
+from core.collection import Collection
+from core.errors import IndexFormatError
+from core.indexing import build_index
+from core.live import Delete, LiveCollection, Upsert, Write
+from core.live_lexical import CURRENT, LiveLexicalShard
+from core.live_shard import LiveShardConfig, catch_up, open_live_shard
+from core.partitioning import build_partitioned
+from core.query import Filter, make_query
+from tests.conftest import synthetic_catalog
+from tests.core.live_writes import ListLog, random_writes
+
+OPTIONS = {"fields": "title^2,artist", "progress": False}
+
+
+def append_order(base: list[Entity], writes: list[Write]) -> list[Entity]:
+    state = {e.id: e for e in base}
+    for w in writes:
+        state.pop(w.entity_id if isinstance(w, Delete) else w.entity.id, None)
+        if isinstance(w, Upsert):
+            state[w.entity.id] = w.entity
+    return list(state.values())
+
+
+def filtered_ids(collection: Collection, field: str, value: str) -> set[str]:
+    allowed = collection.allowed([Filter(field=field, values=(value,))])
+    return {collection.ids[o] for o in (allowed or [])}
+
+
+def test_append_mode_numbers_an_upsert_anew_and_keeps_filters_right() -> None:
+    base, fresh = synthetic_catalog(200, seed=31), synthetic_catalog(40, seed=32)
+    writes = random_writes(base, fresh, 300, seed=33)
+    live = LiveCollection.from_entities(base, in_place=False)
+    for i in range(0, len(writes), 9):
+        live.apply(writes[i:i + 9])
+    final = append_order(base, writes)
+    assert live.catalog() == final
+    assert len(live.ids) == len(base) + sum(isinstance(w, Upsert) for w in writes)
+    rebuilt = Collection.build(final)
+    for field, values in rebuilt.bitmaps.items():
+        for value in values:
+            assert filtered_ids(live, field, value) == filtered_ids(rebuilt, field, value), (field, value)
+    assert live.filter_fields == rebuilt.filter_fields and set(live.bitmaps["genre"]) == set(rebuilt.bitmaps["genre"])
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[LiveShardConfig, list[Entity], ListLog]:
+    base = synthetic_catalog(300, seed=41)
+    write_jsonl(base, tmp_path / "catalog.jsonl")
+    build_index(base, tmp_path / "index", ["lexical"], {"lexical": OPTIONS})
+    config = LiveShardConfig(strategy="lexical", index=str(tmp_path / "index"), catalog=str(tmp_path / "catalog.jsonl"),
+                             live_dir=str(tmp_path / "live"), merge_entities=0)
+    log = ListLog()
+    log.append(random_writes(base, synthetic_catalog(50, seed=42), 120, seed=43))
+    return config, base, log
+
+
+def results(shard: Any) -> list[list[tuple[str, float]]]:
+    out = []
+    with shard.reading() as strategy:
+        for text in ("love", "night", "artist 4", "gold dance", "blue"):
+            hits = strategy.retrieve(make_query(text), 15, strategy.collection.allowed([]))
+            out.append([(strategy.collection.ids[o], float(s)) for o, s in zip(hits.ordinals, hits.scores,
+                                                                               strict=True)])
+    return out
+
+
+def opened(config: LiveShardConfig, log: ListLog) -> LiveLexicalShard:
+    shard = open_live_shard(config)
+    assert isinstance(shard, LiveLexicalShard)
+    catch_up(shard, log.catalog_after)
+    return shard
+
+
+@pytest.mark.parametrize("fail_at", ["write_postings", "write_file_atomic"])
+def test_a_merge_that_dies_leaves_the_last_base_serving(setup: Any, monkeypatch: pytest.MonkeyPatch,
+                                                        fail_at: str) -> None:
+    """A crash while the new base is written (write_postings) or just before CURRENT moves to it
+    (write_file_atomic): the old base stays current, the half-made one is removed at the next start,
+    and the restarted shard (old base + the log after it) answers as the one that failed."""
+    config, base, log = setup
+    shard = opened(config, log)
+    assert shard.merge() and shard.base_position == len(log.records)
+    first = (Path(config.live_dir) / CURRENT).read_text()
+    log.append(random_writes(append_order(base, []), synthetic_catalog(20, seed=44), 60, seed=45))
+    catch_up(shard, log.catalog_after)
+    before = results(shard)
+
+    def crash(*_: object, **__: object) -> None:
+        raise OSError("killed")
+
+    monkeypatch.setattr(live_lexical, fail_at, crash)
+    with pytest.raises(OSError, match="killed"):
+        shard.merge()
+    monkeypatch.undo()
+    assert results(shard) == before  # still serving the old generation
+    assert (Path(config.live_dir) / CURRENT).read_text() == first
+    restarted = opened(config, log)
+    assert restarted.base_position < len(log.records) and results(restarted) == before
+    assert sorted(p.name for p in Path(config.live_dir).iterdir()) == sorted([CURRENT, first])
+
+
+def test_a_merged_base_is_kept_across_restarts_and_replaced_by_the_next(setup: Any) -> None:
+    config, base, log = setup
+    shard = opened(config, log)
+    assert shard.merge()
+    position = shard.base_position
+    restarted = opened(config, log)
+    assert restarted.base_position == position and results(restarted) == results(shard)
+    log.append([Delete(e.id) for e in append_order(base, [])[:5]])
+    catch_up(restarted, log.catalog_after)
+    assert restarted.merge() and restarted.base_position == len(log.records)
+    assert len(list(Path(config.live_dir).glob("base-*"))) == 1
+
+
+@pytest.mark.parametrize(("strategy", "part"), [("lexical", "part-1"), ("memory", "memory-0"), ("attribute", "")])
+def test_a_partitioned_index_is_refused(tmp_path: Path, strategy: str, part: str) -> None:
+    entities = synthetic_catalog(60, seed=51)
+    write_jsonl(entities, tmp_path / "catalog.jsonl")
+    build_partitioned(entities, tmp_path / "index", [strategy], {"lexical": OPTIONS}, partitions=2, progress=False)
+    config = LiveShardConfig(strategy=strategy, index=str(tmp_path / "index" / part),
+                             catalog=str(tmp_path / "catalog.jsonl"), live_dir=str(tmp_path / "live"))
+    with pytest.raises(IndexFormatError, match="partition"):
+        open_live_shard(config)
+
+
+def test_a_batch_that_fails_stops_the_shard_applying(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that raises half-way may leave part of it applied: the shard refuses every later
+    batch (a restart replays the log over the base) instead of applying over a torn state."""
+    config, _, log = setup
+    shard = opened(config, log)
+    position = shard.applied_position
+    monkeypatch.setattr(shard.generation.index, "add", lambda _: (_ for _ in ()).throw(OSError("disk")))
+    log.append([Upsert(Entity(id="x1", fields={"title": "omega"}))])
+    with pytest.raises(OSError, match="disk"):
+        catch_up(shard, log.catalog_after)
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="restart the shard"):
+        catch_up(shard, log.catalog_after)
+    assert shard.applied_position == position
+    restarted = opened(config, log)
+    assert restarted.applied_position == len(log.records)

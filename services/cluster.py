@@ -20,6 +20,10 @@ All keys are optional (defaults in parentheses):
     partitions = 1                  # partitions of every strategy: documents for lexical, semantic and
                                     # attribute, query keys for memory (`ltrr index --partitions`)
     replicas = 1                    # shard processes serving each partition
+    live = true                     # a live catalog: every shard applies the catalog writes of the
+                                    # event store (`ltrr catalog upsert/delete`), merging into bases
+                                    # under `state`/live. Default: on when partitions = 1; live writes
+                                    # to partitioned indexes are not supported yet. false: static shards
 
     [store]                         # the brokers' event store (decisions, feedback, policy snapshots)
     url = ""                        # "": SQLite in `state` (one broker); "postgres": a private
@@ -65,7 +69,7 @@ STORE_KEYS = ("url",)  # the [store] table's keys
 PRIVATE_POSTGRES = "postgres"  # [store] url that starts a private server
 DEFAULT_BUILD = {"lexical": {"fields": "title^2,artist^1.5,album^0.5"}}
 RANKER_FILE = "ranker.txt"
-SHARD_KEYS = ("max_queue", "threads")  # the [shards] table's keys: `ltrr shard` flags
+SHARD_KEYS = ("max_queue", "threads", "merge_entities")  # the [shards] table's keys: `ltrr shard` flags
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +91,7 @@ class ClusterConfig:
     partitions: int = 1
     replicas: int = 1
     store: Mapping[str, Any] = field(default_factory=dict)
+    live: bool | None = None
 
     def __post_init__(self) -> None:
         if unknown := sorted(set(self.shards) - set(SHARD_KEYS)):
@@ -107,6 +112,11 @@ class ClusterConfig:
         port, top = self.metrics_port, 65535 - self.processes
         if port != "auto" and not (isinstance(port, int) and 0 <= port <= top):
             raise ValueError(f"`metrics_port` must be \"auto\" or a port in [0, {top}], but got {port!r}")
+        if self.live is not None and not isinstance(self.live, bool):
+            raise ValueError(f"`live` must be true or false, but got {self.live!r}")
+        if self.live and self.partitions > 1:
+            raise ValueError(f"`live` needs `partitions` = 1 (live writes to partitioned indexes are not supported "
+                             f"yet), but got partitions = {self.partitions}: set live = false")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"`log_format` must be text or json, but got {self.log_format!r}")
 
@@ -147,6 +157,18 @@ class ClusterConfig:
             base = Path(options.get("state_dir") or Path(self.state) / "memory")
             options["state_dir"] = str(base / f"p{partition}-r{replica}")
         return options
+
+    @property
+    def serves_live(self) -> bool:
+        return self.partitions == 1 if self.live is None else self.live
+
+    def live_flags(self, name: str, replica: int, store_url: str) -> list[str]:
+        """`ltrr shard` flags of a live catalog (none when `live` is off): the catalog log's store, the
+        catalog the index was built from and the replica's own directory for merged bases."""
+        if not self.serves_live:
+            return []
+        live_dir = Path(self.state) / "live" / f"{name}-r{replica}"
+        return ["--store", store_url, "--catalog", str(self.catalog_path), "--live-dir", str(live_dir)]
 
     @property
     def shard_flags(self) -> list[str]:
@@ -275,8 +297,10 @@ class Cluster:
         broker_metrics, shard_metrics = c.metrics_ports()
         try:
             self._start_store()
+            store = self._create_store()
             for (name, p, r), metrics_port in zip(c.placements(), shard_metrics, strict=True):
-                flags = ["--host", c.host, "--metrics-port", metrics_port, *c.shard_flags, *shard_flags]
+                flags = ["--host", c.host, "--metrics-port", metrics_port, *c.shard_flags, *shard_flags,
+                         *c.live_flags(name, r, store)]
                 args = shard_args(name, c.shard_index(name, p), c.shard_run_options(name, p, r), flags)
                 self.placed.append(Placed(name, p, r, spawn([*logs, *args])))
             first = c.port if broker_port is None else broker_port
@@ -299,6 +323,16 @@ class Cluster:
         self.postgres = PostgresServer(Path(self.config.state) / "postgres", host=self.config.host)
         self.postgres.start()
         self.store_url = self.postgres.url
+
+    def _create_store(self) -> str:
+        """The event store's URL, its schema created (the shards read its catalog log before the
+        broker, which otherwise creates it, has started)."""
+        from core.eventstore import open_store
+
+        url = self.store_url or str(Path(self.config.state).resolve() / "events.sqlite")
+        Path(self.config.state).mkdir(parents=True, exist_ok=True)
+        open_store(url).close()
+        return url
 
     def status(self) -> dict[str, Any]:
         """What `ltrr up --status-json` writes: every broker, every shard and the store."""

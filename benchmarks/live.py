@@ -1,0 +1,250 @@
+"""Issue 15's acceptance run: a live catalog under search load, on `ltrr up` over the demo catalog.
+
+    python -m benchmarks.live [--workdir DIR] [--writes 1000] [--write-rate 100] [--search-rate 20]
+                              [--duration 10] [--bulk 5000] [--json FILE]
+
+It starts its own cluster (`ltrr up`, the four strategies, one broker, the event store in the
+work directory; the demo index is built on the first run) and stops it. Phases, in order:
+1. baseline: open-loop searches (benchmarks.load_client's simulated users, Poisson arrivals at
+   --search-rate) for --duration s, no writes;
+2. writes: the same load while --writes new tracks (benchmarks.live_stream) are written at
+   --write-rate per second, one per Catalog.Write; visibility per write (acknowledged -> an
+   exact-title Retrieve on every lexical replica finds it and every shard has applied it);
+3. merge: the same load while the lexical shard folds its delta into a new base;
+4. new artist: a track by a made-up artist, then searches for the name with one typo through the
+   attribute strategy (plan attribute only) until it is found;
+5. bulk: --bulk demo tracks re-upserted (a catalog refresh) through `ltrr catalog upsert`;
+6. crash: a stream of upserts and deletes; every process of the cluster SIGKILLed in the middle;
+   `ltrr up` again on the same state; every acknowledged upsert must be found (exact title) and
+   every acknowledged delete gone.
+The JSON holds visibility_p99_s, failed_searches, search_p99_ratio_writes, search_p99_ratio_merge,
+bulk_writes_per_s and every phase's rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import write_json
+from benchmarks.live_stream import (
+    Prober,
+    WriteStream,
+    delete,
+    new_artist_track,
+    new_tracks,
+    one_typo,
+    upsert,
+    visibility_s,
+)
+from benchmarks.load_client import LoadGenerator, StepSpec
+from benchmarks.load_stats import StepRecord, ratio, summarize
+from benchmarks.scaleout import Up, up
+from core.catalog import demo_catalog_path, load_catalog, write_jsonl
+from ltrr.v1 import catalog_pb2, catalog_pb2_grpc, shard_pb2
+from services.client import BrokerClient, ShardClient
+
+REPO = Path(__file__).resolve().parent.parent
+MERGE_WAIT_S = 120.0
+ALL_STRATEGIES = {"lexical": 50, "semantic": 50, "attribute": 50, "memory": 50}  # the crash check's plan
+
+
+def config(workdir: Path, merge_entities: int) -> str:
+    return (f'index = "{REPO / "indexes" / "demo"}"\nstate = "{workdir / "state"}"\nport = 0\n'
+            f'metrics_port = 0\n[shards]\nmax_queue = 8\nmerge_entities = {merge_entities}\n')
+
+
+def under_load(gen: LoadGenerator, spec: StepSpec, during: Callable[[], Any] | None = None) -> tuple[StepRecord, Any]:
+    """Run one load step on a thread and `during` meanwhile on this one; (the step's record, its result)."""
+    out: dict[str, StepRecord] = {}
+    thread = threading.Thread(target=lambda: out.setdefault("r", gen.step(spec)), daemon=True)
+    thread.start()
+    result = during() if during is not None else None
+    thread.join()
+    return out["r"], result
+
+
+def shards_of(status: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(s["strategy"], s["address"]) for s in status["shards"]]
+
+
+def write_phase(address: str, shards: list[tuple[str, str]], tracks: Sequence[Any], rate: float) -> WriteStream:
+    stream = WriteStream(address, [(upsert(t), t.fields["title"]) for t in tracks], rate).start()
+    with Prober(shards, [stream]):
+        stream.done.wait()
+        deadline = time.perf_counter() + 10.0
+        while time.perf_counter() < deadline and any(w.visible is None and w.acked for w in stream.written):
+            time.sleep(0.05)
+    return stream
+
+
+def merge_phase(address: str, shards: list[tuple[str, str]], tracks: Sequence[Any], rate: float) -> dict[str, Any]:
+    """Write `tracks` (enough to take the lexical shard's delta past its merge threshold), then wait
+    until the lexical shard's base has moved: a merge ran while the caller's searches did."""
+    lexical = [a for name, a in shards if name == "lexical"]
+    with ShardClient(lexical[0]) as client:
+        def base() -> int:
+            return int(client.stub.CatalogPosition(shard_pb2.CatalogPositionRequest(), timeout=2.0).base_position)
+
+        before, started = base(), time.perf_counter()
+        write_phase(address, shards, tracks, rate)
+        while time.perf_counter() - started < MERGE_WAIT_S:
+            if (now := base()) > before:
+                return {"merged": True, "base_position": now, "seconds": round(time.perf_counter() - started, 3)}
+            time.sleep(0.05)
+    return {"merged": False}
+
+
+def new_artist_phase(address: str) -> dict[str, Any]:
+    track = new_artist_track()
+    name = track.fields["artist"]
+    query = one_typo(name)
+    with BrokerClient(address) as broker:
+        stub = catalog_pb2_grpc.CatalogStub(broker.channel)
+        stub.Write(catalog_pb2.CatalogWriteRequest(writes=[upsert(track)]), timeout=10.0)
+        acked = time.perf_counter()
+        while time.perf_counter() - acked < 5.0:
+            response = broker.search(query, plan={"attribute": 50}, budget_ms=500)
+            if track.id in {r.entity_id for r in response.results}:
+                return {"artist": name, "query": query, "found_after_s": round(time.perf_counter() - acked, 3)}
+            time.sleep(0.02)
+    return {"artist": name, "query": query, "found_after_s": None}
+
+
+def bulk_phase(address: str, workdir: Path, n: int) -> dict[str, Any]:
+    """Re-upsert the first `n` demo tracks with a new popularity through the CLI; writes per second."""
+    entities = load_catalog(demo_catalog_path())[:n]
+    path = workdir / "bulk.jsonl"
+    write_jsonl([replace(e, popularity=e.popularity + 1.0) for e in entities], path)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "services.cli", "catalog", "upsert", "--target", address, str(path)],
+                          capture_output=True, text=True, cwd=REPO)
+    seconds = time.perf_counter() - started
+    lines = done.stdout.splitlines()
+    return {"entities": n, "exit_code": done.returncode, "seconds": round(seconds, 3),
+            "bulk_writes_per_s": round(n / seconds, 1), "last_line": lines[-1] if lines else done.stderr[-300:]}
+
+
+def kill_everything(up_: Up) -> None:
+    for pid in [s["pid"] for s in up_.status["shards"]] + [b["pid"] for b in up_.status["brokers"]]:
+        os.kill(pid, signal.SIGKILL)
+    up_.process.kill()
+    up_.process.wait()
+
+
+def crash_phase(up_: Up, workdir: Path, written: Sequence[Any], cfg: str) -> tuple[dict[str, Any], Up]:
+    """Upserts of new tracks and deletes of tracks written in phase 2, SIGKILL of every process in
+    the middle, `ltrr up` again; then every acknowledged write checked on the restarted cluster."""
+    fresh = new_tracks(400, seed=7)
+    victims = [w for w in written if w.acked][:200]
+    writes = [x for pair in zip([(upsert(t), t.fields["title"]) for t in fresh],
+                                [(delete(w.entity_id), w.title) for w in victims], strict=False) for x in pair]
+    stream = WriteStream(up_.brokers[0], writes, rate=100.0).start()
+    time.sleep(len(writes) / 100.0 / 2)
+    kill_everything(up_)
+    stream.done.wait()
+    acked = [w for w in stream.written if w.acked]
+    again = up(workdir, "live-restart", cfg)
+    lexical = [a for name, a in shards_of(again.status) if name == "lexical"]
+    missing, resurrected = [0, 0], [0, 0]  # (lexical shard, broker)
+    with ShardClient(lexical[0]) as shard, BrokerClient(again.brokers[0]) as broker:
+        for w in acked:
+            by_broker = broker.search(w.title, plan=ALL_STRATEGIES, budget_ms=1000).results
+            for i, ids in enumerate(({c.entity_id for c in shard.retrieve(w.title, 10).candidates},
+                                     {r.entity_id for r in by_broker})):
+                missing[i] += (not w.deletes) and w.entity_id not in ids
+                resurrected[i] += w.deletes and w.entity_id in ids
+    return ({"writes_sent": len(stream.written), "acked": len(acked),
+             "acked_upserts": sum(not w.deletes for w in acked), "acked_deletes": sum(w.deletes for w in acked),
+             "acked_upserts_missing": dict(zip(("lexical_shard", "broker"), missing, strict=True)),
+             "acked_deletes_still_found": dict(zip(("lexical_shard", "broker"), resurrected, strict=True))}, again)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.live", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", type=Path, help="work directory (default: a temporary one, removed)")
+    p.add_argument("--writes", type=int, default=1000)
+    p.add_argument("--write-rate", type=float, default=100.0)
+    p.add_argument("--search-rate", type=float, default=20.0)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of the baseline step")
+    p.add_argument("--bulk", type=int, default=5000, help="entities of the bulk phase")
+    p.add_argument("--merge-entities", type=int, default=1500,
+                   help="the lexical shard merges when its delta holds this many entities")
+    p.add_argument("--json", type=Path)
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    cfg = config(workdir, args.merge_entities)
+    up_ = up(workdir, "live", cfg)
+    result: dict[str, Any] = {}
+    try:
+        address, shards = up_.brokers[0], shards_of(up_.status)
+        spec = StepSpec(address=address, rate=args.search_rate, duration_s=args.duration, budget_ms=100, seed=1)
+        with LoadGenerator() as gen:
+            gen.step(StepSpec(address=address, rate=args.search_rate, duration_s=3.0, seed=9))  # warm-up
+            base, _ = under_load(gen, spec)
+            tracks = new_tracks(args.writes)
+            writing = StepSpec(address=address, rate=args.search_rate, duration_s=args.writes / args.write_rate + 1,
+                               budget_ms=100, seed=2)
+            during, stream = under_load(gen, writing, lambda: write_phase(address, shards, tracks, args.write_rate))
+            extra = new_tracks(max(args.merge_entities - args.writes + 1, 1), seed=3)
+            merging = StepSpec(address=address, rate=args.search_rate, duration_s=args.duration, budget_ms=100, seed=3)
+            merge_rec, merged = under_load(gen, merging, lambda: merge_phase(address, shards, extra, args.write_rate))
+        vis = visibility_s([stream])
+        rows = {name: summarize(rec, args.search_rate, rec.scheduled_s[-1] if rec.scheduled_s.size else 1.0)
+                for name, rec in (("baseline", base), ("writes", during), ("merge", merge_rec))}
+        result.update(rows=rows, merge=merged, new_artist=new_artist_phase(address),
+                      visibility_p50_s=round(float(np.percentile(vis, 50)), 4),
+                      visibility_p99_s=round(float(np.percentile(vis, 99)), 4),
+                      visibility_max_s=round(float(vis.max()), 4), writes_acked=int(vis.size),
+                      write_errors=sum(bool(w.error) for w in stream.written),
+                      failed_searches=sum(r["sent"] - r["ok"] for r in rows.values()),
+                      search_p99_ratio_writes=ratio(rows["writes"]["p99_ms"], rows["baseline"]["p99_ms"]),
+                      search_p99_ratio_merge=ratio(rows["merge"]["p99_ms"], rows["baseline"]["p99_ms"]))
+        bulk = bulk_phase(address, workdir, args.bulk)
+        result.update(bulk=bulk, bulk_writes_per_s=bulk["bulk_writes_per_s"])
+        result["crash"], up_ = crash_phase(up_, workdir, stream.written, cfg)
+    finally:
+        up_.stop()
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    for name, row in result["rows"].items():
+        print(f"{name:9s} sent {row['sent']:5d} ok {row['ok']:5d} p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms "
+              f"errors {row['errors']}")
+    for key in ("visibility_p50_s", "visibility_p99_s", "visibility_max_s", "writes_acked", "write_errors",
+                "failed_searches", "search_p99_ratio_writes", "search_p99_ratio_merge", "merge", "new_artist",
+                "bulk", "bulk_writes_per_s", "crash"):
+        print(f"{key}: {result.get(key)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        result = run(args, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="ltrr-live-") as tmp:
+            result = run(args, Path(tmp))
+    report(result)
+    write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

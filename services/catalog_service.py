@@ -138,12 +138,13 @@ async def ask(replica: Replica) -> catalog_pb2.CatalogReplicaStatus:
         out.error = ("serves no live catalog (CatalogPosition UNIMPLEMENTED)"
                      if e.code() == grpc.StatusCode.UNIMPLEMENTED else f"{e.code().name}: {e.details()}")
         return out
-    out.applied_position, out.pending_entities = got.applied_position, got.pending_entities
+    out.applied_position, out.pending_entities, out.live = got.applied_position, got.pending_entities, got.live
     return out
 
 
-def unimplemented(status: catalog_pb2.CatalogReplicaStatus) -> bool:
-    return status.error.startswith("serves no live catalog")
+def static(status: catalog_pb2.CatalogReplicaStatus) -> bool:
+    """The replica serves no live catalog (a static shard, or one older than CatalogPosition)."""
+    return (not status.error and not status.live) or status.error.startswith("serves no live catalog")
 
 
 async def wait_visible(pool: ShardPool, position: int, timeout_s: float) -> bool:
@@ -154,7 +155,7 @@ async def wait_visible(pool: ShardPool, position: int, timeout_s: float) -> bool
     while True:
         answers = await asyncio.gather(*(ask(r) for r in pending))
         pending = [r for r, a in zip(pending, answers, strict=True)
-                   if not unimplemented(a) and (a.error or a.applied_position < position)]
+                   if not static(a) and (a.error or a.applied_position < position)]
         if not pending:
             return True
         if time.monotonic() + POLL_S > deadline:

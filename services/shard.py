@@ -262,10 +262,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                               ) -> shard_pb2.CatalogPositionResponse:
         live = self.live
         if live is None:  # a static shard, or a live one still replaying
-            return shard_pb2.CatalogPositionResponse()
+            return shard_pb2.CatalogPositionResponse(live=bool(self.config.store))
         return shard_pb2.CatalogPositionResponse(applied_position=live.applied_position,
                                                  base_position=live.base_position,
-                                                 pending_entities=live.pending_entities)
+                                                 pending_entities=live.pending_entities, live=True)
 
     def _admission_params(self) -> dict[str, str]:
         """The queue's bound and counters (services.admission.Limiter), as Describe params."""

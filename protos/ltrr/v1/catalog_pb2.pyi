@@ -118,17 +118,19 @@ class CatalogStatusResponse(_message.Message):
     def __init__(self, log_position: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[CatalogReplicaStatus, _Mapping]]] = ..., visibility_bound_ms: _Optional[int] = ...) -> None: ...
 
 class CatalogReplicaStatus(_message.Message):
-    __slots__ = ("strategy", "partition", "address", "applied_position", "pending_entities", "error")
+    __slots__ = ("strategy", "partition", "address", "applied_position", "pending_entities", "error", "live")
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     APPLIED_POSITION_FIELD_NUMBER: _ClassVar[int]
     PENDING_ENTITIES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
     strategy: str
     partition: int
     address: str
     applied_position: int
     pending_entities: int
     error: str
-    def __init__(self, strategy: _Optional[str] = ..., partition: _Optional[int] = ..., address: _Optional[str] = ..., applied_position: _Optional[int] = ..., pending_entities: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    live: bool
+    def __init__(self, strategy: _Optional[str] = ..., partition: _Optional[int] = ..., address: _Optional[str] = ..., applied_position: _Optional[int] = ..., pending_entities: _Optional[int] = ..., error: _Optional[str] = ..., live: _Optional[bool] = ...) -> None: ...

@@ -99,11 +99,13 @@ class CatalogPositionRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CatalogPositionResponse(_message.Message):
-    __slots__ = ("applied_position", "base_position", "pending_entities")
+    __slots__ = ("applied_position", "base_position", "pending_entities", "live")
     APPLIED_POSITION_FIELD_NUMBER: _ClassVar[int]
     BASE_POSITION_FIELD_NUMBER: _ClassVar[int]
     PENDING_ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
     applied_position: int
     base_position: int
     pending_entities: int
-    def __init__(self, applied_position: _Optional[int] = ..., base_position: _Optional[int] = ..., pending_entities: _Optional[int] = ...) -> None: ...
+    live: bool
+    def __init__(self, applied_position: _Optional[int] = ..., base_position: _Optional[int] = ..., pending_entities: _Optional[int] = ..., live: _Optional[bool] = ...) -> None: ...

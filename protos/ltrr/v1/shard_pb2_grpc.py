@@ -104,7 +104,7 @@ class ShardServicer:
 
     def CatalogPosition(self, request, context):
         """How far this shard has applied the live catalog log (catalog.proto): the broker's catalog
-        Status and Write's wait read it. A shard that serves no live catalog answers position 0.
+        Status and Write's wait read it. A static shard answers live = false and position 0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

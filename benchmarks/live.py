@@ -1,6 +1,6 @@
 """Issue 15's acceptance run: a live catalog under search load, on `ltrr up` over the demo catalog.
 
-    python -m benchmarks.live [--workdir DIR] [--writes 1000] [--write-rate 100] [--search-rate 20]
+    python -m benchmarks.live [--workdir DIR] [--writes 1000] [--write-rate 100] [--search-rate 40]
                               [--duration 10] [--bulk 5000] [--json FILE]
 
 It starts its own cluster (`ltrr up`, the four strategies, one broker, the event store in the
@@ -9,8 +9,12 @@ work directory; the demo index is built on the first run) and stops it. Phases, 
    --search-rate) for --duration s, no writes;
 2. writes: the same load while --writes new tracks (benchmarks.live_stream) are written at
    --write-rate per second, one per Catalog.Write; visibility per write (acknowledged -> an
-   exact-title Retrieve on every lexical replica finds it and every shard has applied it);
-3. merge: the same load while the lexical shard folds its delta into a new base;
+   exact-title Retrieve on every lexical replica finds it and every shard has applied it, polled
+   every 0.05 s, so a figure may be up to 0.05 s late, never early);
+3. merge: the same load while more tracks are written, enough to take the lexical shard's delta
+   past its merge threshold (--merge-entities), and the shard folds the delta into a new base;
+   then the baseline step again (the ratios' baseline pools both baseline steps: a noisy
+   machine's drift counts on both sides);
 4. new artist: a track by a made-up artist, then searches for the name with one typo through the
    attribute strategy (plan attribute only) until it is found;
 5. bulk: --bulk demo tracks re-upserted (a catalog refresh) through `ltrr catalog upsert`;
@@ -74,6 +78,15 @@ def under_load(gen: LoadGenerator, spec: StepSpec, during: Callable[[], Any] | N
     result = during() if during is not None else None
     thread.join()
     return out["r"], result
+
+
+def pooled(*records: StepRecord) -> StepRecord:
+    """Steps of the same load run at different times, as one sample (the baseline before the writes
+    and after the merge: a noisy machine's drift counts on both sides of the ratio)."""
+    cat = np.concatenate
+    return StepRecord(scheduled_s=cat([r.scheduled_s for r in records]),
+                      latency_ms=cat([r.latency_ms for r in records]), lag_ms=cat([r.lag_ms for r in records]),
+                      codes=tuple(c for r in records for c in r.codes), degraded=cat([r.degraded for r in records]))
 
 
 def shards_of(status: dict[str, Any]) -> list[tuple[str, str]]:
@@ -178,7 +191,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, help="work directory (default: a temporary one, removed)")
     p.add_argument("--writes", type=int, default=1000)
     p.add_argument("--write-rate", type=float, default=100.0)
-    p.add_argument("--search-rate", type=float, default=20.0)
+    p.add_argument("--search-rate", type=float, default=40.0)
     p.add_argument("--duration", type=float, default=10.0, help="seconds of the baseline step")
     p.add_argument("--bulk", type=int, default=5000, help="entities of the bulk phase")
     p.add_argument("--merge-entities", type=int, default=1500,
@@ -204,15 +217,18 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             extra = new_tracks(max(args.merge_entities - args.writes + 1, 1), seed=3)
             merging = StepSpec(address=address, rate=args.search_rate, duration_s=args.duration, budget_ms=100, seed=3)
             merge_rec, merged = under_load(gen, merging, lambda: merge_phase(address, shards, extra, args.write_rate))
+            after, _ = under_load(gen, replace(spec, seed=4))
         vis = visibility_s([stream])
-        rows = {name: summarize(rec, args.search_rate, rec.scheduled_s[-1] if rec.scheduled_s.size else 1.0)
-                for name, rec in (("baseline", base), ("writes", during), ("merge", merge_rec))}
+        steps = (("baseline", pooled(base, after)), ("baseline_before", base), ("baseline_after", after),
+                 ("writes", during), ("merge", merge_rec))
+        rows = {name: summarize(rec, args.search_rate, max(len(rec.codes), 1) / args.search_rate)  # ~ the duration
+                for name, rec in steps}
         result.update(rows=rows, merge=merged, new_artist=new_artist_phase(address),
                       visibility_p50_s=round(float(np.percentile(vis, 50)), 4),
                       visibility_p99_s=round(float(np.percentile(vis, 99)), 4),
                       visibility_max_s=round(float(vis.max()), 4), writes_acked=int(vis.size),
                       write_errors=sum(bool(w.error) for w in stream.written),
-                      failed_searches=sum(r["sent"] - r["ok"] for r in rows.values()),
+                      failed_searches=sum(rows[n]["sent"] - rows[n]["ok"] for n in ("baseline", "writes", "merge")),
                       search_p99_ratio_writes=ratio(rows["writes"]["p99_ms"], rows["baseline"]["p99_ms"]),
                       search_p99_ratio_merge=ratio(rows["merge"]["p99_ms"], rows["baseline"]["p99_ms"]))
         bulk = bulk_phase(address, workdir, args.bulk)

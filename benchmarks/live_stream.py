@@ -25,7 +25,7 @@ from core.catalog import Entity, demo_catalog_path, load_catalog
 from ltrr.v1 import catalog_pb2, catalog_pb2_grpc, shard_pb2, shard_pb2_grpc
 from services import convert, convert_catalog
 
-PROBE_INTERVAL_S = 0.02
+PROBE_INTERVAL_S = 0.05
 SYLLABLES = ("ka", "lo", "vi", "re", "zu", "mo", "sa", "ne", "tor", "quil", "dra", "fen", "ix", "bel", "yun", "va")
 WRITE_TIMEOUT_S = 10.0
 WRITERS = 8  # writes in flight at once, so a slow acknowledgement never delays the next due write

@@ -20,7 +20,6 @@ decisions' group commits) and swapped on the event loop (`on_swap`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from services.convert_catalog import Clock, writes_from_proto
 from services.decisions import DecisionWriter
 from services.fanout import ShardPool
 from services.shard import rpc
+from services.tailing import cancelled, tail
 
 log = logging.getLogger("ltrr.catalog")
 SERVICE = catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name
@@ -78,7 +78,6 @@ class CatalogFollower:
         self.builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-catalog")
         self.lock = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
-        self.failures = 0
 
     async def catch_up(self) -> LiveTable:
         """Apply every record after the table's position (read on the log's thread, the table
@@ -97,23 +96,11 @@ class CatalogFollower:
         self.task = asyncio.get_running_loop().create_task(self._tail(), name="ltrr-catalog-tail")
 
     async def _tail(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.catch_up()
-            except UnavailableError as e:
-                self.failures += 1
-                if self.failures == 1 or self.failures % 100 == 0:
-                    log.warning("cannot read the catalog log (%s); retrying every %.2fs", e, self.interval_s)
-                continue
-            self.failures = 0
+        await tail(self.catch_up, self.interval_s, "the catalog log", log)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        await cancelled(self.task)
+        self.task = None
         self.builder.shutdown(wait=True)
 
 

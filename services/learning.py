@@ -18,15 +18,15 @@ policy version a decision records (DecisionRecord.policy_version) and Describe r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
-from core.errors import NotFoundError, UnavailableError
+from core.errors import NotFoundError
 from core.eventlog import DecisionRecord, EventRecord
 from core.eventstore import EventStore
 from core.pipeline import SearchPipeline
 from services.decisions import DecisionWriter
+from services.tailing import cancelled, tail
 
 log = logging.getLogger("ltrr.learning")
 DEFAULT_TAIL_INTERVAL_S = 0.15  # other brokers' feedback reaches this policy within ~this
@@ -67,7 +67,6 @@ class Learner:
         self.on_applied = on_applied
         self.lock = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
-        self.failures = 0
 
     def replay_all(self, pipeline: SearchPipeline) -> tuple[int, int]:
         """On the log's thread, before serving: apply every event after `position`. (learned, passed over)."""
@@ -98,20 +97,8 @@ class Learner:
         self.task = asyncio.get_running_loop().create_task(self._tail(pipeline), name="ltrr-learning-tail")
 
     async def _tail(self, pipeline: SearchPipeline) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.catch_up(pipeline)
-            except UnavailableError as e:
-                self.failures += 1
-                if self.failures == 1 or self.failures % 100 == 0:
-                    log.warning("cannot read the event store (%s); retrying every %.2fs", e, self.interval_s)
-                continue
-            self.failures = 0
+        await tail(lambda: self.catch_up(pipeline), self.interval_s, "the event store", log)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        await cancelled(self.task)
+        self.task = None

@@ -46,6 +46,7 @@ from core.reward import satisfies
 from core.types import FeedbackEvent
 from ltrr.v1 import shard_pb2, shard_pb2_grpc
 from services import convert, metrics
+from services.tailing import cancelled
 
 log = logging.getLogger("ltrr.outbox")
 CURSOR = "memory"  # the cursor of a broker with one memory shard, before partitions and replicas
@@ -126,11 +127,8 @@ class MemoryOutbox:
 
     async def stop(self) -> None:
         """Cancel the task and give the lease up (what is not forwarded stays in the log)."""
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        await cancelled(self.task)
+        self.task = None
         await asyncio.to_thread(self.lease.release)
         self.held = False
 

@@ -17,7 +17,6 @@ applied, and CatalogPosition shows it stalling.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from core.catalog_log import CatalogLog, CatalogRecord
 from core.eventstore import open_store
 from core.live_shard import DEFAULT_CATALOG_BATCH, LiveShard, LiveShardConfig, catch_up, open_live_shard
 from services import metrics_shard
+from services.tailing import cancelled
 
 log = logging.getLogger("ltrr.shard.catalog")
 DEFAULT_CATALOG_POLL_S = 0.05
@@ -135,10 +135,7 @@ class CatalogTail:
             close()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancelled(self._task)
         await asyncio.get_running_loop().run_in_executor(self.executor, self._close_log)
         self.executor.shutdown(wait=True)
         self.merger.shutdown(wait=True)

@@ -87,3 +87,13 @@ class ListLog:
         batch = [CatalogWrite(w.entity_id, len(self.records) + i + 1) if isinstance(w, Delete)
                  else CatalogWrite(w.entity.id, len(self.records) + i + 1, w.entity) for i, w in enumerate(writes)]
         return max(self.append_catalog(batch))
+
+
+def append_order(base: Sequence[Entity], writes: Sequence[Write]) -> list[Entity]:
+    """The catalog after `writes` in the lexical shard's order: a replaced id goes last."""
+    state = {e.id: e for e in base}
+    for w in writes:
+        state.pop(w.entity_id if isinstance(w, Delete) else w.entity.id, None)
+        if isinstance(w, Upsert):
+            state[w.entity.id] = w.entity
+    return list(state.values())

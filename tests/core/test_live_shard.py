@@ -14,24 +14,15 @@ from core.catalog import Entity, write_jsonl
 from core.collection import Collection
 from core.errors import IndexFormatError
 from core.indexing import build_index
-from core.live import Delete, LiveCollection, Upsert, Write
+from core.live import Delete, LiveCollection, Upsert
 from core.live_lexical import CURRENT, LiveLexicalShard
 from core.live_shard import LiveShardConfig, catch_up, open_live_shard
 from core.partitioning import build_partitioned
 from core.query import Filter, make_query
 from tests.conftest import synthetic_catalog
-from tests.core.live_writes import ListLog, random_writes
+from tests.core.live_writes import ListLog, append_order, random_writes
 
 OPTIONS = {"fields": "title^2,artist", "progress": False}
-
-
-def append_order(base: list[Entity], writes: list[Write]) -> list[Entity]:
-    state = {e.id: e for e in base}
-    for w in writes:
-        state.pop(w.entity_id if isinstance(w, Delete) else w.entity.id, None)
-        if isinstance(w, Upsert):
-            state[w.entity.id] = w.entity
-    return list(state.values())
 
 
 def filtered_ids(collection: Collection, field: str, value: str) -> set[str]:

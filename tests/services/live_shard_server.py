@@ -7,14 +7,12 @@ import asyncio
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
 from core.catalog import Entity
 from core.catalog_log import CatalogLog
-from core.live import Delete, Upsert, Write
 from ltrr.v1 import shard_pb2, shard_pb2_grpc
 from services.client import ShardClient
 from services.shard import ShardConfig, ShardService
@@ -78,11 +76,3 @@ def track(eid: str, title: str, base: Entity, **attributes: Any) -> Entity:
                                attributes={**base.attributes, **attributes})
 
 
-def append_order(base: Sequence[Entity], writes: Sequence[Write]) -> list[Entity]:
-    """The catalog after `writes` in the lexical shard's order: a replaced id goes last."""
-    state = {e.id: e for e in base}
-    for w in writes:
-        state.pop(w.entity_id if isinstance(w, Delete) else w.entity.id, None)
-        if isinstance(w, Upsert):
-            state[w.entity.id] = w.entity
-    return list(state.values())

@@ -20,8 +20,8 @@ from core.query import Filter, make_query
 from core.storage import ComponentReader
 from services.metrics_shard import ShardCollector
 from services.shard import ShardConfig
-from tests.core.live_writes import final_catalog, random_writes
-from tests.services.live_shard_server import ListLog, LiveServer, append_order, track
+from tests.core.live_writes import append_order, final_catalog, random_writes
+from tests.services.live_shard_server import ListLog, LiveServer, track
 
 Serve = Callable[..., LiveServer]  # serve(strategy, log, **ShardConfig fields): a started live shard
 ALL = ("lexical", "semantic", "attribute", "memory")

@@ -1,6 +1,6 @@
 """Issue 15's acceptance run: a live catalog under search load, on `ltrr up` over the demo catalog.
 
-    python -m benchmarks.live [--workdir DIR] [--writes 1000] [--write-rate 100] [--search-rate 40]
+    python -m benchmarks.live [--workdir DIR] [--writes 1000] [--write-rate 100] [--search-rate 30]
                               [--duration 10] [--bulk 5000] [--json FILE]
 
 It starts its own cluster (`ltrr up`, the four strategies, one broker, the event store in the
@@ -191,7 +191,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, help="work directory (default: a temporary one, removed)")
     p.add_argument("--writes", type=int, default=1000)
     p.add_argument("--write-rate", type=float, default=100.0)
-    p.add_argument("--search-rate", type=float, default=40.0)
+    p.add_argument("--search-rate", type=float, default=30.0)
     p.add_argument("--duration", type=float, default=10.0, help="seconds of the baseline step")
     p.add_argument("--bulk", type=int, default=5000, help="entities of the bulk phase")
     p.add_argument("--merge-entities", type=int, default=1500,

@@ -33,7 +33,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,11 @@ class LexicalGeneration:
     kind = StrategyKind.LEXICAL
     vector_dim = 0
 
-    def __init__(self, index: LiveLexicalIndex, collection: LiveCollection) -> None:
+    def __init__(self, index: LiveLexicalIndex, collection: LiveCollection,
+                 owns: Callable[[str], bool] | None = None) -> None:
         if collection.in_place:
             raise ValueError("`collection` must number upserts as new ordinals (in_place=False)")
+        self.owns = owns  # a document partition's (core.live_partition): the ids it keeps searchable
         self.index = index
         self.live = collection
         self.collection: Collection = collection  # the Strategy protocol's type; `live` is the same object
@@ -83,7 +85,10 @@ class LexicalGeneration:
         return self.index.describe()
 
     def apply(self, writes: Sequence[Write]) -> None:
-        """Apply `writes` to the collection, then to the index, in one ordinal space."""
+        """Apply `writes` to the collection, then to the index, in one ordinal space (a partition:
+        core.live_partition.owned_writes of them)."""
+        if self.owns is not None:
+            writes = owned_writes(writes, self.owns)
         expected = len(self.live.ids)  # the collection appends one ordinal per upsert, in order
         self.live.apply(writes)
         for w in writes:
@@ -96,6 +101,23 @@ class LexicalGeneration:
                 raise RuntimeError(f"lexical ordinal {ordinal} of {w.entity.id!r} differs from the collection's "
                                    f"{expected}")
             expected += 1
+
+
+def owned_writes(writes: Sequence[Write], owns: Callable[[str], bool]) -> list[Write]:
+    """The writes a lexical partition applies: an upsert of an entity it does not own is added
+    (so its statistics count it, like every partition's and an unpartitioned index's) and deleted
+    at once (so it is never found here); a delete of one it does not own changes nothing (a dead
+    copy keeps counting until a merge), so it is dropped."""
+    out: list[Write] = []
+    for w in writes:
+        if isinstance(w, Delete):
+            if owns(w.entity_id):
+                out.append(w)
+        else:
+            out.append(w)
+            if not owns(w.entity.id):
+                out.append(Delete(w.entity.id))
+    return out
 
 
 def open_generation(root: str | os.PathLike[str], entities: Sequence[Entity], options: Mapping[str, Any]

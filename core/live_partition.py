@@ -12,27 +12,42 @@ A live shard over partition p of P applies every catalog record and keeps search
   shard at the same log position, and core.partitions.merge_partitions stays exact.
 - query partitions (memory-<p>): the collection is the whole catalog (as offline); the
   cold-start predicted queries kept are those whose key has query_partition(key, P) == p.
+- attribute over part-<p>: the query-understanding vocabulary follows every write (the whole
+  catalog's, as the offline partition stores it), and retrieval returns only the partition's
+  entities with the scores the whole index gives them (the catalog's largest popularity in the
+  prior), as the offline partition does. It is held as a whole live index (core.attribute.live,
+  built from the catalog file) whose searches are restricted to the owned ordinals
+  (`OwnedAttribute`): memory is the whole catalog's, not 1/P of it.
 Not yet: a lexical partition does not merge (its delta, holding every partition's writes, grows
-until the index is rebuilt offline); the attribute strategy over a partition refuses --store.
+until the index is rebuilt offline).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyroaring import BitMap
+
+from core.attribute.index import AttributeStrategy
+from core.attribute.live import LiveAttribute
+from core.catalog import load_catalog
 from core.errors import IndexFormatError
 from core.indexing import open_strategy
 from core.lexical.index import LexicalIndex
 from core.lexical.live import LiveLexicalIndex
-from core.live import LiveCollection
+from core.live import Change, LiveCollection
 from core.live_base import LiveShardConfig, catalog_entities
 from core.live_lexical import LexicalGeneration, LiveLexicalShard
 from core.partitioning import DOCUMENT_DIR, QUERY_DIR, partition_info, read_partitions
 from core.partitions import document_partition, query_partition
+from core.query import Query
+from core.types import Hits
 
-__all__ = ["Ownership", "PartitionLexicalShard", "open_partition_lexical", "outside_df", "partition_of"]
+__all__ = ["OwnedAttribute", "OwnedWriter", "Ownership", "PartitionLexicalShard", "open_partition_attribute",
+           "open_partition_lexical", "outside_df", "partition_of"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,47 @@ def outside_df(index: str, base: LexicalIndex, owner: Ownership) -> dict[tuple[i
                 if term not in mine:
                     out[(g, term)] = int(sibling.df[tid])
     return out
+
+
+class OwnedAttribute(AttributeStrategy):
+    """A whole live attribute index that retrieves only the entities of one document partition
+    (`owned`: their ordinals, live or dead, replaced on every write by OwnedWriter)."""
+
+    owned: BitMap
+
+    def retrieve(self, query: Query, quota: int, allowed: BitMap | None) -> Hits:
+        mine = self.owned - self.collection.deleted if allowed is None else allowed & self.owned
+        return super().retrieve(query, quota, mine)
+
+
+class OwnedWriter:
+    """core.attribute.live.LiveAttribute, then the ordinals of newly written owned entities added
+    to the strategy's `owned` (a new bitmap: a search holds the one it read)."""
+
+    def __init__(self, strategy: OwnedAttribute, owner: Ownership) -> None:
+        self.strategy = strategy
+        self.owner = owner
+        self.live = LiveAttribute(strategy)
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        self.live.apply(changes)
+        new = [c.ordinal for c in changes if c.new is not None and self.owner.owns_entity(c.new.id)]
+        if new:
+            self.strategy.owned = self.strategy.owned | BitMap(new)
+
+
+def open_partition_attribute(config: LiveShardConfig, owner: Ownership
+                             ) -> tuple[OwnedAttribute, LiveCollection, OwnedWriter]:
+    """The live attribute index of the whole catalog (config.catalog, checked against the
+    partition's entities) restricted to partition `owner` (module docstring)."""
+    part = open_strategy(config.index, "attribute", config.options)
+    if not isinstance(part, AttributeStrategy):
+        raise TypeError(f"expected an AttributeStrategy, got {type(part).__name__}")
+    catalog_entities(config, part.collection.ids, owner.owns_entity)  # the catalog this partition was cut from
+    collection = LiveCollection.from_entities(load_catalog(config.catalog))
+    strategy = OwnedAttribute(part.config, collection, part.vocab)  # LiveAttribute replaces the vocabulary
+    strategy.owned = BitMap(o for o, eid in enumerate(collection.ids) if owner.owns_entity(eid))
+    return strategy, collection, OwnedWriter(strategy, owner)
 
 
 class PartitionLexicalShard(LiveLexicalShard):

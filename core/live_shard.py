@@ -25,12 +25,11 @@ acknowledged is lost and nothing is applied twice into a base.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from core.attribute.index import AttributeStrategy
 from core.attribute.live import LiveAttribute
 from core.catalog_log import CatalogRecord
-from core.errors import IndexFormatError, InvalidArgumentError
+from core.errors import InvalidArgumentError
 from core.indexing import open_strategy
 from core.live import Delete, LiveCollection, SupportsWrite, Upsert, Write, apply_writes
 from core.live_base import (
@@ -41,7 +40,7 @@ from core.live_base import (
     catalog_entities,
 )
 from core.live_lexical import open_lexical_shard
-from core.live_partition import Ownership, open_partition_lexical, partition_of
+from core.live_partition import Ownership, open_partition_attribute, open_partition_lexical, partition_of
 from core.memory.index import MemoryStrategy
 from core.memory.live import LiveMemory
 from core.memory.predict import DEFAULT_MAX_PER_QUERY
@@ -50,7 +49,7 @@ from core.semantic.live import LiveSemantic
 from core.types import Strategy, StrategyKind
 
 __all__ = ["DEFAULT_CATALOG_BATCH", "DEFAULT_MERGE_ENTITIES", "LiveShard", "LiveShardConfig", "WriterShard",
-           "catch_up", "open_live_shard", "refuse_partition"]
+           "catch_up", "open_live_shard"]
 
 
 class WriterShard(LiveShard):
@@ -104,14 +103,9 @@ class WriterShard(LiveShard):
         return {**super().describe(), "catalog.rejected": str(self.rejected)}
 
 
-def refuse_partition(index: str, strategy: str) -> None:
-    """IndexFormatError for a partition's directory that live writes do not support yet (attribute)."""
-    if strategy == StrategyKind.ATTRIBUTE and partition_of(index) is not None:
-        raise IndexFormatError(Path(index), "is a partition of a partitioned index: live catalog writes "
-                               "(--store) to attribute partitions are not supported yet; serve it without --store")
-
-
 def _writer_shard(config: LiveShardConfig, owner: Ownership | None) -> WriterShard:
+    if owner is not None and config.strategy == StrategyKind.ATTRIBUTE:
+        return WriterShard(*open_partition_attribute(config, owner))
     strategy = open_strategy(config.index, config.strategy, config.options)
     # a document partition's collection holds its entities; a memory partition's the whole catalog
     owns = owner.owns_entity if owner is not None and not isinstance(strategy, MemoryStrategy) else None
@@ -135,7 +129,6 @@ def open_live_shard(config: LiveShardConfig) -> LiveShard:
     """The live shard of config.strategy at its base (not yet caught up with the log: the caller
     applies catalog_after(applied_position) until it is empty, then serves); over a partition of a
     partitioned index, core.live_partition's."""
-    refuse_partition(config.index, config.strategy)
     owner = partition_of(config.index)
     if config.strategy == StrategyKind.LEXICAL:
         return open_lexical_shard(config) if owner is None else open_partition_lexical(config, owner)

@@ -7,17 +7,17 @@ catalog (itself checked against fresh offline builds in tests/core/test_live.py)
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from core.catalog import Entity, demo_catalog_path, load_jsonl, write_jsonl
-from core.errors import IndexFormatError
+from core.catalog import demo_catalog_path, load_jsonl, write_jsonl
 from core.indexing import build_index, open_strategy
 from core.lexical.index import LexicalIndex
-from core.live import LiveCollection
+from core.live import LiveCollection, Upsert
 from core.live_partition import Ownership, outside_df, partition_of
 from core.live_shard import LiveShard, LiveShardConfig, catch_up, open_live_shard
 from core.memory.live import LiveMemory
@@ -29,7 +29,9 @@ from tests.core.live_writes import ListLog, random_writes
 
 P = 2
 QUOTA = 15
-STRATEGIES = ["lexical", "semantic", "memory"]
+NEW_ARTIST = "Zorvanelle Quist"
+TEXTS_EXTRA = ["zorvanele quist", "90s rock", "chill pop", "happy edm", "latin"]
+STRATEGIES = ["lexical", "semantic", "attribute", "memory"]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     build_partitioned(base, root / "parts", STRATEGIES, options, partitions=P, progress=False)
     log = ListLog()
     log.append(random_writes(base, fresh, 400, seed=151))
+    log.append([Upsert(dataclasses.replace(fresh[0], id="release-1", fields={**fresh[0].fields, "artist": NEW_ARTIST},
+                                           attributes={**fresh[0].attributes, "artist": NEW_ARTIST}))])
     texts = [e.fields["title"] for e in fresh[:25]] + [e.fields["title"] for e in base[::40]] + \
-        ["love", "the night", "remix", "live version"]
+        ["love", "the night", "remix", "live version", *TEXTS_EXTRA]
     return {"root": root, "log": log, "texts": texts}
 
 
@@ -127,6 +131,22 @@ def test_semantic_partitions_hold_their_entities_and_merge_to_the_unpartitioned_
         np.testing.assert_allclose(merged.scores, want.scores, rtol=1e-5)
 
 
+def test_attribute_partitions_return_their_entities_scored_as_the_whole_live_index(world: dict[str, Any]) -> None:
+    plain, parts = shards(world, "attribute", 10**9)
+    positions = live_ids(plain)  # in place: the same ordinals in every attribute shard (whole collections)
+    for text in world["texts"]:
+        lists = [top(shard, text) for shard in parts]
+        for p, lst in enumerate(lists):
+            assert all(document_partition(e, P) == p for e in lst.entity_ids), text
+        merged = merge_partitions("s", lists, QUOTA, positions)
+        want = top(plain, text)
+        assert merged.entity_ids == want.entity_ids, text
+        assert merged.scores.tolist() == want.scores.tolist(), text
+    owner = document_partition("release-1", P)
+    assert "release-1" in top(parts[owner], "zorvanele quist").entity_ids  # a new artist, one typo
+    assert "release-1" not in top(parts[1 - owner], "zorvanele quist").entity_ids
+
+
 def pairs(shard: LiveShard, key: str) -> list[tuple[str, float]]:
     writer = shard.writer  # type: ignore[attr-defined]
     assert isinstance(writer, LiveMemory)
@@ -145,20 +165,11 @@ def test_memory_partitions_keep_the_predicted_queries_of_their_keys(world: dict[
         assert pairs(parts[1 - owner], key) == [], key
 
 
-@pytest.mark.parametrize("strategy", ["lexical", "semantic"])
+@pytest.mark.parametrize("strategy", ["lexical", "semantic", "attribute"])
 def test_a_restarted_partition_replays_to_the_same_results(world: dict[str, Any], strategy: str) -> None:
-    _, parts = shards(world, strategy, 400)
-    _, again = shards(world, strategy, 400)
+    _, parts = shards(world, strategy, 10**9)
+    _, again = shards(world, strategy, 10**9)
     for text in world["texts"]:
         for a, b in zip(parts, again, strict=True):
             x, y = top(a, text), top(b, text)
             assert x.entity_ids == y.entity_ids and x.scores.tolist() == y.scores.tolist(), text
-
-
-def test_an_attribute_partition_is_refused(tmp_path: Path) -> None:
-    entities: list[Entity] = load_jsonl(demo_catalog_path())[:80]
-    write_jsonl(entities, tmp_path / "catalog.jsonl")
-    build_partitioned(entities, tmp_path / "index", ["attribute"], partitions=2, progress=False)
-    with pytest.raises(IndexFormatError, match="attribute partitions"):
-        open_live_shard(LiveShardConfig(strategy="attribute", index=str(tmp_path / "index" / "part-0"),
-                                        catalog=str(tmp_path / "catalog.jsonl")))

@@ -18,33 +18,52 @@ A live shard over partition p of P applies every catalog record and keeps search
   prior), as the offline partition does. It is held as a whole live index (core.attribute.live,
   built from the catalog file) whose searches are restricted to the owned ordinals
   (`OwnedAttribute`): memory is the whole catalog's, not 1/P of it.
-Not yet: a lexical partition does not merge (its delta, holding every partition's writes, grows
-until the index is rebuilt offline).
+A lexical partition merges as an unpartitioned live shard does (core.live_lexical: a base per
+merge in its live directory, CURRENT, replay after the base's position), but keeps the statistics
+it scored with (PartitionLexicalShard); the terms its new base lacks keep their df in the base's
+OUTSIDE_FILE.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pyroaring import BitMap
 
 from core.attribute.index import AttributeStrategy
 from core.attribute.live import LiveAttribute
-from core.catalog import load_catalog
+from core.catalog import Entity, load_catalog, load_jsonl
+from core.collection import Collection
 from core.errors import IndexFormatError
 from core.indexing import open_strategy
+from core.lexical.build import Postings
 from core.lexical.index import LexicalIndex
 from core.lexical.live import LiveLexicalIndex
+from core.lexical.live_merge import every_posting
+from core.lexical.segments import View
+from core.lexical.stats import CorpusStats
 from core.live import Change, LiveCollection
 from core.live_base import LiveShardConfig, catalog_entities
-from core.live_lexical import LexicalGeneration, LiveLexicalShard
+from core.live_lexical import (
+    CURRENT,
+    ENTITIES,
+    LexicalGeneration,
+    LiveLexicalShard,
+    current_base,
+    remove_bases,
+    write_base,
+)
 from core.partitioning import DOCUMENT_DIR, QUERY_DIR, partition_info, read_partitions
 from core.partitions import document_partition, query_partition
 from core.query import Query
 from core.types import Hits
+
+OUTSIDE_FILE = "outside_df.json"  # in a merged partition base: [[group, term, df], ...]
 
 __all__ = ["OwnedAttribute", "OwnedWriter", "Ownership", "PartitionLexicalShard", "open_partition_attribute",
            "open_partition_lexical", "outside_df", "partition_of"]
@@ -148,21 +167,72 @@ def open_partition_attribute(config: LiveShardConfig, owner: Ownership
     return strategy, collection, OwnedWriter(strategy, owner)
 
 
+def view_df(view: View, outside: Mapping[tuple[int, str], int]) -> dict[tuple[int, str], int]:
+    """(group, term) -> the df a partition's `view` scores with (the whole catalog's base df, or
+    `outside`'s, plus every delta copy holding it), for every term it knows."""
+    names, key, doc, _ = every_posting(view)
+    base = view.segments.base
+    delta = np.bincount(key[doc >= view.n_base], minlength=len(names))
+    out = dict(outside)
+    for k, name in enumerate(names):
+        out[name] = (int(base.df[k]) if k < len(base.df) else outside.get(name, 0)) + int(delta[k])
+    return out
+
+
 class PartitionLexicalShard(LiveLexicalShard):
-    """A lexical partition's live shard: writes as the module docstring says; no merge yet."""
+    """A lexical partition's live shard (module docstring). A merge folds the partition's live
+    entities into a new base whose statistics are the ones it scored with (the whole catalog's
+    base statistics plus every copy written to any partition, dead ones included): scores do not
+    change at a merge, so partitions merging at different times still score alike. (Unlike an
+    unpartitioned merge, dead copies keep counting until an offline rebuild.)"""
 
-    def merge_wanted(self) -> bool:
-        return False
+    def _write_base(self, view: View, catalog: Sequence[Entity], bitmaps: Mapping[str, Mapping[str, BitMap]],
+                    position: int) -> Path:
+        known = view_df(view, view.segments.outside_df)
 
-    def merge(self) -> bool:
-        return False
+        def partition(postings: Postings) -> tuple[tuple[CorpusStats, np.ndarray], Mapping[str, bytes]]:
+            kept = [(g, t) for g, terms in enumerate(postings.terms) for t in terms]
+            df = np.array([known[name] for name in kept], dtype=np.int64)
+            held = set(kept)
+            outside = [[g, t, n] for (g, t), n in sorted(known.items()) if (g, t) not in held]
+            return (view.stats, df), {OUTSIDE_FILE: json.dumps(outside, ensure_ascii=False).encode()}
+
+        return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id, partition)
+
+    def _open(self, root: Path, catalog: Sequence[Entity]) -> LexicalGeneration:
+        owns = self.generation.owns
+        return partition_generation(root, catalog, self.config, read_outside(root), owns)
+
+
+def read_outside(root: Path) -> dict[tuple[int, str], int]:
+    """The outside df a merged partition base stores (OUTSIDE_FILE)."""
+    return {(int(g), str(t)): int(n) for g, t, n in json.loads((root / OUTSIDE_FILE).read_bytes())}
+
+
+def partition_generation(root: Path, entities: Sequence[Entity], config: LiveShardConfig,
+                         outside: Mapping[tuple[int, str], int], owns: Callable[[str], bool] | None
+                         ) -> LexicalGeneration:
+    base = _lexical(root, dict(config.options))
+    return LexicalGeneration(LiveLexicalIndex(base, outside), LiveCollection(entities, base.collection, in_place=False),
+                             owns)
 
 
 def open_partition_lexical(config: LiveShardConfig, owner: Ownership) -> PartitionLexicalShard:
-    """The live shard of a lexical document partition at its offline base (position 0)."""
+    """The live shard of a lexical document partition at its newest merged base, or its offline
+    base (position 0) when there is none."""
+    live_dir = Path(config.live_dir)
+    live_dir.mkdir(parents=True, exist_ok=True)
+    found = current_base(live_dir, Collection.load(config.index).index_id)
+    if found is not None:
+        root, position = found
+        remove_bases(live_dir, keep=root.name)
+        generation = partition_generation(root, load_jsonl(root / ENTITIES), config, read_outside(root),
+                                          owner.owns_entity)
+        return PartitionLexicalShard(config, generation, position)
+    (live_dir / CURRENT).unlink(missing_ok=True)
+    remove_bases(live_dir, keep=None)
     base = _lexical(Path(config.index), dict(config.options))
     entities = catalog_entities(config, base.collection.ids, owner.owns_entity)
-    index = LiveLexicalIndex(base, outside_df(config.index, base, owner))
-    generation = LexicalGeneration(index, LiveCollection(entities, base.collection, in_place=False),
-                                   owner.owns_entity)
+    generation = partition_generation(Path(config.index), entities, config, outside_df(config.index, base, owner),
+                                      owner.owns_entity)
     return PartitionLexicalShard(config, generation, 0)

@@ -58,7 +58,7 @@ def config(world: dict[str, Any], strategy: str, index: Path, live: str) -> Live
                            live_dir=str(world["root"] / "live" / live), merge_entities=0)
 
 
-def shards(world: dict[str, Any], strategy: str, upto: int) -> tuple[LiveShard, list[LiveShard]]:
+def shards(world: dict[str, Any], strategy: str, upto: int, tag: str = "") -> tuple[LiveShard, list[LiveShard]]:
     """(the unpartitioned shard, the P partitions' shards), each caught up with the log's first `upto` records."""
     root, log = world["root"], world["log"]
     folder = "memory-{}" if strategy == "memory" else "part-{}"
@@ -66,8 +66,8 @@ def shards(world: dict[str, Any], strategy: str, upto: int) -> tuple[LiveShard, 
     def read(position: int, limit: int) -> Any:
         return log.catalog_after(position, min(limit, max(0, upto - position)))
 
-    plain = open_live_shard(config(world, strategy, root / "plain", f"{strategy}-plain"))
-    parts = [open_live_shard(config(world, strategy, root / "parts" / folder.format(p), f"{strategy}-{p}"))
+    plain = open_live_shard(config(world, strategy, root / "plain", f"{strategy}-plain{tag}"))
+    parts = [open_live_shard(config(world, strategy, root / "parts" / folder.format(p), f"{strategy}-{p}{tag}"))
              for p in range(P)]
     for shard in (plain, *parts):
         catch_up(shard, read, batch=37)
@@ -102,6 +102,34 @@ def test_lexical_partitions_merge_to_the_unpartitioned_live_shard_exactly(world:
         merged = merge_partitions("s", lists, QUOTA, positions)
         assert merged.entity_ids == want.entity_ids, text
         assert merged.scores.tolist() == want.scores.tolist(), text
+
+
+def catch_up_to(shard: LiveShard, log: ListLog, upto: int) -> None:
+    catch_up(shard, lambda position, limit: log.catalog_after(position, min(limit, max(0, upto - position))))
+
+
+def test_a_partition_merge_keeps_its_scores_and_a_restart_serves_the_merged_base(world: dict[str, Any]) -> None:
+    plain, parts = shards(world, "lexical", 200, tag="-merge")
+    before = [[top(shard, text) for text in world["texts"]] for shard in parts]
+    for shard in parts:
+        assert shard.merge() and shard.base_position == 200 and shard.pending_entities == 0
+    after = [[top(shard, text) for text in world["texts"]] for shard in parts]
+    for lists_before, lists_after in zip(before, after, strict=True):
+        assert [x.entity_ids for x in lists_after] == [x.entity_ids for x in lists_before]
+        assert [x.scores.tolist() for x in lists_after] == [x.scores.tolist() for x in lists_before]
+    for shard in (plain, *parts):  # writes on top of the merged bases; the unpartitioned shard never merged
+        catch_up_to(shard, world["log"], 10**9)
+    positions = live_ids(plain)
+    for text in world["texts"]:
+        merged = merge_partitions("s", [top(shard, text) for shard in parts], QUOTA, positions)
+        want = top(plain, text)
+        assert merged.entity_ids == want.entity_ids and merged.scores.tolist() == want.scores.tolist(), text
+    _, again = shards(world, "lexical", 10**9, tag="-merge")
+    for a, b in zip(parts, again, strict=True):
+        assert b.base_position == 200
+        for text in world["texts"]:
+            x, y = top(a, text), top(b, text)
+            assert x.entity_ids == y.entity_ids and x.scores.tolist() == y.scores.tolist(), text
 
 
 def test_a_term_only_other_partitions_hold_keeps_its_whole_catalog_df(world: dict[str, Any]) -> None:

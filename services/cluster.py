@@ -22,9 +22,9 @@ All keys are optional (defaults in parentheses):
     replicas = 1                    # shard processes serving each partition
     live = true                     # a live catalog: every shard applies the catalog writes of the
                                     # event store (`ltrr catalog upsert/delete`), merging into bases
-                                    # under `state`/live. Default: on when partitions = 1 (a lexical
-                                    # partition does not merge its delta yet: core.live_partition);
-                                    # true with partitions > 1 serves them live. false: static shards
+                                    # under `state`/live. Default: on when partitions = 1; true with
+                                    # partitions > 1 serves them live (core.live_partition: costs and
+                                    # limits there). false: static shards
 
     [store]                         # the brokers' event store (decisions, feedback, policy snapshots)
     url = ""                        # "": SQLite in `state` (one broker); "postgres": a private

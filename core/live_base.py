@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,12 +128,16 @@ class LiveShard:
             close()
 
 
-def catalog_entities(config: LiveShardConfig, ids: Sequence[str]) -> list[Entity]:
-    """The catalog the index at config.index was built from, checked against its collection's `ids`."""
+def catalog_entities(config: LiveShardConfig, ids: Sequence[str],
+                     owns: Callable[[str], bool] | None = None) -> list[Entity]:
+    """The catalog the index at config.index was built from, checked against its collection's `ids`
+    (owns: of a document partition, the ids it holds; those entities only, in catalog order)."""
     if not config.catalog:
         raise CatalogError(f"a live {config.strategy} shard needs the catalog its index was built from "
                            "(`--catalog FILE`)")
     entities = load_catalog(config.catalog)
+    if owns is not None:
+        entities = [e for e in entities if owns(e.id)]
     if len(entities) != len(ids) or any(e.id != i for e, i in zip(entities, ids, strict=True)):
         raise CatalogError(f"`catalog` must be the catalog index {config.index} was built from ({len(ids)} "
                            f"entities in its order), but got {config.catalog} ({len(entities)} entities)")

@@ -33,7 +33,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +44,20 @@ from core.catalog import Entity, load_jsonl
 from core.collection import Collection
 from core.errors import IndexFormatError
 from core.indexing import open_strategy
+from core.lexical.build import Postings
 from core.lexical.index import LexicalIndex, write_postings
 from core.lexical.live import LiveLexicalIndex
 from core.lexical.live_merge import merged_postings
 from core.lexical.segments import View
+from core.lexical.stats import CorpusStats
 from core.live import Delete, LiveCollection, Write
 from core.live_base import LiveShard, LiveShardConfig, catalog_entities
 from core.query import Query
 from core.storage import fsync_dir, write_file_atomic
 from core.types import Hits, StrategyKind
 
+# a partition's merge: merged postings -> (the whole catalog's statistics and df per term, more files)
+PartitionHook = Callable[[Postings], tuple[tuple[CorpusStats, np.ndarray], Mapping[str, bytes]]]
 CURRENT = "CURRENT"
 ENTITIES = "entities.jsonl.gz"
 BASE_FILE = "base.json"
@@ -66,9 +70,11 @@ class LexicalGeneration:
     kind = StrategyKind.LEXICAL
     vector_dim = 0
 
-    def __init__(self, index: LiveLexicalIndex, collection: LiveCollection) -> None:
+    def __init__(self, index: LiveLexicalIndex, collection: LiveCollection,
+                 owns: Callable[[str], bool] | None = None) -> None:
         if collection.in_place:
             raise ValueError("`collection` must number upserts as new ordinals (in_place=False)")
+        self.owns = owns  # a document partition's (core.live_partition): the ids it keeps searchable
         self.index = index
         self.live = collection
         self.collection: Collection = collection  # the Strategy protocol's type; `live` is the same object
@@ -83,7 +89,10 @@ class LexicalGeneration:
         return self.index.describe()
 
     def apply(self, writes: Sequence[Write]) -> None:
-        """Apply `writes` to the collection, then to the index, in one ordinal space."""
+        """Apply `writes` to the collection, then to the index, in one ordinal space (a partition:
+        core.live_partition.owned_writes of them)."""
+        if self.owns is not None:
+            writes = owned_writes(writes, self.owns)
         expected = len(self.live.ids)  # the collection appends one ordinal per upsert, in order
         self.live.apply(writes)
         for w in writes:
@@ -96,6 +105,23 @@ class LexicalGeneration:
                 raise RuntimeError(f"lexical ordinal {ordinal} of {w.entity.id!r} differs from the collection's "
                                    f"{expected}")
             expected += 1
+
+
+def owned_writes(writes: Sequence[Write], owns: Callable[[str], bool]) -> list[Write]:
+    """The writes a lexical partition applies: an upsert of an entity it does not own is added
+    (so its statistics count it, like every partition's and an unpartitioned index's) and deleted
+    at once (so it is never found here); a delete of one it does not own changes nothing (a dead
+    copy keeps counting until a merge), so it is dropped."""
+    out: list[Write] = []
+    for w in writes:
+        if isinstance(w, Delete):
+            if owns(w.entity_id):
+                out.append(w)
+        else:
+            out.append(w)
+            if not owns(w.entity.id):
+                out.append(Delete(w.entity.id))
+    return out
 
 
 def open_generation(root: str | os.PathLike[str], entities: Sequence[Entity], options: Mapping[str, Any]
@@ -135,6 +161,13 @@ class LiveLexicalShard(LiveShard):
         if self._carry is not None:
             self._carry.extend(writes)
 
+    def _write_base(self, view: View, catalog: Sequence[Entity], bitmaps: Mapping[str, Mapping[str, BitMap]],
+                    position: int) -> Path:
+        return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id)
+
+    def _open(self, root: Path, catalog: Sequence[Entity]) -> LexicalGeneration:
+        return open_generation(root, catalog, self.config.options)
+
     def merge_wanted(self) -> bool:
         limit = self.config.merge_entities
         return 0 < limit < self.pending_entities and not self._merge_lock.locked()
@@ -157,8 +190,8 @@ class LiveLexicalShard(LiveShard):
             # bitmaps are replaced, never changed (copy on write): a shallow copy is a snapshot
             bitmaps = {name: dict(values) for name, values in gen.live.bitmaps.items()}
             self._carry = []
-        root = write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id)
-        new = open_generation(root, catalog, self.config.options)
+        root = self._write_base(view, catalog, bitmaps, position)
+        new = self._open(root, catalog)
         new.warm_up()
         with self.lock:
             done = len(self._carry)
@@ -176,17 +209,22 @@ class LiveLexicalShard(LiveShard):
 
 
 def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], bitmaps: Mapping[str, Mapping[str, BitMap]],
-               position: int, source_index_id: str) -> Path:
+               position: int, source_index_id: str, partition: PartitionHook | None = None) -> Path:
     """Write the merged base of `view` (whose live documents are `catalog`, in order, and whose
     collection's filter bitmaps, over the view's ordinals, are `bitmaps`) as a new base directory
     under live_dir, every file fsync'd; returns it. CURRENT is not touched. The collection is the
-    live one renumbered (what Collection.build of `catalog` makes, without re-reading every entity)."""
+    live one renumbered (what Collection.build of `catalog` makes, without re-reading every entity).
+    A partition's (core.live_partition): partition(postings) gives the whole catalog's statistics
+    and df stored with them, and more files of the base (name -> bytes)."""
     postings, ids, popularity, new_of_old = merged_postings(view)
     if ids != [e.id for e in catalog]:
         raise RuntimeError("the merged lexical documents differ from the live collection's entities")
     root = live_dir / f"{BASE_PREFIX}{position:020d}-{time.time_ns()}"
     root.mkdir(parents=True)
-    write_postings(postings, view.segments.base.config, root, progress=False)
+    corpus, extra = (None, {}) if partition is None else partition(postings)
+    write_postings(postings, view.segments.base.config, root, progress=False, corpus=corpus)
+    for name, data in extra.items():
+        write_file_atomic(root / name, data)
     renumbered = {name: {value: BitMap(new_of_old[np.asarray(bits.to_array(), dtype=np.int64)].tolist())
                          for value, bits in values.items()} for name, values in bitmaps.items()}
     Collection(ids, popularity, BitMap(), renumbered).save(root)

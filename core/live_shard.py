@@ -25,14 +25,13 @@ acknowledged is lost and nothing is applied twice into a base.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from core.attribute.index import AttributeStrategy
 from core.attribute.live import LiveAttribute
 from core.catalog_log import CatalogRecord
-from core.errors import IndexFormatError, InvalidArgumentError
+from core.errors import InvalidArgumentError
 from core.indexing import open_strategy
-from core.live import LiveCollection, SupportsWrite, Upsert, Write, apply_writes
+from core.live import Delete, LiveCollection, SupportsWrite, Upsert, Write, apply_writes
 from core.live_base import (
     DEFAULT_CATALOG_BATCH,
     DEFAULT_MERGE_ENTITIES,
@@ -41,24 +40,26 @@ from core.live_base import (
     catalog_entities,
 )
 from core.live_lexical import open_lexical_shard
+from core.live_partition import Ownership, open_partition_attribute, open_partition_lexical, partition_of
 from core.memory.index import MemoryStrategy
 from core.memory.live import LiveMemory
 from core.memory.predict import DEFAULT_MAX_PER_QUERY
-from core.partitioning import partition_info, read_partitions
 from core.semantic.index import SemanticStrategy
 from core.semantic.live import LiveSemantic
 from core.types import Strategy, StrategyKind
 
 __all__ = ["DEFAULT_CATALOG_BATCH", "DEFAULT_MERGE_ENTITIES", "LiveShard", "LiveShardConfig", "WriterShard",
-           "catch_up", "open_live_shard", "refuse_partition"]
+           "catch_up", "open_live_shard"]
 
 
 class WriterShard(LiveShard):
     """Semantic, attribute or memory: the loaded strategy on a LiveCollection (in place) with its
     live writer (core.semantic.live, core.attribute.live, core.memory.live)."""
 
-    def __init__(self, strategy: Strategy, collection: LiveCollection, writer: SupportsWrite) -> None:
+    def __init__(self, strategy: Strategy, collection: LiveCollection, writer: SupportsWrite,
+                 owns: Callable[[str], bool] | None = None) -> None:
         super().__init__(0)
+        self.owns = owns  # a document partition's (core.live_partition): the writes of its entities only
         self._strategy = strategy
         self.collection = collection
         self.writer = writer
@@ -83,6 +84,9 @@ class WriterShard(LiveShard):
         """The writes the writer accepts (the broker validated them; a writer with a `check`, the
         semantic one, refuses a vector of the wrong shape): a refused write is counted and skipped,
         never left to stop the log."""
+        if self.owns is not None:
+            owns = self.owns
+            writes = [w for w in writes if owns(w.entity_id if isinstance(w, Delete) else w.entity.id)]
         check = getattr(self.writer, "check", None)
         if check is None:
             return list(writes)
@@ -99,16 +103,13 @@ class WriterShard(LiveShard):
         return {**super().describe(), "catalog.rejected": str(self.rejected)}
 
 
-def refuse_partition(index: str) -> None:
-    """IndexFormatError for a partition's directory: live writes to partitioned indexes are not supported."""
-    if partition_info(index) is not None or read_partitions(Path(index).parent) is not None:
-        raise IndexFormatError(Path(index), "is a partition of a partitioned index: live catalog writes "
-                               "(--store) serve whole indexes only; serve it without --store")
-
-
-def _writer_shard(config: LiveShardConfig) -> WriterShard:
+def _writer_shard(config: LiveShardConfig, owner: Ownership | None) -> WriterShard:
+    if owner is not None and config.strategy == StrategyKind.ATTRIBUTE:
+        return WriterShard(*open_partition_attribute(config, owner))
     strategy = open_strategy(config.index, config.strategy, config.options)
-    collection = LiveCollection(catalog_entities(config, strategy.collection.ids), strategy.collection)
+    # a document partition's collection holds its entities; a memory partition's the whole catalog
+    owns = owner.owns_entity if owner is not None and not isinstance(strategy, MemoryStrategy) else None
+    collection = LiveCollection(catalog_entities(config, strategy.collection.ids, owns), strategy.collection)
     strategy.collection = collection
     writer: SupportsWrite
     if isinstance(strategy, SemanticStrategy):
@@ -117,19 +118,21 @@ def _writer_shard(config: LiveShardConfig) -> WriterShard:
         writer = LiveAttribute(strategy)
     elif isinstance(strategy, MemoryStrategy):
         # the component does not record the build's max_per_query: the run-time option names it
-        writer = LiveMemory(strategy, int(config.options.get("max_per_query", DEFAULT_MAX_PER_QUERY)))
+        writer = LiveMemory(strategy, int(config.options.get("max_per_query", DEFAULT_MAX_PER_QUERY)),
+                            None if owner is None else owner.owns_key)
     else:
         raise ValueError(f"no live writer for the {config.strategy} strategy")
-    return WriterShard(strategy, collection, writer)
+    return WriterShard(strategy, collection, writer, owns)
 
 
 def open_live_shard(config: LiveShardConfig) -> LiveShard:
     """The live shard of config.strategy at its base (not yet caught up with the log: the caller
-    applies catalog_after(applied_position) until it is empty, then serves)."""
-    refuse_partition(config.index)
+    applies catalog_after(applied_position) until it is empty, then serves); over a partition of a
+    partitioned index, core.live_partition's."""
+    owner = partition_of(config.index)
     if config.strategy == StrategyKind.LEXICAL:
-        return open_lexical_shard(config)
-    return _writer_shard(config)
+        return open_lexical_shard(config) if owner is None else open_partition_lexical(config, owner)
+    return _writer_shard(config, owner)
 
 
 def catch_up(shard: LiveShard, read: Callable[[int, int], Sequence[CatalogRecord]],

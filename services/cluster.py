@@ -22,8 +22,9 @@ All keys are optional (defaults in parentheses):
     replicas = 1                    # shard processes serving each partition
     live = true                     # a live catalog: every shard applies the catalog writes of the
                                     # event store (`ltrr catalog upsert/delete`), merging into bases
-                                    # under `state`/live. Default: on when partitions = 1; live writes
-                                    # to partitioned indexes are not supported yet. false: static shards
+                                    # under `state`/live. Default: on when partitions = 1; true with
+                                    # partitions > 1 serves them live (core.live_partition: costs and
+                                    # limits there). false: static shards
 
     [store]                         # the brokers' event store (decisions, feedback, policy snapshots)
     url = ""                        # "": SQLite in `state` (one broker); "postgres": a private
@@ -114,9 +115,6 @@ class ClusterConfig:
             raise ValueError(f"`metrics_port` must be \"auto\" or a port in [0, {top}], but got {port!r}")
         if self.live is not None and not isinstance(self.live, bool):
             raise ValueError(f"`live` must be true or false, but got {self.live!r}")
-        if self.live and self.partitions > 1:
-            raise ValueError(f"`live` needs `partitions` = 1 (live writes to partitioned indexes are not supported "
-                             f"yet), but got partitions = {self.partitions}: set live = false")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"`log_format` must be text or json, but got {self.log_format!r}")
 
@@ -162,12 +160,13 @@ class ClusterConfig:
     def serves_live(self) -> bool:
         return self.partitions == 1 if self.live is None else self.live
 
-    def live_flags(self, name: str, replica: int, store_url: str) -> list[str]:
+    def live_flags(self, name: str, partition: int, replica: int, store_url: str) -> list[str]:
         """`ltrr shard` flags of a live catalog (none when `live` is off): the catalog log's store, the
         catalog the index was built from and the replica's own directory for merged bases."""
         if not self.serves_live:
             return []
-        live_dir = Path(self.state) / "live" / f"{name}-r{replica}"
+        live_dir = Path(self.state) / "live" / (f"{name}-r{replica}" if self.partitions == 1 else
+                                                f"{name}-p{partition}-r{replica}")
         return ["--store", store_url, "--catalog", str(self.catalog_path), "--live-dir", str(live_dir)]
 
     @property
@@ -300,7 +299,7 @@ class Cluster:
             store = self._create_store()
             for (name, p, r), metrics_port in zip(c.placements(), shard_metrics, strict=True):
                 flags = ["--host", c.host, "--metrics-port", metrics_port, *c.shard_flags, *shard_flags,
-                         *c.live_flags(name, r, store)]
+                         *c.live_flags(name, p, r, store)]
                 args = shard_args(name, c.shard_index(name, p), c.shard_run_options(name, p, r), flags)
                 self.placed.append(Placed(name, p, r, spawn([*logs, *args])))
             first = c.port if broker_port is None else broker_port

@@ -32,7 +32,7 @@ import copy
 import os
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pyroaring import BitMap
@@ -57,13 +57,13 @@ class LiveLexicalIndex:
     kind = StrategyKind.LEXICAL
     vector_dim = 0
 
-    def __init__(self, base: LexicalIndex) -> None:
-        if base.n_docs and base.stats.entities != base.n_docs:
+    def __init__(self, base: LexicalIndex, outside_df: Mapping[tuple[int, str], int] | None = None) -> None:
+        if outside_df is None and base.n_docs and base.stats.entities != base.n_docs:
             raise ValueError("`base` must be an index of a whole catalog, but got a partition of "
-                             f"{base.stats.entities} entities holding {base.n_docs}")
+                             f"{base.stats.entities} entities holding {base.n_docs} (pass `outside_df`)")
         self._lock = threading.Lock()
         self._merge_lock = threading.Lock()
-        self._segments = Segments(base, list(base.collection.ids), DeltaSegment(base))
+        self._segments = Segments(base, list(base.collection.ids), DeltaSegment(base), dict(outside_df or {}))
         self._deleted = BitMap(base.collection.deleted)
         self._ordinal = {eid: i for i, eid in enumerate(base.collection.ids) if i not in self._deleted}
         self._version = 0
@@ -208,7 +208,7 @@ def query_plan(view: View, text: str) -> list[tuple[int, str, int, float]]:
             if tid >= 0:
                 plan.append((g, term, tid, qtf * base.outer_w[g] * float(base.idf[tid])))
                 continue
-            df = delta.term(g, term, view.n_delta)[0].shape[0]
+            df = delta.term(g, term, view.n_delta)[0].shape[0] + view.segments.outside_df.get((g, term), 0)
             if df > 0:
                 new.append((len(plan), g, df))
                 plan.append((g, term, -1, float(qtf)))

@@ -14,7 +14,7 @@ import numpy as np
 from core.lexical import jit
 from core.lexical.build import Postings
 from core.lexical.codec import BLOCK
-from core.lexical.index import LexicalIndex
+from core.lexical.index import LexicalIndex, postings_per_term
 from core.lexical.segments import View
 
 
@@ -72,7 +72,8 @@ def every_posting(view: View) -> tuple[list[tuple[int, str]], np.ndarray, np.nda
         for term, tid in vocab.items():
             names[tid] = (g, term)
     b_docs, b_tfs = base_postings(base)
-    keys, docs, tfs = [np.repeat(np.arange(len(names), dtype=np.int64), base.df)], [b_docs], [b_tfs]
+    own = postings_per_term(base.blocks["term_blocks"], base.blocks["block_n"])  # a partition's df is global
+    keys, docs, tfs = [np.repeat(np.arange(len(names), dtype=np.int64), own)], [b_docs], [b_tfs]
     for g, group_terms in enumerate(delta.postings):
         for term in list(group_terms):  # a copy: writes may add terms meanwhile
             d, t = delta.term(g, term, view.n_delta)

@@ -4,7 +4,8 @@ base with its delta, and the view one search reads."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 from pyroaring import BitMap
@@ -98,6 +99,9 @@ class Segments:
     base: LexicalIndex
     base_ids: list[str]
     delta: DeltaSegment
+    # a partition's base (core.partitioning): the whole catalog's df of each term the base's
+    # documents do not hold, by (group, term); empty for a whole index
+    outside_df: Mapping[tuple[int, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ so its observed pairs; a deleted entity is filtered out at retrieval by the shar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -29,10 +29,12 @@ class LivePredicted:
     """Predicted pairs of a LiveCollection's live entities; implements PredictedPairs.
     by_key: query key -> ordinal -> kind score; by_ordinal: ordinal -> its keys."""
 
-    def __init__(self, collection: LiveCollection, max_per_query: int = DEFAULT_MAX_PER_QUERY) -> None:
+    def __init__(self, collection: LiveCollection, max_per_query: int = DEFAULT_MAX_PER_QUERY,
+                 owns_key: Callable[[str], bool] | None = None) -> None:
         if max_per_query < 1:
             raise ValueError(f"`max_per_query` must be >= 1, but got {max_per_query}")
         self.collection = collection
+        self.owns_key = owns_key  # a query partition's (core.partitions.query_partition): its keys only
         self.max_per_query = max_per_query
         self.by_key: dict[str, dict[int, float]] = {}
         self.by_ordinal: dict[int, tuple[str, ...]] = {}
@@ -43,6 +45,8 @@ class LivePredicted:
                 self._add(o, key_scores(e))
 
     def _add(self, ordinal: int, scores: dict[str, float]) -> None:
+        if self.owns_key is not None:
+            scores = {key: kind for key, kind in scores.items() if self.owns_key(key)}
         for key, kind in scores.items():
             self.by_key.setdefault(key, {})[ordinal] = kind
         self.by_ordinal[ordinal] = tuple(scores)
@@ -100,11 +104,12 @@ class LivePredicted:
 class LiveMemory:
     """Applies Changes to a MemoryStrategy whose collection is the LiveCollection that made them."""
 
-    def __init__(self, strategy: MemoryStrategy, max_per_query: int = DEFAULT_MAX_PER_QUERY) -> None:
+    def __init__(self, strategy: MemoryStrategy, max_per_query: int = DEFAULT_MAX_PER_QUERY,
+                 owns_key: Callable[[str], bool] | None = None) -> None:
         if not isinstance(strategy.collection, LiveCollection):
             raise TypeError("the strategy's collection must be a LiveCollection")
         self.strategy = strategy
-        self.predicted = LivePredicted(strategy.collection, max_per_query)
+        self.predicted = LivePredicted(strategy.collection, max_per_query, owns_key)
         with strategy.lock:
             strategy.predicted = self.predicted
 

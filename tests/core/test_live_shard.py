@@ -116,12 +116,12 @@ def test_a_merged_base_is_kept_across_restarts_and_replaced_by_the_next(setup: A
     assert len(list(Path(config.live_dir).glob("base-*"))) == 1
 
 
-@pytest.mark.parametrize(("strategy", "part"), [("lexical", "part-1"), ("memory", "memory-0"), ("attribute", "")])
-def test_a_partitioned_index_is_refused(tmp_path: Path, strategy: str, part: str) -> None:
+def test_a_partitioned_index_directory_itself_is_refused(tmp_path: Path) -> None:
+    """The root of a partitioned index is no index (partitions: tests/core/test_live_partition.py)."""
     entities = synthetic_catalog(60, seed=51)
     write_jsonl(entities, tmp_path / "catalog.jsonl")
-    build_partitioned(entities, tmp_path / "index", [strategy], {"lexical": OPTIONS}, partitions=2, progress=False)
-    config = LiveShardConfig(strategy=strategy, index=str(tmp_path / "index" / part),
+    build_partitioned(entities, tmp_path / "index", ["memory"], partitions=2, progress=False)
+    config = LiveShardConfig(strategy="memory", index=str(tmp_path / "index"),
                              catalog=str(tmp_path / "catalog.jsonl"), live_dir=str(tmp_path / "live"))
     with pytest.raises(IndexFormatError, match="partition"):
         open_live_shard(config)

@@ -57,6 +57,7 @@ from benchmarks.load_client import LoadGenerator, StepSpec
 from benchmarks.load_stats import StepRecord, ratio, summarize
 from benchmarks.scaleout import Up, up
 from core.catalog import demo_catalog_path, load_catalog, write_jsonl
+from core.partitions import document_partition
 from ltrr.v1 import catalog_pb2, catalog_pb2_grpc, shard_pb2
 from services.client import BrokerClient, ShardClient
 
@@ -65,9 +66,11 @@ MERGE_WAIT_S = 120.0
 ALL_STRATEGIES = {"lexical": 50, "semantic": 50, "attribute": 50, "memory": 50}  # the crash check's plan
 
 
-def config(workdir: Path, merge_entities: int) -> str:
-    return (f'index = "{REPO / "indexes" / "demo"}"\nstate = "{workdir / "state"}"\nport = 0\n'
-            f'metrics_port = 0\n[shards]\nmax_queue = 8\nmerge_entities = {merge_entities}\n')
+def config(workdir: Path, merge_entities: int, partitions: int = 1, replicas: int = 1) -> str:
+    index = REPO / "indexes" / ("demo" if partitions == 1 else f"demo-p{partitions}")
+    return (f'index = "{index}"\nstate = "{workdir / "state"}"\nport = 0\nmetrics_port = 0\nlive = true\n'
+            f'partitions = {partitions}\nreplicas = {replicas}\n'
+            f'[shards]\nmax_queue = 8\nmerge_entities = {merge_entities}\n')
 
 
 def under_load(gen: LoadGenerator, spec: StepSpec, during: Callable[[], Any] | None = None) -> tuple[StepRecord, Any]:
@@ -89,11 +92,11 @@ def pooled(*records: StepRecord) -> StepRecord:
                       codes=tuple(c for r in records for c in r.codes), degraded=cat([r.degraded for r in records]))
 
 
-def shards_of(status: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(s["strategy"], s["address"]) for s in status["shards"]]
+def shards_of(status: dict[str, Any]) -> list[tuple[str, int, str]]:
+    return [(s["strategy"], s["partition"], s["address"]) for s in status["shards"]]
 
 
-def write_phase(address: str, shards: list[tuple[str, str]], tracks: Sequence[Any], rate: float) -> WriteStream:
+def write_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float) -> WriteStream:
     stream = WriteStream(address, [(upsert(t), t.fields["title"]) for t in tracks], rate).start()
     with Prober(shards, [stream]):
         stream.done.wait()
@@ -103,10 +106,10 @@ def write_phase(address: str, shards: list[tuple[str, str]], tracks: Sequence[An
     return stream
 
 
-def merge_phase(address: str, shards: list[tuple[str, str]], tracks: Sequence[Any], rate: float) -> dict[str, Any]:
+def merge_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float) -> dict[str, Any]:
     """Write `tracks` (enough to take the lexical shard's delta past its merge threshold), then wait
     until the lexical shard's base has moved: a merge ran while the caller's searches did."""
-    lexical = [a for name, a in shards if name == "lexical"]
+    lexical = [a for name, _, a in shards if name == "lexical"]
     with ShardClient(lexical[0]) as client:
         def base() -> int:
             return int(client.stub.CatalogPosition(shard_pb2.CatalogPositionRequest(), timeout=2.0).base_position)
@@ -170,19 +173,34 @@ def crash_phase(up_: Up, workdir: Path, written: Sequence[Any], cfg: str) -> tup
     stream.done.wait()
     acked = [w for w in stream.written if w.acked]
     again = up(workdir, "live-restart", cfg)
-    lexical = [a for name, a in shards_of(again.status) if name == "lexical"]
-    missing, resurrected = [0, 0], [0, 0]  # (lexical shard, broker)
-    with ShardClient(lexical[0]) as shard, BrokerClient(again.brokers[0]) as broker:
-        for w in acked:
-            by_broker = broker.search(w.title, plan=ALL_STRATEGIES, budget_ms=1000).results
-            for i, ids in enumerate(({c.entity_id for c in shard.retrieve(w.title, 10).candidates},
-                                     {r.entity_id for r in by_broker})):
-                missing[i] += (not w.deletes) and w.entity_id not in ids
-                resurrected[i] += w.deletes and w.entity_id in ids
+    found = acked_found(again, acked)
     return ({"writes_sent": len(stream.written), "acked": len(acked),
              "acked_upserts": sum(not w.deletes for w in acked), "acked_deletes": sum(w.deletes for w in acked),
-             "acked_upserts_missing": dict(zip(("lexical_shard", "broker"), missing, strict=True)),
-             "acked_deletes_still_found": dict(zip(("lexical_shard", "broker"), resurrected, strict=True))}, again)
+             **found}, again)
+
+
+def acked_found(up_: Up, acked: Sequence[Any]) -> dict[str, dict[str, int]]:
+    """Acknowledged upserts not found, and acknowledged deletes still found, by an exact-title
+    search on every replica of the owning lexical partition and through the broker (every strategy)."""
+    lexical = [(p, ShardClient(a)) for name, p, a in shards_of(up_.status) if name == "lexical"]
+    partitions = 1 + max(p for p, _ in lexical)
+    missing, resurrected = [0, 0], [0, 0]
+    try:
+        with BrokerClient(up_.brokers[0]) as broker:
+            for w in acked:
+                owner = document_partition(w.entity_id, partitions)
+                on_shards = set.intersection(*({c.entity_id for c in shard.retrieve(w.title, 10).candidates}
+                                               for p, shard in lexical if p == owner))
+                by_broker = {r.entity_id for r in broker.search(w.title, plan=ALL_STRATEGIES, budget_ms=1000).results}
+                for i, ids in enumerate((on_shards, by_broker)):
+                    missing[i] += (not w.deletes) and w.entity_id not in ids
+                    resurrected[i] += w.deletes and w.entity_id in ids
+    finally:
+        for _, shard in lexical:
+            shard.close()
+    where = ("lexical_shards", "broker")
+    return {"acked_upserts_missing": dict(zip(where, missing, strict=True)),
+            "acked_deletes_still_found": dict(zip(where, resurrected, strict=True))}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -196,12 +214,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--bulk", type=int, default=5000, help="entities of the bulk phase")
     p.add_argument("--merge-entities", type=int, default=1500,
                    help="the lexical shard merges when its delta holds this many entities")
+    p.add_argument("--partitions", type=int, default=1, help="partitions of every strategy (`ltrr up`)")
+    p.add_argument("--replicas", type=int, default=1, help="shard processes per partition")
     p.add_argument("--json", type=Path)
     return p.parse_args(argv)
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    cfg = config(workdir, args.merge_entities)
+    cfg = config(workdir, args.merge_entities, args.partitions, args.replicas)
     up_ = up(workdir, "live", cfg)
     result: dict[str, Any] = {}
     try:

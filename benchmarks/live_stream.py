@@ -5,9 +5,10 @@ artist, album, genres and other attributes (a new release of a known artist) and
 catalog track has (two catalog title words and a made-up word), so an exact-title search has one
 right answer. A new artist's track takes a made-up name too.
 
-A write is visible when an exact-title Retrieve on every lexical replica returns it and every
-shard replica reports a catalog position at or past the write's (Shard.CatalogPosition): then
-every strategy that owns it serves it. The prober polls every PROBE_INTERVAL_S.
+A write is visible when an exact-title Retrieve on every replica of the lexical partition that
+owns it returns it and every shard replica (of every strategy and partition) reports a catalog
+position at or past the write's (Shard.CatalogPosition): then every strategy that owns it serves
+it. The prober polls every PROBE_INTERVAL_S.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import grpc
 import numpy as np
 
 from core.catalog import Entity, demo_catalog_path, load_catalog
+from core.partitions import document_partition
 from ltrr.v1 import catalog_pb2, catalog_pb2_grpc, shard_pb2, shard_pb2_grpc
 from services import convert, convert_catalog
 
@@ -138,10 +140,11 @@ class Prober:
     exact-title Retrieve on every lexical replica for each acknowledged upsert not yet seen whose
     position every replica has reached; sets Written.visible on the first probe that finds it."""
 
-    def __init__(self, shards: Sequence[tuple[str, str]], streams: Sequence[WriteStream]) -> None:
-        self.channels = {address: grpc.insecure_channel(address) for _, address in shards}
+    def __init__(self, shards: Sequence[tuple[str, int, str]], streams: Sequence[WriteStream]) -> None:
+        self.channels = {address: grpc.insecure_channel(address) for _, _, address in shards}
         self.stubs = {address: shard_pb2_grpc.ShardStub(ch) for address, ch in self.channels.items()}
-        self.lexical = [address for name, address in shards if name == "lexical"]
+        self.lexical = [(p, address) for name, p, address in shards if name == "lexical"]
+        self.partitions = 1 + max(p for p, _ in self.lexical)
         self.streams = streams
         self.stopping = threading.Event()
         self.errors = 0
@@ -163,9 +166,11 @@ class Prober:
                    for stub in self.stubs.values())
 
     def found(self, title: str, entity_id: str) -> bool:
-        query = convert.query_to_proto(title)
+        """On every replica of the lexical partition that owns `entity_id`."""
+        query, owner = convert.query_to_proto(title), document_partition(entity_id, self.partitions)
         return all(entity_id in {c.entity_id for c in self.stubs[a].Retrieve(
-            shard_pb2.RetrieveRequest(query=query, quota=10), timeout=2.0).candidates} for a in self.lexical)
+            shard_pb2.RetrieveRequest(query=query, quota=10), timeout=2.0).candidates}
+            for p, a in self.lexical if p == owner)
 
     def _run(self) -> None:
         while not self.stopping.wait(PROBE_INTERVAL_S):

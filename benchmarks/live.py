@@ -8,7 +8,7 @@ work directory; the demo index is built on the first run) and stops it. Phases, 
 1. baseline: open-loop searches (benchmarks.load_client's simulated users, Poisson arrivals at
    --search-rate) for --duration s, no writes;
 2. writes: the same load while --writes new tracks (benchmarks.live_stream) are written at
-   --write-rate per second, one per Catalog.Write; visibility per write (acknowledged -> an
+   --write-rate per second, --write-batch (10) per Catalog.Write; visibility per write (acknowledged -> an
    exact-title Retrieve on every lexical replica finds it and every shard has applied it, polled
    every 0.05 s, so a figure may be up to 0.05 s late, never early);
 3. merge: the same load while more tracks are written, enough to take the lexical shard's delta
@@ -96,8 +96,9 @@ def shards_of(status: dict[str, Any]) -> list[tuple[str, int, str]]:
     return [(s["strategy"], s["partition"], s["address"]) for s in status["shards"]]
 
 
-def write_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float) -> WriteStream:
-    stream = WriteStream(address, [(upsert(t), t.fields["title"]) for t in tracks], rate).start()
+def write_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float,
+                batch: int) -> WriteStream:
+    stream = WriteStream(address, [(upsert(t), t.fields["title"]) for t in tracks], rate, batch).start()
     with Prober(shards, [stream]):
         stream.done.wait()
         deadline = time.perf_counter() + 10.0
@@ -106,7 +107,8 @@ def write_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequen
     return stream
 
 
-def merge_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float) -> dict[str, Any]:
+def merge_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float,
+                batch: int) -> dict[str, Any]:
     """Write `tracks` (enough to take the lexical shard's delta past its merge threshold), then wait
     until the lexical shard's base has moved: a merge ran while the caller's searches did."""
     lexical = [a for name, _, a in shards if name == "lexical"]
@@ -115,7 +117,7 @@ def merge_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequen
             return int(client.stub.CatalogPosition(shard_pb2.CatalogPositionRequest(), timeout=2.0).base_position)
 
         before, started = base(), time.perf_counter()
-        write_phase(address, shards, tracks, rate)
+        write_phase(address, shards, tracks, rate, batch)
         while time.perf_counter() - started < MERGE_WAIT_S:
             if (now := base()) > before:
                 return {"merged": True, "base_position": now, "seconds": round(time.perf_counter() - started, 3)}
@@ -209,6 +211,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, help="work directory (default: a temporary one, removed)")
     p.add_argument("--writes", type=int, default=1000)
     p.add_argument("--write-rate", type=float, default=100.0)
+    p.add_argument("--write-batch", type=int, default=10,
+                   help="writes per Catalog.Write (a feed client batches, like Elasticsearch's bulk API); "
+                        "1 = one request per write")
     p.add_argument("--search-rate", type=float, default=30.0)
     p.add_argument("--duration", type=float, default=10.0, help="seconds of the baseline step")
     p.add_argument("--bulk", type=int, default=5000, help="entities of the bulk phase")
@@ -233,10 +238,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             tracks = new_tracks(args.writes)
             writing = StepSpec(address=address, rate=args.search_rate, duration_s=args.writes / args.write_rate + 1,
                                budget_ms=100, seed=2)
-            during, stream = under_load(gen, writing, lambda: write_phase(address, shards, tracks, args.write_rate))
+            during, stream = under_load(gen, writing, lambda: write_phase(address, shards, tracks, args.write_rate,
+                                                                                     args.write_batch))
             extra = new_tracks(max(args.merge_entities - args.writes + 1, 1), seed=3)
             merging = StepSpec(address=address, rate=args.search_rate, duration_s=args.duration, budget_ms=100, seed=3)
-            merge_rec, merged = under_load(gen, merging, lambda: merge_phase(address, shards, extra, args.write_rate))
+            merge_rec, merged = under_load(gen, merging, lambda: merge_phase(address, shards, extra, args.write_rate,
+                                                                                       args.write_batch))
             after, _ = under_load(gen, replace(spec, seed=4))
         vis = visibility_s([stream])
         steps = (("baseline", pooled(base, after)), ("baseline_before", base), ("baseline_after", after),

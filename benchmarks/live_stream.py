@@ -97,12 +97,14 @@ class Written:
 
 @dataclass
 class WriteStream:
-    """Writes `writes` one per Catalog.Write at `rate` per second (paced by schedule, WRITERS in
-    flight at once); `done` is set once every write has an answer."""
+    """Writes `writes` at `rate` per second, `batch` per Catalog.Write (a batch is due when its first
+    write is; paced by schedule, WRITERS calls in flight at once); `done` is set once every write
+    has an answer."""
 
     address: str
     writes: Sequence[tuple[catalog_pb2.CatalogWrite, str]]  # (write, exact title)
     rate: float
+    batch: int = 1
     written: list[Written] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -115,24 +117,29 @@ class WriteStream:
         stub = catalog_pb2_grpc.CatalogStub(channel)
         start = time.perf_counter()
         with ThreadPoolExecutor(WRITERS) as pool:
-            for i, (write, title) in enumerate(self.writes):
+            for i in range(0, len(self.writes), self.batch):
                 due = start + i / self.rate
                 if (wait := due - time.perf_counter()) > 0:
                     time.sleep(wait)
-                deletes = write.WhichOneof("operation") == "delete_id"
-                w = Written(write.delete_id if deletes else write.upsert.id, title, deletes, due)
-                self.written.append(w)
-                pool.submit(self._one, stub, write, w)
+                chunk = self.writes[i:i + self.batch]
+                ws = [Written(w.delete_id if w.WhichOneof("operation") == "delete_id" else w.upsert.id, title,
+                              w.WhichOneof("operation") == "delete_id", due) for w, title in chunk]
+                self.written += ws
+                pool.submit(self._call, stub, [w for w, _ in chunk], ws)
         channel.close()
         self.done.set()
 
     @staticmethod
-    def _one(stub: catalog_pb2_grpc.CatalogStub, write: catalog_pb2.CatalogWrite, w: Written) -> None:
+    def _call(stub: catalog_pb2_grpc.CatalogStub, writes: list[catalog_pb2.CatalogWrite], ws: list[Written]) -> None:
         try:
-            response = stub.Write(catalog_pb2.CatalogWriteRequest(writes=[write]), timeout=WRITE_TIMEOUT_S)
-            w.position, w.acked = response.position, time.perf_counter()
+            response = stub.Write(catalog_pb2.CatalogWriteRequest(writes=writes), timeout=WRITE_TIMEOUT_S)
         except grpc.RpcError as err:
-            w.error = err.code().name
+            for w in ws:
+                w.error = err.code().name
+            return
+        acked = time.perf_counter()
+        for w, result in zip(ws, response.results, strict=True):
+            w.position, w.acked = result.position, acked
 
 
 class Prober:

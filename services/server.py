@@ -1,7 +1,8 @@
 """The life of every ltrr server process (shards and broker), in one place.
 
 bind and start at once with health NOT_SERVING -> `load()` (index, warm-up, connections) ->
-health SERVING -> wait for SIGTERM or SIGINT -> health NOT_SERVING, in-flight requests get a grace
+what was loaded frozen out of the garbage collector (freeze_loaded) -> health SERVING -> wait for
+SIGTERM or SIGINT -> health NOT_SERVING, in-flight requests get a grace
 period -> `close()`. A core error while loading exits with code 2 (its message names the problem,
 e.g. the damaged file); any other failure exits with 1.
 
@@ -13,6 +14,7 @@ the standard health service and nothing else: Kubernetes' gRPC probes cannot spe
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -51,6 +53,16 @@ async def _health_server(health_service: Any, host: str, port: int) -> grpc.aio.
     return server
 
 
+def freeze_loaded() -> None:
+    """Move everything loaded so far (an index's Python structures: 150k-320k objects) out of the
+    garbage collector's reach: a full collection over them took 94 ms (lexical), 127 ms (memory)
+    and 319 ms (attribute) on the demo catalog, and a live catalog's writes allocate enough to
+    trigger such collections in the middle of searches. What is allocated later is collected as
+    usual (CPython's gc.freeze, as Instagram's servers do)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run(hosted: Hosted, host: str, port: int, *, label: str,
               on_listening: Callable[[str], None] | None = None,
               security: SecurityConfig = NO_SECURITY, health_port: int = 0) -> int:
@@ -85,6 +97,7 @@ async def run(hosted: Hosted, host: str, port: int, *, label: str,
         log.exception("cannot serve: start-up failed")
         await asyncio.gather(*(s.stop(0) for s in servers))
         return 1
+    freeze_loaded()
     for name in ("", hosted.service_name):
         await health_service.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("%s serving on %s", label, address)

@@ -27,6 +27,7 @@ from core.catalog_log import CatalogLog, CatalogRecord
 from core.eventstore import open_store
 from core.live_shard import DEFAULT_CATALOG_BATCH, LiveShard, LiveShardConfig, catch_up, open_live_shard
 from services import metrics_shard
+from services.server import freeze_loaded
 from services.tailing import cancelled
 
 log = logging.getLogger("ltrr.shard.catalog")
@@ -122,6 +123,7 @@ class CatalogTail:
         started = time.perf_counter()
         try:
             if live.merge():
+                freeze_loaded()  # the new base's structures, like the first one's (services.server)
                 log.info("merged the %s shard's base at catalog position %d in %.2fs", self.config.strategy,
                          live.base_position, time.perf_counter() - started)
         except Exception:

@@ -149,7 +149,8 @@ class LiveTable:
                 deleted.discard(write.entity_id)
         written = self.written | {r.write.entity_id for r in fresh}
         layered = self.table
-        hidden = layered.hidden | {e for e in written if e in layered.base.positions}
+        # base rows these records replace or delete (ids folded into the base earlier stay visible)
+        hidden = layered.hidden | {r.write.entity_id for r in fresh if r.write.entity_id in layered.base.positions}
         out = LiveTable(base=self.base, top=top, table=LayeredTable(
             layered.base, rebuilt(layered.top, list(top.values()), changed), frozenset(hidden)),
             deleted=frozenset(deleted), position=fresh[-1].position, written=written)

@@ -69,6 +69,17 @@ def test_the_top_is_folded_into_the_base_when_it_grows(monkeypatch: pytest.Monke
     assert not live.top and live.table.base.ids[-4:] == ("n0", "n1", "n2", "n3") and live.position == 4
 
 
+def test_entities_folded_into_the_base_keep_their_rows_after_more_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog_table, "MIN_FOLD", 3)
+    base = synthetic_catalog(10)
+    live = LiveTable.from_entities(base)
+    new = [Entity(id=f"n{i}", fields={"title": f"new {i}"}) for i in range(5)]
+    for i, e in enumerate(new):
+        live = live.applied(records(CatalogWrite(e.id, 1, e), start=i + 1))
+    assert not live.top or len(live.top) == 1  # folded after the 4th write
+    reads_alike(live.table, EntityTable.from_entities(base + new), [e.id for e in base + new])
+
+
 def test_records_are_applied_once_and_an_upsert_undeletes() -> None:
     live = LiveTable.from_entities(synthetic_catalog(5)).applied(records(CatalogWrite("t0001", 2)))
     assert live.applied(records(CatalogWrite("t0001", 2))) is live  # position 1 again: already applied

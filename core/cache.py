@@ -35,6 +35,10 @@ class ByteLRU(Generic[K, V]):
     def __contains__(self, key: object) -> bool:
         return key in self._items
 
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
     def get(self, key: K) -> V | None:
         item = self._items.get(key)
         if item is None:

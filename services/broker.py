@@ -54,7 +54,7 @@ from core.errors import (
     UnavailableError,
 )
 from core.eventlog import DecisionRecord, EventRecord
-from core.eventstore import EventStore, SnapshotStore, parse_store_url
+from core.eventstore import EventStore, SnapshotStore, StoreKind, parse_store_url
 from core.pipeline import Judged, Plan, SearchPipeline, Served, decision_bytes
 from core.policy.digest import policy_digest
 from core.policy.features import DIM
@@ -201,7 +201,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         pipeline = self._ready()
         pipeline.ranker, pipeline.recordings = with_table(pipeline.ranker, live.table), live.table
         self.positions = live.table.positions if self.config.entities else None
-        self.understood = ByteLRU(DEFAULT_UNDERSTOOD_BYTES, _interpretations_bytes)  # the vocabulary changed
+        self.understood.clear()  # the vocabulary changed (the same object: the metrics watch it)
 
     def _warm_start(self, pipeline: SearchPipeline, done: Any) -> bool:
         """Teach `pipeline` the log of BrokerConfig.warm_start unless its snapshot says it was (`done`:
@@ -212,7 +212,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         if not self.config.warm_start:
             return False
         source = Path(self.config.warm_start).resolve()
-        if source == Path(self.config.store_url).resolve():
+        own = parse_store_url(self.config.store_url)
+        if own.kind is StoreKind.SQLITE and source == Path(own.target).resolve():
             raise StateError(source, "is this broker's own event log; --warm-start takes the log of the plan "
                                      "this broker replaces")
         if self.warm_started is not None:

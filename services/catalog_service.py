@@ -53,7 +53,7 @@ ASK_TIMEOUT_S = 1.0  # one CatalogPosition call
 
 def replay(store: EventStore, live: LiveTable) -> LiveTable:
     """On the log's thread: `live` with every record of the log after its position applied."""
-    while records := store.catalog_after(live.position, CATALOG_BATCH):
+    while records := read_after(store, live.position):  # READ_RECORDS per rebuild of the table
         live = live.applied(records)
     return live
 

@@ -70,7 +70,13 @@ class Learner:
 
     def replay_all(self, pipeline: SearchPipeline) -> tuple[int, int]:
         """On the log's thread, before serving: apply every event after `position`. (learned, passed over)."""
-        return self._apply(pipeline, *fetch_after(self.writer.log, self.position, None))
+        learned = foreign = 0
+        while True:  # TAIL_BATCH events in memory at a time, not the whole log after the snapshot
+            items, last, read = fetch_after(self.writer.log, self.position, TAIL_BATCH)
+            n, m = self._apply(pipeline, items, last, read)
+            learned, foreign = learned + n, foreign + m
+            if read < TAIL_BATCH:
+                return learned, foreign
 
     def _apply(self, pipeline: SearchPipeline, items: list[Item], last: int, read: int) -> tuple[int, int]:
         learned, foreign = pipeline.replay((record, event, earlier) for _, record, event, earlier in items)

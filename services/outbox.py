@@ -110,7 +110,7 @@ class MemoryOutbox:
         self.wake = asyncio.Event()
         self.position = 0
         self.last_logged = 0
-        self.forwarded = self.failures = 0
+        self.failures = 0
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -192,7 +192,6 @@ class MemoryOutbox:
             await self.stub.Learn(request, timeout=self.config.timeout_s)
         self.position = rows[-1][0]
         await self.run_on_log(self.log.set_cursor, self.cursor, self.position)
-        self.forwarded += len(events)
         return len(rows)
 
     def _owns(self, text: str) -> bool:
@@ -229,10 +228,6 @@ class MemoryOutboxes:
 
     def lag(self) -> int:
         return max((o.lag() for o in self.outboxes), default=0)
-
-    @property
-    def forwarded(self) -> int:
-        return sum(o.forwarded for o in self.outboxes)
 
     async def stop(self) -> None:
         for outbox in self.outboxes:

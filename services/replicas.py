@@ -140,10 +140,6 @@ class ReplicaSet:
         self._rng = random.Random(seed)  # ties between replicas (None: seeded from the OS)
         self.hedges = self.failovers = 0
 
-    @property
-    def addresses(self) -> list[str]:
-        return [r.address for r in self.replicas]
-
     async def close(self) -> None:
         for replica in self.replicas:
             await replica.channel.close(grace=None)

@@ -30,7 +30,6 @@ strategy's learned pairs on released ids over time. --json FILE writes all of it
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -39,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import pin_threads, run_info
+from benchmarks.common import pin_threads, run_info, write_json
+from benchmarks.experiment import markdown
 
 STRATEGIES = ("lexical", "semantic", "attribute", "memory")
 DEFAULT_SEARCHES = 3000
@@ -125,11 +125,6 @@ def mean(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def markdown(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def span(w: dict[str, Any]) -> str:
     return f"{w['lo']}+" if w["hi"] is None else f"{w['lo']}-{w['hi'] - 1}"
 
@@ -202,9 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     result = run(args)
     print(report(result))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

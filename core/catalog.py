@@ -117,7 +117,8 @@ def entity_from_json(obj: Any, where: str) -> Entity:
         raise CatalogError(f"{where}: {err}") from None
 
 
-def _open_text(path: Path) -> IO[str]:
+def open_text(path: Path) -> IO[str]:
+    """A catalog file as UTF-8 text (.gz read through gzip); CatalogError when it is missing."""
     if not path.exists():
         raise CatalogError(f"{path}: no such catalog file")
     if path.suffix == ".gz":
@@ -126,7 +127,7 @@ def _open_text(path: Path) -> IO[str]:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, Any]]:
-    with _open_text(path) as f:
+    with open_text(path) as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -201,7 +202,7 @@ def load_spotify_csv(path: str | os.PathLike[str]) -> list[Entity]:
     Genres, subgenres and playlist names are collected over every row of a track.
     """
     by_track: dict[str, list[dict[str, str]]] = {}
-    with _open_text(Path(path)) as f:
+    with open_text(Path(path)) as f:
         reader = csv.DictReader(f)
         missing = [c for c in SPOTIFY_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from services.cluster import shard_flags
+from services.topology import shard_flags
 
 K8S = Path(__file__).resolve().parent
 STRATEGIES = ("lexical", "semantic", "attribute", "memory")

@@ -13,8 +13,6 @@ in time), else 0.
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import json
 import sys
 import time
@@ -25,7 +23,7 @@ from typing import IO, Any
 
 import grpc
 
-from core.catalog import Entity, entity_from_json
+from core.catalog import Entity, entity_from_json, open_text
 from core.catalog_log import MAX_WRITES_PER_BATCH
 from core.errors import CatalogError
 from ltrr.v1 import catalog_pb2, catalog_pb2_grpc
@@ -56,11 +54,7 @@ Item = tuple[str, Entity | str | CatalogError]  # where (FILE:LINE or the id), w
 def _open(source: str) -> IO[str]:
     if source == "-":
         return sys.stdin
-    path = Path(source)
-    if not path.exists():
-        raise CatalogError(f"{path}: no such catalog file")
-    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8") if path.suffix == ".gz" \
-        else path.open(encoding="utf-8")
+    return open_text(Path(source))
 
 
 def read_entities(source: str) -> Iterator[Item]:

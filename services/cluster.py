@@ -64,6 +64,8 @@ from core.indexing import build_index
 from core.partitioning import build_partitioned, read_partitions
 from core.storage import MANIFEST
 from services.process import ServerProcess, shard_args, spawn
+from services.topology import ShardAddresses as Topology
+from services.topology import shard_flags
 
 DEFAULT_STRATEGIES = ("lexical", "semantic", "attribute", "memory")
 STORE_KEYS = ("url",)  # the [store] table's keys
@@ -221,21 +223,6 @@ def _build_partitioned(config: ClusterConfig) -> None:
           f"{config.catalog_path} ...", flush=True)
     build_partitioned(load_catalog(config.catalog_path), config.index, config.strategies, config.build,
                       partitions=config.partitions)
-
-
-Topology = Mapping[str, str | Sequence[Sequence[str]]]
-
-
-def shard_flags(shards: Topology) -> list[str]:
-    """`--shard` flags of a topology: per strategy one address, or per partition its replicas'
-    addresses (`--shard lexical/1=HOST:PORT,HOST:PORT`)."""
-    args = []
-    for name, where in shards.items():
-        if isinstance(where, str):
-            args += ["--shard", f"{name}={where}"]
-        else:
-            args += [f for p, replicas in enumerate(where) for f in ("--shard", f"{name}/{p}={','.join(replicas)}")]
-    return args
 
 
 def broker_args(config: ClusterConfig, shards: Topology, port: int, store_url: str = "") -> list[str]:

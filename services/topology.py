@@ -17,10 +17,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from core.types import StrategyKind
 from ltrr.v1 import broker_pb2
 
-__all__ = ["DOCUMENTS", "QUERIES", "Topology", "describe_topology", "normalise_shards", "parse_shard_flags",
-           "partitioned_by"]
+__all__ = [
+    "DOCUMENTS",
+    "QUERIES",
+    "ShardAddresses",
+    "Topology",
+    "describe_topology",
+    "normalise_shards",
+    "parse_shard_flags",
+    "partitioned_by",
+    "shard_flags",
+]
 
 Topology = dict[str, tuple[tuple[str, ...], ...]]
+# as given: per strategy one address, or per partition its replicas' addresses
+ShardAddresses = Mapping[str, str | Sequence[Sequence[str]]]
 DOCUMENTS, QUERIES = "documents", "queries"  # BrokerDescribeResponse's StrategyTopology.partitioned_by
 
 
@@ -40,7 +51,7 @@ def _replicas(strategy: str, partition: int, addresses: Iterable[str]) -> tuple[
     return out
 
 
-def normalise_shards(shards: Mapping[str, str | Sequence[Sequence[str]]]) -> Topology:
+def normalise_shards(shards: ShardAddresses) -> Topology:
     """Each strategy's value, a plain address (one partition, one replica) or partitions -> replica
     addresses, as a tuple of tuples. ValueError naming the strategy for an empty partition list, an
     empty or repeated address, or a string where a partition's replica list belongs."""
@@ -59,6 +70,18 @@ def normalise_shards(shards: Mapping[str, str | Sequence[Sequence[str]]]) -> Top
             parts.append(_replicas(strategy, p, replicas))
         out[strategy] = tuple(parts)
     return out
+
+
+def shard_flags(shards: ShardAddresses) -> list[str]:
+    """`--shard` flags of a topology (the inverse of parse_shard_flags): per strategy one address,
+    or per partition its replicas' addresses (`--shard lexical/1=HOST:PORT,HOST:PORT`)."""
+    args = []
+    for name, where in shards.items():
+        if isinstance(where, str):
+            args += ["--shard", f"{name}={where}"]
+        else:
+            args += [f for p, replicas in enumerate(where) for f in ("--shard", f"{name}/{p}={','.join(replicas)}")]
+    return args
 
 
 def parse_shard_flags(flags: Sequence[str]) -> Topology:

@@ -31,16 +31,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from core import catalog_store
 from core.catalog_log import CatalogRecord, CatalogWrite
 from core.errors import NotFoundError
 from core.eventlog_records import (
+    DECISION_COLUMNS,
+    EVENT_COLUMNS,
     BanditLog,
     DecisionRecord,
     EventRecord,
     bandit_log,
+    check_cursor,
     decision_from_row,
     decision_values,
     event_from_row,
@@ -48,15 +49,15 @@ from core.eventlog_records import (
     training_groups_of,
 )
 from core.eventlog_retention import DEFAULT_COMPACT_ROWS, CompactReport, RetentionConfig, compact, disk_bytes
-from core.eventlog_schema import COLUMNS, connect, transaction
+from core.eventlog_schema import connect, transaction
 from core.ranking_train import TrainingGroup
 
 __all__ = ["AlwaysHeld", "BanditLog", "CompactReport", "DecisionRecord", "EventLog", "EventRecord", "RetentionConfig",
            "decision_from_row", "decision_values", "event_from_row"]
 
-_DECISION_COLUMNS = ", ".join(COLUMNS["decisions"])
-_N_DECISION = len(COLUMNS["decisions"])
-_EVENT_COLUMNS = "position, event_id, decision_id, entity_id, type, value, ts, reward"
+_DECISION_COLUMNS = ", ".join(DECISION_COLUMNS)
+_N_DECISION = len(DECISION_COLUMNS)
+_EVENT_COLUMNS = ", ".join(EVENT_COLUMNS)
 
 
 class AlwaysHeld:
@@ -203,7 +204,7 @@ class EventLog:
         events after `position`, in position order: what a consumer at cursor `position` forwards next."""
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))}, d.query_text, d.context "
+                f"SELECT {', '.join('e.' + c for c in EVENT_COLUMNS)}, d.query_text, d.context "
                 "FROM events e JOIN decisions d USING (decision_id) WHERE e.position > ? ORDER BY e.position LIMIT ?",
                 (position, _limit(limit, required=True))).fetchall()
         return [(int(r[0]), event_from_row(r), r[8], json.loads(r[9])) for r in rows]
@@ -216,10 +217,7 @@ class EventLog:
 
     def set_cursor(self, name: str, position: int) -> None:
         """Store `position` (an event position, >= 0) under `name`, durably before returning."""
-        if not name:
-            raise ValueError("`name` must be non-empty")
-        if isinstance(position, bool) or not isinstance(position, int | np.integer) or position < 0:
-            raise ValueError(f"`position` must be an int >= 0, but got {position!r}")
+        check_cursor(name, position)
         with self._lock:
             self._conn.execute("INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
                                "SET position = excluded.position", (name, int(position)))
@@ -251,7 +249,7 @@ class EventLog:
         whose lists retention dropped (feedback later than keep_lists_s) have no candidates: skipped."""
         conn = self._reader()
         try:
-            rows = conn.execute(f"SELECT {', '.join('d.' + c for c in COLUMNS['decisions'])}, "
+            rows = conn.execute(f"SELECT {', '.join('d.' + c for c in DECISION_COLUMNS)}, "
                                 "e.entity_id, e.type, e.value FROM decisions d JOIN events e USING (decision_id) "
                                 "WHERE length(d.lists) > 0 ORDER BY d.ts, d.decision_id, e.position")
             yield from training_groups_of(rows)

@@ -38,7 +38,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import psycopg
 
 from core import catalog_store
@@ -52,6 +51,7 @@ from core.eventlog_records import (
     DecisionRecord,
     EventRecord,
     bandit_log,
+    check_cursor,
     decision_from_row,
     decision_values,
     event_from_row,
@@ -181,10 +181,7 @@ class PgEventLog:
 
     def set_cursor(self, name: str, position: int) -> None:
         """Store `position` (>= 0) under `name`, durably before returning."""
-        if not name:
-            raise ValueError("`name` must be non-empty")
-        if isinstance(position, bool) or not isinstance(position, int | np.integer) or position < 0:
-            raise ValueError(f"`position` must be an int >= 0, but got {position!r}")
+        check_cursor(name, position)
         with self._session() as conn:
             conn.execute("INSERT INTO cursors (name, position) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
                          "SET position = excluded.position", (name, int(position)))

@@ -26,6 +26,14 @@ DECISION_COLUMNS = COLUMNS["decisions"]
 EVENT_COLUMNS = ("position", "event_id", "decision_id", "entity_id", "type", "value", "ts", "reward")
 
 
+def check_cursor(name: str, position: object) -> None:
+    """ValueError unless `name` is non-empty and `position` an int >= 0 (an event store's cursor)."""
+    if not name:
+        raise ValueError("`name` must be non-empty")
+    if isinstance(position, bool) or not isinstance(position, int | np.integer) or position < 0:
+        raise ValueError(f"`position` must be an int >= 0, but got {position!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class DecisionRecord:
     """One search as the broker decided and served it (core.eventlog_schema describes the fields).

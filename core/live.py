@@ -82,6 +82,7 @@ class LiveCollection(Collection):
         self.live_ids = {e.id: i for i, e in enumerate(self.entities) if e is not None}
         self.in_place = in_place
         self.write_lock = threading.RLock()  # apply_writes holds it around the strategies' apply too
+        self._max_popularity: float | None = None  # max_popularity(), until the next batch
 
     @classmethod
     def from_entities(cls, entities: Sequence[Entity], *, in_place: bool = True) -> LiveCollection:
@@ -92,10 +93,13 @@ class LiveCollection(Collection):
         return [e for e in self.entities if e is not None]
 
     def max_popularity(self) -> float:
-        """The largest popularity of a live entity (0.0 when none is live)."""
-        live = self._live()
-        pop = self.popularity if live is None else self.popularity[live.to_array()]
-        return float(pop.max()) if pop.size else 0.0
+        """The largest popularity of a live entity (0.0 when none is live); computed once per
+        batch however many writers ask (O(catalog))."""
+        if self._max_popularity is None:
+            live = self._live()
+            pop = self.popularity if live is None else self.popularity[live.to_array()]
+            self._max_popularity = float(pop.max()) if pop.size else 0.0
+        return self._max_popularity
 
     def apply(self, writes: Sequence[Write]) -> list[Change]:
         """Apply `writes` in order (under the write lock); returns what each did, in order."""
@@ -148,6 +152,7 @@ class LiveCollection(Collection):
             (deleted.add if c.new is None else deleted.discard)(c.ordinal)
         self.deleted = deleted
         self._live_cache = None
+        self._max_popularity = None
 
     @staticmethod
     def _written_id(changes: Sequence[Change], ordinal: int) -> str:

@@ -136,11 +136,12 @@ class LiveLexicalShard(LiveShard):
     """See the module docstring. merge() runs on the caller's thread (the shard server's merge
     thread); writes keep being applied while it runs and are carried into the new generation."""
 
-    def __init__(self, config: LiveShardConfig, generation: LexicalGeneration, position: int) -> None:
+    def __init__(self, config: LiveShardConfig, generation: LexicalGeneration, position: int,
+                 source_index_id: str) -> None:
         super().__init__(position)
         self.config = config
         self.live_dir = Path(config.live_dir)
-        self.source_index_id = Collection.load(config.index).index_id
+        self.source_index_id = source_index_id  # the offline index's id, recorded in every merged base
         self._strategy = generation
         self._merge_lock = threading.Lock()
         self._carry: list[Write] | None = None  # writes applied since a running merge's snapshot
@@ -267,14 +268,15 @@ def open_lexical_shard(config: LiveShardConfig) -> LiveLexicalShard:
     """The lexical shard at its newest complete base (see the module docstring)."""
     live_dir = Path(config.live_dir)
     live_dir.mkdir(parents=True, exist_ok=True)
-    found = current_base(live_dir, Collection.load(config.index).index_id)
+    source = Collection.load(config.index)
+    found = current_base(live_dir, source.index_id)
     if found is None:
         (live_dir / CURRENT).unlink(missing_ok=True)
         remove_bases(live_dir, keep=None)
-        entities = catalog_entities(config, Collection.load(config.index).ids)
+        entities = catalog_entities(config, source.ids)
         generation = open_generation(config.index, entities, config.options)
-        return LiveLexicalShard(config, generation, 0)
+        return LiveLexicalShard(config, generation, 0, source.index_id)
     root, position = found
     remove_bases(live_dir, keep=root.name)
     generation = open_generation(root, load_jsonl(root / ENTITIES), config.options)
-    return LiveLexicalShard(config, generation, position)
+    return LiveLexicalShard(config, generation, position, source.index_id)

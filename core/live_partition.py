@@ -222,17 +222,18 @@ def open_partition_lexical(config: LiveShardConfig, owner: Ownership) -> Partiti
     base (position 0) when there is none."""
     live_dir = Path(config.live_dir)
     live_dir.mkdir(parents=True, exist_ok=True)
-    found = current_base(live_dir, Collection.load(config.index).index_id)
+    source_index_id = Collection.load(config.index).index_id
+    found = current_base(live_dir, source_index_id)
     if found is not None:
         root, position = found
         remove_bases(live_dir, keep=root.name)
         generation = partition_generation(root, load_jsonl(root / ENTITIES), config, read_outside(root),
                                           owner.owns_entity)
-        return PartitionLexicalShard(config, generation, position)
+        return PartitionLexicalShard(config, generation, position, source_index_id)
     (live_dir / CURRENT).unlink(missing_ok=True)
     remove_bases(live_dir, keep=None)
     base = _lexical(Path(config.index), dict(config.options))
     entities = catalog_entities(config, base.collection.ids, owner.owns_entity)
     generation = partition_generation(Path(config.index), entities, config, outside_df(config.index, base, owner),
                                       owner.owns_entity)
-    return PartitionLexicalShard(config, generation, 0)
+    return PartitionLexicalShard(config, generation, 0, source_index_id)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.catalog import Entity, write_jsonl
+from core.catalog import Entity
 from core.indexing import build_index, open_strategy
 from core.live import Delete, Upsert, Write
 from core.live_lexical import CURRENT
@@ -27,14 +27,6 @@ Serve = Callable[..., LiveServer]  # serve(strategy, log, **ShardConfig fields):
 ALL = ("lexical", "semantic", "attribute", "memory")
 OPTIONS = {"lexical": {"fields": "title^2,artist", "progress": False},
            "semantic": {"encoder": "hashing", "progress": False, "cache": "off"}}
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, catalog: list[Entity]) -> Path:
-    root = tmp_path_factory.mktemp("live-index")
-    write_jsonl(catalog, root / "catalog.jsonl")
-    build_index(catalog, root / "index", ALL, OPTIONS)
-    return root
 
 
 def config(built: Path, strategy: str, live_dir: Path, **kwargs: object) -> ShardConfig:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from core.catalog import Entity
 from core.catalog_log import MAX_WRITES_PER_BATCH, CatalogWrite
 from core.eventlog import EventLog
 from core.eventlog_pg import PgEventLog
-from core.eventstore import EventStore, open_store
+from core.eventstore import EventStore
 from tests.core.test_eventlog import decision
 
 
@@ -29,16 +28,6 @@ def up(entity_id: str, version: int, title: str = "t") -> CatalogWrite:
 
 def delete(entity_id: str, version: int) -> CatalogWrite:
     return CatalogWrite(entity_id, version)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    url = str(tmp_path / "events.sqlite") if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    opened = open_store(url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def test_writes_round_trip_in_position_order(store: EventStore) -> None:

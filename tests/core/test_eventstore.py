@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from core.errors import NotFoundError
 from core.eventlog import EventLog, EventRecord, RetentionConfig
 from core.eventlog_pg import KEEP_SNAPSHOTS, PgEventLog
-from core.eventstore import EventStore, Lease, SnapshotStore, StoreKind, open_store, parse_store_url
+from core.eventstore import EventStore, Lease, SnapshotStore, StoreKind, parse_store_url
 from core.types import EventType
 from tests.core.test_eventlog import decision, event
 
@@ -43,17 +42,6 @@ def test_store_urls(url: str, kind: StoreKind, target: str) -> None:
 def test_bad_store_urls(url: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         parse_store_url(url)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    url = str(tmp_path / "events.sqlite") if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    opened = open_store(url)
-    assert opened.kind == request.param
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def test_round_trip_with_policy_version(store: EventStore) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -59,3 +61,16 @@ def wait_for_events(address: str, n: int, timeout_s: float = 60.0) -> int:
             if got >= n or time.monotonic() > deadline:
                 return got
             time.sleep(0.1)
+
+
+def ltrr(*args: str) -> subprocess.CompletedProcess[str]:
+    """`ltrr ARGS...` in a child process (no standard input), its output captured."""
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL, check=False)
+
+
+@pytest.fixture(scope="module")
+def catalog_file(tmp_path_factory: pytest.TempPathFactory, catalog: list[Entity]) -> Path:
+    path = tmp_path_factory.mktemp("catalog") / "catalog.jsonl.gz"
+    write_jsonl(catalog, path)
+    return path

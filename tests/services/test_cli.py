@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.catalog import Entity, write_jsonl
 from core.indexing import open_strategy
 from core.query import make_query
 from services.cli_common import parse_options
 from services.process import shard_args, spawn
-
-
-def ltrr(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL, check=False)
-
-
-@pytest.fixture(scope="module")
-def catalog_file(tmp_path_factory: pytest.TempPathFactory, catalog: list[Entity]) -> Path:
-    path = tmp_path_factory.mktemp("catalog") / "catalog.jsonl.gz"
-    write_jsonl(catalog, path)
-    return path
+from tests.services.conftest import ltrr
 
 
 def test_index_retrieve_delete(catalog_file: Path, tmp_path: Path) -> None:

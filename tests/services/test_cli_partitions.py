@@ -4,27 +4,12 @@ and a partitioned directory refused where one index is expected (issue 14)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from core.catalog import Entity, write_jsonl
+from core.catalog import Entity
 from core.partitions import document_partition
 from services.process import shard_args, spawn
-
-
-def ltrr(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL, check=False)
-
-
-@pytest.fixture(scope="module")
-def catalog_file(tmp_path_factory: pytest.TempPathFactory, catalog: list[Entity]) -> Path:
-    path = tmp_path_factory.mktemp("catalog") / "catalog.jsonl.gz"
-    write_jsonl(catalog, path)
-    return path
+from tests.services.conftest import ltrr
 
 
 def test_index_partitions_2_serves_each_partition_and_refuses_the_root(catalog_file: Path, catalog: list[Entity],

@@ -84,7 +84,7 @@ class LiveShard:
         if any(b.position <= a.position for a, b in itertools.pairwise(fresh)):
             raise ValueError("`records` must be in increasing position order")
         started = time.perf_counter()
-        writes = [r.write.as_write() for r in fresh]
+        writes = self._accepted([r.write.as_write() for r in fresh])
         self._prepare(writes)  # slow work that changes nothing searches read, before the lock
         with self.lock:
             if self.broken is not None:
@@ -101,6 +101,10 @@ class LiveShard:
             self.last_locked_s = time.perf_counter() - locked  # what a search may have waited
         self.last_apply_s = time.perf_counter() - started
         return len(fresh)
+
+    def _accepted(self, writes: list[Write]) -> list[Write]:
+        """The writes this shard applies (default: all of them), worked out once per batch."""
+        return writes
 
     def _prepare(self, writes: Sequence[Write]) -> None:
         """Work for `writes` that needs no lock (nothing searches read changes); default none."""

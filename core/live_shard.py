@@ -73,14 +73,13 @@ class WriterShard(LiveShard):
     def _prepare(self, writes: Sequence[Write]) -> None:
         prepare = getattr(self.writer, "prepare", None)  # the semantic writer embeds before the lock
         if prepare is not None:
-            prepare(self._checked(writes, count=False))
+            prepare(writes)
 
     def _apply(self, writes: Sequence[Write]) -> None:
-        writes = self._checked(writes)
         apply_writes(self.collection, [self.writer], writes)
         self.upserts += sum(isinstance(w, Upsert) for w in writes)
 
-    def _checked(self, writes: Sequence[Write], *, count: bool = True) -> list[Write]:
+    def _accepted(self, writes: list[Write]) -> list[Write]:
         """The writes the writer accepts (the broker validated them; a writer with a `check`, the
         semantic one, refuses a vector of the wrong shape): a refused write is counted and skipped,
         never left to stop the log."""
@@ -96,7 +95,7 @@ class WriterShard(LiveShard):
                 check([w])
                 kept.append(w)
             except InvalidArgumentError:
-                self.rejected += count
+                self.rejected += 1
         return kept
 
     def describe(self) -> dict[str, str]:

@@ -57,7 +57,6 @@ from benchmarks.load_client import LoadGenerator, StepSpec
 from benchmarks.load_stats import StepRecord, ratio, summarize
 from benchmarks.scaleout import Up, up
 from core.catalog import demo_catalog_path, load_catalog, write_jsonl
-from core.partitions import document_partition
 from ltrr.v1 import catalog_pb2, catalog_pb2_grpc, shard_pb2
 from services.client import BrokerClient, ShardClient
 
@@ -184,22 +183,18 @@ def crash_phase(up_: Up, workdir: Path, written: Sequence[Any], cfg: str) -> tup
 def acked_found(up_: Up, acked: Sequence[Any]) -> dict[str, dict[str, int]]:
     """Acknowledged upserts not found, and acknowledged deletes still found, by an exact-title
     search on every replica of the owning lexical partition and through the broker (every strategy)."""
-    lexical = [(p, ShardClient(a)) for name, p, a in shards_of(up_.status) if name == "lexical"]
-    partitions = 1 + max(p for p, _ in lexical)
+    prober = Prober(shards_of(up_.status), [])  # its found(): every replica of the owning partition
     missing, resurrected = [0, 0], [0, 0]
     try:
         with BrokerClient(up_.brokers[0]) as broker:
             for w in acked:
-                owner = document_partition(w.entity_id, partitions)
-                on_shards = set.intersection(*({c.entity_id for c in shard.retrieve(w.title, 10).candidates}
-                                               for p, shard in lexical if p == owner))
-                by_broker = {r.entity_id for r in broker.search(w.title, plan=ALL_STRATEGIES, budget_ms=1000).results}
-                for i, ids in enumerate((on_shards, by_broker)):
-                    missing[i] += (not w.deletes) and w.entity_id not in ids
-                    resurrected[i] += w.deletes and w.entity_id in ids
+                by_broker = w.entity_id in {r.entity_id for r in broker.search(
+                    w.title, plan=ALL_STRATEGIES, budget_ms=1000).results}
+                for i, found in enumerate((prober.found(w.title, w.entity_id), by_broker)):
+                    missing[i] += (not w.deletes) and not found
+                    resurrected[i] += w.deletes and found
     finally:
-        for _, shard in lexical:
-            shard.close()
+        prober.close()
     where = ("lexical_shards", "broker")
     return {"acked_upserts_missing": dict(zip(where, missing, strict=True)),
             "acked_deletes_still_found": dict(zip(where, resurrected, strict=True))}

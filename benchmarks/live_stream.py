@@ -164,6 +164,9 @@ class Prober:
     def __exit__(self, *_: object) -> None:
         self.stopping.set()
         self.thread.join()
+        self.close()
+
+    def close(self) -> None:
         for ch in self.channels.values():
             ch.close()
 

@@ -110,18 +110,23 @@ def _writer_shard(config: LiveShardConfig, owner: Ownership | None) -> WriterSha
     owns = owner.owns_entity if owner is not None and not isinstance(strategy, MemoryStrategy) else None
     collection = LiveCollection(catalog_entities(config, strategy.collection.ids, owns), strategy.collection)
     strategy.collection = collection
-    writer: SupportsWrite
-    if isinstance(strategy, SemanticStrategy):
-        writer = LiveSemantic(strategy)
-    elif isinstance(strategy, AttributeStrategy):
-        writer = LiveAttribute(strategy)
-    elif isinstance(strategy, MemoryStrategy):
-        # the component does not record the build's max_per_query: the run-time option names it
-        writer = LiveMemory(strategy, int(config.options.get("max_per_query", DEFAULT_MAX_PER_QUERY)),
-                            None if owner is None else owner.owns_key)
-    else:
-        raise ValueError(f"no live writer for the {config.strategy} strategy")
+    # the component does not record the build's max_per_query: the run-time option names it
+    writer = live_writer(strategy, max_per_query=int(config.options.get("max_per_query", DEFAULT_MAX_PER_QUERY)),
+                         owns_key=None if owner is None else owner.owns_key)
     return WriterShard(strategy, collection, writer, owns)
+
+
+def live_writer(strategy: Strategy, *, max_per_query: int = DEFAULT_MAX_PER_QUERY,
+                owns_key: Callable[[str], bool] | None = None) -> SupportsWrite:
+    """The live writer of a semantic, attribute or memory strategy whose collection is already its
+    LiveCollection (lexical shards: core.live_lexical); owns_key: a memory partition's query keys."""
+    if isinstance(strategy, SemanticStrategy):
+        return LiveSemantic(strategy)
+    if isinstance(strategy, AttributeStrategy):
+        return LiveAttribute(strategy)
+    if isinstance(strategy, MemoryStrategy):
+        return LiveMemory(strategy, max_per_query, owns_key)
+    raise ValueError(f"no live writer for the {strategy.kind.value} strategy")
 
 
 def open_live_shard(config: LiveShardConfig) -> LiveShard:

@@ -29,22 +29,17 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
-from core.attribute.index import AttributeStrategy
-from core.attribute.live import LiveAttribute
 from core.catalog import Entity
 from core.collapse import recording_copies
 from core.lexical.index import LexicalIndex
 from core.lexical.live import LiveLexicalIndex
 from core.live import Change, LiveCollection, SupportsWrite, Upsert, apply_writes
-from core.memory.index import MemoryStrategy
-from core.memory.live import LiveMemory
+from core.live_shard import live_writer
 from core.ranking import EntityTable
-from core.semantic.index import SemanticStrategy
-from core.semantic.live import LiveSemantic
 from core.simulator.metrics import Records
 from core.simulator.policies import PolicySpec
 from core.simulator.retrieval import InProcessStrategies
@@ -180,13 +175,8 @@ def _writer(strategy: Strategy, collection: LiveCollection) -> tuple[Strategy, S
     if isinstance(strategy, LexicalIndex):
         live = LiveLexicalIndex(strategy)
         return cast(Strategy, live), LexicalWriter(live)
-    kinds: list[tuple[type, Callable[[Any], SupportsWrite]]] = [
-        (SemanticStrategy, LiveSemantic), (AttributeStrategy, LiveAttribute), (MemoryStrategy, LiveMemory)]
-    for kind, writer in kinds:
-        if isinstance(strategy, kind):
-            strategy.collection = collection
-            return strategy, writer(strategy)
-    raise TypeError(f"no live writer for {type(strategy).__name__}")
+    strategy.collection = collection
+    return strategy, live_writer(strategy)
 
 
 @dataclass

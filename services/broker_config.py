@@ -30,6 +30,11 @@ DEFAULT_RECENT_BYTES = 256 * 2**20
 EVENTS_FILE = "events.sqlite"
 
 
+def default_store(store: str, state_dir: str | Path) -> str:
+    """The event store's URL: `store`, or the SQLite file in `state_dir` ("" = the default)."""
+    return store or str(Path(state_dir) / EVENTS_FILE)
+
+
 
 @dataclass(frozen=True, kw_only=True)
 class BrokerConfig:
@@ -106,7 +111,7 @@ class BrokerConfig:
     @property
     def store_url(self) -> str:
         """The event store's URL: `store`, or the SQLite file in state_dir."""
-        return self.store or str(Path(self.state_dir) / EVENTS_FILE)
+        return default_store(self.store, self.state_dir)
 
     @property
     def strategies(self) -> tuple[str, ...]:

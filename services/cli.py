@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.errors import LtrrError
+from core.live_base import DEFAULT_MERGE_ENTITIES
 from services.admission import DEFAULT_SHARD_MAX_QUEUE
 from services.cli_broker import add_broker_commands
 from services.cli_catalog import add_catalog_commands
@@ -63,7 +64,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
                          noop=args.noop, max_queue=args.max_queue, security=security_from_args(args),
                          store=args.store, catalog=args.catalog,
                          live_dir=args.live_dir or f"{args.index.rstrip('/')}.live/{args.strategy}-{args.port}",
-                         **({} if args.merge_entities is None else {"merge_entities": args.merge_entities}))
+                         merge_entities=args.merge_entities)
 
     def listening(address: str) -> None:
         print(f"ltrr shard {args.strategy} listening on {address}", flush=True)
@@ -204,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live-dir", default="", metavar="DIR",
                    help="with --store: the lexical shard's merged bases, one directory per replica (default: "
                         "INDEX.live/STRATEGY-PORT; give one with --port 0)")
-    p.add_argument("--merge-entities", type=int, default=None, metavar="N",
+    p.add_argument("--merge-entities", type=int, default=DEFAULT_MERGE_ENTITIES, metavar="N",
                    help="with --store: merge the lexical delta into a new base once it holds more than N "
-                        "documents, 0 = never (default: core.live_shard.DEFAULT_MERGE_ENTITIES, 5000)")
+                        "documents, 0 = never (default: %(default)s)")
     add_security_flags(p, server=True)
     p.set_defaults(func=cmd_shard)
 

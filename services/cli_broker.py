@@ -252,8 +252,9 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 def _open_store(args: argparse.Namespace) -> Any:
     """The event store of --store, else STATE/events.sqlite (core.eventstore)."""
     from core.eventstore import open_store
+    from services.broker_config import default_store
 
-    return open_store(getattr(args, "store", None) or Path(args.state) / "events.sqlite")
+    return open_store(default_store(getattr(args, "store", None) or "", args.state))
 
 
 def cmd_train_ranker(args: argparse.Namespace) -> int:

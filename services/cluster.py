@@ -63,6 +63,7 @@ from core.catalog import demo_catalog_path, load_catalog
 from core.indexing import build_index
 from core.partitioning import build_partitioned, read_partitions
 from core.storage import MANIFEST
+from services.broker_config import default_store
 from services.process import ServerProcess, shard_args, spawn
 from services.topology import ShardAddresses as Topology
 from services.topology import shard_flags
@@ -315,7 +316,7 @@ class Cluster:
         broker, which otherwise creates it, has started)."""
         from core.eventstore import open_store
 
-        url = self.store_url or str(Path(self.config.state).resolve() / "events.sqlite")
+        url = default_store(self.store_url, Path(self.config.state).resolve())
         Path(self.config.state).mkdir(parents=True, exist_ok=True)
         open_store(url).close()
         return url
@@ -325,7 +326,7 @@ class Cluster:
         return {"brokers": [{"address": b.address, "pid": b.process.pid} for b in self.brokers],
                 "shards": [{"strategy": p.strategy, "partition": p.partition, "replica": p.replica,
                             "address": p.server.address, "pid": p.server.process.pid} for p in self.placed],
-                "store": {"url": self.store_url or f"sqlite:///{Path(self.config.state).resolve() / 'events.sqlite'}"}}
+                "store": {"url": self.store_url or f"sqlite:///{default_store('', Path(self.config.state).resolve())}"}}
 
     def stop(self) -> None:
         for broker in reversed(self.brokers):

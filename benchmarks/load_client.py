@@ -5,7 +5,9 @@ sent over a pipe).
 
 Traffic is core.simulator's: the users of a seed (core.simulator.users.UserSimulator over the demo
 catalog) with their four intents, contexts and typos, drawn once into a pool that requests cycle
-through (popular searches repeat, as in production). On a share of the OK answers (a seeded coin
+through (popular searches repeat, as in production). Each step goes on where the previous step of the
+process stopped, so a step does not replay the searches of the one before (which would make every
+cache look warmer than the stream makes it). On a share of the OK answers (a seeded coin
 per request) the simulated listener reacts to the ranked results (core.simulator.runner.user_action)
 and every event goes back as Feedback, in order, in a task of its own that the step awaits before it
 ends (bounded by the client deadline); feedback latency is not part of the search latency.
@@ -95,8 +97,10 @@ class Traffic:
 class Sender:
     """The calls of one step against one broker (stubs on CHANNELS connections)."""
 
-    def __init__(self, traffic: Traffic, stubs: list[broker_pb2_grpc.BrokerStub], spec: StepSpec) -> None:
-        self.traffic, self.stubs, self.spec = traffic, stubs, spec
+    def __init__(self, traffic: Traffic, stubs: list[broker_pb2_grpc.BrokerStub], spec: StepSpec,
+                 start: int = 0) -> None:
+        """start: the pool position of the step's first search (its i = 0)."""
+        self.traffic, self.stubs, self.spec, self.start = traffic, stubs, spec, start
         self.requests = traffic.requests(spec.k, spec.budget_ms)
         self.rng = np.random.default_rng([spec.seed, 1])
         self.feedback: set[asyncio.Task[None]] = set()
@@ -104,6 +108,7 @@ class Sender:
 
     async def search(self, i: int, remaining_s: float) -> tuple[str, bool]:
         stub = self.stubs[i % len(self.stubs)]
+        i += self.start
         try:
             response = await stub.Search(self.requests[i % len(self.requests)], timeout=remaining_s)
         except grpc.aio.AioRpcError as err:
@@ -143,6 +148,7 @@ class Worker:
         self.loop = uvloop.new_event_loop()
         self.stubs: dict[str, list[broker_pb2_grpc.BrokerStub]] = {}
         self.channels: list[grpc.aio.Channel] = []
+        self.sent = 0  # searches scheduled by the steps so far: the next step's pool position
 
     def _stubs(self, address: str) -> list[broker_pb2_grpc.BrokerStub]:
         if address not in self.stubs:
@@ -153,8 +159,9 @@ class Worker:
         return self.stubs[address]
 
     async def _step(self, spec: StepSpec) -> StepRecord:
-        sender = Sender(self.traffic, self._stubs(spec.address), spec)
         offsets = arrival_offsets(spec.rate, spec.duration_s, spec.arrivals, spec.seed)
+        sender = Sender(self.traffic, self._stubs(spec.address), spec, self.sent)
+        self.sent += len(offsets)
         record = await open_loop(sender.search, offsets, deadline_s=spec.deadline_s)
         await sender.drain()
         return StepRecord(scheduled_s=record.scheduled_s, latency_ms=record.latency_ms, lag_ms=record.lag_ms,

@@ -31,13 +31,14 @@ import asyncio
 import copy
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -93,8 +94,9 @@ SERVICE = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
 DEFAULT_K, MAX_K = 10, 100
 DEFAULT_BUDGET_MS, MIN_BUDGET_MS, MAX_BUDGET_MS = 100, 5, 10_000
 # The attribute shard's answers to Understand, by query text: popular queries repeat, and a cached
-# reading saves a round trip before allocation. ~1 KB a text: 16 MiB holds ~16,000 texts. The
-# catalog is fixed while a broker runs; a live catalog must clear this when the vocabulary changes.
+# reading saves a round trip before allocation. ~1 KB a text: 16 MiB holds ~16,000 texts. Once the
+# live catalog changes, an answer read before the change is used until it is
+# BrokerConfig.understood_stale_ms old (it feeds only the policy's features; see broker_config).
 DEFAULT_UNDERSTOOD_BYTES = 16 * 2**20
 def _check_request(request: broker_pb2.SearchRequest) -> tuple[int, int]:
     k = request.k or DEFAULT_K
@@ -107,9 +109,16 @@ def _check_request(request: broker_pb2.SearchRequest) -> tuple[int, int]:
     return k, budget
 
 
-def _interpretations_bytes(interps: list[Any]) -> int:
+class Understood(NamedTuple):
+    """A cached Understand answer and when it was read (time.monotonic())."""
+
+    at: float
+    interpretations: list[Any]
+
+
+def _interpretations_bytes(understood: Understood) -> int:
     """Rough bytes of cached interpretations: a few hundred each, plus their text."""
-    return 256 + sum(300 + len(i.free_text) + 100 * len(i.slots) for i in interps)
+    return 256 + sum(300 + len(i.free_text) + 100 * len(i.slots) for i in understood.interpretations)
 
 
 class BrokerService(broker_pb2_grpc.BrokerServicer):
@@ -124,7 +133,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.positions: Mapping[str, int] | None = None
         self.rng = np.random.default_rng(config.seed)
         self.recent: ByteLRU[str, DecisionRecord] = ByteLRU(config.recent_bytes, decision_bytes)
-        self.understood: ByteLRU[str, list[Any]] = ByteLRU(DEFAULT_UNDERSTOOD_BYTES, _interpretations_bytes)
+        self.understood: ByteLRU[str, Understood] = ByteLRU(DEFAULT_UNDERSTOOD_BYTES, _interpretations_bytes)
+        self.catalog_changed_at = -math.inf  # time.monotonic() of the live catalog's last change
         self.pipeline: SearchPipeline | None = None
         self.writer: DecisionWriter | None = None
         self.outbox: MemoryOutboxes | None = None
@@ -201,7 +211,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         pipeline = self._ready()
         pipeline.ranker, pipeline.recordings = with_table(pipeline.ranker, live.table), live.table
         self.positions = live.table.positions if self.config.entities else None
-        self.understood.clear()  # the vocabulary changed (the same object: the metrics watch it)
+        self.catalog_changed_at = time.monotonic()  # cached understanding ages from here (_understand)
 
     def _warm_start(self, pipeline: SearchPipeline, done: Any) -> bool:
         """Teach `pipeline` the log of BrokerConfig.warm_start unless its snapshot says it was (`done`:
@@ -292,14 +302,17 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         if StrategyKind.ATTRIBUTE.value not in self.pool.partitions or timeout_s <= 0:
             return []
         cached = self.understood.get(query.text)
-        metrics.count_lookup(metrics.UNDERSTOOD_CACHE, cached is not None)
-        if cached is not None:
-            return cached
+        usable = cached is not None and (cached.at >= self.catalog_changed_at or
+                                         time.monotonic() - cached.at <= self.config.understood_stale_ms / 1000)
+        metrics.count_lookup(metrics.UNDERSTOOD_CACHE, usable)
+        if cached is not None and usable:
+            return cached.interpretations
+        read_at = time.monotonic()  # before the call: a catalog change during it makes the answer stale
         response = await understand(self.pool, query, timeout_s)
         if response is None:
             return []
         interps = [convert.interpretation_from_proto(i) for i in response.interpretations]
-        self.understood.put(query.text, interps)
+        self.understood.put(query.text, Understood(read_at, interps))
         return interps
 
     @metrics.broker_observed

@@ -45,7 +45,8 @@ REPLICA_KEYS: dict[str, Callable[[str], Any]] = {
     "failover": switch, "hedging": switch, "hedge_percentile": float, "hedge_min_delay_ms": float,
     "hedge_min_samples": int}
 BROKER_KEYS: dict[str, Callable[[str], Any]] = {
-    "ranker": str, "seed": int, "recent_bytes": int, "keep_lists_s": float, "max_age_s": float, "max_bytes": int,
+    "ranker": str, "seed": int, "recent_bytes": int, "understood_stale_ms": float, "keep_lists_s": float,
+    "max_age_s": float, "max_bytes": int,
     "max_in_flight": int, "max_wait_ms": float, "lag_target_ms": float, "topk_probability": float, **REPLICA_KEYS}
 POLICY_KIND_KEY = "policy"  # `--set policy=...` sets PolicyConfig.kind: the key of cluster configs and scripts
 
@@ -118,7 +119,7 @@ def broker_config(args: argparse.Namespace) -> Any:
     from core.eventlog import RetentionConfig
     from core.partitions import DEFAULT_TOPK_PROBABILITY
     from services.admission import DEFAULT_BROKER_MAX_IN_FLIGHT, DEFAULT_BROKER_MAX_WAIT_MS, DEFAULT_LAG_TARGET_MS
-    from services.broker_config import DEFAULT_RECENT_BYTES, BrokerConfig
+    from services.broker_config import DEFAULT_RECENT_BYTES, DEFAULT_UNDERSTOOD_STALE_MS, BrokerConfig
     from services.replicas import ReplicaConfig
     from services.topology import parse_shard_flags
 
@@ -138,6 +139,7 @@ def broker_config(args: argparse.Namespace) -> Any:
                         policy=policy, ranker=own.get("ranker", "lambdamart"),  # RRF until train-ranker writes it
                         ranker_model=str(model), seed=own.get("seed", 0),
                         recent_bytes=own.get("recent_bytes", DEFAULT_RECENT_BYTES), retention=retention,
+                        understood_stale_ms=own.get("understood_stale_ms", DEFAULT_UNDERSTOOD_STALE_MS),
                         max_in_flight=own.get("max_in_flight", DEFAULT_BROKER_MAX_IN_FLIGHT),
                         lag_target_ms=own.get("lag_target_ms", DEFAULT_LAG_TARGET_MS),
                         max_wait_ms=own.get("max_wait_ms", DEFAULT_BROKER_MAX_WAIT_MS),
@@ -320,6 +322,8 @@ def add_broker_commands(sub: Any) -> None:
                         "does not learn it again")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="ranker (rrf|blend|lambdamart), seed, recent_bytes (the recent-decision cache's bound), "
+                        "understood_stale_ms (how old a cached query understanding may be once the live "
+                        "catalog changed; it feeds only the policy's features), "
                         "max_in_flight (searches served at once; beyond it RESOURCE_EXHAUSTED at once; 0 = "
                         "unbounded; services/admission.py), max_wait_ms (how long a search waits for one "
                         "of them), lag_target_ms (refuse new searches while the event "

@@ -255,7 +255,8 @@ def test_a_query_text_understood_once_is_not_asked_again(built: Path, tmp_path: 
         async with broker({"lexical": lexical.address, "attribute": attribute.address}, tmp_path / "state",
                           built) as (service, stub):
             first = await service._understand(search("love").query, 5.0)
-            assert first and service.understood.get("love") == first
+            cached = service.understood.get("love")
+            assert first and cached is not None and cached.interpretations == first
             assert attribute.stop() == 0, attribute.log_text()
             assert await service._understand(search("love").query, 5.0) == first
             assert await service._understand(search("night").query, 5.0) == []
@@ -266,3 +267,27 @@ def test_a_query_text_understood_once_is_not_asked_again(built: Path, tmp_path: 
     finally:
         attribute.stop()
         lexical.stop()
+
+
+@pytest.mark.parametrize("stale_ms", [0, 60_000])
+def test_after_a_catalog_change_cached_understanding_serves_until_it_is_too_old(built: Path, tmp_path: Path,
+                                                                                stale_ms: int) -> None:
+    """A live catalog's change does not drop the cached readings (they feed only the policy's
+    features): they serve while younger than understood_stale_ms, and with 0 the broker asks again."""
+    attribute = spawn(shard_args("attribute", built / "index"))
+
+    async def go() -> None:
+        async with broker({"attribute": attribute.address}, tmp_path / "state", built,
+                          understood_stale_ms=stale_ms) as (service, _):
+            first = await service._understand(search("love").query, 5.0)
+            assert first
+            assert attribute.stop() == 0, attribute.log_text()
+            assert service.catalog is not None
+            service._catalog_changed(service.catalog.live)  # what the catalog follower calls on a change
+            again = await service._understand(search("love").query, 1.0)
+            assert again == (first if stale_ms else [])  # asked again: the shard is gone
+
+    try:
+        asyncio.run(go())
+    finally:
+        attribute.stop()

@@ -19,6 +19,10 @@ from core.types import Strategy, StrategyKind
 
 DEFAULT_CATALOG_BATCH = 1000  # records read and applied at once (catalog_after's limit)
 DEFAULT_MERGE_ENTITIES = 5_000  # lexical delta documents (dead copies included) that start a merge
+# The nice value a shard adds to the threads that encode writes and merge (services.shard_live; 0 =
+# the searches' priority). At 10 such a thread gets about a tenth of a core against a busy search
+# thread (Linux CFS weights 110 : 1024) and all of an idle core.
+DEFAULT_BACKGROUND_NICE = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +45,14 @@ class LiveShardConfig:
             raise ValueError(f"`merge_entities` must be >= 0 (0 = on request only), but got {self.merge_entities}")
         if self.strategy == StrategyKind.LEXICAL and not self.live_dir:
             raise ValueError("`live_dir` must be a directory for a live lexical shard, but got ''")
+
+
+Background = Callable[[Callable[[], None]], None]
+
+
+def run_here(work: Callable[[], None]) -> None:
+    """A Background that runs the work on the calling thread."""
+    work()
 
 
 class LiveShard:
@@ -75,9 +87,11 @@ class LiveShard:
         with self.lock:
             yield self.strategy
 
-    def apply(self, records: Sequence[CatalogRecord]) -> int:
+    def apply(self, records: Sequence[CatalogRecord], background: Background = run_here) -> int:
         """Apply `records` (positions above applied_position, ascending) as one batch; returns how
-        many were applied. Records at or below applied_position are skipped (a repeated read)."""
+        many were applied. Records at or below applied_position are skipped (a repeated read).
+        background: runs the batch's lock-free preparation (the semantic shard's encoding) and
+        returns when it is done (services.shard_live runs it on a lower-priority thread)."""
         fresh = [r for r in records if r.position > self.applied_position]
         if not fresh:
             return 0
@@ -85,7 +99,7 @@ class LiveShard:
             raise ValueError("`records` must be in increasing position order")
         started = time.perf_counter()
         writes = self._accepted([r.write.as_write() for r in fresh])
-        self._prepare(writes)  # slow work that changes nothing searches read, before the lock
+        background(lambda: self._prepare(writes))  # slow work that changes nothing searches read, before the lock
         with self.lock:
             if self.broken is not None:
                 raise RuntimeError(f"a batch failed half-applied ({self.broken}); restart the shard: it replays "

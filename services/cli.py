@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.errors import LtrrError
-from core.live_base import DEFAULT_MERGE_ENTITIES
+from core.live_base import DEFAULT_BACKGROUND_NICE, DEFAULT_MERGE_ENTITIES
 from services.admission import DEFAULT_SHARD_MAX_QUEUE
 from services.cli_broker import add_broker_commands
 from services.cli_catalog import add_catalog_commands
@@ -64,7 +64,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
                          noop=args.noop, max_queue=args.max_queue, security=security_from_args(args),
                          store=args.store, catalog=args.catalog,
                          live_dir=args.live_dir or f"{args.index.rstrip('/')}.live/{args.strategy}-{args.port}",
-                         merge_entities=args.merge_entities)
+                         merge_entities=args.merge_entities, background_nice=args.background_nice)
 
     def listening(address: str) -> None:
         print(f"ltrr shard {args.strategy} listening on {address}", flush=True)
@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge-entities", type=int, default=DEFAULT_MERGE_ENTITIES, metavar="N",
                    help="with --store: merge the lexical delta into a new base once it holds more than N "
                         "documents, 0 = never (default: %(default)s)")
+    p.add_argument("--background-nice", type=int, default=DEFAULT_BACKGROUND_NICE, metavar="N",
+                   help="with --store: add N to the nice value of the threads that encode writes and merge, "
+                        "so searches get the CPU first (0..19, 0 = same priority; default: %(default)s)")
     add_security_flags(p, server=True)
     p.set_defaults(func=cmd_shard)
 

@@ -73,7 +73,8 @@ STORE_KEYS = ("url",)  # the [store] table's keys
 PRIVATE_POSTGRES = "postgres"  # [store] url that starts a private server
 DEFAULT_BUILD = {"lexical": {"fields": "title^2,artist^1.5,album^0.5"}}
 RANKER_FILE = "ranker.txt"
-SHARD_KEYS = ("max_queue", "threads", "merge_entities")  # the [shards] table's keys: `ltrr shard` flags
+# the [shards] table's keys: `ltrr shard` flags
+SHARD_KEYS = ("max_queue", "threads", "merge_entities", "background_nice")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -46,7 +46,7 @@ from services.admission import DEFAULT_SHARD_MAX_QUEUE, Deadline, Limiter
 from services.metrics_shard import shard_observed
 from services.security import NO_SECURITY, SecurityConfig
 from services.server import Hosted, run
-from services.shard_live import DEFAULT_CATALOG_POLL_S, CatalogTail, store_log
+from services.shard_live import DEFAULT_BACKGROUND_NICE, DEFAULT_CATALOG_POLL_S, CatalogTail, store_log
 from services.status import status_for
 
 log = logging.getLogger("ltrr.shard")
@@ -68,7 +68,9 @@ class ShardConfig:
     (services.security). store: the event store URL whose catalog log the shard applies ("" = a
     static shard); catalog: the catalog file the index was built from (live shards); live_dir: the
     lexical shard's merged bases (one per replica); merge_entities: lexical delta size that starts
-    a merge (0 = on request only); catalog_poll_s: the tail's interval when the log is idle."""
+    a merge (0 = on request only); catalog_poll_s: the tail's interval when the log is idle;
+    background_nice: added to the nice value of the threads that encode writes and merge
+    (services.shard_live)."""
 
     strategy: str
     index: str
@@ -85,6 +87,7 @@ class ShardConfig:
     live_dir: str = ""
     merge_entities: int = DEFAULT_MERGE_ENTITIES
     catalog_poll_s: float = DEFAULT_CATALOG_POLL_S
+    background_nice: int = DEFAULT_BACKGROUND_NICE
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -97,6 +100,8 @@ class ShardConfig:
             raise ValueError("`store` must be '' for a no-op shard, but got a store URL")
         if self.catalog_poll_s <= 0:
             raise ValueError(f"`catalog_poll_s` must be > 0, but got {self.catalog_poll_s}")
+        if not 0 <= self.background_nice <= 19:
+            raise ValueError(f"`background_nice` must be in [0, 19], but got {self.background_nice}")
 
     def live_config(self) -> LiveShardConfig:
         return LiveShardConfig(strategy=self.strategy, index=self.index, catalog=self.catalog,
@@ -132,7 +137,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if catalog_log is None and config.store:
             catalog_log = store_log(config.store)
         self.tail = None if catalog_log is None else CatalogTail(config.live_config(), catalog_log,
-                                                                 config.catalog_poll_s)
+                                                                 config.catalog_poll_s, config.background_nice)
 
     @property
     def live(self) -> LiveShard | None:

@@ -8,16 +8,21 @@ batch. Reading and applying run on the tail's own thread (the store's SQLite con
 to it), never on the event loop nor on the search worker, so searches keep running; a batch
 becomes visible to searches at once, entirely (core.live_shard.LiveShard.reading). A lexical
 merge (when the delta exceeds the shard's merge threshold, or request_merge()) runs on a third
-thread. A read that fails (the store unreachable) is logged and retried after RETRY_S; a batch
-that fails to apply stops the shard applying for good (it may be half-applied: core.live_base),
-logged every RETRY_S until the shard is restarted. Either way the shard keeps serving what it
-applied, and CatalogPosition shows it stalling.
+thread. The semantic shard's encoding of a batch (before the lock) and the merges run on threads
+of lower CPU priority (`background_nice`, DEFAULT_BACKGROUND_NICE): on a busy host the searches
+get the CPU first and a write's visibility waits instead of a search. A read that fails (the store
+unreachable) is logged and retried after RETRY_S; a batch that fails to apply stops the shard
+applying for good (it may be half-applied: core.live_base), logged every RETRY_S until the shard
+is restarted. Either way the shard keeps serving what it applied, and CatalogPosition shows it
+stalling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +30,7 @@ from typing import cast
 
 from core.catalog_log import CatalogLog, CatalogRecord
 from core.eventstore import open_store
+from core.live_base import DEFAULT_BACKGROUND_NICE
 from core.live_shard import DEFAULT_CATALOG_BATCH, LiveShard, LiveShardConfig, catch_up, open_live_shard
 from services import metrics_shard
 from services.server import freeze_loaded
@@ -35,26 +41,47 @@ DEFAULT_CATALOG_POLL_S = 0.05
 RETRY_S = 1.0
 
 
+def lower_priority(nice: int) -> Callable[[], None]:
+    """A thread initializer that adds `nice` to its thread's nice value (Linux sets it per thread;
+    elsewhere it would renice the whole process, so it logs and does nothing)."""
+
+    def initializer() -> None:
+        if nice == 0:
+            return
+        if not hasattr(os, "setpriority") or os.uname().sysname != "Linux":
+            log.warning("background_nice %d ignored: thread priorities are Linux-only", nice)
+            return
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+
+    return initializer
+
+
 def store_log(url: str) -> Callable[[], CatalogLog]:
     """Opens the catalog log of the event store at `url` (core.eventstore.open_store)."""
     return lambda: cast(CatalogLog, open_store(url))
 
 
 class CatalogTail:
-    """Owns the live shard, its log reader, the tail task and the merge thread. open_log is called
-    once, on the tail's thread (the only thread that uses the log)."""
+    """Owns the live shard, its log reader, the tail task, the encoding thread and the merge thread.
+    open_log is called once, on the tail's thread (the only thread that uses the log); background_nice:
+    added to the encoding and merge threads' nice value (module docstring)."""
 
     def __init__(self, config: LiveShardConfig, open_log: Callable[[], CatalogLog],
-                 poll_s: float = DEFAULT_CATALOG_POLL_S) -> None:
+                 poll_s: float = DEFAULT_CATALOG_POLL_S, background_nice: int = DEFAULT_BACKGROUND_NICE) -> None:
         if poll_s <= 0:
             raise ValueError(f"`poll_s` must be > 0, but got {poll_s}")
+        if not 0 <= background_nice <= 19:
+            raise ValueError(f"`background_nice` must be in [0, 19], but got {background_nice}")
         self.config = config
         self.poll_s = poll_s
         self._open_log = open_log
         self._log: CatalogLog | None = None
         self.live: LiveShard | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-catalog")
-        self.merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-merge")
+        low = lower_priority(background_nice)
+        self.preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-encode", initializer=low)
+        self.merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-merge", initializer=low)
         self._merging: Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
@@ -102,12 +129,15 @@ class CatalogTail:
         if live is None:
             return 0
         records = self._read(live.applied_position, DEFAULT_CATALOG_BATCH)
-        applied = live.apply(records)
+        applied = live.apply(records, self._background)
         if applied:
             metrics_shard.CATALOG_APPLY_LATENCY.labels(self.config.strategy).observe(live.last_apply_s * 1000)
         if live.merge_wanted():
             self.request_merge()
         return applied
+
+    def _background(self, work: Callable[[], None]) -> None:
+        self.preparer.submit(work).result()
 
     def request_merge(self) -> bool:
         """Start a merge on the merge thread unless one is running; False when one is."""
@@ -140,6 +170,7 @@ class CatalogTail:
         await cancelled(self._task)
         await asyncio.get_running_loop().run_in_executor(self.executor, self._close_log)
         self.executor.shutdown(wait=True)
+        self.preparer.shutdown(wait=True)
         self.merger.shutdown(wait=True)
         if self.live is not None:
             self.live.close()

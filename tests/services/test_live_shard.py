@@ -5,6 +5,8 @@ searches run, restarts from its merged base, and its merged base is a fresh buil
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -200,3 +202,25 @@ def test_semantic_restart_and_live_metrics(serve: Serve, catalog: list[Entity]) 
     again = serve("semantic", log)
     again.wait_applied(len(log.records))
     assert answers(again) == before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are per thread on Linux only")
+def test_a_batch_is_encoded_on_a_lower_priority_thread(serve: Serve, catalog: list[Entity]) -> None:
+    """The semantic shard encodes a batch (before its lock) on a thread `background_nice` nicer
+    than the rest of the shard, so a busy host runs searches first; the write is then found."""
+    log = ListLog()
+    shard = serve("semantic", log, background_nice=5)
+    live = shard.service.live
+    assert live is not None
+    writer = live.writer  # type: ignore[attr-defined]
+    encode, seen = writer.prepare, []
+
+    def recording(writes: object) -> None:
+        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        encode(writes)
+
+    writer.prepare = recording
+    shard.wait_applied(log.append([Upsert(track("n1", "quixotic zeppelin", catalog[0]))]))
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert seen == [(seen[0][0], min(19, own + 5))] and seen[0][0].startswith("ltrr-encode")
+    assert shard.ids("quixotic zeppelin")[:1] == ["n1"]

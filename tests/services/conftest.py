@@ -1,19 +1,21 @@
-"""Helpers for tests that talk to real server processes."""
+"""Helpers for tests that talk to real servers: shard processes, and in-process grpc.aio servers."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from core.catalog import Entity, write_jsonl
 from core.indexing import build_index
+from ltrr.v1 import shard_pb2_grpc
 from services.client import ShardClient
 from services.cluster import ClusterConfig
 from services.process import shard_args, spawn
@@ -49,6 +51,26 @@ def serving(name: str, index_dir: Path, options: Mapping[str, Any] | None = None
             yield client
     finally:
         assert server.stop() == 0, server.log_text()
+
+
+@asynccontextmanager
+async def shard_servers(servicers: Sequence[shard_pb2_grpc.ShardServicer]
+                        ) -> AsyncIterator[tuple[list[str], list[grpc.aio.Server]]]:
+    """Each of `servicers` (a test's fake shard) behind its own real grpc.aio server on a free
+    loopback port, on the running event loop: (their addresses, their servers, in order); every
+    server is stopped on exit (a test may stop one earlier)."""
+    servers, addresses = [], []
+    try:
+        for servicer in servicers:
+            server = grpc.aio.server()
+            shard_pb2_grpc.add_ShardServicer_to_server(servicer, server)
+            addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+            await server.start()
+            servers.append(server)
+        yield addresses, servers
+    finally:
+        for server in servers:
+            await server.stop(grace=None)
 
 
 def wait_for_events(address: str, n: int, timeout_s: float = 60.0) -> int:

@@ -16,6 +16,7 @@ import pytest
 from core.catalog import Entity, write_jsonl
 from core.indexing import build_index
 from ltrr.v1 import shard_pb2_grpc
+from services.broker import BrokerService, add_services
 from services.client import ShardClient
 from services.cluster import ClusterConfig
 from services.process import shard_args, spawn
@@ -71,6 +72,25 @@ async def shard_servers(servicers: Sequence[shard_pb2_grpc.ShardServicer]
     finally:
         for server in servers:
             await server.stop(grace=None)
+
+
+@asynccontextmanager
+async def broker_serving(service: BrokerService, interceptors: Sequence[grpc.aio.ServerInterceptor] | None = None
+                         ) -> AsyncIterator[tuple[grpc.aio.Channel, str]]:
+    """`service` started in process behind a real grpc.aio server (Broker and Catalog, as
+    services.broker.add_services serves them) on a free loopback port: (a channel to it, its
+    address). On exit the server stops, then the service closes."""
+    server = grpc.aio.server(interceptors=interceptors)
+    add_services(service, server)
+    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    await service.start()
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            yield channel, address
+    finally:
+        await server.stop(None)
+        await service.close()
 
 
 def wait_for_events(address: str, n: int, timeout_s: float = 60.0) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.catalog import Entity, write_jsonl
 from core.indexing import build_index
@@ -22,6 +24,7 @@ from services.cluster import ClusterConfig
 from services.process import shard_args, spawn
 
 ALL = ("lexical", "semantic", "attribute", "memory")
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]  # (name, labels) -> value
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +106,19 @@ def wait_for_events(address: str, n: int, timeout_s: float = 60.0) -> int:
             if got >= n or time.monotonic() > deadline:
                 return got
             time.sleep(0.1)
+
+
+def scrape(address: str) -> Series:
+    """Every sample at http://address/metrics: (name, labels) -> value."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(series: Series, name: str, **labels: str) -> float:
+    """The sample `name` with exactly `labels` (0 if absent)."""
+    return series.get((name, frozenset(labels.items())), 0.0)
 
 
 def ltrr(*args: str) -> subprocess.CompletedProcess[str]:

@@ -43,14 +43,6 @@ def refresh(broker: str, catalog: Path, batch: int) -> dict[str, float]:
             "writes_per_s": n / seconds}
 
 
-def new_database(pg: PostgresServer, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(pg.url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return pg.url.rsplit("/", 1)[0] + f"/{name}"
-
-
 def run(batches: list[int], store: str, root: Path) -> list[dict[str, Any]]:
     catalog = demo_catalog_path()
     build_index_for(catalog, root / "index")
@@ -61,7 +53,7 @@ def run(batches: list[int], store: str, root: Path) -> list[dict[str, Any]]:
     results = []
     try:
         for batch in batches:
-            url = new_database(pg, f"bulk{batch}") if pg is not None else str(root / f"events-{batch}.sqlite")
+            url = pg.create_database(f"bulk{batch}") if pg is not None else str(root / f"events-{batch}.sqlite")
             broker = spawn(["broker", "--state", str(root / f"state-{batch}"), "--catalog", str(catalog),
                             "--port", "0", "--shard", f"lexical={shard.address}", "--store", url,
                             "--set", "policy=static"])

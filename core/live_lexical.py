@@ -58,6 +58,8 @@ from core.types import Hits, StrategyKind
 
 # a partition's merge: merged postings -> (the whole catalog's statistics and df per term, more files)
 PartitionHook = Callable[[Postings], tuple[tuple[CorpusStats, np.ndarray], Mapping[str, bytes]]]
+# a partition's df of the terms only its sibling partitions hold: (a base's directory, its index) -> (group, term) -> df
+OutsideDf = Callable[[Path, LexicalIndex], Mapping[tuple[int, str], int]]
 CURRENT = "CURRENT"
 ENTITIES = "entities.jsonl.gz"
 BASE_FILE = "base.json"
@@ -124,12 +126,22 @@ def owned_writes(writes: Sequence[Write], owns: Callable[[str], bool]) -> list[W
     return out
 
 
-def open_generation(root: str | os.PathLike[str], entities: Sequence[Entity], options: Mapping[str, Any]
-                    ) -> LexicalGeneration:
+def open_lexical(root: str | os.PathLike[str], options: Mapping[str, Any]) -> LexicalIndex:
+    """The lexical index at `root` (an offline index or a merged base), its collection loaded."""
     base = open_strategy(root, "lexical", options)
     if not isinstance(base, LexicalIndex):
         raise TypeError(f"expected a LexicalIndex, got {type(base).__name__}")
-    return LexicalGeneration(LiveLexicalIndex(base), LiveCollection(entities, base.collection, in_place=False))
+    return base
+
+
+def open_generation(root: Path, base: LexicalIndex, entities: Sequence[Entity], outside: OutsideDf | None = None,
+                    owns: Callable[[str], bool] | None = None) -> LexicalGeneration:
+    """The generation over `base` (the index at `root`) whose live entities are `entities`, in its
+    ordinal order; a lexical partition's: `outside` gives the df of the terms only its sibling
+    partitions hold, `owns` the ids it keeps searchable (core.live_partition)."""
+    known = None if outside is None else outside(root, base)
+    return LexicalGeneration(LiveLexicalIndex(base, known), LiveCollection(entities, base.collection, in_place=False),
+                             owns)
 
 
 class LiveLexicalShard(LiveShard):
@@ -137,9 +149,10 @@ class LiveLexicalShard(LiveShard):
     thread); writes keep being applied while it runs and are carried into the new generation."""
 
     def __init__(self, config: LiveShardConfig, generation: LexicalGeneration, position: int,
-                 source_index_id: str) -> None:
+                 source_index_id: str, outside: OutsideDf | None = None) -> None:
         super().__init__(position)
         self.config = config
+        self.outside = outside  # a partition's (open_generation); every generation it opens gets it
         self.live_dir = Path(config.live_dir)
         self.source_index_id = source_index_id  # the offline index's id, recorded in every merged base
         self._strategy = generation
@@ -167,7 +180,8 @@ class LiveLexicalShard(LiveShard):
         return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id)
 
     def _open(self, root: Path, catalog: Sequence[Entity]) -> LexicalGeneration:
-        return open_generation(root, catalog, self.config.options)
+        base = open_lexical(root, self.config.options)
+        return open_generation(root, base, catalog, self.outside, self.generation.owns)
 
     def merge_wanted(self) -> bool:
         limit = self.config.merge_entities
@@ -264,19 +278,25 @@ def current_base(live_dir: Path, source_index_id: str) -> tuple[Path, int] | Non
     return root, int(meta["position"])
 
 
-def open_lexical_shard(config: LiveShardConfig) -> LiveLexicalShard:
-    """The lexical shard at its newest complete base (see the module docstring)."""
+def open_lexical_shard(config: LiveShardConfig, owns: Callable[[str], bool] | None = None,
+                       outside: OutsideDf | None = None, shard: type[LiveLexicalShard] = LiveLexicalShard
+                       ) -> LiveLexicalShard:
+    """The lexical shard at its newest complete base (see the module docstring). A lexical
+    partition's (core.live_partition): `owns` its ids, `outside` its sibling partitions' df, `shard`
+    its class."""
     live_dir = Path(config.live_dir)
     live_dir.mkdir(parents=True, exist_ok=True)
-    source = Collection.load(config.index)
-    found = current_base(live_dir, source.index_id)
+    source_index_id = Collection.load(config.index).index_id
+    found = current_base(live_dir, source_index_id)
     if found is None:
         (live_dir / CURRENT).unlink(missing_ok=True)
         remove_bases(live_dir, keep=None)
-        entities = catalog_entities(config, source.ids)
-        generation = open_generation(config.index, entities, config.options)
-        return LiveLexicalShard(config, generation, 0, source.index_id)
-    root, position = found
-    remove_bases(live_dir, keep=root.name)
-    generation = open_generation(root, load_jsonl(root / ENTITIES), config.options)
-    return LiveLexicalShard(config, generation, position, source.index_id)
+        root, position = Path(config.index), 0
+        base = open_lexical(root, config.options)
+        entities = catalog_entities(config, base.collection.ids, owns)
+    else:
+        root, position = found
+        remove_bases(live_dir, keep=root.name)
+        base = open_lexical(root, config.options)
+        entities = load_jsonl(root / ENTITIES)
+    return shard(config, open_generation(root, base, entities, outside, owns), position, source_index_id, outside)

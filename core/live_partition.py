@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,27 +37,17 @@ from pyroaring import BitMap
 
 from core.attribute.index import AttributeStrategy
 from core.attribute.live import LiveAttribute
-from core.catalog import Entity, load_catalog, load_jsonl
-from core.collection import Collection
+from core.catalog import Entity, load_catalog
 from core.errors import IndexFormatError
 from core.indexing import open_strategy
 from core.lexical.build import Postings
 from core.lexical.index import LexicalIndex
-from core.lexical.live import LiveLexicalIndex
 from core.lexical.live_merge import every_posting
 from core.lexical.segments import View
 from core.lexical.stats import CorpusStats
 from core.live import Change, LiveCollection
 from core.live_base import LiveShardConfig, catalog_entities
-from core.live_lexical import (
-    CURRENT,
-    ENTITIES,
-    LexicalGeneration,
-    LiveLexicalShard,
-    current_base,
-    remove_bases,
-    write_base,
-)
+from core.live_lexical import LiveLexicalShard, OutsideDf, open_lexical, open_lexical_shard, write_base
 from core.partitioning import DOCUMENT_DIR, QUERY_DIR, partition_info, read_partitions
 from core.partitions import document_partition, query_partition
 from core.query import Query
@@ -100,13 +90,6 @@ def partition_of(index: str) -> Ownership | None:
     return Ownership(int(found.group(1)), layout.partitions)
 
 
-def _lexical(root: Path, options: dict[str, object] | None = None) -> LexicalIndex:
-    index = open_strategy(root, "lexical", options or {})
-    if not isinstance(index, LexicalIndex):
-        raise TypeError(f"expected a LexicalIndex, got {type(index).__name__}")
-    return index
-
-
 def outside_df(index: str, base: LexicalIndex, owner: Ownership) -> dict[tuple[int, str], int]:
     """(group, term) -> the whole catalog's df of every term the sibling partitions' bases hold
     and `base` (partition owner.partition's) does not (each partition stores the whole catalog's df)."""
@@ -115,7 +98,7 @@ def outside_df(index: str, base: LexicalIndex, owner: Ownership) -> dict[tuple[i
     for q in range(owner.partitions):
         if q == owner.partition:
             continue
-        sibling = _lexical(parent / DOCUMENT_DIR.format(q))
+        sibling = open_lexical(parent / DOCUMENT_DIR.format(q), {})
         if sibling.df is None:
             raise IndexFormatError(parent / DOCUMENT_DIR.format(q), "is a partition without whole-catalog df")
         for g, vocab in enumerate(sibling.vocab):
@@ -199,41 +182,23 @@ class PartitionLexicalShard(LiveLexicalShard):
 
         return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id, partition)
 
-    def _open(self, root: Path, catalog: Sequence[Entity]) -> LexicalGeneration:
-        owns = self.generation.owns
-        return partition_generation(root, catalog, self.config, read_outside(root), owns)
-
 
 def read_outside(root: Path) -> dict[tuple[int, str], int]:
     """The outside df a merged partition base stores (OUTSIDE_FILE)."""
     return {(int(g), str(t)): int(n) for g, t, n in json.loads((root / OUTSIDE_FILE).read_bytes())}
 
 
-def partition_generation(root: Path, entities: Sequence[Entity], config: LiveShardConfig,
-                         outside: Mapping[tuple[int, str], int], owns: Callable[[str], bool] | None
-                         ) -> LexicalGeneration:
-    base = _lexical(root, dict(config.options))
-    return LexicalGeneration(LiveLexicalIndex(base, outside), LiveCollection(entities, base.collection, in_place=False),
-                             owns)
+def partition_outside(index: str, owner: Ownership) -> OutsideDf:
+    """The outside df of partition `owner` at `index`: its offline base's from the sibling
+    partitions' bases (outside_df), a merged base's from the base (read_outside)."""
+
+    def outside(root: Path, base: LexicalIndex) -> Mapping[tuple[int, str], int]:
+        return outside_df(index, base, owner) if root.resolve() == Path(index).resolve() else read_outside(root)
+
+    return outside
 
 
-def open_partition_lexical(config: LiveShardConfig, owner: Ownership) -> PartitionLexicalShard:
-    """The live shard of a lexical document partition at its newest merged base, or its offline
-    base (position 0) when there is none."""
-    live_dir = Path(config.live_dir)
-    live_dir.mkdir(parents=True, exist_ok=True)
-    source_index_id = Collection.load(config.index).index_id
-    found = current_base(live_dir, source_index_id)
-    if found is not None:
-        root, position = found
-        remove_bases(live_dir, keep=root.name)
-        generation = partition_generation(root, load_jsonl(root / ENTITIES), config, read_outside(root),
-                                          owner.owns_entity)
-        return PartitionLexicalShard(config, generation, position, source_index_id)
-    (live_dir / CURRENT).unlink(missing_ok=True)
-    remove_bases(live_dir, keep=None)
-    base = _lexical(Path(config.index), dict(config.options))
-    entities = catalog_entities(config, base.collection.ids, owner.owns_entity)
-    generation = partition_generation(Path(config.index), entities, config, outside_df(config.index, base, owner),
-                                      owner.owns_entity)
-    return PartitionLexicalShard(config, generation, 0, source_index_id)
+def open_partition_lexical(config: LiveShardConfig, owner: Ownership) -> LiveLexicalShard:
+    """The live shard (a PartitionLexicalShard) of a lexical document partition at its newest
+    merged base, or its offline base (position 0) when there is none."""
+    return open_lexical_shard(config, owner.owns_entity, partition_outside(config.index, owner), PartitionLexicalShard)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,31 +83,33 @@ class ShardCollector(Collector):
         if self._bytes is None:
             root = Path(self.service.config.index)
             self._bytes = directory_bytes(root / name) + directory_bytes(root / "collection")
-        for metric, doc, value in (("ltrr_shard_index_entities", "Entities in the served index", len(c)),
-                                   ("ltrr_shard_index_deleted_entities", "Entities marked deleted", len(c.deleted)),
-                                   ("ltrr_shard_index_bytes", "Bytes on disk of the strategy's and the "
-                                    "collection's index files", self._bytes)):
-            family = GaugeMetricFamily(metric, doc, labels=["strategy"])
-            family.add_metric([name], float(value))
-            yield family
+        yield from _gauges(name, (("ltrr_shard_index_entities", "Entities in the served index", len(c)),
+                                  ("ltrr_shard_index_deleted_entities", "Entities marked deleted", len(c.deleted)),
+                                  ("ltrr_shard_index_bytes", "Bytes on disk of the strategy's and the "
+                                   "collection's index files", self._bytes)))
         yield from _catalog_metrics(name, getattr(self.service, "live", None))
         yield from _cache_metrics(name, find_caches(strategy))
         yield from admission_metrics("ltrr_shard", "requests", self.service.admission, [name])
+
+
+def _gauges(strategy: str, rows: Iterable[tuple[str, str, float]]) -> Iterator[Metric]:
+    """A gauge family per (name, help, value) of `rows`, its one sample labelled with the shard's `strategy`."""
+    for metric, doc, value in rows:
+        family = GaugeMetricFamily(metric, doc, labels=["strategy"])
+        family.add_metric([strategy], float(value))
+        yield family
 
 
 def _catalog_metrics(strategy: str, live: Any) -> Iterator[Metric]:
     """A live shard's catalog position, pending entities and merges (core.live_shard.LiveShard)."""
     if live is None:
         return
-    for metric, doc, value in (("ltrr_shard_catalog_applied_position", "Newest catalog log position applied",
-                                live.applied_position),
-                               ("ltrr_shard_catalog_base_position", "Catalog log position of the base index",
-                                live.base_position),
-                               ("ltrr_shard_catalog_pending_entities", "Entities written since the base index",
-                                live.pending_entities)):
-        family = GaugeMetricFamily(metric, doc, labels=["strategy"])
-        family.add_metric([strategy], float(value))
-        yield family
+    yield from _gauges(strategy, (("ltrr_shard_catalog_applied_position", "Newest catalog log position applied",
+                                   live.applied_position),
+                                  ("ltrr_shard_catalog_base_position", "Catalog log position of the base index",
+                                   live.base_position),
+                                  ("ltrr_shard_catalog_pending_entities", "Entities written since the base index",
+                                   live.pending_entities)))
     merges = CounterMetricFamily("ltrr_shard_catalog_merges", "Lexical merges into a new base", labels=["strategy"])
     merges.add_metric([strategy], float(live.merges))
     yield merges

@@ -26,6 +26,7 @@ import subprocess
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 log = logging.getLogger("ltrr.postgres")
 # Debian's postgresql package; a newer major version is taken when several are installed.
@@ -75,7 +76,17 @@ class PostgresServer:
     @property
     def url(self) -> str:
         """The libpq URL of the database (TCP on `host`)."""
-        return f"postgresql://{ROLE}@{self.host}:{self.port}/{DATABASE}"
+        return self.database_url(DATABASE)
+
+    def database_url(self, name: str) -> str:
+        """The libpq URL of the database `name` on this server (TCP on `host`)."""
+        return f"postgresql://{ROLE}@{self.host}:{self.port}/{name}"
+
+    def create_database(self, name: str) -> str:
+        """Create the database `name` (it must not exist yet) on the running server; its URL."""
+        with psycopg.connect(self.database_url("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.database_url(name)
 
     @property
     def pid(self) -> int:
@@ -120,10 +131,9 @@ class PostgresServer:
                    "-c synchronous_commit=on")
         self._run("pg_ctl", "start", "-D", str(self.data), "-w", "-t", str(START_TIMEOUT_S), "-l",
                   str(self.directory / "server.log"), "-o", options)
-        with psycopg.connect(f"postgresql://{ROLE}@{self.host}:{self.port}/postgres", autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
-                conn.execute(f"CREATE DATABASE {DATABASE}")
-        return self.url
+        with psycopg.connect(self.database_url("postgres"), autocommit=True) as conn:
+            missing = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None
+        return self.create_database(DATABASE) if missing else self.url
 
     def stop(self) -> None:
         """Shut the server down (fast: sessions are ended, committed data stays). No-op if stopped."""

@@ -30,6 +30,9 @@ APPLIED = "applied_event_rowid"  # the event-log position a policy snapshot has 
 APPLIED_EVENTS = "applied_events"  # how many events it has applied (its policy version)
 HISTORY = "query_history"  # the query history (core.policy.history) as of that position
 WARM_START = "warm_start"  # where the policy was warm-started from (BrokerConfig.warm_start), once
+# what BanditPolicy.load raises on a damaged snapshot; caught before ValueError (JSONDecodeError and
+# UnicodeDecodeError are ValueErrors), which means a readable snapshot of another policy
+DAMAGED = (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError)
 
 
 def load_snapshot(path: Path, policy: BanditPolicy) -> dict[str, Any]:
@@ -41,7 +44,7 @@ def load_snapshot(path: Path, policy: BanditPolicy) -> dict[str, Any]:
         return {}
     try:
         return policy.load(path)
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except DAMAGED as e:
         raise StateError(path, f"the policy snapshot is damaged ({type(e).__name__}: {e}); {_MOVE_ASIDE}") from None
     except ValueError as e:  # readable, but saved for other strategies, features or model
         aside = path.with_name(POLICY_FILE + ".incompatible")
@@ -64,7 +67,7 @@ def load_stored_snapshot(store: SnapshotStore, policy: BanditPolicy) -> dict[str
     where = f"the event store's snapshot at position {latest[0]}"
     try:
         return policy.load(io.BytesIO(latest[2]))  # type: ignore[arg-type]  # np.load reads a file object
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except DAMAGED as e:
         raise StateError(where, f"the policy snapshot is damaged ({type(e).__name__}: {e}); delete that row "
                                 "(DELETE FROM snapshots WHERE position = ...) and restart") from None
     except ValueError as e:

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import psycopg
 import pytest
 
 from core.catalog import Entity
@@ -76,7 +75,4 @@ def private_postgres() -> Iterator[PostgresServer]:
 @pytest.fixture
 def pg_url(postgres: PostgresServer) -> str:
     """The URL of a new, empty database on the session's server."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")

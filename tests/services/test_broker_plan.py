@@ -19,6 +19,7 @@ from core.policy.policies import BanditPolicy
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2, shard_pb2, shard_pb2_grpc
 from services.broker import BrokerConfig, BrokerService
 from services.broker_config import EVENTS_FILE
+from tests.services.conftest import broker_serving, shard_servers
 
 
 class Shard(shard_pb2_grpc.ShardServicer):
@@ -51,27 +52,12 @@ def learned(service: BrokerService) -> dict[str, np.ndarray]:
 async def serving(tmp_path: Path, go: Callable[[broker_pb2_grpc.BrokerStub, BrokerService, dict[str, Shard]],
                                                Coroutine[Any, Any, None]]) -> None:
     """Shards for lexical and semantic, a broker over them, and `go` with a stub of the broker."""
-    servers, shards, addresses = [], {}, {}
-    for name in ("lexical", "semantic"):
-        shards[name], server = Shard(name), grpc.aio.server()
-        shard_pb2_grpc.add_ShardServicer_to_server(shards[name], server)
-        addresses[name] = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
-        await server.start()
-        servers.append(server)
-    service = BrokerService(BrokerConfig(shards=addresses, state_dir=str(tmp_path), ranker="rrf"))
-    broker = grpc.aio.server()
-    broker_pb2_grpc.add_BrokerServicer_to_server(service, broker)
-    port = broker.add_insecure_port("127.0.0.1:0")
-    await broker.start()
-    await service.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    shards = {name: Shard(name) for name in ("lexical", "semantic")}
+    async with shard_servers(list(shards.values())) as (addresses, _):
+        service = BrokerService(BrokerConfig(shards=dict(zip(shards, addresses, strict=True)),
+                                             state_dir=str(tmp_path), ranker="rrf"))
+        async with broker_serving(service) as (channel, _):
             await go(broker_pb2_grpc.BrokerStub(channel), service, shards)
-    finally:
-        await broker.stop(grace=None)
-        await service.close()
-        for server in servers:
-            await server.stop(grace=None)
 
 
 def search(text: str, plan: dict[str, int] | None = None) -> broker_pb2.SearchRequest:

@@ -23,7 +23,7 @@ from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 from services.broker import BrokerConfig, BrokerService
 from services.client import ShardClient
 from services.process import ServerProcess, shard_args, spawn
-from tests.services.conftest import wait_for_events
+from tests.services.conftest import broker_serving, wait_for_events
 
 pytestmark = pytest.mark.slow
 STATIC = PolicyConfig(kind=PolicyKind.STATIC)
@@ -41,21 +41,12 @@ def shard(name: str, built: Path, *extra: str, **options: object) -> Iterator[Se
 @asynccontextmanager
 async def broker(shards: dict[str, str], state: Path, built: Path, **settings: object
                  ) -> AsyncIterator[tuple[BrokerService, broker_pb2_grpc.BrokerStub]]:
-    """A started BrokerService behind a grpc.aio server on a free loopback port, and a stub of it."""
+    """A started BrokerService behind a grpc.aio server on a free loopback port (broker_serving), and a stub of it."""
     service = BrokerService(BrokerConfig(shards=shards, state_dir=str(state),
                                          entities=tuple(load_catalog(built / "catalog.jsonl")), ranker="rrf",
                                          **settings))  # type: ignore[arg-type]
-    server = grpc.aio.server()
-    broker_pb2_grpc.add_BrokerServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    await service.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield service, broker_pb2_grpc.BrokerStub(channel)
-    finally:
-        await server.stop(None)
-        await service.close()
+    async with broker_serving(service) as (channel, _):
+        yield service, broker_pb2_grpc.BrokerStub(channel)
 
 
 def search(text: str) -> broker_pb2.SearchRequest:

@@ -21,10 +21,11 @@ from core.eventlog import EventLog
 from core.policy.policies import PolicyConfig, PolicyKind
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, catalog_pb2, catalog_pb2_grpc
 from services import cli, metrics
-from services.broker import BrokerConfig, BrokerService, add_services
+from services.broker import BrokerConfig, BrokerService
 from services.convert_catalog import write_to_proto
 from services.process import ServerProcess, shard_args, spawn
 from services.security import SecurityConfig, open_channel, server_interceptors
+from tests.services.conftest import broker_serving
 
 pytestmark = pytest.mark.slow
 APPLIED, STALE = catalog_pb2.CatalogWriteResult.OUTCOME_APPLIED, catalog_pb2.CatalogWriteResult.OUTCOME_STALE
@@ -53,17 +54,8 @@ async def broker(shards: dict[str, str], state: Path, built: Path, store: str = 
     service = BrokerService(BrokerConfig(shards=shards, state_dir=str(state), store=store,
                                          entities=tuple(load_catalog(built / "catalog.jsonl")), ranker="blend",
                                          policy=PolicyConfig(kind=PolicyKind.STATIC)))
-    server = grpc.aio.server(interceptors=server_interceptors(security) if security else None)
-    add_services(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    await service.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield service, Stubs(channel, f"127.0.0.1:{port}")
-    finally:
-        await server.stop(None)
-        await service.close()
+    async with broker_serving(service, server_interceptors(security) if security else None) as (channel, address):
+        yield service, Stubs(channel, address)
 
 
 def write(*items: Entity | str, version: int = 0, wait: bool = False) -> catalog_pb2.CatalogWriteRequest:

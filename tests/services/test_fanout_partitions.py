@@ -4,8 +4,6 @@ exact refetch, and a refetch that fails making the search degraded instead of si
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import grpc
 
@@ -13,6 +11,7 @@ from core.partitions import partition_quota
 from core.pipeline import Answer, CallStatus
 from ltrr.v1 import common_pb2, shard_pb2, shard_pb2_grpc
 from services.fanout import ShardPool, fan_out
+from tests.services.conftest import shard_servers
 
 QUOTA = 100
 
@@ -35,25 +34,9 @@ class Partition(shard_pb2_grpc.ShardServicer):
             common_pb2.Candidate(entity_id=f"{self.prefix}{i}", score=self.top - i, rank=i + 1) for i in range(k)])
 
 
-@asynccontextmanager
-async def serving(*partitions: Partition) -> AsyncIterator[list[str]]:
-    servers, addresses = [], []
-    for servicer in partitions:
-        server = grpc.aio.server()
-        shard_pb2_grpc.add_ShardServicer_to_server(servicer, server)
-        addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
-        await server.start()
-        servers.append(server)
-    try:
-        yield addresses
-    finally:
-        for server in servers:
-            await server.stop(grace=None)
-
-
 def search(a: Partition, b: Partition) -> Answer:
     async def go() -> Answer:
-        async with serving(a, b) as addresses:
+        async with shard_servers([a, b]) as (addresses, _):
             pool = ShardPool({"lexical": [[addresses[0]], [addresses[1]]]})
             try:
                 (answer,) = await fan_out(pool, common_pb2.Query(text="love"), {"lexical": QUOTA}, 5.0)

@@ -19,6 +19,7 @@ from core.types import EventType
 from ltrr.v1 import common_pb2, shard_pb2, shard_pb2_grpc
 from services.fanout import ShardPool, fan_out, understand
 from services.outbox import CURSOR, MemoryOutboxes, OutboxConfig, replica_cursor
+from tests.services.conftest import shard_servers
 
 TEXTS = [f"query number {i}" for i in range(40)]
 
@@ -56,19 +57,9 @@ class Shard(shard_pb2_grpc.ShardServicer):
 
 @asynccontextmanager
 async def shards(names: list[str]) -> AsyncIterator[tuple[list[Shard], list[str]]]:
-    servicers, servers, addresses = [], [], []
-    for name in names:
-        servicer, server = Shard(name), grpc.aio.server()
-        shard_pb2_grpc.add_ShardServicer_to_server(servicer, server)
-        addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
-        await server.start()
-        servicers.append(servicer)
-        servers.append(server)
-    try:
+    servicers = [Shard(name) for name in names]
+    async with shard_servers(servicers) as (addresses, _):
         yield servicers, addresses
-    finally:
-        for server in servers:
-            await server.stop(grace=None)
 
 
 def run(go: Callable[[], Coroutine[Any, Any, None]]) -> None:

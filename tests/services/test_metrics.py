@@ -7,13 +7,11 @@ import dataclasses
 import json
 import re
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from core.errors import DeadlineExceededError, OverloadedError
 from ltrr.v1 import broker_pb2
@@ -22,23 +20,10 @@ from services.client import BrokerClient
 from services.cluster import Cluster, ClusterConfig, broker_args
 from services.metrics import AUTO_PORT, admission_metrics, port_arg
 from services.process import spawn
-from tests.services.conftest import ALL, config
+from tests.services.conftest import ALL, Series, config, scrape, value
 
 pytestmark = pytest.mark.slow
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 QUERIES = ("love night", "blue river", "dance fire", "summer rain", "gold city")
-
-
-def scrape(address: str) -> Series:
-    """Every sample at http://address/metrics: (name, labels) -> value."""
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def value(series: Series, name: str, **labels: str) -> float:
-    return series.get((name, frozenset(labels.items())), 0.0)
 
 
 def total(series: Series, name: str, **labels: str) -> float:

@@ -12,10 +12,8 @@ everything does (only their scale differs), and the merged ids must be that inde
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from core.partitions import document_partition, partition_quota
 from ltrr.v1 import broker_pb2
 from services.client import BrokerClient, ShardClient
 from services.process import ServerProcess, shard_args, spawn
+from tests.services.conftest import scrape, value
 
 pytestmark = pytest.mark.slow
 OPTIONS = {"fields": "title", "progress": False}
@@ -229,6 +228,4 @@ def test_a_slow_replica_is_hedged_through_the_broker(built: Built, tmp_path: Pat
 
 def metric(server: ServerProcess, name: str, strategy: str) -> float:
     """The value of `name`{strategy="..."} on the server's Prometheus endpoint (0 if absent)."""
-    text = urllib.request.urlopen(f"http://{server.metrics_address}/metrics", timeout=10).read().decode()
-    found = re.search(rf'^{name}{{strategy="{strategy}"}} (\S+)$', text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+    return value(scrape(server.metrics_address), name, strategy=strategy)

@@ -17,6 +17,7 @@ import pytest
 
 from ltrr.v1 import common_pb2, shard_pb2, shard_pb2_grpc
 from services.replicas import ReplicaConfig, ReplicaSet
+from tests.services.conftest import shard_servers
 
 
 class Replica(shard_pb2_grpc.ShardServicer):
@@ -44,20 +45,9 @@ class Replica(shard_pb2_grpc.ShardServicer):
 
 @asynccontextmanager
 async def replicas(*names: str) -> AsyncIterator[tuple[list[Replica], list[grpc.aio.Server], list[str]]]:
-    servicers, servers, addresses = [], [], []
-    for name in names:
-        servicer, server = Replica(name), grpc.aio.server()
-        shard_pb2_grpc.add_ShardServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        servicers.append(servicer)
-        servers.append(server)
-        addresses.append(f"127.0.0.1:{port}")
-    try:
+    servicers = [Replica(name) for name in names]
+    async with shard_servers(servicers) as (addresses, servers):
         yield servicers, servers, addresses
-    finally:
-        for server in servers:
-            await server.stop(grace=None)
 
 
 async def ask(rs: ReplicaSet, timeout_s: float = 2.0) -> str:

@@ -6,23 +6,26 @@
 It starts its own cluster (`ltrr up`, the four strategies, one broker, the event store in the
 work directory; the demo index is built on the first run) and stops it. Phases, in order:
 1. baseline: open-loop searches (benchmarks.load_client's simulated users, Poisson arrivals at
-   --search-rate) for --duration s, no writes;
+   --search-rate) for --duration s, no writes: first bare, then with the visibility prober's own
+   traffic at the write rate (benchmarks.live_stream.ProbeLoad: its position polls and exact-title
+   Retrieves of catalog tracks), the instrument the write phase carries too;
 2. writes: the same load while --writes new tracks (benchmarks.live_stream) are written at
    --write-rate per second, --write-batch (10) per Catalog.Write; visibility per write (acknowledged -> an
    exact-title Retrieve on every lexical replica finds it and every shard has applied it, polled
    every 0.05 s, so a figure may be up to 0.05 s late, never early);
 3. merge: the same load while more tracks are written, enough to take the lexical shard's delta
    past its merge threshold (--merge-entities), and the shard folds the delta into a new base;
-   then the baseline step again (the ratios' baseline pools both baseline steps: a noisy
-   machine's drift counts on both sides);
+   then the probed baseline step again (the ratios' baseline pools both probed baseline steps: a
+   noisy machine's drift counts on both sides, and the instrument's cost on both sides too);
 4. new artist: a track by a made-up artist, then searches for the name with one typo through the
    attribute strategy (plan attribute only) until it is found;
 5. bulk: --bulk demo tracks re-upserted (a catalog refresh) through `ltrr catalog upsert`;
 6. crash: a stream of upserts and deletes; every process of the cluster SIGKILLed in the middle;
    `ltrr up` again on the same state; every acknowledged upsert must be found (exact title) and
    every acknowledged delete gone.
-The JSON holds visibility_p99_s, failed_searches, search_p99_ratio_writes, search_p99_ratio_merge,
-bulk_writes_per_s and every phase's rows.
+The JSON holds visibility_p99_s, failed_searches, search_p99_ratio_writes, search_p99_ratio_merge
+(against the probed baseline), search_p99_ratio_writes_bare (against the bare one: the writes and
+the instrument together), bulk_writes_per_s and every phase's rows.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import numpy as np
 
 from benchmarks.common import write_json
 from benchmarks.live_stream import (
+    ProbeLoad,
     Prober,
     WriteStream,
     delete,
@@ -62,6 +66,7 @@ from services.client import BrokerClient, ShardClient
 
 REPO = Path(__file__).resolve().parent.parent
 MERGE_WAIT_S = 120.0
+PROBED_TRACKS = 2000  # catalog tracks a probed baseline searches for by exact title (cycled)
 ALL_STRATEGIES = {"lexical": 50, "semantic": 50, "attribute": 50, "memory": 50}  # the crash check's plan
 
 
@@ -80,6 +85,12 @@ def under_load(gen: LoadGenerator, spec: StepSpec, during: Callable[[], Any] | N
     result = during() if during is not None else None
     thread.join()
     return out["r"], result
+
+
+def probed(gen: LoadGenerator, spec: StepSpec, shards: list[tuple[str, int, str]], rate: float) -> StepRecord:
+    """One load step under the prober's traffic without writes (live_stream.ProbeLoad) at `rate`."""
+    with ProbeLoad(shards, load_catalog(demo_catalog_path())[:PROBED_TRACKS], rate):
+        return under_load(gen, spec)[0]
 
 
 def pooled(*records: StepRecord) -> StepRecord:
@@ -229,7 +240,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         spec = StepSpec(address=address, rate=args.search_rate, duration_s=args.duration, budget_ms=100, seed=1)
         with LoadGenerator() as gen:
             gen.step(StepSpec(address=address, rate=args.search_rate, duration_s=3.0, seed=9))  # warm-up
-            base, _ = under_load(gen, spec)
+            bare, _ = under_load(gen, replace(spec, seed=5))
+            base = probed(gen, spec, shards, args.write_rate)
             tracks = new_tracks(args.writes)
             writing = StepSpec(address=address, rate=args.search_rate, duration_s=args.writes / args.write_rate + 1,
                                budget_ms=100, seed=2)
@@ -239,10 +251,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             merging = StepSpec(address=address, rate=args.search_rate, duration_s=args.duration, budget_ms=100, seed=3)
             merge_rec, merged = under_load(gen, merging, lambda: merge_phase(address, shards, extra, args.write_rate,
                                                                                        args.write_batch))
-            after, _ = under_load(gen, replace(spec, seed=4))
+            after = probed(gen, replace(spec, seed=4), shards, args.write_rate)
         vis = visibility_s([stream])
         steps = (("baseline", pooled(base, after)), ("baseline_before", base), ("baseline_after", after),
-                 ("writes", during), ("merge", merge_rec))
+                 ("baseline_bare", bare), ("writes", during), ("merge", merge_rec))
         rows = {name: summarize(rec, args.search_rate, max(len(rec.codes), 1) / args.search_rate)  # ~ the duration
                 for name, rec in steps}
         result.update(rows=rows, merge=merged, new_artist=new_artist_phase(address),
@@ -250,9 +262,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                       visibility_p99_s=round(float(np.percentile(vis, 99)), 4),
                       visibility_max_s=round(float(vis.max()), 4), writes_acked=int(vis.size),
                       write_errors=sum(bool(w.error) for w in stream.written),
-                      failed_searches=sum(rows[n]["sent"] - rows[n]["ok"] for n in ("baseline", "writes", "merge")),
+                      failed_searches=sum(rows[n]["sent"] - rows[n]["ok"]
+                                          for n in ("baseline", "baseline_bare", "writes", "merge")),
                       search_p99_ratio_writes=ratio(rows["writes"]["p99_ms"], rows["baseline"]["p99_ms"]),
-                      search_p99_ratio_merge=ratio(rows["merge"]["p99_ms"], rows["baseline"]["p99_ms"]))
+                      search_p99_ratio_merge=ratio(rows["merge"]["p99_ms"], rows["baseline"]["p99_ms"]),
+                      search_p99_ratio_writes_bare=ratio(rows["writes"]["p99_ms"], rows["baseline_bare"]["p99_ms"]))
         bulk = bulk_phase(address, workdir, args.bulk)
         result.update(bulk=bulk, bulk_writes_per_s=bulk["bulk_writes_per_s"])
         result["crash"], up_ = crash_phase(up_, workdir, stream.written, cfg)
@@ -266,7 +280,8 @@ def report(result: dict[str, Any]) -> None:
         print(f"{name:9s} sent {row['sent']:5d} ok {row['ok']:5d} p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms "
               f"errors {row['errors']}")
     for key in ("visibility_p50_s", "visibility_p99_s", "visibility_max_s", "writes_acked", "write_errors",
-                "failed_searches", "search_p99_ratio_writes", "search_p99_ratio_merge", "merge", "new_artist",
+                "failed_searches", "search_p99_ratio_writes", "search_p99_ratio_merge",
+                "search_p99_ratio_writes_bare", "merge", "new_artist",
                 "bulk", "bulk_writes_per_s", "crash"):
         print(f"{key}: {result.get(key)}")
 

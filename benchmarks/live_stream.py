@@ -9,6 +9,11 @@ A write is visible when an exact-title Retrieve on every replica of the lexical 
 owns it returns it and every shard replica (of every strategy and partition) reports a catalog
 position at or past the write's (Shard.CatalogPosition): then every strategy that owns it serves
 it. The prober polls every PROBE_INTERVAL_S.
+
+The prober is the benchmark's instrument, not part of the write load: its polls and one
+exact-title Retrieve per write cost the cluster (and this process) CPU of their own. ProbeLoad
+sends the same traffic without writes (the same polls, exact-title Retrieves of catalog tracks at
+the write rate), so a baseline run under it differs from the write phase by the writes alone.
 """
 
 from __future__ import annotations
@@ -191,6 +196,27 @@ class Prober:
                         if (w.visible is None and w.acked is not None and not w.deletes and w.position <= applied
                                 and self.found(w.title, w.entity_id)):
                             w.visible = time.perf_counter()
+            except grpc.RpcError:
+                self.errors += 1
+
+
+class ProbeLoad(Prober):
+    """The Prober's traffic without writes (module docstring): every PROBE_INTERVAL_S the same
+    position polls, then exact-title Retrieves of `tracks` (existing ones, cycled) at `rate` per second."""
+
+    def __init__(self, shards: Sequence[tuple[str, int, str]], tracks: Sequence[Entity], rate: float) -> None:
+        super().__init__(shards, [])
+        self.tracks, self.rate, self.sent = tracks, rate, 0
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        while not self.stopping.wait(PROBE_INTERVAL_S):
+            try:
+                self.applied()
+                while self.sent < (time.perf_counter() - started) * self.rate:
+                    track = self.tracks[self.sent % len(self.tracks)]
+                    self.sent += 1
+                    self.found(track.fields["title"], track.id)
             except grpc.RpcError:
                 self.errors += 1
 

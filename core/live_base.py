@@ -146,14 +146,20 @@ class LiveShard:
             close()
 
 
-def catalog_entities(config: LiveShardConfig, ids: Sequence[str],
-                     owns: Callable[[str], bool] | None = None) -> list[Entity]:
-    """The catalog the index at config.index was built from, checked against its collection's `ids`
-    (owns: of a document partition, the ids it holds; those entities only, in catalog order)."""
+def whole_catalog(config: LiveShardConfig) -> list[Entity]:
+    """Every entity of config.catalog (CatalogError naming `--catalog` when there is none)."""
     if not config.catalog:
         raise CatalogError(f"a live {config.strategy} shard needs the catalog its index was built from "
                            "(`--catalog FILE`)")
-    entities = load_catalog(config.catalog)
+    return load_catalog(config.catalog)
+
+
+def catalog_entities(config: LiveShardConfig, ids: Sequence[str], owns: Callable[[str], bool] | None = None,
+                     whole: Sequence[Entity] | None = None) -> list[Entity]:
+    """The catalog the index at config.index was built from, checked against its collection's `ids`
+    (owns: of a document partition, the ids it holds; those entities only, in catalog order);
+    whole: config.catalog's entities when the caller has read them already."""
+    entities = list(whole) if whole is not None else whole_catalog(config)
     if owns is not None:
         entities = [e for e in entities if owns(e.id)]
     if len(entities) != len(ids) or any(e.id != i for e, i in zip(entities, ids, strict=True)):

@@ -37,7 +37,7 @@ from pyroaring import BitMap
 
 from core.attribute.index import AttributeStrategy
 from core.attribute.live import LiveAttribute
-from core.catalog import Entity, load_catalog
+from core.catalog import Entity
 from core.errors import IndexFormatError
 from core.indexing import open_strategy
 from core.lexical.build import Postings
@@ -46,7 +46,7 @@ from core.lexical.live_merge import every_posting
 from core.lexical.segments import View
 from core.lexical.stats import CorpusStats
 from core.live import Change, LiveCollection
-from core.live_base import LiveShardConfig, catalog_entities
+from core.live_base import LiveShardConfig, catalog_entities, whole_catalog
 from core.live_lexical import LiveLexicalShard, OutsideDf, open_lexical, open_lexical_shard, write_base
 from core.partitioning import DOCUMENT_DIR, QUERY_DIR, partition_info, read_partitions
 from core.partitions import document_partition, query_partition
@@ -143,8 +143,9 @@ def open_partition_attribute(config: LiveShardConfig, owner: Ownership
     part = open_strategy(config.index, "attribute", config.options)
     if not isinstance(part, AttributeStrategy):
         raise TypeError(f"expected an AttributeStrategy, got {type(part).__name__}")
-    catalog_entities(config, part.collection.ids, owner.owns_entity)  # the catalog this partition was cut from
-    collection = LiveCollection.from_entities(load_catalog(config.catalog))
+    whole = whole_catalog(config)
+    catalog_entities(config, part.collection.ids, owner.owns_entity, whole)  # the catalog this partition was cut from
+    collection = LiveCollection.from_entities(whole)
     strategy = OwnedAttribute(part.config, collection, part.vocab)  # LiveAttribute replaces the vocabulary
     strategy.owned = BitMap(o for o, eid in enumerate(collection.ids) if owner.owns_entity(eid))
     return strategy, collection, OwnedWriter(strategy, owner)

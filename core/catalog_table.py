@@ -151,16 +151,20 @@ class LiveTable:
         layered = self.table
         # base rows these records replace or delete (ids folded into the base earlier stay visible)
         hidden = layered.hidden | {r.write.entity_id for r in fresh if r.write.entity_id in layered.base.positions}
-        out = LiveTable(base=self.base, top=top, table=LayeredTable(
-            layered.base, rebuilt(layered.top, list(top.values()), changed), frozenset(hidden)),
-            deleted=frozenset(deleted), position=fresh[-1].position, written=written)
+        # ids new to the top are appended (O(batch)); a batch re-writing or deleting one rebuilds it
+        fresh_top = not any(r.write.entity_id in self.top for r in fresh)
+        top_table = layered.top.extended(list(changed.values())) if fresh_top else rebuilt(
+            layered.top, list(top.values()), changed)
+        out = LiveTable(base=self.base, top=top, table=LayeredTable(layered.base, top_table, frozenset(hidden)),
+                        deleted=frozenset(deleted), position=fresh[-1].position, written=written)
         return out.folded() if len(top) > max(MIN_FOLD, FOLD_FRACTION * len(self.base)) else out
 
     def folded(self) -> LiveTable:
         """The same catalog with the top folded into a new base (one O(catalog) rebuild)."""
         t = self.table
         base = [e for e in self.base if e.id not in t.hidden] + list(self.top.values())
-        table = rebuilt(t.base, base, self.top)
+        # no base row hidden (only new ids written): the top's rows go under the base as they are
+        table = t.base.joined(t.top) if not t.hidden else rebuilt(t.base, base, self.top)
         return LiveTable(base=base, top={}, table=LayeredTable(table, EntityTable.from_entities([], table.analyzer),
                                                                frozenset()),
                          deleted=self.deleted, position=self.position, written=self.written)

@@ -155,6 +155,40 @@ class EntityTable:
                                         for e in ents),
                    analyzer=config)
 
+    def extended(self, entities: Sequence[Entity]) -> EntityTable:
+        """This table with `entities` (ids it does not hold) appended as rows; only they are analysed."""
+        return self.joined(EntityTable.from_entities(entities, self.analyzer))
+
+    def joined(self, new: EntityTable) -> EntityTable:
+        """This table's rows then `new`'s (ids this one does not hold, analysed alike). Nothing is
+        analysed again: rows are copied whole (tuples, dicts and arrays: C-speed) and only `new`'s
+        term and key ids are mapped, so a live catalog's small batches cost O(batch) in Python
+        instead of rebuilding every row's term ids."""
+        if new.analyzer != self.analyzer:
+            raise ValueError("`new` must be analysed as this table is, but its analyzer differs")
+        if clash := [e for e in new.ids if e in self._row]:
+            raise ValueError(f"the new rows must have ids the table does not hold, but got {clash[0]!r}")
+        out = object.__new__(EntityTable)
+        n = len(self.ids)
+        fields: dict[str, Any] = {
+            "ids": self.ids + new.ids, "popularity": np.concatenate([self.popularity, new.popularity]),
+            "terms": {f: self.terms[f] + new.terms[f] for f in MATCH_FIELDS},
+            "title_keys": self.title_keys + new.title_keys, "artist_keys": self.artist_keys + new.artist_keys,
+            "recording_keys": self.recording_keys + new.recording_keys, "analyzer": self.analyzer,
+            "_row": {**self._row, **{e: n + i for i, e in enumerate(new.ids)}}, "_local": threading.local()}
+        # new's ids (terms, keys) are 0..m-1 in its dicts' order: map each onto this table's, adding new ones
+        term_id = dict(self._term_id)
+        terms = np.array([term_id.setdefault(t, len(term_id)) for t in new._term_id], dtype=np.int64)
+        fields["_term_id"] = term_id
+        fields["_term_csr"] = {f: _concat_csr(self._term_csr[f], new._term_csr[f], terms) for f in MATCH_FIELDS}
+        key_id, title, artist = dict(self._key_ids[0]), self._key_ids[1], self._key_ids[2]
+        keys = np.array([key_id.setdefault(k, len(key_id)) for k in new._key_ids[0]], dtype=np.int64)
+        fields["_key_ids"] = (key_id, np.concatenate([title, keys[new._key_ids[1]]]),
+                              np.concatenate([artist, keys[new._key_ids[2]]]))
+        for name, value in fields.items():
+            object.__setattr__(out, name, value)
+        return out
+
     @property
     def positions(self) -> Mapping[str, int]:
         """Entity id -> its row, i.e. its catalog position (read-only)."""
@@ -231,6 +265,15 @@ def _term_csr(sets: Sequence[frozenset[str]], term_id: dict[str, int]) -> tuple[
     ids = np.fromiter((term_id.setdefault(t, len(term_id)) for terms in sets for t in sorted(terms)),
                       dtype=np.int64, count=int(indptr[-1]))
     return indptr, ids
+
+
+def _concat_csr(old: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray], new_ids: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR of `old`'s rows then `new`'s, whose term ids map through `new_ids` (local -> shared)."""
+    indptr, ids = old
+    new_indptr, new_terms = new
+    return (np.concatenate([indptr, indptr[-1] + new_indptr[1:]]),
+            np.concatenate([ids, new_ids[new_terms]]).astype(np.int64, copy=False))
 
 
 def _field_matches(query_text: str, table: FeatureTable, rows: np.ndarray) -> np.ndarray:

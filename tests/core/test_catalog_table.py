@@ -102,3 +102,43 @@ def test_with_table_swaps_the_rankers_table() -> None:
     assert with_table(BlendRanker(table=old, title_weight=0.5), new) == BlendRanker(table=new, title_weight=0.5)
     rrf = RRFRanker()
     assert with_table(rrf, new) is rrf
+
+
+def test_an_extended_table_reads_as_a_fresh_table_of_all_its_entities() -> None:
+    """EntityTable.extended appends rows without re-analysing the old ones: every read ranking
+    makes equals a table built from scratch, including terms and keys only the new rows hold."""
+    base = synthetic_catalog(40)
+    new = [Entity(id=f"n{i}", fields={"title": f"brand new {i}", "artist": "fresh" if i % 2 else "artist 9",
+                                      "album": "gold river"}, popularity=float(i)) for i in range(7)]
+    extended = EntityTable.from_entities(base).extended(new[:3]).extended(new[3:]).extended([])
+    fresh = EntityTable.from_entities(base + new)
+    reads_alike(extended, fresh, [e.id for e in base + new] + ["nope"])
+    assert extended.ids == fresh.ids
+    with pytest.raises(ValueError, match="the new rows must have ids the table does not hold"):
+        extended.extended([new[0]])
+    live = LiveTable.from_entities(base).applied(records(*(CatalogWrite(e.id, 5, e) for e in new)))
+    folded = live.folded()  # only new ids: the top's rows go under the base as they are
+    assert not folded.table.hidden and not folded.top
+    reads_alike(folded.table, fresh, [e.id for e in base + new] + ["nope"])
+
+
+def test_many_batches_new_ids_then_rewrites_read_as_the_final_catalog() -> None:
+    """Batches of new ids (appended to the top) and batches re-writing or deleting ids already in
+    the top (rebuilt) read as the final catalog."""
+    base = synthetic_catalog(30)
+    live, final, position = LiveTable.from_entities(base), {e.id: e for e in base}, 0
+    for batch in range(6):
+        writes = [CatalogWrite(f"n{batch}-{i}", 5, Entity(id=f"n{batch}-{i}", fields={
+            "title": f"song {batch} {i}", "artist": f"band {i}"}, popularity=float(i))) for i in range(4)]
+        if batch >= 3:  # re-write one id of an earlier batch, delete another
+            changed = Entity(id=f"n{batch - 2}-0", fields={"title": "changed title", "artist": "band x"},
+                             popularity=7.0)
+            writes += [CatalogWrite(changed.id, 6, changed), CatalogWrite(f"n{batch - 3}-1", 6)]
+        live = live.applied(records(*writes, start=position + 1))
+        position += len(writes)
+        for w in writes:
+            final.pop(w.entity_id, None)
+            if w.entity is not None:
+                final[w.entity_id] = w.entity
+    fresh = EntityTable.from_entities(final.values())
+    reads_alike(live.table, fresh, [*final, "n0-1", "nope"])

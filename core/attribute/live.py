@@ -102,6 +102,9 @@ class LiveVocabulary(Vocabulary):
         self.partial: dict[str, list[tuple[int, float]]] = {}
         self.partial_members: dict[str, set[int]] = {}
         self.spellings: dict[ValueName, dict[str, dict[int, int]]] = {}
+        # each value's display spelling, and the values whose display a write may have changed
+        self.displays: dict[ValueName, str] = {}
+        self.redisplay: set[ValueName] = set()
         self.own: dict[str, dict[str, BitMap]] = {}
         self.text: dict[str, BitMap] = {}
         self.scale = 0.0
@@ -156,7 +159,11 @@ class LiveVocabulary(Vocabulary):
         return {v for v in touched if v[0] != "text"}
 
     def _use(self, value: ValueName, spelling: str, ordinal: int, sign: int) -> None:
-        """Count (sign 1) or uncount (-1) one use of `spelling` for `value` by entity `ordinal`."""
+        """Count (sign 1) or uncount (-1) one use of `spelling` for `value` by entity `ordinal`.
+        A use of the display spelling or the loss of another's leaves the display as it is (it
+        only gains on the others); anything else makes _display work it out again."""
+        if (sign > 0) != (spelling == self.displays.get(value)):
+            self.redisplay.add(value)
         spellings = self.spellings.setdefault(value, {})
         uses = spellings.get(spelling)
         if uses is None:
@@ -178,8 +185,12 @@ class LiveVocabulary(Vocabulary):
 
     def _display(self, value: ValueName) -> str:
         """The most used spelling; ties: the one whose first use comes first in catalog order."""
+        if value in self.displays and value not in self.redisplay:
+            return self.displays[value]
         used = [(sum(u.values()), -min(u), s) for s, u in self.spellings.get(value, {}).items()]
-        return max(used)[2] if used else value[1]
+        display = self.displays[value] = max(used)[2] if used else value[1]
+        self.redisplay.discard(value)
+        return display
 
     def _value(self, vid: int, display: str, bitmap: BitMap) -> Value:
         f = self.names[vid][0]

@@ -15,7 +15,8 @@ from core.collection import Collection
 from core.errors import IndexFormatError
 from core.indexing import build_index
 from core.live import Delete, LiveCollection, Upsert
-from core.live_lexical import CURRENT, LiveLexicalShard
+from core.live_dir import CURRENT
+from core.live_lexical import LiveLexicalShard
 from core.live_shard import LiveShardConfig, catch_up, open_live_shard
 from core.partitioning import build_partitioned
 from core.query import Filter, make_query

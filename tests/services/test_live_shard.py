@@ -17,7 +17,7 @@ import pytest
 from core.catalog import Entity
 from core.indexing import build_index, open_strategy
 from core.live import Delete, Upsert, Write
-from core.live_lexical import CURRENT
+from core.live_dir import CURRENT
 from core.query import Filter, make_query
 from core.storage import ComponentReader
 from services.metrics_shard import ShardCollector

@@ -172,7 +172,8 @@ def test_merges_while_searching_then_restart_and_fresh_build(serve: Serve, catal
     assert not failures and searches[0] > 0
     assert int(shard.client.describe().params["catalog.merges"]) >= 2
     base = Path(tmp_path / "bases") / (tmp_path / "bases" / CURRENT).read_text()
-    assert sorted(p.name for p in (tmp_path / "bases").iterdir()) == sorted([CURRENT, base.name])
+    # the merge moves base_position, then removes the older bases: wait for that last step
+    wait_for(lambda: sorted(p.name for p in (tmp_path / "bases").iterdir()) == sorted([CURRENT, base.name]))
     build_index(append_order(catalog, writes), tmp_path / "fresh", ["lexical"], OPTIONS)
     for component in ("lexical", "collection"):
         assert ComponentReader(base, component).files == ComponentReader(tmp_path / "fresh", component).files

@@ -185,8 +185,8 @@ class LiveLexicalShard(LiveShard):
 
     def _merge(self) -> bool:
         with self.lock:
-            if self.applied_position == self.base_position:
-                return False
+            if self.applied_position == self.base_position or self.broken is not None:
+                return False  # nothing new, or a torn state (a failed batch) that must never become a base
             gen = self.generation
             view, position, catalog = gen.index.view(), self.applied_position, gen.live.catalog()
             # bitmaps are replaced, never changed (copy on write): a shallow copy is a snapshot

@@ -206,3 +206,15 @@ def test_a_checkpoint_of_another_offline_index_is_not_used(world: Any, tmp_path:
     shard = opened(config, fresh)
     assert shard.base_position == 0 and shard.collection.catalog() == other
     assert not list(Path(config.live_dir).glob("base-*")) and not (Path(config.live_dir) / CURRENT).exists()
+
+
+def test_a_shard_whose_batch_failed_writes_no_checkpoint(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that raised may be half-applied: that torn state must never become a checkpoint
+    (a restart would then skip the batch's other writes)."""
+    config, _, log = world
+    shard = opened(config, log)
+    monkeypatch.setattr(shard.writer, "apply", lambda _: (_ for _ in ()).throw(OSError("disk")))
+    log.append([Upsert(Entity(id="x1", fields={"title": "omega"}))])
+    with pytest.raises(OSError, match="disk"):
+        catch_up(shard, log.catalog_after)
+    assert not shard.merge() and not (Path(config.live_dir) / CURRENT).exists()

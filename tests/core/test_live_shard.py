@@ -142,5 +142,6 @@ def test_a_batch_that_fails_stops_the_shard_applying(setup: Any, monkeypatch: py
     with pytest.raises(RuntimeError, match="restart the shard"):
         catch_up(shard, log.catalog_after)
     assert shard.applied_position == position
+    assert not shard.merge() and not Path(config.live_dir, CURRENT).exists()  # a torn state never becomes a base
     restarted = opened(config, log)
     assert restarted.applied_position == len(log.records)

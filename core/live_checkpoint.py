@@ -9,7 +9,7 @@ order (a later write of one of them needs its old content) and base.json (the po
 offline index it descends from).
 
 Consistency: `take` runs under the shard's lock (no batch is applied meanwhile, searches wait) and
-copies only what later batches would change in place: the usearch index's bytes (~15 ms for the
+copies only what later batches would change in place: the usearch index's bytes (3-7 ms for the
 demo catalog's 28k x 384 f16), the id list, the entity list and the filter dictionaries; popularity,
 deletions and each bitmap are replaced, never changed, by a write (core.live: copy on write), so
 they are held by reference. `write` (checksums, fsync, CURRENT) runs outside the lock.

@@ -22,7 +22,7 @@ from core.live_shard import LiveShardConfig, WriterShard, catch_up, open_live_sh
 from core.query import Filter, make_query
 from core.semantic.encoders import HashingEncoder
 from tests.conftest import synthetic_catalog
-from tests.core.live_writes import ListLog, final_catalog, random_writes
+from tests.core.live_writes import ListLog, final_catalog, random_writes, same_lists
 
 OPTIONS = {"encoder": "hashing", "cache": "off", "progress": False}
 TEXTS = ("love", "night dance", "artist 4", "gold", "blue river", "quiet storm")
@@ -76,19 +76,6 @@ def results(shard: WriterShard, quota: int = 20) -> list[list[tuple[str, float]]
     return out
 
 
-def same(a: list[list[tuple[str, float]]], b: list[list[tuple[str, float]]]) -> bool:
-    """The same scores in each list, and the same ids at each score but the last one (the synthetic
-    catalog's titles repeat, so many entities tie; the order among ties, and which of a tie at the
-    cut make the list, follow usearch's slots: as faiss's check_ref_knn_with_draws)."""
-    for x, y in zip(a, b, strict=True):
-        if [s for _, s in x] != [s for _, s in y]:
-            return False
-        cut = x[-1][1] if x else None
-        if sorted((s, i) for i, s in x if s != cut) != sorted((s, i) for i, s in y if s != cut):
-            return False
-    return len(a) == len(b)
-
-
 def state(collection: LiveCollection) -> tuple[Any, ...]:
     return (collection.ids, collection.entities, collection.popularity.tolist(), collection.deleted.to_array().tolist(),
             {f: {v: b.to_array().tolist() for v, b in values.items()} for f, values in collection.bitmaps.items()})
@@ -107,7 +94,7 @@ def test_a_restart_from_a_checkpoint_answers_the_same_and_encodes_only_later_wri
     assert shard.merge() and shard.base_position == len(log.records) and shard.merges == 1
     assert shard.pending_entities == 0 and not shard.merge()  # nothing new since
     restarted = opened(config, log)
-    assert restarted.base_position == len(log.records) and same(results(restarted), results(shard))
+    assert restarted.base_position == len(log.records) and same_lists(results(restarted), results(shard))
     later = random_writes(final_catalog(base, [r.write.as_write() for r in log.records]),
                           synthetic_catalog(40, seed=64), 80, seed=65)
     log.append(later)
@@ -117,7 +104,7 @@ def test_a_restart_from_a_checkpoint_answers_the_same_and_encodes_only_later_wri
     assert len(encoded) == upserts(later)  # the writes after the checkpoint only
     assert state(again.collection) == state(shard.collection)
     if exact_below:  # exact scores over the same vectors; the graph grows differently after a restart
-        assert same(results(again), results(shard))
+        assert same_lists(results(again), results(shard))
 
 
 def test_without_a_live_dir_a_restart_replays_the_whole_log(world: Any, encoded: list[str]) -> None:
@@ -130,7 +117,7 @@ def test_without_a_live_dir_a_restart_replays_the_whole_log(world: Any, encoded:
     encoded.clear()
     again = opened(config, log, batch=1)
     assert again.base_position == 0 and len(encoded) == upserts([r.write.as_write() for r in log.records])
-    assert same(results(again), results(shard))
+    assert same_lists(results(again), results(shard))
 
 
 def test_a_checkpoint_is_wanted_after_merge_entities_writes(world: Any) -> None:
@@ -169,10 +156,10 @@ def test_a_checkpoint_that_dies_leaves_the_previous_one_current(world: Any, monk
     monkeypatch.undo()
     made = sorted(p.name for p in Path(config.live_dir).glob("base-*") if p.name != first)
     assert len(made) == 1 and (fail_at == "publish_base") == (Path(config.live_dir) / made[0] / BASE_FILE).is_file()
-    assert shard.base_position == position and same(results(shard), before)
+    assert shard.base_position == position and same_lists(results(shard), before)
     assert (Path(config.live_dir) / CURRENT).read_text() == first
     restarted = opened(config, log)
-    assert restarted.base_position == position and same(results(restarted), before)
+    assert restarted.base_position == position and same_lists(results(restarted), before)
     assert sorted(p.name for p in Path(config.live_dir).iterdir()) == sorted([CURRENT, first])
 
 

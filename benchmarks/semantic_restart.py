@@ -1,15 +1,16 @@
 """The restart of a live semantic shard on the demo catalog, without and with a checkpoint
 (core.live_checkpoint), in process (core.live_shard, no gRPC).
 
-    python -m benchmarks.semantic_restart [--index DIR] [--writes 5000] [--after 0]
+    python -m benchmarks.semantic_restart [--index DIR] [--writes 5000] [--after 0] [--strategy semantic]
 
 `--writes` catalog writes (new tracks, 200 changes and 200 deletes: benchmarks.live_shard.writes) are
 applied; then the shard checkpoints (the time under the lock searches wait on, and the whole
 checkpoint) and `--after` more writes follow. Restart: open the shard and replay the log after its
 base until caught up, then warm up (what services.shard_live does before SERVING): from the offline
 index (no live_dir: every upsert re-encoded) and from the checkpoint, next to a start from the
-offline index with an empty log (the floor: the catalog read, the encoder loaded). The index's encoder (the demo
-index: MiniLM int8) encodes. Threads pinned to 1.
+offline index with an empty log (the floor: the catalog read, the encoder loaded). The index's
+encoder (the demo index: MiniLM int8) encodes. `--strategy attribute` or `memory`: the same
+restarts of a shard that writes no checkpoint. Threads pinned to 1.
 """
 
 from __future__ import annotations
@@ -46,30 +47,34 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--index", default="", help="a demo index with a semantic component (default: build one)")
     p.add_argument("--writes", type=int, default=5000, help="writes before the checkpoint (>= 400)")
-    p.add_argument("--after", type=int, default=0, help="writes after the checkpoint (new tracks)")
+    p.add_argument("--after", type=int, default=0, help="writes after the checkpoint")
+    p.add_argument("--strategy", default="semantic", help="another live strategy: its restart without a checkpoint")
     args = p.parse_args()
     catalog = load_jsonl(demo_catalog_path())
     tmp = Path(tempfile.mkdtemp(prefix="semantic-restart-"))
     write_jsonl(catalog, tmp / "catalog.jsonl")
     index = Path(args.index) if args.index else tmp / "index"
     if not args.index:
-        build_index(catalog, index, ["semantic"], {"semantic": {"progress": False}})
+        build_index(catalog, index, [args.strategy], {args.strategy: {"progress": False}})
     print(run_info())
     stream = writes(catalog, args.writes + args.after - 400)
     before, after = stream[:args.writes], stream[args.writes:]
     records = as_records(before + after)
-    config = LiveShardConfig(strategy="semantic", index=str(index), catalog=str(tmp / "catalog.jsonl"),
-                             live_dir=str(tmp / "live"), merge_entities=0)
+    options = {"state_dir": str(tmp / "memory")} if args.strategy == "memory" else {}
+    config = LiveShardConfig(strategy=args.strategy, index=str(index), catalog=str(tmp / "catalog.jsonl"),
+                             live_dir=str(tmp / "live"), options=options, merge_entities=0)
     shard = open_live_shard(config)
     if not isinstance(shard, WriterShard):
-        raise TypeError(f"expected the semantic WriterShard, got {type(shard).__name__}")
+        raise TypeError(f"expected a WriterShard (semantic, attribute, memory), got {type(shard).__name__}")
     catch_up(shard, records_after(records[:len(before)]), batch=BATCH)
     started = time.perf_counter()
-    shard.merge()
-    took = time.perf_counter() - started
-    size = sum(f.stat().st_size for f in Path(config.live_dir).rglob("*") if f.is_file())
-    print(f"checkpoint at position {shard.base_position}: {took:.2f} s, of which {shard.last_snapshot_s * 1000:.1f} ms "
-          f"under the lock; {size / 1e6:.1f} MB")
+    if shard.merge():
+        took = time.perf_counter() - started
+        size = sum(f.stat().st_size for f in Path(config.live_dir).rglob("*") if f.is_file())
+        print(f"checkpoint at position {shard.base_position}: {took:.2f} s, of which "
+              f"{shard.last_snapshot_s * 1000:.1f} ms under the lock; {size / 1e6:.1f} MB")
+    else:
+        print(f"the {args.strategy} shard writes no checkpoint")
     catch_up(shard, records_after(records), batch=BATCH)
     shard.close()
     runs = (("offline index, no log (the floor)", "", records_after([])),

@@ -33,16 +33,16 @@ from core.storage import ComponentReader
 from core.strategies import entry_for
 from core.types import Strategy, StrategyKind
 
-# the kinds whose live shards write checkpoints: each has a `snapshot` (SupportsSnapshot). Attribute
-# and memory rebuild from the catalog and replay the log (analysis only, no encoding).
+# the kinds whose live shards write checkpoints (their strategies are SupportsCheckpoint); attribute and
+# memory rebuild from the catalog and replay the log (analysis only, no encoding)
 CHECKPOINTED = frozenset({StrategyKind.SEMANTIC})
 
 
-class SupportsSnapshot(Protocol):
+class SupportsCheckpoint(Protocol):
     """A strategy that can copy its component's live state quickly (under the shard's lock) and
-    write the copy later (core.semantic.index.SemanticStrategy.snapshot)."""
+    write the copy later (core.semantic.index.SemanticStrategy.snapshot_component)."""
 
-    def snapshot(self) -> Callable[[str | os.PathLike[str]], None]: ...
+    def snapshot_component(self) -> Callable[[str | os.PathLike[str]], None]: ...
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,12 @@ class Checkpoints:
         self.source_id = source_id
 
     @staticmethod
-    def take(strategy: SupportsSnapshot, collection: LiveCollection, position: int) -> Snapshot:
+    def take(strategy: SupportsCheckpoint, collection: LiveCollection, position: int) -> Snapshot:
         """The state at `position`; call it under the lock batches are applied under (module docstring)."""
         bitmaps = {name: dict(values) for name, values in collection.bitmaps.items()}
         frozen = Collection(list(collection.ids), collection.popularity, collection.deleted, bitmaps,
                             collection.index_id)
-        return Snapshot(position, strategy.snapshot(), frozen, list(collection.entities))
+        return Snapshot(position, strategy.snapshot_component(), frozen, list(collection.entities))
 
     def write(self, snapshot: Snapshot) -> Path:
         """Write `snapshot` as a new base, completely and fsync'd, then make it current and remove

@@ -46,7 +46,7 @@ from core.live_base import (
     LiveShardConfig,
     catalog_entities,
 )
-from core.live_checkpoint import CHECKPOINTED, Checkpoints, SupportsSnapshot, source_index_id
+from core.live_checkpoint import CHECKPOINTED, Checkpoints, SupportsCheckpoint, source_index_id
 from core.live_lexical import open_lexical_shard
 from core.live_partition import Ownership, open_partition_attribute, open_partition_lexical, partition_of
 from core.memory.index import MemoryStrategy
@@ -111,7 +111,7 @@ class WriterShard(LiveShard):
                 if self.applied_position == self.base_position or self.broken is not None:
                     return False
                 started = time.perf_counter()
-                snapshot = self.checkpoints.take(cast(SupportsSnapshot, self.strategy), self.collection,
+                snapshot = self.checkpoints.take(cast(SupportsCheckpoint, self.strategy), self.collection,
                                                  self.applied_position)
                 upserts, writes = self.upserts, self.writes
                 self.last_snapshot_s = time.perf_counter() - started

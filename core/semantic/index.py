@@ -231,11 +231,11 @@ class SemanticStrategy:
         """Publish the current vectors as the component under `root` (atomically)."""
         write_component(root, self.config, self.encoder, self.vectors)
 
-    def snapshot(self) -> Callable[[str | os.PathLike[str]], None]:
+    def snapshot_component(self) -> Callable[[str | os.PathLike[str]], None]:
         """A copy of the current vectors (usearch's file, in memory: 3-7 ms for 28k x 384 f16);
-        the function returned writes it as the component under a root, as save() would have when
-        snapshot() was called, however the index changes meanwhile (core.live_checkpoint calls
-        snapshot() under the live shard's lock and writes outside it)."""
+        the function returned writes it as the component under a root, as save() would have at
+        the call, however the index changes meanwhile (core.live_checkpoint calls this under the
+        live shard's lock and writes outside it)."""
         data, count = self.vectors.to_bytes(), len(self.vectors)
         config, encoder = self.config, self.encoder
         return lambda root: write_index_file(root, config, encoder, data, count)

@@ -66,12 +66,16 @@ class SupportsWrite(Protocol):
 
 
 class LiveCollection(Collection):
-    """A Collection that applies writes. entities: the content by ordinal (None once deleted)."""
+    """A Collection that applies writes. entities: the content by ordinal (None once deleted); the
+    constructor's may be None at the collection's deleted ordinals only (a checkpoint's:
+    core.live_checkpoint)."""
 
-    def __init__(self, entities: Sequence[Entity], collection: Collection, *, in_place: bool = True) -> None:
+    def __init__(self, entities: Sequence[Entity | None], collection: Collection, *, in_place: bool = True) -> None:
         if len(entities) != len(collection):
             raise ValueError(f"`entities` must hold the collection's {len(collection)} entities, "
                              f"but got {len(entities)}")
+        if missing := [i for i, e in enumerate(entities) if e is None and i not in collection.deleted][:5]:
+            raise ValueError(f"`entities` must be None at deleted ordinals only, but got None at {missing}")
         deleted = BitMap(collection.deleted)
         bitmaps = {f: {v: bits - deleted for v, bits in values.items() if bits - deleted}
                    for f, values in collection.bitmaps.items()}

@@ -18,7 +18,7 @@ from core.live import Write
 from core.types import Strategy, StrategyKind
 
 DEFAULT_CATALOG_BATCH = 1000  # records read and applied at once (catalog_after's limit)
-DEFAULT_MERGE_ENTITIES = 5_000  # lexical delta documents (dead copies included) that start a merge
+DEFAULT_MERGE_ENTITIES = 5_000  # lexical delta documents (dead copies included) / semantic writes that start a merge
 # The nice value a shard adds to the threads that encode writes and merge (services.shard_live; 0 =
 # the searches' priority). At 10 such a thread gets about a tenth of a core against a busy search
 # thread (Linux CFS weights 110 : 1024) and all of an idle core.
@@ -29,9 +29,10 @@ DEFAULT_BACKGROUND_NICE = 10
 class LiveShardConfig:
     """strategy: registered strategy name; index: the offline index directory; catalog: the
     catalog file it was built from ("" only for a lexical shard with a merged base already);
-    live_dir: where the lexical shard writes merged bases (one per replica); options: the
-    strategy's run-time settings; merge_entities: lexical delta size that starts a merge (0 = only
-    on request)."""
+    live_dir: where the lexical shard writes merged bases and the semantic shard checkpoints (one
+    per replica; "" for a semantic shard: none, every start replays the whole log); options: the
+    strategy's run-time settings; merge_entities: lexical delta size, or semantic writes since the
+    last checkpoint, that start a merge (a checkpoint) (0 = only on request)."""
 
     strategy: str
     index: str

@@ -9,16 +9,11 @@ popularity, deletions and filter bitmaps are therefore in the lexical index's ow
 collection) and the shard swaps the whole object under its lock: a search holds one generation
 from its filters to its ids.
 
-Live directory (one per replica; nothing in it is shared):
-  CURRENT                  the name of the newest complete base, replaced by rename (atomic)
-  base-<position>-<ns>/    "collection" and "lexical" components (core.storage: fsync'd, checksummed),
-                           entities.jsonl.gz (the live catalog it holds, for the next start's
-                           collection), base.json {"position", "entities", "source_index_id"}
-A merge writes a new base completely, fsyncs it, then replaces CURRENT, then swaps in memory and
-removes the other bases. A crash before the rename leaves the old base current (a half-written
-new one is removed at the next start); after it, the new one. Start: the base CURRENT names (or
-the offline index at position 0 when there is none, or when it was merged from another offline
-index), then the log replayed after the base's position.
+Live directory (one per replica; core.live_dir): CURRENT and base-<position>-<ns>/ holding the
+"collection" and "lexical" components, entities.jsonl.gz and base.json. A merge writes a new base
+completely, fsyncs it, then replaces CURRENT, then swaps in memory and removes the other bases.
+Start: the base CURRENT names (or the offline index at position 0 when there is none, or when it
+was merged from another offline index), then the log replayed after the base's position.
 
 The merged base's lexical files equal a fresh offline build of the live catalog (core.lexical.
 live_merge), and so do its searches (a live search before a merge counts dead copies in its
@@ -27,12 +22,8 @@ statistics, as Lucene does: it equals a fresh build of every copy written, dead 
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
-import shutil
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +33,6 @@ from pyroaring import BitMap
 
 from core.catalog import Entity, load_jsonl
 from core.collection import Collection
-from core.errors import IndexFormatError
 from core.indexing import open_strategy
 from core.lexical.build import Postings
 from core.lexical.index import LexicalIndex, write_postings
@@ -52,18 +42,15 @@ from core.lexical.segments import View
 from core.lexical.stats import CorpusStats
 from core.live import Delete, LiveCollection, Write
 from core.live_base import LiveShard, LiveShardConfig, catalog_entities
+from core.live_dir import CURRENT, ENTITIES, finish_base, new_base_dir, remove_bases, usable_base, write_entities
 from core.query import Query
-from core.storage import fsync_dir, write_file_atomic
+from core.storage import write_file_atomic
 from core.types import Hits, StrategyKind
 
 # a partition's merge: merged postings -> (the whole catalog's statistics and df per term, more files)
 PartitionHook = Callable[[Postings], tuple[tuple[CorpusStats, np.ndarray], Mapping[str, bytes]]]
 # a partition's df of the terms only its sibling partitions hold: (a base's directory, its index) -> (group, term) -> df
 OutsideDf = Callable[[Path, LexicalIndex], Mapping[tuple[int, str], int]]
-CURRENT = "CURRENT"
-ENTITIES = "entities.jsonl.gz"
-BASE_FILE = "base.json"
-BASE_PREFIX = "base-"
 
 
 class LexicalGeneration:
@@ -198,8 +185,8 @@ class LiveLexicalShard(LiveShard):
 
     def _merge(self) -> bool:
         with self.lock:
-            if self.applied_position == self.base_position:
-                return False
+            if self.applied_position == self.base_position or self.broken is not None:
+                return False  # nothing new, or a torn state (a failed batch) that must never become a base
             gen = self.generation
             view, position, catalog = gen.index.view(), self.applied_position, gen.live.catalog()
             # bitmaps are replaced, never changed (copy on write): a shallow copy is a snapshot
@@ -234,8 +221,7 @@ def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], bitmaps: M
     postings, ids, popularity, new_of_old = merged_postings(view)
     if ids != [e.id for e in catalog]:
         raise RuntimeError("the merged lexical documents differ from the live collection's entities")
-    root = live_dir / f"{BASE_PREFIX}{position:020d}-{time.time_ns()}"
-    root.mkdir(parents=True)
+    root = new_base_dir(live_dir, position)
     corpus, extra = (None, {}) if partition is None else partition(postings)
     write_postings(postings, view.segments.base.config, root, progress=False, corpus=corpus)
     for name, data in extra.items():
@@ -243,39 +229,9 @@ def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], bitmaps: M
     renumbered = {name: {value: BitMap(new_of_old[np.asarray(bits.to_array(), dtype=np.int64)].tolist())
                          for value, bits in values.items()} for name, values in bitmaps.items()}
     Collection(ids, popularity, BitMap(), renumbered).save(root)
-    lines = b"".join(json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True).encode() + b"\n" for e in catalog)
-    with (root / ENTITIES).open("wb") as out:
-        out.write(gzip.compress(lines, compresslevel=1, mtime=0))
-        out.flush()
-        os.fsync(out.fileno())
-    meta = {"position": position, "entities": len(catalog), "source_index_id": source_index_id}
-    write_file_atomic(root / BASE_FILE, json.dumps(meta).encode())
-    fsync_dir(root)
-    fsync_dir(live_dir)
+    write_entities(root, catalog)
+    finish_base(live_dir, root, position, len(catalog), source_index_id)
     return root
-
-
-def remove_bases(live_dir: Path, keep: str | None) -> None:
-    """Remove every base directory but `keep` (old bases, and half-written ones after a crash)."""
-    for path in live_dir.glob(f"{BASE_PREFIX}*"):
-        if path.name != keep:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def current_base(live_dir: Path, source_index_id: str) -> tuple[Path, int] | None:
-    """(the base CURRENT names, its position), None when there is none or it was merged from
-    another offline index than `source_index_id`."""
-    pointer = live_dir / CURRENT
-    if not pointer.is_file():
-        return None
-    root = live_dir / pointer.read_text().strip()
-    meta_file = root / BASE_FILE
-    if not meta_file.is_file():
-        raise IndexFormatError(meta_file, f"is missing: {pointer} names an incomplete base")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("source_index_id") != source_index_id:
-        return None
-    return root, int(meta["position"])
 
 
 def open_lexical_shard(config: LiveShardConfig, owns: Callable[[str], bool] | None = None,
@@ -284,19 +240,14 @@ def open_lexical_shard(config: LiveShardConfig, owns: Callable[[str], bool] | No
     """The lexical shard at its newest complete base (see the module docstring). A lexical
     partition's (core.live_partition): `owns` its ids, `outside` its sibling partitions' df, `shard`
     its class."""
-    live_dir = Path(config.live_dir)
-    live_dir.mkdir(parents=True, exist_ok=True)
     source_index_id = Collection.load(config.index).index_id
-    found = current_base(live_dir, source_index_id)
+    found = usable_base(Path(config.live_dir), source_index_id)
     if found is None:
-        (live_dir / CURRENT).unlink(missing_ok=True)
-        remove_bases(live_dir, keep=None)
         root, position = Path(config.index), 0
         base = open_lexical(root, config.options)
         entities = catalog_entities(config, base.collection.ids, owns)
     else:
         root, position = found
-        remove_bases(live_dir, keep=root.name)
         base = open_lexical(root, config.options)
         entities = load_jsonl(root / ENTITIES)
     return shard(config, open_generation(root, base, entities, outside, owns), position, source_index_id, outside)

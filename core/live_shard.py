@@ -1,7 +1,8 @@
 """A live shard: one strategy of an index that applies the catalog log (core.catalog_log) while it serves.
 
 The log is the shard's write-ahead log: a shard starts from a base (the offline index directory,
-position 0, or the lexical strategy's newest merged base, core.live_lexical) and applies every
+position 0, the lexical strategy's newest merged base, core.live_lexical, or the semantic
+strategy's newest checkpoint, core.live_checkpoint) and applies every
 record after the base's position, in position order; a restart does the same again, so nothing
 acknowledged is lost and nothing is applied twice into a base.
 
@@ -17,14 +18,20 @@ acknowledged is lost and nothing is applied twice into a base.
 - Ordinals: semantic, attribute and memory share core.live.LiveCollection in place (an upsert
   keeps its ordinal: the memory strategy's learned pairs stay with the entity); the lexical shard
   uses append mode (core.live_lexical), the ordinal space of core.lexical.live.
-- Semantic, attribute and memory rebuild their live state from the catalog the index was built
-  from (`catalog`) and replay the whole log at start; the lexical shard needs the catalog only
-  until its first merge (a merged base stores its own entities).
+- Attribute and memory rebuild their live state from the catalog the index was built from
+  (`catalog`) and replay the whole log at start. The lexical shard needs the catalog only until
+  its first merge (a merged base stores its own entities); the semantic shard (with a live_dir)
+  only until its first checkpoint (core.live_checkpoint: the whole live state at a position,
+  written on the merge thread when more than `merge_entities` writes were applied since the last),
+  so a restart re-encodes only the upserts after it.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from core.attribute.index import AttributeStrategy
 from core.attribute.live import LiveAttribute
@@ -39,6 +46,7 @@ from core.live_base import (
     LiveShardConfig,
     catalog_entities,
 )
+from core.live_checkpoint import CHECKPOINTED, Checkpoints, SupportsCheckpoint, source_index_id
 from core.live_lexical import open_lexical_shard
 from core.live_partition import Ownership, open_partition_attribute, open_partition_lexical, partition_of
 from core.memory.index import MemoryStrategy
@@ -54,17 +62,25 @@ __all__ = ["DEFAULT_CATALOG_BATCH", "DEFAULT_MERGE_ENTITIES", "LiveShard", "Live
 
 class WriterShard(LiveShard):
     """Semantic, attribute or memory: the loaded strategy on a LiveCollection (in place) with its
-    live writer (core.semantic.live, core.attribute.live, core.memory.live)."""
+    live writer (core.semantic.live, core.attribute.live, core.memory.live). With `checkpoints`
+    (semantic), merge() writes the whole live state as the shard's new base (core.live_checkpoint)
+    once more than `merge_entities` writes (upserts and deletes) were applied since the last one."""
 
     def __init__(self, strategy: Strategy, collection: LiveCollection, writer: SupportsWrite,
-                 owns: Callable[[str], bool] | None = None) -> None:
-        super().__init__(0)
+                 owns: Callable[[str], bool] | None = None, *, checkpoints: Checkpoints | None = None,
+                 base_position: int = 0, merge_entities: int = 0) -> None:
+        super().__init__(base_position)
         self.owns = owns  # a document partition's (core.live_partition): the writes of its entities only
         self._strategy = strategy
         self.collection = collection
         self.writer = writer
-        self.upserts = 0
+        self.checkpoints = checkpoints
+        self.merge_entities = merge_entities
+        self.upserts = 0  # since the base
+        self.writes = 0  # upserts and deletes since the base
         self.rejected = 0  # writes the writer refused (check), never applied
+        self.last_snapshot_s = 0.0  # the last checkpoint's time under the lock
+        self._merge_lock = threading.Lock()
 
     @property
     def pending_entities(self) -> int:
@@ -78,6 +94,36 @@ class WriterShard(LiveShard):
     def _apply(self, writes: Sequence[Write]) -> None:
         apply_writes(self.collection, [self.writer], writes)
         self.upserts += sum(isinstance(w, Upsert) for w in writes)
+        self.writes += len(writes)
+
+    def merge_wanted(self) -> bool:
+        return (self.checkpoints is not None and 0 < self.merge_entities < self.writes
+                and not self._merge_lock.locked())
+
+    def merge(self) -> bool:
+        """Write a checkpoint at the applied position (core.live_checkpoint; on the caller's thread,
+        the shard server's merge thread); False when there is nothing new, no checkpoints, a
+        checkpoint running or a torn state (a failed batch: it must never become a base)."""
+        if self.checkpoints is None or not self._merge_lock.acquire(blocking=False):
+            return False
+        try:
+            with self.lock:
+                if self.applied_position == self.base_position or self.broken is not None:
+                    return False
+                started = time.perf_counter()
+                snapshot = self.checkpoints.take(cast(SupportsCheckpoint, self.strategy), self.collection,
+                                                 self.applied_position)
+                upserts, writes = self.upserts, self.writes
+                self.last_snapshot_s = time.perf_counter() - started
+            self.checkpoints.write(snapshot)
+            with self.lock:
+                self.base_position = snapshot.position
+                self.upserts -= upserts
+                self.writes -= writes
+                self.merges += 1
+            return True
+        finally:
+            self._merge_lock.release()
 
     def _accepted(self, writes: list[Write]) -> list[Write]:
         """The writes the writer accepts (the broker validated them; a writer with a `check`, the
@@ -99,21 +145,35 @@ class WriterShard(LiveShard):
         return kept
 
     def describe(self) -> dict[str, str]:
-        return {**super().describe(), "catalog.rejected": str(self.rejected)}
+        return {**super().describe(), "catalog.rejected": str(self.rejected),
+                "catalog.snapshot_locked_ms": f"{self.last_snapshot_s * 1000:.1f}"}
 
 
 def _writer_shard(config: LiveShardConfig, owner: Ownership | None) -> WriterShard:
     if owner is not None and config.strategy == StrategyKind.ATTRIBUTE:
         return WriterShard(*open_partition_attribute(config, owner))
-    strategy = open_strategy(config.index, config.strategy, config.options)
-    # a document partition's collection holds its entities; a memory partition's the whole catalog
-    owns = owner.owns_entity if owner is not None and not isinstance(strategy, MemoryStrategy) else None
-    collection = LiveCollection(catalog_entities(config, strategy.collection.ids, owns), strategy.collection)
-    strategy.collection = collection
+    checkpoints = Checkpoints(config.live_dir, source_index_id(config.index)) if (
+        config.live_dir and config.strategy in {k.value for k in CHECKPOINTED}) else None
+    found = None if checkpoints is None else checkpoints.open(StrategyKind(config.strategy), config.options)
+    if found is None:
+        strategy = open_strategy(config.index, config.strategy, config.options)
+        owns = _owns(owner, strategy)
+        collection = LiveCollection(catalog_entities(config, strategy.collection.ids, owns), strategy.collection)
+        strategy.collection = collection
+        position = 0
+    else:
+        strategy, collection, position = found
+        owns = _owns(owner, strategy)
     # the component does not record the build's max_per_query: the run-time option names it
     writer = live_writer(strategy, max_per_query=int(config.options.get("max_per_query", DEFAULT_MAX_PER_QUERY)),
                          owns_key=None if owner is None else owner.owns_key)
-    return WriterShard(strategy, collection, writer, owns)
+    return WriterShard(strategy, collection, writer, owns, checkpoints=checkpoints, base_position=position,
+                       merge_entities=config.merge_entities)
+
+
+def _owns(owner: Ownership | None, strategy: Strategy) -> Callable[[str], bool] | None:
+    """A document partition's collection holds its entities; a memory partition's the whole catalog."""
+    return owner.owns_entity if owner is not None and not isinstance(strategy, MemoryStrategy) else None
 
 
 def live_writer(strategy: Strategy, *, max_per_query: int = DEFAULT_MAX_PER_QUERY,

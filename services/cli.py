@@ -203,11 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --store: the catalog file the index was built from (a live shard rebuilds its "
                         "live state from it; a lexical shard with a merged base no longer needs it)")
     p.add_argument("--live-dir", default="", metavar="DIR",
-                   help="with --store: the lexical shard's merged bases, one directory per replica (default: "
-                        "INDEX.live/STRATEGY-PORT; give one with --port 0)")
+                   help="with --store: the lexical shard's merged bases and the semantic shard's checkpoints, "
+                        "one directory per replica (default: INDEX.live/STRATEGY-PORT; give one with --port 0)")
     p.add_argument("--merge-entities", type=int, default=DEFAULT_MERGE_ENTITIES, metavar="N",
                    help="with --store: merge the lexical delta into a new base once it holds more than N "
-                        "documents, 0 = never (default: %(default)s)")
+                        "documents (semantic: checkpoint after more than N writes), 0 = never (default: %(default)s)")
     p.add_argument("--background-nice", type=int, default=DEFAULT_BACKGROUND_NICE, metavar="N",
                    help="with --store: add N to the nice value of the threads that encode writes and merge, "
                         "so searches get the CPU first (0..19, 0 = same priority; default: %(default)s)")

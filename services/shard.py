@@ -67,8 +67,9 @@ class ShardConfig:
     services.admission.DEFAULT_SHARD_MAX_QUEUE); security: TLS and the token required on Learn
     (services.security). store: the event store URL whose catalog log the shard applies ("" = a
     static shard); catalog: the catalog file the index was built from (live shards); live_dir: the
-    lexical shard's merged bases (one per replica); merge_entities: lexical delta size that starts
-    a merge (0 = on request only); catalog_poll_s: the tail's interval when the log is idle;
+    lexical shard's merged bases and the semantic shard's checkpoints (one per replica);
+    merge_entities: lexical delta size, or semantic writes since the last checkpoint, that start a
+    merge (0 = on request only); catalog_poll_s: the tail's interval when the log is idle;
     background_nice: added to the nice value of the threads that encode writes and merge
     (services.shard_live)."""
 

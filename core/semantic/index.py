@@ -19,7 +19,7 @@ are cosine similarities in [-1, 1].
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,6 +231,15 @@ class SemanticStrategy:
         """Publish the current vectors as the component under `root` (atomically)."""
         write_component(root, self.config, self.encoder, self.vectors)
 
+    def snapshot_component(self) -> Callable[[str | os.PathLike[str]], None]:
+        """A copy of the current vectors (usearch's file, in memory: 3-7 ms for 28k x 384 f16);
+        the function returned writes it as the component under a root, as save() would have at
+        the call, however the index changes meanwhile (core.live_checkpoint calls this under the
+        live shard's lock and writes outside it)."""
+        data, count = self.vectors.to_bytes(), len(self.vectors)
+        config, encoder = self.config, self.encoder
+        return lambda root: write_index_file(root, config, encoder, data, count)
+
     # -- build and load -------------------------------------------------------------------------
 
     @classmethod
@@ -298,10 +307,15 @@ def write_vectors(root: str | os.PathLike[str], config: SemanticConfig, encoder:
 
 def write_component(root: str | os.PathLike[str], config: SemanticConfig, encoder: Encoder,
                     vectors: VectorIndex) -> None:
-    params = {**config.to_params(), "fingerprint": encoder.fingerprint, "dim": encoder.dim,
-              "vectors": len(vectors)}
+    write_index_file(root, config, encoder, vectors.to_bytes(), len(vectors))
+
+
+def write_index_file(root: str | os.PathLike[str], config: SemanticConfig, encoder: Encoder, data: bytes,
+                     count: int) -> None:
+    """The component under `root` whose INDEX_FILE is `data` (a usearch index holding `count` vectors)."""
+    params = {**config.to_params(), "fingerprint": encoder.fingerprint, "dim": encoder.dim, "vectors": count}
     with ComponentWriter(root, COMPONENT, params) as w:
-        w.write_bytes(INDEX_FILE, vectors.to_bytes())
+        w.write_bytes(INDEX_FILE, data)
 
 
 ENTRY = StrategyEntry(build=SemanticStrategy.build, load=SemanticStrategy.load)

@@ -97,3 +97,19 @@ def append_order(base: Sequence[Entity], writes: Sequence[Write]) -> list[Entity
         if isinstance(w, Upsert):
             state[w.entity.id] = w.entity
     return list(state.values())
+
+
+def same_lists(a: list[list[tuple[str, float]]], b: list[list[tuple[str, float]]]) -> bool:
+    """Lists of (id, score), best first: the same scores in each pair of lists, and the same ids at
+    each score but the last one (the synthetic catalog's titles repeat, so many entities tie; the
+    order among ties, and which of a tie at the cut make the list, follow usearch's slots: as
+    faiss's check_ref_knn_with_draws)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if [s for _, s in x] != [s for _, s in y]:
+            return False
+        cut = x[-1][1] if x else None
+        if sorted((s, i) for i, s in x if s != cut) != sorted((s, i) for i, s in y if s != cut):
+            return False
+    return True

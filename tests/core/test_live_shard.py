@@ -15,7 +15,8 @@ from core.collection import Collection
 from core.errors import IndexFormatError
 from core.indexing import build_index
 from core.live import Delete, LiveCollection, Upsert
-from core.live_lexical import CURRENT, LiveLexicalShard
+from core.live_dir import CURRENT
+from core.live_lexical import LiveLexicalShard
 from core.live_shard import LiveShardConfig, catch_up, open_live_shard
 from core.partitioning import build_partitioned
 from core.query import Filter, make_query
@@ -141,5 +142,6 @@ def test_a_batch_that_fails_stops_the_shard_applying(setup: Any, monkeypatch: py
     with pytest.raises(RuntimeError, match="restart the shard"):
         catch_up(shard, log.catalog_after)
     assert shard.applied_position == position
+    assert not shard.merge() and not Path(config.live_dir, CURRENT).exists()  # a torn state never becomes a base
     restarted = opened(config, log)
     assert restarted.applied_position == len(log.records)

@@ -17,12 +17,12 @@ import pytest
 from core.catalog import Entity
 from core.indexing import build_index, open_strategy
 from core.live import Delete, Upsert, Write
-from core.live_lexical import CURRENT
+from core.live_dir import CURRENT
 from core.query import Filter, make_query
 from core.storage import ComponentReader
 from services.metrics_shard import ShardCollector
 from services.shard import ShardConfig
-from tests.core.live_writes import append_order, final_catalog, random_writes
+from tests.core.live_writes import append_order, final_catalog, random_writes, same_lists
 from tests.services.live_shard_server import ListLog, LiveServer, track
 
 Serve = Callable[..., LiveServer]  # serve(strategy, log, **ShardConfig fields): a started live shard
@@ -172,7 +172,8 @@ def test_merges_while_searching_then_restart_and_fresh_build(serve: Serve, catal
     assert not failures and searches[0] > 0
     assert int(shard.client.describe().params["catalog.merges"]) >= 2
     base = Path(tmp_path / "bases") / (tmp_path / "bases" / CURRENT).read_text()
-    assert sorted(p.name for p in (tmp_path / "bases").iterdir()) == sorted([CURRENT, base.name])
+    # the merge moves base_position, then removes the older bases: wait for that last step
+    wait_for(lambda: sorted(p.name for p in (tmp_path / "bases").iterdir()) == sorted([CURRENT, base.name]))
     build_index(append_order(catalog, writes), tmp_path / "fresh", ["lexical"], OPTIONS)
     for component in ("lexical", "collection"):
         assert ComponentReader(base, component).files == ComponentReader(tmp_path / "fresh", component).files
@@ -202,6 +203,26 @@ def test_semantic_restart_and_live_metrics(serve: Serve, catalog: list[Entity]) 
     again = serve("semantic", log)
     again.wait_applied(len(log.records))
     assert answers(again) == before
+
+
+def test_the_semantic_shard_checkpoints_while_serving_and_restarts_from_it(serve: Serve, catalog: list[Entity]
+                                                                           ) -> None:
+    """More than merge_entities writes start a checkpoint on the merge thread (core.live_checkpoint);
+    a restarted shard starts from it (its base position) and answers as before (ties aside:
+    same_lists)."""
+    log = ListLog()
+    shard = serve("semantic", log, merge_entities=30)
+    writes = writes_for(catalog, 120, seed=9)
+    for i in range(0, len(writes), 6):
+        shard.wait_applied(log.append(writes[i:i + 6]))
+    wait_for(lambda: shard.position().base_position > 60)
+    checkpoint = shard.position().base_position
+    assert int(shard.client.describe().params["catalog.merges"]) >= 2
+    before = answers(shard)
+    shard.close()  # waits for a checkpoint still running
+    again = serve("semantic", log, merge_entities=0)
+    again.wait_applied(len(log.records))
+    assert again.position().base_position >= checkpoint and same_lists(answers(again), before)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are per thread on Linux only")

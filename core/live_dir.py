@@ -1,0 +1,96 @@
+"""A live shard's directory of bases (one per replica; nothing in it is shared): the files every
+kind of base has, whoever writes it (core.live_lexical's merges, core.live_checkpoint's checkpoints).
+
+  CURRENT                  the name of the newest complete base, replaced by rename (atomic)
+  base-<position>-<ns>/    the strategy's components (core.storage: fsync'd, checksummed),
+                           entities.jsonl.gz (the live entities it holds, for the next start's
+                           collection), base.json {"position", "entities", "source_index_id"}
+A base is written completely and fsync'd (base.json last, then the directories), then CURRENT is
+replaced, then the other bases are removed. A crash before the rename leaves the old base current
+(a half-written new one is removed at the next start); after it, the new one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.catalog import Entity
+from core.errors import IndexFormatError
+from core.storage import fsync_dir, write_file_atomic
+
+CURRENT = "CURRENT"
+ENTITIES = "entities.jsonl.gz"
+BASE_FILE = "base.json"
+BASE_PREFIX = "base-"
+
+
+def new_base_dir(live_dir: Path, position: int) -> Path:
+    """A new, empty base directory for catalog position `position` under live_dir."""
+    root = live_dir / f"{BASE_PREFIX}{position:020d}-{time.time_ns()}"
+    root.mkdir(parents=True)
+    return root
+
+
+def write_entities(root: Path, entities: Sequence[Entity]) -> None:
+    """`entities` (in order) as root/ENTITIES, gzip'd JSON lines, fsync'd (read back with
+    core.catalog.load_jsonl)."""
+    lines = b"".join(json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True).encode() + b"\n" for e in entities)
+    with (root / ENTITIES).open("wb") as out:
+        out.write(gzip.compress(lines, compresslevel=1, mtime=0))
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def finish_base(live_dir: Path, root: Path, position: int, entities: int, source_index_id: str) -> None:
+    """Write root's BASE_FILE (what makes a base complete) and fsync root and live_dir; CURRENT is
+    not touched (publish_base)."""
+    meta = {"position": position, "entities": entities, "source_index_id": source_index_id}
+    write_file_atomic(root / BASE_FILE, json.dumps(meta).encode())
+    fsync_dir(root)
+    fsync_dir(live_dir)
+
+
+def publish_base(live_dir: Path, root: Path) -> None:
+    """Make the complete base `root` current (atomically), then remove every other base."""
+    write_file_atomic(live_dir / CURRENT, root.name.encode())
+    remove_bases(live_dir, keep=root.name)
+
+
+def remove_bases(live_dir: Path, keep: str | None) -> None:
+    """Remove every base directory but `keep` (old bases, and half-written ones after a crash)."""
+    for path in live_dir.glob(f"{BASE_PREFIX}*"):
+        if path.name != keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def current_base(live_dir: Path, source_index_id: str) -> tuple[Path, int] | None:
+    """(the base CURRENT names, its position), None when there is none or it was made from
+    another offline index than `source_index_id`."""
+    pointer = live_dir / CURRENT
+    if not pointer.is_file():
+        return None
+    root = live_dir / pointer.read_text().strip()
+    meta_file = root / BASE_FILE
+    if not meta_file.is_file():
+        raise IndexFormatError(meta_file, f"is missing: {pointer} names an incomplete base")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("source_index_id") != source_index_id:
+        return None
+    return root, int(meta["position"])
+
+
+def usable_base(live_dir: Path, source_index_id: str) -> tuple[Path, int] | None:
+    """current_base, after removing every other base (half-written ones after a crash); when there
+    is none (or it belongs to another offline index), CURRENT and every base are removed."""
+    live_dir.mkdir(parents=True, exist_ok=True)
+    found = current_base(live_dir, source_index_id)
+    if found is None:
+        (live_dir / CURRENT).unlink(missing_ok=True)
+    remove_bases(live_dir, keep=None if found is None else found[0].name)
+    return found

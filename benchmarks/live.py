@@ -61,6 +61,7 @@ from benchmarks.load_client import LoadGenerator, StepSpec
 from benchmarks.load_stats import StepRecord, ratio, summarize
 from benchmarks.scaleout import Up, up
 from core.catalog import demo_catalog_path, load_catalog, write_jsonl
+from core.live_base import DEFAULT_BACKGROUND_NICE
 from ltrr.v1 import catalog_pb2, catalog_pb2_grpc, shard_pb2
 from services.client import BrokerClient, ShardClient
 
@@ -70,11 +71,12 @@ PROBED_TRACKS = 2000  # catalog tracks a probed baseline searches for by exact t
 ALL_STRATEGIES = {"lexical": 50, "semantic": 50, "attribute": 50, "memory": 50}  # the crash check's plan
 
 
-def config(workdir: Path, merge_entities: int, partitions: int = 1, replicas: int = 1) -> str:
+def config(workdir: Path, merge_entities: int, partitions: int = 1, replicas: int = 1,
+           background_nice: int = DEFAULT_BACKGROUND_NICE) -> str:
     index = REPO / "indexes" / ("demo" if partitions == 1 else f"demo-p{partitions}")
     return (f'index = "{index}"\nstate = "{workdir / "state"}"\nport = 0\nmetrics_port = 0\nlive = true\n'
             f'partitions = {partitions}\nreplicas = {replicas}\n'
-            f'[shards]\nmax_queue = 8\nmerge_entities = {merge_entities}\n')
+            f'[shards]\nmax_queue = 8\nmerge_entities = {merge_entities}\nbackground_nice = {background_nice}\n')
 
 
 def under_load(gen: LoadGenerator, spec: StepSpec, during: Callable[[], Any] | None = None) -> tuple[StepRecord, Any]:
@@ -227,12 +229,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="the lexical shard merges when its delta holds this many entities")
     p.add_argument("--partitions", type=int, default=1, help="partitions of every strategy (`ltrr up`)")
     p.add_argument("--replicas", type=int, default=1, help="shard processes per partition")
+    p.add_argument("--background-nice", type=int, default=DEFAULT_BACKGROUND_NICE,
+                   help="the shards' --background-nice (0 = writes at the searches' priority)")
     p.add_argument("--json", type=Path)
     return p.parse_args(argv)
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    cfg = config(workdir, args.merge_entities, args.partitions, args.replicas)
+    cfg = config(workdir, args.merge_entities, args.partitions, args.replicas, args.background_nice)
     up_ = up(workdir, "live", cfg)
     result: dict[str, Any] = {}
     try:

@@ -112,8 +112,6 @@ class Sender:
         try:
             response = await stub.Search(self.requests[i % len(self.requests)], timeout=remaining_s)
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                return err.code().name + ":" + (err.details() or "")[:70], False
             return err.code().name, False
         if self.rng.random() < self.spec.feedback_share:
             task = asyncio.create_task(self.send_feedback(stub, self.traffic.reactions(i, response, self.rng)))

@@ -17,7 +17,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,27 @@ def run(shard: LiveShard, records: list[CatalogRecord], batch: int) -> tuple[lis
     return took, locked
 
 
+def demo_setup(index: str, strategies: Sequence[str], prefix: str) -> tuple[list[Entity], Path, Path]:
+    """The demo catalog, a new work directory holding it as catalog.jsonl, and the index at `index`
+    ("" = build one of `strategies` in the work directory)."""
+    catalog = load_jsonl(demo_catalog_path())
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    write_jsonl(catalog, tmp / "catalog.jsonl")
+    root = Path(index) if index else tmp / "index"
+    if not index:
+        started = time.perf_counter()
+        build_index(catalog, root, list(strategies), {s: {"progress": False} for s in strategies})
+        print(f"built the demo index ({len(catalog)} entities) in {time.perf_counter() - started:.1f}s")
+    return catalog, tmp, root
+
+
+def shard_config(name: str, index: Path, tmp: Path, live_dir: Path) -> LiveShardConfig:
+    """A live shard of strategy `name` over `index` and demo_setup's catalog (merges on request only)."""
+    options = {"state_dir": str(tmp / "memory")} if name == "memory" else {}
+    return LiveShardConfig(strategy=name, index=str(index), catalog=str(tmp / "catalog.jsonl"),
+                           live_dir=str(live_dir), options=options, merge_entities=0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--index", default="", help="a demo index of every strategy (default: build one in a temp dir)")
@@ -73,22 +94,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=5)
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all four)")
     args = p.parse_args()
-    catalog = load_jsonl(demo_catalog_path())
-    tmp = Path(tempfile.mkdtemp(prefix="live-shard-"))
-    write_jsonl(catalog, tmp / "catalog.jsonl")
-    index = Path(args.index) if args.index else tmp / "index"
-    if not args.index:
-        started = time.perf_counter()
-        build_index(catalog, index, STRATEGIES, {s: {"progress": False} for s in STRATEGIES})
-        print(f"built the demo index ({len(catalog)} entities) in {time.perf_counter() - started:.1f}s")
+    catalog, tmp, index = demo_setup(args.index, STRATEGIES, "live-shard-")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}")
     stream = writes(catalog, args.writes)
     for name in args.strategies.split(","):
-        options = {"state_dir": str(tmp / "memory")} if name == "memory" else {}
-        config = LiveShardConfig(strategy=name, index=str(index), catalog=str(tmp / "catalog.jsonl"),
-                                 live_dir=str(tmp / "live" / name), options=options, merge_entities=0)
+        config = shard_config(name, index, tmp, tmp / "live" / name)
         started = time.perf_counter()
         shard = open_live_shard(config)
         shard.strategy.warm_up()

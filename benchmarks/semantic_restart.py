@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,10 +25,8 @@ from benchmarks.common import pin_threads, run_info
 
 pin_threads()
 
-from benchmarks.live_shard import as_records, records_after, writes  # noqa: E402
-from core.catalog import demo_catalog_path, load_jsonl, write_jsonl  # noqa: E402
+from benchmarks.live_shard import as_records, demo_setup, records_after, shard_config, writes  # noqa: E402
 from core.catalog_log import CatalogRecord  # noqa: E402
-from core.indexing import build_index  # noqa: E402
 from core.live_shard import LiveShard, LiveShardConfig, WriterShard, catch_up, open_live_shard  # noqa: E402
 
 BATCH = 100  # records per batch while catching up (the tail reads up to DEFAULT_CATALOG_BATCH)
@@ -50,19 +47,12 @@ def main() -> None:
     p.add_argument("--after", type=int, default=0, help="writes after the checkpoint")
     p.add_argument("--strategy", default="semantic", help="another live strategy: its restart without a checkpoint")
     args = p.parse_args()
-    catalog = load_jsonl(demo_catalog_path())
-    tmp = Path(tempfile.mkdtemp(prefix="semantic-restart-"))
-    write_jsonl(catalog, tmp / "catalog.jsonl")
-    index = Path(args.index) if args.index else tmp / "index"
-    if not args.index:
-        build_index(catalog, index, [args.strategy], {args.strategy: {"progress": False}})
+    catalog, tmp, index = demo_setup(args.index, [args.strategy], "semantic-restart-")
     print(run_info())
     stream = writes(catalog, args.writes + args.after - 400)
     before, after = stream[:args.writes], stream[args.writes:]
     records = as_records(before + after)
-    options = {"state_dir": str(tmp / "memory")} if args.strategy == "memory" else {}
-    config = LiveShardConfig(strategy=args.strategy, index=str(index), catalog=str(tmp / "catalog.jsonl"),
-                             live_dir=str(tmp / "live"), options=options, merge_entities=0)
+    config = shard_config(args.strategy, index, tmp, tmp / "live")
     shard = open_live_shard(config)
     if not isinstance(shard, WriterShard):
         raise TypeError(f"expected a WriterShard (semantic, attribute, memory), got {type(shard).__name__}")

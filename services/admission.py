@@ -119,6 +119,7 @@ class Limiter:
         self.in_flight = 0
         self.admitted = 0
         self.shed = 0
+        self.lagged = 0  # of `shed`, refused while places were free because the loop lagged
         self.expired = 0
         self.service_ms = 0.0  # moving average of observe()d service times; 0 until the first
         self.lag = lag
@@ -133,8 +134,10 @@ class Limiter:
     def try_acquire(self) -> bool:
         """Take a place if there is one and the loop is not queueing work (`lag`; counted
         admitted), or count the request shed."""
-        if self._full() or self._lagging():
+        full = self._full()
+        if full or self._lagging():
             self.shed += 1
+            self.lagged += not full
             return False
         self.in_flight += 1
         self.admitted += 1

@@ -245,12 +245,16 @@ def _failed_code(err: BaseException, context: grpc.aio.ServicerContext) -> str:
 
 def admission_metrics(prefix: str, what: str, limiter: Any, label: list[str]) -> Iterator[Metric]:
     """A services.admission.Limiter's counters as `<prefix>_shed_<what>_total` (refused with
-    RESOURCE_EXHAUSTED) and `<prefix>_expired_<what>_total` (deadline passed before the work
-    started), labelled by strategy when `label` names one."""
+    RESOURCE_EXHAUSTED), with a loop-lag rule `<prefix>_shed_lagging_<what>_total` (those of them
+    refused because the event loop ran late) and `<prefix>_expired_<what>_total` (deadline passed
+    before the work started), labelled by strategy when `label` names one."""
     names = ["strategy"] if label else []
-    for kind, doc, value in (("shed", "refused with RESOURCE_EXHAUSTED by admission control", limiter.shed),
-                             ("expired", "dropped because their deadline passed before the work started",
-                              limiter.expired)):
+    kinds = [("shed", "refused with RESOURCE_EXHAUSTED by admission control", limiter.shed),
+             ("expired", "dropped because their deadline passed before the work started", limiter.expired)]
+    if limiter.lag is not None:
+        kinds.append(("shed_lagging", "refused while places were free, because the event loop ran late "
+                      "(services.admission.LoopLag; counted in shed too)", limiter.lagged))
+    for kind, doc, value in kinds:
         family = CounterMetricFamily(f"{prefix}_{kind}_{what}", f"{what.capitalize()} {doc}", labels=names)
         family.add_metric(label, float(value))
         yield family

@@ -118,7 +118,10 @@ def test_a_limiter_with_a_lagging_loop_sheds_with_a_clear_error() -> None:
             limiter.acquire()
         lag.record(0.0, now)
         limiter.acquire()
-        assert (limiter.admitted, limiter.shed) == (1, 1)
+        assert (limiter.admitted, limiter.shed, limiter.lagged) == (1, 1, 1)
+        full = Limiter(1, name="the full broker", lag=lag)
+        full.acquire()
+        assert not full.try_acquire() and (full.shed, full.lagged) == (1, 0)  # full, not lagging
 
     asyncio.run(run())
 

@@ -156,14 +156,15 @@ def offer(heap_s: np.ndarray, heap_d: np.ndarray, size: int, score: float, doc: 
 
 def gather(cur: np.ndarray, i: int, lo: int, hi: int, exact_cut: float, loaded: np.ndarray, scored: np.ndarray,
            weight: float, sdocs: np.ndarray, scon: np.ndarray, tfs: np.ndarray, wd: np.ndarray, wc: np.ndarray,
-           tab: np.ndarray, ub: np.ndarray, words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
-           block_first: np.ndarray, block_n: np.ndarray, block_ub: np.ndarray, norm_code: np.ndarray,
-           norm_table: np.ndarray, inner_w: np.ndarray, k1: float, n_docs: int) -> int:
+           tab: np.ndarray, ub: np.ndarray, at: np.ndarray, words: np.ndarray, block_words: np.ndarray,
+           block_bits: np.ndarray, block_first: np.ndarray, block_n: np.ndarray, block_ub: np.ndarray,
+           norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray, k1: float, n_docs: int) -> int:
     """Term i's postings in the window [lo, hi], its cursor at the block that may hold lo.
 
     Their documents go to wd[i] and one row per overlapping block to tab[i]; a block whose bound
     reaches exact_cut is scored, its contributions going to wc[i] (EXACT), another only has its
-    documents decoded. ub[d - lo] gains each posting's contribution, or its block's bound.
+    documents decoded. ub[d - lo] gains each posting's contribution, or its block's bound, and
+    at[i, d - lo] its index in wd[i] (entries of documents without the term are stale).
     Leaves the cursor past hi; returns the number of blocks, tab[i, that, START] being the number
     of postings."""
     m = 0
@@ -188,16 +189,23 @@ def gather(cur: np.ndarray, i: int, lo: int, hi: int, exact_cut: float, loaded: 
         tab[i, nb, OFFSET] = p
         tab[i, nb, EXACT] = exact
         nb += 1
-        while p < n and sdocs[i, p] <= hi:
-            d = sdocs[i, p]
-            wd[i, m] = d
-            if exact:
+        if exact:
+            while p < n and sdocs[i, p] <= hi:
+                d = sdocs[i, p]
+                wd[i, m] = d
                 wc[i, m] = scon[i, p]
                 ub[d - lo] += scon[i, p]
-            else:
+                at[i, d - lo] = m
+                m += 1
+                p += 1
+        else:
+            while p < n and sdocs[i, p] <= hi:
+                d = sdocs[i, p]
+                wd[i, m] = d
                 ub[d - lo] += bound
-            m += 1
-            p += 1
+                at[i, d - lo] = m
+                m += 1
+                p += 1
         if p < n:
             cur[i, BLK] = b
             cur[i, POS] = p
@@ -213,24 +221,18 @@ def gather(cur: np.ndarray, i: int, lo: int, hi: int, exact_cut: float, loaded: 
     return nb
 
 
-def candidate_score(d: int, term_weights: np.ndarray, wd: np.ndarray, wc: np.ndarray, tab: np.ndarray,
-                    wn: np.ndarray, words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
+def candidate_score(d: int, o: int, at: np.ndarray, term_weights: np.ndarray, wd: np.ndarray, wc: np.ndarray,
+                    tab: np.ndarray, wn: np.ndarray, words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
                     block_n: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray,
                     k1: float) -> float:
-    """Document d's score from the window's lists: its contributions summed in query order, as
-    the exhaustive kernel sums them (a term without d adds nothing)."""
+    """Document d's score from the window's lists (o = d - the window's first document): its
+    contributions summed in query order, as the exhaustive kernel sums them (a term without d
+    adds nothing)."""
     score = 0.0
     for i in range(term_weights.shape[0]):
         r = wn[i]
-        lo = 0
-        hi = tab[i, r, START]
-        while lo < hi:  # binary search d in term i's postings of the window
-            mid = (lo + hi) >> 1
-            if wd[i, mid] < d:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo == tab[i, r, START] or wd[i, lo] != d:
+        lo = at[i, o]
+        if lo < 0 or lo >= tab[i, r, START] or wd[i, lo] != d:  # a stale entry: d lacks term i
             continue
         while tab[i, r, START] > lo:  # the block row holding posting lo
             r -= 1
@@ -299,6 +301,7 @@ def bm25_topk_pruned(
     for i in range(t):
         most = max(most, cur[i, END] - cur[i, BLK])
     ub = np.zeros(width, dtype=np.float64)
+    at = np.empty((t, width), dtype=np.int32)
     wd = np.empty((t, min(width, most * BLOCK)), dtype=np.int64)
     wc = np.empty((t, min(width, most * BLOCK)), dtype=np.float64)
     tab = np.empty((t, min(width, most) + 1, 4), dtype=np.int64)
@@ -328,15 +331,15 @@ def bm25_topk_pruned(
         if ne < t:
             for i in range(t):
                 wn[i] = gather(cur, i, lo, hi, threshold - pm, loaded, scored, term_weights[i], sdocs, scon, tfs, wd,
-                               wc, tab, ub, words, block_words, block_bits, block_first, block_n, block_ub, norm_code,
-                               norm_table, inner_w, k1, n_docs)
+                               wc, tab, ub, at, words, block_words, block_bits, block_first, block_n, block_ub,
+                               norm_code, norm_table, inner_w, k1, n_docs)
             nc = collect(perm, ne, wd, tab, wn, ub, lo, threshold - pm, mask, cands, cand_ub)
             for c in range(nc):
                 d = cands[c]
                 if cand_ub[c] + pm < threshold:  # the threshold rose since
                     continue
-                score = candidate_score(d, term_weights, wd, wc, tab, wn, words, block_words, block_bits, block_n,
-                                        norm_code, norm_table, inner_w, k1)
+                score = candidate_score(d, d - lo, at, term_weights, wd, wc, tab, wn, words, block_words, block_bits,
+                                        block_n, norm_code, norm_table, inner_w, k1)
                 if prior.shape[0] > 0:
                     score += np.float64(prior[d])
                 score = np.float64(np.float32(score))  # ranked by the float32 score, as bm25_topk

@@ -71,9 +71,17 @@ def unpack(words: np.ndarray, pos: int, n: int, bits: int, out: np.ndarray) -> i
         for i in range(n):
             out[i] = 0
         return pos
+    end = pos + stream_words(n, bits)
+    if end < words.shape[0]:  # a word follows the stream: read two words for every value, without a branch
+        mask = np.uint64((1 << bits) - 1)
+        for i in range(n):
+            bit = i * bits
+            w = pos + (bit >> 5)
+            out[i] = ((np.uint64(words[w]) | (np.uint64(words[w + 1]) << np.uint64(32))) >> np.uint64(bit & 31)) & mask
+        return end
     for i in range(n):
         out[i] = packed_value(words, pos, i, bits)
-    return pos + stream_words(n, bits)
+    return end
 
 
 def decode_docs(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_first: np.ndarray,

@@ -189,21 +189,25 @@ def gather(cur: np.ndarray, i: int, lo: int, hi: int, exact_cut: float, loaded: 
         tab[i, nb, OFFSET] = p
         tab[i, nb, EXACT] = exact
         nb += 1
+        ui = np.uint64(i)
         if exact:
             while p < n and sdocs[i, p] <= hi:
                 d = sdocs[i, p]
-                wd[i, m] = d
-                wc[i, m] = scon[i, p]
-                ub[d - lo] += scon[i, p]
-                at[i, d - lo] = m
+                o = np.uint64(d - lo)
+                um = np.uint64(m)
+                wd[ui, um] = d
+                wc[ui, um] = scon[i, p]
+                ub[o] += scon[i, p]
+                at[ui, o] = m
                 m += 1
                 p += 1
         else:
             while p < n and sdocs[i, p] <= hi:
                 d = sdocs[i, p]
-                wd[i, m] = d
-                ub[d - lo] += bound
-                at[i, d - lo] = m
+                o = np.uint64(d - lo)
+                wd[ui, np.uint64(m)] = d
+                ub[o] += bound
+                at[ui, o] = m
                 m += 1
                 p += 1
         if p < n:
@@ -252,11 +256,13 @@ def collect(perm: np.ndarray, ne: int, wd: np.ndarray, tab: np.ndarray, wn: np.n
     nc = 0
     for j in range(ne, perm.shape[0]):
         i = perm[j]
-        for m in range(tab[i, wn[i], START]):
-            d = wd[i, m]
-            v = ub[d - lo]
+        ui = np.uint64(i)
+        for m in range(np.uint64(tab[i, wn[i], START])):
+            d = wd[ui, m]
+            o = np.uint64(d - lo)
+            v = ub[o]
             if v != -np.inf and v >= cutoff and (mask.shape[0] == 0 or mask[d] != 0):
-                ub[d - lo] = -np.inf
+                ub[o] = -np.inf
                 cands[nc] = d
                 cand_ub[nc] = v
                 nc += 1
@@ -349,11 +355,13 @@ def bm25_topk_pruned(
                     if size == kk:
                         threshold = max(threshold, heap_s[0] - abs(heap_s[0]) * THRESHOLD_SLACK)
             for i in range(t):
-                for m in range(tab[i, wn[i], START]):
-                    ub[wd[i, m] - lo] = 0.0
+                ui = np.uint64(i)
+                for m in range(np.uint64(tab[i, wn[i], START])):
+                    ub[np.uint64(wd[ui, m] - lo)] = 0.0
         lo = hi + 1
     if size < kk:  # fewer than k documents: offer never built the heap
         for i in range(size // 2 - 1, -1, -1):
             sift_down(heap_s, heap_d, size, i)
     top_d, top_s = drain_heap(heap_s, heap_d, size)
     return top_d, top_s, count
+

@@ -57,13 +57,11 @@ seek = _compile(pruning.seek, {}, inline="always")
 window_bounds = _compile(pruning.window_bounds, {"seek": seek})
 partition = _compile(pruning.partition, {})
 offer = _compile(pruning.offer, {"worse": worse, "sift_down": sift_down})
-gather = _compile(pruning.gather, {"load": load, "decode_docs": decode_docs}, inline="always")
-candidate_score = _compile(pruning.candidate_score, {"posting_contribution": posting_contribution}, inline="always")
 collect = _compile(pruning.collect, {}, inline="always")
 bm25_topk_pruned = _compile(pruning.bm25_topk_pruned, {
-    "init_cursors": init_cursors, "seek": seek, "window_bounds": window_bounds, "partition": partition,
-    "gather": gather, "candidate_score": candidate_score, "collect": collect, "worse": worse, "offer": offer,
-    "sift_down": sift_down, "drain_heap": drain_heap})
+    "init_cursors": init_cursors, "seek": seek, "window_bounds": window_bounds, "partition": partition, "load": load,
+    "decode_docs": decode_docs, "packed_value": packed_value, "stream_words": stream_words, "collect": collect,
+    "worse": worse, "offer": offer, "sift_down": sift_down, "drain_heap": drain_heap})
 
 token_key = _compile(build_kernels.token_key, {}, inline="always")
 rehash = _compile(build_kernels.rehash, {})

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.lexical.codec import BLOCK, decode_block, decode_docs
-from core.lexical.scoring import block_contributions, drain_heap, posting_contribution, sift_down, worse
+from core.lexical.codec import BLOCK, decode_block, decode_docs, packed_value, stream_words
+from core.lexical.scoring import block_contributions, drain_heap, sift_down, worse
 
 # Relative margin on every block bound: covers the rounding of impact() against the bound's own
 # arithmetic (a few ulps), so a bound is never below a posting's computed impact.
@@ -154,101 +154,6 @@ def offer(heap_s: np.ndarray, heap_d: np.ndarray, size: int, score: float, doc: 
     return size
 
 
-def gather(cur: np.ndarray, i: int, lo: int, hi: int, exact_cut: float, loaded: np.ndarray, scored: np.ndarray,
-           weight: float, sdocs: np.ndarray, scon: np.ndarray, tfs: np.ndarray, wd: np.ndarray, wc: np.ndarray,
-           tab: np.ndarray, ub: np.ndarray, at: np.ndarray, words: np.ndarray, block_words: np.ndarray,
-           block_bits: np.ndarray, block_first: np.ndarray, block_n: np.ndarray, block_ub: np.ndarray,
-           norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray, k1: float, n_docs: int) -> int:
-    """Term i's postings in the window [lo, hi], its cursor at the block that may hold lo.
-
-    Their documents go to wd[i] and one row per overlapping block to tab[i]; a block whose bound
-    reaches exact_cut is scored, its contributions going to wc[i] (EXACT), another only has its
-    documents decoded. ub[d - lo] gains each posting's contribution, or its block's bound, and
-    at[i, d - lo] its index in wd[i] (entries of documents without the term are stale).
-    Leaves the cursor past hi; returns the number of blocks, tab[i, that, START] being the number
-    of postings."""
-    m = 0
-    nb = 0
-    b = cur[i, BLK]
-    end = cur[i, END]
-    p = cur[i, POS]
-    while b < end and block_first[b] <= hi:
-        bound = weight * block_ub[b]
-        exact = bound >= exact_cut
-        if exact and scored[i] != b:
-            load(b, i, loaded, scored, weight, sdocs, scon, tfs, words, block_words, block_bits, block_first, block_n,
-                 norm_code, norm_table, inner_w, k1)
-        elif loaded[i] != b:
-            decode_docs(words, block_words, block_bits, block_first, block_n, b, sdocs[i])
-            loaded[i] = b
-        n = int(block_n[b]) + 1
-        while p < n and sdocs[i, p] < lo:
-            p += 1
-        tab[i, nb, START] = m
-        tab[i, nb, BLOCK_ID] = b
-        tab[i, nb, OFFSET] = p
-        tab[i, nb, EXACT] = exact
-        nb += 1
-        ui = np.uint64(i)
-        if exact:
-            while p < n and sdocs[i, p] <= hi:
-                d = sdocs[i, p]
-                o = np.uint64(d - lo)
-                um = np.uint64(m)
-                wd[ui, um] = d
-                wc[ui, um] = scon[i, p]
-                ub[o] += scon[i, p]
-                at[ui, o] = m
-                m += 1
-                p += 1
-        else:
-            while p < n and sdocs[i, p] <= hi:
-                d = sdocs[i, p]
-                o = np.uint64(d - lo)
-                wd[ui, np.uint64(m)] = d
-                ub[o] += bound
-                at[ui, o] = m
-                m += 1
-                p += 1
-        if p < n:
-            cur[i, BLK] = b
-            cur[i, POS] = p
-            cur[i, DOC] = sdocs[i, p]
-            tab[i, nb, START] = m
-            return nb
-        b += 1
-        p = 0
-    cur[i, BLK] = b
-    cur[i, POS] = 0
-    cur[i, DOC] = block_first[b] if b < end else n_docs
-    tab[i, nb, START] = m
-    return nb
-
-
-def candidate_score(d: int, o: int, at: np.ndarray, term_weights: np.ndarray, wd: np.ndarray, wc: np.ndarray,
-                    tab: np.ndarray, wn: np.ndarray, words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
-                    block_n: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray,
-                    k1: float) -> float:
-    """Document d's score from the window's lists (o = d - the window's first document): its
-    contributions summed in query order, as the exhaustive kernel sums them (a term without d
-    adds nothing)."""
-    score = 0.0
-    for i in range(term_weights.shape[0]):
-        r = wn[i]
-        lo = at[i, o]
-        if lo < 0 or lo >= tab[i, r, START] or wd[i, lo] != d:  # a stale entry: d lacks term i
-            continue
-        while tab[i, r, START] > lo:  # the block row holding posting lo
-            r -= 1
-        if tab[i, r, EXACT]:
-            score += wc[i, lo]
-        else:
-            score += posting_contribution(words, block_words, block_bits, block_n, tab[i, r, BLOCK_ID],
-                                          tab[i, r, OFFSET] + lo - tab[i, r, START], d, norm_code, norm_table,
-                                          inner_w, k1, term_weights[i])
-    return score
-
-
 def collect(perm: np.ndarray, ne: int, wd: np.ndarray, tab: np.ndarray, wn: np.ndarray, ub: np.ndarray, lo: int,
             cutoff: float, mask: np.ndarray, cands: np.ndarray, cand_ub: np.ndarray) -> int:
     """The window's candidates: the essential terms' allowed documents whose bound ub reaches
@@ -335,17 +240,106 @@ def bm25_topk_pruned(
         window_bounds(cur, term_weights, lo, hi, block_first, block_last, block_ub, n_docs, wb)
         ne = partition(perm, wb, prefix, threshold - pm)
         if ne < t:
+            # Every term's postings in [lo, hi]: their documents into wd[i] and one row per
+            # overlapping block into tab[i]; a block whose bound alone reaches the threshold is
+            # scored (its contributions into wc[i], EXACT), another only has its documents decoded.
+            # ub[d - lo] gains each posting's contribution, or its block's bound, and at[i, d - lo]
+            # the posting's index in wd[i] (stale for documents without the term). The cursor
+            # ends past hi. Written out here, not called: a call passing arrays pays their
+            # reference counts (atomic), a quarter of the time when paid per term and window.
             for i in range(t):
-                wn[i] = gather(cur, i, lo, hi, threshold - pm, loaded, scored, term_weights[i], sdocs, scon, tfs, wd,
-                               wc, tab, ub, at, words, block_words, block_bits, block_first, block_n, block_ub,
-                               norm_code, norm_table, inner_w, k1, n_docs)
+                exact_cut = threshold - pm
+                weight = term_weights[i]
+                inside = False
+                m = 0
+                nb = 0
+                b = cur[i, BLK]
+                end = cur[i, END]
+                p = cur[i, POS]
+                while b < end and block_first[b] <= hi:
+                    bound = weight * block_ub[b]
+                    exact = bound >= exact_cut
+                    if exact and scored[i] != b:
+                        load(b, i, loaded, scored, weight, sdocs, scon, tfs, words, block_words, block_bits,
+                             block_first, block_n, norm_code, norm_table, inner_w, k1)
+                    elif loaded[i] != b:
+                        decode_docs(words, block_words, block_bits, block_first, block_n, b, sdocs[i])
+                        loaded[i] = b
+                    n = int(block_n[b]) + 1
+                    while p < n and sdocs[i, p] < lo:
+                        p += 1
+                    tab[i, nb, START] = m
+                    tab[i, nb, BLOCK_ID] = b
+                    tab[i, nb, OFFSET] = p
+                    tab[i, nb, EXACT] = exact
+                    nb += 1
+                    ui = np.uint64(i)
+                    if exact:
+                        while p < n and sdocs[i, p] <= hi:
+                            d = sdocs[i, p]
+                            o = np.uint64(d - lo)
+                            um = np.uint64(m)
+                            wd[ui, um] = d
+                            wc[ui, um] = scon[i, p]
+                            ub[o] += scon[i, p]
+                            at[ui, o] = m
+                            m += 1
+                            p += 1
+                    else:
+                        while p < n and sdocs[i, p] <= hi:
+                            d = sdocs[i, p]
+                            o = np.uint64(d - lo)
+                            wd[ui, np.uint64(m)] = d
+                            ub[o] += bound
+                            at[ui, o] = m
+                            m += 1
+                            p += 1
+                    if p < n:
+                        cur[i, BLK] = b
+                        cur[i, POS] = p
+                        cur[i, DOC] = sdocs[i, p]
+                        inside = True
+                        break
+                    b += 1
+                    p = 0
+                if not inside:
+                    cur[i, BLK] = b
+                    cur[i, POS] = 0
+                    cur[i, DOC] = block_first[b] if b < end else n_docs
+                tab[i, nb, START] = m
+                wn[i] = nb
             nc = collect(perm, ne, wd, tab, wn, ub, lo, threshold - pm, mask, cands, cand_ub)
             for c in range(nc):
                 d = cands[c]
                 if cand_ub[c] + pm < threshold:  # the threshold rose since
                     continue
-                score = candidate_score(d, d - lo, at, term_weights, wd, wc, tab, wn, words, block_words, block_bits,
-                                        block_n, norm_code, norm_table, inner_w, k1)
+                # d's contributions summed in query order, as the exhaustive kernel sums them; a
+                # posting of a block not scored reads its frequencies from the packed streams,
+                # bit for bit scoring.posting_contribution (written out: see above).
+                o = d - lo
+                score = 0.0
+                for i in range(t):
+                    r = wn[i]
+                    x = at[i, o]
+                    if x < 0 or x >= tab[i, r, START] or wd[i, x] != d:
+                        continue
+                    while tab[i, r, START] > x:
+                        r -= 1
+                    if tab[i, r, EXACT]:
+                        score += wc[i, x]
+                    else:
+                        bb = tab[i, r, BLOCK_ID]
+                        jj = tab[i, r, OFFSET] + x - tab[i, r, START]
+                        nn = int(block_n[bb]) + 1
+                        pos = int(block_words[bb]) + stream_words(nn - 1, int(block_bits[bb, 0]))
+                        tfw = 0.0
+                        for f in range(block_bits.shape[1] - 1):
+                            bits = int(block_bits[bb, 1 + f])
+                            if bits > 0:
+                                tf = packed_value(words, pos, jj, bits)
+                                tfw += inner_w[f] * np.float64(tf) * np.float64(norm_table[f, norm_code[f, d]])
+                            pos += stream_words(nn, bits)
+                        score += term_weights[i] * (tfw / (k1 + tfw)) if tfw > 0.0 else 0.0
                 if prior.shape[0] > 0:
                     score += np.float64(prior[d])
                 score = np.float64(np.float32(score))  # ranked by the float32 score, as bm25_topk
@@ -354,7 +348,7 @@ def bm25_topk_pruned(
                     size = offer(heap_s, heap_d, size, score, d)
                     if size == kk:
                         threshold = max(threshold, heap_s[0] - abs(heap_s[0]) * THRESHOLD_SLACK)
-            for i in range(t):
+            for i in range(t):  # clear the window's bounds
                 ui = np.uint64(i)
                 for m in range(np.uint64(tab[i, wn[i], START])):
                     ub[np.uint64(wd[ui, m] - lo)] = 0.0

@@ -58,10 +58,13 @@ window_bounds = _compile(pruning.window_bounds, {"seek": seek})
 partition = _compile(pruning.partition, {})
 offer = _compile(pruning.offer, {"worse": worse, "sift_down": sift_down})
 collect = _compile(pruning.collect, {}, inline="always")
+select_keys = _compile(pruning.select_keys, {})
+drain_keys = _compile(pruning.drain_keys, {})
 bm25_topk_pruned = _compile(pruning.bm25_topk_pruned, {
     "init_cursors": init_cursors, "seek": seek, "window_bounds": window_bounds, "partition": partition, "load": load,
     "decode_docs": decode_docs, "packed_value": packed_value, "stream_words": stream_words, "collect": collect,
-    "worse": worse, "offer": offer, "sift_down": sift_down, "drain_heap": drain_heap})
+    "select_keys": select_keys, "drain_keys": drain_keys, "worse": worse, "offer": offer, "sift_down": sift_down,
+    "drain_heap": drain_heap})
 
 token_key = _compile(build_kernels.token_key, {}, inline="always")
 rehash = _compile(build_kernels.rehash, {})

@@ -54,6 +54,10 @@ BLK, END, POS, DOC = 0, 1, 2, 3
 THRESHOLD_SLACK = 2.0**-23
 # Widest window, in documents: its float64 bound per document stays in the L2 cache.
 WINDOW = 16384
+# Above this k the best documents are kept as keys (`score_key`) in a buffer, cut back to the
+# best k by selection when full, rather than in a heap: at large k a heap's sift-downs cost more
+# than selections, at small k its threshold rises sooner.
+HEAP_K = 128
 # Columns of the per-window block table `tab` (int64, (t, rows, 4)): for each block of a term that
 # overlaps the window, the index of its first posting in the window's lists, the block, that
 # posting's position in the block, and 1 when the window's lists hold its contributions.
@@ -154,6 +158,26 @@ def offer(heap_s: np.ndarray, heap_d: np.ndarray, size: int, score: float, doc: 
     return size
 
 
+def select_keys(keys: np.ndarray, size: int, k: int) -> np.uint64:
+    """Keep the k largest of keys[:size] (size >= k) in keys[:k]; returns the smallest of them."""
+    keys[:size] = np.partition(keys[:size], size - k)
+    keys[:k] = keys[size - k:size]
+    return keys[:k].min()
+
+
+def drain_keys(keys: np.ndarray, size: int, k: int, bits32: np.ndarray, bits32u: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The best min(k, size) of keys[:size] as (docs int64, scores float64), best first."""
+    best = np.sort(keys[:size])[::-1][:k]
+    docs = np.empty(best.shape[0], dtype=np.int64)
+    scores = np.empty(best.shape[0], dtype=np.float64)
+    for j in range(best.shape[0]):
+        docs[j] = 0xFFFFFFFF - np.int64(best[j] & np.uint64(0xFFFFFFFF))
+        bits32u[0] = np.uint32(best[j] >> np.uint64(32))
+        scores[j] = bits32[0]
+    return docs, scores
+
+
 def collect(perm: np.ndarray, ne: int, wd: np.ndarray, tab: np.ndarray, wn: np.ndarray, ub: np.ndarray, lo: int,
             cutoff: float, mask: np.ndarray, cands: np.ndarray, cand_ub: np.ndarray) -> int:
     """The window's candidates: the essential terms' allowed documents whose bound ub reaches
@@ -222,8 +246,15 @@ def bm25_topk_pruned(
     wb = np.zeros(t, dtype=np.float64)
     prefix = np.zeros(t, dtype=np.float64)
     perm = np.arange(t)  # terms by window bound, ascending; perm[:ne] are non-essential
-    heap_s = np.empty(kk, dtype=np.float64)
-    heap_d = np.empty(kk, dtype=np.int64)
+    by_keys = kk > HEAP_K and n_docs <= 0xFFFFFFFF
+    heap_s = np.empty(0 if by_keys else kk, dtype=np.float64)
+    heap_d = np.empty(0 if by_keys else kk, dtype=np.int64)
+    # A document's key: its float32 score's bits (scores are >= 0, so they order as the scores),
+    # then 0xFFFFFFFF - its id (ties go to the first document).
+    keys = np.empty(2 * kk if by_keys else 0, dtype=np.uint64)
+    floor = np.uint64(0)  # smaller keys cannot enter
+    bits32 = np.empty(1, dtype=np.float32)
+    bits32u = bits32.view(np.uint32)
     size = 0
     count = 0
     threshold = -np.inf  # bounds below it cannot enter (it carries THRESHOLD_SLACK)
@@ -344,7 +375,19 @@ def bm25_topk_pruned(
                     score += np.float64(prior[d])
                 score = np.float64(np.float32(score))  # ranked by the float32 score, as bm25_topk
                 count += 1
-                if size < kk or worse(heap_s[0], heap_d[0], score, d):
+                if by_keys:
+                    bits32[0] = score
+                    key = (np.uint64(bits32u[0]) << np.uint64(32)) | np.uint64(0xFFFFFFFF - d)
+                    if key >= floor:
+                        keys[size] = key
+                        size += 1
+                        if size == kk or size == keys.shape[0]:
+                            floor = select_keys(keys, size, kk)
+                            size = kk
+                            bits32u[0] = np.uint32(floor >> np.uint64(32))
+                            low = np.float64(bits32[0])
+                            threshold = max(threshold, low - abs(low) * THRESHOLD_SLACK)
+                elif size < kk or worse(heap_s[0], heap_d[0], score, d):
                     size = offer(heap_s, heap_d, size, score, d)
                     if size == kk:
                         threshold = max(threshold, heap_s[0] - abs(heap_s[0]) * THRESHOLD_SLACK)
@@ -353,6 +396,9 @@ def bm25_topk_pruned(
                 for m in range(np.uint64(tab[i, wn[i], START])):
                     ub[np.uint64(wd[ui, m] - lo)] = 0.0
         lo = hi + 1
+    if by_keys:
+        top_d, top_s = drain_keys(keys, size, kk, bits32, bits32u)
+        return top_d, top_s, count
     if size < kk:  # fewer than k documents: offer never built the heap
         for i in range(size // 2 - 1, -1, -1):
             sift_down(heap_s, heap_d, size, i)

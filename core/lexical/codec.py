@@ -65,24 +65,47 @@ def packed_value(words: np.ndarray, pos: int, i: int, bits: int) -> int:
     return int(v & np.uint64((1 << bits) - 1))
 
 
+def wide_value(words: np.ndarray, pos: np.uint64, bit: np.uint64, mask: np.uint64) -> np.uint64:
+    """The value at bit offset `bit` of the stream packed from words[pos], read from two words
+    without a branch (the word after the value's first must exist); mask = 2**bits - 1. Unsigned
+    indices: Numba adds no negative-index arithmetic."""
+    w = pos + (bit >> np.uint64(5))
+    pair = np.uint64(words[w]) | (np.uint64(words[w + np.uint64(1)]) << np.uint64(32))
+    return (pair >> (bit & np.uint64(31))) & mask
+
+
 def unpack(words: np.ndarray, pos: int, n: int, bits: int, out: np.ndarray) -> int:
     """Read n values of `bits` bits from words[pos:] into out[:n]; returns the word after the stream."""
     if bits == 0:
         for i in range(n):
             out[i] = 0
         return pos
+    end = pos + stream_words(n, bits)
+    if end < words.shape[0]:  # a word follows the stream: every value is read without a branch
+        mask = np.uint64((1 << bits) - 1)
+        for i in range(np.uint64(n)):
+            out[i] = wide_value(words, np.uint64(pos), i * np.uint64(bits), mask)
+        return end
     for i in range(n):
         out[i] = packed_value(words, pos, i, bits)
-    return pos + stream_words(n, bits)
+    return end
 
 
 def decode_docs(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_first: np.ndarray,
                 block_n: np.ndarray, b: int, docs: np.ndarray) -> int:
     """Decode the documents of block b into docs[:n] (int64); returns n."""
     n = int(block_n[b]) + 1
-    unpack(words, int(block_words[b]), n - 1, int(block_bits[b, 0]), docs[1:])
+    pos = int(block_words[b])
+    bits = int(block_bits[b, 0])
     d = int(block_first[b])
     docs[0] = d
+    if bits > 0 and pos + stream_words(n - 1, bits) < words.shape[0]:  # gaps read and summed in one pass
+        mask = np.uint64((1 << bits) - 1)
+        for i in range(np.uint64(n - 1)):
+            d += int(wide_value(words, np.uint64(pos), i * np.uint64(bits), mask)) + 1
+            docs[i + np.uint64(1)] = d
+        return n
+    unpack(words, pos, n - 1, bits, docs[1:])
     for i in range(1, n):
         d += docs[i] + 1
         docs[i] = d

@@ -32,8 +32,9 @@ bit_width = _compile(codec.bit_width, {})
 stream_words = _compile(codec.stream_words, {}, inline="always")
 pack = _compile(codec.pack, {"stream_words": stream_words})
 packed_value = _compile(codec.packed_value, {}, inline="always")
-unpack = _compile(codec.unpack, {"stream_words": stream_words, "packed_value": packed_value})
-decode_docs = _compile(codec.decode_docs, {"unpack": unpack})
+wide_value = _compile(codec.wide_value, {}, inline="always")
+unpack = _compile(codec.unpack, {"stream_words": stream_words, "packed_value": packed_value, "wide_value": wide_value})
+decode_docs = _compile(codec.decode_docs, {"unpack": unpack, "stream_words": stream_words, "wide_value": wide_value})
 decode_block = _compile(codec.decode_block, {"decode_docs": decode_docs, "unpack": unpack,
                                              "stream_words": stream_words})
 tf_at = _compile(codec.tf_at, {"stream_words": stream_words, "packed_value": packed_value}, inline="always")
@@ -56,10 +57,14 @@ seek = _compile(pruning.seek, {}, inline="always")
 window_bounds = _compile(pruning.window_bounds, {"seek": seek})
 partition = _compile(pruning.partition, {})
 offer = _compile(pruning.offer, {"worse": worse, "sift_down": sift_down})
+collect = _compile(pruning.collect, {}, inline="always")
+select_keys = _compile(pruning.select_keys, {})
+drain_keys = _compile(pruning.drain_keys, {})
 bm25_topk_pruned = _compile(pruning.bm25_topk_pruned, {
-    "init_cursors": init_cursors, "load": load, "seek": seek, "window_bounds": window_bounds, "partition": partition,
-    "decode_docs": decode_docs, "posting_contribution": posting_contribution, "worse": worse, "offer": offer,
-    "sift_down": sift_down, "drain_heap": drain_heap})
+    "init_cursors": init_cursors, "seek": seek, "window_bounds": window_bounds, "partition": partition, "load": load,
+    "decode_docs": decode_docs, "packed_value": packed_value, "stream_words": stream_words, "collect": collect,
+    "select_keys": select_keys, "drain_keys": drain_keys, "worse": worse, "offer": offer, "sift_down": sift_down,
+    "drain_heap": drain_heap})
 
 token_key = _compile(build_kernels.token_key, {}, inline="always")
 rehash = _compile(build_kernels.rehash, {})

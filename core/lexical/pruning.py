@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.lexical.codec import BLOCK, decode_block, decode_docs
-from core.lexical.scoring import block_contributions, drain_heap, posting_contribution, sift_down, worse
+from core.lexical.codec import BLOCK, decode_block, decode_docs, packed_value, stream_words
+from core.lexical.scoring import block_contributions, drain_heap, sift_down, worse
 
 # Relative margin on every block bound: covers the rounding of impact() against the bound's own
 # arithmetic (a few ulps), so a bound is never below a posting's computed impact.
@@ -45,15 +45,23 @@ def block_upper_bounds(block_max_tf: np.ndarray, min_len_inv_norm: np.ndarray, i
 # current block, the term's end block, the position in the block and the current document
 # (n_docs once exhausted). Moving to a new block sets the document to the block's first without
 # decoding it; `loaded[i]` is the block whose documents are in row i of the scratch arrays and
-# `scored[i]` the block whose contributions are too (-1: none). An essential term's documents all
-# need their contributions, a non-essential term's only where it is probed and found: its block
-# decodes its documents only, and a contribution is read from the packed frequencies when needed.
+# `scored[i]` the block whose contributions are too (-1: none).
 BLK, END, POS, DOC = 0, 1, 2, 3
 # Relative slack on the pruning threshold: a partial score summed in another order than the final
 # one may differ from it by a few ulps, and a score is rounded to float32 before it is ranked
 # (core.lexical.scoring), which may raise it by half a float32 ulp (<= 2**-24 relative) to tie
 # the threshold and win on document id: neither may prune a document that would enter.
 THRESHOLD_SLACK = 2.0**-23
+# Widest window, in documents: its float64 bound per document stays in the L2 cache.
+WINDOW = 16384
+# Above this k the best documents are kept as keys (`score_key`) in a buffer, cut back to the
+# best k by selection when full, rather than in a heap: at large k a heap's sift-downs cost more
+# than selections, at small k its threshold rises sooner.
+HEAP_K = 128
+# Columns of the per-window block table `tab` (int64, (t, rows, 4)): for each block of a term that
+# overlaps the window, the index of its first posting in the window's lists, the block, that
+# posting's position in the block, and 1 when the window's lists hold its contributions.
+START, BLOCK_ID, OFFSET, EXACT = 0, 1, 2, 3
 
 
 def init_cursors(term_ids: np.ndarray, term_blocks: np.ndarray, block_first: np.ndarray, n_docs: int) -> np.ndarray:
@@ -67,16 +75,10 @@ def init_cursors(term_ids: np.ndarray, term_blocks: np.ndarray, block_first: np.
     return cur
 
 
-def load(cur: np.ndarray, i: int, loaded: np.ndarray, scored: np.ndarray, weight: float, sdocs: np.ndarray,
-         scon: np.ndarray, tfs: np.ndarray, words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
-         block_first: np.ndarray, block_n: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray,
-         inner_w: np.ndarray, k1: float) -> None:
-    """Decode cursor i's current block into sdocs[i] and its contributions into scon[i].
-
-    Callers test `scored[i] != cur[i, BLK]` first: a call passing a dozen arrays pays their
-    reference counts, which add up when paid per document.
-    """
-    b = cur[i, BLK]
+def load(b: int, i: int, loaded: np.ndarray, scored: np.ndarray, weight: float, sdocs: np.ndarray, scon: np.ndarray,
+         tfs: np.ndarray, words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_first: np.ndarray,
+         block_n: np.ndarray, norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray, k1: float) -> None:
+    """Decode block b of term i into sdocs[i] and its contributions into scon[i]."""
     n = decode_block(words, block_words, block_bits, block_first, block_n, b, sdocs[i], tfs)
     block_contributions(sdocs[i], tfs, n, norm_code, norm_table, inner_w, k1, weight, scon[i])
     loaded[i] = b
@@ -156,6 +158,46 @@ def offer(heap_s: np.ndarray, heap_d: np.ndarray, size: int, score: float, doc: 
     return size
 
 
+def select_keys(keys: np.ndarray, size: int, k: int) -> np.uint64:
+    """Keep the k largest of keys[:size] (size >= k) in keys[:k]; returns the smallest of them."""
+    keys[:size] = np.partition(keys[:size], size - k)
+    keys[:k] = keys[size - k:size]
+    return keys[:k].min()
+
+
+def drain_keys(keys: np.ndarray, size: int, k: int, bits32: np.ndarray, bits32u: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The best min(k, size) of keys[:size] as (docs int64, scores float64), best first."""
+    best = np.sort(keys[:size])[::-1][:k]
+    docs = np.empty(best.shape[0], dtype=np.int64)
+    scores = np.empty(best.shape[0], dtype=np.float64)
+    for j in range(best.shape[0]):
+        docs[j] = 0xFFFFFFFF - np.int64(best[j] & np.uint64(0xFFFFFFFF))
+        bits32u[0] = np.uint32(best[j] >> np.uint64(32))
+        scores[j] = bits32[0]
+    return docs, scores
+
+
+def collect(perm: np.ndarray, ne: int, wd: np.ndarray, tab: np.ndarray, wn: np.ndarray, ub: np.ndarray, lo: int,
+            cutoff: float, mask: np.ndarray, cands: np.ndarray, cand_ub: np.ndarray) -> int:
+    """The window's candidates: the essential terms' allowed documents whose bound ub reaches
+    cutoff, each once (its ub is set to -inf), into cands with their bounds in cand_ub."""
+    nc = 0
+    for j in range(ne, perm.shape[0]):
+        i = perm[j]
+        ui = np.uint64(i)
+        for m in range(np.uint64(tab[i, wn[i], START])):
+            d = wd[ui, m]
+            o = np.uint64(d - lo)
+            v = ub[o]
+            if v != -np.inf and v >= cutoff and (mask.shape[0] == 0 or mask[d] != 0):
+                ub[o] = -np.inf
+                cands[nc] = d
+                cand_ub[nc] = v
+                nc += 1
+    return nc
+
+
 def bm25_topk_pruned(
     term_ids: np.ndarray, term_weights: np.ndarray, term_blocks: np.ndarray, block_first: np.ndarray,
     block_last: np.ndarray, block_n: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray,
@@ -163,20 +205,20 @@ def bm25_topk_pruned(
     k1: float,
     mask: np.ndarray, prior: np.ndarray, prior_max: float, n_docs: int, k: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Top-k BM25F with block-max MaxScore (Turtle & Flood 1995, with per-window bounds as in
-    Lucene 9.9's MaxScoreBulkScorer): the same top k, scores and order as
+    """Top-k BM25F with block-max MaxScore over windows: the same top k, scores and order as
     `core.lexical.scoring.bm25_topk`.
 
     Arguments as bm25_topk's, plus block_ub (float64 (B,), `block_upper_bounds`) and prior_max
     (>= every prior[d]); term_weights and priors must be >= 0.
-    Documents are visited in windows [lo, hi] that end where a leading term's block ends. In a
-    window every term is bounded by its largest block bound there; the terms whose bounds sum
-    (+ prior_max) below the threshold (the k-th best score so far) are non-essential. A window
-    with no essential term is skipped without decoding; otherwise the essential terms' documents
-    are visited document at a time, and a non-essential term is read for a document only while
-    the score so far plus the remaining terms' current block bounds can reach the threshold.
-    A document's score sums its per-term contributions in query order, so it is bit-identical
-    to the exhaustive kernel's.
+    Documents are visited in windows of WINDOW ids. In a window every term is bounded by its
+    largest block bound there; the terms whose bounds sum (+ prior_max) below the threshold (the
+    k-th best score so far) are non-essential, and a window with no essential term is skipped
+    without decoding. Otherwise every term's postings in the window are decoded and each adds to
+    a per-document bound: its contribution where its block's bound alone could reach the
+    threshold (the block is scored), else its block's bound. Only an essential term's document
+    whose bound reaches the threshold is scored, its contributions summed in query order, so its
+    score is bit-identical to the exhaustive kernel's: documents matched by one term are mostly
+    dismissed on bounds, without computing a contribution.
     Returns (docs int64 (m,), scores float64 (m,), count), best first; count is the number of
     documents fully scored, a lower bound of the matches.
     """
@@ -189,148 +231,177 @@ def bm25_topk_pruned(
     sdocs = np.empty((t, BLOCK), dtype=np.int64)
     scon = np.empty((t, BLOCK), dtype=np.float64)
     tfs = np.empty((block_bits.shape[1] - 1, BLOCK), dtype=np.uint32)
-    contrib = np.zeros(t, dtype=np.float64)  # by query position: the final sum's order
+    width = min(WINDOW, max(n_docs, 1))
+    most = 1  # the most blocks of one query term: sizes the window's lists
+    for i in range(t):
+        most = max(most, cur[i, END] - cur[i, BLK])
+    ub = np.zeros(width, dtype=np.float64)
+    at = np.empty((t, width), dtype=np.int32)
+    wd = np.empty((t, min(width, most * BLOCK)), dtype=np.int64)
+    wc = np.empty((t, min(width, most * BLOCK)), dtype=np.float64)
+    tab = np.empty((t, min(width, most) + 1, 4), dtype=np.int64)
+    wn = np.zeros(t, dtype=np.int64)
+    cands = np.empty(width, dtype=np.int64)
+    cand_ub = np.empty(width, dtype=np.float64)
     wb = np.zeros(t, dtype=np.float64)
     prefix = np.zeros(t, dtype=np.float64)
-    reach = np.zeros(t, dtype=np.float64)
     perm = np.arange(t)  # terms by window bound, ascending; perm[:ne] are non-essential
-    heap_s = np.empty(kk, dtype=np.float64)
-    heap_d = np.empty(kk, dtype=np.int64)
+    by_keys = kk > HEAP_K and n_docs <= 0xFFFFFFFF
+    heap_s = np.empty(0 if by_keys else kk, dtype=np.float64)
+    heap_d = np.empty(0 if by_keys else kk, dtype=np.int64)
+    # A document's key: its float32 score's bits (scores are >= 0, so they order as the scores),
+    # then 0xFFFFFFFF - its id (ties go to the first document).
+    keys = np.empty(2 * kk if by_keys else 0, dtype=np.uint64)
+    floor = np.uint64(0)  # smaller keys cannot enter
+    bits32 = np.empty(1, dtype=np.float32)
+    bits32u = bits32.view(np.uint32)
     size = 0
     count = 0
     threshold = -np.inf  # bounds below it cannot enter (it carries THRESHOLD_SLACK)
-    ne = 0
-    done = 0  # every document < done is settled
+    lo = 0
     while kk > 0:
-        lo = n_docs
+        start = n_docs
         for i in range(t):
-            seek(cur, i, done, block_first, block_last, n_docs)
-            lo = min(lo, max(cur[i, DOC], done))
-        if lo >= n_docs:
+            seek(cur, i, lo, block_first, block_last, n_docs)
+            start = min(start, max(cur[i, DOC], lo))
+        if start >= n_docs:
             break
-        hi = n_docs - 1
-        if size == kk:
-            for j in range(min(ne, t - 1), t):  # the last window's essential terms lead
-                i = perm[j]
-                seek(cur, i, lo, block_first, block_last, n_docs)
-                if cur[i, BLK] < cur[i, END]:
-                    hi = min(hi, int(block_last[cur[i, BLK]]))
-            window_bounds(cur, term_weights, lo, hi, block_first, block_last, block_ub, n_docs, wb)
-            ne = partition(perm, wb, prefix, threshold - pm)
-            if ne == t:
-                done = hi + 1
-                continue
-        for j in range(ne, t):
-            i = perm[j]
-            if seek(cur, i, lo, block_first, block_last, n_docs):
-                if scored[i] != cur[i, BLK]:
-                    load(cur, i, loaded, scored, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
-                         block_first, block_n, norm_code, norm_table, inner_w, k1)
-                p = cur[i, POS]
-                while sdocs[i, p] < lo:
-                    p += 1
-                cur[i, POS] = p
-                cur[i, DOC] = sdocs[i, p]
-        done = hi + 1
-        nxt = n_docs  # the essential terms' next document
-        for j in range(ne, t):
-            nxt = min(nxt, cur[perm[j], DOC])
-        while nxt <= hi:
-            d = nxt
-            nxt = n_docs
-            allowed = mask.shape[0] == 0 or mask[d] != 0
-            partial = 0.0
-            for j in range(ne, t):  # essential terms: add, step past d, find the next document
-                i = perm[j]
-                if cur[i, DOC] != d:
-                    nxt = min(nxt, cur[i, DOC])
-                    continue
+        lo = start
+        hi = min(n_docs - 1, lo + width - 1)
+        window_bounds(cur, term_weights, lo, hi, block_first, block_last, block_ub, n_docs, wb)
+        ne = partition(perm, wb, prefix, threshold - pm)
+        if ne < t:
+            # Every term's postings in [lo, hi]: their documents into wd[i] and one row per
+            # overlapping block into tab[i]; a block whose bound alone reaches the threshold is
+            # scored (its contributions into wc[i], EXACT), another only has its documents decoded.
+            # ub[d - lo] gains each posting's contribution, or its block's bound, and at[i, d - lo]
+            # the posting's index in wd[i] (stale for documents without the term). The cursor
+            # ends past hi. Written out here, not called: a call passing arrays pays their
+            # reference counts (atomic), a quarter of the time when paid per term and window.
+            for i in range(t):
+                exact_cut = threshold - pm
+                weight = term_weights[i]
+                inside = False
+                m = 0
+                nb = 0
                 b = cur[i, BLK]
+                end = cur[i, END]
                 p = cur[i, POS]
-                if scored[i] != b and (allowed or (loaded[i] != b and p < block_n[b])):
-                    load(cur, i, loaded, scored, term_weights[i], sdocs, scon, tfs, words, block_words, block_bits,
-                         block_first, block_n, norm_code, norm_table, inner_w, k1)
-                if allowed:
-                    contrib[i] = scon[i, p]
-                    partial += scon[i, p]
-                if p < block_n[b]:
-                    cur[i, POS] = p + 1
-                    cur[i, DOC] = sdocs[i, p + 1]
-                else:
-                    cur[i, BLK] = b + 1
-                    cur[i, POS] = 0
-                    cur[i, DOC] = block_first[b + 1] if b + 1 < cur[i, END] else n_docs
-                nxt = min(nxt, cur[i, DOC])
-            if not allowed:
-                continue
-            if ne > 0 and partial + prefix[ne - 1] + pm < threshold:
-                for i in range(t):  # pruned on the window bounds, without moving a cursor
-                    contrib[i] = 0.0
-                continue
-            if ne > 0:
-                # Non-essential terms, highest window bound first, while d can still enter.
-                acc = 0.0
-                for j in range(ne):
-                    i = perm[j]
-                    b = cur[i, BLK]
-                    while b < cur[i, END] and block_last[b] < d:
-                        b += 1
-                    if b != cur[i, BLK]:
-                        cur[i, BLK] = b
-                        cur[i, POS] = 0
-                        cur[i, DOC] = block_first[b] if b < cur[i, END] else n_docs
-                    if b < cur[i, END] and block_first[b] <= d:
-                        acc += term_weights[i] * block_ub[b]
-                    reach[j] = acc
-                j = ne - 1
-                while j >= 0 and partial + reach[j] + pm >= threshold:
-                    i = perm[j]
-                    b = cur[i, BLK]
-                    if b < cur[i, END] and cur[i, DOC] <= d:
-                        if loaded[i] != b:
-                            decode_docs(words, block_words, block_bits, block_first, block_n, b, sdocs[i])
-                            loaded[i] = b
-                        p = cur[i, POS]
-                        while sdocs[i, p] < d:
+                while b < end and block_first[b] <= hi:
+                    bound = weight * block_ub[b]
+                    exact = bound >= exact_cut
+                    if exact and scored[i] != b:
+                        load(b, i, loaded, scored, weight, sdocs, scon, tfs, words, block_words, block_bits,
+                             block_first, block_n, norm_code, norm_table, inner_w, k1)
+                    elif loaded[i] != b:
+                        decode_docs(words, block_words, block_bits, block_first, block_n, b, sdocs[i])
+                        loaded[i] = b
+                    n = int(block_n[b]) + 1
+                    while p < n and sdocs[i, p] < lo:
+                        p += 1
+                    tab[i, nb, START] = m
+                    tab[i, nb, BLOCK_ID] = b
+                    tab[i, nb, OFFSET] = p
+                    tab[i, nb, EXACT] = exact
+                    nb += 1
+                    ui = np.uint64(i)
+                    if exact:
+                        while p < n and sdocs[i, p] <= hi:
+                            d = sdocs[i, p]
+                            o = np.uint64(d - lo)
+                            um = np.uint64(m)
+                            wd[ui, um] = d
+                            wc[ui, um] = scon[i, p]
+                            ub[o] += scon[i, p]
+                            at[ui, o] = m
+                            m += 1
                             p += 1
+                    else:
+                        while p < n and sdocs[i, p] <= hi:
+                            d = sdocs[i, p]
+                            o = np.uint64(d - lo)
+                            wd[ui, np.uint64(m)] = d
+                            ub[o] += bound
+                            at[ui, o] = m
+                            m += 1
+                            p += 1
+                    if p < n:
+                        cur[i, BLK] = b
                         cur[i, POS] = p
                         cur[i, DOC] = sdocs[i, p]
-                        if sdocs[i, p] == d:
-                            c = scon[i, p] if scored[i] == b else posting_contribution(
-                                words, block_words, block_bits, block_n, b, p, d, norm_code, norm_table, inner_w, k1,
-                                term_weights[i])
-                            contrib[i] = c
-                            partial += c
-                    j -= 1
-                if j >= 0:  # pruned
-                    for i in range(t):
-                        contrib[i] = 0.0
+                        inside = True
+                        break
+                    b += 1
+                    p = 0
+                if not inside:
+                    cur[i, BLK] = b
+                    cur[i, POS] = 0
+                    cur[i, DOC] = block_first[b] if b < end else n_docs
+                tab[i, nb, START] = m
+                wn[i] = nb
+            nc = collect(perm, ne, wd, tab, wn, ub, lo, threshold - pm, mask, cands, cand_ub)
+            for c in range(nc):
+                d = cands[c]
+                if cand_ub[c] + pm < threshold:  # the threshold rose since
                     continue
-            score = 0.0
-            for i in range(t):  # query order: the exhaustive kernel's summation
-                score += contrib[i]
-                contrib[i] = 0.0
-            if prior.shape[0] > 0:
-                score += np.float64(prior[d])
-            score = np.float64(np.float32(score))  # ranked by the float32 score, as bm25_topk
-            count += 1
-            if size < kk or worse(heap_s[0], heap_d[0], score, d):
-                size = offer(heap_s, heap_d, size, score, d)
-                if size == kk and heap_s[0] - abs(heap_s[0]) * THRESHOLD_SLACK > threshold:
-                    first = threshold == -np.inf
-                    threshold = heap_s[0] - abs(heap_s[0]) * THRESHOLD_SLACK
-                    if first:  # the heap is full: windows and bounds start after d
-                        done = d + 1
-                        break
-                    while ne < t and prefix[ne] + pm < threshold:
-                        ne += 1
-                    if ne == t:
-                        break
-                    nxt = n_docs  # fewer essential terms
-                    for j in range(ne, t):
-                        nxt = min(nxt, cur[perm[j], DOC])
+                # d's contributions summed in query order, as the exhaustive kernel sums them; a
+                # posting of a block not scored reads its frequencies from the packed streams,
+                # bit for bit scoring.posting_contribution (written out: see above).
+                o = d - lo
+                score = 0.0
+                for i in range(t):
+                    r = wn[i]
+                    x = at[i, o]
+                    if x < 0 or x >= tab[i, r, START] or wd[i, x] != d:
+                        continue
+                    while tab[i, r, START] > x:
+                        r -= 1
+                    if tab[i, r, EXACT]:
+                        score += wc[i, x]
+                    else:
+                        bb = tab[i, r, BLOCK_ID]
+                        jj = tab[i, r, OFFSET] + x - tab[i, r, START]
+                        nn = int(block_n[bb]) + 1
+                        pos = int(block_words[bb]) + stream_words(nn - 1, int(block_bits[bb, 0]))
+                        tfw = 0.0
+                        for f in range(block_bits.shape[1] - 1):
+                            bits = int(block_bits[bb, 1 + f])
+                            if bits > 0:
+                                tf = packed_value(words, pos, jj, bits)
+                                tfw += inner_w[f] * np.float64(tf) * np.float64(norm_table[f, norm_code[f, d]])
+                            pos += stream_words(nn, bits)
+                        score += term_weights[i] * (tfw / (k1 + tfw)) if tfw > 0.0 else 0.0
+                if prior.shape[0] > 0:
+                    score += np.float64(prior[d])
+                score = np.float64(np.float32(score))  # ranked by the float32 score, as bm25_topk
+                count += 1
+                if by_keys:
+                    bits32[0] = score
+                    key = (np.uint64(bits32u[0]) << np.uint64(32)) | np.uint64(0xFFFFFFFF - d)
+                    if key >= floor:
+                        keys[size] = key
+                        size += 1
+                        if size == kk or size == keys.shape[0]:
+                            floor = select_keys(keys, size, kk)
+                            size = kk
+                            bits32u[0] = np.uint32(floor >> np.uint64(32))
+                            low = np.float64(bits32[0])
+                            threshold = max(threshold, low - abs(low) * THRESHOLD_SLACK)
+                elif size < kk or worse(heap_s[0], heap_d[0], score, d):
+                    size = offer(heap_s, heap_d, size, score, d)
+                    if size == kk:
+                        threshold = max(threshold, heap_s[0] - abs(heap_s[0]) * THRESHOLD_SLACK)
+            for i in range(t):  # clear the window's bounds
+                ui = np.uint64(i)
+                for m in range(np.uint64(tab[i, wn[i], START])):
+                    ub[np.uint64(wd[ui, m] - lo)] = 0.0
+        lo = hi + 1
+    if by_keys:
+        top_d, top_s = drain_keys(keys, size, kk, bits32, bits32u)
+        return top_d, top_s, count
     if size < kk:  # fewer than k documents: offer never built the heap
         for i in range(size // 2 - 1, -1, -1):
             sift_down(heap_s, heap_d, size, i)
     top_d, top_s = drain_heap(heap_s, heap_d, size)
     return top_d, top_s, count
+

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.lexical import jit
+from core.lexical import jit, pruning
 from tests.core.lexical.test_scoring import Corpus, random_corpus, random_query
 
 NO_MASK = np.zeros(0, dtype=np.uint8)
@@ -101,3 +101,16 @@ def test_single_block_terms_with_a_prior(skewed: Corpus) -> None:
     prior = np.random.default_rng(2).uniform(0, 3, size=skewed.n_docs).astype(np.float32)
     for k in (1, 10, 100):
         assert_same_topk(skewed.args(single, np.linspace(1, 2, single.size), NO_MASK, prior, k))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_many_windows(ties: bool) -> None:
+    """Documents spread over several windows (pruning.WINDOW ids each), blocks straddling their
+    edges; with a mask and a prior, at every k."""
+    rng = np.random.default_rng(11)
+    c = random_corpus(rng, n_docs=4 * pruning.WINDOW + 100, n_terms=6, n_fields=2, skewed=True, ties=ties, k1=1.2,
+                      b=0.75, quantize=True, one_field_per_term=False)
+    for k in (1, 10, 100, 1000):
+        for use_mask, use_prior in ((False, False), (True, True)):
+            query = random_query(rng, c, use_mask=use_mask, use_prior=use_prior, ties=ties)
+            assert_same_topk(c.args(*query, k))

@@ -18,7 +18,9 @@ because both score BM25 with k1 1.2, b 0.75 and the same one-byte length quantis
 
 SciFact part: the corpus indexed by `ltrr index --format beir` with its defaults (fields title and
 text), nDCG@10 and Recall@100 on the test split through a real `ltrr shard lexical` process;
-tantivy on the same two fields (en_stem, both in parse_query) in process.
+tantivy on the same two fields (en_stem, both in parse_query) in process; and every test query
+at top-10, 100 and 1000 through the pruned and the exhaustive kernel in process, counting the
+queries whose ranked lists (ids and scores) differ.
 
 Ratios are ltrr / tantivy: above 1 is better for ltrr in queries/s, worse in build time, bytes
 and memory. bytes_ratio counts ltrr's lexical component (the collection component beside it, ids
@@ -208,6 +210,22 @@ def tantivy_two_fields(data: BeirData) -> Callable[[str], list[tuple[str, float]
     return search
 
 
+def pruned_vs_exhaustive(index_dir: Path, data: BeirData) -> dict[str, Any]:
+    """Every test query at each of TOPS through the pruned and the exhaustive kernel over the same
+    index, in process: how many queries' ranked lists (ids and scores, ties included) differ."""
+    from core.indexing import open_strategy
+    from core.query import make_query
+
+    pruned, exhaustive = (open_strategy(index_dir, "lexical", {"pruning": p}) for p in (True, False))
+    differing = {}
+    for k in TOPS:
+        differing[f"top{k}"] = 0
+        for text in data.queries.values():
+            a, b = (s.retrieve(make_query(text), k, None) for s in (pruned, exhaustive))
+            differing[f"top{k}"] += a.ordinals.tolist() != b.ordinals.tolist() or a.scores.tolist() != b.scores.tolist()
+    return {"queries": len(data.queries), "differing": differing}
+
+
 def scifact_figures(root: Path) -> dict[str, Any]:
     """nDCG@10, Recall@100 and queries/s: ltrr as `ltrr index --format beir` builds it by default,
     through a gRPC shard; tantivy on the same two fields, in process. {} when `root` is missing."""
@@ -219,7 +237,8 @@ def scifact_figures(root: Path) -> dict[str, Any]:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "services.cli", "index", "--catalog", str(root / "corpus.jsonl"),
                         "--format", "beir", "--out", tmp, "--strategies", "lexical"], stdout=sys.stderr, check=True)
-        ltrr = {"build_seconds": time.perf_counter() - started, **grpc_figures(Path(tmp), data)}
+        ltrr = {"build_seconds": time.perf_counter() - started, **grpc_figures(Path(tmp), data),
+                "pruned_vs_exhaustive": pruned_vs_exhaustive(Path(tmp), data)}
     return {"ltrr_grpc": ltrr, "tantivy": measure(tantivy_two_fields(data), data)}
 
 
@@ -228,6 +247,8 @@ def print_scifact(result: dict[str, Any]) -> None:
     rows: list[list[Any]] = [[name, lt[name], ta[name], lt[name] / ta[name]] for name in ("ndcg@10", "recall@100")]
     rows.append(["queries/s (not comparable)", lt["qps"], ta["qps"], "-"])
     print_table(rows, ["SciFact (title, text)", "ltrr gRPC shard", "tantivy in process", "ltrr/tantivy"])
+    exact = lt["pruned_vs_exhaustive"]
+    print(f"  pruned vs exhaustive kernel over {exact['queries']} queries: lists that differ {exact['differing']}")
 
 
 def main(argv: list[str] | None = None) -> int:

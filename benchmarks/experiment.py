@@ -3,11 +3,13 @@
     python -m benchmarks.experiment [--mode inprocess|grpc] [--searches N] [--seeds K] [--out DIR]
                                     [--encoder hashing|minilm] [--index DIR] [--policies a,b,...]
                                     [--ope-searches M] [--jobs J] [--playlist-noise P] [--genre-noise G]
+                                    [--budget N]
 
 For each seed, core.simulator.runner replays one stream of N simulated searches
 (core.simulator.users: spearfishing, topical, attribute and context intents over the bundled
 catalog) through every plan of core.simulator.policies, plus Vowpal Wabbit SquareCB
-(benchmarks.vw_peer), at one budget of 200 candidates, and the simulated listener
+(benchmarks.vw_peer), at one budget (--budget, default 200 candidates; quota levels 0, N/4, N/2, N:
+core.simulator.runner.experiment_levels), and the simulated listener
 (core.simulator.listening) plays, skips or searches again on each ranked list. The table gives,
 per plan, the mean over seeds with a 95% Student-t confidence interval over seeds:
 
@@ -153,19 +155,27 @@ def plans(args: argparse.Namespace, config: Any) -> list[Any]:
 _WORKER: dict[str, Any] = {}  # per process: the catalog, strategies and searches its tasks share
 
 
-def _worker_state(root: Path) -> tuple[Any, Any, Any]:
+def _worker_state(root: Path, levels: Sequence[int]) -> tuple[Any, Any, Any]:
     """(entities, EntityTable, the shared strategies) of this process, loaded once: the plans a
     process runs share the strategies' answer caches (core.simulator.runner.shared_strategies)."""
     from core.catalog import demo_catalog_path, load_catalog
     from core.ranking import EntityTable
-    from core.simulator.runner import EXPERIMENT_LEVELS, shared_strategies
+    from core.simulator.runner import shared_strategies
 
     if _WORKER.get("root") != root:
         entities = load_catalog(demo_catalog_path())
         _WORKER.clear()
         _WORKER.update(root=root, entities=entities, table=EntityTable.from_entities(entities),
-                       shared=shared_strategies(root, STRATEGIES, EXPERIMENT_LEVELS), searches={})
+                       shared=shared_strategies(root, STRATEGIES, levels), searches={})
     return _WORKER["entities"], _WORKER["table"], _WORKER["shared"]
+
+
+def experiment_config(args: argparse.Namespace, seed: int, searches: int | None = None) -> Any:
+    """The ExperimentConfig of `seed`: --searches (or `searches`), --budget and its quota levels."""
+    from core.simulator.runner import ExperimentConfig, experiment_levels
+
+    return ExperimentConfig(searches=args.searches if searches is None else searches, seed=seed,
+                            levels=experiment_levels(args.budget), budget=args.budget)
 
 
 def seed_range(args: argparse.Namespace) -> range:
@@ -176,11 +186,11 @@ def seed_range(args: argparse.Namespace) -> range:
 def run_plan(args: argparse.Namespace, root: Path, seed: int, name: str) -> tuple[Any, float]:
     """One plan over the searches of one seed, in process: its Records and the seconds it took.
     A task of its own, so that plans and seeds can run in parallel processes (--jobs)."""
-    from core.simulator.runner import ExperimentConfig, run_policy, simulated_searches
+    from core.simulator.runner import run_policy, simulated_searches
 
     started = time.perf_counter()
-    entities, table, shared = _worker_state(root)
-    config = ExperimentConfig(searches=args.searches, seed=seed)
+    config = experiment_config(args, seed)
+    entities, table, shared = _worker_state(root, config.levels)
     if seed not in _WORKER["searches"]:
         _WORKER["searches"][seed] = simulated_searches(entities, config)
     users, searches = _WORKER["searches"][seed]
@@ -193,11 +203,11 @@ def run_plan(args: argparse.Namespace, root: Path, seed: int, name: str) -> tupl
 
 def _offpolicy(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from benchmarks.experiment_ope import offpolicy_check
-    from core.simulator.runner import ExperimentConfig
 
-    entities, _, _ = _worker_state(root)
+    config = experiment_config(args, 0, args.ope_searches)
+    entities, _, _ = _worker_state(root, config.levels)
     with tempfile.TemporaryDirectory() as work:
-        return offpolicy_check(entities, root, STRATEGIES, ExperimentConfig(searches=args.ope_searches, seed=0), work)
+        return offpolicy_check(entities, root, STRATEGIES, config, work, levels=config.levels)
 
 
 def _run_inprocess(args: argparse.Namespace, root: Path, specs: Sequence[Any]) -> tuple[dict[tuple[int, str], Any],
@@ -242,7 +252,6 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
     from core.catalog import demo_catalog_path, load_catalog
     from core.simulator.metadata import describe, noisy_catalog
     from core.simulator.metrics import Records
-    from core.simulator.runner import ExperimentConfig
 
     info = run_info()  # before the run: the commit whose code is loaded
     noise = metadata_noise(args)
@@ -251,7 +260,7 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
     truth = load_catalog(demo_catalog_path())
     noisy = noisy_catalog(truth, noise)
     info["metadata_noise"] = {**noise.to_json(), "realized": describe(truth, noisy)}
-    specs = plans(args, ExperimentConfig(searches=args.searches, seed=0))
+    specs = plans(args, experiment_config(args, 0))
     names = [s.name for s in specs]
     started = time.perf_counter()
     offpolicy = None
@@ -260,7 +269,7 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
 
         records: dict[tuple[int, str], Records] = {}
         for seed in seed_range(args):
-            config = ExperimentConfig(searches=args.searches, seed=seed)
+            config = experiment_config(args, seed)
             with tempfile.TemporaryDirectory() as work:
                 for name, grpc_rec in run_grpc(truth, root, STRATEGIES, plans(args, config), config, work,
                                                index_entities=noisy).items():
@@ -271,6 +280,7 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
     runs = {name: [records[seed, name] for seed in seed_range(args)] for name in names}
     result: dict[str, Any] = {"default_policy": DEFAULT, "run": info, "settings": settings(args, root),
                               "searches": args.searches, "seeds": args.seeds, "first_seed": args.first_seed,
+                              "budget": args.budget,
                               "encoder": args.encoder,
                               "seconds": seconds, "jobs": args.jobs, "mode": args.mode,
                               "policies": {name: [seed_record(seed, rec)
@@ -298,7 +308,6 @@ def settings(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     (core.simulator.users.SimulatorConfig, seed aside), as JSON values."""
     import dataclasses
 
-    from core.simulator.runner import ExperimentConfig
     from core.simulator.users import SimulatorConfig
 
     def plain(config: Any) -> dict[str, Any]:
@@ -307,11 +316,12 @@ def settings(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         return dict(out)
 
     return {"options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "index": str(root), "experiment": plain(ExperimentConfig(searches=args.searches)),
+            "index": str(root), "experiment": plain(experiment_config(args, 0)),
             "simulator": plain(SimulatorConfig())}
 
 
 def report(result: dict[str, Any]) -> str:
+    from core.simulator.runner import EXPERIMENT_BUDGET
     from core.simulator.users import Intent
 
     pol = result["policies"]
@@ -338,7 +348,8 @@ def report(result: dict[str, Any]) -> str:
         from benchmarks.experiment_ope import offpolicy_markdown
 
         extra += offpolicy_markdown(result["offpolicy"]) + "\n\n"
-    return (f"{result['searches']:,} searches x {result['seeds']} seeds per policy, budget 200 candidates, "
+    budget = result.get("budget", EXPERIMENT_BUDGET)
+    return (f"{result['searches']:,} searches x {result['seeds']} seeds per policy, budget {budget} candidates, "
             f"{result['encoder']} encoder, {mode}; mean ± 95% CI over seeds\n\n{main}\n\n"
             f"Target and candidate recall per intent:\n\n{by_intent}\n\n{timing}{extra}"
             f"{n_runs * result['searches'] / result['seconds']:,.0f} searches/s {mode}, start-up included, "
@@ -346,6 +357,8 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from core.simulator.runner import EXPERIMENT_BUDGET, experiment_levels
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("inprocess", "grpc"), default="inprocess",
                         help="in process on the core objects, or through a real cluster over gRPC")
@@ -360,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ope-searches", type=int, default=None,
                         help="searches of the off-policy check (default 20000; 0 skips it; grpc: 0)")
     add_index_options(parser)
+    parser.add_argument("--budget", type=int, default=EXPERIMENT_BUDGET,
+                        help="candidates per search for all strategies together; quota levels 0, N/4, N/2, N "
+                             "(default %(default)s)")
     parser.add_argument("--policies", type=lambda s: [p for p in s.split(",") if p], default=[])
     parser.add_argument("--jobs", type=int, default=None,
                         help="processes running plans and seeds in parallel, in process (default: the CPUs; grpc: 1)")
@@ -378,8 +394,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--ope-searches must be 0 (skip) or >= 2")
     try:
         metadata_noise(args)
+        experiment_levels(args.budget)
     except ValueError as e:
-        parser.error(f"--playlist-noise and --genre-noise: {e}")
+        parser.error(f"--playlist-noise, --genre-noise, --budget: {e}")
     pin_threads()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

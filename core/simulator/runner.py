@@ -77,6 +77,15 @@ class LatencyModel:
         return out
 
 
+def experiment_levels(budget: int) -> tuple[int, ...]:
+    """The quota levels of an experiment at `budget` candidates: (0, budget // 4, budget // 2,
+    budget), EXPERIMENT_LEVELS scaled from EXPERIMENT_BUDGET: one strategy alone can take the whole
+    budget, two can share it, and the four-way equal split is a level. At 50, 100 or a multiple of
+    4 the space is the same 53 allocations of four strategies as at 200."""
+    if budget < 4:
+        raise ValueError(f"`budget` must be >= 4 (four distinct levels), but got {budget}")
+    return (0, budget // 4, budget // 2, budget)
+
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
     """searches: per policy run; seed: fixes the searches, the users' reactions and the policies'

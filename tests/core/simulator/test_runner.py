@@ -12,17 +12,19 @@ from core.collapse import recording_copies
 from core.collection import Collection
 from core.memory.context import SEPARATOR, context_bucket, contextual_key
 from core.memory.index import DEFAULT_CONTEXT_KEYS, MemoryStrategy
-from core.policy.allocation import AllocationSpace
+from core.policy.allocation import AllocationSpace, equal_split
 from core.policy.policies import PolicyConfig, PolicyKind
 from core.reward import satisfies
 from core.simulator.listening import ListeningConfig
 from core.simulator.metrics import Records
 from core.simulator.policies import ORACLE, PolicySpec, standard_policies
 from core.simulator.runner import (
+    EXPERIMENT_BUDGET,
     EXPERIMENT_LEVELS,
     ExperimentConfig,
     LatencyModel,
     as_target,
+    experiment_levels,
     oracle_allocation,
     run_experiment,
     simulated_searches,
@@ -182,3 +184,23 @@ def test_rank_measures_judge_a_shown_copy_as_the_target() -> None:
     rec = Records.empty("p", ("lexical",), 1)
     rec.set_ranking(0, as_target(shown, 4, frozenset({4, 9})), np.array([4]), 4)
     assert rec.rr[0] == pytest.approx(1 / 3)
+
+
+def test_the_default_budget_keeps_the_experiments_levels() -> None:
+    assert experiment_levels(EXPERIMENT_BUDGET) == EXPERIMENT_LEVELS
+
+
+@pytest.mark.parametrize("budget", [4, 50, 100, 200, 1000])
+def test_a_scaled_budget_keeps_the_allocation_space_and_the_equal_split(budget: int) -> None:
+    """At any budget, as at 200: 53 allocations of four strategies, the whole budget to one alone,
+    and the equal split at the budget's quarter level."""
+    levels = experiment_levels(budget)
+    space = AllocationSpace(strategies=STRATEGIES, levels=levels, budget=budget)
+    assert len(space.allocations) == 53 and max(levels) == budget
+    assert equal_split(space) == (levels[1],) * len(STRATEGIES)
+
+
+@pytest.mark.parametrize("budget", [-1, 0, 3])
+def test_a_budget_below_four_levels_is_rejected(budget: int) -> None:
+    with pytest.raises(ValueError, match="`budget` must be >= 4"):
+        experiment_levels(budget)

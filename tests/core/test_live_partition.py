@@ -81,6 +81,16 @@ def top(shard: LiveShard, text: str) -> StrategyList:
     return StrategyList("s", ids, np.asarray(hits.scores, dtype=np.float32))
 
 
+def merged_and_whole(plain: LiveShard, parts: list[LiveShard], positions: dict[str, int], text: str
+                     ) -> tuple[StrategyList, StrategyList]:
+    """The partitions' lists for `text` (each holding only its own entities) merged as the broker
+    merges them, and the unpartitioned shard's list."""
+    lists = [top(shard, text) for shard in parts]
+    for p, lst in enumerate(lists):
+        assert all(document_partition(e, P) == p for e in lst.entity_ids), text
+    return merge_partitions("s", lists, QUOTA, positions), top(plain, text)
+
+
 def live_ids(shard: LiveShard) -> dict[str, int]:
     with shard.reading() as strategy:
         collection = strategy.collection
@@ -95,11 +105,7 @@ def test_lexical_partitions_merge_to_the_unpartitioned_live_shard_exactly(world:
     for p, shard in enumerate(parts):
         assert set(live_ids(shard)) == {e for e in positions if document_partition(e, P) == p}
     for text in world["texts"]:
-        want = top(plain, text)
-        lists = [top(shard, text) for shard in parts]
-        for p, lst in enumerate(lists):
-            assert all(document_partition(e, P) == p for e in lst.entity_ids), text
-        merged = merge_partitions("s", lists, QUOTA, positions)
+        merged, want = merged_and_whole(plain, parts, positions, text)
         assert merged.entity_ids == want.entity_ids, text
         assert merged.scores.tolist() == want.scores.tolist(), text
 
@@ -150,11 +156,7 @@ def test_semantic_partitions_hold_their_entities_and_merge_to_the_unpartitioned_
     for p, shard in enumerate(parts):
         assert set(live_ids(shard)) == {e for e in positions if document_partition(e, P) == p}
     for text in world["texts"]:
-        lists = [top(shard, text) for shard in parts]
-        for p, lst in enumerate(lists):
-            assert all(document_partition(e, P) == p for e in lst.entity_ids), text
-        merged = merge_partitions("s", lists, QUOTA, positions)
-        want = top(plain, text)
+        merged, want = merged_and_whole(plain, parts, positions, text)
         assert merged.entity_ids == want.entity_ids, text
         np.testing.assert_allclose(merged.scores, want.scores, rtol=1e-5)
 
@@ -163,11 +165,7 @@ def test_attribute_partitions_return_their_entities_scored_as_the_whole_live_ind
     plain, parts = shards(world, "attribute", 10**9)
     positions = live_ids(plain)  # in place: the same ordinals in every attribute shard (whole collections)
     for text in world["texts"]:
-        lists = [top(shard, text) for shard in parts]
-        for p, lst in enumerate(lists):
-            assert all(document_partition(e, P) == p for e in lst.entity_ids), text
-        merged = merge_partitions("s", lists, QUOTA, positions)
-        want = top(plain, text)
+        merged, want = merged_and_whole(plain, parts, positions, text)
         assert merged.entity_ids == want.entity_ids, text
         assert merged.scores.tolist() == want.scores.tolist(), text
     owner = document_partition("release-1", P)

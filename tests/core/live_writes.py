@@ -1,5 +1,6 @@
 """Random write sequences over a catalog, shared by the live-update tests of every strategy, and an
-in-memory catalog log (the core.catalog_log.CatalogLog protocol) for the live shards' tests."""
+in-memory catalog log (the core.catalog_log.CatalogLog protocol) for the live shards' tests, and a
+merge killed at one step."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
 from core.catalog import Entity
 from core.catalog_log import CatalogRecord, CatalogWrite
 from core.live import Delete, Upsert, Write
+from core.live_base import LiveShard
 
 
 def random_writes(base: list[Entity], fresh: list[Entity], n: int, seed: int) -> list[Write]:
@@ -113,3 +116,16 @@ def same_lists(a: list[list[tuple[str, float]]], b: list[list[tuple[str, float]]
         if sorted((s, i) for i, s in x if s != cut) != sorted((s, i) for i, s in y if s != cut):
             return False
     return True
+
+
+def merge_killed(monkeypatch: pytest.MonkeyPatch, module: object, name: str, shard: LiveShard) -> None:
+    """shard.merge() with `module.name` raising OSError("killed") (a crash at that step); the patch
+    is undone after."""
+
+    def crash(*_: object, **__: object) -> None:
+        raise OSError("killed")
+
+    monkeypatch.setattr(module, name, crash)
+    with pytest.raises(OSError, match="killed"):
+        shard.merge()
+    monkeypatch.undo()

@@ -22,7 +22,7 @@ from core.live_shard import LiveShardConfig, WriterShard, catch_up, open_live_sh
 from core.query import Filter, make_query
 from core.semantic.encoders import HashingEncoder
 from tests.conftest import synthetic_catalog
-from tests.core.live_writes import ListLog, final_catalog, random_writes, same_lists
+from tests.core.live_writes import ListLog, final_catalog, merge_killed, random_writes, same_lists
 
 OPTIONS = {"encoder": "hashing", "cache": "off", "progress": False}
 TEXTS = ("love", "night dance", "artist 4", "gold", "blue river", "quiet storm")
@@ -146,14 +146,7 @@ def test_a_checkpoint_that_dies_leaves_the_previous_one_current(world: Any, monk
                              synthetic_catalog(30, seed=66), 60, seed=67))
     catch_up(shard, log.catalog_after)
     before = results(shard)
-
-    def crash(*_: object, **__: object) -> None:
-        raise OSError("killed")
-
-    monkeypatch.setattr(live_checkpoint, fail_at, crash)
-    with pytest.raises(OSError, match="killed"):
-        shard.merge()
-    monkeypatch.undo()
+    merge_killed(monkeypatch, live_checkpoint, fail_at, shard)
     made = sorted(p.name for p in Path(config.live_dir).glob("base-*") if p.name != first)
     assert len(made) == 1 and (fail_at == "publish_base") == (Path(config.live_dir) / made[0] / BASE_FILE).is_file()
     assert shard.base_position == position and same_lists(results(shard), before)

@@ -21,7 +21,7 @@ from core.live_shard import LiveShardConfig, catch_up, open_live_shard
 from core.partitioning import build_partitioned
 from core.query import Filter, make_query
 from tests.conftest import synthetic_catalog
-from tests.core.live_writes import ListLog, append_order, random_writes
+from tests.core.live_writes import ListLog, append_order, merge_killed, random_writes
 
 OPTIONS = {"fields": "title^2,artist", "progress": False}
 
@@ -89,14 +89,7 @@ def test_a_merge_that_dies_leaves_the_last_base_serving(setup: Any, monkeypatch:
     log.append(random_writes(append_order(base, []), synthetic_catalog(20, seed=44), 60, seed=45))
     catch_up(shard, log.catalog_after)
     before = results(shard)
-
-    def crash(*_: object, **__: object) -> None:
-        raise OSError("killed")
-
-    monkeypatch.setattr(live_lexical, fail_at, crash)
-    with pytest.raises(OSError, match="killed"):
-        shard.merge()
-    monkeypatch.undo()
+    merge_killed(monkeypatch, live_lexical, fail_at, shard)
     assert results(shard) == before  # still serving the old generation
     assert (Path(config.live_dir) / CURRENT).read_text() == first
     restarted = opened(config, log)

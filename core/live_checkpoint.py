@@ -23,13 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from core import collection as collection_component
 from core.catalog import Entity, load_jsonl
 from core.collection import Collection
 from core.errors import IndexFormatError
 from core.live import LiveCollection
 from core.live_dir import ENTITIES, finish_base, new_base_dir, publish_base, usable_base, write_entities
-from core.storage import ComponentReader
 from core.strategies import entry_for
 from core.types import Strategy, StrategyKind
 
@@ -54,11 +52,6 @@ class Snapshot:
     write_component: Callable[[str | os.PathLike[str]], None]
     collection: Collection
     entities: list[Entity | None]
-
-
-def source_index_id(index: str | os.PathLike[str]) -> str:
-    """The offline index's id (its collection's content id), recorded in every checkpoint."""
-    return ComponentReader(index, collection_component.COMPONENT).content_id
 
 
 class Checkpoints:

@@ -22,12 +22,20 @@ from pathlib import Path
 
 from core.catalog import Entity
 from core.errors import IndexFormatError
-from core.storage import fsync_dir, write_file_atomic
+from core.storage import ComponentReader, fsync_dir, write_file_atomic
 
 CURRENT = "CURRENT"
 ENTITIES = "entities.jsonl.gz"
 BASE_FILE = "base.json"
 BASE_PREFIX = "base-"
+
+
+def source_index_id(index: str | os.PathLike[str]) -> str:
+    """The offline index's id (its collection's content id, from the manifest: the files are
+    verified when the strategy loads them), recorded in every base made from it."""
+    from core.collection import COMPONENT
+
+    return ComponentReader(index, COMPONENT, verify=False).content_id
 
 
 def new_base_dir(live_dir: Path, position: int) -> Path:

@@ -42,7 +42,16 @@ from core.lexical.segments import View
 from core.lexical.stats import CorpusStats
 from core.live import Delete, LiveCollection, Write
 from core.live_base import LiveShard, LiveShardConfig, catalog_entities
-from core.live_dir import CURRENT, ENTITIES, finish_base, new_base_dir, remove_bases, usable_base, write_entities
+from core.live_dir import (
+    CURRENT,
+    ENTITIES,
+    finish_base,
+    new_base_dir,
+    remove_bases,
+    source_index_id,
+    usable_base,
+    write_entities,
+)
 from core.query import Query
 from core.storage import write_file_atomic
 from core.types import Hits, StrategyKind
@@ -240,14 +249,9 @@ def open_lexical_shard(config: LiveShardConfig, owns: Callable[[str], bool] | No
     """The lexical shard at its newest complete base (see the module docstring). A lexical
     partition's (core.live_partition): `owns` its ids, `outside` its sibling partitions' df, `shard`
     its class."""
-    source_index_id = Collection.load(config.index).index_id
-    found = usable_base(Path(config.live_dir), source_index_id)
-    if found is None:
-        root, position = Path(config.index), 0
-        base = open_lexical(root, config.options)
-        entities = catalog_entities(config, base.collection.ids, owns)
-    else:
-        root, position = found
-        base = open_lexical(root, config.options)
-        entities = load_jsonl(root / ENTITIES)
-    return shard(config, open_generation(root, base, entities, outside, owns), position, source_index_id, outside)
+    source_id = source_index_id(config.index)
+    found = usable_base(Path(config.live_dir), source_id)
+    root, position = (Path(config.index), 0) if found is None else found
+    base = open_lexical(root, config.options)
+    entities = catalog_entities(config, base.collection.ids, owns) if found is None else load_jsonl(root / ENTITIES)
+    return shard(config, open_generation(root, base, entities, outside, owns), position, source_id, outside)

@@ -46,7 +46,8 @@ from core.live_base import (
     LiveShardConfig,
     catalog_entities,
 )
-from core.live_checkpoint import CHECKPOINTED, Checkpoints, SupportsCheckpoint, source_index_id
+from core.live_checkpoint import CHECKPOINTED, Checkpoints, SupportsCheckpoint
+from core.live_dir import source_index_id
 from core.live_lexical import open_lexical_shard
 from core.live_partition import Ownership, open_partition_attribute, open_partition_lexical, partition_of
 from core.memory.index import MemoryStrategy
@@ -152,9 +153,10 @@ class WriterShard(LiveShard):
 def _writer_shard(config: LiveShardConfig, owner: Ownership | None) -> WriterShard:
     if owner is not None and config.strategy == StrategyKind.ATTRIBUTE:
         return WriterShard(*open_partition_attribute(config, owner))
+    kind = StrategyKind(config.strategy)
     checkpoints = Checkpoints(config.live_dir, source_index_id(config.index)) if (
-        config.live_dir and config.strategy in {k.value for k in CHECKPOINTED}) else None
-    found = None if checkpoints is None else checkpoints.open(StrategyKind(config.strategy), config.options)
+        config.live_dir and kind in CHECKPOINTED) else None
+    found = None if checkpoints is None else checkpoints.open(kind, config.options)
     if found is None:
         strategy = open_strategy(config.index, config.strategy, config.options)
         owns = _owns(owner, strategy)

@@ -100,7 +100,8 @@ class LiveShard:
             raise ValueError("`records` must be in increasing position order")
         started = time.perf_counter()
         writes = self._accepted([r.write.as_write() for r in fresh])
-        background(lambda: self._prepare(writes))  # slow work that changes nothing searches read, before the lock
+        if self.prepares:  # slow work that changes nothing searches read, before the lock
+            background(lambda: self._prepare(writes))
         with self.lock:
             if self.broken is not None:
                 raise RuntimeError(f"a batch failed half-applied ({self.broken}); restart the shard: it replays "
@@ -120,6 +121,11 @@ class LiveShard:
     def _accepted(self, writes: list[Write]) -> list[Write]:
         """The writes this shard applies (default: all of them), worked out once per batch."""
         return writes
+
+    @property
+    def prepares(self) -> bool:
+        """Has the shard lock-free work to do before applying a batch (_prepare)? Default no."""
+        return False
 
     def _prepare(self, writes: Sequence[Write]) -> None:
         """Work for `writes` that needs no lock (nothing searches read changes); default none."""

@@ -87,8 +87,12 @@ class WriterShard(LiveShard):
     def pending_entities(self) -> int:
         return self.upserts
 
+    @property
+    def prepares(self) -> bool:
+        return hasattr(self.writer, "prepare")  # the semantic writer embeds before the lock
+
     def _prepare(self, writes: Sequence[Write]) -> None:
-        prepare = getattr(self.writer, "prepare", None)  # the semantic writer embeds before the lock
+        prepare = getattr(self.writer, "prepare", None)
         if prepare is not None:
             prepare(writes)
 

@@ -102,9 +102,8 @@ class LiveVocabulary(Vocabulary):
         self.partial: dict[str, list[tuple[int, float]]] = {}
         self.partial_members: dict[str, set[int]] = {}
         self.spellings: dict[ValueName, dict[str, dict[int, int]]] = {}
-        # each value's display spelling, and the values whose display a write may have changed
+        # each value's display spelling, dropped when a write may change it (_use)
         self.displays: dict[ValueName, str] = {}
-        self.redisplay: set[ValueName] = set()
         self.own: dict[str, dict[str, BitMap]] = {}
         self.text: dict[str, BitMap] = {}
         self.scale = 0.0
@@ -163,7 +162,7 @@ class LiveVocabulary(Vocabulary):
         A use of the display spelling or the loss of another's leaves the display as it is (it
         only gains on the others); anything else makes _display work it out again."""
         if (sign > 0) != (spelling == self.displays.get(value)):
-            self.redisplay.add(value)
+            self.displays.pop(value, None)
         spellings = self.spellings.setdefault(value, {})
         uses = spellings.get(spelling)
         if uses is None:
@@ -185,11 +184,10 @@ class LiveVocabulary(Vocabulary):
 
     def _display(self, value: ValueName) -> str:
         """The most used spelling; ties: the one whose first use comes first in catalog order."""
-        if value in self.displays and value not in self.redisplay:
+        if value in self.displays:
             return self.displays[value]
         used = [(sum(u.values()), -min(u), s) for s, u in self.spellings.get(value, {}).items()]
         display = self.displays[value] = max(used)[2] if used else value[1]
-        self.redisplay.discard(value)
         return display
 
     def _value(self, vid: int, display: str, bitmap: BitMap) -> Value:

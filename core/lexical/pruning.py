@@ -54,9 +54,9 @@ BLK, END, POS, DOC = 0, 1, 2, 3
 THRESHOLD_SLACK = 2.0**-23
 # Widest window, in documents: its float64 bound per document stays in the L2 cache.
 WINDOW = 16384
-# Above this k the best documents are kept as keys (`score_key`) in a buffer, cut back to the
-# best k by selection when full, rather than in a heap: at large k a heap's sift-downs cost more
-# than selections, at small k its threshold rises sooner.
+# Above this k the best documents are kept as ordering keys (built in bm25_topk_pruned, read back
+# by drain_keys) in a buffer, cut back to the best k by selection when full, rather than in a heap:
+# at large k a heap's sift-downs cost more than selections, at small k its threshold rises sooner.
 HEAP_K = 128
 # Columns of the per-window block table `tab` (int64, (t, rows, 4)): for each block of a term that
 # overlaps the window, the index of its first posting in the window's lists, the block, that

@@ -43,7 +43,16 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from benchmarks.common import DEFAULT_SCIFACT, BeirData, load_beir, pin_threads, print_table, run_info, write_json
+from benchmarks.common import (
+    DEFAULT_SCIFACT,
+    BeirData,
+    dir_bytes,
+    load_beir,
+    pin_threads,
+    print_table,
+    run_info,
+    write_json,
+)
 from benchmarks.lexical import TOP, grpc_figures, measure
 from benchmarks.synthetic_corpus import CorpusSpec, make_queries, vocabulary, write_corpus
 
@@ -53,10 +62,6 @@ DEFAULT_ROUNDS = 3
 DEFAULT_MIN_SECONDS = 2.0
 MIB = 1024 * 1024
 QUERY_SYNTAX = re.compile(r"[^\w\s]")  # tantivy query-language characters would change a query's meaning
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def engine_command(*args: str) -> list[str]:

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import run_info
 from core.catalog import Entity, demo_catalog_path, load_jsonl, write_jsonl
 from core.catalog_log import CatalogRecord, CatalogWrite
 from core.indexing import build_index
@@ -95,9 +93,7 @@ def main() -> None:
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all four)")
     args = p.parse_args()
     catalog, tmp, index = demo_setup(args.index, STRATEGIES, "live-shard-")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}")
+    print(run_info())
     stream = writes(catalog, args.writes)
     for name in args.strategies.split(","):
         config = shard_config(name, index, tmp, tmp / "live" / name)

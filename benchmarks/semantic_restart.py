@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks.common import pin_threads, run_info
+from benchmarks.common import dir_bytes, pin_threads, run_info
 
 pin_threads()
 
@@ -60,7 +60,7 @@ def main() -> None:
     started = time.perf_counter()
     if shard.merge():
         took = time.perf_counter() - started
-        size = sum(f.stat().st_size for f in Path(config.live_dir).rglob("*") if f.is_file())
+        size = dir_bytes(Path(config.live_dir))
         print(f"checkpoint at position {shard.base_position}: {took:.2f} s, of which "
               f"{shard.last_snapshot_s * 1000:.1f} ms under the lock; {size / 1e6:.1f} MB")
     else:

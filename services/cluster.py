@@ -66,8 +66,7 @@ from core.partitioning import build_partitioned, read_partitions
 from core.storage import MANIFEST
 from services.broker_config import default_store
 from services.process import ServerProcess, shard_args, spawn
-from services.topology import ShardAddresses as Topology
-from services.topology import shard_flags
+from services.topology import ShardAddresses, shard_flags
 
 DEFAULT_STRATEGIES = ("lexical", "semantic", "attribute", "memory")
 STORE_KEYS = ("url",)  # the [store] table's keys
@@ -228,7 +227,7 @@ def _build_partitioned(config: ClusterConfig) -> None:
                       partitions=config.partitions)
 
 
-def broker_args(config: ClusterConfig, shards: Topology, port: int, store_url: str = "") -> list[str]:
+def broker_args(config: ClusterConfig, shards: ShardAddresses, port: int, store_url: str = "") -> list[str]:
     args = ["broker", "--state", config.state, "--catalog", str(config.catalog_path), "--host", config.host,
             "--port", str(port), *shard_flags(shards)]
     if store_url:
@@ -293,7 +292,7 @@ class Cluster:
                 args = shard_args(name, c.shard_index(name, p), c.shard_run_options(name, p, r), flags)
                 self.placed.append(Placed(name, p, r, spawn([*logs, *args])))
             first = c.port if broker_port is None else broker_port
-            shards: Topology = {n: parts[0][0] if c.partitions == c.replicas == 1 else parts
+            shards: ShardAddresses = {n: parts[0][0] if c.partitions == c.replicas == 1 else parts
                                 for n, parts in self.topology().items()}
             for i, metrics_port in enumerate(broker_metrics):
                 args = broker_args(c, shards, first + i if first else 0, self.store_url)

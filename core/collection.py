@@ -41,7 +41,8 @@ class Collection:
         self.deleted = deleted
         self.bitmaps = bitmaps
         self.index_id = index_id
-        self._live_cache: tuple[BitMap, np.ndarray] | None = None
+        # (deleted, n, live ordinals, their mask): valid while `deleted` is that object and n ids
+        self._live_cache: tuple[BitMap, int, BitMap, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -88,24 +89,35 @@ class Collection:
 
     def _live(self) -> BitMap | None:
         """Every ordinal not deleted (None when nothing is), built once per set of deletions:
-        unfiltered requests are the common case and must not pay O(n) each."""
-        if not self.deleted:
+        unfiltered requests are the common case and must not pay O(n) each.
+
+        The cache is keyed by the `deleted` object and the id count it was built from, never reset
+        by a writer: a reader that built it from the old deletions while a batch was published
+        would otherwise store it after the writer's reset and serve deleted entities until the
+        next batch. Writers replace `deleted` (core.live), never mutate it."""
+        n = len(self.ids)  # before `deleted`: a batch publishes its new ids first (core.live)
+        deleted = self.deleted
+        if not deleted:
             return None
-        if self._live_cache is None:
-            live = BitMap(np.arange(len(self.ids), dtype=np.uint32)) - self.deleted
-            self._live_cache = (live, self._build_mask(live))
-        return self._live_cache[0]
+        cache = self._live_cache
+        if cache is None or cache[0] is not deleted or cache[1] != n:
+            live = BitMap(np.arange(n, dtype=np.uint32)) - deleted
+            cache = (deleted, n, live, self._build_mask(live, n))
+            self._live_cache = cache
+        return cache[2]
 
     def mask(self, allowed: BitMap | None) -> np.ndarray:
         """uint8 mask, shape (n,), 1 = may be returned; shape (0,) when `allowed` is None (no check)."""
         if allowed is None:
             return np.zeros(0, dtype=np.uint8)
-        if self._live_cache is not None and allowed is self._live_cache[0]:
-            return self._live_cache[1]
-        return self._build_mask(allowed)
+        cache = self._live_cache
+        if cache is not None and allowed is cache[2]:
+            return cache[3]
+        return self._build_mask(allowed, len(self.ids))
 
-    def _build_mask(self, allowed: BitMap) -> np.ndarray:
-        mask = np.zeros(len(self.ids), dtype=np.uint8)
+    @staticmethod
+    def _build_mask(allowed: BitMap, n: int) -> np.ndarray:
+        mask = np.zeros(n, dtype=np.uint8)
         mask[allowed.to_array()] = 1
         return mask
 
@@ -119,8 +131,7 @@ class Collection:
                 raise NotFoundError(f"entity {eid!r} is not in the index")
             ordinals.append(self.ordinal[eid])
         before = len(self.deleted)
-        self.deleted |= BitMap(ordinals)
-        self._live_cache = None
+        self.deleted = self.deleted | BitMap(ordinals)  # a new object: the live cache is keyed by it
         return len(self.deleted) - before
 
     # -- storage --------------------------------------------------------------------------------

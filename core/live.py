@@ -86,7 +86,8 @@ class LiveCollection(Collection):
         self.live_ids = {e.id: i for i, e in enumerate(self.entities) if e is not None}
         self.in_place = in_place
         self.write_lock = threading.RLock()  # apply_writes holds it around the strategies' apply too
-        self._max_popularity: float | None = None  # max_popularity(), until the next batch
+        # (popularity, deleted, max_popularity()): valid while both are those objects
+        self._max_popularity: tuple[np.ndarray, BitMap, float] | None = None
 
     @classmethod
     def from_entities(cls, entities: Sequence[Entity], *, in_place: bool = True) -> LiveCollection:
@@ -98,12 +99,15 @@ class LiveCollection(Collection):
 
     def max_popularity(self) -> float:
         """The largest popularity of a live entity (0.0 when none is live); computed once per
-        batch however many writers ask (O(catalog))."""
-        if self._max_popularity is None:
-            live = self._live()
-            pop = self.popularity if live is None else self.popularity[live.to_array()]
-            self._max_popularity = float(pop.max()) if pop.size else 0.0
-        return self._max_popularity
+        batch however many writers ask (O(catalog)). Keyed by the popularity array and the
+        deletions, which every batch replaces (as `Collection._live` is)."""
+        popularity, deleted, live = self.popularity, self.deleted, self._live()
+        cache = self._max_popularity
+        if cache is None or cache[0] is not popularity or cache[1] is not deleted:
+            pop = popularity if live is None else popularity[live.to_array()]
+            cache = (popularity, deleted, float(pop.max()) if pop.size else 0.0)
+            self._max_popularity = cache
+        return cache[2]
 
     def apply(self, writes: Sequence[Write]) -> list[Change]:
         """Apply `writes` in order (under the write lock); returns what each did, in order."""
@@ -154,9 +158,7 @@ class LiveCollection(Collection):
         deleted = BitMap(self.deleted)
         for c in changes:
             (deleted.add if c.new is None else deleted.discard)(c.ordinal)
-        self.deleted = deleted
-        self._live_cache = None
-        self._max_popularity = None
+        self.deleted = deleted  # a new object: the readers' caches are keyed by it (Collection._live)
 
     @staticmethod
     def _written_id(changes: Sequence[Change], ordinal: int) -> str:

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from pyroaring import BitMap
 
 from core.catalog import Entity
 from core.collection import Collection
@@ -72,3 +73,27 @@ def test_readers_keep_the_objects_they_hold() -> None:
     before = (pop.copy(), list(deleted), list(rock))
     live.apply([Delete(live.ids[int(next(iter(rock)))]), Upsert(Entity(id="x", attributes={"genre": "rock"}))])
     assert np.array_equal(pop, before[0]) and list(deleted) == before[1] and list(rock) == before[2]
+
+
+def test_a_batch_published_while_a_reader_builds_the_live_set_is_seen_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interleaving CI caught: a reader builds the live ordinals (and their mask) from the
+    deletions it read, a batch deleting another entity is published before the reader stores them,
+    and every later search must still exclude that entity (and the largest popularity must follow)."""
+    live = LiveCollection.from_entities(synthetic_catalog(10))
+    live.apply([Delete("t0000")])
+    top = max(range(10), key=lambda o: float(live.popularity[o]))
+    build = Collection._build_mask
+    published: list[object] = []
+
+    def writer_runs_meanwhile(allowed: BitMap, n: int) -> np.ndarray:
+        if not published:
+            published.append(live.apply([Delete(live.ids[top])]))
+        return build(allowed, n)
+
+    monkeypatch.setattr(Collection, "_build_mask", staticmethod(writer_runs_meanwhile))
+    live.allowed([])  # built from the deletions before the batch
+    assert published
+    allowed = live.allowed([])
+    assert allowed is not None and top not in allowed and 0 not in allowed
+    assert live.mask(allowed)[top] == 0
+    assert live.max_popularity() == max(float(live.popularity[o]) for o in allowed)

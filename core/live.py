@@ -117,6 +117,32 @@ class LiveCollection(Collection):
                 self._publish(changes)
             return changes
 
+    def planned_new(self, writes: Sequence[Write]) -> dict[int, Entity]:
+        """A dry run of apply(writes) now, in place mode: the new ordinals it would give (an id
+        not live, or deleted earlier in the batch) and their content after the batch, for those
+        still live at its end. What a live strategy may prepare outside the lock (core.semantic.live
+        stages vectors under them); it must check them against apply's Changes."""
+        if not self.in_place:
+            raise ValueError("planned_new is for an in-place collection")
+        following = len(self.entities)
+        gone: set[str] = set()  # live ids the batch deleted
+        new: dict[str, int] = {}  # id -> the new ordinal it holds in the batch so far
+        content: dict[int, Entity | None] = {}
+        for w in writes:
+            if isinstance(w, Delete):
+                if w.entity_id in new:
+                    content[new.pop(w.entity_id)] = None
+                elif w.entity_id in self.live_ids:
+                    gone.add(w.entity_id)
+                continue
+            eid = w.entity.id
+            if eid not in new and eid in self.live_ids and eid not in gone:
+                continue  # replaced in place: an ordinal that exists already
+            if eid not in new:
+                new[eid], following = following, following + 1
+            content[new[eid]] = w.entity
+        return {o: e for o, e in content.items() if e is not None}
+
     def _one(self, write: Write) -> list[Change]:
         if isinstance(write, Delete):
             o = self.live_ids.pop(write.entity_id, None)

@@ -12,6 +12,12 @@ exactly, straight from their stored vectors.
 
 A saved index is opened memory-mapped (`view`): read-only and shared by the page cache. The first
 add or remove on a view copies the index into memory (copy on write), under a lock.
+
+Staged keys: a live shard inserts a batch's new vectors (the slow part, ~1 ms each: the HNSW
+insertion) before it takes the lock its searches read under, with `stage`, and makes them
+searchable under that lock with `publish`. A staged key is above every key before it, and a search
+drops every key from the lowest staged one up (`hidden_from`), which it reads after usearch
+answers: a key staged while a search ran is never returned, a published one always is.
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ class VectorIndex:
         self.config = config
         self.view = view
         self.keys = BitMap(np.asarray(index.keys, dtype=np.uint64).astype(np.uint32))
+        self.staged = BitMap()  # in the graph, not searchable yet (module docstring)
+        self.hidden_from: int | None = None  # the lowest staged key; None when none is staged
         self._lock = threading.Lock()
 
     @classmethod
@@ -105,10 +113,20 @@ class VectorIndex:
         return len(self.keys)
 
     def to_bytes(self) -> bytes:
-        """The whole index in usearch's file format: a new buffer of usearch's (a bytearray, not
-        copied again: a copy of the demo index's 26 MB cost ~30 ms, held under a live shard's lock
-        by core.live_checkpoint)."""
-        data = self.index.save()
+        """The whole index in usearch's file format, staged keys left out: a new buffer of
+        usearch's (a bytearray, not copied again: a copy of the demo index's 26 MB cost ~30 ms, held
+        under a live shard's lock by core.live_checkpoint)."""
+        with self._lock:
+            if not self.staged:
+                return self._saved()
+            copy = Index.restore(self._saved(), view=False)  # rare: a checkpoint between stage and publish
+            if copy is None:
+                raise RuntimeError("usearch could not copy its index")
+            copy.remove(np.asarray(self.staged.to_array(), dtype=np.uint64))
+            return self._saved(copy)
+
+    def _saved(self, index: Index | None = None) -> bytes:
+        data = (self.index if index is None else index).save()
         if data is None:
             raise RuntimeError("usearch returned no buffer from save()")
         return data
@@ -116,8 +134,8 @@ class VectorIndex:
     # -- updates --------------------------------------------------------------------------------
 
     def _writable(self) -> Index:
-        if self.view:
-            copy = Index.restore(bytearray(self.to_bytes()), view=False)
+        if self.view:  # nothing is staged in a view: staging makes the index writable first
+            copy = Index.restore(bytearray(self._saved()), view=False)
             if copy is None:
                 raise RuntimeError("usearch could not copy its index into memory")
             _set_expansion(copy, self.config.expansion_search)
@@ -127,24 +145,59 @@ class VectorIndex:
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Insert or replace: keys int64, shape (n,), distinct, >= 0; vectors float32, shape (n, dim)."""
-        keys = np.asarray(keys, dtype=np.int64)
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(keys), -1)
-        if vectors.shape[1] != self.dim:
-            raise ValueError(f"`vectors` must have {self.dim} columns, but got {vectors.shape[1]}")
-        vectors = l2_normalize(vectors)
-        if len(np.unique(keys)) != len(keys) or (keys < 0).any():
-            raise ValueError("`keys` must be distinct and >= 0")
+        keys, vectors = self._checked(keys, vectors)
         with self._lock:
             index = self._writable()
             present = keys[[int(k) in self.keys for k in keys]]
             if present.size:
                 index.remove(present.astype(np.uint64))
-            if keys.size:
-                # one thread: HNSW built by several threads depends on their interleaving, so two
-                # builds of one catalog answered differently (the experiment could not be repeated
-                # bit for bit on a rebuilt index); one thread makes the graph a function of the input
-                index.add(keys.astype(np.uint64), vectors, threads=1)
+            self._insert(index, keys, vectors)
             self.keys |= BitMap(keys.astype(np.uint32))
+
+    def stage(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert vectors under new keys that searches do not return until `publish` (module
+        docstring): every key must be above every key held or staged already."""
+        keys, vectors = self._checked(keys, vectors)
+        if not keys.size:
+            return
+        with self._lock:
+            held = max(self.keys.max() if self.keys else -1, self.staged.max() if self.staged else -1)
+            if int(keys.min()) <= held:
+                raise ValueError(f"staged keys must be above every key held or staged ({held}), but got {keys.min()}")
+            if self.hidden_from is None:
+                self.hidden_from = int(keys.min())  # before the insertion: a search reads it after
+            self._insert(self._writable(), keys, vectors)
+            self.staged |= BitMap(keys.astype(np.uint32))
+
+    def publish(self, keys: np.ndarray) -> None:
+        """Make the staged `keys` searchable and remove every other staged key from the index."""
+        with self._lock:
+            ready = BitMap(np.asarray(keys, dtype=np.int64).astype(np.uint32))
+            if not ready <= self.staged:
+                raise ValueError(f"`keys` must be staged, but {list(ready - self.staged)[:5]} are not")
+            dropped = self.staged - ready
+            if dropped:
+                self.index.remove(np.asarray(dropped.to_array(), dtype=np.uint64))
+            self.keys |= ready
+            self.staged = BitMap()
+            self.hidden_from = None
+
+    def _checked(self, keys: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.asarray(keys, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(keys), -1)
+        if vectors.shape[1] != self.dim:
+            raise ValueError(f"`vectors` must have {self.dim} columns, but got {vectors.shape[1]}")
+        if len(np.unique(keys)) != len(keys) or (keys < 0).any():
+            raise ValueError("`keys` must be distinct and >= 0")
+        return keys, l2_normalize(vectors)
+
+    @staticmethod
+    def _insert(index: Index, keys: np.ndarray, vectors: np.ndarray) -> None:
+        if keys.size:
+            # one thread: HNSW built by several threads depends on their interleaving, so two
+            # builds of one catalog answered differently (the experiment could not be repeated
+            # bit for bit on a rebuilt index); one thread makes the graph a function of the input
+            index.add(keys.astype(np.uint64), vectors, threads=1)
 
     def remove(self, keys: np.ndarray) -> int:
         """Remove the given keys (absent ones are ignored); returns how many were removed."""
@@ -160,8 +213,19 @@ class VectorIndex:
     # -- search ---------------------------------------------------------------------------------
 
     def _search(self, vector: np.ndarray, count: int, exact: bool) -> tuple[np.ndarray, np.ndarray]:
-        m = self.index.search(vector, count, exact=exact)
-        return np.asarray(m.keys, dtype=np.int64), (1.0 - np.asarray(m.distances, dtype=np.float32))
+        """The `count` nearest searchable keys (fewer when the index holds fewer)."""
+        while True:
+            asked = count + len(self.staged)
+            m = self.index.search(vector, asked, exact=exact)
+            keys = np.asarray(m.keys, dtype=np.int64)
+            sims = 1.0 - np.asarray(m.distances, dtype=np.float32)
+            hidden = self.hidden_from  # after the search (module docstring)
+            if hidden is None:
+                return keys[:count], sims[:count]
+            shown = keys < hidden
+            if shown.sum() >= count or len(keys) < asked:
+                return keys[shown][:count], sims[shown][:count]
+            # more keys were staged while this search ran: ask again for enough (rare)
 
     def _exact_subset(self, vector: np.ndarray, candidates: BitMap, quota: int) -> tuple[np.ndarray, np.ndarray]:
         keys = np.asarray(candidates.to_array(), dtype=np.int64)

@@ -18,7 +18,7 @@ import numpy as np
 
 from core.catalog import Entity
 from core.errors import InvalidArgumentError
-from core.live import Change, Upsert, Write
+from core.live import Change, LiveCollection, Upsert, Write
 from core.semantic.index import SemanticStrategy, embed_entities
 
 
@@ -38,11 +38,24 @@ class LiveSemantic:
         # id(entity) -> (the entity, its unit vector or None when it has no content): prepare()'s
         # embeddings, used by the next apply (the entity is held so that its id is not reused)
         self._prepared: dict[int, tuple[Entity, np.ndarray | None]] = {}
+        self._staged: dict[int, Entity] = {}  # ordinal -> the entity prepare() staged its vector for
 
     def prepare(self, writes: Sequence[Write]) -> None:
-        """Embed the entities `writes` upsert now, so that the apply that follows (under a lock
-        searches wait on: core.live_shard) only adds vectors. Replaces any earlier preparation."""
+        """Embed the entities `writes` upsert now, and stage the vectors of the new entities
+        under the ordinals the batch will give them (core.semantic.ann: in the graph, not
+        searchable), so that the apply that follows (under a lock searches wait on:
+        core.live_shard) only publishes them and adds the replaced ones. Replaces any earlier
+        preparation. The shard's collection must not change between the two (one writer)."""
         self._prepared = self._embedded([w.entity for w in writes if isinstance(w, Upsert)])
+        collection = self.strategy.collection
+        if not isinstance(collection, LiveCollection):
+            return
+        staged = [(o, e, vector) for o, e in collection.planned_new(writes).items()
+                  if (vector := self._prepared[id(e)][1]) is not None]
+        if staged:
+            self.strategy.vectors.stage(np.array([o for o, _, _ in staged], dtype=np.int64),
+                                        np.stack([v for _, _, v in staged]))
+            self._staged = {o: e for o, e, _ in staged}
 
     def _embedded(self, entities: Sequence[Entity]) -> dict[int, tuple[Entity, np.ndarray | None]]:
         s = self.strategy
@@ -79,17 +92,22 @@ class LiveSemantic:
                 raise InvalidArgumentError(where, "must hold only finite values")
 
     def apply(self, changes: Sequence[Change]) -> int:
-        """Embed and index the final content of each changed ordinal; returns the vectors added."""
+        """Embed and index the final content of each changed ordinal; returns the vectors added
+        (published from prepare()'s stage, or added here)."""
         final = final_contents(changes)
-        upserted = [(o, e) for o, e in final.items() if e is not None]
+        staged, self._staged = self._staged, {}
+        ready = {o for o, e in staged.items() if final.get(o) is e}  # what prepare() foresaw
+        upserted = [(o, e) for o, e in final.items() if e is not None and o not in ready]
         s = self.strategy
         ordinals, vectors = np.zeros(0, dtype=np.int64), np.zeros((0, s.vector_dim), dtype=np.float32)
         if upserted:  # encode outside the lock: the slow part (or prepare() did)
             keep, vectors = self._embed([e for _, e in upserted])
             ordinals = np.array([upserted[i][0] for i in keep.tolist()], dtype=np.int64)
         with self.lock:
-            stale = np.array(sorted(set(final) - set(ordinals.tolist())), dtype=np.int64)
+            if staged:
+                s.vectors.publish(np.array(sorted(ready), dtype=np.int64))
+            stale = np.array(sorted(set(final) - set(ordinals.tolist()) - ready), dtype=np.int64)
             s.vectors.remove(stale)
             if ordinals.size:
                 s.vectors.add(ordinals, vectors)
-        return int(ordinals.size)
+        return int(ordinals.size) + len(ready)

@@ -39,6 +39,20 @@ def test_random_writes_equal_a_fresh_build(seed: int) -> None:
     assert live.max_popularity() == max(e.popularity for e in expected)
 
 
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_planned_new_is_what_apply_gives_new_ordinals(seed: int) -> None:
+    """The dry run (what the semantic shard stages vectors under before its lock) foresees every
+    new ordinal of a batch and its content at the batch's end, deletes and re-upserts included."""
+    base, fresh = synthetic_catalog(60, seed=seed), synthetic_catalog(30, seed=50 + seed)
+    writes = random_writes(base, fresh, 200, seed)
+    live = LiveCollection.from_entities(base)
+    for i in range(0, len(writes), 13):
+        batch = writes[i:i + 13]
+        planned, before = live.planned_new(batch), len(live)
+        final = {c.ordinal: c.new for c in live.apply(batch)}
+        assert planned == {o: e for o, e in final.items() if o >= before and e is not None}
+
+
 def test_ordinals_only_grow_and_deleted_never_come_back() -> None:
     base = synthetic_catalog(5)
     live = LiveCollection.from_entities(base)

@@ -163,3 +163,47 @@ def test_two_builds_of_the_same_vectors_are_the_same_index(data: tuple[np.ndarra
     assert first.to_bytes() == second.to_bytes()
     for q in queries[:20]:
         np.testing.assert_array_equal(first.search(q, 10)[0], second.search(q, 10)[0])
+
+
+def test_staged_keys_are_found_only_once_published(data: tuple[np.ndarray, np.ndarray]) -> None:
+    points, queries = data
+    index = build(points[:200], dtype="f32", exact_below=0)
+    index.stage(np.array([200, 201]), queries[:2])  # each the nearest vector to its own query
+    for allowed in (None, BitMap(range(202))):
+        assert 200 not in index.search(queries[0], 5, allowed)[0].tolist()
+        assert len(index.search(queries[0], 5, allowed)[0]) == 5  # the quota is met without them
+    assert len(index) == 200
+    index.publish(np.array([200]))  # 201 was not wanted after all: it leaves the index
+    assert index.search(queries[0], 1)[0].tolist() == [200]
+    assert 201 not in index.search(queries[1], 300)[0].tolist() and len(index) == 201
+    with pytest.raises(ValueError, match="above every key"):
+        index.stage(np.array([150]), queries[:1])
+
+
+def test_a_key_staged_while_a_search_runs_is_not_returned(data: tuple[np.ndarray, np.ndarray]) -> None:
+    """The interleaving the module docstring describes: usearch finds a key staged after the search
+    began (and after it read anything else); the search must still not return it."""
+    points, queries = data
+    index = build(points[:200], dtype="f32", exact_below=0)
+    usearch = index.index
+
+    class StagesMeanwhile:
+        def search(self, vector: np.ndarray, count: int, exact: bool) -> object:
+            if not index.staged:
+                index.index = usearch  # the stage inserts into the real index
+                index.stage(np.array([200]), queries[:1])
+                index.index = self  # type: ignore[assignment]
+            return usearch.search(vector, count, exact=exact)
+
+    index.index = StagesMeanwhile()  # type: ignore[assignment]
+    keys = index.search(queries[0], 5)[0].tolist()
+    assert 200 not in keys and len(keys) == 5
+
+
+def test_a_saved_index_leaves_staged_keys_out(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
+    points, queries = data
+    index = build(points[:100], dtype="f32")
+    index.stage(np.array([100]), queries[:1])
+    path = tmp_path / "index.usearch"
+    path.write_bytes(index.to_bytes())
+    assert len(VectorIndex.open(path, AnnConfig(dtype="f32")).index) == 100

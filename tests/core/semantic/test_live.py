@@ -11,7 +11,7 @@ import pytest
 from core.catalog import Entity
 from core.errors import InvalidArgumentError
 from core.indexing import build_index, open_strategy
-from core.live import Delete, LiveCollection, Upsert
+from core.live import Delete, LiveCollection, Upsert, Write
 from core.query import make_query
 from core.semantic.index import SemanticStrategy
 from core.semantic.live import LiveSemantic
@@ -22,8 +22,8 @@ from tests.core.live_writes import final_catalog, random_writes
 OPTIONS = {"encoder": "hashing", "cache": "off", "progress": False, "exact_below": 0}
 
 
-def semantic(entities: list[Entity], root: Path) -> tuple[LiveCollection, SemanticStrategy]:
-    build_index(entities, root, ["semantic"], {"semantic": OPTIONS})
+def semantic(entities: list[Entity], root: Path, *, exact: bool = False) -> tuple[LiveCollection, SemanticStrategy]:
+    build_index(entities, root, ["semantic"], {"semantic": {**OPTIONS, "exact_below": 10**6} if exact else OPTIONS})
     strategy = open_strategy(root, "semantic")
     assert isinstance(strategy, SemanticStrategy)
     live = LiveCollection(entities, strategy.collection)
@@ -50,6 +50,23 @@ def test_upsert_change_delete(tmp_path: Path) -> None:
     assert "z1" not in top_ids(strategy, "marmalade harbour", 100)
     hits = strategy.retrieve(make_query("marmalade harbour"), 200, None)  # no allowed set: the index itself
     assert live.ordinal["z1"] not in hits.ordinals.tolist()
+
+
+def test_a_prepared_batch_is_searchable_only_once_applied(tmp_path: Path) -> None:
+    """prepare() puts the new entities' vectors in the graph before the lock; no search finds
+    them (with or without an allowed set) until apply() publishes them with the rest of the batch."""
+    live, strategy = semantic(synthetic_catalog(100), tmp_path)
+    writer = LiveSemantic(strategy)
+    batch: list[Write] = [Upsert(Entity(id="z1", fields={"title": "quixotic zeppelin"})),
+                          Upsert(Entity(id="z2", fields={"title": "marmalade harbour"})), Delete("t0003")]
+    writer.prepare(batch)
+    assert sorted(strategy.vectors.staged) == [100, 101]
+    for allowed in (None, live.allowed([])):
+        hits = strategy.retrieve(make_query("quixotic zeppelin"), 200, allowed).ordinals.tolist()
+        assert 100 not in hits and 101 not in hits and len(hits) == 100
+    writer.apply(live.apply(batch))
+    assert top_ids(strategy, "quixotic zeppelin", 1) == ["z1"] and top_ids(strategy, "marmalade harbour", 1) == ["z2"]
+    assert not strategy.vectors.staged and len(strategy.vectors) == 101
 
 
 def test_vector_given_is_indexed_as_is(tmp_path: Path) -> None:
@@ -96,18 +113,20 @@ def test_check_refuses_a_bad_vector_naming_the_item(tmp_path: Path, vector: tupl
 
 
 def test_prepared_embeddings_are_the_ones_apply_would_compute(tmp_path: Path) -> None:
-    """prepare() (the live shard embeds before its lock) changes nothing but where the work runs;
-    an entity not prepared (another object) is embedded by apply itself."""
+    """prepare() (the live shard embeds, and stages new entities' vectors, before its lock) changes
+    nothing but where the work runs; an entity not prepared (another object, or one the rest of the
+    batch deleted or replaced) is embedded by apply itself, and a staged one it no longer wants
+    leaves the index. Searched exactly: a staged vector enters the HNSW graph in another order."""
     base, fresh = synthetic_catalog(200, seed=61), synthetic_catalog(40, seed=62)
     writes = random_writes(base, fresh, 120, seed=63)
-    plain_live, plain = semantic(base, tmp_path / "plain")
-    prepared_live, prepared = semantic(base, tmp_path / "prepared")
+    plain_live, plain = semantic(base, tmp_path / "plain", exact=True)
+    prepared_live, prepared = semantic(base, tmp_path / "prepared", exact=True)
     plain_writer, prepared_writer = LiveSemantic(plain), LiveSemantic(prepared)
     for i in range(0, len(writes), 10):
         batch = writes[i:i + 10]
         plain_writer.apply(plain_live.apply(batch))
         prepared_writer.prepare(batch[:7])
         prepared_writer.apply(prepared_live.apply(batch))
-    for text in ["love night", "gold", "artist 7 dance"]:
-        assert top_ids(prepared, text, 20) == top_ids(plain, text, 20)
-    assert len(prepared.vectors) == len(plain.vectors)
+        for text in ["love night", "gold", "artist 7 dance"]:
+            assert top_ids(prepared, text, 20) == top_ids(plain, text, 20)
+    assert len(prepared.vectors) == len(plain.vectors) == len(prepared.vectors.index)

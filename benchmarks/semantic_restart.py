@@ -62,7 +62,7 @@ def main() -> None:
         took = time.perf_counter() - started
         size = dir_bytes(Path(config.live_dir))
         print(f"checkpoint at position {shard.base_position}: {took:.2f} s, of which "
-              f"{shard.last_snapshot_s * 1000:.1f} ms under the lock; {size / 1e6:.1f} MB")
+              f"{shard.last_snapshot_s * 1000:.1f} ms holding batches off (not searches); {size / 1e6:.1f} MB")
     else:
         print(f"the {args.strategy} shard writes no checkpoint")
     catch_up(shard, records_after(records), batch=BATCH)

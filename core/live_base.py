@@ -61,7 +61,10 @@ class LiveShard:
     and implement `_apply(writes)` (called under `lock`)."""
 
     def __init__(self, base_position: int) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # a search or a batch
+        # held for a whole batch: what must see no batch half applied without stopping searches
+        # (a checkpoint's snapshot reads while searches do) takes this one instead of `lock`
+        self.applying = threading.Lock()
         self.base_position = base_position
         self.applied_position = base_position
         self.applied_records = 0
@@ -102,7 +105,7 @@ class LiveShard:
         writes = self._accepted([r.write.as_write() for r in fresh])
         if self.prepares:  # slow work that changes nothing searches read, before the lock
             background(lambda: self._prepare(writes))
-        with self.lock:
+        with self.applying, self.lock:
             if self.broken is not None:
                 raise RuntimeError(f"a batch failed half-applied ({self.broken}); restart the shard: it replays "
                                  "the log over its base")

@@ -8,8 +8,9 @@ ordinal, dead ones included, popularity, deletions, filter bitmaps), the live en
 order (a later write of one of them needs its old content) and base.json (the position and the
 offline index it descends from).
 
-Consistency: `take` runs under the shard's lock (no batch is applied meanwhile, searches wait) and
-copies only what later batches would change in place: the usearch index's bytes (3-7 ms for the
+Consistency: `take` runs under the shard's `applying` lock (core.live_base: no batch is applied
+meanwhile; searches go on, since they only read what it reads) and copies only what later batches
+would change in place: the usearch index's bytes (3-7 ms for the
 demo catalog's 28k x 384 f16), the id list, the entity list and the filter dictionaries; popularity,
 deletions and each bitmap are replaced, never changed, by a write (core.live: copy on write), so
 they are held by reference. `write` (checksums, fsync, CURRENT) runs outside the lock.
@@ -37,7 +38,7 @@ CHECKPOINTED = frozenset({StrategyKind.SEMANTIC})
 
 
 class SupportsCheckpoint(Protocol):
-    """A strategy that can copy its component's live state quickly (under the shard's lock) and
+    """A strategy that can copy its component's live state quickly (no batch applied meanwhile) and
     write the copy later (core.semantic.index.SemanticStrategy.snapshot_component)."""
 
     def snapshot_component(self) -> Callable[[str | os.PathLike[str]], None]: ...
@@ -63,7 +64,7 @@ class Checkpoints:
 
     @staticmethod
     def take(strategy: SupportsCheckpoint, collection: LiveCollection, position: int) -> Snapshot:
-        """The state at `position`; call it under the lock batches are applied under (module docstring)."""
+        """The state at `position`; call it under the shard's `applying` lock (module docstring)."""
         bitmaps = {name: dict(values) for name, values in collection.bitmaps.items()}
         frozen = Collection(list(collection.ids), collection.popularity, collection.deleted, bitmaps,
                             collection.index_id)

@@ -80,7 +80,7 @@ class WriterShard(LiveShard):
         self.upserts = 0  # since the base
         self.writes = 0  # upserts and deletes since the base
         self.rejected = 0  # writes the writer refused (check), never applied
-        self.last_snapshot_s = 0.0  # the last checkpoint's time under the lock
+        self.last_snapshot_s = 0.0  # the last checkpoint's snapshot time (batches wait for it, searches do not)
         self._merge_lock = threading.Lock()
 
     @property
@@ -112,7 +112,7 @@ class WriterShard(LiveShard):
         if self.checkpoints is None or not self._merge_lock.acquire(blocking=False):
             return False
         try:
-            with self.lock:
+            with self.applying:  # no batch meanwhile; searches go on (they only read what it copies)
                 if self.applied_position == self.base_position or self.broken is not None:
                     return False
                 started = time.perf_counter()
@@ -121,7 +121,7 @@ class WriterShard(LiveShard):
                 upserts, writes = self.upserts, self.writes
                 self.last_snapshot_s = time.perf_counter() - started
             self.checkpoints.write(snapshot)
-            with self.lock:
+            with self.applying:
                 self.base_position = snapshot.position
                 self.upserts -= upserts
                 self.writes -= writes

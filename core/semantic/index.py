@@ -234,8 +234,8 @@ class SemanticStrategy:
     def snapshot_component(self) -> Callable[[str | os.PathLike[str]], None]:
         """A copy of the current vectors (usearch's file, in memory: 3-7 ms for 28k x 384 f16);
         the function returned writes it as the component under a root, as save() would have at
-        the call, however the index changes meanwhile (core.live_checkpoint calls this under the
-        live shard's lock and writes outside it)."""
+        the call, however the index changes meanwhile (core.live_checkpoint calls this while the
+        live shard applies no batch, searches running on, and writes outside it)."""
         data, count = self.vectors.to_bytes(), len(self.vectors)
         config, encoder = self.config, self.encoder
         return lambda root: write_index_file(root, config, encoder, data, count)

@@ -107,6 +107,25 @@ def test_a_restart_from_a_checkpoint_answers_the_same_and_encodes_only_later_wri
         assert same_lists(results(again), results(shard))
 
 
+def test_a_search_runs_while_a_checkpoint_is_taken(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot (the usearch index's bytes: tens of ms on a real catalog) holds batches off,
+    not searches: one runs to the end in the middle of it, and the checkpoint is the state at the
+    position it names (a restart from it answers as the shard did then)."""
+    config, _, log = world
+    shard = opened(config, log)
+    seen: list[list[list[tuple[str, float]]]] = []
+    take = live_checkpoint.Checkpoints.take
+
+    def searching_meanwhile(*args: Any) -> Any:
+        assert shard.applying.locked() and not shard.lock.locked()
+        seen.append(results(shard))  # would wait forever if the snapshot held the searches' lock
+        return take(*args)
+
+    monkeypatch.setattr(live_checkpoint.Checkpoints, "take", staticmethod(searching_meanwhile))
+    assert shard.merge() and len(seen) == 1
+    assert same_lists(results(opened(config, log)), seen[0])
+
+
 def test_without_a_live_dir_a_restart_replays_the_whole_log(world: Any, encoded: list[str]) -> None:
     """An empty live_dir keeps the behaviour before checkpoints: none is written, every start
     re-encodes every upsert of the log."""

@@ -51,6 +51,7 @@ from benchmarks.live_stream import (
     Prober,
     WriteStream,
     delete,
+    demo_catalog,
     new_artist_track,
     new_tracks,
     one_typo,
@@ -60,7 +61,7 @@ from benchmarks.live_stream import (
 from benchmarks.load_client import LoadGenerator, StepSpec
 from benchmarks.load_stats import StepRecord, ratio, summarize
 from benchmarks.scaleout import Up, up
-from core.catalog import demo_catalog_path, load_catalog, write_jsonl
+from core.catalog import write_jsonl
 from core.live_base import DEFAULT_BACKGROUND_NICE
 from ltrr.v1 import catalog_pb2, catalog_pb2_grpc, shard_pb2
 from services.client import BrokerClient, ShardClient
@@ -91,7 +92,7 @@ def under_load(gen: LoadGenerator, spec: StepSpec, during: Callable[[], Any] | N
 
 def probed(gen: LoadGenerator, spec: StepSpec, shards: list[tuple[str, int, str]], rate: float) -> StepRecord:
     """One load step under the prober's traffic without writes (live_stream.ProbeLoad) at `rate`."""
-    with ProbeLoad(shards, load_catalog(demo_catalog_path())[:PROBED_TRACKS], rate):
+    with ProbeLoad(shards, demo_catalog()[:PROBED_TRACKS], rate):
         return under_load(gen, spec)[0]
 
 
@@ -155,7 +156,7 @@ def new_artist_phase(address: str) -> dict[str, Any]:
 
 def bulk_phase(address: str, workdir: Path, n: int) -> dict[str, Any]:
     """Re-upsert the first `n` demo tracks with a new popularity through the CLI; writes per second."""
-    entities = load_catalog(demo_catalog_path())[:n]
+    entities = demo_catalog()[:n]
     path = workdir / "bulk.jsonl"
     write_jsonl([replace(e, popularity=e.popularity + 1.0) for e in entities], path)
     started = time.perf_counter()

@@ -65,6 +65,7 @@ class LiveShard:
         # held for a whole batch: what must see no batch half applied without stopping searches
         # (a checkpoint's snapshot reads while searches do) takes this one instead of `lock`
         self.applying = threading.Lock()
+        self._merge_lock = threading.Lock()  # one merge at a time (merge())
         self.base_position = base_position
         self.applied_position = base_position
         self.applied_records = 0
@@ -136,13 +137,38 @@ class LiveShard:
     def _apply(self, writes: Sequence[Write]) -> None:
         raise NotImplementedError
 
+    def _merge_limit(self) -> int:
+        """The backlog above which a merge is wanted (0: only on request, the default)."""
+        return 0
+
+    def _merge_backlog(self) -> int:
+        """What the limit is compared with (default: pending_entities)."""
+        return self.pending_entities
+
     def merge_wanted(self) -> bool:
         """Should the caller run merge() now (in the background)?"""
-        return False
+        limit = self._merge_limit()
+        return 0 < limit < self._merge_backlog() and not self._merge_lock.locked()
 
     def merge(self) -> bool:
-        """Fold pending writes into a new base (lexical); False when there is nothing to do."""
+        """Fold the writes since the base into a new base, on the caller's thread (the shard
+        server's merge thread) while batches and searches go on; False when a merge is running,
+        there is nothing new, or the state is torn (a failed batch: it must never become a base)."""
+        if not self._merge_lock.acquire(blocking=False):
+            return False
+        try:
+            return self._merge()
+        finally:
+            self._merge_lock.release()
+
+    def _merge(self) -> bool:
+        """merge()'s work, one at a time (default: no base to write)."""
         return False
+
+    def _unmergeable(self) -> bool:
+        """Nothing new since the base, or a torn state; call it under `applying` or `lock` (a batch
+        holds both)."""
+        return self.applied_position == self.base_position or self.broken is not None
 
     def describe(self) -> dict[str, str]:
         return {"catalog.applied_position": str(self.applied_position),

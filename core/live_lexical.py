@@ -23,7 +23,6 @@ statistics, as Lucene does: it equals a fresh build of every copy written, dead 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,7 +151,6 @@ class LiveLexicalShard(LiveShard):
         self.live_dir = Path(config.live_dir)
         self.source_index_id = source_index_id  # the offline index's id, recorded in every merged base
         self._strategy = generation
-        self._merge_lock = threading.Lock()
         self._carry: list[Write] | None = None  # writes applied since a running merge's snapshot
 
     @property
@@ -179,23 +177,23 @@ class LiveLexicalShard(LiveShard):
         base = open_lexical(root, self.config.options)
         return open_generation(root, base, catalog, self.outside, self.generation.owns)
 
-    def merge_wanted(self) -> bool:
-        limit = self.config.merge_entities
-        return 0 < limit < self.pending_entities and not self._merge_lock.locked()
-
-    def merge(self) -> bool:
-        if not self._merge_lock.acquire(blocking=False):
-            return False
-        try:
-            return self._merge()
-        finally:
-            self._carry = None
-            self._merge_lock.release()
+    def _merge_limit(self) -> int:
+        return self.config.merge_entities
 
     def _merge(self) -> bool:
+        try:
+            return self._fold()
+        except BaseException:
+            with self.applying:  # a batch may be carrying writes this very moment
+                self._carry = None
+            raise
+
+    def _fold(self) -> bool:
+        """The merge (module docstring): the delta and base as of now folded into a new base,
+        the writes applied meanwhile carried into it, swapped in."""
         with self.lock:
-            if self.applied_position == self.base_position or self.broken is not None:
-                return False  # nothing new, or a torn state (a failed batch) that must never become a base
+            if self._unmergeable():
+                return False
             gen = self.generation
             view, position, catalog = gen.index.view(), self.applied_position, gen.live.catalog()
             # bitmaps are replaced, never changed (copy on write): a shallow copy is a snapshot

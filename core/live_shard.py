@@ -28,7 +28,6 @@ acknowledged is lost and nothing is applied twice into a base.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -81,7 +80,6 @@ class WriterShard(LiveShard):
         self.writes = 0  # upserts and deletes since the base
         self.rejected = 0  # writes the writer refused (check), never applied
         self.last_snapshot_s = 0.0  # the last checkpoint's snapshot time (batches wait for it, searches do not)
-        self._merge_lock = threading.Lock()
 
     @property
     def pending_entities(self) -> int:
@@ -101,34 +99,31 @@ class WriterShard(LiveShard):
         self.upserts += sum(isinstance(w, Upsert) for w in writes)
         self.writes += len(writes)
 
-    def merge_wanted(self) -> bool:
-        return (self.checkpoints is not None and 0 < self.merge_entities < self.writes
-                and not self._merge_lock.locked())
+    def _merge_limit(self) -> int:
+        return self.merge_entities if self.checkpoints is not None else 0
 
-    def merge(self) -> bool:
-        """Write a checkpoint at the applied position (core.live_checkpoint; on the caller's thread,
-        the shard server's merge thread); False when there is nothing new, no checkpoints, a
-        checkpoint running or a torn state (a failed batch: it must never become a base)."""
-        if self.checkpoints is None or not self._merge_lock.acquire(blocking=False):
+    def _merge_backlog(self) -> int:
+        return self.writes
+
+    def _merge(self) -> bool:
+        """Write a checkpoint at the applied position (core.live_checkpoint); False without checkpoints."""
+        if self.checkpoints is None:
             return False
-        try:
-            with self.applying:  # no batch meanwhile; searches go on (they only read what it copies)
-                if self.applied_position == self.base_position or self.broken is not None:
-                    return False
-                started = time.perf_counter()
-                snapshot = self.checkpoints.take(cast(SupportsCheckpoint, self.strategy), self.collection,
-                                                 self.applied_position)
-                upserts, writes = self.upserts, self.writes
-                self.last_snapshot_s = time.perf_counter() - started
-            self.checkpoints.write(snapshot)
-            with self.applying:
-                self.base_position = snapshot.position
-                self.upserts -= upserts
-                self.writes -= writes
-                self.merges += 1
-            return True
-        finally:
-            self._merge_lock.release()
+        with self.applying:  # no batch meanwhile; searches go on (they only read what it copies)
+            if self._unmergeable():
+                return False
+            started = time.perf_counter()
+            snapshot = self.checkpoints.take(cast(SupportsCheckpoint, self.strategy), self.collection,
+                                             self.applied_position)
+            upserts, writes = self.upserts, self.writes
+            self.last_snapshot_s = time.perf_counter() - started
+        self.checkpoints.write(snapshot)
+        with self.applying:
+            self.base_position = snapshot.position
+            self.upserts -= upserts
+            self.writes -= writes
+            self.merges += 1
+        return True
 
     def _accepted(self, writes: list[Write]) -> list[Write]:
         """The writes the writer accepts (the broker validated them; a writer with a `check`, the

@@ -123,17 +123,6 @@ def decode_block(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndar
     return n
 
 
-def tf_at(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_n: np.ndarray, b: int, f: int,
-          j: int) -> int:
-    """The frequency in field f of block b's posting j, read straight from its packed stream."""
-    n = int(block_n[b]) + 1
-    pos = int(block_words[b]) + stream_words(n - 1, int(block_bits[b, 0]))
-    for g in range(f):
-        pos += stream_words(n, int(block_bits[b, 1 + g]))
-    bits = int(block_bits[b, 1 + f])
-    return packed_value(words, pos, j, bits) if bits > 0 else 0
-
-
 def _block_layout(offsets: np.ndarray, doc_ids: np.ndarray, tfs: np.ndarray, lengths: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """First pass of `encode`: term_blocks, block_bits, block_words, block_max_tf, block_min_len."""

@@ -37,7 +37,6 @@ unpack = _compile(codec.unpack, {"stream_words": stream_words, "packed_value": p
 decode_docs = _compile(codec.decode_docs, {"unpack": unpack, "stream_words": stream_words, "wide_value": wide_value})
 decode_block = _compile(codec.decode_block, {"decode_docs": decode_docs, "unpack": unpack,
                                              "stream_words": stream_words})
-tf_at = _compile(codec.tf_at, {"stream_words": stream_words, "packed_value": packed_value}, inline="always")
 _block_layout = _compile(codec._block_layout, {"bit_width": bit_width, "stream_words": stream_words})
 encode = _compile(codec.encode, {"_block_layout": _block_layout, "pack": pack})
 
@@ -46,7 +45,6 @@ sift_down = _compile(scoring.sift_down, {"worse": worse})
 drain_heap = _compile(scoring.drain_heap, {"sift_down": sift_down})
 select_topk = _compile(scoring.select_topk, {"worse": worse, "sift_down": sift_down, "drain_heap": drain_heap})
 block_contributions = _compile(scoring.block_contributions, {})
-posting_contribution = _compile(scoring.posting_contribution, {"tf_at": tf_at})
 bm25_topk = _compile(scoring.bm25_topk, {"decode_block": decode_block, "block_contributions": block_contributions,
                                          "select_topk": select_topk})
 

@@ -345,8 +345,9 @@ def bm25_topk_pruned(
                 if cand_ub[c] + pm < threshold:  # the threshold rose since
                     continue
                 # d's contributions summed in query order, as the exhaustive kernel sums them; a
-                # posting of a block not scored reads its frequencies from the packed streams,
-                # bit for bit scoring.posting_contribution (written out: see above).
+                # posting of a block not scored reads its frequencies from the packed streams
+                # (decode_block's layout) and weighs them as block_contributions does, bit for bit
+                # (tests/core/lexical/test_index: the pruned top k equals the exhaustive one).
                 o = d - lo
                 score = 0.0
                 for i in range(t):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.lexical.codec import BLOCK, decode_block, tf_at
+from core.lexical.codec import BLOCK, decode_block
 
 
 def worse(score_a: float, doc_a: int, score_b: float, doc_b: int) -> bool:
@@ -112,20 +112,6 @@ def block_contributions(docs: np.ndarray, tfs: np.ndarray, n: int, norm_code: np
             if tf > 0:
                 tfw += inner_w[f] * np.float64(tf) * np.float64(norm_table[f, norm_code[f, d]])
         out[j] = weight * (tfw / (k1 + tfw)) if tfw > 0.0 else 0.0
-
-
-def posting_contribution(words: np.ndarray, block_words: np.ndarray, block_bits: np.ndarray, block_n: np.ndarray,
-                         b: int, j: int, d: int, norm_code: np.ndarray, norm_table: np.ndarray, inner_w: np.ndarray,
-                         k1: float, weight: float) -> float:
-    """weight * impact of posting j of block b (document d), its frequencies read one by one from
-    the packed streams: bit for bit what block_contributions computes for it, without decoding
-    the block's other postings."""
-    tfw = 0.0
-    for f in range(block_bits.shape[1] - 1):
-        tf = tf_at(words, block_words, block_bits, block_n, b, f, j)
-        if tf > 0:
-            tfw += inner_w[f] * np.float64(tf) * np.float64(norm_table[f, norm_code[f, d]])
-    return weight * (tfw / (k1 + tfw)) if tfw > 0.0 else 0.0
 
 
 def bm25_topk(

@@ -77,5 +77,3 @@ def test_documents_alone_and_single_frequencies_read_as_decode_block(seed: int, 
         n = jit.decode_block(words, block_words, bits, first, block_n, b, docs, got_tfs)
         assert jit.decode_docs(words, block_words, bits, first, block_n, b, alone) == n
         np.testing.assert_array_equal(alone[:n], docs[:n])
-        single = [[jit.tf_at(words, block_words, bits, block_n, b, f, j) for j in range(n)] for f in range(n_fields)]
-        np.testing.assert_array_equal(np.array(single).reshape(n_fields, n), got_tfs[:, :n])

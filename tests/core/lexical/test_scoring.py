@@ -149,24 +149,6 @@ def test_block_bounds_hold_every_posting(corpus: dict[str, object], seed: int) -
         assert np.all(impacts <= c.block_ub[b])
 
 
-@settings(max_examples=30, deadline=None)
-@given(corpus=corpora, seed=st.integers(0, 2**32 - 1))
-def test_one_posting_contributes_as_its_block(corpus: dict[str, object], seed: int) -> None:
-    """posting_contribution (the pruned kernel's probes) equals block_contributions bit for bit."""
-    rng = np.random.default_rng(seed)
-    c = random_corpus(rng, **corpus)  # type: ignore[arg-type]
-    _, block_first, _, block_n, block_words, block_bits, words = c.layout
-    docs = np.zeros(BLOCK, dtype=np.int64)
-    tfs = np.zeros((block_bits.shape[1] - 1, BLOCK), dtype=np.uint32)
-    out = np.zeros(BLOCK)
-    for b in range(block_first.size):
-        n = jit.decode_block(words, block_words, block_bits, block_first, block_n, b, docs, tfs)
-        jit.block_contributions(docs, tfs, n, c.norm_code, c.norm_table, c.inner_w, c.k1, 1.7, out)
-        one = [jit.posting_contribution(words, block_words, block_bits, block_n, b, j, docs[j], c.norm_code,
-                                        c.norm_table, c.inner_w, c.k1, 1.7) for j in range(n)]
-        np.testing.assert_array_equal(np.array(one), out[:n])
-
-
 def test_a_one_posting_query_scores_bm25() -> None:
     """One document, one field, tf 2, length 10 = avgdl, b = 0.75, k1 = 1.2: impact 2 / 3.2."""
     enc = jit.encode(np.array([0, 1], dtype=np.int64), np.array([0], dtype=np.uint32),

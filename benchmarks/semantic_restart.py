@@ -4,8 +4,8 @@
     python -m benchmarks.semantic_restart [--index DIR] [--writes 5000] [--after 0] [--strategy semantic]
 
 `--writes` catalog writes (new tracks, 200 changes and 200 deletes: benchmarks.live_shard.writes) are
-applied; then the shard checkpoints (the time under the lock searches wait on, and the whole
-checkpoint) and `--after` more writes follow. Restart: open the shard and replay the log after its
+applied; then the shard checkpoints (the time its snapshot holds batches off, searches going on,
+and the whole checkpoint) and `--after` more writes follow. Restart: open the shard and replay the log after its
 base until caught up, then warm up (what services.shard_live does before SERVING): from the offline
 index (no live_dir: every upsert re-encoded) and from the checkpoint, next to a start from the
 offline index with an empty log (the floor: the catalog read, the encoder loaded). The index's

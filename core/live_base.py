@@ -103,6 +103,9 @@ class LiveShard:
         if any(b.position <= a.position for a, b in itertools.pairwise(fresh)):
             raise ValueError("`records` must be in increasing position order")
         started = time.perf_counter()
+        if self.broken is not None:  # before preparing: the batch would never be applied
+            raise RuntimeError(f"a batch failed half-applied ({self.broken}); restart the shard: it replays "
+                               "the log over its base")
         writes = self._accepted([r.write.as_write() for r in fresh])
         if self.prepares:  # slow work that changes nothing searches read, before the lock
             background(lambda: self._prepare(writes))

@@ -41,6 +41,11 @@ DEFAULT_EXPANSION_ADD = 128
 DEFAULT_EXPANSION_SEARCH = 64
 DEFAULT_EXACT_BELOW = 2048
 DEFAULT_OVERFETCH = 2.0
+# Vectors per usearch add call when staging: a search waits inside usearch for the add call in
+# progress (usearch 2.26: a search issued during a 3,000-vector add returned when the add did),
+# so a live batch inserts a few at a time (~0.5 ms each on the demo index) and a search waits for
+# at most one call.
+STAGE_CHUNK = 8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,12 +119,13 @@ class VectorIndex:
 
     def to_bytes(self) -> bytes:
         """The whole index in usearch's file format, staged keys left out: a new buffer of
-        usearch's (a bytearray, not copied again: a copy of the demo index's 26 MB cost ~30 ms, held
-        under a live shard's lock by core.live_checkpoint)."""
+        usearch's (a bytearray, not copied again: a copy of the demo index's 26 MB cost ~30 ms, taken
+        while a live shard applies no batch by core.live_checkpoint)."""
         with self._lock:
             if not self.staged:
                 return self._saved()
-            copy = Index.restore(self._saved(), view=False)  # rare: a checkpoint between stage and publish
+            # a checkpoint between a batch's stage and its publish (common under steady writes)
+            copy = Index.restore(self._saved(), view=False)
             if copy is None:
                 raise RuntimeError("usearch could not copy its index")
             copy.remove(np.asarray(self.staged.to_array(), dtype=np.uint64))
@@ -164,13 +170,26 @@ class VectorIndex:
             held = max(self.keys.max() if self.keys else -1, self.staged.max() if self.staged else -1)
             if int(keys.min()) <= held:
                 raise ValueError(f"staged keys must be above every key held or staged ({held}), but got {keys.min()}")
-            if self.hidden_from is None:
-                self.hidden_from = int(keys.min())  # before the insertion: a search reads it after
-            self._insert(self._writable(), keys, vectors)
-            self.staged |= BitMap(keys.astype(np.uint32))
+            index = self._writable()
+            before, hidden_before = self.staged, self.hidden_from
+            # both before the insertion: a search reads them after usearch answers (module docstring)
+            self.staged = before | BitMap(keys.astype(np.uint32))
+            if hidden_before is None:
+                self.hidden_from = int(keys.min())
+            try:
+                # a search waits inside usearch for a whole add call: a few vectors per call
+                for i in range(0, len(keys), STAGE_CHUNK):
+                    index.add(keys[i:i + STAGE_CHUNK].astype(np.uint64), vectors[i:i + STAGE_CHUNK], threads=1)
+            except BaseException:
+                inserted = np.array([k for k in keys.tolist() if k in index], dtype=np.uint64)
+                if inserted.size:
+                    index.remove(inserted)
+                self.staged, self.hidden_from = before, hidden_before
+                raise
 
     def publish(self, keys: np.ndarray) -> None:
-        """Make the staged `keys` searchable and remove every other staged key from the index."""
+        """Make the staged `keys` searchable and remove every other staged key from the index
+        (none: drop what is staged)."""
         with self._lock:
             ready = BitMap(np.asarray(keys, dtype=np.int64).astype(np.uint32))
             if not ready <= self.staged:
@@ -214,8 +233,9 @@ class VectorIndex:
 
     def _search(self, vector: np.ndarray, count: int, exact: bool) -> tuple[np.ndarray, np.ndarray]:
         """The `count` nearest searchable keys (fewer when the index holds fewer)."""
+        seen = 0  # hidden keys the last round found
         while True:
-            asked = count + len(self.staged)
+            asked = count + max(len(self.staged), seen)
             m = self.index.search(vector, asked, exact=exact)
             keys = np.asarray(m.keys, dtype=np.int64)
             sims = 1.0 - np.asarray(m.distances, dtype=np.float32)
@@ -225,7 +245,7 @@ class VectorIndex:
             shown = keys < hidden
             if shown.sum() >= count or len(keys) < asked:
                 return keys[shown][:count], sims[shown][:count]
-            # more keys were staged while this search ran: ask again for enough (rare)
+            seen = asked - count + int((~shown).sum())  # more were staged meanwhile: ask for more (rare)
 
     def _exact_subset(self, vector: np.ndarray, candidates: BitMap, quota: int) -> tuple[np.ndarray, np.ndarray]:
         keys = np.asarray(candidates.to_array(), dtype=np.int64)

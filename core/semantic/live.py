@@ -30,7 +30,8 @@ def final_contents(changes: Sequence[Change]) -> dict[int, Entity | None]:
 class LiveSemantic:
     """Applies Changes to a loaded SemanticStrategy (its collection must be the LiveCollection
     that produced them). Writes are serialised by a lock; searches run on while they apply
-    (usearch adds and removes are thread-safe against searches)."""
+    (usearch adds and removes are thread-safe against searches, though a search waits inside
+    usearch for an add call in progress: core.semantic.ann.STAGE_CHUNK)."""
 
     def __init__(self, strategy: SemanticStrategy) -> None:
         self.strategy = strategy
@@ -45,7 +46,11 @@ class LiveSemantic:
         under the ordinals the batch will give them (core.semantic.ann: in the graph, not
         searchable), so that the apply that follows (under a lock searches wait on:
         core.live_shard) only publishes them and adds the replaced ones. Replaces any earlier
-        preparation. The shard's collection must not change between the two (one writer)."""
+        preparation (its staged vectors leave the index). The shard's collection must not change
+        between the two (one writer)."""
+        if self._staged:  # a preparation never applied
+            self.strategy.vectors.publish(np.zeros(0, dtype=np.int64))
+            self._staged = {}
         self._prepared = self._embedded([w.entity for w in writes if isinstance(w, Upsert)])
         collection = self.strategy.collection
         if not isinstance(collection, LiveCollection):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyroaring import BitMap
 
-from core.semantic.ann import AnnConfig, VectorIndex
+from core.semantic.ann import STAGE_CHUNK, AnnConfig, VectorIndex
 from core.semantic.encoders import l2_normalize
 
 N, DIM = 3000, 32
@@ -207,3 +207,39 @@ def test_a_saved_index_leaves_staged_keys_out(tmp_path: Path, data: tuple[np.nda
     path = tmp_path / "index.usearch"
     path.write_bytes(index.to_bytes())
     assert len(VectorIndex.open(path, AnnConfig(dtype="f32")).index) == 100
+
+
+def test_a_stage_that_fails_midway_leaves_nothing_staged(data: tuple[np.ndarray, np.ndarray],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage inserts a few vectors per usearch call (a search waits for the call in progress);
+    one that fails after some calls takes back what it inserted, so the next stage of the same
+    keys works and nothing stays hidden."""
+    points, queries = data
+    index = build(points[:100], dtype="f32", exact_below=0)
+    usearch = index.index
+    calls: list[int] = []
+
+    class FailsOnSecondCall:
+        ndim = usearch.ndim
+
+        def add(self, keys: np.ndarray, vectors: np.ndarray, threads: int) -> object:
+            calls.append(len(keys))
+            if len(calls) == 2:
+                raise RuntimeError("out of memory")
+            return usearch.add(keys, vectors, threads=threads)
+
+        def __contains__(self, key: int) -> bool:
+            return key in usearch
+
+        def remove(self, keys: np.ndarray) -> object:
+            return usearch.remove(keys)
+
+    index.index = FailsOnSecondCall()  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        index.stage(np.arange(100, 120), queries[:20])
+    index.index = usearch
+    assert calls == [STAGE_CHUNK, STAGE_CHUNK] and not index.staged and index.hidden_from is None
+    assert len(usearch) == 100
+    index.stage(np.arange(100, 120), queries[:20])
+    index.publish(np.arange(100, 120))
+    assert index.search(queries[3], 1)[0].tolist() == [103]

@@ -64,6 +64,8 @@ def test_a_prepared_batch_is_searchable_only_once_applied(tmp_path: Path) -> Non
     for allowed in (None, live.allowed([])):
         hits = strategy.retrieve(make_query("quixotic zeppelin"), 200, allowed).ordinals.tolist()
         assert 100 not in hits and 101 not in hits and len(hits) == 100
+    writer.prepare(batch)  # again, as after a batch that was never applied: the first staging leaves
+    assert sorted(strategy.vectors.staged) == [100, 101] and len(strategy.vectors.index) == 102
     writer.apply(live.apply(batch))
     assert top_ids(strategy, "quixotic zeppelin", 1) == ["z1"] and top_ids(strategy, "marmalade harbour", 1) == ["z2"]
     assert not strategy.vectors.staged and len(strategy.vectors) == 101

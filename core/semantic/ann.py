@@ -232,10 +232,13 @@ class VectorIndex:
     # -- search ---------------------------------------------------------------------------------
 
     def _search(self, vector: np.ndarray, count: int, exact: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The `count` nearest searchable keys (fewer when the index holds fewer)."""
-        seen = 0  # hidden keys the last round found
+        """The `count` nearest searchable keys (fewer when the index holds fewer). While keys are
+        staged it asks for up to `count` more, and again for more when staged keys took their
+        places: asking for every staged key (a batch of 1,000 new entities) would make each search
+        an HNSW search for 1,000 more neighbours."""
+        extra = min(len(self.staged), count)
         while True:
-            asked = count + max(len(self.staged), seen)
+            asked = count + extra
             m = self.index.search(vector, asked, exact=exact)
             keys = np.asarray(m.keys, dtype=np.int64)
             sims = 1.0 - np.asarray(m.distances, dtype=np.float32)
@@ -245,7 +248,7 @@ class VectorIndex:
             shown = keys < hidden
             if shown.sum() >= count or len(keys) < asked:
                 return keys[shown][:count], sims[shown][:count]
-            seen = asked - count + int((~shown).sum())  # more were staged meanwhile: ask for more (rare)
+            extra += int((~shown).sum())  # staged keys took the places: ask for that many more
 
     def _exact_subset(self, vector: np.ndarray, candidates: BitMap, quota: int) -> tuple[np.ndarray, np.ndarray]:
         keys = np.asarray(candidates.to_array(), dtype=np.int64)

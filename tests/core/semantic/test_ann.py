@@ -243,3 +243,15 @@ def test_a_stage_that_fails_midway_leaves_nothing_staged(data: tuple[np.ndarray,
     index.stage(np.arange(100, 120), queries[:20])
     index.publish(np.arange(100, 120))
     assert index.search(queries[3], 1)[0].tolist() == [103]
+
+
+def test_staged_keys_that_fill_the_top_are_asked_past(data: tuple[np.ndarray, np.ndarray]) -> None:
+    """A search asks for at most `quota` more while keys are staged, and for more again when staged
+    vectors (here 40 right next to the query) took the places: it still returns the `quota`
+    nearest published keys."""
+    points, queries = data
+    index = build(points[:200], dtype="f32", exact_below=10**6)  # exact: the answer is known
+    near = queries[0] + 0.01 * np.random.default_rng(7).standard_normal((40, points.shape[1]))
+    index.stage(np.arange(200, 240), near)
+    keys = index.search(queries[0], 5)[0].tolist()
+    assert keys == exact_topk(points[:200], queries[0], 5).tolist()

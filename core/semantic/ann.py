@@ -90,8 +90,7 @@ class VectorIndex:
         self.config = config
         self.view = view
         self.keys = BitMap(np.asarray(index.keys, dtype=np.uint64).astype(np.uint32))
-        self.staged = BitMap()  # in the graph, not searchable yet (module docstring)
-        self.hidden_from: int | None = None  # the lowest staged key; None when none is staged
+        self.staged = BitMap()  # in the graph, not searchable yet (module docstring); replaced, never changed
         self._lock = threading.Lock()
 
     @classmethod
@@ -116,6 +115,12 @@ class VectorIndex:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @property
+    def hidden_from(self) -> int | None:
+        """The lowest staged key (searches drop it and every key above); None when none is staged."""
+        staged = self.staged
+        return staged.min() if staged else None
 
     def to_bytes(self) -> bytes:
         """The whole index in usearch's file format, staged keys left out: a new buffer of
@@ -171,20 +176,15 @@ class VectorIndex:
             if int(keys.min()) <= held:
                 raise ValueError(f"staged keys must be above every key held or staged ({held}), but got {keys.min()}")
             index = self._writable()
-            before, hidden_before = self.staged, self.hidden_from
-            # both before the insertion: a search reads them after usearch answers (module docstring)
-            self.staged = before | BitMap(keys.astype(np.uint32))
-            if hidden_before is None:
-                self.hidden_from = int(keys.min())
+            before = self.staged
+            self.staged = before | BitMap(keys.astype(np.uint32))  # before the insertion (module docstring)
             try:
-                # a search waits inside usearch for a whole add call: a few vectors per call
-                for i in range(0, len(keys), STAGE_CHUNK):
-                    index.add(keys[i:i + STAGE_CHUNK].astype(np.uint64), vectors[i:i + STAGE_CHUNK], threads=1)
+                self._insert(index, keys, vectors, STAGE_CHUNK)  # a search waits for one call at most
             except BaseException:
                 inserted = np.array([k for k in keys.tolist() if k in index], dtype=np.uint64)
                 if inserted.size:
                     index.remove(inserted)
-                self.staged, self.hidden_from = before, hidden_before
+                self.staged = before
                 raise
 
     def publish(self, keys: np.ndarray) -> None:
@@ -199,7 +199,6 @@ class VectorIndex:
                 self.index.remove(np.asarray(dropped.to_array(), dtype=np.uint64))
             self.keys |= ready
             self.staged = BitMap()
-            self.hidden_from = None
 
     def _checked(self, keys: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = np.asarray(keys, dtype=np.int64)
@@ -211,12 +210,14 @@ class VectorIndex:
         return keys, l2_normalize(vectors)
 
     @staticmethod
-    def _insert(index: Index, keys: np.ndarray, vectors: np.ndarray) -> None:
-        if keys.size:
-            # one thread: HNSW built by several threads depends on their interleaving, so two
-            # builds of one catalog answered differently (the experiment could not be repeated
-            # bit for bit on a rebuilt index); one thread makes the graph a function of the input
-            index.add(keys.astype(np.uint64), vectors, threads=1)
+    def _insert(index: Index, keys: np.ndarray, vectors: np.ndarray, chunk: int = 0) -> None:
+        """Add to usearch `chunk` vectors per call (0: all in one call), in order, on one thread:
+        HNSW built by several threads depends on their interleaving, so two builds of one catalog
+        answered differently (the experiment could not be repeated bit for bit on a rebuilt
+        index); one thread makes the graph a function of the input."""
+        step = chunk or max(len(keys), 1)
+        for i in range(0, len(keys), step):
+            index.add(keys[i:i + step].astype(np.uint64), vectors[i:i + step], threads=1)
 
     def remove(self, keys: np.ndarray) -> int:
         """Remove the given keys (absent ones are ignored); returns how many were removed."""

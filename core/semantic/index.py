@@ -232,7 +232,7 @@ class SemanticStrategy:
         write_component(root, self.config, self.encoder, self.vectors)
 
     def snapshot_component(self) -> Callable[[str | os.PathLike[str]], None]:
-        """A copy of the current vectors (usearch's file, in memory: 3-7 ms for 28k x 384 f16);
+        """A copy of the current vectors (usearch's file, in memory: 4.5-19 ms for 28k x 384 f16);
         the function returned writes it as the component under a root, as save() would have at
         the call, however the index changes meanwhile (core.live_checkpoint calls this while the
         live shard applies no batch, searches running on, and writes outside it)."""

@@ -109,10 +109,7 @@ class LiveShard:
         writes = self._accepted([r.write.as_write() for r in fresh])
         if self.prepares:  # slow work that changes nothing searches read, before the lock
             background(lambda: self._prepare(writes))
-        with self.applying, self.lock:
-            if self.broken is not None:
-                raise RuntimeError(f"a batch failed half-applied ({self.broken}); restart the shard: it replays "
-                                 "the log over its base")
+        with self.applying, self.lock:  # `broken` is set only here, on this (the one writing) thread
             locked = time.perf_counter()
             try:
                 self._apply(writes)

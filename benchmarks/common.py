@@ -93,11 +93,6 @@ def queries_per_second(search: Callable[[str], Any], queries: Sequence[str], *, 
             return done / elapsed
 
 
-def dir_bytes(path: Path) -> int:
-    """Bytes of every file under `path`."""
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def run_info(threads: int = 1) -> dict[str, Any]:
     """Commit, machine and thread count, recorded with every benchmark result."""
     try:

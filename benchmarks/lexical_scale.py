@@ -46,7 +46,6 @@ from tqdm import tqdm
 from benchmarks.common import (
     DEFAULT_SCIFACT,
     BeirData,
-    dir_bytes,
     load_beir,
     pin_threads,
     print_table,
@@ -55,6 +54,7 @@ from benchmarks.common import (
 )
 from benchmarks.lexical import TOP, grpc_figures, measure
 from benchmarks.synthetic_corpus import CorpusSpec, make_queries, vocabulary, write_corpus
+from services.metrics_shard import directory_bytes
 
 ENGINES = ("ltrr", "tantivy")
 TOPS = (10, 100, 1000)
@@ -73,9 +73,9 @@ def build(engine: str, corpus: Path, out: Path) -> dict[str, Any]:
     done = subprocess.run(engine_command("build", engine, str(corpus), str(out)), stdout=subprocess.PIPE,
                           text=True, check=True)
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    figures["index_bytes"] = dir_bytes(out / "lexical") if engine == "ltrr" else dir_bytes(out)
+    figures["index_bytes"] = directory_bytes(out / "lexical") if engine == "ltrr" else directory_bytes(out)
     if engine == "ltrr":
-        figures["index_bytes_total"] = dir_bytes(out)
+        figures["index_bytes_total"] = directory_bytes(out)
     return figures
 
 

@@ -56,9 +56,11 @@ def routing_levels(budget: int) -> tuple[int, ...]:
     """(0, budget/4, budget/2, budget): the music experiment's level ladder (0, 50, 100, 200 at
     budget 200) scaled, so the allocation space has the same 53 allocations and the equal split
     gives each of the four strategies a quarter."""
+    from core.simulator.runner import experiment_levels
+
     if budget < 4 or budget % 4:
         raise ValueError(f"`budget` must be a positive multiple of 4, but got {budget}")
-    return (0, budget // 4, budget // 2, budget)
+    return experiment_levels(budget)
 
 
 def plan_specs(budget: int, names: Sequence[str] = (), best_fixed: tuple[int, ...] | None = None) -> list[PolicySpec]:

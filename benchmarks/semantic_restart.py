@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks.common import dir_bytes, pin_threads, run_info
+from benchmarks.common import pin_threads, run_info
 
 pin_threads()
 
 from benchmarks.live_shard import as_records, demo_setup, records_after, shard_config, writes  # noqa: E402
 from core.catalog_log import CatalogRecord  # noqa: E402
 from core.live_shard import LiveShard, LiveShardConfig, WriterShard, catch_up, open_live_shard  # noqa: E402
+from services.metrics_shard import directory_bytes  # noqa: E402
 
 BATCH = 100  # records per batch while catching up (the tail reads up to DEFAULT_CATALOG_BATCH)
 
@@ -60,7 +61,7 @@ def main() -> None:
     started = time.perf_counter()
     if shard.merge():
         took = time.perf_counter() - started
-        size = dir_bytes(Path(config.live_dir))
+        size = directory_bytes(Path(config.live_dir))
         print(f"checkpoint at position {shard.base_position}: {took:.2f} s, of which "
               f"{shard.last_snapshot_s * 1000:.1f} ms holding batches off (not searches); {size / 1e6:.1f} MB")
     else:

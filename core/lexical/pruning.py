@@ -86,9 +86,8 @@ def load(b: int, i: int, loaded: np.ndarray, scored: np.ndarray, weight: float, 
 
 
 def seek(cur: np.ndarray, i: int, target: int, block_first: np.ndarray, block_last: np.ndarray, n_docs: int
-         ) -> bool:
-    """Move cursor i, without decoding, to the first block whose last document is >= target.
-    True when target lies inside that block past the cursor (the block must be scanned)."""
+         ) -> None:
+    """Move cursor i, without decoding, to the first block whose last document is >= target."""
     b = cur[i, BLK]
     end = cur[i, END]
     if b < end and block_last[b] < target:
@@ -103,7 +102,6 @@ def seek(cur: np.ndarray, i: int, target: int, block_first: np.ndarray, block_la
         cur[i, BLK] = lo
         cur[i, POS] = 0
         cur[i, DOC] = block_first[lo] if lo < end else n_docs
-    return cur[i, DOC] < target
 
 
 def window_bounds(cur: np.ndarray, weights: np.ndarray, lo: int, hi: int, block_first: np.ndarray,
@@ -162,7 +160,7 @@ def select_keys(keys: np.ndarray, size: int, k: int) -> np.uint64:
     """Keep the k largest of keys[:size] (size >= k) in keys[:k]; returns the smallest of them."""
     keys[:size] = np.partition(keys[:size], size - k)
     keys[:k] = keys[size - k:size]
-    return keys[:k].min()
+    return keys[0]  # the partition's pivot: every key after it is at least as large
 
 
 def drain_keys(keys: np.ndarray, size: int, k: int, bits32: np.ndarray, bits32u: np.ndarray

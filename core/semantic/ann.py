@@ -22,12 +22,19 @@ answers: a key staged while a search ran is never returned, a published one alwa
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+# ONNX Runtime (the semantic extra) must be loaded before usearch: with usearch 2.26 and
+# onnxruntime 1.32, importing onnxruntime after usearch.compiled kills the process (SIGSEGV), which
+# a script that opens an index and then makes an ONNX encoder would do.
+with contextlib.suppress(ImportError):
+    import onnxruntime  # noqa: F401
 from pyroaring import BitMap
 from usearch.index import Index
 

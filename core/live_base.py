@@ -19,9 +19,10 @@ from core.types import Strategy, StrategyKind
 
 DEFAULT_CATALOG_BATCH = 1000  # records read and applied at once (catalog_after's limit)
 DEFAULT_MERGE_ENTITIES = 5_000  # lexical delta documents (dead copies included) / semantic writes that start a merge
-# The nice value a shard adds to the threads that encode writes and merge (services.shard_live; 0 =
-# the searches' priority). At 10 such a thread gets about a tenth of a core against a busy search
-# thread (Linux CFS weights 110 : 1024) and all of an idle core.
+# The nice value a shard adds to the thread that merges (services.shard_live; 0 = the searches'
+# priority, and the encoding thread too; otherwise that one runs under SCHED_IDLE). At 10 the merge
+# thread gets about a tenth of a core against a busy search thread (Linux CFS weights 110 : 1024)
+# and all of an idle core.
 DEFAULT_BACKGROUND_NICE = 10
 
 

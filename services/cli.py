@@ -209,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --store: merge the lexical delta into a new base once it holds more than N "
                         "documents (semantic: checkpoint after more than N writes), 0 = never (default: %(default)s)")
     p.add_argument("--background-nice", type=int, default=DEFAULT_BACKGROUND_NICE, metavar="N",
-                   help="with --store: add N to the nice value of the threads that encode writes and merge, "
-                        "so searches get the CPU first (0..19, 0 = same priority; default: %(default)s)")
+                   help="with --store: add N to the nice value of the thread that merges, and run the thread "
+                        "that encodes writes under SCHED_IDLE, so searches get the CPU first (0..19, 0 = both at "
+                        "the searches' priority; default: %(default)s)")
     add_security_flags(p, server=True)
     p.set_defaults(func=cmd_shard)
 

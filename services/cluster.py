@@ -38,7 +38,7 @@ All keys are optional (defaults in parentheses):
     snapshot_every = 1000
     [shards]                        # `ltrr shard` flags for every shard
     max_queue = 4                   # searches queued or running per shard (services/admission.py)
-    background_nice = 10            # live shards: added to the encoding and merge threads' nice value
+    background_nice = 10            # live shards: added to the merge thread's nice value (0: encoding not idle)
     [broker]                        # policy, ranking and admission
     max_in_flight = 6               # searches in flight at the broker (services/admission.py)
     max_wait_ms = 10                # how long a search may wait for one of them

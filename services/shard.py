@@ -70,8 +70,8 @@ class ShardConfig:
     lexical shard's merged bases and the semantic shard's checkpoints (one per replica);
     merge_entities: lexical delta size, or semantic writes since the last checkpoint, that start a
     merge (0 = on request only); catalog_poll_s: the tail's interval when the log is idle;
-    background_nice: added to the nice value of the threads that encode writes and merge
-    (services.shard_live)."""
+    background_nice: added to the nice value of the thread that merges; not 0: the thread that
+    encodes writes runs under SCHED_IDLE (services.shard_live)."""
 
     strategy: str
     index: str

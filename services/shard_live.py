@@ -9,8 +9,14 @@ to it), never on the event loop nor on the search worker, so searches keep runni
 becomes visible to searches at once, entirely (core.live_shard.LiveShard.reading). A lexical
 merge (when the delta exceeds the shard's merge threshold, or request_merge()) runs on a third
 thread. The semantic shard's encoding of a batch (before the lock) and the merges run on threads
-of lower CPU priority (`background_nice`, DEFAULT_BACKGROUND_NICE): on a busy host the searches
-get the CPU first and a write's visibility waits instead of a search. A read that fails (the store
+of lower CPU priority, so that on a busy host the searches get the CPU first and a write's
+visibility waits instead of a search: the merge thread `background_nice` (DEFAULT_BACKGROUND_NICE)
+nicer, the encoding thread under Linux's SCHED_IDLE policy (it runs only when no other thread of
+the host wants the CPU; a woken search thread takes the CPU from it at once, where a nice value
+only shrinks its share). SCHED_IDLE suits the encoding because ONNX Runtime and usearch release the
+GIL while they work: a starved thread holding the GIL would stall its process's searches, which is
+why the merge (Python, holding the GIL for tens of ms at a time) is only niced. background_nice 0
+leaves both at the searches' priority. A read that fails (the store
 unreachable) is logged and retried after RETRY_S; a batch that fails to apply stops the shard
 applying for good (it may be half-applied: core.live_base), logged every RETRY_S until the shard
 is restarted. Either way the shard keeps serving what it applied, and CatalogPosition shows it
@@ -41,15 +47,19 @@ DEFAULT_CATALOG_POLL_S = 0.05
 RETRY_S = 1.0
 
 
-def lower_priority(nice: int) -> Callable[[], None]:
-    """A thread initializer that adds `nice` to its thread's nice value (Linux sets it per thread;
-    elsewhere it would renice the whole process, so it logs and does nothing)."""
+def lower_priority(nice: int, *, idle: bool = False) -> Callable[[], None]:
+    """A thread initializer that lowers its thread's CPU priority: `nice` added to its nice value,
+    or with idle=True the SCHED_IDLE policy instead (module docstring); nice 0: neither. Linux sets
+    both per thread; elsewhere they would apply to the whole process, so it logs and does nothing."""
 
     def initializer() -> None:
         if nice == 0:
             return
         if not hasattr(os, "setpriority") or os.uname().sysname != "Linux":
             log.warning("background_nice %d ignored: thread priorities are Linux-only", nice)
+            return
+        if idle:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
             return
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
@@ -65,7 +75,8 @@ def store_log(url: str) -> Callable[[], CatalogLog]:
 class CatalogTail:
     """Owns the live shard, its log reader, the tail task, the encoding thread and the merge thread.
     open_log is called once, on the tail's thread (the only thread that uses the log); background_nice:
-    added to the encoding and merge threads' nice value (module docstring)."""
+    added to the merge thread's nice value; not 0: the encoding thread runs under SCHED_IDLE
+    (module docstring)."""
 
     def __init__(self, config: LiveShardConfig, open_log: Callable[[], CatalogLog],
                  poll_s: float = DEFAULT_CATALOG_POLL_S, background_nice: int = DEFAULT_BACKGROUND_NICE) -> None:
@@ -79,9 +90,10 @@ class CatalogTail:
         self._log: CatalogLog | None = None
         self.live: LiveShard | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-catalog")
-        low = lower_priority(background_nice)
-        self.preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-encode", initializer=low)
-        self.merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-merge", initializer=low)
+        self.preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-encode",
+                                           initializer=lower_priority(background_nice, idle=True))
+        self.merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-merge",
+                                         initializer=lower_priority(background_nice))
         self._merging: Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.failures = 0

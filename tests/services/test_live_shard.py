@@ -22,6 +22,7 @@ from core.query import Filter, make_query
 from core.storage import ComponentReader
 from services.metrics_shard import ShardCollector
 from services.shard import ShardConfig
+from services.shard_live import lower_priority
 from tests.core.live_writes import append_order, final_catalog, random_writes, same_lists
 from tests.services.live_shard_server import ListLog, LiveServer, track
 
@@ -226,9 +227,33 @@ def test_the_semantic_shard_checkpoints_while_serving_and_restarts_from_it(serve
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are per thread on Linux only")
+@pytest.mark.parametrize("idle", [False, True])
+def test_lower_priority_changes_only_the_thread_it_runs_on(idle: bool) -> None:
+    """The merge thread's initializer adds to its nice value, the encoding thread's sets SCHED_IDLE;
+    the calling thread keeps its own; nice 0 changes nothing."""
+    seen: dict[int, tuple[int, int]] = {}
+
+    def on_a_thread(nice: int) -> None:
+        def run() -> None:
+            lower_priority(nice, idle=idle)()
+            seen[nice] = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    on_a_thread(0)
+    on_a_thread(3)
+    assert seen[0] == (os.SCHED_OTHER, own)
+    assert seen[3] == ((os.SCHED_IDLE, own) if idle else (os.SCHED_OTHER, min(19, own + 3)))
+    assert (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())) == (
+        os.SCHED_OTHER, own)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are per thread on Linux only")
 def test_a_batch_is_encoded_on_a_lower_priority_thread(serve: Serve, catalog: list[Entity]) -> None:
-    """The semantic shard encodes a batch (before its lock) on a thread `background_nice` nicer
-    than the rest of the shard, so a busy host runs searches first; the write is then found."""
+    """The semantic shard encodes a batch (before its lock) on a thread under SCHED_IDLE while the
+    rest of the shard keeps its policy, so a busy host runs searches first; the write is then found."""
     log = ListLog()
     shard = serve("semantic", log, background_nice=5)
     live = shard.service.live
@@ -237,11 +262,11 @@ def test_a_batch_is_encoded_on_a_lower_priority_thread(serve: Serve, catalog: li
     encode, seen = writer.prepare, []
 
     def recording(writes: object) -> None:
-        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        seen.append((threading.current_thread().name, os.sched_getscheduler(0)))
         encode(writes)
 
     writer.prepare = recording
     shard.wait_applied(log.append([Upsert(track("n1", "quixotic zeppelin", catalog[0]))]))
-    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assert seen == [(seen[0][0], min(19, own + 5))] and seen[0][0].startswith("ltrr-encode")
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    assert seen == [(seen[0][0], os.SCHED_IDLE)] and seen[0][0].startswith("ltrr-encode")
     assert shard.ids("quixotic zeppelin")[:1] == ["n1"]

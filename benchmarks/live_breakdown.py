@@ -202,7 +202,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         searches: list[Search] = [(s[0], s[1], s[2], s[3], s[4]) for s in json.loads(out.read_text())]
     finally:
         up_.stop()
-    return {"run": run_info(), "merge": merged, "phases": breakdown(searches, phases.ran, args.slowest)}
+    return {"run": run_info(), "merge": merged, "phases": breakdown(searches, phases.ran, args.slowest),
+            "ran": [{"kind": p["kind"], "start": p["start"], "end": p["end"]} for p in phases.ran]}
 
 
 def report(result: dict[str, Any]) -> None:

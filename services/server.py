@@ -54,14 +54,50 @@ async def _health_server(health_service: Any, host: str, port: int) -> grpc.aio.
     return server
 
 
-def freeze_loaded() -> None:
+# A dict at least this large that the collector has untracked is made tracked before a freeze
+# (pin_large_dicts).
+PIN_MIN_ITEMS = 10_000
+
+
+def freeze_loaded(*, pin_dicts: bool = False) -> None:
     """Move everything loaded so far (an index's Python structures: 150k-320k objects) out of the
     garbage collector's reach: a full collection over them took 94 ms (lexical), 127 ms (memory)
     and 319 ms (attribute) on the demo catalog, and a live catalog's writes allocate enough to
     trigger such collections in the middle of searches. What is allocated later is collected as
-    usual (CPython's gc.freeze, as Instagram's servers do)."""
+    usual (CPython's gc.freeze, as Instagram's servers do). pin_dicts: pin_large_dicts first (call
+    it so only where no other thread writes to the loaded structures meanwhile)."""
     gc.collect()
+    if pin_dicts:
+        pinned = pin_large_dicts()
+        log.info("%d large dicts kept in the frozen generation", pinned)
     gc.freeze()
+
+
+def pin_large_dicts(min_items: int = PIN_MIN_ITEMS) -> int:
+    """Make the large dicts the collector has untracked tracked again, so that a freeze keeps them;
+    returns how many. CPython untracks a dict whose keys and values are all untracked (strings,
+    numbers, tuples of them) in a full collection, so the freeze after one leaves it out, and a
+    later insert of a new tuple (tracked when made) tracks it again in the youngest generation:
+    every collection then walks it until the next full collection untracks it. A live attribute
+    shard's vocabulary holds such dicts (572k misspelling variants, 50k values by name), so each
+    batch cost a young collection up to 18 ms and a full one 42 ms over 1,000 writes; pinned, 0.8
+    and 3.6 ms (NOTES.md, session 13). Each dict of `min_items` or more reachable from a tracked
+    object gets its first key, or value, stored again as an equal new tuple: the same contents, so
+    a reader on another thread sees no change; the caller makes sure no thread writes meanwhile."""
+    pinned = 0
+    seen: set[int] = set()
+    for holder in gc.get_objects():
+        for d in gc.get_referents(holder):
+            if type(d) is not dict or len(d) < min_items or id(d) in seen or gc.is_tracked(d):
+                continue
+            seen.add(id(d))
+            key, value = next(iter(d.items()))
+            if type(key) is tuple:
+                d[tuple(list(key))] = value  # an equal key: the dict keeps the key object it has
+            elif type(value) is tuple:
+                d[key] = tuple(list(value))
+            pinned += gc.is_tracked(d)
+    return pinned
 
 
 # How long a thread holding the GIL runs on before another that wants it gets it (CPython's

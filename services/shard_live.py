@@ -108,6 +108,7 @@ class CatalogTail:
         live = open_live_shard(self.config)
         replayed = catch_up(live, self._read)
         live.strategy.warm_up()
+        freeze_loaded(pin_dicts=True)  # here: the tail, the only writer, has not started
         log.info("live %s shard at catalog position %d (base %d, %d records replayed) in %.2fs",
                  self.config.strategy, live.applied_position, live.base_position, replayed,
                  time.perf_counter() - started)

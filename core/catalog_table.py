@@ -114,14 +114,15 @@ class LiveTable:
     """base: the offline catalog (then the last fold); top: the live entities written since, by id,
     in write order; table: their LayeredTable; deleted: ids deleted by the log and not upserted
     since; position: the newest catalog log position applied (0: the offline catalog alone);
-    written: ids written since the offline catalog."""
+    written: ids written since the offline catalog, one set that the tables following one another
+    share and grow (copying it for every batch cost O(every write so far)); read only its size."""
 
     base: Sequence[Entity]
     top: Mapping[str, Entity]
     table: LayeredTable
     deleted: frozenset[str] = frozenset()
     position: int = 0
-    written: frozenset[str] = frozenset()
+    written: set[str] = field(default_factory=set)
 
     @classmethod
     def from_entities(cls, entities: Iterable[Entity]) -> LiveTable:
@@ -147,7 +148,8 @@ class LiveTable:
             else:
                 top[write.entity_id] = changed[write.entity_id] = write.entity
                 deleted.discard(write.entity_id)
-        written = self.written | {r.write.entity_id for r in fresh}
+        written = self.written
+        written.update(r.write.entity_id for r in fresh)
         layered = self.table
         # base rows these records replace or delete (ids folded into the base earlier stay visible)
         hidden = layered.hidden | {r.write.entity_id for r in fresh if r.write.entity_id in layered.base.positions}

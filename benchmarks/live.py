@@ -1,22 +1,25 @@
 """Issue 15's acceptance run: a live catalog under search load, on `ltrr up` over the demo catalog.
 
-    python -m benchmarks.live [--workdir DIR] [--writes 1000] [--write-rate 100] [--search-rate 30]
-                              [--duration 10] [--bulk 5000] [--json FILE]
+    python -m benchmarks.live [--workdir DIR] [--rounds 3] [--writes 1000] [--write-rate 100]
+                              [--search-rate 30] [--duration 10] [--bulk 5000] [--json FILE]
 
 It starts its own cluster (`ltrr up`, the four strategies, one broker, the event store in the
 work directory; the demo index is built on the first run) and stops it. Phases, in order:
-1. baseline: open-loop searches (benchmarks.load_client's simulated users, Poisson arrivals at
-   --search-rate) for --duration s, no writes: first bare, then with the visibility prober's own
-   traffic at the write rate (benchmarks.live_stream.ProbeLoad: its position polls and exact-title
-   Retrieves of catalog tracks), the instrument the write phase carries too;
-2. writes: the same load while --writes new tracks (benchmarks.live_stream) are written at
-   --write-rate per second, --write-batch (10) per Catalog.Write; visibility per write (acknowledged -> an
-   exact-title Retrieve on every lexical replica finds it and every shard has applied it, polled
-   every 0.05 s, so a figure may be up to 0.05 s late, never early);
+1. bare baseline: open-loop searches (benchmarks.load_client's simulated users, Poisson arrivals
+   at --search-rate) for --duration s, no writes, nothing else;
+2. --rounds times: a baseline step, the same load for --duration s under the visibility prober's
+   own traffic at the write rate (benchmarks.live_stream.ProbeLoad: its position polls and
+   exact-title Retrieves of catalog tracks), the instrument the write steps carry too; then a
+   writes step, the same load while --writes new tracks (benchmarks.live_stream) are written at
+   --write-rate per second, --write-batch (10) per Catalog.Write; visibility per write
+   (acknowledged -> an exact-title Retrieve on every lexical replica finds it and every shard has
+   applied it, polled every 0.05 s, so a figure may be up to 0.05 s late, never early). The ratios
+   compare the writes steps pooled with the baseline steps pooled: a p99 of one 10 s step is its
+   4th-slowest search, which moved by half between runs of the same code; rounds interleaved, a
+   noisy machine's drift counts on both sides, and the instrument's cost on both sides too;
 3. merge: the same load while more tracks are written, enough to take the lexical shard's delta
    past its merge threshold (--merge-entities), and the shard folds the delta into a new base;
-   then the probed baseline step again (the ratios' baseline pools both probed baseline steps: a
-   noisy machine's drift counts on both sides, and the instrument's cost on both sides too);
+   then a probed baseline step again (reported, not pooled: it may hold the merge's aftermath);
 4. new artist: a track by a made-up artist, then searches for the name with one typo through the
    attribute strategy (plan attribute only) until it is found;
 5. bulk: --bulk demo tracks re-upserted (a catalog refresh) through `ltrr catalog upsert`;
@@ -24,8 +27,9 @@ work directory; the demo index is built on the first run) and stops it. Phases, 
    `ltrr up` again on the same state; every acknowledged upsert must be found (exact title) and
    every acknowledged delete gone.
 The JSON holds visibility_p99_s, failed_searches, search_p99_ratio_writes, search_p99_ratio_merge
-(against the probed baseline), search_p99_ratio_writes_bare (against the bare one: the writes and
-the instrument together), bulk_writes_per_s and every phase's rows.
+(against the pooled probed baseline), search_p99_ratio_writes_bare (against the bare one: the
+writes and the instrument together), search_p99_ratio_writes_by_round (each writes step against
+the baseline step before it), bulk_writes_per_s and every phase's rows.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +223,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.live", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, help="work directory (default: a temporary one, removed)")
-    p.add_argument("--writes", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=3, help="baseline + writes steps (pooled for the ratios)")
+    p.add_argument("--writes", type=int, default=1000, help="new tracks written per writes step")
     p.add_argument("--write-rate", type=float, default=100.0)
     p.add_argument("--write-batch", type=int, default=10,
                    help="writes per Catalog.Write (a feed client batches, like Elasticsearch's bulk API); "
@@ -226,55 +232,75 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--search-rate", type=float, default=30.0)
     p.add_argument("--duration", type=float, default=10.0, help="seconds of the baseline step")
     p.add_argument("--bulk", type=int, default=5000, help="entities of the bulk phase")
-    p.add_argument("--merge-entities", type=int, default=1500,
-                   help="the lexical shard merges when its delta holds this many entities")
+    p.add_argument("--merge-entities", type=int, default=0,
+                   help="the lexical shard merges when its delta holds this many entities (default: "
+                        "--rounds x --writes + --writes / 2, so the merge step writes the last half --writes)")
     p.add_argument("--partitions", type=int, default=1, help="partitions of every strategy (`ltrr up`)")
     p.add_argument("--replicas", type=int, default=1, help="shard processes per partition")
     p.add_argument("--background-nice", type=int, default=DEFAULT_BACKGROUND_NICE,
                    help="the shards' --background-nice (0 = writes at the searches' priority)")
     p.add_argument("--json", type=Path)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.rounds < 1 or args.writes < 1:
+        p.error("--rounds and --writes must be >= 1")
+    return args
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    cfg = config(workdir, args.merge_entities, args.partitions, args.replicas, args.background_nice)
+    written = args.rounds * args.writes
+    merge_entities = args.merge_entities or written + args.writes // 2
+    if merge_entities <= written:
+        raise SystemExit(f"--merge-entities must be above --rounds x --writes ({written}): no merge during the "
+                         f"writes steps, but got {merge_entities}")
+    cfg = config(workdir, merge_entities, args.partitions, args.replicas, args.background_nice)
     up_ = up(workdir, "live", cfg)
     result: dict[str, Any] = {}
     try:
         address, shards = up_.brokers[0], shards_of(up_.status)
         spec = StepSpec(address=address, rate=args.search_rate, duration_s=args.duration, budget_ms=100, seed=1)
+        writing = StepSpec(address=address, rate=args.search_rate, duration_s=args.writes / args.write_rate + 1,
+                           budget_ms=100, seed=2)
+        bases: list[StepRecord] = []
+        durings: list[StepRecord] = []
+        streams: list[WriteStream] = []
         with LoadGenerator() as gen:
             gen.step(StepSpec(address=address, rate=args.search_rate, duration_s=3.0, seed=9))  # warm-up
             bare, _ = under_load(gen, replace(spec, seed=5))
-            base = probed(gen, spec, shards, args.write_rate)
-            tracks = new_tracks(args.writes)
-            writing = StepSpec(address=address, rate=args.search_rate, duration_s=args.writes / args.write_rate + 1,
-                               budget_ms=100, seed=2)
-            during, stream = under_load(gen, writing, lambda: write_phase(address, shards, tracks, args.write_rate,
-                                                                                     args.write_batch))
-            extra = new_tracks(max(args.merge_entities - args.writes + 1, 1), seed=3)
+            for r in range(args.rounds):
+                bases.append(probed(gen, replace(spec, seed=10 + r), shards, args.write_rate))
+                tracks = new_tracks(args.writes, seed=100 + r)
+                during, stream = under_load(gen, replace(writing, seed=20 + r), partial(
+                    write_phase, address, shards, tracks, args.write_rate, args.write_batch))
+                durings.append(during)
+                streams.append(stream)
+            extra = new_tracks(merge_entities - written + 1, seed=3)
             merging = StepSpec(address=address, rate=args.search_rate, duration_s=args.duration, budget_ms=100, seed=3)
             merge_rec, merged = under_load(gen, merging, lambda: merge_phase(address, shards, extra, args.write_rate,
                                                                                        args.write_batch))
             after = probed(gen, replace(spec, seed=4), shards, args.write_rate)
-        vis = visibility_s([stream])
-        steps = (("baseline", pooled(base, after)), ("baseline_before", base), ("baseline_after", after),
-                 ("baseline_bare", bare), ("writes", during), ("merge", merge_rec))
+        vis = visibility_s(streams)
+        steps = (("baseline", pooled(*bases)), ("baseline_after", after), ("baseline_bare", bare),
+                 ("writes", pooled(*durings)), ("merge", merge_rec))
         rows = {name: summarize(rec, args.search_rate, max(len(rec.codes), 1) / args.search_rate)  # ~ the duration
                 for name, rec in steps}
+        p99 = {name: row["p99_ms"] for name, row in rows.items()}
+        by_round = [ratio(summarize(d, args.search_rate, 1.0)["p99_ms"], summarize(b, args.search_rate, 1.0)["p99_ms"])
+                    for b, d in zip(bases, durings, strict=True)]
+        all_written = [w for stream in streams for w in stream.written]
         result.update(rows=rows, merge=merged, new_artist=new_artist_phase(address),
                       visibility_p50_s=round(float(np.percentile(vis, 50)), 4),
                       visibility_p99_s=round(float(np.percentile(vis, 99)), 4),
                       visibility_max_s=round(float(vis.max()), 4), writes_acked=int(vis.size),
-                      write_errors=sum(bool(w.error) for w in stream.written),
+                      write_errors=sum(bool(w.error) for w in all_written),
                       failed_searches=sum(rows[n]["sent"] - rows[n]["ok"]
-                                          for n in ("baseline", "baseline_bare", "writes", "merge")),
-                      search_p99_ratio_writes=ratio(rows["writes"]["p99_ms"], rows["baseline"]["p99_ms"]),
-                      search_p99_ratio_merge=ratio(rows["merge"]["p99_ms"], rows["baseline"]["p99_ms"]),
-                      search_p99_ratio_writes_bare=ratio(rows["writes"]["p99_ms"], rows["baseline_bare"]["p99_ms"]))
+                                          for n in ("baseline", "baseline_after", "baseline_bare", "writes", "merge")),
+                      search_p99_ratio_writes=ratio(p99["writes"], p99["baseline"]),
+                      search_p99_ratio_merge=ratio(p99["merge"], p99["baseline"]),
+                      search_p99_ratio_writes_bare=ratio(p99["writes"], p99["baseline_bare"]),
+                      search_p99_ratio_writes_by_round=by_round)
         bulk = bulk_phase(address, workdir, args.bulk)
         result.update(bulk=bulk, bulk_writes_per_s=bulk["bulk_writes_per_s"])
-        result["crash"], up_ = crash_phase(up_, workdir, stream.written, cfg)
+        result["crash"], up_ = crash_phase(up_, workdir, all_written, cfg)
     finally:
         up_.stop()
     return result
@@ -286,7 +312,7 @@ def report(result: dict[str, Any]) -> None:
               f"errors {row['errors']}")
     for key in ("visibility_p50_s", "visibility_p99_s", "visibility_max_s", "writes_acked", "write_errors",
                 "failed_searches", "search_p99_ratio_writes", "search_p99_ratio_merge",
-                "search_p99_ratio_writes_bare", "merge", "new_artist",
+                "search_p99_ratio_writes_bare", "search_p99_ratio_writes_by_round", "merge", "new_artist",
                 "bulk", "bulk_writes_per_s", "crash"):
         print(f"{key}: {result.get(key)}")
 

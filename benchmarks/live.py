@@ -102,12 +102,14 @@ def probed(gen: LoadGenerator, spec: StepSpec, shards: list[tuple[str, int, str]
 
 
 def pooled(*records: StepRecord) -> StepRecord:
-    """Steps of the same load run at different times, as one sample (the baseline before the writes
-    and after the merge: a noisy machine's drift counts on both sides of the ratio)."""
+    """Steps of the same load run at different times, as one sample (the rounds' baseline steps,
+    and their writes steps: a noisy machine's drift counts on both sides of the ratio)."""
     cat = np.concatenate
     return StepRecord(scheduled_s=cat([r.scheduled_s for r in records]),
                       latency_ms=cat([r.latency_ms for r in records]), lag_ms=cat([r.lag_ms for r in records]),
-                      codes=tuple(c for r in records for c in r.codes), degraded=cat([r.degraded for r in records]))
+                      codes=tuple(c for r in records for c in r.codes), degraded=cat([r.degraded for r in records]),
+                      feedback_sent=sum(r.feedback_sent for r in records),
+                      feedback_errors=sum(r.feedback_errors for r in records))
 
 
 def shards_of(status: dict[str, Any]) -> list[tuple[str, int, str]]:

@@ -47,11 +47,13 @@ from benchmarks.scaleout import up
 STRATEGIES = ("lexical", "semantic", "attribute", "memory")
 FEEDBACK_SHARE = 0.3
 CLIENT_DEADLINE_S = 2.0
+MAX_RUN_S = 3600.0  # the client's arrivals are drawn this far ahead; it stops when told
 Search = tuple[float, float, float, dict[str, float], str]  # wall time due, latency ms, took_ms, strategies, code
 
 
-def client(address: str, duration_s: float, rate: float, out: str) -> None:
-    """The client process: searches for `duration_s` seconds, then the records as JSON to `out`."""
+def client(address: str, stop: Any, rate: float, out: str) -> None:
+    """The client process: searches until `stop` (a multiprocessing Event) is set, then the records
+    as JSON to `out`."""
     import grpc
     import uvloop
 
@@ -85,7 +87,9 @@ def client(address: str, duration_s: float, rate: float, out: str) -> None:
                         await stub.Feedback(event, timeout=CLIENT_DEADLINE_S)
 
         tasks = []
-        for i, due in enumerate(arrival_offsets(rate, duration_s, Arrivals.POISSON, seed=1).tolist()):
+        for i, due in enumerate(arrival_offsets(rate, MAX_RUN_S, Arrivals.POISSON, seed=1).tolist()):
+            if stop.is_set():
+                break
             if (delay := start + due - loop.time()) > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i, due)))
@@ -169,14 +173,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     written = args.rounds * args.writes
     threshold = args.merge_entities or written + args.writes // 2
+    if threshold <= written:
+        raise SystemExit(f"--merge-entities must be above --rounds x --writes ({written}), but got {threshold}")
     up_ = up(workdir, "live", config(workdir, threshold))
+    searcher: multiprocessing.process.BaseProcess | None = None
     try:
         address, shards = up_.brokers[0], shards_of(up_.status)
         spawn = multiprocessing.get_context("spawn")
         out = workdir / "searches.json"
-        writing_s = args.writes / args.write_rate + 3
-        duration = 3 + args.rounds * (args.quiet + writing_s) + args.quiet + (60 + args.quiet if args.merge else 0)
-        searcher = spawn.Process(target=client, args=(address, duration, args.search_rate, str(out)))
+        stop = spawn.Event()
+        searcher = spawn.Process(target=client, args=(address, stop, args.search_rate, str(out)))
         searcher.start()
         pids = {s["strategy"]: s["pid"] for s in up_.status["shards"]}
         pids |= {"broker": up_.status["brokers"][0]["pid"], "benchmark": os.getpid(), "client": searcher.pid or 0}
@@ -198,9 +204,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             phases.run("merge", lambda: merged.update(merge_phase(address, shards, extra, args.write_rate,
                                                                   args.write_batch)))
             phases.run("quiet", quiet)
+        stop.set()
         searcher.join()
         searches: list[Search] = [(s[0], s[1], s[2], s[3], s[4]) for s in json.loads(out.read_text())]
     finally:
+        if searcher is not None and searcher.is_alive():
+            searcher.terminate()
         up_.stop()
     return {"run": run_info(), "merge": merged, "phases": breakdown(searches, phases.ran, args.slowest),
             "ran": [{"kind": p["kind"], "start": p["start"], "end": p["end"]} for p in phases.ran]}

@@ -144,8 +144,9 @@ def goodput(row: Mapping[str, Any], capacity_rate: float) -> dict[str, Any]:
             "other_errors": sum(v for k, v in errors.items() if k != SHED), "hangs": row["hangs"]}
 
 
-def ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b > 0 else None
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b to 3 places; None when either is missing (a step without an OK answer) or b is 0."""
+    return round(a / b, 3) if a is not None and b else None
 
 
 def rate_list(text: str) -> list[float]:

@@ -115,7 +115,8 @@ class LiveTable:
     in write order; table: their LayeredTable; deleted: ids deleted by the log and not upserted
     since; position: the newest catalog log position applied (0: the offline catalog alone);
     written: ids written since the offline catalog, one set that the tables following one another
-    share and grow (copying it for every batch cost O(every write so far)); read only its size."""
+    share and grow (copying it for every batch cost O(every write so far)); read only its size, of
+    the newest table, which may count a batch being applied before `position` does."""
 
     base: Sequence[Entity]
     top: Mapping[str, Entity]
@@ -148,8 +149,6 @@ class LiveTable:
             else:
                 top[write.entity_id] = changed[write.entity_id] = write.entity
                 deleted.discard(write.entity_id)
-        written = self.written
-        written.update(r.write.entity_id for r in fresh)
         layered = self.table
         # base rows these records replace or delete (ids folded into the base earlier stay visible)
         hidden = layered.hidden | {r.write.entity_id for r in fresh if r.write.entity_id in layered.base.positions}
@@ -157,8 +156,10 @@ class LiveTable:
         fresh_top = not any(r.write.entity_id in self.top for r in fresh)
         top_table = layered.top.extended(list(changed.values())) if fresh_top else rebuilt(
             layered.top, list(top.values()), changed)
+        written = self.written
         out = LiveTable(base=self.base, top=top, table=LayeredTable(layered.base, top_table, frozenset(hidden)),
                         deleted=frozenset(deleted), position=fresh[-1].position, written=written)
+        written.update(r.write.entity_id for r in fresh)
         return out.folded() if len(top) > max(MIN_FOLD, FOLD_FRACTION * len(self.base)) else out
 
     def folded(self) -> LiveTable:

@@ -312,6 +312,8 @@ async def serve(config: ShardConfig, *, on_listening: Callable[[str], None] | No
     Prometheus metrics over HTTP there (0 = off, services.metrics.AUTO_PORT = a free port);
     health_port: answer health checks in plaintext there too (0 = off; services.server.run)."""
     service = ShardService(config)
+    if service.tail is not None:
+        service.tail.freeze_on_start = True
     if metrics_port:
         metrics_shard.watch_shard(service)
         metrics.serve(metrics_port, config.host, metrics_shard.SHARD)

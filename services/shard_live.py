@@ -59,8 +59,11 @@ def lower_priority(nice: int, *, idle: bool = False) -> Callable[[], None]:
             log.warning("background_nice %d ignored: thread priorities are Linux-only", nice)
             return
         if idle:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
-            return
+            try:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
+                return
+            except OSError as err:  # a sandbox may forbid it: a nice value instead
+                log.warning("SCHED_IDLE refused (%s); adding %d to the nice value instead", err, nice)
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
 
@@ -97,6 +100,9 @@ class CatalogTail:
         self._merging: Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
+        # a server process sets it (services.shard.serve): freeze what start-up loaded, its large
+        # dicts pinned (services.server.pin_large_dicts), before the tail starts writing to them
+        self.freeze_on_start = False
 
     def _read(self, position: int, limit: int) -> list[CatalogRecord]:
         if self._log is None:
@@ -108,7 +114,8 @@ class CatalogTail:
         live = open_live_shard(self.config)
         replayed = catch_up(live, self._read)
         live.strategy.warm_up()
-        freeze_loaded(pin_dicts=True)  # here: the tail, the only writer, has not started
+        if self.freeze_on_start:
+            freeze_loaded(pin_dicts=True)  # here: the tail, the only writer, has not started
         log.info("live %s shard at catalog position %d (base %d, %d records replayed) in %.2fs",
                  self.config.strategy, live.applied_position, live.base_position, replayed,
                  time.perf_counter() - started)

@@ -24,8 +24,8 @@ def test_a_large_untracked_dict_is_pinned_and_stays_out_of_collection_after_inse
     """A dict of tuples of numbers, which a full collection untracks: without the pin a later insert
     of a new tuple tracks it again, in the youngest generation; pinned, it is frozen with the rest
     and stays out of every collection, its contents unchanged."""
-    by_value = {f"v{i}": (i, i + 1) for i in range(PIN_MIN_ITEMS)}
-    by_key = {("field", f"name {i}"): i for i in range(PIN_MIN_ITEMS)}
+    by_value: dict[str, tuple[int, ...]] = {f"v{i}": (i, i + 1) for i in range(PIN_MIN_ITEMS)}
+    by_key: dict[tuple[str, ...], int] = {("field", f"name {i}"): i for i in range(PIN_MIN_ITEMS)}
     small = {f"s{i}": (i,) for i in range(10)}
     holder = [by_value, by_key, small]
     before = (dict(by_value), dict(by_key))
@@ -46,7 +46,7 @@ def test_a_large_untracked_dict_is_pinned_and_stays_out_of_collection_after_inse
 
 def test_without_the_pin_an_insert_puts_the_whole_dict_back_in_collection() -> None:
     """What the pin prevents (CPython's dict tracking), so that the test above can fail."""
-    by_value = {f"v{i}": (i, i + 1) for i in range(PIN_MIN_ITEMS)}
+    by_value: dict[str, tuple[int, ...]] = {f"v{i}": (i, i + 1) for i in range(PIN_MIN_ITEMS)}
     try:
         gc.collect()
         gc.freeze()

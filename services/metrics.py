@@ -4,7 +4,9 @@ Every process serves its own registry over HTTP (`--metrics-port`; services.metr
 shards' set), so a scrape of one process shows only its own series, plus the client library's
 process and Python collectors (CPU seconds, resident memory, open files, GC). Names start with
 `ltrr_`, carry their unit (`_ms`, `_bytes`) and counters end in `_total` (added by the library).
-Latency histograms share LATENCY_BUCKETS_MS, 1 ms to 2 s.
+Latency histograms share LATENCY_BUCKETS_MS, 1 ms to 2 s. Every registry also holds
+`ltrr_gc_pause_ms` by generation: a collection holds the GIL, so each pause stalls every thread of
+the process, searches included (the library's GC collector counts collections, not their time).
 
 Call sites stay few: `observe_search` once per served search, `observed` around the broker's rpcs,
 `watch_broker` once at start-up (gauges read when scraped, so the hot path sets nothing).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -36,14 +39,34 @@ LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000
 # a decision's propensity: P(the policy picks the plan it served)
 PROPENSITY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 AUTO_PORT = -1  # `--metrics-port auto`: a free port, announced in the log
+# ms: a young collection takes well under 1 ms; a full one over a large heap tens to hundreds
+GC_PAUSE_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+_GC_PAUSES: list[Histogram] = []  # every registry's ltrr_gc_pause_ms, fed by _gc_callback
+_gc_started = [0.0]
+
+
+def _gc_callback(phase: str, info: dict[str, int]) -> None:
+    """gc.callbacks: the time from a collection's start to its stop, by generation (collections do
+    not nest, and a callback runs holding the GIL)."""
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+        return
+    ms = (time.perf_counter() - _gc_started[0]) * 1000
+    for pauses in _GC_PAUSES:
+        pauses.labels(str(info["generation"])).observe(ms)
 
 
 def new_registry() -> CollectorRegistry:
-    """A registry with the library's process, platform and GC collectors."""
+    """A registry with the library's process, platform and GC collectors, and ltrr_gc_pause_ms."""
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
+    _GC_PAUSES.append(Histogram("ltrr_gc_pause_ms", "Garbage-collector pauses (ms) by generation; every thread "
+                                "of the process waits meanwhile", ["generation"], buckets=GC_PAUSE_BUCKETS_MS,
+                                registry=registry))
+    if _gc_callback not in gc.callbacks:
+        gc.callbacks.append(_gc_callback)
     return registry
 
 

@@ -4,6 +4,7 @@ exist, and searches and feedback move them by exactly what was sent."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import re
 import time
@@ -18,7 +19,7 @@ from ltrr.v1 import broker_pb2
 from services.admission import Deadline, Limiter
 from services.client import BrokerClient
 from services.cluster import Cluster, ClusterConfig, broker_args
-from services.metrics import AUTO_PORT, admission_metrics, port_arg
+from services.metrics import AUTO_PORT, BROKER, admission_metrics, port_arg
 from services.process import spawn
 from tests.services.conftest import ALL, Series, config, scrape, value
 
@@ -52,8 +53,11 @@ def test_every_process_serves_its_own_series(cluster: Cluster) -> None:
         assert any(n == name for n, _ in broker), name
     assert value(broker, "ltrr_cache_entries", cache="recent_decisions") >= 0
     assert not any(n.startswith("ltrr_shard_") for n, _ in broker)
+    # the full collection of the start-up freeze (services.server.freeze_loaded), at least
+    assert value(broker, "ltrr_gc_pause_ms_count", generation="2") >= 1
     for name in ALL:
         shard = scrape(cluster.shards[name].metrics_address)
+        assert value(shard, "ltrr_gc_pause_ms_count", generation="2") >= 1
         # the synthetic catalog (tests/conftest.py) holds 300 tracks, none deleted
         assert value(shard, "ltrr_shard_index_entities", strategy=name) == 300
         assert value(shard, "ltrr_shard_index_deleted_entities", strategy=name) == 0
@@ -230,6 +234,17 @@ def test_every_scraped_pod_serves_metrics_on_its_annotated_port() -> None:
         assert args[args.index("--metrics-port") + 1] == port
         assert args[:2] == ["--log-format", "json"]
         assert {"name": "metrics", "containerPort": int(port)} in container["ports"]
+
+
+def test_a_collection_is_observed_as_a_pause_of_its_generation() -> None:
+    def count(generation: str) -> float:
+        return BROKER.get_sample_value("ltrr_gc_pause_ms_count", {"generation": generation}) or 0.0
+
+    before = count("2"), count("0")
+    gc.collect()
+    gc.collect(0)
+    assert count("2") == before[0] + 1 and count("0") == before[1] + 1
+    assert (BROKER.get_sample_value("ltrr_gc_pause_ms_sum", {"generation": "2"}) or 0.0) > 0
 
 
 def test_shed_and_expired_are_the_limiters_counts() -> None:

@@ -78,7 +78,8 @@ def pin_large_dicts(min_items: int = PIN_MIN_ITEMS) -> int:
     returns how many. CPython untracks a dict whose keys and values are all untracked (strings,
     numbers, tuples of them) in a full collection, so the freeze after one leaves it out, and a
     later insert of a new tuple (tracked when made) tracks it again in the youngest generation:
-    every collection then walks it until the next full collection untracks it. A live attribute
+    the collections of each generation it then moves through walk it, and so does every full one,
+    until a full one untracks it again. A live attribute
     shard's vocabulary holds such dicts (572k misspelling variants, 50k values by name), so each
     batch cost a young collection up to 18 ms and a full one 42 ms over 1,000 writes; pinned, 0.8
     and 3.6 ms (NOTES.md, session 13). Each dict of `min_items` or more reachable from a tracked

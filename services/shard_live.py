@@ -79,10 +79,13 @@ class CatalogTail:
     """Owns the live shard, its log reader, the tail task, the encoding thread and the merge thread.
     open_log is called once, on the tail's thread (the only thread that uses the log); background_nice:
     added to the merge thread's nice value; not 0: the encoding thread runs under SCHED_IDLE
-    (module docstring)."""
+    (module docstring); freeze_on_start: freeze what start-up loaded, its large dicts pinned
+    (services.server.pin_large_dicts), before the tail starts writing to them (a server process
+    does: services.shard.serve; it freezes the whole process)."""
 
     def __init__(self, config: LiveShardConfig, open_log: Callable[[], CatalogLog],
-                 poll_s: float = DEFAULT_CATALOG_POLL_S, background_nice: int = DEFAULT_BACKGROUND_NICE) -> None:
+                 poll_s: float = DEFAULT_CATALOG_POLL_S, background_nice: int = DEFAULT_BACKGROUND_NICE, *,
+                 freeze_on_start: bool = False) -> None:
         if poll_s <= 0:
             raise ValueError(f"`poll_s` must be > 0, but got {poll_s}")
         if not 0 <= background_nice <= 19:
@@ -100,9 +103,7 @@ class CatalogTail:
         self._merging: Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
-        # a server process sets it (services.shard.serve): freeze what start-up loaded, its large
-        # dicts pinned (services.server.pin_large_dicts), before the tail starts writing to them
-        self.freeze_on_start = False
+        self.freeze_on_start = freeze_on_start
 
     def _read(self, position: int, limit: int) -> list[CatalogRecord]:
         if self._log is None:

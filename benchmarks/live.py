@@ -13,13 +13,16 @@ work directory; the demo index is built on the first run) and stops it. Phases, 
    writes step, the same load while --writes new tracks (benchmarks.live_stream) are written at
    --write-rate per second, --write-batch (10) per Catalog.Write; visibility per write
    (acknowledged -> an exact-title Retrieve on every lexical replica finds it and every shard has
-   applied it, polled every 0.05 s, so a figure may be up to 0.05 s late, never early). The ratios
-   compare the writes steps pooled with the baseline steps pooled: a p99 of one 10 s step is its
-   4th-slowest search, which moved by half between runs of the same code; rounds interleaved, a
-   noisy machine's drift counts on both sides, and the instrument's cost on both sides too;
-3. merge: the same load while more tracks are written, enough to take the lexical shard's delta
-   past its merge threshold (--merge-entities), and the shard folds the delta into a new base;
-   then a probed baseline step again (reported, not pooled: it may hold the merge's aftermath);
+   applied it, polled every 0.05 s, so a figure may be up to 0.05 s late, never early); then a
+   merge step, the same load for --duration s while more tracks are written, enough to take the
+   lexical shard's delta past its merge threshold (--merge-entities, default 1.5 x --writes),
+   and the shard folds the delta into a new base (the semantic shard writes its checkpoint at
+   the same threshold); then 3 s of the same load, not recorded, to let the merge settle before
+   the next round's baseline. The ratios compare each kind of step pooled over the rounds with
+   the baseline steps pooled: a p99 of one 10 s step is its 3rd- or 4th-slowest search, which
+   moved by half between runs of the same code; rounds interleaved, a noisy machine's drift
+   counts on both sides, and the instrument's cost on both sides too;
+3. after: a probed baseline step after the last merge (reported, not pooled);
 4. new artist: a track by a made-up artist, then searches for the name with one typo through the
    attribute strategy (plan attribute only) until it is found;
 5. bulk: --bulk demo tracks re-upserted (a catalog refresh) through `ltrr catalog upsert`;
@@ -28,8 +31,9 @@ work directory; the demo index is built on the first run) and stops it. Phases, 
    every acknowledged delete gone.
 The JSON holds visibility_p99_s, failed_searches, search_p99_ratio_writes, search_p99_ratio_merge
 (against the pooled probed baseline), search_p99_ratio_writes_bare (against the bare one: the
-writes and the instrument together), search_p99_ratio_writes_by_round (each writes step against
-the baseline step before it), bulk_writes_per_s and every phase's rows.
+writes and the instrument together), search_p99_ratio_writes_by_round and
+search_p99_ratio_merge_by_round (each step against its round's baseline step), bulk_writes_per_s,
+every merge and every phase's rows.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ from services.client import BrokerClient, ShardClient
 
 REPO = Path(__file__).resolve().parent.parent
 MERGE_WAIT_S = 120.0
+SETTLE_S = 3.0  # unrecorded load after a merge step, before the next round's baseline
 PROBED_TRACKS = 2000  # catalog tracks a probed baseline searches for by exact title (cycled)
 ALL_STRATEGIES = {"lexical": 50, "semantic": 50, "attribute": 50, "memory": 50}  # the crash check's plan
 
@@ -225,7 +230,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.live", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, help="work directory (default: a temporary one, removed)")
-    p.add_argument("--rounds", type=int, default=3, help="baseline + writes steps (pooled for the ratios)")
+    p.add_argument("--rounds", type=int, default=3, help="baseline + writes + merge steps (pooled for the ratios)")
     p.add_argument("--writes", type=int, default=1000, help="new tracks written per writes step")
     p.add_argument("--write-rate", type=float, default=100.0)
     p.add_argument("--write-batch", type=int, default=10,
@@ -235,8 +240,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of the baseline step")
     p.add_argument("--bulk", type=int, default=5000, help="entities of the bulk phase")
     p.add_argument("--merge-entities", type=int, default=0,
-                   help="the lexical shard merges when its delta holds this many entities (default: "
-                        "--rounds x --writes + --writes / 2, so the merge step writes the last half --writes)")
+                   help="the lexical shard merges when its delta holds more than this many entities "
+                        "(default: --writes x 1.5, so each round's merge step writes half --writes more)")
     p.add_argument("--partitions", type=int, default=1, help="partitions of every strategy (`ltrr up`)")
     p.add_argument("--replicas", type=int, default=1, help="shard processes per partition")
     p.add_argument("--background-nice", type=int, default=DEFAULT_BACKGROUND_NICE,
@@ -249,11 +254,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    written = args.rounds * args.writes
-    merge_entities = args.merge_entities or written + args.writes // 2
-    if merge_entities <= written:
-        raise SystemExit(f"--merge-entities must be above --rounds x --writes ({written}): no merge during the "
-                         f"writes steps, but got {merge_entities}")
+    merge_entities = args.merge_entities or args.writes + args.writes // 2
+    if merge_entities <= args.writes:
+        raise SystemExit(f"--merge-entities must be above --writes ({args.writes}): no merge during a writes "
+                         f"step, but got {merge_entities}")
     cfg = config(workdir, merge_entities, args.partitions, args.replicas, args.background_nice)
     up_ = up(workdir, "live", cfg)
     result: dict[str, Any] = {}
@@ -264,6 +268,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                            budget_ms=100, seed=2)
         bases: list[StepRecord] = []
         durings: list[StepRecord] = []
+        mergings: list[StepRecord] = []
+        merges: list[dict[str, Any]] = []
         streams: list[WriteStream] = []
         with LoadGenerator() as gen:
             gen.step(StepSpec(address=address, rate=args.search_rate, duration_s=3.0, seed=9))  # warm-up
@@ -275,21 +281,26 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     write_phase, address, shards, tracks, args.write_rate, args.write_batch))
                 durings.append(during)
                 streams.append(stream)
-            extra = new_tracks(merge_entities - written + 1, seed=3)
-            merging = StepSpec(address=address, rate=args.search_rate, duration_s=args.duration, budget_ms=100, seed=3)
-            merge_rec, merged = under_load(gen, merging, lambda: merge_phase(address, shards, extra, args.write_rate,
-                                                                                       args.write_batch))
+                extra = new_tracks(merge_entities - args.writes + 1, seed=200 + r)
+                merging, merged = under_load(gen, replace(spec, seed=30 + r), partial(
+                    merge_phase, address, shards, extra, args.write_rate, args.write_batch))
+                mergings.append(merging)
+                merges.append(merged)
+                gen.step(StepSpec(address=address, rate=args.search_rate, duration_s=SETTLE_S, seed=40 + r))
             after = probed(gen, replace(spec, seed=4), shards, args.write_rate)
         vis = visibility_s(streams)
         steps = (("baseline", pooled(*bases)), ("baseline_after", after), ("baseline_bare", bare),
-                 ("writes", pooled(*durings)), ("merge", merge_rec))
+                 ("writes", pooled(*durings)), ("merge", pooled(*mergings)))
         rows = {name: summarize(rec, args.search_rate, max(len(rec.codes), 1) / args.search_rate)  # ~ the duration
                 for name, rec in steps}
         p99 = {name: row["p99_ms"] for name, row in rows.items()}
-        by_round = [ratio(summarize(d, args.search_rate, 1.0)["p99_ms"], summarize(b, args.search_rate, 1.0)["p99_ms"])
-                    for b, d in zip(bases, durings, strict=True)]
+
+        def by_round(steps: list[StepRecord]) -> list[float | None]:
+            return [ratio(summarize(d, args.search_rate, 1.0)["p99_ms"], summarize(b, args.search_rate, 1.0)["p99_ms"])
+                    for b, d in zip(bases, steps, strict=True)]
+
         all_written = [w for stream in streams for w in stream.written]
-        result.update(rows=rows, merge=merged, new_artist=new_artist_phase(address),
+        result.update(rows=rows, merges=merges, new_artist=new_artist_phase(address),
                       visibility_p50_s=round(float(np.percentile(vis, 50)), 4),
                       visibility_p99_s=round(float(np.percentile(vis, 99)), 4),
                       visibility_max_s=round(float(vis.max()), 4), writes_acked=int(vis.size),
@@ -299,7 +310,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                       search_p99_ratio_writes=ratio(p99["writes"], p99["baseline"]),
                       search_p99_ratio_merge=ratio(p99["merge"], p99["baseline"]),
                       search_p99_ratio_writes_bare=ratio(p99["writes"], p99["baseline_bare"]),
-                      search_p99_ratio_writes_by_round=by_round)
+                      search_p99_ratio_writes_by_round=by_round(durings),
+                      search_p99_ratio_merge_by_round=by_round(mergings))
         bulk = bulk_phase(address, workdir, args.bulk)
         result.update(bulk=bulk, bulk_writes_per_s=bulk["bulk_writes_per_s"])
         result["crash"], up_ = crash_phase(up_, workdir, all_written, cfg)
@@ -314,7 +326,8 @@ def report(result: dict[str, Any]) -> None:
               f"errors {row['errors']}")
     for key in ("visibility_p50_s", "visibility_p99_s", "visibility_max_s", "writes_acked", "write_errors",
                 "failed_searches", "search_p99_ratio_writes", "search_p99_ratio_merge",
-                "search_p99_ratio_writes_bare", "search_p99_ratio_writes_by_round", "merge", "new_artist",
+                "search_p99_ratio_writes_bare", "search_p99_ratio_writes_by_round", "search_p99_ratio_merge_by_round",
+                "merges", "new_artist",
                 "bulk", "bulk_writes_per_s", "crash"):
         print(f"{key}: {result.get(key)}")
 

@@ -11,13 +11,14 @@ its own sends benchmarks.load_client's simulated searches open-loop (Poisson arr
 latency, the broker's `took_ms`, and each strategy's `latency_ms` from the SearchResponse.
 Meanwhile the phases run in turn: --rounds times quiet (--quiet seconds under the visibility
 prober's own traffic, benchmarks.live_stream.ProbeLoad) then writes (--writes new tracks at
---write-rate, benchmarks.live.write_phase), then quiet again; with --merge, last, a merge phase
-(enough writes to take the lexical delta past its threshold; benchmarks.live.merge_phase) and
-quiet. Per phase kind it prints p50/p99 of the client latency, `took_ms`, the broker's own time
-(`took_ms` minus the slowest strategy's latency), each strategy's latency (0 where the plan left
-it out) and the transport gap (client latency minus `took_ms`); the CPU of every process in cores
-(from /proc, Linux); and the slowest searches taken apart. A diagnostic, not an acceptance:
-benchmarks.live is issue 15's.
+--write-rate, benchmarks.live.write_phase) and, with --merge, a merge phase (enough writes to take
+the lexical delta past its threshold, 1.5 x --writes by default; benchmarks.live.merge_phase), as
+benchmarks.live's rounds do; then quiet again. Per phase kind it prints p50/p99 of the client
+latency, `took_ms`, the broker's own time (`took_ms` minus the slowest strategy's latency), each
+strategy's latency (0 where the plan left it out) and the transport gap (client latency minus
+`took_ms`); the CPU of every process in cores (from /proc, Linux); the slowest searches taken
+apart (with their wall-clock time, to find them in the processes' logs); and each phase's own
+client p99 and maximum. A diagnostic, not an acceptance: benchmarks.live is issue 15's.
 """
 
 from __future__ import annotations
@@ -117,12 +118,22 @@ class Phases:
         self.pids = pids
         self.ran: list[dict[str, Any]] = []
 
-    def run(self, kind: str, work: Callable[[], Any]) -> None:
+    def run(self, kind: str, work: Callable[[], Any]) -> Any:
+        """work()'s result."""
         before, started = {n: cpu_seconds(p) for n, p in self.pids.items()}, time.time()
-        work()
+        result = work()
         ended = time.time()
         cores = {n: round((cpu_seconds(p) - before[n]) / (ended - started), 3) for n, p in self.pids.items()}
         self.ran.append({"kind": kind, "start": started, "end": ended, "cores": cores})
+        return result
+
+
+def each_phase(searches: Sequence[Search], phase: dict[str, Any]) -> dict[str, float]:
+    """One phase's own client p99 and maximum (ms) over its answered searches."""
+    ms = np.array([s[1] for s in searches if phase["start"] <= s[0] < phase["end"] and s[4] == OK])
+    if not ms.size:
+        return {"p99_ms": float("nan"), "max_ms": float("nan")}
+    return {"p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1)}
 
 
 def pcts(values: np.ndarray) -> str:
@@ -145,7 +156,8 @@ def breakdown(searches: Sequence[Search], phases: Sequence[dict[str, Any]], slow
         worst = sorted(ok, key=lambda s: -s[1])[:slowest]
         out[kind] = {"searches": len(mine), "failed": len(mine) - len(ok),
                      "p50_p99_ms": {n: pcts(v) for n, v in ms.items()}, "cores": cores,
-                     "slowest": [{"client": round(s[1], 1), "took": round(s[2], 1),
+                     "slowest": [{"at": time.strftime("%H:%M:%S", time.localtime(s[0])) + f"{s[0] % 1:.3f}"[1:],
+                                  "client": round(s[1], 1), "took": round(s[2], 1),
                                   **{n: round(v, 1) for n, v in s[3].items()}} for s in worst]}
     return out
 
@@ -159,9 +171,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--write-batch", type=int, default=10)
     p.add_argument("--search-rate", type=float, default=30.0)
     p.add_argument("--quiet", type=float, default=12.0, help="seconds of each quiet phase")
-    p.add_argument("--merge", action="store_true", help="end with a merge phase")
+    p.add_argument("--merge", action="store_true", help="end every round with a merge phase")
     p.add_argument("--merge-entities", type=int, default=0,
-                   help="the shards' merge threshold (default: past every write but --merge's)")
+                   help="the shards' merge threshold (default: 1.5 x --writes with --merge, else past every write)")
     p.add_argument("--slowest", type=int, default=8, help="slowest searches shown per phase kind")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -171,10 +183,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    written = args.rounds * args.writes
+    written = args.writes if args.merge else args.rounds * args.writes  # most the delta holds before a merge phase
     threshold = args.merge_entities or written + args.writes // 2
     if threshold <= written:
-        raise SystemExit(f"--merge-entities must be above --rounds x --writes ({written}), but got {threshold}")
+        raise SystemExit(f"--merge-entities must be above {written} (the writes before a merge phase), but got "
+                         f"{threshold}")
     up_ = up(workdir, "live", config(workdir, threshold))
     searcher: multiprocessing.process.BaseProcess | None = None
     try:
@@ -187,6 +200,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         pids = {s["strategy"]: s["pid"] for s in up_.status["shards"]}
         pids |= {"broker": up_.status["brokers"][0]["pid"], "benchmark": os.getpid(), "client": searcher.pid or 0}
         phases = Phases(pids)
+        merged: list[dict[str, Any]] = []
         time.sleep(3)  # the client's start-up
 
         def quiet() -> None:
@@ -197,13 +211,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             phases.run("quiet", quiet)
             tracks = new_tracks(args.writes, seed=100 + r)
             phases.run("writes", partial(write_phase, address, shards, tracks, args.write_rate, args.write_batch))
+            if args.merge:
+                extra = new_tracks(threshold - written + 1, seed=200 + r)
+                merged.append(phases.run("merge", partial(merge_phase, address, shards, extra, args.write_rate,
+                                                          args.write_batch)))
         phases.run("quiet", quiet)
-        merged: dict[str, Any] = {}
-        if args.merge:
-            extra = new_tracks(max(threshold - written + 1, 1), seed=99)
-            phases.run("merge", lambda: merged.update(merge_phase(address, shards, extra, args.write_rate,
-                                                                  args.write_batch)))
-            phases.run("quiet", quiet)
         stop.set()
         searcher.join()
         searches: list[Search] = [(s[0], s[1], s[2], s[3], s[4]) for s in json.loads(out.read_text())]
@@ -211,8 +223,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if searcher is not None and searcher.is_alive():
             searcher.terminate()
         up_.stop()
-    return {"run": run_info(), "merge": merged, "phases": breakdown(searches, phases.ran, args.slowest),
-            "ran": [{"kind": p["kind"], "start": p["start"], "end": p["end"]} for p in phases.ran]}
+    return {"run": run_info(), "merges": merged, "phases": breakdown(searches, phases.ran, args.slowest),
+            "ran": [{"kind": p["kind"], "start": p["start"], "end": p["end"], **each_phase(searches, p)}
+                    for p in phases.ran]}
 
 
 def report(result: dict[str, Any]) -> None:
@@ -222,8 +235,10 @@ def report(result: dict[str, Any]) -> None:
         print("   cores: " + ", ".join(f"{n} {v}" for n, v in row["cores"].items()))
         for s in row["slowest"]:
             print(f"   slow: {s}")
-    if result["merge"]:
-        print(f"merge: {result['merge']}")
+    print("by phase, client p99 / max ms: " + ", ".join(f"{p['kind']} {p['p99_ms']} / {p['max_ms']}"
+                                                     for p in result["ran"]))
+    for merged in result["merges"]:
+        print(f"merge: {merged}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

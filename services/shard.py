@@ -131,9 +131,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     tests pass their own)."""
 
     def __init__(self, config: ShardConfig, catalog_log: Callable[[], CatalogLog] | None = None, *,
-                 freeze_on_start: bool = False) -> None:
-        """freeze_on_start: a live shard freezes what its start-up loaded (CatalogTail; a server
-        process's choice, serve())."""
+                 freeze: bool = False) -> None:
+        """freeze: a live shard freezes what its start-up loaded, and then what its writes built
+        (CatalogTail; a server process's choice, serve())."""
         self.config = config
         self._static: Strategy | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-shard")
@@ -142,7 +142,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             catalog_log = store_log(config.store)
         self.tail = None if catalog_log is None else CatalogTail(
             config.live_config(), catalog_log, config.catalog_poll_s, config.background_nice,
-            freeze_on_start=freeze_on_start)
+            freeze=freeze)
 
     @property
     def live(self) -> LiveShard | None:
@@ -315,7 +315,7 @@ async def serve(config: ShardConfig, *, on_listening: Callable[[str], None] | No
     """Run a shard until SIGTERM/SIGINT; returns the process exit code. metrics_port: serve
     Prometheus metrics over HTTP there (0 = off, services.metrics.AUTO_PORT = a free port);
     health_port: answer health checks in plaintext there too (0 = off; services.server.run)."""
-    service = ShardService(config, freeze_on_start=True)
+    service = ShardService(config, freeze=True)
     if metrics_port:
         metrics_shard.watch_shard(service)
         metrics.serve(metrics_port, config.host, metrics_shard.SHARD)

@@ -26,11 +26,11 @@ def as_log(log: ListLog) -> CatalogLog:
 class LiveServer:
     """A ShardService on grpc.aio in a thread of its own (its event loop), started like `ltrr shard`."""
 
-    def __init__(self, config: ShardConfig, log: ListLog) -> None:
+    def __init__(self, config: ShardConfig, log: ListLog, *, freeze: bool = False) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.service = ShardService(config, catalog_log=lambda: as_log(log))
+        self.service = ShardService(config, catalog_log=lambda: as_log(log), freeze=freeze)
         self.server, port = self._run(self._up(), 300)
         self.client = ShardClient(f"127.0.0.1:{port}")
 

@@ -5,6 +5,7 @@ searches run, restarts from its merged base, and its merged base is a fresh buil
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -20,6 +21,7 @@ from core.live import Delete, Upsert, Write
 from core.live_dir import CURRENT
 from core.query import Filter, make_query
 from core.storage import ComponentReader
+from services import shard_live
 from services.metrics_shard import ShardCollector
 from services.shard import ShardConfig
 from services.shard_live import lower_priority
@@ -269,3 +271,29 @@ def test_a_batch_is_encoded_on_a_lower_priority_thread(serve: Serve, catalog: li
     assert os.sched_getscheduler(0) != os.SCHED_IDLE
     assert seen == [(seen[0][0], os.SCHED_IDLE)] and seen[0][0].startswith("ltrr-encode")
     assert shard.ids("quixotic zeppelin")[:1] == ["n1"]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_a_live_shard_freezes_what_its_writes_built(built: Path, tmp_path: Path, catalog: list[Entity],
+                                                    monkeypatch: pytest.MonkeyPatch, freeze: bool) -> None:
+    """With freeze (a server process's choice), once FREEZE_WRITES writes are applied, what they
+    built is moved out of the collector's reach (their entities among it); a later write's is not,
+    until the next FREEZE_WRITES; everything stays searchable. Without, nothing is frozen."""
+    monkeypatch.setattr(shard_live, "FREEZE_WRITES", 5)
+    log = ListLog()
+    shard = LiveServer(config(built, "attribute", tmp_path), log, freeze=freeze)
+    try:
+        first = [track(f"n{i}", f"quixotic zeppelin {i}", catalog[0], genre=("zydecore",)) for i in range(5)]
+        shard.wait_applied(log.append([Upsert(e) for e in first]))
+        later = track("n9", "quixotic zeppelin 9", catalog[0], genre=("zydecore",))
+        if freeze:
+            ids = {id(e) for e in first}
+            wait_for(lambda: not any(id(o) in ids for o in gc.get_objects()))
+        shard.wait_applied(log.append([Upsert(later)]))
+        tracked = {id(o) for o in gc.get_objects()}
+        assert (id(first[0]) in tracked) is not freeze
+        assert id(later) in tracked
+        assert set(shard.ids("quixotic zeppelin", 20)) >= {"n0", "n4", "n9"}
+    finally:
+        shard.close()
+        gc.unfreeze()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 
-from services.server import PIN_MIN_ITEMS, freeze_loaded, pin_large_dicts
+import pytest
+
+from services.server import PIN_MIN_ITEMS, Refreezer, freeze_loaded, pin_large_dicts
 
 
 def test_freeze_loaded_moves_loaded_objects_out_of_collection() -> None:
@@ -55,3 +57,26 @@ def test_without_the_pin_an_insert_puts_the_whole_dict_back_in_collection() -> N
         assert any(o is by_value for o in gc.get_objects(generation=0))
     finally:
         gc.unfreeze()
+
+
+def test_a_refreezer_freezes_once_enough_events_happened_and_the_process_is_idle() -> None:
+    idle = [False]
+    refreezer = Refreezer(3, idle=lambda: idle[0])
+    built = [[i] for i in range(100)]  # what served requests built, say
+    try:
+        assert not refreezer.note(2) and not refreezer.freeze_if_idle()  # not due
+        assert refreezer.note() and not refreezer.freeze_if_idle()  # due, but busy
+        assert any(o is built for o in gc.get_objects())
+        idle[0] = True
+        assert refreezer.freeze_if_idle() and refreezer.freezes == 1 and refreezer.pending == 0
+        assert not any(o is built for o in gc.get_objects())
+        later = [[1]]
+        assert not refreezer.freeze_if_idle()  # nothing counted since
+        assert any(o is later for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
+
+
+def test_a_refreezer_needs_a_positive_period() -> None:
+    with pytest.raises(ValueError, match="`every` must be >= 1"):
+        Refreezer(0)

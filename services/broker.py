@@ -76,6 +76,7 @@ from services.decisions import DecisionWriter
 from services.fanout import ShardPool, fan_out, understand
 from services.learning import Learner
 from services.outbox import MemoryOutboxes
+from services.server import Refreezer
 from services.shard import rpc
 from services.snapshots import (
     APPLIED,
@@ -98,6 +99,12 @@ DEFAULT_BUDGET_MS, MIN_BUDGET_MS, MAX_BUDGET_MS = 100, 5, 10_000
 # live catalog changes, an answer read before the change is used until it is
 # BrokerConfig.understood_stale_ms old (it feeds only the policy's features; see broker_config).
 DEFAULT_UNDERSTOOD_BYTES = 16 * 2**20
+# The broker freezes what its searches built every this many searches, when none is in flight
+# (services.server.Refreezer): its caches' entries (decisions, understandings: frozensets, slots,
+# tuples) otherwise made each full collection longer, 33.6-63.5 ms about once a minute in the
+# demo cluster at 30 searches/s, a stall of every search in flight (NOTES.md, session 14).
+FREEZE_SEARCHES = 200
+FREEZE_DELAY_S = 0.01
 def _check_request(request: broker_pb2.SearchRequest) -> tuple[int, int]:
     k = request.k or DEFAULT_K
     if not 1 <= k <= MAX_K:
@@ -124,7 +131,10 @@ def _interpretations_bytes(understood: Understood) -> int:
 class BrokerService(broker_pb2_grpc.BrokerServicer):
     """Constructed cheaply; `start` loads (on the log's thread) and replays before it serves."""
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, *, freeze: bool = False) -> None:
+        """freeze: keep what serving builds (the caches' entries, the live table) out of the garbage
+        collector's reach, every FREEZE_SEARCHES searches (services.server.Refreezer; a server
+        process's choice, serve(): it freezes the whole process)."""
         self.config = config
         self.strategies = config.strategies
         self.state_dir = Path(config.state_dir)
@@ -148,6 +158,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.snapshots = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-snapshot")
         self.lag = LoopLag(config.lag_target_ms) if config.lag_target_ms else None
         self.admission = Limiter(config.max_in_flight, name="the broker", lag=self.lag)
+        self.refreezer = (Refreezer(FREEZE_SEARCHES, idle=lambda: metrics.broker_rpcs_in_flight() == 0)
+                          if freeze else None)
+        self.refreeze_timer: asyncio.TimerHandle | None = None
         self.lag_task: asyncio.Task[None] | None = None
 
     # -- life ---------------------------------------------------------------------------------------
@@ -281,6 +294,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         if self.lag_task is not None:
             self.lag_task.cancel()
             await asyncio.gather(self.lag_task, return_exceptions=True)
+        if self.refreeze_timer is not None:
+            self.refreeze_timer.cancel()
         await self.pool.close()
         if self.snapshot_task is not None:
             await self.snapshot_task
@@ -328,6 +343,21 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             return await self._search(request, started, caller_s, decision_id)
         finally:
             self.admission.release()
+            self._refreeze_later()
+
+    def _refreeze_later(self) -> None:
+        """After a search, once a freeze is due (self.refreezer), one attempt FREEZE_DELAY_S later:
+        by then this search's answer has gone, so its call's objects are not frozen; the attempt
+        freezes only if no rpc is in flight, else the next search's end schedules another."""
+        refreezer = self.refreezer
+        if refreezer is None or not refreezer.note() or self.refreeze_timer is not None:
+            return
+
+        def attempt() -> None:
+            self.refreeze_timer = None
+            refreezer.freeze_if_idle()
+
+        self.refreeze_timer = asyncio.get_running_loop().call_later(FREEZE_DELAY_S, attempt)
 
     def _deadline(self, started: float, budget_ms: int, caller_s: float | None) -> float:
         """When the fan-out must end (perf_counter clock): the budget or the caller's deadline
@@ -517,7 +547,7 @@ async def serve(config: BrokerConfig, host: str, port: int, *,
     health_port: answer health checks in plaintext there too (0 = off; services.server.run)."""
     from services.server import Hosted, run
 
-    service = BrokerService(config)
+    service = BrokerService(config, freeze=True)
     if metrics_port:
         metrics.watch_broker(service)
         metrics.serve(metrics_port, host)

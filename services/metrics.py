@@ -318,8 +318,14 @@ def watch_broker(service: Any) -> None:
     BROKER.register(_BrokerAdmission(service))
 
 
-# decorates BrokerService.Search and Feedback
+# decorates BrokerService.Search and Feedback, and the Catalog service's rpcs
 broker_observed = observed(REQUESTS, REQUEST_LATENCY, inflight=INFLIGHT)
+
+
+def broker_rpcs_in_flight() -> float:
+    """The broker's rpcs being handled now (INFLIGHT's value, kept by broker_observed)."""
+    return next(iter(INFLIGHT.collect())).samples[0].value
+
 
 CATALOG_WRITES = Counter("ltrr_broker_catalog_writes",
                          "Catalog writes (items of Catalog.Write batches) by outcome: applied, stale, invalid (the "

@@ -5,6 +5,7 @@ server on a free port, so the test can reach its event log's connection; shards 
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -20,6 +21,7 @@ from core.eventlog import EventLog
 from core.policy.features import DIM
 from core.policy.policies import BanditPolicy, PolicyConfig, PolicyKind
 from ltrr.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from services import broker as broker_module
 from services.broker import BrokerConfig, BrokerService
 from services.client import ShardClient
 from services.process import ServerProcess, shard_args, spawn
@@ -39,12 +41,12 @@ def shard(name: str, built: Path, *extra: str, **options: object) -> Iterator[Se
 
 
 @asynccontextmanager
-async def broker(shards: dict[str, str], state: Path, built: Path, **settings: object
+async def broker(shards: dict[str, str], state: Path, built: Path, *, freeze: bool = False, **settings: object
                  ) -> AsyncIterator[tuple[BrokerService, broker_pb2_grpc.BrokerStub]]:
     """A started BrokerService behind a grpc.aio server on a free loopback port (broker_serving), and a stub of it."""
     service = BrokerService(BrokerConfig(shards=shards, state_dir=str(state),
                                          entities=tuple(load_catalog(built / "catalog.jsonl")), ranker="rrf",
-                                         **settings))  # type: ignore[arg-type]
+                                         **settings), freeze=freeze)  # type: ignore[arg-type]
     async with broker_serving(service) as (channel, _):
         yield service, broker_pb2_grpc.BrokerStub(channel)
 
@@ -282,3 +284,34 @@ def test_after_a_catalog_change_cached_understanding_serves_until_it_is_too_old(
         asyncio.run(go())
     finally:
         attribute.stop()
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_the_broker_freezes_what_its_searches_built(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    freeze: bool) -> None:
+    """With freeze (a server process's choice), every FREEZE_SEARCHES searches, once no rpc is in
+    flight, what the searches built (their decisions, kept for Feedback) leaves the collector's
+    reach, and the broker keeps answering; without, nothing is frozen."""
+    monkeypatch.setattr(broker_module, "FREEZE_SEARCHES", 3)
+
+    async def go() -> None:
+        with shard("lexical", built) as lexical:
+            async with broker({"lexical": lexical.address}, tmp_path / "state", built, freeze=freeze,
+                              policy=STATIC) as (service, stub):
+                first = (await stub.Search(search("love"))).decision_id
+                for text in ("night", "blue", "fire"):
+                    await stub.Search(search(text))
+                decision = service.recent.get(first)
+                assert decision is not None
+                for _ in range(200):  # the freeze runs FREEZE_DELAY_S after a search (a bounded wait)
+                    if service.refreezer is None or service.refreezer.freezes:
+                        break
+                    await asyncio.sleep(0.01)
+                assert (service.refreezer is not None and service.refreezer.freezes >= 1) is freeze
+                assert any(o is decision for o in gc.get_objects()) is not freeze
+                assert (await stub.Search(search("love"))).results
+
+    try:
+        asyncio.run(go())
+    finally:
+        gc.unfreeze()

@@ -99,12 +99,16 @@ DEFAULT_BUDGET_MS, MIN_BUDGET_MS, MAX_BUDGET_MS = 100, 5, 10_000
 # live catalog changes, an answer read before the change is used until it is
 # BrokerConfig.understood_stale_ms old (it feeds only the policy's features; see broker_config).
 DEFAULT_UNDERSTOOD_BYTES = 16 * 2**20
-# The broker freezes what its searches built every this many searches, when none is in flight
+# The broker freezes what its searches built every this many searches, when no rpc is in flight
 # (services.server.Refreezer): its caches' entries (decisions, understandings: frozensets, slots,
-# tuples) otherwise made each full collection longer, 33.6-63.5 ms about once a minute in the
-# demo cluster at 30 searches/s, a stall of every search in flight (NOTES.md, session 14).
+# tuples) otherwise made each full collection longer, a stall of every search in flight: in the
+# demo cluster 33.6-63.5 ms about once a minute at 30 searches/s, 25-105 ms every 20-30 s at 100/s;
+# with the freezes, at most 9.1 and 2.4 ms (NOTES.md, session 14). FREEZE_DELAY_S: how long after
+# the search that made a freeze due it is tried (its answer has gone by then).
 FREEZE_SEARCHES = 200
 FREEZE_DELAY_S = 0.01
+
+
 def _check_request(request: broker_pb2.SearchRequest) -> tuple[int, int]:
     k = request.k or DEFAULT_K
     if not 1 <= k <= MAX_K:

@@ -14,11 +14,12 @@ work directory; the demo index is built on the first run) and stops it. Phases, 
    --write-rate per second, --write-batch (10) per Catalog.Write; visibility per write
    (acknowledged -> an exact-title Retrieve on every lexical replica finds it and every shard has
    applied it, polled every 0.05 s, so a figure may be up to 0.05 s late, never early); then a
-   merge step, the same load for --duration s while more tracks are written, enough to take the
-   lexical shard's delta past its merge threshold (--merge-entities, default 1.5 x --writes),
-   and the shard folds the delta into a new base (the semantic shard writes its checkpoint at
-   the same threshold); then 3 s of the same load, not recorded, to let the merge settle before
-   the next round's baseline. The ratios compare each kind of step pooled over the rounds with
+   merge step, the same load while more tracks are written, enough to take every lexical shard's
+   delta past its merge threshold (--merge-entities, default 1.5 x --writes / --partitions), and
+   each folds its delta into a new base (the semantic shards checkpoint at the same threshold); the
+   step lasts --duration s, or the writes plus 3 s if that is longer; then 3 s of the same load,
+   pooled over the rounds as `merge_settle` (reported, in no ratio: the merge's aftermath, kept out
+   of the next round's baseline). The ratios compare each kind of step pooled over the rounds with
    the baseline steps pooled: a p99 of one 10 s step is its 3rd- or 4th-slowest search, which
    moved by half between runs of the same code; rounds interleaved, a noisy machine's drift
    counts on both sides, and the instrument's cost on both sides too;
@@ -77,7 +78,7 @@ from services.client import BrokerClient, ShardClient
 
 REPO = Path(__file__).resolve().parent.parent
 MERGE_WAIT_S = 120.0
-SETTLE_S = 3.0  # unrecorded load after a merge step, before the next round's baseline
+SETTLE_S = 3.0  # load after a merge step, before the next round's baseline (the merge_settle row)
 PROBED_TRACKS = 2000  # catalog tracks a probed baseline searches for by exact title (cycled)
 ALL_STRATEGIES = {"lexical": 50, "semantic": 50, "attribute": 50, "memory": 50}  # the crash check's plan
 
@@ -134,19 +135,25 @@ def write_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequen
 
 def merge_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float,
                 batch: int) -> dict[str, Any]:
-    """Write `tracks` (enough to take the lexical shard's delta past its merge threshold), then wait
-    until the lexical shard's base has moved: a merge ran while the caller's searches did."""
-    lexical = [a for name, _, a in shards if name == "lexical"]
-    with ShardClient(lexical[0]) as client:
-        def base() -> int:
-            return int(client.stub.CatalogPosition(shard_pb2.CatalogPositionRequest(), timeout=2.0).base_position)
+    """Write `tracks` (enough to take every lexical shard's delta past its merge threshold), then
+    wait until every lexical shard replica's base has moved: a merge ran while the caller's
+    searches did. base_position: the lowest of the new bases."""
+    clients = [ShardClient(a) for name, _, a in shards if name == "lexical"]
+    try:
+        def bases() -> list[int]:
+            return [int(c.stub.CatalogPosition(shard_pb2.CatalogPositionRequest(), timeout=2.0).base_position)
+                    for c in clients]
 
-        before, started = base(), time.perf_counter()
+        before, started = bases(), time.perf_counter()
         write_phase(address, shards, tracks, rate, batch)
         while time.perf_counter() - started < MERGE_WAIT_S:
-            if (now := base()) > before:
-                return {"merged": True, "base_position": now, "seconds": round(time.perf_counter() - started, 3)}
+            now = bases()
+            if all(n > b for n, b in zip(now, before, strict=True)):
+                return {"merged": True, "base_position": min(now), "seconds": round(time.perf_counter() - started, 3)}
             time.sleep(0.05)
+    finally:
+        for c in clients:
+            c.close()
     return {"merged": False}
 
 
@@ -240,8 +247,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of the baseline step")
     p.add_argument("--bulk", type=int, default=5000, help="entities of the bulk phase")
     p.add_argument("--merge-entities", type=int, default=0,
-                   help="the lexical shard merges when its delta holds more than this many entities "
-                        "(default: --writes x 1.5, so each round's merge step writes half --writes more)")
+                   help="a lexical shard merges when its delta holds more than this many entities (default: "
+                        "--writes x 1.5 / --partitions, so each round's merge step writes half --writes more)")
     p.add_argument("--partitions", type=int, default=1, help="partitions of every strategy (`ltrr up`)")
     p.add_argument("--replicas", type=int, default=1, help="shard processes per partition")
     p.add_argument("--background-nice", type=int, default=DEFAULT_BACKGROUND_NICE,
@@ -254,10 +261,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    merge_entities = args.merge_entities or args.writes + args.writes // 2
-    if merge_entities <= args.writes:
-        raise SystemExit(f"--merge-entities must be above --writes ({args.writes}): no merge during a writes "
-                         f"step, but got {merge_entities}")
+    # a partition's lexical shard holds ~1/partitions of the writes: its threshold is its share
+    merge_entities = args.merge_entities or (args.writes + args.writes // 2) // args.partitions
+    if merge_entities * args.partitions <= args.writes:
+        raise SystemExit(f"--merge-entities x --partitions must be above --writes ({args.writes}): no merge during "
+                         f"a writes step, but got {merge_entities} x {args.partitions}")
     cfg = config(workdir, merge_entities, args.partitions, args.replicas, args.background_nice)
     up_ = up(workdir, "live", cfg)
     result: dict[str, Any] = {}
@@ -266,9 +274,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         spec = StepSpec(address=address, rate=args.search_rate, duration_s=args.duration, budget_ms=100, seed=1)
         writing = StepSpec(address=address, rate=args.search_rate, duration_s=args.writes / args.write_rate + 1,
                            budget_ms=100, seed=2)
+        # past every partition's threshold (with 10% to spare when the writes are split by partition)
+        extra_n = merge_entities * args.partitions - args.writes + 1 + (args.writes // 10 if args.partitions > 1 else 0)
+        merge_s = max(args.duration, extra_n / args.write_rate + 3)  # the writes, then the merge
         bases: list[StepRecord] = []
         durings: list[StepRecord] = []
         mergings: list[StepRecord] = []
+        settles: list[StepRecord] = []
         merges: list[dict[str, Any]] = []
         streams: list[WriteStream] = []
         with LoadGenerator() as gen:
@@ -281,23 +293,26 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     write_phase, address, shards, tracks, args.write_rate, args.write_batch))
                 durings.append(during)
                 streams.append(stream)
-                extra = new_tracks(merge_entities - args.writes + 1, seed=200 + r)
-                merging, merged = under_load(gen, replace(spec, seed=30 + r), partial(
+                extra = new_tracks(extra_n, seed=200 + r)
+                merging, merged = under_load(gen, replace(spec, seed=30 + r, duration_s=merge_s), partial(
                     merge_phase, address, shards, extra, args.write_rate, args.write_batch))
+                if not merged["merged"]:
+                    raise SystemExit(f"round {r + 1}: the lexical shard did not merge within {MERGE_WAIT_S:.0f} s")
                 mergings.append(merging)
                 merges.append(merged)
-                gen.step(StepSpec(address=address, rate=args.search_rate, duration_s=SETTLE_S, seed=40 + r))
+                settles.append(gen.step(StepSpec(address=address, rate=args.search_rate, duration_s=SETTLE_S,
+                                                 budget_ms=100, seed=40 + r)))
             after = probed(gen, replace(spec, seed=4), shards, args.write_rate)
         vis = visibility_s(streams)
         steps = (("baseline", pooled(*bases)), ("baseline_after", after), ("baseline_bare", bare),
-                 ("writes", pooled(*durings)), ("merge", pooled(*mergings)))
+                 ("writes", pooled(*durings)), ("merge", pooled(*mergings)), ("merge_settle", pooled(*settles)))
         rows = {name: summarize(rec, args.search_rate, max(len(rec.codes), 1) / args.search_rate)  # ~ the duration
                 for name, rec in steps}
         p99 = {name: row["p99_ms"] for name, row in rows.items()}
 
-        def by_round(steps: list[StepRecord]) -> list[float | None]:
+        def by_round(records: list[StepRecord]) -> list[float | None]:
             return [ratio(summarize(d, args.search_rate, 1.0)["p99_ms"], summarize(b, args.search_rate, 1.0)["p99_ms"])
-                    for b, d in zip(bases, steps, strict=True)]
+                    for b, d in zip(bases, records, strict=True)]
 
         all_written = [w for stream in streams for w in stream.written]
         result.update(rows=rows, merges=merges, new_artist=new_artist_phase(address),
@@ -305,8 +320,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                       visibility_p99_s=round(float(np.percentile(vis, 99)), 4),
                       visibility_max_s=round(float(vis.max()), 4), writes_acked=int(vis.size),
                       write_errors=sum(bool(w.error) for w in all_written),
-                      failed_searches=sum(rows[n]["sent"] - rows[n]["ok"]
-                                          for n in ("baseline", "baseline_after", "baseline_bare", "writes", "merge")),
+                      failed_searches=sum(row["sent"] - row["ok"] for row in rows.values()),
                       search_p99_ratio_writes=ratio(p99["writes"], p99["baseline"]),
                       search_p99_ratio_merge=ratio(p99["merge"], p99["baseline"]),
                       search_p99_ratio_writes_bare=ratio(p99["writes"], p99["baseline_bare"]),

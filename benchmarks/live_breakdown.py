@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -128,11 +129,11 @@ class Phases:
         return result
 
 
-def each_phase(searches: Sequence[Search], phase: dict[str, Any]) -> dict[str, float]:
+def each_phase(searches: Sequence[Search], phase: dict[str, Any]) -> dict[str, float | None]:
     """One phase's own client p99 and maximum (ms) over its answered searches."""
     ms = np.array([s[1] for s in searches if phase["start"] <= s[0] < phase["end"] and s[4] == OK])
     if not ms.size:
-        return {"p99_ms": float("nan"), "max_ms": float("nan")}
+        return {"p99_ms": None, "max_ms": None}
     return {"p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1)}
 
 
@@ -156,7 +157,7 @@ def breakdown(searches: Sequence[Search], phases: Sequence[dict[str, Any]], slow
         worst = sorted(ok, key=lambda s: -s[1])[:slowest]
         out[kind] = {"searches": len(mine), "failed": len(mine) - len(ok),
                      "p50_p99_ms": {n: pcts(v) for n, v in ms.items()}, "cores": cores,
-                     "slowest": [{"at": time.strftime("%H:%M:%S", time.localtime(s[0])) + f"{s[0] % 1:.3f}"[1:],
+                     "slowest": [{"at": datetime.fromtimestamp(s[0]).strftime("%H:%M:%S.%f")[:-3],
                                   "client": round(s[1], 1), "took": round(s[2], 1),
                                   **{n: round(v, 1) for n, v in s[3].items()}} for s in worst]}
     return out

@@ -104,7 +104,8 @@ DEFAULT_UNDERSTOOD_BYTES = 16 * 2**20
 # tuples) otherwise made each full collection longer, a stall of every search in flight: in the
 # demo cluster 33.6-63.5 ms about once a minute at 30 searches/s, 25-105 ms every 20-30 s at 100/s;
 # with the freezes, at most 9.1 and 2.4 ms (NOTES.md, session 14). FREEZE_DELAY_S: how long after
-# the search that made a freeze due it is tried (its answer has gone by then).
+# the search that made a freeze due it is tried (its answer has most likely gone by then; if not,
+# its rpc is still in flight and the attempt waits for a later search).
 FREEZE_SEARCHES = 200
 FREEZE_DELAY_S = 0.01
 
@@ -300,6 +301,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             await asyncio.gather(self.lag_task, return_exceptions=True)
         if self.refreeze_timer is not None:
             self.refreeze_timer.cancel()
+            self.refreeze_timer = None
         await self.pool.close()
         if self.snapshot_task is not None:
             await self.snapshot_task

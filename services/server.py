@@ -81,9 +81,10 @@ class Refreezer:
     freeze, so every collection stays short, where the objects a long-lived process accumulates
     made each full one longer (NOTES.md, session 14: 31.9-49.7 ms in a live attribute shard, up to
     105 ms in the broker). A frozen object is still freed when its last reference goes, but a cycle
-    that becomes garbage after its objects were frozen is never collected: `idle` lets the broker
-    freeze only when no rpc is in flight, so no half-done request's objects get frozen (after 85 s
-    at 100 searches/s no frozen object was garbage)."""
+    that becomes garbage after its objects were frozen is never collected: `idle` lets a server
+    freeze only when none of its rpcs is in flight, so no half-done request's objects get frozen
+    (the broker after 85 s at 100 searches/s: no frozen object was garbage). A process that is
+    never idle never freezes again (its collections grow as they did without)."""
 
     def __init__(self, every: int, idle: Callable[[], bool] | None = None) -> None:
         if every < 1:

@@ -91,9 +91,9 @@ class CatalogTail:
     added to the merge thread's nice value; not 0: the encoding thread runs under SCHED_IDLE
     (module docstring); freeze: freeze what start-up loaded, its large dicts pinned
     (services.server.pin_large_dicts), before the tail starts writing to them, and again (a full
-    collection, then a freeze) each time FREEZE_WRITES more writes were applied, so that what the
-    writes built leaves the collector's reach too (a server process does: services.shard.serve; it
-    freezes the whole process)."""
+    collection, then a freeze) once FREEZE_WRITES more writes were applied, at the first read of the
+    log after that with no rpc of the shard in flight, so that what the writes built leaves the collector's reach too (a
+    server process does: services.shard.serve; it freezes the whole process)."""
 
     def __init__(self, config: LiveShardConfig, open_log: Callable[[], CatalogLog],
                  poll_s: float = DEFAULT_CATALOG_POLL_S, background_nice: int = DEFAULT_BACKGROUND_NICE, *,
@@ -116,7 +116,9 @@ class CatalogTail:
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
         self.freeze = freeze
-        self.refreezer = Refreezer(FREEZE_WRITES) if freeze else None
+        strategy = config.strategy
+        self.refreezer = (Refreezer(FREEZE_WRITES, idle=lambda: metrics_shard.rpcs_in_flight(strategy) == 0)
+                          if freeze else None)
 
     def _read(self, position: int, limit: int) -> list[CatalogRecord]:
         if self._log is None:
@@ -166,8 +168,10 @@ class CatalogTail:
         applied = live.apply(records, self._background)
         if applied:
             metrics_shard.CATALOG_APPLY_LATENCY.labels(self.config.strategy).observe(live.last_apply_s * 1000)
-            if self.refreezer is not None and self.refreezer.note(applied):
-                self.refreezer.freeze_if_idle()
+            if self.refreezer is not None:
+                self.refreezer.note(applied)
+        if self.refreezer is not None:
+            self.refreezer.freeze_if_idle()  # once due, tried after every read until no rpc is in flight
         if live.merge_wanted():
             self.request_merge()
         return applied

@@ -276,19 +276,20 @@ def test_a_batch_is_encoded_on_a_lower_priority_thread(serve: Serve, catalog: li
 @pytest.mark.parametrize("freeze", [True, False])
 def test_a_live_shard_freezes_what_its_writes_built(built: Path, tmp_path: Path, catalog: list[Entity],
                                                     monkeypatch: pytest.MonkeyPatch, freeze: bool) -> None:
-    """With freeze (a server process's choice), once FREEZE_WRITES writes are applied, what they
-    built is moved out of the collector's reach (their entities among it); a later write's is not,
-    until the next FREEZE_WRITES; everything stays searchable. Without, nothing is frozen."""
+    """With freeze (a server process's choice), once FREEZE_WRITES writes are applied, the shard
+    freezes (what the process holds then, its writes' entities among it, leaves the collector's
+    reach); a later write's entity is not frozen until the next FREEZE_WRITES; everything stays
+    searchable. Without, nothing is frozen."""
     monkeypatch.setattr(shard_live, "FREEZE_WRITES", 5)
     log = ListLog()
     shard = LiveServer(config(built, "attribute", tmp_path), log, freeze=freeze)
     try:
         first = [track(f"n{i}", f"quixotic zeppelin {i}", catalog[0], genre=("zydecore",)) for i in range(5)]
         shard.wait_applied(log.append([Upsert(e) for e in first]))
-        later = track("n9", "quixotic zeppelin 9", catalog[0], genre=("zydecore",))
         if freeze:
             ids = {id(e) for e in first}
             wait_for(lambda: not any(id(o) in ids for o in gc.get_objects()))
+        later = track("n9", "quixotic zeppelin 9", catalog[0], genre=("zydecore",))  # made after the freeze
         shard.wait_applied(log.append([Upsert(later)]))
         tracked = {id(o) for o in gc.get_objects()}
         assert (id(first[0]) in tracked) is not freeze

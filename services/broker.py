@@ -163,7 +163,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.snapshots = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-snapshot")
         self.lag = LoopLag(config.lag_target_ms) if config.lag_target_ms else None
         self.admission = Limiter(config.max_in_flight, name="the broker", lag=self.lag)
-        self.refreezer = (Refreezer(FREEZE_SEARCHES, idle=lambda: metrics.broker_rpcs_in_flight() == 0)
+        self.refreezer = (Refreezer(FREEZE_SEARCHES, idle=lambda: metrics.gauge_value(metrics.INFLIGHT) == 0)
                           if freeze else None)
         self.refreeze_timer: asyncio.TimerHandle | None = None
         self.lag_task: asyncio.Task[None] | None = None

@@ -322,9 +322,15 @@ def watch_broker(service: Any) -> None:
 broker_observed = observed(REQUESTS, REQUEST_LATENCY, inflight=INFLIGHT)
 
 
-def broker_rpcs_in_flight() -> float:
-    """The broker's rpcs being handled now (INFLIGHT's value, kept by broker_observed)."""
-    return next(iter(INFLIGHT.collect())).samples[0].value
+def gauge_value(gauge: Gauge, **labels: str) -> float:
+    """The gauge's value now (of its child with these labels; 0 if it has none yet). Reads this one
+    gauge, not its registry: a registry's get_sample_value runs every collector, the shards'
+    directory sizes among them."""
+    for metric in gauge.collect():
+        for sample in metric.samples:
+            if sample.labels == labels:
+                return sample.value
+    return 0.0
 
 
 CATALOG_WRITES = Counter("ltrr_broker_catalog_writes",

@@ -38,15 +38,6 @@ QUERY_CACHE = "query_embeddings"
 shard_observed = observed(REQUESTS, REQUEST_LATENCY, lambda service: (service.config.strategy,), INFLIGHT)
 
 
-def rpcs_in_flight(strategy: str) -> float:
-    """The `strategy` shard's rpcs being handled or queued now (INFLIGHT's value, kept by shard_observed)."""
-    for metric in INFLIGHT.collect():
-        for sample in metric.samples:
-            if sample.labels.get("strategy") == strategy:
-                return sample.value
-    return 0.0
-
-
 def directory_bytes(path: Path) -> int:
     """Bytes of the regular files under `path` (0 if it does not exist)."""
     total = 0

@@ -39,6 +39,7 @@ from core.eventstore import open_store
 from core.live_base import DEFAULT_BACKGROUND_NICE
 from core.live_shard import DEFAULT_CATALOG_BATCH, LiveShard, LiveShardConfig, catch_up, open_live_shard
 from services import metrics_shard
+from services.metrics import gauge_value
 from services.server import Refreezer, freeze_loaded
 from services.tailing import cancelled
 
@@ -91,9 +92,10 @@ class CatalogTail:
     added to the merge thread's nice value; not 0: the encoding thread runs under SCHED_IDLE
     (module docstring); freeze: freeze what start-up loaded, its large dicts pinned
     (services.server.pin_large_dicts), before the tail starts writing to them, and again (a full
-    collection, then a freeze) once FREEZE_WRITES more writes were applied, at the first read of the
-    log after that with no rpc of the shard in flight, so that what the writes built leaves the collector's reach too (a
-    server process does: services.shard.serve; it freezes the whole process)."""
+    collection, then a freeze) once FREEZE_WRITES more writes were applied, at the first read of
+    the log after that with no rpc of the shard in flight, so that what the writes built leaves the
+    collector's reach too (a server process does: services.shard.serve; it freezes the whole
+    process)."""
 
     def __init__(self, config: LiveShardConfig, open_log: Callable[[], CatalogLog],
                  poll_s: float = DEFAULT_CATALOG_POLL_S, background_nice: int = DEFAULT_BACKGROUND_NICE, *,
@@ -115,9 +117,9 @@ class CatalogTail:
         self._merging: Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
-        self.freeze = freeze
         strategy = config.strategy
-        self.refreezer = (Refreezer(FREEZE_WRITES, idle=lambda: metrics_shard.rpcs_in_flight(strategy) == 0)
+        self.refreezer = (Refreezer(FREEZE_WRITES,
+                                    idle=lambda: gauge_value(metrics_shard.INFLIGHT, strategy=strategy) == 0)
                           if freeze else None)
 
     def _read(self, position: int, limit: int) -> list[CatalogRecord]:
@@ -130,7 +132,7 @@ class CatalogTail:
         live = open_live_shard(self.config)
         replayed = catch_up(live, self._read)
         live.strategy.warm_up()
-        if self.freeze:
+        if self.refreezer is not None:
             freeze_loaded(pin_dicts=True)  # here: the tail, the only writer, has not started
         log.info("live %s shard at catalog position %d (base %d, %d records replayed) in %.2fs",
                  self.config.strategy, live.applied_position, live.base_position, replayed,

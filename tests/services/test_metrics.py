@@ -13,13 +13,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
 
 from core.errors import DeadlineExceededError, OverloadedError
 from ltrr.v1 import broker_pb2
 from services.admission import Deadline, Limiter
 from services.client import BrokerClient
 from services.cluster import Cluster, ClusterConfig, broker_args
-from services.metrics import AUTO_PORT, BROKER, admission_metrics, port_arg
+from services.metrics import AUTO_PORT, BROKER, admission_metrics, gauge_value, port_arg
 from services.process import spawn
 from tests.services.conftest import ALL, Series, config, scrape, value
 
@@ -245,6 +246,13 @@ def test_a_collection_is_observed_as_a_pause_of_its_generation() -> None:
     gc.collect(0)
     assert count("2") == before[0] + 1 and count("0") == before[1] + 1
     assert (BROKER.get_sample_value("ltrr_gc_pause_ms_sum", {"generation": "2"}) or 0.0) > 0
+
+
+def test_gauge_value_reads_one_child_of_one_gauge() -> None:
+    gauge = Gauge("in_flight", "a test gauge", ["strategy"], registry=CollectorRegistry())
+    gauge.labels("lexical").inc(3)
+    assert gauge_value(gauge, strategy="lexical") == 3
+    assert gauge_value(gauge, strategy="memory") == 0  # no such child yet
 
 
 def test_shed_and_expired_are_the_limiters_counts() -> None:

@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from core.errors import IndexFormatError
 from core.indexing import open_strategy
 from core.query import make_query
-from core.storage import ComponentReader, ComponentWriter
+from core.storage import ComponentReader, ComponentWriter, dumps_in_pieces
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -84,3 +85,13 @@ def test_missing_component_says_how_to_build_it(tmp_path: Path) -> None:
 
 def test_undamaged_copy_still_answers(damaged: Path) -> None:
     assert len(open_strategy(damaged, "lexical").retrieve(make_query("love"), 5, None)) > 0
+
+
+@pytest.mark.parametrize("obj", [
+    {}, [], "text", 1.5, None, {"b": [1, 2], "a": {"x": [3.5, None, "é"]}},
+    {"filters": {f"v{i:03d}": [i, i + 1] for i in range(7)}, "empty": {}, "names": ["z", "ä", "a"]},
+    {str(i): {"n": i} for i in range(9)}, list(range(11)), {2: "int keys", 1: "sorted as ints"},
+])
+def test_json_written_in_pieces_is_the_text_of_one_call(obj: Any) -> None:
+    assert dumps_in_pieces(obj, piece=2) == json.dumps(obj, ensure_ascii=False, sort_keys=True)
+    assert json.loads(dumps_in_pieces(obj, piece=2)) == json.loads(json.dumps(obj))

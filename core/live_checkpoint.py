@@ -24,11 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from core.catalog import Entity, load_jsonl
+from core.catalog import Entity
 from core.collection import Collection
 from core.errors import IndexFormatError
 from core.live import LiveCollection
-from core.live_dir import ENTITIES, finish_base, new_base_dir, publish_base, usable_base, write_entities
+from core.live_dir import (
+    ENTITIES,
+    EntityLines,
+    finish_base,
+    new_base_dir,
+    publish_base,
+    read_entities,
+    usable_base,
+    write_entities,
+)
 from core.strategies import entry_for
 from core.types import Strategy, StrategyKind
 
@@ -61,6 +70,7 @@ class Checkpoints:
     def __init__(self, live_dir: str | os.PathLike[str], source_id: str) -> None:
         self.live_dir = Path(live_dir)
         self.source_id = source_id
+        self.known = EntityLines()  # the last checkpoint's entities file (core.live_dir.write_entities)
 
     @staticmethod
     def take(strategy: SupportsCheckpoint, collection: LiveCollection, position: int) -> Snapshot:
@@ -77,7 +87,7 @@ class Checkpoints:
         snapshot.write_component(root)
         snapshot.collection.save(root)
         live = [e for e in snapshot.entities if e is not None]
-        write_entities(root, live)
+        write_entities(root, live, self.known)
         finish_base(self.live_dir, root, snapshot.position, len(live), self.source_id)
         publish_base(self.live_dir, root)
         return root
@@ -89,18 +99,18 @@ class Checkpoints:
         if found is None:
             return None
         root, position = found
-        collection = restore_collection(root, self.source_id)
+        collection = restore_collection(root, self.source_id, self.known)
         _, entry = entry_for(kind.value)
         return entry.load(root, collection, options), collection, position
 
 
-def restore_collection(root: Path, source_id: str) -> LiveCollection:
+def restore_collection(root: Path, source_id: str, known: EntityLines | None = None) -> LiveCollection:
     """The live collection of the checkpoint at `root`: its collection (reporting the offline index's
     id `source_id`: the shard still serves a descendant of it) with its entities at their ordinals,
-    checked against its ids."""
+    checked against its ids. known: remembers the entities file read."""
     saved = Collection.load(root)
     saved.index_id = source_id
-    live = load_jsonl(root / ENTITIES)
+    live = read_entities(root, known)
     ordinals = [o for o in range(len(saved)) if o not in saved.deleted]
     if len(ordinals) != len(live) or any(saved.ids[o] != e.id for o, e in zip(ordinals, live, strict=True)):
         raise IndexFormatError(root / ENTITIES, f"holds {len(live)} entities, but the collection has "

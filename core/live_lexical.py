@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
-from core.catalog import Entity, load_jsonl
+from core.catalog import Entity
+from core.collection import COMPONENT as COLLECTION
 from core.collection import Collection
 from core.indexing import open_strategy
 from core.lexical.build import Postings
@@ -43,16 +44,17 @@ from core.live import Delete, LiveCollection, Write
 from core.live_base import LiveShard, LiveShardConfig, catalog_entities
 from core.live_dir import (
     CURRENT,
-    ENTITIES,
+    EntityLines,
     finish_base,
     new_base_dir,
+    read_entities,
     remove_bases,
     source_index_id,
     usable_base,
     write_entities,
 )
 from core.query import Query
-from core.storage import write_file_atomic
+from core.storage import ComponentReader, write_file_atomic
 from core.types import Hits, StrategyKind
 
 # a partition's merge: merged postings -> (the whole catalog's statistics and df per term, more files)
@@ -144,8 +146,9 @@ class LiveLexicalShard(LiveShard):
     thread); writes keep being applied while it runs and are carried into the new generation."""
 
     def __init__(self, config: LiveShardConfig, generation: LexicalGeneration, position: int,
-                 source_index_id: str, outside: OutsideDf | None = None) -> None:
+                 source_index_id: str, outside: OutsideDf | None = None, known: EntityLines | None = None) -> None:
         super().__init__(position)
+        self.known = known or EntityLines()  # the current base's entities file (core.live_dir.write_entities)
         self.config = config
         self.outside = outside  # a partition's (open_generation); every generation it opens gets it
         self.live_dir = Path(config.live_dir)
@@ -170,11 +173,13 @@ class LiveLexicalShard(LiveShard):
             self._carry.extend(writes)
 
     def _write_base(self, view: View, catalog: Sequence[Entity], bitmaps: Mapping[str, Mapping[str, BitMap]],
-                    position: int) -> Path:
-        return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id)
+                    position: int) -> tuple[Path, Collection]:
+        return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id, self.known)
 
-    def _open(self, root: Path, catalog: Sequence[Entity]) -> LexicalGeneration:
-        base = open_lexical(root, self.config.options)
+    def _open(self, root: Path, collection: Collection, catalog: Sequence[Entity]) -> LexicalGeneration:
+        """The generation of the base just written at `root`, over its `collection` as written (not
+        read back: its filter directory's JSON alone holds the GIL for 15-60 ms to parse)."""
+        base = LexicalIndex.load(root, collection, self.config.options)
         return open_generation(root, base, catalog, self.outside, self.generation.owns)
 
     def _merge_limit(self) -> int:
@@ -199,8 +204,8 @@ class LiveLexicalShard(LiveShard):
             # bitmaps are replaced, never changed (copy on write): a shallow copy is a snapshot
             bitmaps = {name: dict(values) for name, values in gen.live.bitmaps.items()}
             self._carry = []
-        root = self._write_base(view, catalog, bitmaps, position)
-        new = self._open(root, catalog)
+        root, collection = self._write_base(view, catalog, bitmaps, position)
+        new = self._open(root, collection, catalog)
         new.warm_up()
         with self.lock:
             done = len(self._carry)
@@ -218,13 +223,15 @@ class LiveLexicalShard(LiveShard):
 
 
 def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], bitmaps: Mapping[str, Mapping[str, BitMap]],
-               position: int, source_index_id: str, partition: PartitionHook | None = None) -> Path:
+               position: int, source_index_id: str, known: EntityLines, partition: PartitionHook | None = None
+               ) -> tuple[Path, Collection]:
     """Write the merged base of `view` (whose live documents are `catalog`, in order, and whose
     collection's filter bitmaps, over the view's ordinals, are `bitmaps`) as a new base directory
-    under live_dir, every file fsync'd; returns it. CURRENT is not touched. The collection is the
+    under live_dir, every file fsync'd; returns it and its collection. CURRENT is not touched. The collection is the
     live one renumbered (what Collection.build of `catalog` makes, without re-reading every entity).
     A partition's (core.live_partition): partition(postings) gives the whole catalog's statistics
-    and df stored with them, and more files of the base (name -> bytes)."""
+    and df stored with them, and more files of the base (name -> bytes). known: the entities file
+    of the shard's current base (its unchanged lines are copied), then this base's."""
     postings, ids, popularity, new_of_old = merged_postings(view)
     if ids != [e.id for e in catalog]:
         raise RuntimeError("the merged lexical documents differ from the live collection's entities")
@@ -235,10 +242,12 @@ def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], bitmaps: M
         write_file_atomic(root / name, data)
     renumbered = {name: {value: BitMap(new_of_old[np.asarray(bits.to_array(), dtype=np.int64)].tolist())
                          for value, bits in values.items()} for name, values in bitmaps.items()}
-    Collection(ids, popularity, BitMap(), renumbered).save(root)
-    write_entities(root, catalog)
+    collection = Collection(ids, popularity, BitMap(), renumbered)
+    collection.save(root)
+    collection.index_id = ComponentReader(root, COLLECTION, verify=False).content_id  # as Collection.load's
+    write_entities(root, catalog, known)
     finish_base(live_dir, root, position, len(catalog), source_index_id)
-    return root
+    return root, collection
 
 
 def open_lexical_shard(config: LiveShardConfig, owns: Callable[[str], bool] | None = None,
@@ -251,5 +260,6 @@ def open_lexical_shard(config: LiveShardConfig, owns: Callable[[str], bool] | No
     found = usable_base(Path(config.live_dir), source_id)
     root, position = (Path(config.index), 0) if found is None else found
     base = open_lexical(root, config.options)
-    entities = catalog_entities(config, base.collection.ids, owns) if found is None else load_jsonl(root / ENTITIES)
-    return shard(config, open_generation(root, base, entities, outside, owns), position, source_id, outside)
+    known = EntityLines()
+    entities = catalog_entities(config, base.collection.ids, owns) if found is None else read_entities(root, known)
+    return shard(config, open_generation(root, base, entities, outside, owns), position, source_id, outside, known)

@@ -38,6 +38,7 @@ from pyroaring import BitMap
 from core.attribute.index import AttributeStrategy
 from core.attribute.live import LiveAttribute
 from core.catalog import Entity
+from core.collection import Collection
 from core.errors import IndexFormatError
 from core.indexing import open_strategy
 from core.lexical.build import Postings
@@ -171,7 +172,7 @@ class PartitionLexicalShard(LiveLexicalShard):
     unpartitioned merge, dead copies keep counting until an offline rebuild.)"""
 
     def _write_base(self, view: View, catalog: Sequence[Entity], bitmaps: Mapping[str, Mapping[str, BitMap]],
-                    position: int) -> Path:
+                    position: int) -> tuple[Path, Collection]:
         known = view_df(view, view.segments.outside_df)
 
         def partition(postings: Postings) -> tuple[tuple[CorpusStats, np.ndarray], Mapping[str, bytes]]:
@@ -181,7 +182,8 @@ class PartitionLexicalShard(LiveLexicalShard):
             outside = [[g, t, n] for (g, t), n in sorted(known.items()) if (g, t) not in held]
             return (view.stats, df), {OUTSIDE_FILE: json.dumps(outside, ensure_ascii=False).encode()}
 
-        return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id, partition)
+        return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id, self.known,
+                          partition)
 
 
 def read_outside(root: Path) -> dict[tuple[int, str], int]:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from core import live_dir
 from core.catalog import Entity
 from core.catalog_log import CatalogRecord, CatalogWrite
 from core.live import Delete, Upsert, Write
@@ -129,3 +130,16 @@ def merge_killed(monkeypatch: pytest.MonkeyPatch, module: object, name: str, sha
     with pytest.raises(OSError, match="killed"):
         shard.merge()
     monkeypatch.undo()
+
+
+def count_encodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the entities core.live_dir encodes from now on (a list the caller may clear)."""
+    encoded: list[str] = []
+    real = live_dir.encode_entity
+
+    def counting(entity: Entity) -> bytes:
+        encoded.append(entity.id)
+        return real(entity)
+
+    monkeypatch.setattr(live_dir, "encode_entity", counting)
+    return encoded

@@ -35,6 +35,7 @@ class LiveSemantic:
 
     def __init__(self, strategy: SemanticStrategy) -> None:
         self.strategy = strategy
+        strategy.vectors.make_writable()  # now, not at the first write while searches run
         self.lock = threading.Lock()
         # id(entity) -> (the entity, its unit vector or None when it has no content): prepare()'s
         # embeddings, used by the next apply (the entity is held so that its id is not reused)

@@ -135,6 +135,20 @@ def test_saved_index_opens_as_a_view_and_copies_on_write(tmp_path: Path, data: t
     assert len(VectorIndex.open(path, index.config)) == 400  # the file is untouched
 
 
+def test_a_view_made_writable_ahead_searches_alike_and_leaves_the_file(tmp_path: Path,
+                                                                     data: tuple[np.ndarray, np.ndarray]) -> None:
+    points, queries = data
+    index = build(points[:300], dtype="f16", exact_below=0)
+    path = tmp_path / "index.usearch"
+    path.write_bytes(index.to_bytes())
+    view = VectorIndex.open(path, index.config)
+    before = [view.search(q, 10)[0].tolist() for q in queries[:5]]
+    view.make_writable()
+    assert not view.view and [view.search(q, 10)[0].tolist() for q in queries[:5]] == before
+    view.add(np.array([300]), points[300:301])
+    assert len(view) == 301 and len(VectorIndex.open(path, index.config)) == 300
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"dtype": "f64"}, "`dtype` must be one of f32, f16, i8, but got 'f64'"),
     ({"connectivity": 1}, "`connectivity` must be in"),

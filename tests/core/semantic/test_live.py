@@ -39,7 +39,9 @@ def top_ids(strategy: SemanticStrategy, text: str, k: int = 10) -> list[str]:
 
 def test_upsert_change_delete(tmp_path: Path) -> None:
     live, strategy = semantic(synthetic_catalog(100), tmp_path)
+    assert strategy.vectors.view
     writer = LiveSemantic(strategy)
+    assert not strategy.vectors.view  # copied into memory by the writer, before its first write
     new = Entity(id="z1", fields={"title": "quixotic zeppelin"})
     writer.apply(live.apply([Upsert(new)]))
     assert top_ids(strategy, "quixotic zeppelin", 1) == ["z1"]

@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import pin_threads, run_info, write_json
 from benchmarks.load_client import DEFAULT_FEEDBACK_SHARE, LoadGenerator, StepSpec
@@ -57,6 +57,9 @@ from benchmarks.load_stats import (
     summarize,
 )
 
+if TYPE_CHECKING:
+    from services.cluster import ClusterConfig
+
 TARGETS = ("cluster", "noop", "echo")
 DEFAULT_RATES = "20,40,80,120,160,240,320,480,640,960"
 DEFAULT_PLOT = Path("docs") / "load" / "latency.png"
@@ -65,18 +68,27 @@ BUDGET50_MS = 50
 Row = dict[str, Any]
 
 
+def cluster_config(target: str, index: Path, work: Path) -> ClusterConfig:
+    """The `ltrr up` config of the cluster or no-op target: a no-op shard serves no catalog, so the
+    no-op floor has no live catalog (its shards refuse --store)."""
+    from services.cluster import ClusterConfig
+
+    state = work / target
+    return ClusterConfig(index=str(index), state=str(state), run={"memory": {"state_dir": str(state / "memory")}},
+                         live=False if target == "noop" else None)
+
+
 @contextmanager
 def started(target: str, index: Path, work: Path) -> Iterator[str]:
     """The broker address of `target` (one of TARGETS), running for the duration of the block."""
     from benchmarks.load_echo import EchoFanout
-    from services.cluster import DEFAULT_STRATEGIES, Cluster, ClusterConfig, build_missing
+    from services.cluster import DEFAULT_STRATEGIES, Cluster, build_missing
 
     if target == "echo":
         with EchoFanout(len(DEFAULT_STRATEGIES)) as address:
             yield address
         return
-    state = work / target
-    config = ClusterConfig(index=str(index), state=str(state), run={"memory": {"state_dir": str(state / "memory")}})
+    config = cluster_config(target, index, work)
     build_missing(config)
     cluster = Cluster(config)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks import load
 from benchmarks.load_client import LoadGenerator, StepSpec
 from benchmarks.load_echo import EchoFanout
 from benchmarks.load_gen import LATE, open_loop
@@ -238,3 +240,10 @@ def test_assemble_reports_capacities_ratios_and_lower_bounds() -> None:
     assert result["ratios"] == {"floor_capacity": 0.5, "echo_capacity": 0.5}
     assert result["capacity_lower_bound"] == {"cluster": False, "noop": True, "echo": True}
     assert result["overload"] == {"goodput_ratio": 0.9} and result["budget50"] == {}
+
+
+def test_the_noop_floor_serves_no_live_catalog(tmp_path: Path) -> None:
+    """A no-op shard refuses --store, so the no-op cluster has no live catalog; the cluster has one."""
+    noop, cluster = (load.cluster_config(t, Path("indexes/demo"), tmp_path) for t in ("noop", "cluster"))
+    assert not noop.serves_live and not noop.live_flags("lexical", 0, 0, "events.sqlite")
+    assert cluster.serves_live and "--store" in cluster.live_flags("lexical", 0, 0, "events.sqlite")

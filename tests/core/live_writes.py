@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -16,6 +16,8 @@ from core.catalog import Entity
 from core.catalog_log import CatalogRecord, CatalogWrite
 from core.live import Delete, Upsert, Write
 from core.live_base import LiveShard
+from core.live_shard import catch_up
+from tests.conftest import synthetic_catalog
 
 
 def random_writes(base: list[Entity], fresh: list[Entity], n: int, seed: int) -> list[Write]:
@@ -143,3 +145,21 @@ def count_encodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(live_dir, "encode_entity", counting)
     return encoded
+
+
+def merges_encoding_only_new(shard: LiveShard, reopen: Callable[[], LiveShard], log: ListLog,
+                             monkeypatch: pytest.MonkeyPatch, seed: int) -> Iterator[LiveShard]:
+    """Merge `shard` (its first base, from the offline index: every entity encoded), then twice more
+    after 8 new upserts each, the second time after a restart (reopen()): each later merge encodes
+    exactly the entities upserted since (core.live_dir.EntityLines). Yields the shard after each."""
+    assert shard.merge()
+    encoded = count_encodes(monkeypatch)
+    for restart in (False, True):
+        writes = [Upsert(dataclasses.replace(e, id=f"new-{restart}-{e.id}")) for e in synthetic_catalog(8, seed=seed)]
+        log.append(writes)
+        shard = reopen() if restart else shard
+        catch_up(shard, log.catalog_after)
+        encoded.clear()
+        assert shard.merge()
+        assert sorted(encoded) == sorted(w.entity.id for w in writes)
+        yield shard

@@ -22,7 +22,14 @@ from core.live_shard import LiveShardConfig, WriterShard, catch_up, open_live_sh
 from core.query import Filter, make_query
 from core.semantic.encoders import HashingEncoder
 from tests.conftest import synthetic_catalog
-from tests.core.live_writes import ListLog, count_encodes, final_catalog, merge_killed, random_writes, same_lists
+from tests.core.live_writes import (
+    ListLog,
+    final_catalog,
+    merge_killed,
+    merges_encoding_only_new,
+    random_writes,
+    same_lists,
+)
 
 OPTIONS = {"encoder": "hashing", "cache": "off", "progress": False}
 TEXTS = ("love", "night dance", "artist 4", "gold", "blue river", "quiet storm")
@@ -224,16 +231,6 @@ def test_a_checkpoint_encodes_only_the_entities_written_since_the_last(world: An
     """A checkpoint copies the entities-file lines of the entities the last one held (core.live_dir.
     EntityLines), after a restart too; the restored collection is what it was."""
     config, _, log = world
-    shard = opened(config, log)
-    assert shard.merge()
-    encoded = count_encodes(monkeypatch)
-    for restart in (False, True):
-        writes = [Upsert(dataclasses.replace(e, id=f"new-{restart}-{e.id}")) for e in synthetic_catalog(8, seed=68)]
-        log.append(writes)
-        shard = opened(config, log) if restart else shard
-        catch_up(shard, log.catalog_after)
-        encoded.clear()
-        assert shard.merge()
-        assert sorted(encoded) == sorted(w.entity.id for w in writes)
-        restarted = opened(config, log)
-        assert restarted.collection.entities == shard.collection.entities
+    for shard in merges_encoding_only_new(opened(config, log), lambda: opened(config, log), log, monkeypatch, 68):
+        assert isinstance(shard, WriterShard)
+        assert opened(config, log).collection.entities == shard.collection.entities

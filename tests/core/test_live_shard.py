@@ -21,7 +21,7 @@ from core.live_shard import LiveShardConfig, catch_up, open_live_shard
 from core.partitioning import build_partitioned
 from core.query import Filter, make_query
 from tests.conftest import synthetic_catalog
-from tests.core.live_writes import ListLog, append_order, count_encodes, merge_killed, random_writes
+from tests.core.live_writes import ListLog, append_order, merge_killed, merges_encoding_only_new, random_writes
 
 OPTIONS = {"fields": "title^2,artist", "progress": False}
 
@@ -146,18 +146,7 @@ def test_a_merge_serves_the_collection_it_wrote_and_encodes_only_new_entities(se
     Collection.load of the base, content id included. Each merge after the first encodes only the
     entities written since the last base (core.live_dir.EntityLines), after a restart too."""
     config, _, log = setup
-    shard = opened(config, log)
-    assert shard.merge()
-    encoded = count_encodes(monkeypatch)
-    for restart in (False, True):
-        fresh = synthetic_catalog(10, seed=46 + restart)
-        writes = [Upsert(Entity(id=f"new-{restart}-{e.id}", fields=e.fields, attributes=e.attributes)) for e in fresh]
-        log.append(writes)
-        shard = opened(config, log) if restart else shard
-        catch_up(shard, log.catalog_after)
-        encoded.clear()
-        assert shard.merge()
-        assert sorted(encoded) == sorted(w.entity.id for w in writes)
+    for shard in merges_encoding_only_new(opened(config, log), lambda: opened(config, log), log, monkeypatch, 46):
         root = Path(config.live_dir) / (Path(config.live_dir) / CURRENT).read_text()
         loaded, served = Collection.load(root), shard.strategy.collection
         assert served.index_id == loaded.index_id and served.ids == loaded.ids

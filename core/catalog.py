@@ -34,11 +34,21 @@ MAX_ID_BYTES = 256
 DEMO_CATALOG = "music_demo.jsonl.gz"
 
 
+def id_problem(entity_id: object) -> str | None:
+    """Why `entity_id` cannot be an entity id ("must ..."), None when it can: 1..MAX_ID_BYTES
+    UTF-8 bytes and no line break (an index stores its ids one per line)."""
+    if not isinstance(entity_id, str) or not entity_id or len(entity_id.encode()) > MAX_ID_BYTES:
+        return f"must be 1..{MAX_ID_BYTES} UTF-8 bytes, but got {entity_id!r}"
+    if "\n" in entity_id or "\r" in entity_id:
+        return f"must not contain a line break, but got {entity_id!r}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Entity:
     """One searchable thing (a track, a document...).
 
-    id: catalog id, 1..256 UTF-8 bytes, unique within a catalog.
+    id: catalog id, 1..256 UTF-8 bytes without a line break, unique within a catalog.
     fields: text fields by name; empty strings are allowed and index as nothing.
     attributes: categorical (str or tuple of str) or numeric (float) values by name.
     popularity: a non-negative prior, in the catalog's own unit (Spotify: 0..100).
@@ -53,8 +63,8 @@ class Entity:
     vector: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id or len(self.id.encode()) > MAX_ID_BYTES:
-            raise CatalogError(f"entity id must be 1..{MAX_ID_BYTES} UTF-8 bytes, but got {self.id!r}")
+        if problem := id_problem(self.id):
+            raise CatalogError(f"entity id {problem}")
         if not (math.isfinite(self.popularity) and self.popularity >= 0):
             raise CatalogError(f"entity {self.id!r}: popularity must be finite and >= 0, got {self.popularity}")
         for name, text in self.fields.items():

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Sequence
 
-from core.catalog import MAX_ID_BYTES, AttributeValue, Entity
+from core.catalog import AttributeValue, Entity, id_problem
 from core.catalog_log import MAX_VERSION, MAX_WRITES_PER_BATCH, CatalogWrite
 from core.errors import CatalogError, InvalidArgumentError
 from ltrr.v1 import catalog_pb2
@@ -36,8 +36,8 @@ def entity_to_proto(entity: Entity) -> catalog_pb2.Entity:
 
 
 def _check_id(entity_id: str, where: str) -> None:
-    if not entity_id or len(entity_id.encode()) > MAX_ID_BYTES:
-        raise InvalidArgumentError(where, f"must be 1..{MAX_ID_BYTES} UTF-8 bytes, but got {entity_id!r}")
+    if problem := id_problem(entity_id):
+        raise InvalidArgumentError(where, problem)
 
 
 def _attribute(value: catalog_pb2.AttributeValue, where: str) -> AttributeValue:

@@ -62,6 +62,7 @@ def test_spotify_rows_are_deduplicated_by_track(tmp_path: Path) -> None:
     ('{"id": "a", "popularity": -1}\n', "popularity"),
     ('{"id": "a", "attributes": {"g": [1, 2]}}\n', "attribute 'g'"),
     ('{"id": ""}\n', "entity id"),
+    ('{"id": "a\\nb"}\n', "entity id must not contain a line break"),
 ])
 def test_bad_catalog_lines_name_file_and_line(tmp_path: Path, content: str, match: str) -> None:
     path = tmp_path / "bad.jsonl"

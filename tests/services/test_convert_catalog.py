@@ -53,6 +53,8 @@ def bad_entity(**change: object) -> catalog_pb2.CatalogWrite:
     (catalog_pb2.CatalogWrite(delete_id="", version=1), r"^writes\[1\]\.delete_id: must be 1\.\.256"),
     (catalog_pb2.CatalogWrite(delete_id="x" * 257), r"^writes\[1\]\.delete_id: must be 1\.\.256"),
     (bad_entity(id=""), r"^writes\[1\]\.upsert\.id: must be 1\.\.256"),
+    (bad_entity(id="two\nlines"), r"^writes\[1\]\.upsert\.id: must not contain a line break"),
+    (catalog_pb2.CatalogWrite(delete_id="a\rb"), r"^writes\[1\]\.delete_id: must not contain a line break"),
     (bad_entity(popularity=float("nan")), r"^writes\[1\]\.upsert\.popularity: must be finite and >= 0"),
     (bad_entity(popularity=-1.0), r"^writes\[1\]\.upsert\.popularity: must be finite and >= 0, but got -1"),
     (bad_entity(vector=[0.0, float("inf")]), r"^writes\[1\]\.upsert\.vector\[1\]: must be finite"),

@@ -70,7 +70,7 @@ class Checkpoints:
     def __init__(self, live_dir: str | os.PathLike[str], source_id: str) -> None:
         self.live_dir = Path(live_dir)
         self.source_id = source_id
-        self.known = EntityLines()  # the last checkpoint's entities file (core.live_dir.write_entities)
+        self.entity_lines = EntityLines()  # the last checkpoint's entities file (core.live_dir.EntityLines)
 
     @staticmethod
     def take(strategy: SupportsCheckpoint, collection: LiveCollection, position: int) -> Snapshot:
@@ -87,7 +87,7 @@ class Checkpoints:
         snapshot.write_component(root)
         snapshot.collection.save(root)
         live = [e for e in snapshot.entities if e is not None]
-        write_entities(root, live, self.known)
+        write_entities(root, live, self.entity_lines)
         finish_base(self.live_dir, root, snapshot.position, len(live), self.source_id)
         publish_base(self.live_dir, root)
         return root
@@ -99,18 +99,18 @@ class Checkpoints:
         if found is None:
             return None
         root, position = found
-        collection = restore_collection(root, self.source_id, self.known)
+        collection = restore_collection(root, self.source_id, self.entity_lines)
         _, entry = entry_for(kind.value)
         return entry.load(root, collection, options), collection, position
 
 
-def restore_collection(root: Path, source_id: str, known: EntityLines | None = None) -> LiveCollection:
+def restore_collection(root: Path, source_id: str, entity_lines: EntityLines | None = None) -> LiveCollection:
     """The live collection of the checkpoint at `root`: its collection (reporting the offline index's
     id `source_id`: the shard still serves a descendant of it) with its entities at their ordinals,
-    checked against its ids. known: remembers the entities file read."""
+    checked against its ids. entity_lines: it remembers the entities file read."""
     saved = Collection.load(root)
     saved.index_id = source_id
-    live = read_entities(root, known)
+    live = read_entities(root, entity_lines)
     ordinals = [o for o in range(len(saved)) if o not in saved.deleted]
     if len(ordinals) != len(live) or any(saved.ids[o] != e.id for o, e in zip(ordinals, live, strict=True)):
         raise IndexFormatError(root / ENTITIES, f"holds {len(live)} entities, but the collection has "

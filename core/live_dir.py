@@ -49,19 +49,22 @@ def new_base_dir(live_dir: Path, position: int) -> Path:
 
 
 class EntityLines:
-    """The ENTITIES file a live shard last wrote or read and the entities it holds, in its order.
-    write_entities copies from it the line of every entity still in the new base (the same
-    object: entities are immutable) instead of encoding it again, so that a merge or a checkpoint
-    encodes only what was written since the last one. Encoding is JSON with sorted keys, holding
-    the GIL: ~0.35 s for the demo catalog's 28k tracks, paid by the lexical and the semantic
-    shards at once at every merge, while they serve (NOTES.md, session 15)."""
+    """The entities file a live shard last wrote or read (a base's ENTITIES) and the entities it
+    holds, in its order. write_entities copies from it the line of every entity still in the new
+    base (the same object: entities are immutable; the line it was encoded to or read from)
+    instead of encoding it again, so that a merge or a checkpoint encodes only what was written
+    since the last one. Encoding is JSON with sorted keys, holding the GIL: ~0.35 s for the demo
+    catalog's 28k tracks, paid by the lexical and the semantic shards at once at every merge while
+    they serve (NOTES.md, session 15). Nothing is remembered until a shard writes or reads a base:
+    the first merge after a start from the offline index encodes every entity."""
 
     def __init__(self) -> None:
         self.path: Path | None = None
-        self.entities: Sequence[Entity] = ()
+        self.entities: tuple[Entity, ...] = ()
+        self.trailer = b""  # the file's gzip trailer (CRC-32 and size of its text): the same file?
 
-    def remember(self, path: Path, entities: Sequence[Entity]) -> None:
-        self.path, self.entities = path, entities
+    def remember(self, path: Path, entities: Sequence[Entity], trailer: bytes) -> None:
+        self.path, self.entities, self.trailer = path, tuple(entities), trailer
 
     def lines(self, entities: Sequence[Entity]) -> list[bytes | memoryview]:
         """One JSON line per entity (without its newline), copied where the file holds it."""
@@ -73,13 +76,17 @@ class EntityLines:
         return [raw[starts[i]:ends[i]] if (i := at.get(id(e))) is not None else encode_entity(e) for e in entities]
 
     def _old_lines(self) -> tuple[memoryview, list[int], list[int]] | None:
-        """The remembered file's text and each line's start and end, None when there is none or it
-        does not match (then every entity is encoded: the same output, only slower). The work is
-        done in steps that each hold the GIL briefly (a split into 28k lines: ~9 ms at once)."""
+        """The remembered file's text and each line's start and end; None when there is none, or
+        the file is not the one remembered, or it is damaged (then every entity is encoded: the
+        same output, only slower). Each step holds the GIL briefly (a split into 28k lines: ~9 ms
+        in one call)."""
         if self.path is None:
             return None
         try:
-            raw = inflate(self.path.read_bytes())
+            data = self.path.read_bytes()
+            if data[-8:] != self.trailer:
+                return None
+            raw = inflate(data)
         except (OSError, zlib.error):
             return None
         ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == ord("\n"))
@@ -89,16 +96,13 @@ class EntityLines:
         return memoryview(raw), starts.tolist(), ends.tolist()
 
 
-def inflate(data: bytes, step: int = 1 << 20) -> bytes:
-    """The contents of a one-member gzip file, `step` bytes of output per call (a one-shot
-    decompression holds the GIL for ~8 ms on 6 MB); zlib.error when it is not one whole member."""
+def inflate(data: bytes, step: int = 1 << 18) -> bytes:
+    """The text of a one-member gzip file, decompressed `step` bytes of input per call (JSON lines
+    grow ~5x: a one-shot decompression of 6 MB held the GIL ~8 ms); zlib.error when `data` is not
+    one whole member (its CRC-32 is checked at the end)."""
     d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    parts: list[bytes] = []
-    while True:
-        parts.append(d.decompress(data, step))
-        data = d.unconsumed_tail
-        if d.eof or (not data and len(parts[-1]) < step):
-            break
+    view = memoryview(data)
+    parts = [d.decompress(view[i:i + step]) for i in range(0, len(data), step)]
     if not d.eof or d.unused_data:
         raise zlib.error("not one whole gzip member")
     return b"".join(parts)
@@ -108,24 +112,26 @@ def encode_entity(entity: Entity) -> bytes:
     return json.dumps(entity.to_json(), ensure_ascii=False, sort_keys=True).encode()
 
 
-def write_entities(root: Path, entities: Sequence[Entity], known: EntityLines | None = None) -> None:
+def write_entities(root: Path, entities: Sequence[Entity], entity_lines: EntityLines | None = None) -> None:
     """`entities` (in order) as root/ENTITIES, gzip'd JSON lines, fsync'd (read back with
-    read_entities); known: lines to copy, then remembers this file."""
-    lines = (known or EntityLines()).lines(entities)
-    data = b"\n".join([*lines, b""])  # one newline after each line
+    read_entities); entity_lines: the lines to copy (EntityLines), then it remembers this file."""
+    lines = (entity_lines or EntityLines()).lines(entities)
+    data = gzip.compress(b"\n".join([*lines, b""]), compresslevel=1, mtime=0)  # a newline after each line
     with (root / ENTITIES).open("wb") as out:
-        out.write(gzip.compress(data, compresslevel=1, mtime=0))
+        out.write(data)
         out.flush()
         os.fsync(out.fileno())
-    if known is not None:
-        known.remember(root / ENTITIES, entities)
+    if entity_lines is not None:
+        entity_lines.remember(root / ENTITIES, entities, data[-8:])
 
 
-def read_entities(root: Path, known: EntityLines | None = None) -> list[Entity]:
-    """The entities of root/ENTITIES, in order; known: remembers this file."""
+def read_entities(root: Path, entity_lines: EntityLines | None = None) -> list[Entity]:
+    """The entities of root/ENTITIES, in order; entity_lines: it remembers this file."""
     entities = load_jsonl(root / ENTITIES)
-    if known is not None:
-        known.remember(root / ENTITIES, entities)
+    if entity_lines is not None:
+        with (root / ENTITIES).open("rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - 8, 0))
+            entity_lines.remember(root / ENTITIES, entities, f.read())
     return entities
 
 

@@ -146,9 +146,11 @@ class LiveLexicalShard(LiveShard):
     thread); writes keep being applied while it runs and are carried into the new generation."""
 
     def __init__(self, config: LiveShardConfig, generation: LexicalGeneration, position: int,
-                 source_index_id: str, outside: OutsideDf | None = None, known: EntityLines | None = None) -> None:
+                 source_index_id: str, outside: OutsideDf | None = None,
+                 entity_lines: EntityLines | None = None) -> None:
         super().__init__(position)
-        self.known = known or EntityLines()  # the current base's entities file (core.live_dir.write_entities)
+        # the entities file this shard last wrote or read (core.live_dir.EntityLines)
+        self.entity_lines = entity_lines or EntityLines()
         self.config = config
         self.outside = outside  # a partition's (open_generation); every generation it opens gets it
         self.live_dir = Path(config.live_dir)
@@ -174,7 +176,8 @@ class LiveLexicalShard(LiveShard):
 
     def _write_base(self, view: View, catalog: Sequence[Entity], bitmaps: Mapping[str, Mapping[str, BitMap]],
                     position: int) -> tuple[Path, Collection]:
-        return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id, self.known)
+        return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id,
+                          self.entity_lines)
 
     def _open(self, root: Path, collection: Collection, catalog: Sequence[Entity]) -> LexicalGeneration:
         """The generation of the base just written at `root`, over its `collection` as written (not
@@ -223,15 +226,16 @@ class LiveLexicalShard(LiveShard):
 
 
 def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], bitmaps: Mapping[str, Mapping[str, BitMap]],
-               position: int, source_index_id: str, known: EntityLines, partition: PartitionHook | None = None
+               position: int, source_index_id: str, entity_lines: EntityLines,
+               partition: PartitionHook | None = None
                ) -> tuple[Path, Collection]:
     """Write the merged base of `view` (whose live documents are `catalog`, in order, and whose
     collection's filter bitmaps, over the view's ordinals, are `bitmaps`) as a new base directory
     under live_dir, every file fsync'd; returns it and its collection. CURRENT is not touched. The collection is the
     live one renumbered (what Collection.build of `catalog` makes, without re-reading every entity).
     A partition's (core.live_partition): partition(postings) gives the whole catalog's statistics
-    and df stored with them, and more files of the base (name -> bytes). known: the entities file
-    of the shard's current base (its unchanged lines are copied), then this base's."""
+    and df stored with them, and more files of the base (name -> bytes). entity_lines: the
+    shard's (core.live_dir.EntityLines: the unchanged entities' lines are copied from it)."""
     postings, ids, popularity, new_of_old = merged_postings(view)
     if ids != [e.id for e in catalog]:
         raise RuntimeError("the merged lexical documents differ from the live collection's entities")
@@ -245,7 +249,7 @@ def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], bitmaps: M
     collection = Collection(ids, popularity, BitMap(), renumbered)
     collection.save(root)
     collection.index_id = ComponentReader(root, COLLECTION, verify=False).content_id  # as Collection.load's
-    write_entities(root, catalog, known)
+    write_entities(root, catalog, entity_lines)
     finish_base(live_dir, root, position, len(catalog), source_index_id)
     return root, collection
 
@@ -260,6 +264,6 @@ def open_lexical_shard(config: LiveShardConfig, owns: Callable[[str], bool] | No
     found = usable_base(Path(config.live_dir), source_id)
     root, position = (Path(config.index), 0) if found is None else found
     base = open_lexical(root, config.options)
-    known = EntityLines()
-    entities = catalog_entities(config, base.collection.ids, owns) if found is None else read_entities(root, known)
-    return shard(config, open_generation(root, base, entities, outside, owns), position, source_id, outside, known)
+    lines = EntityLines()
+    entities = catalog_entities(config, base.collection.ids, owns) if found is None else read_entities(root, lines)
+    return shard(config, open_generation(root, base, entities, outside, owns), position, source_id, outside, lines)

@@ -182,7 +182,7 @@ class PartitionLexicalShard(LiveLexicalShard):
             outside = [[g, t, n] for (g, t), n in sorted(known.items()) if (g, t) not in held]
             return (view.stats, df), {OUTSIDE_FILE: json.dumps(outside, ensure_ascii=False).encode()}
 
-        return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id, self.known,
+        return write_base(self.live_dir, view, catalog, bitmaps, position, self.source_index_id, self.entity_lines,
                           partition)
 
 

@@ -68,8 +68,8 @@ def dumps_in_pieces(obj: Any, piece: int = JSON_PIECE) -> str:
     """json.dumps(obj, ensure_ascii=False, sort_keys=True), the same text, made `piece` entries of
     a large dict or list at a time: one C call over a large object holds the GIL throughout (a
     collection's filter directory, 28k demo tracks: ~20 ms, during which a live shard's searches,
-    which write bases while they serve, cannot run). The members of a large dict or list are
-    encoded whole; a small dict's values are split in turn."""
+    which write bases while they serve, cannot run). A large container's members are encoded
+    whole, `piece` at a time; a small one holding a large container is split around it."""
     def dumps(o: Any) -> str:
         return json.dumps(o, ensure_ascii=False, sort_keys=True)
 
@@ -78,9 +78,21 @@ def dumps_in_pieces(obj: Any, piece: int = JSON_PIECE) -> str:
         return "{" + ", ".join(dumps(dict(items[i:i + piece]))[1:-1] for i in range(0, len(items), piece)) + "}"
     if isinstance(obj, list) and len(obj) > piece:
         return "[" + ", ".join(dumps(obj[i:i + piece])[1:-1] for i in range(0, len(obj), piece)) + "]"
-    if isinstance(obj, dict) and obj and all(isinstance(k, str) for k in obj):
-        return "{" + ", ".join(f"{dumps(k)}: {dumps_in_pieces(v, piece)}" for k, v in sorted(obj.items())) + "}"
-    return dumps(obj)
+    if not holds_large(obj, piece):
+        return dumps(obj)
+    if isinstance(obj, list):
+        return "[" + ", ".join(dumps_in_pieces(v, piece) for v in obj) + "]"
+    if not all(isinstance(k, str) for k in obj):  # json's own key conversion and ordering
+        return dumps(obj)
+    return "{" + ", ".join(f"{dumps(k)}: {dumps_in_pieces(v, piece)}" for k, v in sorted(obj.items())) + "}"
+
+
+def holds_large(obj: Any, piece: int) -> bool:
+    """Does the (small) dict or list `obj` hold, at any depth, a dict or list of more than `piece` entries?"""
+    if not isinstance(obj, dict | list):
+        return False
+    members = obj.values() if isinstance(obj, dict) else obj
+    return any(isinstance(v, dict | list) and (len(v) > piece or holds_large(v, piece)) for v in members)
 
 
 class ComponentWriter:

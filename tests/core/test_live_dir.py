@@ -50,9 +50,10 @@ def test_entities_read_back_are_copied_by_the_next_file(tmp_path: Path, monkeypa
     (tmp_path / "b").mkdir()
     write_entities(tmp_path / "b", entities[::-1], known)
     assert encoded == [] and read_entities(tmp_path / "b") == entities[::-1]
+    assert gzip.decompress((tmp_path / "b" / ENTITIES).read_bytes()) == encoded_file(entities[::-1])
 
 
-@pytest.mark.parametrize("damage", ["truncated", "missing", "other lines"])
+@pytest.mark.parametrize("damage", ["truncated", "missing", "fewer lines", "other lines, as many", "empty"])
 def test_a_damaged_or_mismatched_last_file_is_not_copied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          damage: str) -> None:
     old = synthetic_catalog(60, seed=6)
@@ -64,8 +65,12 @@ def test_a_damaged_or_mismatched_last_file_is_not_copied(tmp_path: Path, monkeyp
         path.write_bytes(path.read_bytes()[:-30])
     elif damage == "missing":
         path.unlink()
-    else:  # a file of other entities: the line count no longer matches what it is said to hold
+    elif damage == "fewer lines":
         path.write_bytes(gzip.compress(encoded_file(old[:59])))
+    elif damage == "other lines, as many":  # another file that happens to have as many lines
+        path.write_bytes(gzip.compress(encoded_file(synthetic_catalog(60, seed=7))))
+    else:
+        path.write_bytes(b"")
     encoded = count_encodes(monkeypatch)
     (tmp_path / "b").mkdir()
     write_entities(tmp_path / "b", old, known)

@@ -146,7 +146,19 @@ def test_a_merge_serves_the_collection_it_wrote_and_encodes_only_new_entities(se
     Collection.load of the base, content id included. Each merge after the first encodes only the
     entities written since the last base (core.live_dir.EntityLines), after a restart too."""
     config, _, log = setup
-    for shard in merges_encoding_only_new(opened(config, log), lambda: opened(config, log), log, monkeypatch, 46):
+    loads: list[Path] = []
+    load = Collection.load.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[Collection], root: Path) -> Collection:
+        loads.append(Path(root))
+        return load(cls, root)
+
+    monkeypatch.setattr(Collection, "load", classmethod(counted))
+    first = opened(config, log)
+    loads.clear()
+    shards = merges_encoding_only_new(first, lambda: opened(config, log), log, monkeypatch, 46)
+    for restart, shard in zip((False, True), shards, strict=True):
+        assert restart or loads == []  # two merges, no collection read back (the restart reads one)
         root = Path(config.live_dir) / (Path(config.live_dir) / CURRENT).read_text()
         loaded, served = Collection.load(root), shard.strategy.collection
         assert served.index_id == loaded.index_id and served.ids == loaded.ids

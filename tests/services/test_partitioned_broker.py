@@ -223,7 +223,8 @@ def test_a_slow_replica_is_hedged_through_the_broker(built: Built, tmp_path: Pat
         c.stop()
     assert hedges >= 1
     assert all(lexical(r).status == broker_pb2.STRATEGY_STATUS_OK for r in got)
-    assert not any(r.degraded for r in got[-15:])
+    degraded = [(i, lexical(r).coverage) for i, r in enumerate(got) if r.degraded]
+    assert not [i for i, _ in degraded if i >= len(got) - 15], f"degraded (search, coverage): {degraded}; {hedges=}"
 
 
 def metric(server: ServerProcess, name: str, strategy: str) -> float:

@@ -136,7 +136,8 @@ class Collection:
 
     # -- storage --------------------------------------------------------------------------------
 
-    def save(self, root: str | os.PathLike[str]) -> None:
+    def save(self, root: str | os.PathLike[str]) -> str:
+        """Write the collection component under `root`; returns its content id (Collection.load's index_id)."""
         blob = bytearray()
         directory: dict[str, dict[str, list[int]]] = {}
         for name in sorted(self.bitmaps):
@@ -150,6 +151,7 @@ class Collection:
             w.write_bytes("deleted.roaring", self.deleted.serialize())
             w.write_json("filters.json", directory)
             w.write_bytes("filters.roaring", bytes(blob))
+        return w.content_id
 
     @classmethod
     def load(cls, root: str | os.PathLike[str]) -> Collection:

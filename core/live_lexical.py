@@ -31,7 +31,6 @@ import numpy as np
 from pyroaring import BitMap
 
 from core.catalog import Entity
-from core.collection import COMPONENT as COLLECTION
 from core.collection import Collection
 from core.indexing import open_strategy
 from core.lexical.build import Postings
@@ -54,7 +53,7 @@ from core.live_dir import (
     write_entities,
 )
 from core.query import Query
-from core.storage import ComponentReader, write_file_atomic
+from core.storage import write_file_atomic
 from core.types import Hits, StrategyKind
 
 # a partition's merge: merged postings -> (the whole catalog's statistics and df per term, more files)
@@ -231,8 +230,9 @@ def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], bitmaps: M
                ) -> tuple[Path, Collection]:
     """Write the merged base of `view` (whose live documents are `catalog`, in order, and whose
     collection's filter bitmaps, over the view's ordinals, are `bitmaps`) as a new base directory
-    under live_dir, every file fsync'd; returns it and its collection. CURRENT is not touched. The collection is the
-    live one renumbered (what Collection.build of `catalog` makes, without re-reading every entity).
+    under live_dir, every file fsync'd; returns it and its collection. CURRENT is not touched. The
+    collection is the live one renumbered (what Collection.build of `catalog` makes, without
+    re-reading every entity).
     A partition's (core.live_partition): partition(postings) gives the whole catalog's statistics
     and df stored with them, and more files of the base (name -> bytes). entity_lines: the
     shard's (core.live_dir.EntityLines: the unchanged entities' lines are copied from it)."""
@@ -247,8 +247,7 @@ def write_base(live_dir: Path, view: View, catalog: Sequence[Entity], bitmaps: M
     renumbered = {name: {value: BitMap(new_of_old[np.asarray(bits.to_array(), dtype=np.int64)].tolist())
                          for value, bits in values.items()} for name, values in bitmaps.items()}
     collection = Collection(ids, popularity, BitMap(), renumbered)
-    collection.save(root)
-    collection.index_id = ComponentReader(root, COLLECTION, verify=False).content_id  # as Collection.load's
+    collection.index_id = collection.save(root)  # as Collection.load of it reports
     write_entities(root, catalog, entity_lines)
     finish_base(live_dir, root, position, len(catalog), source_index_id)
     return root, collection

@@ -95,8 +95,17 @@ def holds_large(obj: Any, piece: int) -> bool:
     return any(isinstance(v, dict | list) and (len(v) > piece or holds_large(v, piece)) for v in members)
 
 
+def content_id(files: dict[str, dict[str, Any]]) -> str:
+    """A component's id: a digest of its files' names and checksums (the manifest's "files")."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}:{files[name]['sha256']};".encode())
+    return digest.hexdigest()[:16]
+
+
 class ComponentWriter:
-    """Collects the files of one component, then publishes them atomically with `commit()`."""
+    """Collects the files of one component, then publishes them atomically with `commit()`;
+    content_id: the id a ComponentReader of it will report."""
 
     def __init__(self, root: str | os.PathLike[str], component: str, params: dict[str, Any]) -> None:
         self.final = Path(root) / component
@@ -133,6 +142,10 @@ class ComponentWriter:
             f.flush()
             os.fsync(f.fileno())
         self.files[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+    @property
+    def content_id(self) -> str:
+        return content_id(self.files)
 
     def commit(self) -> Path:
         manifest = {"format": FORMAT, "version": FORMAT_VERSION, "component": self.component,
@@ -189,10 +202,7 @@ class ComponentReader:
         if verify:
             for name in self.files:
                 self._verify(name)
-        digest = hashlib.sha256()
-        for name in sorted(self.files):
-            digest.update(f"{name}:{self.files[name]['sha256']};".encode())
-        self.content_id = digest.hexdigest()[:16]
+        self.content_id = content_id(self.files)
 
     def _verify(self, name: str) -> Path:
         path = self.dir / name

@@ -170,9 +170,8 @@ class CatalogTail:
         applied = live.apply(records, self._background)
         if applied:
             metrics_shard.CATALOG_APPLY_LATENCY.labels(self.config.strategy).observe(live.last_apply_s * 1000)
-            if self.refreezer is not None:
-                self.refreezer.note(applied)
         if self.refreezer is not None:
+            self.refreezer.note(applied)
             self.refreezer.freeze_if_idle()  # once due, tried after every read until no rpc is in flight
         if live.merge_wanted():
             self.request_merge()

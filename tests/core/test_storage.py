@@ -24,7 +24,7 @@ def test_round_trip(tmp_path: Path) -> None:
         w.write_bytes("b.bin", b"\x00\x01")
         w.write_json("c.json", {"x": [1, 2]})
     r = ComponentReader(tmp_path, "thing")
-    assert r.params == {"answer": 42}
+    assert r.params == {"answer": 42} and r.content_id == w.content_id
     np.testing.assert_array_equal(r.read_array("a.npy"), array)
     assert r.read_bytes("b.bin") == b"\x00\x01"
     assert r.read_json("c.json") == {"x": [1, 2]}

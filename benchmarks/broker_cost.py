@@ -26,6 +26,7 @@ import numpy as np
 from benchmarks.broker import sample_queries
 from benchmarks.common import print_table, run_info, write_json
 from core.catalog import demo_catalog_path, load_catalog
+from core.catalog_table import LiveTable
 from core.eventlog import decision_values
 from core.indexing import open_strategy
 from core.merge import StrategyList
@@ -33,7 +34,7 @@ from core.pipeline import Answer, CallStatus, SearchPipeline
 from core.policy.features import DIM
 from core.policy.policies import BanditPolicy, PolicyConfig
 from core.query import Query
-from core.ranking import EntityTable, make_ranker
+from core.ranking import make_ranker
 from core.types import SupportsUnderstand
 
 STRATEGIES = ("lexical", "semantic", "attribute", "memory")
@@ -56,7 +57,7 @@ def _answers(strategies: dict[str, Any], query: Query, quotas: dict[str, int]) -
 def measure(index: str, searches: int, ranker: str = "blend") -> dict[str, dict[str, float]]:
     """Per step: median and mean microseconds over `searches` searches."""
     entities = load_catalog(demo_catalog_path())
-    table = EntityTable.from_entities(entities)
+    table = LiveTable.from_entities(entities).table  # what the broker ranks with (services.broker)
     strategies = {name: open_strategy(index, name) for name in STRATEGIES}
     attribute = strategies["attribute"]
     assert isinstance(attribute, SupportsUnderstand)

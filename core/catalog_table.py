@@ -76,13 +76,22 @@ class LayeredTable:
         return _Positions(self)
 
     def row(self, entity_id: str) -> int:
-        top = self.top.positions.get(entity_id)
-        if top is not None:
+        top = self.top.row(entity_id)
+        if top >= 0:
             return len(self.base.ids) + top
-        return -1 if entity_id in self.hidden else self.base.positions.get(entity_id, -1)
+        return -1 if entity_id in self.hidden else self.base.row(entity_id)
 
     def rows(self, entity_ids: Sequence[str]) -> np.ndarray:
-        return np.array([self.row(e) for e in entity_ids], dtype=np.int64)
+        """The rows of many ids at once (a search ranks a few hundred): the base's lookup alone
+        while nothing was written since the base, else both tables' and the hidden ids'."""
+        rows = self.base.rows(entity_ids)
+        if not self.top.ids and not self.hidden:
+            return rows
+        if self.hidden:
+            hidden = self.hidden
+            rows[np.fromiter((e in hidden for e in entity_ids), dtype=bool, count=len(rows))] = -1
+        top = self.top.rows(entity_ids)
+        return np.where(top >= 0, len(self.base.ids) + top, rows)
 
     def _split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The rows as base rows and as top rows (-1 where a row is in the other table or none)."""

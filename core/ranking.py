@@ -40,6 +40,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import numba
 import numpy as np
 
 from core.analysis import Analyzer, AnalyzerConfig, text_key
@@ -194,6 +195,10 @@ class EntityTable:
         """Entity id -> its row, i.e. its catalog position (read-only)."""
         return MappingProxyType(self._row)
 
+    def row(self, entity_id: str) -> int:
+        """The row of `entity_id`, -1 when it is not in the table."""
+        return self._row.get(entity_id, -1)
+
     def rows(self, entity_ids: Sequence[str]) -> np.ndarray:
         """int64 (len(entity_ids),): row of each id, -1 for ids not in the table."""
         return np.array([self._row.get(e, -1) for e in entity_ids], dtype=np.int64)
@@ -209,17 +214,14 @@ class EntityTable:
         out = np.zeros((len(rows), len(MATCH_FIELDS)), dtype=np.float32)
         ids = np.array([self._term_id.get(t, -1) for t in query_terms], dtype=np.int64)
         ids = ids[ids >= 0]
-        known = rows >= 0
-        if not ids.size or not known.any():
+        if not ids.size or not (rows >= 0).any():
             return out
-        where = np.flatnonzero(known)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        hits = np.zeros(len(rows), dtype=np.int64)
         for j, f in enumerate(MATCH_FIELDS):
             indptr, terms = self._term_csr[f]
-            starts, lens = indptr[rows[where]], np.diff(indptr)[rows[where]]
-            owner = np.repeat(np.arange(where.size), lens)
-            flat = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(starts, lens)
-            hits = np.bincount(owner, weights=np.isin(terms[flat], ids), minlength=where.size)
-            out[where, j] = hits / len(query_terms)
+            _count_matches(indptr, terms, rows, ids, hits)
+            out[:, j] = hits / len(query_terms)
         return out
 
     def exact_matches(self, key: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +257,32 @@ def _strategy_columns(merged: Merged, strategies: Sequence[str]) -> tuple[np.nda
             src = merged.strategies.index(s)
             ranks[:, j], scores[:, j] = merged.ranks[:, src], merged.scores[:, src]
     return ranks, scores
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_matches(indptr: np.ndarray, terms: np.ndarray, rows: np.ndarray, query_ids: np.ndarray,
+                   out: np.ndarray) -> None:
+    """out[i] = how many of `query_ids` (distinct) the terms of entity rows[i] hold (0 for rows < 0);
+    entity r's terms are terms[indptr[r]:indptr[r + 1]]. A search ranks a few hundred candidates
+    against a query of a few terms: a loop, where numpy's gathers cost more than the work."""
+    for i in range(rows.size):
+        r = rows[i]
+        hits = 0
+        if r >= 0:
+            for p in range(indptr[r], indptr[r + 1]):
+                t = terms[p]
+                for q in range(query_ids.size):
+                    if t == query_ids[q]:
+                        hits += 1
+                        break
+        out[i] = hits
+
+
+def warm_up() -> None:
+    """Compile (or load from Numba's cache) the ranking features' kernel, so that a server's first
+    search does not pay for it."""
+    one = np.zeros(1, dtype=np.int64)
+    _count_matches(np.zeros(2, dtype=np.int64), one, one, one, np.zeros(1, dtype=np.int64))
 
 
 def _term_csr(sets: Sequence[frozenset[str]], term_id: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -61,6 +61,7 @@ from core.policy.digest import policy_digest
 from core.policy.features import DIM
 from core.policy.policies import BanditPolicy
 from core.ranking import make_ranker
+from core.ranking import warm_up as warm_up_ranking
 from core.storage import write_file_atomic
 from core.types import StrategyKind
 from core.warmstart import warm_start_from_log
@@ -203,6 +204,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         table = live.table
         self.positions = table.positions if c.entities else None
         ranker = make_ranker(c.ranker, table, c.ranker_model)
+        warm_up_ranking()  # its Numba kernel, before the first search
         log.info("ranker: %s (asked for %s); catalog log applied up to %d", type(ranker).__name__, c.ranker,
                  live.position)
         pipeline = SearchPipeline(policy, ranker, history=load_history(saved, path), recordings=table)

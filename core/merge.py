@@ -61,24 +61,19 @@ def merge(lists: Sequence[StrategyList], strategies: Sequence[str]) -> Merged:
             raise ValueError(f"strategy {lst.strategy!r} appears twice")
         seen.add(lst.strategy)
     row: dict[str, int] = {}
-    best: list[tuple[int, int]] = []
-    entries: list[tuple[int, int, int, float]] = []
-    for lst in lists:
-        j = column[lst.strategy]
-        for rank, (eid, score) in enumerate(zip(lst.entity_ids, lst.scores.tolist(), strict=True), start=1):
-            i = row.setdefault(eid, len(row))
-            if i == len(best):
-                best.append((rank, j))
-            elif (rank, j) < best[i]:
-                best[i] = (rank, j)
-            entries.append((i, j, rank, score))
+    at = [row.setdefault(e, len(row)) for lst in lists for e in lst.entity_ids]  # each entry's candidate
     n, s = len(row), len(strategies)
     ranks = np.zeros((n, s), dtype=np.int32)
     scores = np.full((n, s), np.nan, dtype=np.float32)
-    if entries:
-        i_idx, j_idx, r_val, s_val = (np.array(c) for c in zip(*entries, strict=True))
+    order = np.zeros(0, dtype=np.int64)
+    if at:
+        i_idx = np.array(at, dtype=np.int64)
+        r_val = np.concatenate([np.arange(1, len(lst.entity_ids) + 1) for lst in lists])
+        j_idx = np.concatenate([np.full(len(lst.entity_ids), column[lst.strategy]) for lst in lists])
         ranks[i_idx, j_idx] = r_val
-        scores[i_idx, j_idx] = s_val
-    order = sorted(range(n), key=best.__getitem__)
+        scores[i_idx, j_idx] = np.concatenate([lst.scores for lst in lists])
+        best = np.full(n, np.iinfo(np.int64).max)  # per candidate, its best (rank, column) as rank * s + column
+        np.minimum.at(best, i_idx, r_val * s + j_idx)
+        order = np.argsort(best)  # no ties: one (rank, column) is one list's one entry
     ids = list(row)
-    return Merged(tuple(strategies), [ids[i] for i in order], ranks[order], scores[order])
+    return Merged(tuple(strategies), [ids[i] for i in order.tolist()], ranks[order], scores[order])

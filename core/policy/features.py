@@ -41,6 +41,7 @@ FEATURE_NAMES = (
     *HISTORY_FEATURES,
 )
 DIM = len(FEATURE_NAMES)
+_GROUP_OF = {f: k for k, group in enumerate(SLOT_GROUPS.values()) for f in group}  # slot field -> its group
 CONTEXT_FEATURES = ("hour_sin", "hour_cos", "weekend", *(f"device_{d}" for d in DEVICES), "affinity_max")
 
 
@@ -50,6 +51,11 @@ def _number(context: Mapping[str, str], key: str) -> float | None:
     except (KeyError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def _groups(interpretation: Interpretation) -> set[int]:
+    """The SLOT_GROUPS (by position) that `interpretation` has a slot of."""
+    return {k for s in interpretation.slots if (k := _GROUP_OF.get(s.field)) is not None}
 
 
 def featurize(text: str, context: Mapping[str, str], interpretations: Sequence[Interpretation] = (),
@@ -65,17 +71,15 @@ def featurize(text: str, context: Mapping[str, str], interpretations: Sequence[I
     n_groups = len(SLOT_GROUPS)
     if interpretations:
         top = max(interpretations, key=lambda i: i.likelihood)
-        fields = {s.field for s in top.slots}
         x[7] = top.likelihood
-        x[8: 8 + n_groups] = [float(any(f in fields for f in group)) for group in SLOT_GROUPS.values()]
+        for k in _groups(top):
+            x[8 + k] = 1.0
         x[8 + n_groups] = float(not top.free_text and bool(top.slots))
         x[9 + n_groups] = min(1.0, len(interpretations) / 8)
         mass = 10 + n_groups
         for interp in interpretations:
-            fields = {s.field for s in interp.slots}
-            for k, group in enumerate(SLOT_GROUPS.values()):
-                if any(f in fields for f in group):
-                    x[mass + k] += interp.likelihood
+            for k in _groups(interp):
+                x[mass + k] += interp.likelihood
             if not interp.slots:
                 x[mass + n_groups] += interp.likelihood
         x[mass: mass + n_groups + 1] = np.minimum(x[mass: mass + n_groups + 1], 1.0)

@@ -173,3 +173,36 @@ def test_no_hedge_when_off_or_before_enough_samples(config: ReplicaConfig) -> No
         assert rs.hedges == 0 and "late" in outcomes and set(outcomes) <= {"b", "late"}
 
     run(go)
+
+
+def test_one_replica_answers_fails_and_times_out_as_its_only_attempt() -> None:
+    """A partition of one replica: its answer; its error as it came (nothing to fail over to); a
+    call past the deadline ends late (gRPC's DEADLINE_EXCEEDED or TimeoutError); an abandoned call
+    is cancelled at the server; a deadline already passed calls nobody."""
+    async def go() -> None:
+        async with replicas("a") as (servicers, _, addresses):
+            rs = ReplicaSet("lexical", 0, addresses, seed=1)
+            assert [await ask(rs) for _ in range(3)] == ["a"] * 3
+            assert len(rs.latencies) == 3
+            servicers[0].fail = grpc.StatusCode.UNAVAILABLE
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await ask(rs)
+            assert err.value.code() is grpc.StatusCode.UNAVAILABLE and rs.failovers == 0
+            servicers[0].fail, servicers[0].delay_s = None, 10.0
+            with pytest.raises((grpc.aio.AioRpcError, TimeoutError)) as late:
+                await ask(rs, timeout_s=0.2)
+            assert not isinstance(late.value, grpc.aio.AioRpcError) or \
+                late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            task = asyncio.ensure_future(ask(rs, timeout_s=5.0))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            calls = servicers[0].calls
+            with pytest.raises(TimeoutError):
+                await ask(rs, timeout_s=-1.0)
+            await asyncio.sleep(0.2)  # let the server see the cancellation
+            await rs.close()
+        assert servicers[0].calls == calls and servicers[0].cancelled >= 1
+
+    run(go)

@@ -16,7 +16,10 @@ Queue Delay", 2012): `LoopLag` measures how late the loop runs a callback due no
 has stayed above a target (5 ms) for a whole interval (100 ms), new searches are refused. A
 fixed bound alone must be tuned to the capacity (Little's law: searches in flight = rate x
 latency), which moves with the machine, the encoder and the load beside it; the delay does not.
-benchmarks/overload.py measures both (README, "Deadlines and overload").
+The same rule (`StandingDelay`) watches the broker's waits for a place: a Poisson burst waits up to
+max_wait_ms for one, but while every wait has stood above the target for an interval, a search
+that finds all places taken is refused at once. benchmarks/overload.py measures these rules
+(README, "Deadlines and overload").
 
 The counters (admitted, shed, expired, in_flight) are plain ints, read by metrics; a Limiter
 belongs to one event loop (try_acquire/release on the loop thread), while `observe` and
@@ -37,14 +40,16 @@ from core.errors import DeadlineExceededError, OverloadedError
 # The broker: searches in flight at once (0 = unbounded). Little's law: the bound caps throughput
 # at bound / search latency, and must be about capacity x latency, or the loop takes on more work
 # than it can finish and calls queue unseen before the handler. The demo cluster on 2 cores serves
-# ~100 to 180 searches/s at 30 to 40 ms: 4 to 7. Measured at 200/s offered (benchmarks/overload.py):
-# 16 or 8 let accepted searches wait 0.4 to 1.7 s (p99) outside the handler; 4 kept their p99
-# near 140 ms but refused 13% at 100/s; 6 with a 10 ms wait refused 0.4 to 3.5% at 100/s and
-# kept the p99 at 138 to 285 ms at 200/s in 3 of 4 runs. Raise it with the cores the broker has.
-DEFAULT_BROKER_MAX_IN_FLIGHT = 6
+# 200 to 280 searches/s at 15 to 35 ms (p50): 4 to 10. Measured (benchmarks.load, 20 s steps,
+# 2026-12-05): 6 with a 10 ms wait refused 2.4 to 3.9% of searches at 240/s (p99 54 to 64 ms),
+# 16 let the p99 reach 145 to 166 ms at 200 to 240/s; 8 with a 40 ms wait and the standing-wait
+# rule below refused 0.1 to 0.6% at 240/s (p99 63 to 108 ms, the machine's noise). Raise it with
+# the cores the broker has.
+DEFAULT_BROKER_MAX_IN_FLIGHT = 8
 # The broker: how long a search may wait for a place when all are taken (Poisson bursts at
-# moderate load), before RESOURCE_EXHAUSTED; the wait is part of its budget.
-DEFAULT_BROKER_MAX_WAIT_MS = 10.0
+# moderate load), before RESOURCE_EXHAUSTED; the wait is part of its budget. A wait that stands
+# (every one above the lag target for an interval: a queue, not a burst) refuses at once instead.
+DEFAULT_BROKER_MAX_WAIT_MS = 40.0
 # A shard with one worker thread: requests running or queued on it (0 = unbounded). One running,
 # three waiting: at the semantic shard's 7 to 25 ms per query that is a wait of at most ~75 ms,
 # within the default 100 ms budget; more would queue work the broker has given up on.
@@ -56,10 +61,10 @@ DEFAULT_LAG_INTERVAL_MS = 100.0
 LAG_PROBE_S = 0.005  # how often LoopLag asks the loop for a callback
 
 
-class LoopLag:
-    """How late an asyncio loop runs a callback that is due: a standing delay above `target_ms`
-    for `interval_ms` means work is queueing for the loop (CoDel's signal). `record` and
-    `overloaded` are pure (clock passed in); `run` is the probe task on the loop."""
+class StandingDelay:
+    """CoDel's signal (RFC 8289) over delays measured one at a time: every delay above `target_ms`
+    for `interval_ms` is a standing queue, a burst is not. `record` and `overloaded` are pure
+    (clock passed in)."""
 
     def __init__(self, target_ms: float = DEFAULT_LAG_TARGET_MS, interval_ms: float = DEFAULT_LAG_INTERVAL_MS
                  ) -> None:
@@ -67,10 +72,10 @@ class LoopLag:
             raise ValueError(f"`target_ms` and `interval_ms` must be > 0, but got {target_ms} and {interval_ms}")
         self.target_s, self.interval_s = target_ms / 1000, interval_ms / 1000
         self.lag_ms = 0.0  # the latest delay measured
-        self.above_since: float | None = None  # the first of the current run of late probes
+        self.above_since: float | None = None  # the first of the current run of late measurements
 
     def record(self, lag_s: float, now: float) -> None:
-        """One probe: the callback due at now - lag_s ran at `now` (seconds, the loop's clock)."""
+        """One measurement: something due at now - lag_s happened at `now` (seconds, one clock)."""
         self.lag_ms = lag_s * 1000
         if lag_s <= self.target_s:
             self.above_since = None
@@ -78,9 +83,14 @@ class LoopLag:
             self.above_since = now
 
     def overloaded(self, now: float) -> bool:
-        """Every probe since one at least an interval ago ran late. One long stall (a pause, a
-        blocking call) is a burst, not a queue: the probe after it decides."""
+        """Every measurement since one at least an interval ago was late. One long stall (a pause,
+        a blocking call) is a burst, not a queue: the measurement after it decides."""
         return self.above_since is not None and now - self.above_since >= self.interval_s
+
+
+class LoopLag(StandingDelay):
+    """How late an asyncio loop runs a callback that is due: a standing delay above `target_ms`
+    for `interval_ms` means work is queueing for the loop. `run` is the probe task on the loop."""
 
     async def run(self) -> None:
         """Probe the running loop until cancelled."""
@@ -111,7 +121,8 @@ class Limiter:
     """At most `limit` requests held at once (0 = no bound), with the counters metrics read.
     name: what the limiter guards, for messages ("searches in flight", "shard queue")."""
 
-    def __init__(self, limit: int, *, name: str, lag: LoopLag | None = None) -> None:
+    def __init__(self, limit: int, *, name: str, lag: LoopLag | None = None, waits: StandingDelay | None = None
+                 ) -> None:
         if limit < 0:
             raise ValueError(f"`limit` must be >= 0 (0 = unbounded), but got {limit}")
         self.limit = limit
@@ -120,9 +131,11 @@ class Limiter:
         self.admitted = 0
         self.shed = 0
         self.lagged = 0  # of `shed`, refused while places were free because the loop lagged
+        self.queueing = 0  # of `shed`, refused at once while the waits for a place stood above target
         self.expired = 0
         self.service_ms = 0.0  # moving average of observe()d service times; 0 until the first
         self.lag = lag
+        self.waits = waits  # acquire_within's waits for a place (0 when one was free at once)
         self.waiters: deque[asyncio.Future[None]] = deque()  # acquire_within's, oldest first
 
     def _full(self) -> bool:
@@ -146,14 +159,26 @@ class Limiter:
     async def acquire_within(self, wait_s: float) -> None:
         """A place, waiting up to `wait_s` (first come, first served) for one to be released when
         all are taken, so that a burst queues briefly instead of being refused; OverloadedError
-        when none frees in time, or at once while the loop is queueing work (`lag`)."""
+        when none frees in time, at once while the loop is queueing work (`lag`), and at once when
+        all are taken while the waits for a place have stood above target (`waits`): a queue that
+        does not drain only delays the searches in it."""
         if self._lagging() or (self._full() and wait_s <= 0):
             self.acquire()  # refuses, counted
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         if not self._full():
             self.in_flight += 1
             self.admitted += 1
+            if self.waits is not None:
+                self.waits.record(0.0, started)
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.waits is not None and self.waits.overloaded(started):
+            self.shed += 1
+            self.queueing += 1
+            raise OverloadedError(f"overloaded: {self.name} is full ({self.limit} requests) and searches have "
+                                  f"waited over {self.waits.target_s * 1000:.0f} ms for a place for "
+                                  f"{self.waits.interval_s * 1000:.0f} ms; retry later")
+        waiter: asyncio.Future[None] = loop.create_future()
         self.waiters.append(waiter)
         try:
             await asyncio.wait_for(waiter, wait_s)
@@ -163,9 +188,14 @@ class Limiter:
             if not isinstance(exc, TimeoutError):
                 raise
             self.shed += 1
+            if self.waits is not None:
+                self.waits.record(wait_s, loop.time())
             raise OverloadedError(f"overloaded: {self.name} is full ({self.limit} requests) and none finished "
                                   f"within {wait_s * 1000:.0f} ms; retry later") from None
         self.admitted += 1
+        if self.waits is not None:
+            now = loop.time()
+            self.waits.record(now - started, now)
 
     def release(self) -> None:
         """Free a place, or hand it to the longest waiter of acquire_within."""

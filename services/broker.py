@@ -70,6 +70,7 @@ from services import convert, logs, metrics
 from services.admission import (
     Limiter,
     LoopLag,
+    StandingDelay,
 )
 from services.broker_config import BrokerConfig
 from services.catalog_service import CatalogFollower, CatalogService, replay
@@ -163,7 +164,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         # would hold up every search waiting for its decision to be stored
         self.snapshots = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltrr-snapshot")
         self.lag = LoopLag(config.lag_target_ms) if config.lag_target_ms else None
-        self.admission = Limiter(config.max_in_flight, name="the broker", lag=self.lag)
+        waits = StandingDelay(config.lag_target_ms) if config.lag_target_ms else None
+        self.admission = Limiter(config.max_in_flight, name="the broker", lag=self.lag, waits=waits)
         self.refreezer = (Refreezer(FREEZE_SEARCHES, idle=lambda: metrics.gauge_value(metrics.INFLIGHT) == 0)
                           if freeze else None)
         self.refreeze_timer: asyncio.TimerHandle | None = None

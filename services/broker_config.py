@@ -60,7 +60,9 @@ class BrokerConfig:
     max_in_flight: searches served at once, beyond which they are refused (0 = unbounded;
     services.admission.DEFAULT_BROKER_MAX_IN_FLIGHT); max_wait_ms: how long a search may wait for
     one of them before it is refused (part of its budget); lag_target_ms: new searches are refused while
-    the event loop has run callbacks later than this for 100 ms (services.admission.LoopLag; 0 = off);
+    the event loop has run callbacks later than this for 100 ms (services.admission.LoopLag), and a
+    search finding every place taken is refused at once while the waits for one have stood above it
+    for 100 ms (services.admission.StandingDelay; 0 = both off);
     security: TLS and the write token, both towards clients and towards the shards (services.security);
     store: the event store's URL (core.eventstore: a SQLite path or sqlite:///, or postgresql://
     shared by several brokers; "" = state_dir/events.sqlite); tail_interval_s: how often the

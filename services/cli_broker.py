@@ -327,7 +327,7 @@ def add_broker_commands(sub: Any) -> None:
                         "max_in_flight (searches served at once; beyond it RESOURCE_EXHAUSTED at once; 0 = "
                         "unbounded; services/admission.py), max_wait_ms (how long a search waits for one "
                         "of them), lag_target_ms (refuse new searches while the event "
-                        "loop runs this late for 100 ms; 0 = off), "
+                        "loop, or the waits for a place, run this late for 100 ms; 0 = off), "
                         "topk_probability (how much each document partition is asked for; core/partitions.py), "
                         "failover, hedging (true|false), hedge_percentile, hedge_min_delay_ms, hedge_min_samples "
                         "(a partition's replicas; services/replicas.py), "

@@ -40,9 +40,9 @@ All keys are optional (defaults in parentheses):
     max_queue = 4                   # searches queued or running per shard (services/admission.py)
     background_nice = 10            # live shards: added to the merge thread's nice value (0: encoding not idle)
     [broker]                        # policy, ranking and admission
-    max_in_flight = 6               # searches in flight at the broker (services/admission.py)
-    max_wait_ms = 10                # how long a search may wait for one of them
-    lag_target_ms = 5.0             # refuse searches while its event loop runs this late (0 = off)
+    max_in_flight = 8               # searches in flight at the broker (services/admission.py)
+    max_wait_ms = 40                # how long a search may wait for one of them
+    lag_target_ms = 5.0             # refuse searches while its event loop, or the waits, run this late (0 = off)
     policy = "thompson"             # thompson, linucb, epsilon-greedy, static
     budget = 200                    # candidates per search, all strategies together
     levels = [0, 50, 100, 200]      # the quotas a strategy can be given

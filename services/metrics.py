@@ -269,7 +269,8 @@ def _failed_code(err: BaseException, context: grpc.aio.ServicerContext) -> str:
 def admission_metrics(prefix: str, what: str, limiter: Any, label: list[str]) -> Iterator[Metric]:
     """A services.admission.Limiter's counters as `<prefix>_shed_<what>_total` (refused with
     RESOURCE_EXHAUSTED), with a loop-lag rule `<prefix>_shed_lagging_<what>_total` (those of them
-    refused because the event loop ran late) and `<prefix>_expired_<what>_total` (deadline passed
+    refused because the event loop ran late), with a wait rule `<prefix>_shed_queueing_<what>_total`
+    (refused because the waits for a place stood above target) and `<prefix>_expired_<what>_total` (deadline passed
     before the work started), labelled by strategy when `label` names one."""
     names = ["strategy"] if label else []
     kinds = [("shed", "refused with RESOURCE_EXHAUSTED by admission control", limiter.shed),
@@ -277,6 +278,10 @@ def admission_metrics(prefix: str, what: str, limiter: Any, label: list[str]) ->
     if limiter.lag is not None:
         kinds.append(("shed_lagging", "refused while places were free, because the event loop ran late "
                       "(services.admission.LoopLag; counted in shed too)", limiter.lagged))
+    if getattr(limiter, "waits", None) is not None:
+        kinds.append(("shed_queueing", "refused at once while every place was taken and the waits for one had "
+                      "stood above target (services.admission.StandingDelay; counted in shed too)",
+                      limiter.queueing))
     for kind, doc, value in kinds:
         family = CounterMetricFamily(f"{prefix}_{kind}_{what}", f"{what.capitalize()} {doc}", labels=names)
         family.add_metric(label, float(value))

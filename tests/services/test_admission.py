@@ -16,7 +16,7 @@ import pytest
 from core.errors import DeadlineExceededError, OverloadedError
 from ltrr.v1 import broker_pb2, shard_pb2, shard_pb2_grpc
 from services import convert
-from services.admission import Deadline, Limiter, LoopLag
+from services.admission import Deadline, Limiter, LoopLag, StandingDelay
 from services.client import AsyncBrokerClient, ShardClient
 from services.cluster import ClusterConfig, broker_args
 from services.process import ServerProcess, shard_args, spawn
@@ -142,6 +142,36 @@ def test_a_waiting_request_takes_the_first_place_released_or_is_refused_in_time(
             await limiter.acquire_within(0.0)
         limiter.release()
         assert (limiter.in_flight, limiter.shed, len(limiter.waiters)) == (0, 2, 0)
+
+    asyncio.run(run())
+
+
+def test_standing_waits_for_a_place_refuse_at_once_and_a_free_place_still_admits() -> None:
+    """CoDel on the wait for a place: while every wait has stood above the target for an interval, a
+    search that finds every place taken is refused at once (not after max_wait); one that finds a
+    place free is admitted and its zero wait ends the standing queue; a short wait ends it too."""
+    async def run() -> None:
+        waits = StandingDelay(target_ms=5, interval_ms=100)
+        limiter = Limiter(1, name="the test broker", waits=waits)
+        await limiter.acquire_within(1.0)
+        assert waits.above_since is None  # a place was free: a wait of 0
+        now = asyncio.get_running_loop().time()
+        waits.record(0.030, now - 0.2)
+        waits.record(0.030, now)
+        with pytest.raises(OverloadedError, match="waited over 5 ms for a place for 100 ms"):
+            await limiter.acquire_within(10.0)  # at once, or this test would wait 10 s
+        assert (limiter.shed, limiter.queueing, len(limiter.waiters)) == (1, 1, 0)
+        limiter.release()
+        await limiter.acquire_within(1.0)  # free again: admitted, and the queue is over
+        assert not waits.overloaded(asyncio.get_running_loop().time()) and limiter.admitted == 2
+        waiting = asyncio.create_task(limiter.acquire_within(10.0))
+        await asyncio.sleep(0.02)
+        limiter.release()
+        await waiting
+        assert waits.lag_ms >= 15  # the waiter's own wait, measured when it got the place
+        with pytest.raises(OverloadedError, match="none finished within 10 ms"):
+            await limiter.acquire_within(0.010)
+        assert waits.lag_ms == 10.0 and waits.above_since is not None  # a refused wait: one of max_wait
 
     asyncio.run(run())
 

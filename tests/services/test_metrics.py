@@ -47,7 +47,7 @@ def test_every_process_serves_its_own_series(cluster: Cluster) -> None:
     broker = scrape(cluster.broker.metrics_address)
     for name in ("ltrr_broker_searches_total", "ltrr_broker_search_latency_ms_count",
                  "ltrr_broker_feedback_events_total", "ltrr_broker_shed_searches_total",
-                 "ltrr_broker_shed_lagging_searches_total",
+                 "ltrr_broker_shed_lagging_searches_total", "ltrr_broker_shed_queueing_searches_total",
                  "ltrr_broker_expired_searches_total",
                  "ltrr_broker_degraded_searches_total", "ltrr_broker_explored_searches_total",
                  "ltrr_broker_outbox_lag_events", "ltrr_broker_pending_decisions", "process_cpu_seconds_total"):

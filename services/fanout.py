@@ -80,9 +80,9 @@ class ShardPool:
 
 
 def _hits(strategy: str, response: shard_pb2.RetrieveResponse) -> StrategyList:
-    ids = [c.entity_id for c in response.candidates]
-    scores = np.fromiter((c.score for c in response.candidates), dtype=np.float32, count=len(ids))
-    return StrategyList(strategy, ids, scores)
+    candidates = list(response.candidates)  # one pass over the repeated field (upb), then plain reads
+    return StrategyList(strategy, [c.entity_id for c in candidates],
+                        np.array([c.score for c in candidates], dtype=np.float32))
 
 
 async def _retrieve(part: ReplicaSet, query: common_pb2.Query, quota: int, deadline: float) -> StrategyList:

@@ -1,13 +1,14 @@
 """Admission control and deadlines: what a server does when offered more than it can serve.
 
 A `Limiter` bounds the requests a server holds at once (the broker's searches in flight; a shard's
-requests queued on or running on its worker thread). A request that finds it full is refused at
-once with OverloadedError (RESOURCE_EXHAUSTED): it never queues, so the caller learns within
-milliseconds and the accepted requests keep their latency. A `Deadline` travels with an admitted
-request; the worker checks it when it actually picks the request up and drops the request
-(DeadlineExceededError, DEADLINE_EXCEEDED) when its deadline passed while it queued, or when less
-time is left than the work is expected to take (the limiter's moving average of service times) and
-others wait behind it, so a late request never costs the requests behind it anything.
+requests queued on or running on its worker thread). A request that finds it full is refused with
+OverloadedError (RESOURCE_EXHAUSTED) at once, or (the broker's searches) after a short bounded wait
+for a place, so the caller learns within milliseconds and the accepted requests keep their latency.
+A `Deadline` travels with an admitted request; the worker checks it when it actually picks the
+request up and drops the request (DeadlineExceededError, DEADLINE_EXCEEDED) when its deadline passed
+while it queued, or when less time is left than the work is expected to take (the limiter's moving
+average of service times) and others wait behind it, so a late request never costs the requests
+behind it anything.
 
 The broker's searches do their CPU work on its one event loop, and a search arriving at a busy
 broker waits for that loop before any handler sees it, where no count of searches in flight can
@@ -18,8 +19,8 @@ fixed bound alone must be tuned to the capacity (Little's law: searches in fligh
 latency), which moves with the machine, the encoder and the load beside it; the delay does not.
 The same rule (`StandingDelay`) watches the broker's waits for a place: a Poisson burst waits up to
 max_wait_ms for one, but while every wait has stood above the target for an interval, a search
-that finds all places taken is refused at once. benchmarks/overload.py measures these rules
-(README, "Deadlines and overload").
+that finds all places taken is refused at once. benchmarks.load and benchmarks/overload.py measure
+these rules (README, "Deadlines and overload"; NOTES.md, session 16).
 
 The counters (admitted, shed, expired, in_flight) are plain ints, read by metrics; a Limiter
 belongs to one event loop (try_acquire/release on the loop thread), while `observe` and
@@ -40,9 +41,9 @@ from core.errors import DeadlineExceededError, OverloadedError
 # The broker: searches in flight at once (0 = unbounded). Little's law: the bound caps throughput
 # at bound / search latency, and must be about capacity x latency, or the loop takes on more work
 # than it can finish and calls queue unseen before the handler. The demo cluster on 2 cores serves
-# 200 to 280 searches/s at 15 to 35 ms (p50): 4 to 10. Measured (benchmarks.load, 20 s steps,
+# 200 to 280 searches/s at 15 to 35 ms (p50): 3 to 10. Measured (benchmarks.load, 20 s steps,
 # 2026-12-05): 6 with a 10 ms wait refused 2.4 to 3.9% of searches at 240/s (p99 54 to 64 ms),
-# 16 let the p99 reach 145 to 166 ms at 200 to 240/s; 8 with a 40 ms wait and the standing-wait
+# 10 or 16 let the p99 reach 145 to 181 ms at 200 to 240/s; 8 with a 40 ms wait and the standing-wait
 # rule below refused 0.1 to 0.6% at 240/s (p99 63 to 108 ms, the machine's noise). Raise it with
 # the cores the broker has.
 DEFAULT_BROKER_MAX_IN_FLIGHT = 8
@@ -185,11 +186,12 @@ class Limiter:
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a place just as the wait ended: pass it on
+            if self.waits is not None:  # a wait cut short (time up, or the caller left) was a wait too
+                now = loop.time()
+                self.waits.record(now - started, now)
             if not isinstance(exc, TimeoutError):
                 raise
             self.shed += 1
-            if self.waits is not None:
-                self.waits.record(wait_s, loop.time())
             raise OverloadedError(f"overloaded: {self.name} is full ({self.limit} requests) and none finished "
                                   f"within {wait_s * 1000:.0f} ms; retry later") from None
         self.admitted += 1

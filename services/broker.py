@@ -1,14 +1,14 @@
 """The broker: ltrr.v1.Broker on grpc.aio and uvloop. It only orchestrates; core.pipeline decides.
 
-Search: admitted while fewer than `max_in_flight` searches are in flight (services.admission;
-beyond it RESOURCE_EXHAUSTED at once) -> validate -> the deadline: the budget or the caller's gRPC
-deadline, whichever ends first -> query understanding (the attribute shard's Understand, if it
-answers within a slice of the budget) -> SearchPipeline.decide -> parallel fan-out, every call
-carrying the time left (a strategy whose shard sheds counts as failed; RESOURCE_EXHAUSTED only
-when every called strategy shed and none answered) ->
-SearchPipeline.serve (merge, rank, the decision record) -> the record stored durably (group
-commit) -> response. A decision that cannot be stored fails the search with UNAVAILABLE: a served
-decision id is always joinable.
+Search: admitted while fewer than `max_in_flight` searches are in flight (services.admission; beyond
+it a bounded wait for a place, then RESOURCE_EXHAUSTED) -> validate -> the deadline: the budget or
+the caller's gRPC deadline, whichever ends first -> query understanding (the attribute shard's
+Understand, if it answers within a slice of the budget) -> SearchPipeline.decide -> parallel
+fan-out, every call carrying the time left (a strategy whose shard sheds counts as failed;
+RESOURCE_EXHAUSTED only when every called strategy shed and none answered) -> SearchPipeline.serve
+(merge, rank, the decision record) -> the record stored durably (group commit) -> response. A
+decision that cannot be stored fails the search with UNAVAILABLE: a served decision id is always
+joinable.
 Feedback: join by decision id (any broker's decision, on a shared store) -> SearchPipeline.judge
 -> on the log's thread, the decision's earlier events read and the event stored durably in one
 transaction (so only the decision's first satisfying event teaches, the same one replay finds) ->
@@ -348,7 +348,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         caller_s = context.time_remaining()
         decision_id = uuid.uuid4().hex
         logs.DECISION_ID.set(decision_id)
-        await self.admission.acquire_within(self.config.max_wait_ms / 1000)  # OverloadedError when full
+        budget_s = (request.budget_ms or DEFAULT_BUDGET_MS) / 1000  # checked in _search
+        own_s = budget_s if caller_s is None else min(budget_s, caller_s)
+        # a place, waiting at most half the search's own time for one (the rest is for the search)
+        await self.admission.acquire_within(min(self.config.max_wait_ms / 1000, max(own_s, 0.0) / 2))
         try:  # the wait counts against the budget: `started` is before it
             return await self._search(request, started, caller_s, decision_id)
         finally:

@@ -324,7 +324,7 @@ def add_broker_commands(sub: Any) -> None:
                    help="ranker (rrf|blend|lambdamart), seed, recent_bytes (the recent-decision cache's bound), "
                         "understood_stale_ms (how old a cached query understanding may be once the live "
                         "catalog changed; it feeds only the policy's features), "
-                        "max_in_flight (searches served at once; beyond it RESOURCE_EXHAUSTED at once; 0 = "
+                        "max_in_flight (searches served at once; beyond it RESOURCE_EXHAUSTED after max_wait_ms; 0 = "
                         "unbounded; services/admission.py), max_wait_ms (how long a search waits for one "
                         "of them), lag_target_ms (refuse new searches while the event "
                         "loop, or the waits for a place, run this late for 100 ms; 0 = off), "

@@ -149,12 +149,12 @@ def test_a_waiting_request_takes_the_first_place_released_or_is_refused_in_time(
 def test_standing_waits_for_a_place_refuse_at_once_and_a_free_place_still_admits() -> None:
     """CoDel on the wait for a place: while every wait has stood above the target for an interval, a
     search that finds every place taken is refused at once (not after max_wait); one that finds a
-    place free is admitted and its zero wait ends the standing queue; a short wait ends it too."""
+    place free is admitted and its zero wait ends the standing queue; a wait cut short by time or
+    by the caller counts as a wait."""
     async def run() -> None:
         waits = StandingDelay(target_ms=5, interval_ms=100)
         limiter = Limiter(1, name="the test broker", waits=waits)
         await limiter.acquire_within(1.0)
-        assert waits.above_since is None  # a place was free: a wait of 0
         now = asyncio.get_running_loop().time()
         waits.record(0.030, now - 0.2)
         waits.record(0.030, now)
@@ -171,7 +171,16 @@ def test_standing_waits_for_a_place_refuse_at_once_and_a_free_place_still_admits
         assert waits.lag_ms >= 15  # the waiter's own wait, measured when it got the place
         with pytest.raises(OverloadedError, match="none finished within 10 ms"):
             await limiter.acquire_within(0.010)
-        assert waits.lag_ms == 10.0 and waits.above_since is not None  # a refused wait: one of max_wait
+        assert waits.lag_ms >= 10.0 and waits.above_since is not None  # a refused wait: one of max_wait
+        cut = asyncio.create_task(limiter.acquire_within(10.0))
+        await asyncio.sleep(0.02)
+        cut.cancel()  # the caller left while it waited: its wait counts too
+        with pytest.raises(asyncio.CancelledError):
+            await cut
+        assert waits.lag_ms >= 15.0 and waits.above_since is not None and limiter.in_flight == 1
+        limiter.release()
+        await limiter.acquire_within(1.0)  # a place free at once: a wait of 0 ends the run of long ones
+        assert waits.above_since is None
 
     asyncio.run(run())
 

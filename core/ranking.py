@@ -31,6 +31,7 @@ core.ranking_train.train_lambdamart. lightgbm is imported only where a model is 
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import os
 import threading
@@ -40,7 +41,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
-import numba
 import numpy as np
 
 from core.analysis import Analyzer, AnalyzerConfig, text_key
@@ -217,10 +217,13 @@ class EntityTable:
         if not ids.size or not (rows >= 0).any():
             return out
         rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if rows.max() >= len(self.ids):  # the kernel does not check bounds
+            raise IndexError(f"row {rows.max()} is out of range for a table of {len(self.ids)} rows")
         hits = np.zeros(len(rows), dtype=np.int64)
+        count = _count_matches_jit()
         for j, f in enumerate(MATCH_FIELDS):
             indptr, terms = self._term_csr[f]
-            _count_matches(indptr, terms, rows, ids, hits)
+            count(indptr, terms, rows, ids, hits)
             out[:, j] = hits / len(query_terms)
         return out
 
@@ -259,7 +262,6 @@ def _strategy_columns(merged: Merged, strategies: Sequence[str]) -> tuple[np.nda
     return ranks, scores
 
 
-@numba.njit(cache=True, nogil=True)
 def _count_matches(indptr: np.ndarray, terms: np.ndarray, rows: np.ndarray, query_ids: np.ndarray,
                    out: np.ndarray) -> None:
     """out[i] = how many of `query_ids` (distinct) the terms of entity rows[i] hold (0 for rows < 0);
@@ -278,11 +280,22 @@ def _count_matches(indptr: np.ndarray, terms: np.ndarray, rows: np.ndarray, quer
         out[i] = hits
 
 
+@functools.cache
+def _count_matches_jit() -> Callable[..., None]:
+    """_count_matches compiled by Numba (cache=True: machine code kept on disk between processes).
+    numba is imported here, on first use, so that commands that never rank do not load it and
+    services.cli can set NUMBA_NUM_THREADS before it does."""
+    import numba
+
+    kernel: Callable[..., None] = numba.njit(cache=True, nogil=True)(_count_matches)
+    return kernel
+
+
 def warm_up() -> None:
     """Compile (or load from Numba's cache) the ranking features' kernel, so that a server's first
     search does not pay for it."""
     one = np.zeros(1, dtype=np.int64)
-    _count_matches(np.zeros(2, dtype=np.int64), one, one, one, np.zeros(1, dtype=np.int64))
+    _count_matches_jit()(np.zeros(2, dtype=np.int64), one, one, one, np.zeros(1, dtype=np.int64))
 
 
 def _term_csr(sets: Sequence[frozenset[str]], term_id: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:

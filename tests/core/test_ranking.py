@@ -185,3 +185,9 @@ def test_match_fractions_are_the_shared_share_of_query_terms(
     for i, r in enumerate(rows.tolist()):
         want = [len(query & fields[r][j]) / len(query) if r >= 0 and query else 0.0 for j in range(3)]
         np.testing.assert_allclose(got[i], want, rtol=1e-6)
+
+
+def test_match_fractions_refuse_a_row_out_of_range(table: EntityTable) -> None:
+    """The counting kernel reads without bounds checks, so a row past the table is an error, not a read."""
+    with pytest.raises(IndexError, match="out of range"):
+        table.match_fractions(frozenset({"love"}), np.array([0, len(table.ids)], dtype=np.int64))

@@ -180,7 +180,8 @@ class ReplicaSet:
     async def call(self, invoke: Invoke[R], deadline: float) -> R:
         """invoke(stub, timeout_s) on one replica, with failover and hedging, until `deadline`
         (time.perf_counter()). Raises the last attempt's grpc.aio.AioRpcError when no replica
-        answered, TimeoutError when the deadline passed first."""
+        answered, TimeoutError or the attempt's DEADLINE_EXCEEDED when the deadline passed first.
+        `invoke` must pass `timeout_s` to gRPC: with one replica nothing else ends the attempt."""
         if len(self.replicas) == 1:  # nothing to fail over to or hedge with: the one attempt, awaited as it is
             return await self._only(invoke, deadline)
         tried: set[int] = set()

@@ -247,3 +247,17 @@ def test_the_noop_floor_serves_no_live_catalog(tmp_path: Path) -> None:
     noop, cluster = (load.cluster_config(t, Path("indexes/demo"), tmp_path) for t in ("noop", "cluster"))
     assert not noop.serves_live and not noop.live_flags("lexical", 0, 0, "events.sqlite")
     assert cluster.serves_live and "--store" in cluster.live_flags("lexical", 0, 0, "events.sqlite")
+
+
+def test_cpu_per_search_by_process_and_the_brokers_shed_counters() -> None:
+    from benchmarks.load_cpu import per_search, shed_counters
+
+    got = per_search({"broker": 10.0, "lexical": 2.0}, {"broker": 12.0, "lexical": 2.5}, 10.0, 500)
+    assert got == {"broker": {"cores": 0.2, "ms_per_search": 4.0}, "lexical": {"cores": 0.05, "ms_per_search": 1.0},
+                   "total": {"cores": 0.25, "ms_per_search": 5.0}}
+    with pytest.raises(ValueError, match="must be > 0"):
+        per_search({}, {}, 10.0, 0)
+    text = ("# HELP ltrr_broker_shed_searches_total x\nltrr_broker_shed_searches_total 7.0\n"
+            "ltrr_broker_shed_queueing_searches_total 2.0\nltrr_broker_searches_total 99.0\n")
+    assert shed_counters(text) == {"ltrr_broker_shed_searches_total": 7.0,
+                                   "ltrr_broker_shed_queueing_searches_total": 2.0}

@@ -170,8 +170,7 @@ class Limiter:
         if not self._full():
             self.in_flight += 1
             self.admitted += 1
-            if self.waits is not None:
-                self.waits.record(0.0, started)
+            self._waited(started)
             return
         if self.waits is not None and self.waits.overloaded(started):
             self.shed += 1
@@ -186,18 +185,20 @@ class Limiter:
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a place just as the wait ended: pass it on
-            if self.waits is not None:  # a wait cut short (time up, or the caller left) was a wait too
-                now = loop.time()
-                self.waits.record(now - started, now)
+            self._waited(started)  # a wait cut short (time up, or the caller left) was a wait too
             if not isinstance(exc, TimeoutError):
                 raise
             self.shed += 1
             raise OverloadedError(f"overloaded: {self.name} is full ({self.limit} requests) and none finished "
                                   f"within {wait_s * 1000:.0f} ms; retry later") from None
         self.admitted += 1
+        self._waited(started)
+
+    def _waited(self, since: float) -> None:
+        """Record one wait for a place, from `since` until now (the loop's clock), with `waits`."""
         if self.waits is not None:
-            now = loop.time()
-            self.waits.record(now - started, now)
+            now = asyncio.get_running_loop().time()
+            self.waits.record(now - since, now)
 
     def release(self) -> None:
         """Free a place, or hand it to the longest waiter of acquire_within."""

@@ -123,6 +123,11 @@ def _check_request(request: broker_pb2.SearchRequest) -> tuple[int, int]:
     return k, budget
 
 
+def _own_time_s(budget_ms: int, caller_s: float | None) -> float:
+    """A search's own time: its budget, or the caller's deadline (`caller_s` left) when sooner."""
+    return budget_ms / 1000 if caller_s is None else min(budget_ms / 1000, caller_s)
+
+
 class Understood(NamedTuple):
     """A cached Understand answer and when it was read (time.monotonic())."""
 
@@ -348,8 +353,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         caller_s = context.time_remaining()
         decision_id = uuid.uuid4().hex
         logs.DECISION_ID.set(decision_id)
-        budget_s = (request.budget_ms or DEFAULT_BUDGET_MS) / 1000  # checked in _search
-        own_s = budget_s if caller_s is None else min(budget_s, caller_s)
+        own_s = _own_time_s(request.budget_ms or DEFAULT_BUDGET_MS, caller_s)  # the budget is checked in _search
         # a place, waiting at most half the search's own time for one (the rest is for the search)
         await self.admission.acquire_within(min(self.config.max_wait_ms / 1000, max(own_s, 0.0) / 2))
         try:  # the wait counts against the budget: `started` is before it
@@ -375,7 +379,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     def _deadline(self, started: float, budget_ms: int, caller_s: float | None) -> float:
         """When the fan-out must end (perf_counter clock): the budget or the caller's deadline
         (`caller_s` left of it at `started`), whichever ends first, less the reserve for ranking."""
-        limit_s = budget_ms / 1000 if caller_s is None else min(budget_ms / 1000, caller_s)
+        limit_s = _own_time_s(budget_ms, caller_s)
         if limit_s <= 0:
             self.admission.expired += 1
             raise DeadlineExceededError("the caller's deadline passed before the search started")

@@ -278,7 +278,7 @@ def admission_metrics(prefix: str, what: str, limiter: Any, label: list[str]) ->
     if limiter.lag is not None:
         kinds.append(("shed_lagging", "refused while places were free, because the event loop ran late "
                       "(services.admission.LoopLag; counted in shed too)", limiter.lagged))
-    if getattr(limiter, "waits", None) is not None:
+    if limiter.waits is not None:
         kinds.append(("shed_queueing", "refused at once while every place was taken and the waits for one had "
                       "stood above target (services.admission.StandingDelay; counted in shed too)",
                       limiter.queueing))

@@ -58,7 +58,7 @@ from benchmarks.load_stats import (
 )
 
 if TYPE_CHECKING:
-    from services.cluster import ClusterConfig
+    from services.cluster import Cluster, ClusterConfig
 
 TARGETS = ("cluster", "noop", "echo")
 DEFAULT_RATES = "20,40,80,120,160,240,320,480,640,960"
@@ -79,22 +79,33 @@ def cluster_config(target: str, index: Path, work: Path) -> ClusterConfig:
 
 
 @contextmanager
+def started_cluster(target: str, index: Path, work: Path) -> Iterator[Cluster]:
+    """The running cluster of target "cluster" or "noop" (broker on a free port), for the block."""
+    from services.cluster import Cluster, build_missing
+
+    config = cluster_config(target, index, work)
+    build_missing(config)
+    cluster = Cluster(config)
+    try:
+        cluster.start(broker_port=0, shard_flags=["--noop"] if target == "noop" else [])
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@contextmanager
 def started(target: str, index: Path, work: Path) -> Iterator[str]:
     """The broker address of `target` (one of TARGETS), running for the duration of the block."""
     from benchmarks.load_echo import EchoFanout
-    from services.cluster import DEFAULT_STRATEGIES, Cluster, build_missing
+    from services.cluster import DEFAULT_STRATEGIES
 
     if target == "echo":
         with EchoFanout(len(DEFAULT_STRATEGIES)) as address:
             yield address
         return
-    config = cluster_config(target, index, work)
-    build_missing(config)
-    cluster = Cluster(config)
-    try:
-        yield cluster.start(broker_port=0, shard_flags=["--noop"] if target == "noop" else [])
-    finally:
-        cluster.stop()
+    with started_cluster(target, index, work) as cluster:
+        assert cluster.broker is not None  # started
+        yield cluster.broker.address
 
 
 class Runner:

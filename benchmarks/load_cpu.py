@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks.common import print_table, run_info, write_json
 from benchmarks.live_breakdown import cpu_seconds
-from benchmarks.load import cluster_config
+from benchmarks.load import started_cluster
 from benchmarks.load_client import LoadGenerator, StepSpec
 from benchmarks.load_stats import summarize
 
@@ -49,29 +49,20 @@ def shed_counters(metrics_text: str) -> dict[str, float]:
 
 
 def measure(target: str, rate: float, duration_s: float, warmup_s: float, index: Path) -> dict[str, Any]:
-    from services.cluster import Cluster, build_missing
-
-    with tempfile.TemporaryDirectory() as work:
-        config = cluster_config(target, index, Path(work))
-        build_missing(config)
-        cluster = Cluster(config)
-        address = cluster.start(broker_port=0, shard_flags=["--noop"] if target == "noop" else [])
-        try:
-            with LoadGenerator(seed=0) as generator:
-                generator.step(StepSpec(address=address, rate=rate, duration_s=warmup_s, seed=1))
-                broker, generator_pid = cluster.broker, generator.process.pid
-                assert broker is not None and generator_pid is not None  # both started
-                pids = {"broker": broker.process.pid, **{n: s.process.pid for n, s in cluster.shards.items()},
-                        "load generator": generator_pid}
-                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                started = time.perf_counter()
-                record = generator.step(StepSpec(address=address, rate=rate, duration_s=duration_s, seed=2))
-                seconds = time.perf_counter() - started
-                after = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                row = summarize(record, rate, duration_s)
-                text = urllib.request.urlopen(f"http://{broker.metrics_address}/metrics", timeout=10).read().decode()
-        finally:
-            cluster.stop()
+    with tempfile.TemporaryDirectory() as work, started_cluster(target, index, Path(work)) as cluster, \
+            LoadGenerator(seed=0) as generator:
+        broker, generator_pid = cluster.broker, generator.process.pid
+        assert broker is not None and generator_pid is not None  # both started
+        generator.step(StepSpec(address=broker.address, rate=rate, duration_s=warmup_s, seed=1))
+        pids = {"broker": broker.process.pid, **{n: s.process.pid for n, s in cluster.shards.items()},
+                "load generator": generator_pid}
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        started = time.perf_counter()
+        record = generator.step(StepSpec(address=broker.address, rate=rate, duration_s=duration_s, seed=2))
+        seconds = time.perf_counter() - started
+        after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        row = summarize(record, rate, duration_s)
+        text = urllib.request.urlopen(f"http://{broker.metrics_address}/metrics", timeout=10).read().decode()
     answered = round(row["throughput"] * duration_s)
     return {"target": target, "offered_rate": rate, "step": {k: row[k] for k in ("throughput", "p50_ms", "p99_ms",
                                                                                "errors")},

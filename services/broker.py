@@ -562,12 +562,21 @@ async def serve(config: BrokerConfig, host: str, port: int, *,
     """Run the broker until SIGTERM/SIGINT; returns the process exit code. metrics_port: serve
     Prometheus metrics over HTTP there (0 = off, services.metrics.AUTO_PORT = a free port);
     health_port: answer health checks in plaintext there too (0 = off; services.server.run)."""
-    from services.server import Hosted, run
+    from services.server import Hosted, ServiceLoop, run
 
-    service = BrokerService(config, freeze=True)
-    if metrics_port:
-        metrics.watch_broker(service)
-        metrics.serve(metrics_port, host)
-    hosted = Hosted(SERVICE, lambda server: add_services(service, server), service.start, service.close)
-    return await run(hosted, host, port, label="broker", on_listening=on_listening, security=config.security,
-                     health_port=health_port)
+    async def built() -> BrokerService:  # on the service loop: its channels to the shards belong there
+        return BrokerService(config, freeze=True)
+
+    # the broker lives on a loop of its own, so that this one takes calls as fast as they come
+    # (services.server.ServiceLoop says why)
+    own = ServiceLoop(type(asyncio.get_running_loop()))
+    try:
+        service = await own.run(built())
+        if metrics_port:
+            metrics.watch_broker(service)
+            metrics.serve(metrics_port, host)
+        hosted = Hosted(SERVICE, lambda server: add_services(service, server), service.start, service.close)
+        return await run(hosted, host, port, label="broker", on_listening=on_listening, security=config.security,
+                         health_port=health_port, service_loop=own)
+    finally:
+        own.close()

@@ -18,9 +18,10 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,6 +32,7 @@ from services.security import NO_SECURITY, SecurityConfig, add_port, server_inte
 
 log = logging.getLogger("ltrr.server")
 GRACE_SECONDS = 5.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,8 @@ class Hosted:
 
     service_name: str
     register: Callable[[grpc.aio.Server], None]
-    load: Callable[[], Awaitable[None]]
-    close: Callable[[], Awaitable[None]]
+    load: Callable[[], Coroutine[Any, Any, None]]
+    close: Callable[[], Coroutine[Any, Any, None]]
 
 
 async def _health_server(health_service: Any, host: str, port: int) -> grpc.aio.Server:
@@ -52,6 +54,107 @@ async def _health_server(health_service: Any, host: str, port: int) -> grpc.aio.
     await server.start()
     log.info("health checks in plaintext on %s:%d", host, bound)
     return server
+
+
+class ServiceLoop:
+    """An event loop on a thread of its own, where a hosted service lives while the gRPC server
+    accepts calls on the main loop (run(..., service_loop=True); OnServiceLoop relays the calls).
+
+    Why: grpc.aio's server takes one new call per turn of the loop it runs on (NOTES.md, session
+    17), and a broker's loop turn runs the callbacks of every search in flight (a few ms under
+    load). Offered more than it can serve, the calls it has not yet taken wait inside gRPC core,
+    where no admission rule sees them, for as long as their deadlines allow: at 2x capacity the
+    broker answered only ~0.3x capacity, the rest after 2 s or never. With the server on a loop
+    that does nothing else, every call is taken within a short turn and reaches the service's
+    admission (services.admission), which answers what it cannot serve with RESOURCE_EXHAUSTED.
+    `new_loop`: the loop factory (uvloop's where the process runs on uvloop)."""
+
+    def __init__(self, new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> None:
+        self.loop = new_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="ltrr-service-loop", daemon=True)
+        self.thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await `coro` run on the service loop (cancelling this cancels it there)."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def close(self) -> None:
+        """Stop the loop (what still runs on it is dropped) and wait for its thread."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+class _Aborted(Exception):
+    """context.abort() called on the service loop: the server's loop aborts the call with these."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, details)
+        self.code, self.details = code, details
+
+
+class RelayedContext:
+    """The part of grpc.aio.ServicerContext a hosted service uses, for a handler running on the
+    service loop: reads go to the call's context (they only read what gRPC core set), abort
+    records its code (code(), as grpc.aio's does) and raises _Aborted for OnServiceLoop to send
+    from the server's loop."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+        self._code: grpc.StatusCode | None = None
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def time_remaining(self) -> float | None:
+        return self._context.time_remaining()
+
+    def invocation_metadata(self) -> Any:
+        return self._context.invocation_metadata()
+
+    def peer(self) -> str:
+        return self._context.peer()
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[Any] = ()) -> NoReturn:
+        self._code = code
+        raise _Aborted(code, details)
+
+
+# Calls to these services stay on the server's loop: health checks answer even while the service
+# loop is busy, and neither keeps state the service touches.
+SERVER_LOOP_PREFIX = "/grpc."
+
+
+class OnServiceLoop(grpc.aio.ServerInterceptor):
+    """Runs every unary call's handler (but health and reflection: SERVER_LOOP_PREFIX) on the
+    service loop; place it last among the interceptors, so that the others (the token check)
+    run first on the server's loop."""
+
+    def __init__(self, service: ServiceLoop) -> None:
+        self.service = service
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
+                                                             Awaitable[grpc.RpcMethodHandler]],
+                                details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None or details.method.startswith(SERVER_LOOP_PREFIX):
+            return handler
+        behavior, service = handler.unary_unary, self.service
+
+        async def relayed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await service.run(behavior(request, RelayedContext(context)))  # type: ignore[arg-type]  # the part services use
+            except _Aborted as err:
+                await context.abort(err.code, err.details)
+
+        return handler._replace(unary_unary=relayed)  # type: ignore[attr-defined]  # a namedtuple
+
+
+async def _in(own: ServiceLoop | None, coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro` on the service loop `own`, or here when there is none."""
+    return await (coro if own is None else own.run(coro))
 
 
 # A dict at least this large that the collector has untracked is made tracked before a freeze
@@ -148,11 +251,16 @@ SWITCH_INTERVAL_S = 0.0005
 
 async def run(hosted: Hosted, host: str, port: int, *, label: str,
               on_listening: Callable[[str], None] | None = None,
-              security: SecurityConfig = NO_SECURITY, health_port: int = 0) -> int:
+              security: SecurityConfig = NO_SECURITY, health_port: int = 0,
+              service_loop: ServiceLoop | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code. security: TLS and the write
-    token (services.security); health_port: also serve health checks in plaintext there (0 = no)."""
+    token (services.security); health_port: also serve health checks in plaintext there (0 = no);
+    service_loop: the loop the service was built on, where its load, calls and close then run,
+    while this loop only serves gRPC (the broker's choice; the caller closes it)."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)], interceptors=server_interceptors(security))
+    own = service_loop
+    interceptors = [*server_interceptors(security), *([OnServiceLoop(own)] if own is not None else [])]
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)], interceptors=interceptors)
     hosted.register(server)
     health_service = health.aio.HealthServicer()  # type: ignore[attr-defined]  # set up conditionally
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
@@ -172,7 +280,7 @@ async def run(hosted: Hosted, host: str, port: int, *, label: str,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await hosted.load()
+        await _in(own, hosted.load())
     except LtrrError as err:
         log.error("cannot serve: %s", err)
         await asyncio.gather(*(s.stop(0) for s in servers))
@@ -189,5 +297,5 @@ async def run(hosted: Hosted, host: str, port: int, *, label: str,
     log.info("stopping (grace %.0fs)", GRACE_SECONDS)
     await health_service.enter_graceful_shutdown()
     await asyncio.gather(*(s.stop(GRACE_SECONDS) for s in servers))
-    await hosted.close()
+    await _in(own, hosted.close())
     return 0

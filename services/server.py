@@ -58,13 +58,13 @@ async def _health_server(health_service: Any, host: str, port: int) -> grpc.aio.
 
 class ServiceLoop:
     """An event loop on a thread of its own, where a hosted service lives while the gRPC server
-    accepts calls on the main loop (run(..., service_loop=True); OnServiceLoop relays the calls).
+    accepts calls on the main loop (run(..., service_loop=it); OnServiceLoop relays the calls).
 
     Why: grpc.aio's server takes one new call per turn of the loop it runs on (NOTES.md, session
     17), and a broker's loop turn runs the callbacks of every search in flight (a few ms under
     load). Offered more than it can serve, the calls it has not yet taken wait inside gRPC core,
-    where no admission rule sees them, for as long as their deadlines allow: at 2x capacity the
-    broker answered only ~0.3x capacity, the rest after 2 s or never. With the server on a loop
+    where no admission rule sees them, for as long as their deadlines allow: offered 480/s, the
+    broker answered 84-88 a second and most searches hit their 2 s deadline. With the server on a loop
     that does nothing else, every call is taken within a short turn and reaches the service's
     admission (services.admission), which answers what it cannot serve with RESOURCE_EXHAUSTED.
     `new_loop`: the loop factory (uvloop's where the process runs on uvloop)."""
@@ -90,9 +90,9 @@ class ServiceLoop:
 class _Aborted(Exception):
     """context.abort() called on the service loop: the server's loop aborts the call with these."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Sequence[Any]) -> None:
         super().__init__(code, details)
-        self.code, self.details = code, details
+        self.code, self.details, self.trailing_metadata = code, details, tuple(trailing_metadata)
 
 
 class RelayedContext:
@@ -119,7 +119,7 @@ class RelayedContext:
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[Any] = ()) -> NoReturn:
         self._code = code
-        raise _Aborted(code, details)
+        raise _Aborted(code, details, trailing_metadata)
 
 
 # Calls to these services stay on the server's loop: health checks answer even while the service
@@ -147,7 +147,7 @@ class OnServiceLoop(grpc.aio.ServerInterceptor):
             try:
                 return await service.run(behavior(request, RelayedContext(context)))  # type: ignore[arg-type]  # the part services use
             except _Aborted as err:
-                await context.abort(err.code, err.details)
+                await context.abort(err.code, err.details, err.trailing_metadata)
 
         return handler._replace(unary_unary=relayed)  # type: ignore[attr-defined]  # a namedtuple
 
@@ -258,8 +258,8 @@ async def run(hosted: Hosted, host: str, port: int, *, label: str,
     service_loop: the loop the service was built on, where its load, calls and close then run,
     while this loop only serves gRPC (the broker's choice; the caller closes it)."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    own = service_loop
-    interceptors = [*server_interceptors(security), *([OnServiceLoop(own)] if own is not None else [])]
+    relay = [OnServiceLoop(service_loop)] if service_loop is not None else []
+    interceptors = [*server_interceptors(security), *relay]
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1)], interceptors=interceptors)
     hosted.register(server)
     health_service = health.aio.HealthServicer()  # type: ignore[attr-defined]  # set up conditionally
@@ -280,7 +280,7 @@ async def run(hosted: Hosted, host: str, port: int, *, label: str,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await _in(own, hosted.load())
+        await _in(service_loop, hosted.load())
     except LtrrError as err:
         log.error("cannot serve: %s", err)
         await asyncio.gather(*(s.stop(0) for s in servers))
@@ -297,5 +297,5 @@ async def run(hosted: Hosted, host: str, port: int, *, label: str,
     log.info("stopping (grace %.0fs)", GRACE_SECONDS)
     await health_service.enter_graceful_shutdown()
     await asyncio.gather(*(s.stop(GRACE_SECONDS) for s in servers))
-    await _in(own, hosted.close())
+    await _in(service_loop, hosted.close())
     return 0

@@ -40,7 +40,8 @@ class Recorder:
 
     async def refuse(self, request: bytes, context: Any) -> bytes:
         try:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded: the test queue is full")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded: the test queue is full",
+                                (("retry-after-ms", "50"),))
         finally:
             self.calls.append({"code": context.code()})
         raise AssertionError("unreachable: abort raises")
@@ -127,6 +128,7 @@ def test_an_abort_on_the_service_loop_reaches_the_caller_with_its_status(new_loo
             await served.method("Refuse")(b"", timeout=30)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert caught.value.details() == "overloaded: the test queue is full"
+        assert ("retry-after-ms", "50") in tuple(caught.value.trailing_metadata() or ())
         assert served.recorder.calls == [{"code": grpc.StatusCode.RESOURCE_EXHAUSTED}]  # what metrics read
 
     scenario(new_loop, body)

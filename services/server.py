@@ -14,6 +14,7 @@ the standard health service and nothing else: Kubernetes' gRPC probes cannot spe
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import logging
 import signal
@@ -78,13 +79,69 @@ class ServiceLoop:
         """Await `coro` run on the service loop (cancelling this cancels it there)."""
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
-    def close(self) -> None:
-        """Stop the loop (what still runs on it is dropped) and wait for its thread."""
+    def close(self, timeout_s: float = GRACE_SECONDS) -> None:
+        """Cancel what still runs on the loop (its tasks' `finally` blocks run), shut down its
+        async generators and default executor, stop it and wait for its thread, each step at
+        most `timeout_s` (a loop stuck in one long step is left to the process's exit)."""
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
+        if self.thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(_wind_down(), self.loop).result(timeout_s)
+            except concurrent.futures.TimeoutError:
+                log.warning("the service loop did not wind down within %.0f s", timeout_s)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout_s)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+async def _wind_down() -> None:
+    """On the loop closing: cancel every other task and wait for them, then close the loop's async
+    generators and its default executor (asyncio.run's own clean-up)."""
+    loop = asyncio.get_running_loop()
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await loop.shutdown_asyncgens()
+    await loop.shutdown_default_executor()
+
+
+# The server's loop asks the service loop to run one step this often; while none runs within
+# SERVICE_TIMEOUT_S (a step that never ends, or its thread gone) health reports NOT_SERVING.
+SERVICE_CHECK_S = 1.0
+SERVICE_TIMEOUT_S = 5.0
+
+
+async def _step() -> None:
+    return None
+
+
+async def watch_service_loop(service: ServiceLoop, health_service: Any, names: Sequence[str], *,
+                             every_s: float = SERVICE_CHECK_S, timeout_s: float = SERVICE_TIMEOUT_S) -> None:
+    """Until cancelled, on the server's loop: the standard health service's `names` are SERVING
+    while the service loop runs a step within `timeout_s` of being asked (every `every_s`), and
+    NOT_SERVING while it does not. Health checks answer on the server's loop (OnServiceLoop), so
+    without this a broker stuck in one long step, or whose loop thread died, would still look
+    healthy to its probes while every search waited for its deadline."""
+    serving = True
+    while True:
+        try:
+            await asyncio.wait_for(service.run(_step()), timeout_s)
+            alive = service.thread.is_alive()
+        except (TimeoutError, RuntimeError):  # RuntimeError: the loop is closed
+            alive = False
+        if alive != serving:
+            serving = alive
+            status = health_pb2.HealthCheckResponse.SERVING if alive else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in names:
+                await health_service.set(name, status)
+            if alive:
+                log.info("the service loop runs again: SERVING")
+            else:
+                log.error("the service loop ran no step within %.1f s: NOT_SERVING", timeout_s)
+        await asyncio.sleep(every_s)
 
 
 class _Aborted(Exception):
@@ -290,11 +347,16 @@ async def run(hosted: Hosted, host: str, port: int, *, label: str,
         await asyncio.gather(*(s.stop(0) for s in servers))
         return 1
     freeze_loaded()
-    for name in ("", hosted.service_name):
+    names = ("", hosted.service_name)
+    for name in names:
         await health_service.set(name, health_pb2.HealthCheckResponse.SERVING)
+    watchdog = (asyncio.create_task(watch_service_loop(service_loop, health_service, names))
+                if service_loop is not None else None)
     log.info("%s serving on %s", label, address)
     await stop.wait()
     log.info("stopping (grace %.0fs)", GRACE_SECONDS)
+    if watchdog is not None:
+        watchdog.cancel()
     await health_service.enter_graceful_shutdown()
     await asyncio.gather(*(s.stop(GRACE_SECONDS) for s in servers))
     await _in(service_loop, hosted.close())

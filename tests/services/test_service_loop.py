@@ -5,6 +5,7 @@ the caller's deadline and a cancellation cross between the two."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -15,7 +16,8 @@ import pytest
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.server import OnServiceLoop, RelayedContext, ServiceLoop
+from core.errors import NotFoundError
+from services.server import Hosted, OnServiceLoop, RelayedContext, ServiceLoop, run, watch_service_loop
 
 SERVICE = "ltrr.test.Relay"
 
@@ -181,8 +183,83 @@ def test_a_caller_that_cancels_cancels_the_work_on_the_service_loop(new_loop: An
     scenario(new_loop, body)
 
 
+async def _status(served: Served) -> int:
+    stub = health_pb2_grpc.HealthStub(served.channel)
+    return (await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=30)).status
+
+
+async def _until(served: Served, status: int) -> None:
+    """Poll health until it reports `status` (the watchdog's steps take ~0.2 s; 30 s is a hang)."""
+    for _ in range(600):
+        if await _status(served) == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"health never reported {status}")
+
+
+def test_health_reports_not_serving_while_the_service_loop_is_stuck_and_serving_once_it_runs() -> None:
+    async def run_it() -> None:
+        async with serving(asyncio.new_event_loop) as served:
+            await served.health.set("", health_pb2.HealthCheckResponse.SERVING)
+            watchdog = asyncio.create_task(
+                watch_service_loop(served.service, served.health, [""], every_s=0.05, timeout_s=0.2))
+            try:
+                stuck = threading.Event()
+                served.service.loop.call_soon_threadsafe(stuck.wait)  # one step that does not end
+                try:
+                    await _until(served, health_pb2.HealthCheckResponse.NOT_SERVING)
+                finally:
+                    stuck.set()
+                await _until(served, health_pb2.HealthCheckResponse.SERVING)
+            finally:
+                watchdog.cancel()
+
+    asyncio.run(run_it())
+
+
+@pytest.mark.parametrize(("error", "code"), [(NotFoundError("no index at /nowhere"), 2),
+                                             (RuntimeError("a bug"), 1)])
+def test_a_load_that_fails_on_the_service_loop_ends_run_with_its_exit_code(error: Exception, code: int) -> None:
+    loaded_on: list[str] = []
+
+    async def load() -> None:
+        loaded_on.append(threading.current_thread().name)
+        raise error
+
+    async def close() -> None:
+        raise AssertionError("close is for a service that loaded")
+
+    hosted = Hosted(SERVICE, lambda server: server.add_generic_rpc_handlers((Recorder().handler(),)), load, close)
+    service = ServiceLoop()
+    interval = sys.getswitchinterval()
+    try:
+        assert asyncio.run(run(hosted, "127.0.0.1", 0, label="test", service_loop=service)) == code
+    finally:
+        sys.setswitchinterval(interval)  # run() sets the serving one for the process
+        service.close()
+    assert loaded_on == ["ltrr-service-loop"]
+
+
+def test_closing_a_service_loop_cancels_what_runs_on_it() -> None:
+    service = ServiceLoop()
+    cleaned = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.set()
+
+    started = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), service.loop)
+    started.result(30)  # the loop runs
+    asyncio.run_coroutine_threadsafe(forever(), service.loop)
+    service.close()
+    assert cleaned.is_set() and service.loop.is_closed() and not service.thread.is_alive()
+
+
 def test_closing_a_service_loop_stops_its_thread_and_twice_is_harmless() -> None:
     service = ServiceLoop()
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(0), service.loop).result(30)  # it runs
     assert service.thread.is_alive() and service.loop.is_running()
     service.close()
     assert not service.thread.is_alive() and service.loop.is_closed()

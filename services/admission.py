@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from core.errors import DeadlineExceededError, OverloadedError
 
 # The broker: searches in flight at once (0 = unbounded). Little's law: the bound caps throughput
-# at bound / search latency, and must be about capacity x latency, or the loop takes on more work
-# than it can finish and calls queue unseen before the handler. The demo cluster on 2 cores serves
-# 200 to 280 searches/s at 15 to 35 ms (p50): 3 to 10. Measured (benchmarks.load, 20 s steps,
+# at bound / search latency, and should be about capacity x latency; a larger one only makes the
+# searches in flight share the broker's one core. The demo cluster on 2 cores serves 160 to 280
+# searches/s at 13 to 35 ms (p50): 3 to 10. Measured (benchmarks.load, 20 s steps,
 # 2026-12-05): 6 with a 10 ms wait refused 2.4 to 3.9% of searches at 240/s (p99 54 to 64 ms),
 # 10 or 16 let the p99 reach 145 to 181 ms at 200 to 240/s; 8 with a 40 ms wait and the standing-wait
 # rule below refused 0.1 to 0.6% at 240/s (p99 63 to 108 ms, the machine's noise). Raise it with

@@ -143,10 +143,13 @@ def _interpretations_bytes(understood: Understood) -> int:
 class BrokerService(broker_pb2_grpc.BrokerServicer):
     """Constructed cheaply; `start` loads (on the log's thread) and replays before it serves."""
 
-    def __init__(self, config: BrokerConfig, *, freeze: bool = False) -> None:
+    def __init__(self, config: BrokerConfig, *, freeze: bool = False, calls: Callable[[], int] | None = None
+                 ) -> None:
         """freeze: keep what serving builds (the caches' entries, the live table) out of the garbage
         collector's reach, every FREEZE_SEARCHES searches (services.server.Refreezer; a server
-        process's choice, serve(): it freezes the whole process)."""
+        process's choice, serve(): it freezes the whole process); calls: how many calls the
+        server took whose handlers have not returned (ServiceLoop.calls: they include calls not yet
+        running here), which a freeze also waits for."""
         self.config = config
         self.strategies = config.strategies
         self.state_dir = Path(config.state_dir)
@@ -171,7 +174,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.lag = LoopLag(config.lag_target_ms) if config.lag_target_ms else None
         waits = StandingDelay(config.lag_target_ms) if config.lag_target_ms else None
         self.admission = Limiter(config.max_in_flight, name="the broker", lag=self.lag, waits=waits)
-        self.refreezer = (Refreezer(FREEZE_SEARCHES, idle=lambda: metrics.gauge_value(metrics.INFLIGHT) == 0)
+        held = calls or (lambda: 0)
+        self.refreezer = (Refreezer(FREEZE_SEARCHES,
+                                    idle=lambda: metrics.gauge_value(metrics.INFLIGHT) == 0 and held() == 0)
                           if freeze else None)
         self.refreeze_timer: asyncio.TimerHandle | None = None
         self.lag_task: asyncio.Task[None] | None = None
@@ -564,12 +569,13 @@ async def serve(config: BrokerConfig, host: str, port: int, *,
     health_port: answer health checks in plaintext there too (0 = off; services.server.run)."""
     from services.server import Hosted, ServiceLoop, run
 
-    async def built() -> BrokerService:  # on the service loop: its channels to the shards belong there
-        return BrokerService(config, freeze=True)
-
     # the broker lives on a loop of its own, so that this one takes calls as fast as they come
     # (services.server.ServiceLoop says why)
     own = ServiceLoop(type(asyncio.get_running_loop()))
+
+    async def built() -> BrokerService:  # on the service loop: its channels to the shards belong there
+        return BrokerService(config, freeze=True, calls=lambda: own.calls)
+
     try:
         service = await own.run(built())
         if metrics_port:

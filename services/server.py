@@ -72,6 +72,7 @@ class ServiceLoop:
 
     def __init__(self, new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> None:
         self.loop = new_loop()
+        self.calls = 0  # calls OnServiceLoop took whose handlers have not returned (counted on the server's loop)
         self.thread = threading.Thread(target=self.loop.run_forever, name="ltrr-service-loop", daemon=True)
         self.thread.start()
 
@@ -201,10 +202,13 @@ class OnServiceLoop(grpc.aio.ServerInterceptor):
         behavior, service = handler.unary_unary, self.service
 
         async def relayed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            service.calls += 1
             try:
                 return await service.run(behavior(request, RelayedContext(context)))  # type: ignore[arg-type]  # the part services use
             except _Aborted as err:
                 await context.abort(err.code, err.details, err.trailing_metadata)
+            finally:
+                service.calls -= 1
 
         return handler._replace(unary_unary=relayed)  # type: ignore[attr-defined]  # a namedtuple
 

@@ -185,6 +185,22 @@ def test_nothing_is_served_before_the_start_has_finished(tmp_path: Path) -> None
     asyncio.run(go())
 
 
+def test_a_broker_does_not_refreeze_while_its_server_still_holds_calls(tmp_path: Path) -> None:
+    """Behind a ServiceLoop relay, a call the server took but no handler runs yet (or any more) is
+    not idle time: a freeze then would keep that call's objects out of collection for good."""
+    async def go() -> None:
+        held = [1]
+        service = BrokerService(BrokerConfig(shards={"lexical": "127.0.0.1:1"}, state_dir=str(tmp_path)),
+                                freeze=True, calls=lambda: held[0])
+        assert service.refreezer is not None and service.refreezer.idle is not None
+        assert not service.refreezer.idle()
+        held[0] = 0
+        assert service.refreezer.idle()
+        await service.close()
+
+    asyncio.run(go())
+
+
 def test_a_periodic_snapshot_plus_the_log_after_it_is_the_live_policy(built: Path, tmp_path: Path) -> None:
     """Snapshots are built from a copy taken on the event loop and written on another thread while
     feedback keeps coming: the snapshot taken mid-stream, plus a replay of the events logged after

@@ -114,6 +114,7 @@ def scenario(new_loop: Callable[[], asyncio.AbstractEventLoop], body: Callable[[
 def test_a_call_runs_on_the_service_loop_with_the_callers_deadline(new_loop: Any) -> None:
     async def body(served: Served) -> None:
         answer = await served.method("Where")(b"", timeout=30)
+        assert served.service.calls == 0  # answered: no longer held
         (call,) = served.recorder.calls
         assert answer == b"ran on ltrr-service-loop" and call["thread"] == "ltrr-service-loop"
         assert call["loop"] is served.service.loop and call["loop"] is not asyncio.get_running_loop()
@@ -175,10 +176,16 @@ def test_a_caller_that_cancels_cancels_the_work_on_the_service_loop(new_loop: An
         loop = asyncio.get_running_loop()
         waiting = asyncio.ensure_future(served.method("Wait")(b"", timeout=30))
         assert await loop.run_in_executor(None, served.recorder.started.wait, 30)
+        assert served.service.calls == 1  # held: what a freeze must wait for
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
         assert await loop.run_in_executor(None, served.recorder.cancelled.wait, 30)
+        for _ in range(600):  # the server's side of the cancelled call ends after the client's
+            if served.service.calls == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert served.service.calls == 0
 
     scenario(new_loop, body)
 

@@ -115,10 +115,6 @@ SERVICE_CHECK_S = 1.0
 SERVICE_TIMEOUT_S = 5.0
 
 
-async def _step() -> None:
-    return None
-
-
 async def watch_service_loop(service: ServiceLoop, health_service: Any, names: Sequence[str], *,
                              every_s: float = SERVICE_CHECK_S, timeout_s: float = SERVICE_TIMEOUT_S) -> None:
     """Until cancelled, on the server's loop: the standard health service's `names` are SERVING
@@ -129,8 +125,8 @@ async def watch_service_loop(service: ServiceLoop, health_service: Any, names: S
     serving = True
     while True:
         try:
-            await asyncio.wait_for(service.run(_step()), timeout_s)
-            alive = service.thread.is_alive()
+            await asyncio.wait_for(service.run(asyncio.sleep(0)), timeout_s)  # one step of the loop
+            alive = True
         except (TimeoutError, RuntimeError):  # RuntimeError: the loop is closed
             alive = False
         if alive != serving:
@@ -154,8 +150,9 @@ class _Aborted(Exception):
 
 
 class RelayedContext:
-    """The part of grpc.aio.ServicerContext a hosted service uses, for a handler running on the
-    service loop: reads go to the call's context (they only read what gRPC core set), abort
+    """The part of grpc.aio.ServicerContext the broker's handlers use (services.shard.rpc,
+    services.metrics, the deadline), for a handler running on the service loop: time_remaining
+    reads the call's context (what gRPC core set), abort
     records its code (code(), as grpc.aio's does) and raises _Aborted for OnServiceLoop to send
     from the server's loop."""
 
@@ -168,12 +165,6 @@ class RelayedContext:
 
     def time_remaining(self) -> float | None:
         return self._context.time_remaining()
-
-    def invocation_metadata(self) -> Any:
-        return self._context.invocation_metadata()
-
-    def peer(self) -> str:
-        return self._context.peer()
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[Any] = ()) -> NoReturn:
         self._code = code

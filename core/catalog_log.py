@@ -77,7 +77,8 @@ class CatalogLog(Protocol):
         ...
 
     def catalog_after(self, position: int, limit: int) -> list[CatalogRecord]:
-        """Up to `limit` records with positions above `position`, in position order."""
+        """Up to `limit` records with positions above `position`, in position order, then the rest of
+        the last one's batch (core.catalog_store.after), so a batch is never read in two parts."""
         ...
 
     def last_catalog_position(self) -> int:

@@ -2,8 +2,9 @@
 PostgreSQL). core.catalog_log is the contract; this module only reads and writes its two tables:
 
 - catalog_writes: position (PK, >= 1), entity_id, version, payload (the entity as canonical JSON;
-  NULL for a delete), written_at (s since the epoch). Never deleted: the log is every serving
-  process's write-ahead log.
+  NULL for a delete), written_at (s since the epoch), batch_end (the position of the last record
+  of the batch this one was written with; NULL in records written before the column existed).
+  Never deleted: the log is every serving process's write-ahead log.
 - catalog_versions: entity_id (PK), version: the newest version written for the id (deletes
   included), so the stale check is one index lookup however long the log grows.
 
@@ -31,9 +32,10 @@ def _sql(text: str, placeholder: str) -> str:
 def plan(writes: Sequence[CatalogWrite], newest: Mapping[str, int], last: int, now: float
          ) -> tuple[list[int], list[tuple[Any, ...]], dict[str, int]]:
     """The batch placed after position `last`, given the newest stored version of its ids (absent:
-    none). (per write its position or 0 when stale, the catalog_writes rows to insert, the new
-    newest version of each id written). A write is stale when its version is not above the newest
-    of its id, stored or earlier in this batch."""
+    none). (per write its position or 0 when stale, the catalog_writes rows to insert, each with
+    the batch's last position as its batch_end, the new newest version of each id written). A
+    write is stale when its version is not above the newest of its id, stored or earlier in this
+    batch."""
     versions = dict(newest)
     positions: list[int] = []
     rows: list[tuple[Any, ...]] = []
@@ -46,7 +48,7 @@ def plan(writes: Sequence[CatalogWrite], newest: Mapping[str, int], last: int, n
         rows.append((last, write.entity_id, write.version, write.payload(), now))
         versions[write.entity_id] = changed[write.entity_id] = write.version
         positions.append(last)
-    return positions, rows, changed
+    return positions, [(*row, last) for row in rows], changed
 
 
 def append(cursor: Any, placeholder: str, writes: Sequence[CatalogWrite], last: int) -> tuple[list[int], int]:
@@ -62,8 +64,8 @@ def append(cursor: Any, placeholder: str, writes: Sequence[CatalogWrite], last: 
         newest.update((str(r[0]), int(r[1])) for r in cursor.fetchall())
     positions, rows, changed = plan(writes, newest, last, time.time())
     if rows:
-        cursor.executemany(_sql("INSERT INTO catalog_writes (position, entity_id, version, payload, written_at) "
-                                "VALUES (?, ?, ?, ?, ?)", placeholder), rows)
+        cursor.executemany(_sql("INSERT INTO catalog_writes (position, entity_id, version, payload, written_at, "
+                                "batch_end) VALUES (?, ?, ?, ?, ?, ?)", placeholder), rows)
         cursor.executemany(_sql("INSERT INTO catalog_versions (entity_id, version) VALUES (?, ?) ON CONFLICT "
                                 "(entity_id) DO UPDATE SET version = excluded.version", placeholder),
                            list(changed.items()))
@@ -71,13 +73,18 @@ def append(cursor: Any, placeholder: str, writes: Sequence[CatalogWrite], last: 
 
 
 def after(execute: Execute, placeholder: str, position: int, limit: int) -> list[CatalogRecord]:
-    """Up to `limit` records after `position`, in position order."""
+    """Up to `limit` records after `position`, in position order, and then the rest of the last
+    one's batch (at most MAX_WRITES_PER_BATCH - 1 more): a reader that applies what it read never
+    shows part of a batch."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"`limit` must be an int >= 1, but got {limit!r}")
     if isinstance(position, bool) or not isinstance(position, int) or position < 0:
         raise ValueError(f"`position` must be an int >= 0, but got {position!r}")
-    rows = execute(_sql("SELECT position, entity_id, version, payload FROM catalog_writes WHERE position > ? "
-                        "ORDER BY position LIMIT ?", placeholder), (position, limit)).fetchall()
+    select = "SELECT position, entity_id, version, payload, batch_end FROM catalog_writes WHERE position > ? "
+    rows = execute(_sql(select + "ORDER BY position LIMIT ?", placeholder), (position, limit)).fetchall()
+    if rows and rows[-1][4] is not None and rows[-1][4] > rows[-1][0]:  # the page ends inside a batch
+        rows += execute(_sql(select + "AND position <= ? ORDER BY position", placeholder),
+                        (rows[-1][0], rows[-1][4])).fetchall()
     return [CatalogRecord(int(r[0]), CatalogWrite.from_stored(r[1], int(r[2]), r[3])) for r in rows]
 
 

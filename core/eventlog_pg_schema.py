@@ -1,13 +1,14 @@
 """The event log's tables on PostgreSQL (core.eventlog_pg is the API) and how a session is opened.
 
-The same columns as the SQLite schema version 3 (core.eventlog_schema), with PostgreSQL types, plus:
+The same columns as the SQLite schema version 5 (core.eventlog_schema), with PostgreSQL types, plus:
 - event_counter: one row (id 1), the newest event position given; the inserting transaction locks
   it, so positions increase in commit order (core.eventlog_pg explains why).
 - snapshots: position BIGINT PK (the event position the policy has applied up to), applied_events,
   ts (s since the epoch), data (the policy's .npz bytes with its query history).
 - catalog_writes, catalog_versions: the catalog log (core.catalog_store), and catalog_counter: one
   row, the newest catalog position, locked by an appending transaction like event_counter. A
-  database made before the catalog log gets these tables when a broker next opens it.
+  database made before the catalog log gets these tables when a broker next opens it, and one made
+  before catalog_writes.batch_end that column (NULL in the rows written before).
 Created with IF NOT EXISTS under an advisory transaction lock, so brokers starting at once agree.
 """
 
@@ -43,7 +44,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
   position BIGINT PRIMARY KEY, applied_events BIGINT NOT NULL, ts DOUBLE PRECISION NOT NULL, data BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS catalog_writes (
   position BIGINT PRIMARY KEY, entity_id TEXT NOT NULL, version BIGINT NOT NULL, payload TEXT,
-  written_at DOUBLE PRECISION NOT NULL);
+  written_at DOUBLE PRECISION NOT NULL, batch_end BIGINT);
+ALTER TABLE catalog_writes ADD COLUMN IF NOT EXISTS batch_end BIGINT;
 CREATE TABLE IF NOT EXISTS catalog_versions (entity_id TEXT PRIMARY KEY, version BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS catalog_counter (id INTEGER PRIMARY KEY CHECK (id = 1), position BIGINT NOT NULL);
 INSERT INTO catalog_counter (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;

@@ -1,8 +1,8 @@
 """The event log's file: its SQLite schema, the migration from version 1, the checks made on
 opening it, and the encoding of the strategy lists (core.eventlog is the API).
 
-Schema version 4 (in `PRAGMA user_version`; version 4 added the catalog log's two tables,
-catalog_writes and catalog_versions: core.catalog_store):
+Schema version 5 (in `PRAGMA user_version`; version 4 added the catalog log's two tables,
+catalog_writes and catalog_versions: core.catalog_store; version 5 its column batch_end):
 - decisions: decision_id TEXT PK, ts REAL (s since the epoch; indexed: retention walks decisions
   oldest first), query_text, context (JSON object of strings), features (BLOB, float64
   little-endian), strategies (JSON list), quotas (JSON list of ints, 0 = not called), allocation,
@@ -47,7 +47,7 @@ import numpy as np
 from core.errors import StateError
 from core.merge import StrategyList
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # A writer waits this long for a lock another connection holds (a tool's checkpoint) before failing.
 BUSY_TIMEOUT_MS = 5000
 # After a checkpoint SQLite truncates the WAL to this size; without a limit the WAL keeps the largest
@@ -68,7 +68,7 @@ COLUMNS = {
     "events": ("position", *_V1_COLUMNS["events"]),
     "cursors": ("name", "position"),
     "meta": ("name", "value"),
-    "catalog_writes": ("position", "entity_id", "version", "payload", "written_at"),
+    "catalog_writes": ("position", "entity_id", "version", "payload", "written_at", "batch_end"),
     "catalog_versions": ("entity_id", "version"),
 }
 _EVENTS = """
@@ -83,11 +83,11 @@ CREATE INDEX decisions_by_ts ON decisions(ts);
 CREATE TABLE cursors (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
 CREATE TABLE meta (name TEXT PRIMARY KEY, value REAL NOT NULL);
 """
-# Version 3 -> 4 (and part of every new file): the catalog log (core.catalog_store).
+# Version 3 -> 5 (and part of every new file): the catalog log (core.catalog_store).
 _CATALOG = """
 CREATE TABLE catalog_writes (
   position INTEGER PRIMARY KEY, entity_id TEXT NOT NULL, version INTEGER NOT NULL, payload TEXT,
-  written_at REAL NOT NULL);
+  written_at REAL NOT NULL, batch_end INTEGER);
 CREATE TABLE catalog_versions (entity_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
 """
 _CREATE = """
@@ -111,6 +111,10 @@ ALTER TABLE events_v2 RENAME TO events;
 _MIGRATE_V2 = """
 ALTER TABLE decisions ADD COLUMN policy_version INTEGER NOT NULL DEFAULT 0;
 """
+# Version 4 -> 5: the catalog records written before have no batch end (NULL: each read on its own).
+_MIGRATE_V4 = """
+ALTER TABLE catalog_writes ADD COLUMN batch_end INTEGER;
+"""
 
 
 def damaged(path: Path, what: str) -> StateError:
@@ -119,8 +123,8 @@ def damaged(path: Path, what: str) -> StateError:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """The writer's connection to the event log at `path`: created (version 4) if missing, migrated
-    in place from version 1, 2 or 3 (one transaction), checked otherwise. StateError naming the file if it
+    """The writer's connection to the event log at `path`: created (version 5) if missing, migrated
+    in place from version 1, 2, 3 or 4 (one transaction), checked otherwise. StateError naming the file if it
     is not a SQLite database, is damaged, or has an unknown schema."""
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -148,7 +152,7 @@ def _open(conn: sqlite3.Connection, path: Path) -> None:
     # Refused before anything is written to it (WAL mode included).
     if version == 0 and tables:
         raise damaged(path, f"it is not an ltrr event log (it has tables {sorted(tables)})")
-    if version not in (0, 1, 2, 3, SCHEMA_VERSION):
+    if version not in (0, 1, 2, 3, 4, SCHEMA_VERSION):
         raise StateError(path, f"its schema version {version} is unknown (this ltrr reads 1 to {SCHEMA_VERSION}): "
                                f"open it with the ltrr that wrote it, or {WHAT_TO_DO}")
     if version == 1:
@@ -169,6 +173,8 @@ def _open(conn: sqlite3.Connection, path: Path) -> None:
         _script(conn, _MIGRATE_V2 + _CATALOG)
     elif version == 3:
         _script(conn, _CATALOG)
+    elif version == 4:
+        _script(conn, _MIGRATE_V4)
     _check_tables(conn, path, COLUMNS, SCHEMA_VERSION)
 
 

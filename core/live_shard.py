@@ -13,10 +13,11 @@ acknowledged is lost and nothing is applied twice into a base.
   The semantic writer embeds a batch and inserts its new entities' vectors, not yet searchable,
   before the lock (LiveSemantic.prepare, core.semantic.ann's staged keys); the rest (lexical
   analysis, vocabulary updates, replaced vectors, publishing the staged ones) runs inside it, so a
-  search waits for at most one batch (the tail applies up to `DEFAULT_CATALOG_BATCH` records at
-  once; one thread, batches of 10 new demo tracks hold it p50 1.15 ms lexical, 0.59 semantic,
-  3.35 attribute, 0.60 memory). A batch also holds `applying`, which a checkpoint's snapshot takes
-  instead of `lock`: it waits for no search and no search waits for it.
+  search waits for at most one read (the tail applies `DEFAULT_CATALOG_BATCH` records at once,
+  and the rest of the batch the read ends in: core.catalog_store.after; one thread, batches of 10
+  new demo tracks hold it p50 1.15 ms lexical, 0.59 semantic, 3.35 attribute, 0.60 memory). A
+  batch also holds `applying`, which a checkpoint's snapshot takes instead of `lock`: it waits for
+  no search and no search waits for it.
 - Ordinals: semantic, attribute and memory share core.live.LiveCollection in place (an upsert
   keeps its ordinal: the memory strategy's learned pairs stay with the entity); the lexical shard
   uses append mode (core.live_lexical), the ordinal space of core.lexical.live.

@@ -62,10 +62,12 @@ def final_catalog(base: list[Entity], writes: list[Write]) -> list[Entity]:
 
 
 class ListLog:
-    """A CatalogLog over a list: positions 1.., versions compared per id (deletes included)."""
+    """A CatalogLog over a list: positions 1.., versions compared per id (deletes included), a batch
+    read whole."""
 
     def __init__(self) -> None:
         self.records: list[CatalogRecord] = []
+        self.batch_ends: list[int] = []  # per record, the last position of its batch
         self.newest: dict[str, int] = {}
         self.lock = threading.Lock()
 
@@ -79,14 +81,23 @@ class ListLog:
                 self.newest[w.entity_id] = w.version
                 self.records.append(CatalogRecord(len(self.records) + 1, w))
                 positions.append(len(self.records))
+            self.batch_ends += [len(self.records)] * (len(self.records) - len(self.batch_ends))
             return positions
 
     def catalog_after(self, position: int, limit: int) -> list[CatalogRecord]:
         with self.lock:
-            return self.records[position:position + limit]
+            page = self.records[position:position + limit]
+            return self.records[position:self.batch_ends[page[-1].position - 1]] if page else []
 
     def last_catalog_position(self) -> int:
         return len(self.records)
+
+    def read_until(self, end: int) -> Callable[[int, int], list[CatalogRecord]]:
+        """catalog_after of the log as if position `end` were its newest (a batch may end there)."""
+        def read(position: int, limit: int) -> list[CatalogRecord]:
+            with self.lock:
+                return self.records[position:max(position, min(position + limit, end))]
+        return read
 
     def append(self, writes: Sequence[Write]) -> int:
         """Append core.live writes (versions: the next position); returns the last position."""

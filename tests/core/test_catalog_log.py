@@ -1,6 +1,6 @@
 """The catalog log on both event stores (SQLite file, PostgreSQL server): versions per id (stale,
 idempotent, deletes win over older upserts), one transaction per batch, commit-ordered positions,
-paging, and the SQLite migration from schema 3."""
+paging that never splits a batch, and the SQLite migrations from schemas 3 and 4."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from core.catalog import Entity
 from core.catalog_log import MAX_WRITES_PER_BATCH, CatalogWrite
 from core.eventlog import EventLog
 from core.eventlog_pg import PgEventLog
+from core.eventlog_schema import SCHEMA_VERSION
 from core.eventstore import EventStore
 from tests.core.test_eventlog import decision
 
@@ -85,15 +86,28 @@ def test_batch_size_is_bounded(store: EventStore, n: int) -> None:
         store.append_catalog([up(f"e{i}", 1) for i in range(n)])
 
 
-def test_catalog_after_pages(store: EventStore) -> None:
-    store.append_catalog([up(f"e{i}", 1) for i in range(7)])
+def test_catalog_after_pages_without_splitting_a_batch(store: EventStore) -> None:
+    """A page that ends inside a batch goes on to the batch's end: a shard applies what it read at
+    once, so a search never sees part of a batch."""
+    for size in (2, 3, 2, 1):  # positions 1-2, 3-5, 6-7, 8
+        store.append_catalog([up(f"e{store.last_catalog_position() + i}", 1) for i in range(size)])
     pages, position = [], 0
     while records := store.catalog_after(position, 3):
         pages.append([r.position for r in records])
         position = records[-1].position
-    assert pages == [[1, 2, 3], [4, 5, 6], [7]]
+    assert pages == [[1, 2, 3, 4, 5], [6, 7, 8]]
+    assert [r.position for r in store.catalog_after(0, 2)] == [1, 2]  # ends at a batch's end: as asked
+    assert [r.position for r in store.catalog_after(3, 1)] == [4, 5]  # starts inside one: its rest
     with pytest.raises(ValueError, match="`limit` must be"):
         store.catalog_after(0, 0)
+
+
+def test_a_batch_ends_at_its_last_written_record(store: EventStore) -> None:
+    store.append_catalog([up("a", 5)])
+    assert store.append_catalog([up("b", 1), up("c", 1), up("a", 4)]) == [2, 3, 0]  # the last one is stale
+    assert [r.position for r in store.catalog_after(0, 2)] == [1, 2, 3]
+    store.append_catalog([up("d", 1)])
+    assert [r.position for r in store.catalog_after(1, 2)] == [2, 3]  # not into the next batch
 
 
 def test_the_catalog_log_has_its_own_positions(store: EventStore) -> None:
@@ -110,11 +124,28 @@ def test_a_version_3_file_gains_the_catalog_log(tmp_path: Path) -> None:
     conn.executescript("DROP TABLE catalog_writes; DROP TABLE catalog_versions; PRAGMA user_version=3;")
     conn.close()
     with EventLog(path) as log:
-        assert log._conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert log._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert log.decision("old").decision_id == "old" and log.last_catalog_position() == 0
         assert log.append_catalog([up("a", 1)]) == [1]
     with EventLog(path) as log:  # opening it again changes nothing
         assert log.catalog_after(0, 10)[0].write == up("a", 1)
+
+
+def test_a_version_4_file_gains_batch_ends(tmp_path: Path) -> None:
+    """Records written before batch_end existed are read as they were (page by page); those written
+    after, whole batches."""
+    path = tmp_path / "events.sqlite"
+    with EventLog(path) as log:
+        log.append_catalog([up("a", 1), up("b", 1), up("c", 1)])
+    conn = sqlite3.connect(path)  # back to version 4, as the previous ltrr left it
+    conn.executescript("ALTER TABLE catalog_writes DROP COLUMN batch_end; PRAGMA user_version=4;")
+    conn.close()
+    with EventLog(path) as log:
+        assert log._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert [r.position for r in log.catalog_after(0, 2)] == [1, 2]
+        assert log.append_catalog([up("d", 1), up("e", 1)]) == [4, 5]
+        assert [r.position for r in log.catalog_after(0, 4)] == [1, 2, 3, 4, 5]
+        assert [r.write.entity_id for r in log.catalog_after(2, 10)] == ["c", "d", "e"]
 
 
 def test_postgresql_positions_follow_commit_order_across_writers(pg_url: str) -> None:
@@ -151,3 +182,14 @@ def test_postgresql_positions_follow_commit_order_across_writers(pg_url: str) ->
     done.set()
     reader.join()
     assert seen == list(range(1, 2 * 4 * n_each + 1)) and sorted(got) == seen
+
+
+def test_a_postgresql_store_made_before_batch_ends_gains_them(pg_url: str) -> None:
+    with PgEventLog(pg_url) as store:
+        store.append_catalog([up("a", 1), up("b", 1)])
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE catalog_writes DROP COLUMN batch_end")
+    with PgEventLog(pg_url) as store:
+        assert [r.position for r in store.catalog_after(0, 1)] == [1]  # written before: read as asked
+        store.append_catalog([up("c", 1), up("d", 1)])
+        assert [r.position for r in store.catalog_after(2, 1)] == [3, 4]

@@ -16,6 +16,7 @@ import pytest
 
 from core.errors import NotFoundError, StateError
 from core.eventlog import DecisionRecord, EventLog, EventRecord
+from core.eventlog_schema import SCHEMA_VERSION
 from core.merge import StrategyList
 from core.types import EventType
 
@@ -244,7 +245,7 @@ def test_a_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
     write_v1(path, [decision("d1", ts=1.0), decision("d2", ts=2.0)],
              [event("e1", "d1", "c"), event("e2", "d2", "a"), event("e3", "d1", "b", EventType.PLAY, value=0.9)])
     with EventLog(path) as log:
-        assert log._conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert log._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         old = log.decision("d1")
         assert same_lists(old, decision()) and old.final == decision().final
         assert old.latency_ms == 0.0 and not old.compacted  # unknown for version 1 decisions
@@ -266,7 +267,7 @@ def test_a_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
 
 
 def test_a_new_file_is_version_3_with_incremental_vacuum(log: EventLog) -> None:
-    assert log._conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert log._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert log._conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
     log.record_decision(decision())
     assert log._conn.execute("SELECT typeof(lists) FROM decisions").fetchone()[0] == "blob"

@@ -15,6 +15,7 @@ import pytest
 from core.errors import NotFoundError
 from core.eventlog import EventLog, EventRecord, RetentionConfig
 from core.eventlog_pg import KEEP_SNAPSHOTS, PgEventLog
+from core.eventlog_schema import SCHEMA_VERSION
 from core.eventstore import EventStore, Lease, SnapshotStore, StoreKind, parse_store_url
 from core.types import EventType
 from tests.core.test_eventlog import decision, event
@@ -139,7 +140,7 @@ def test_a_version_2_file_gains_policy_version(tmp_path: Path) -> None:
                        "DROP TABLE catalog_versions; PRAGMA user_version=2;")
     conn.close()
     with EventLog(path) as log:
-        assert log._conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert log._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert log.decision("old").policy_version == 0
         log.record_decision(replace(decision("new"), policy_version=5))
         assert log.decision("new").policy_version == 5

@@ -62,10 +62,7 @@ def shards(world: dict[str, Any], strategy: str, upto: int, tag: str = "") -> tu
     """(the unpartitioned shard, the P partitions' shards), each caught up with the log's first `upto` records."""
     root, log = world["root"], world["log"]
     folder = "memory-{}" if strategy == "memory" else "part-{}"
-
-    def read(position: int, limit: int) -> Any:
-        return log.catalog_after(position, min(limit, max(0, upto - position)))
-
+    read = log.read_until(upto)
     plain = open_live_shard(config(world, strategy, root / "plain", f"{strategy}-plain{tag}"))
     parts = [open_live_shard(config(world, strategy, root / "parts" / folder.format(p), f"{strategy}-{p}{tag}"))
              for p in range(P)]
@@ -111,7 +108,7 @@ def test_lexical_partitions_merge_to_the_unpartitioned_live_shard_exactly(world:
 
 
 def catch_up_to(shard: LiveShard, log: ListLog, upto: int) -> None:
-    catch_up(shard, lambda position, limit: log.catalog_after(position, min(limit, max(0, upto - position))))
+    catch_up(shard, log.read_until(upto))
 
 
 def test_a_partition_merge_keeps_its_scores_and_a_restart_serves_the_merged_base(world: dict[str, Any]) -> None:

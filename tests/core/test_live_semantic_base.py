@@ -62,11 +62,12 @@ def encoded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def opened(config: LiveShardConfig, log: ListLog, batch: int = 23) -> WriterShard:
-    """The shard at its base, caught up with `log` `batch` records at a time (a batch encodes each
-    distinct text once: batches of 1 encode one text per upsert)."""
+    """The shard at its base, caught up with `log` `batch` records at a time, a read ending
+    wherever the batch does (a read encodes each distinct text once: reads of 1 encode one text
+    per upsert)."""
     shard = open_live_shard(config)
     assert isinstance(shard, WriterShard)
-    catch_up(shard, log.catalog_after, batch=batch)
+    catch_up(shard, log.read_until(log.last_catalog_position()), batch=batch)
     return shard
 
 
@@ -151,7 +152,7 @@ def test_a_checkpoint_is_wanted_after_merge_entities_writes(world: Any) -> None:
     config = dataclasses.replace(config, merge_entities=100)
     shard = open_live_shard(config)
     assert isinstance(shard, WriterShard)
-    catch_up(shard, lambda position, limit: log.catalog_after(position, min(limit, 100 - position)))
+    catch_up(shard, log.read_until(100))
     assert shard.writes == 100 and not shard.merge_wanted()  # more than 100 start one, as a lexical merge
     catch_up(shard, log.catalog_after)
     assert shard.merge_wanted() and shard.merge() and not shard.merge_wanted() and shard.writes == 0

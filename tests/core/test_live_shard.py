@@ -11,8 +11,10 @@ import pytest
 
 from core import live_lexical
 from core.catalog import Entity, write_jsonl
+from core.catalog_log import CatalogWrite
 from core.collection import Collection
 from core.errors import IndexFormatError
+from core.eventlog import EventLog
 from core.indexing import build_index
 from core.live import Delete, LiveCollection, Upsert
 from core.live_dir import CURRENT
@@ -165,3 +167,25 @@ def test_a_merge_serves_the_collection_it_wrote_and_encodes_only_new_entities(se
         assert {f: {v: list(b) for v, b in values.items()} for f, values in served.bitmaps.items()} == \
             {f: {v: list(b) for v, b in values.items()} for f, values in loaded.bitmaps.items()}
         assert results(opened(config, log)) == results(shard)
+
+
+def test_a_batch_straddling_a_read_is_applied_whole(setup: Any, tmp_path: Path) -> None:
+    """Two batches of 600 writes, read 1,000 records at a time (the tail's read): the shard applies
+    both at once, never the first 1,000 (a search would see part of the second batch)."""
+    config, _, _ = setup
+    shard = opened(config, ListLog())
+    fresh = synthetic_catalog(1200, seed=44)
+    seen: list[int] = []
+    with EventLog(tmp_path / "events.sqlite") as store:
+        for i in (0, 600):
+            store.append_catalog([CatalogWrite(e.id, 1, e) for e in fresh[i:i + 600]])
+        real = shard.apply
+
+        def apply(records: Any, *args: Any) -> int:
+            applied = real(records, *args)
+            seen.append(shard.applied_position)
+            return applied
+
+        shard.apply = apply  # type: ignore[method-assign]
+        assert catch_up(shard, store.catalog_after, batch=1000) == 1200
+    assert seen == [1200]

@@ -169,7 +169,8 @@ def test_a_merge_serves_the_collection_it_wrote_and_encodes_only_new_entities(se
         assert results(opened(config, log)) == results(shard)
 
 
-def test_a_batch_straddling_a_read_is_applied_whole(setup: Any, tmp_path: Path) -> None:
+def test_a_batch_straddling_a_read_is_applied_whole(setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                     ) -> None:
     """Two batches of 600 writes, read 1,000 records at a time (the tail's read): the shard applies
     both at once, never the first 1,000 (a search would see part of the second batch)."""
     config, _, _ = setup
@@ -186,6 +187,6 @@ def test_a_batch_straddling_a_read_is_applied_whole(setup: Any, tmp_path: Path) 
             seen.append(shard.applied_position)
             return applied
 
-        shard.apply = apply  # type: ignore[method-assign]
+        monkeypatch.setattr(shard, "apply", apply)
         assert catch_up(shard, store.catalog_after, batch=1000) == 1200
     assert seen == [1200]

@@ -4,12 +4,16 @@ cluster next to its no-op floor and the bare gRPC echo fan-out, in one run (issu
     python -m benchmarks.load [--rate R | --sweep] [--duration S] [--json FILE] [--plot FILE]
                               [--budget-ms 100] [--arrivals poisson|constant] [--feedback-share 0.3]
                               [--rates 20,40,...] [--targets cluster,noop,echo] [--overload-duration 60]
+                              [--brokers 1]
 
 Targets, each in processes of its own, started here and stopped at the end (also on errors and
 Ctrl-C): `cluster`, the demo catalog's `ltrr up` cluster (services.cluster: four shards and the
 broker; the index at --index is built the first time); `noop`, the same with every shard
 `--noop` (what processes, hops, fan-out, merge and ranking cost); `echo`, a bare gRPC echo
-fan-out to as many echo shards (benchmarks.load_echo: the transport's own floor).
+fan-out to as many echo shards (benchmarks.load_echo: the transport's own floor). With --brokers N
+(> 1), the cluster and no-op targets run N broker processes sharing a private PostgreSQL event
+store (`brokers` and `[store] url = "postgres"` of services.cluster), and the searches take the
+brokers in turn (each search's Feedback to the broker that answered it).
 
 Load (benchmarks.load_client, in a process of its own): simulated users' searches (core.simulator
 intents and contexts), sent on an arrival schedule fixed in advance (Poisson or constant), with
@@ -68,22 +72,24 @@ BUDGET50_MS = 50
 Row = dict[str, Any]
 
 
-def cluster_config(target: str, index: Path, work: Path) -> ClusterConfig:
+def cluster_config(target: str, index: Path, work: Path, brokers: int = 1) -> ClusterConfig:
     """The `ltrr up` config of the cluster or no-op target: a no-op shard serves no catalog, so the
-    no-op floor has no live catalog (its shards refuse --store)."""
-    from services.cluster import ClusterConfig
+    no-op floor has no live catalog (its shards refuse --store). More than one broker: they share a
+    private PostgreSQL."""
+    from services.cluster import PRIVATE_POSTGRES, ClusterConfig
 
     state = work / target
     return ClusterConfig(index=str(index), state=str(state), run={"memory": {"state_dir": str(state / "memory")}},
-                         live=False if target == "noop" else None)
+                         live=False if target == "noop" else None, brokers=brokers,
+                         store={"url": PRIVATE_POSTGRES} if brokers > 1 else {})
 
 
 @contextmanager
-def started_cluster(target: str, index: Path, work: Path) -> Iterator[Cluster]:
-    """The running cluster of target "cluster" or "noop" (broker on a free port), for the block."""
+def started_cluster(target: str, index: Path, work: Path, brokers: int = 1) -> Iterator[Cluster]:
+    """The running cluster of target "cluster" or "noop" (brokers on free ports), for the block."""
     from services.cluster import Cluster, build_missing
 
-    config = cluster_config(target, index, work)
+    config = cluster_config(target, index, work, brokers)
     build_missing(config)
     cluster = Cluster(config)
     try:
@@ -94,8 +100,9 @@ def started_cluster(target: str, index: Path, work: Path) -> Iterator[Cluster]:
 
 
 @contextmanager
-def started(target: str, index: Path, work: Path) -> Iterator[str]:
-    """The broker address of `target` (one of TARGETS), running for the duration of the block."""
+def started(target: str, index: Path, work: Path, brokers: int = 1) -> Iterator[str]:
+    """The broker address of `target` (one of TARGETS; several brokers' comma-separated), running
+    for the duration of the block."""
     from benchmarks.load_echo import EchoFanout
     from services.cluster import DEFAULT_STRATEGIES
 
@@ -103,9 +110,8 @@ def started(target: str, index: Path, work: Path) -> Iterator[str]:
         with EchoFanout(len(DEFAULT_STRATEGIES)) as address:
             yield address
         return
-    with started_cluster(target, index, work) as cluster:
-        assert cluster.broker is not None  # started
-        yield cluster.broker.address
+    with started_cluster(target, index, work, brokers) as cluster:
+        yield ",".join(broker.address for broker in cluster.brokers)
 
 
 class Runner:
@@ -164,7 +170,7 @@ def run_targets(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         runner = Runner(generator, args)
         for target in args.targets:
             print(f"{target}: starting", flush=True)
-            with started(target, args.index, work) as address:
+            with started(target, args.index, work, args.brokers) as address:
                 runner.warm_up(address, rates[0])
                 rows[target] = runner.sweep(target, address, rates)
                 if target == "cluster" and not args.rate:
@@ -219,6 +225,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-encoder", action="store_true", help="skip benchmarks.encoder.measure()")
     p.add_argument("--warmup", type=float, default=3.0, help="uncounted seconds per target before its first step")
     p.add_argument("--pause", type=float, default=1.0, help="seconds between steps")
+    p.add_argument("--brokers", type=int, default=1,
+                   help="broker processes of the cluster and no-op targets; more than 1 share a private PostgreSQL "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--index", type=Path, default=Path("indexes") / "demo",
                    help="demo index directory, built the first time (default: %(default)s)")
@@ -228,6 +237,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if unknown := sorted(set(args.targets) - set(TARGETS)):
         p.error(f"unknown --targets {unknown}; known: {', '.join(TARGETS)}")
+    if not 1 <= args.brokers <= 64:
+        p.error(f"--brokers must be in [1, 64], but got {args.brokers}")
     return args
 
 
@@ -250,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interrupted ({stop or 'Ctrl-C'}): every process this run started was stopped", file=sys.stderr)
         return 130
     result["encoder"] = encoder_figures(args.no_encoder)
-    result["run"] = {**run_info(threads=1), "argv": sys.argv[1:], "duration_s": args.duration,
+    result["run"] = {**run_info(threads=1), "argv": sys.argv[1:], "brokers": args.brokers, "duration_s": args.duration,
                      "arrivals": args.arrivals, "feedback_share": args.feedback_share, "deadline_s": args.deadline_s,
                      "loadavg_before": [round(v, 2) for v in load_before],
                      "loadavg_after": [round(v, 2) for v in os.getloadavg()]}

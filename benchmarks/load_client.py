@@ -42,7 +42,9 @@ CHANNELS = 4  # separate HTTP/2 connections, so one connection's stream limit is
 class StepSpec:
     """One step: `rate` searches/s to the broker at `address` for `duration_s` seconds with the given
     arrivals (seeded by `seed`), each asking for `k` results within `budget_ms` and given
-    `deadline_s` seconds by the client; Feedback on `feedback_share` of the OK answers."""
+    `deadline_s` seconds by the client; Feedback on `feedback_share` of the OK answers. `address`
+    may name several brokers of one cluster, comma-separated: the searches take them in turn, and
+    a search's Feedback goes to the broker that answered it."""
 
     address: str
     rate: float
@@ -55,6 +57,8 @@ class StepSpec:
     deadline_s: float = DEFAULT_DEADLINE_S
 
     def __post_init__(self) -> None:
+        if not all(self.address.split(",")):
+            raise ValueError(f"`address` must be host:port, or several comma-separated, but got {self.address!r}")
         if not 0.0 <= self.feedback_share <= 1.0:
             raise ValueError(f"`feedback_share` must be in [0, 1], but got {self.feedback_share}")
         if not (math.isfinite(self.deadline_s) and self.deadline_s > 0):
@@ -139,7 +143,8 @@ class Sender:
 
 
 class Worker:
-    """The generator process's state: its traffic, one event loop, channels per address."""
+    """The generator process's state: its traffic, one event loop, CHANNELS channels per broker
+    address (interleaved, so consecutive searches go to different brokers)."""
 
     def __init__(self, pool: int, seed: int) -> None:
         import uvloop
@@ -152,8 +157,8 @@ class Worker:
 
     def _stubs(self, address: str) -> list[broker_pb2_grpc.BrokerStub]:
         if address not in self.stubs:
-            channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
-                        for _ in range(CHANNELS)]
+            channels = [grpc.aio.insecure_channel(one, options=[("grpc.use_local_subchannel_pool", 1)])
+                        for _ in range(CHANNELS) for one in address.split(",")]
             self.channels += channels
             self.stubs[address] = [broker_pb2_grpc.BrokerStub(ch) for ch in channels]
         return self.stubs[address]

@@ -198,11 +198,11 @@ def test_rate_list_sorts_and_rejects_non_positive_rates() -> None:
 
 @pytest.mark.parametrize(("field", "value", "match"), [
     ("feedback_share", 1.5, "`feedback_share` must be in"), ("deadline_s", 0.0, "`deadline_s` must be"),
-    ("budget_ms", 2, "`budget_ms` must be in")])
+    ("budget_ms", 2, "`budget_ms` must be in"), ("address", "127.0.0.1:1,", "`address` must be")])
 def test_step_spec_rejects_bad_settings(field: str, value: Any, match: str) -> None:
-    bad: dict[str, Any] = {field: value}
+    settings: dict[str, Any] = {"address": "127.0.0.1:1", "rate": 1.0, "duration_s": 1.0, field: value}
     with pytest.raises(ValueError, match=match):
-        StepSpec(address="127.0.0.1:1", rate=1.0, duration_s=1.0, **bad)
+        StepSpec(**settings)
 
 
 @pytest.mark.slow
@@ -227,6 +227,26 @@ def test_the_generator_process_loads_the_echo_floor() -> None:
     assert record.codes == (OK,) * 20
     assert record.feedback_sent >= 1 and record.feedback_errors == 0  # the user reformulates on empty results
     assert np.all(record.latency_ms > 0)
+
+
+@pytest.mark.slow
+def test_the_generator_takes_several_brokers_in_turn() -> None:
+    with EchoFanout(shards=1) as first, EchoFanout(shards=1) as second, LoadGenerator(pool=64) as generator:
+        spec = StepSpec(address=f"{first},{second}", rate=40.0, duration_s=0.5, arrivals=Arrivals.CONSTANT)
+        assert generator.step(spec).codes == (OK,) * 20
+        for address in (first, second):  # an echo broker numbers its answers: each answered 10
+            with BrokerClient(address) as client:
+                assert client.search("next", budget_ms=100).decision_id == "echo-10"
+
+
+def test_several_brokers_share_a_private_postgresql(tmp_path: Path) -> None:
+    from benchmarks.load import parse_args
+
+    one, two = (load.cluster_config("cluster", Path("indexes/demo"), tmp_path, brokers=n) for n in (1, 2))
+    assert (one.brokers, one.store_url) == (1, "") and (two.brokers, two.store_url) == (2, "postgres")
+    assert parse_args(["--brokers", "2"]).brokers == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--brokers", "0"])
 
 
 def test_assemble_reports_capacities_ratios_and_lower_bounds() -> None:

@@ -226,8 +226,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=3.0, help="uncounted seconds per target before its first step")
     p.add_argument("--pause", type=float, default=1.0, help="seconds between steps")
     p.add_argument("--brokers", type=int, default=1,
-                   help="broker processes of the cluster and no-op targets; more than 1 share a private PostgreSQL "
-                        "(default: %(default)s)")
+                   help="broker processes of the cluster and no-op targets (echo has one); more than 1 share a "
+                        "private PostgreSQL (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--index", type=Path, default=Path("indexes") / "demo",
                    help="demo index directory, built the first time (default: %(default)s)")

@@ -57,8 +57,9 @@ class StepSpec:
     deadline_s: float = DEFAULT_DEADLINE_S
 
     def __post_init__(self) -> None:
-        if not all(self.address.split(",")):
-            raise ValueError(f"`address` must be host:port, or several comma-separated, but got {self.address!r}")
+        if not all(part and part == part.strip() for part in self.address.split(",")):
+            raise ValueError(f"`address` must be host:port, or several comma-separated without spaces, but got "
+                             f"{self.address!r}")
         if not 0.0 <= self.feedback_share <= 1.0:
             raise ValueError(f"`feedback_share` must be in [0, 1], but got {self.feedback_share}")
         if not (math.isfinite(self.deadline_s) and self.deadline_s > 0):
@@ -99,7 +100,7 @@ class Traffic:
 
 
 class Sender:
-    """The calls of one step against one broker (stubs on CHANNELS connections)."""
+    """The calls of one step (stubs on CHANNELS connections per broker, taken in turn)."""
 
     def __init__(self, traffic: Traffic, stubs: list[broker_pb2_grpc.BrokerStub], spec: StepSpec,
                  start: int = 0) -> None:

@@ -153,7 +153,8 @@ class EventLog:
             return catalog_store.append(self._conn.cursor(), "?", writes, last)[0]
 
     def catalog_after(self, position: int, limit: int) -> list[CatalogRecord]:
-        """Up to `limit` catalog records after `position`, in position order."""
+        """Up to `limit` catalog records after `position`, in position order, then the rest of the
+        last one's batch (core.catalog_store.after)."""
         with self._lock:
             return catalog_store.after(self._conn.execute, "?", position, limit)
 

@@ -169,7 +169,8 @@ class PgEventLog:
         return out
 
     def catalog_after(self, position: int, limit: int) -> list[CatalogRecord]:
-        """Up to `limit` catalog records after `position`, in position order."""
+        """Up to `limit` catalog records after `position`, in position order, then the rest of the
+        last one's batch (core.catalog_store.after)."""
         with self._session() as conn:
             return catalog_store.after(conn.execute, "%s", position, limit)
 

@@ -8,7 +8,8 @@ The same columns as the SQLite schema version 5 (core.eventlog_schema), with Pos
 - catalog_writes, catalog_versions: the catalog log (core.catalog_store), and catalog_counter: one
   row, the newest catalog position, locked by an appending transaction like event_counter. A
   database made before the catalog log gets these tables when a broker next opens it, and one made
-  before catalog_writes.batch_end that column (NULL in the rows written before).
+  before catalog_writes.batch_end that column (NULL in the rows written before; added only when
+  missing, since ALTER TABLE locks the whole table even when IF NOT EXISTS finds the column).
 Created with IF NOT EXISTS under an advisory transaction lock, so brokers starting at once agree.
 """
 
@@ -45,7 +46,12 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS catalog_writes (
   position BIGINT PRIMARY KEY, entity_id TEXT NOT NULL, version BIGINT NOT NULL, payload TEXT,
   written_at DOUBLE PRECISION NOT NULL, batch_end BIGINT);
-ALTER TABLE catalog_writes ADD COLUMN IF NOT EXISTS batch_end BIGINT;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                 AND table_name = 'catalog_writes' AND column_name = 'batch_end') THEN
+    ALTER TABLE catalog_writes ADD COLUMN batch_end BIGINT;
+  END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS catalog_versions (entity_id TEXT PRIMARY KEY, version BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS catalog_counter (id INTEGER PRIMARY KEY CHECK (id = 1), position BIGINT NOT NULL);
 INSERT INTO catalog_counter (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;

@@ -59,7 +59,8 @@ def replay(store: EventStore, live: LiveTable) -> LiveTable:
 
 
 def read_after(store: EventStore, position: int) -> list[CatalogRecord]:
-    """On the log's thread: up to READ_RECORDS records after `position`, in position order."""
+    """On the log's thread: about READ_RECORDS records after `position`, in position order, ending
+    at a batch's end (catalog_after never splits one)."""
     out: list[CatalogRecord] = []
     while len(out) < READ_RECORDS and (records := store.catalog_after(position, CATALOG_BATCH)):
         out += records

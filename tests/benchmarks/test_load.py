@@ -198,7 +198,8 @@ def test_rate_list_sorts_and_rejects_non_positive_rates() -> None:
 
 @pytest.mark.parametrize(("field", "value", "match"), [
     ("feedback_share", 1.5, "`feedback_share` must be in"), ("deadline_s", 0.0, "`deadline_s` must be"),
-    ("budget_ms", 2, "`budget_ms` must be in"), ("address", "127.0.0.1:1,", "`address` must be")])
+    ("budget_ms", 2, "`budget_ms` must be in"), ("address", "127.0.0.1:1,", "`address` must be"),
+    ("address", "127.0.0.1:1, 127.0.0.1:2", "`address` must be")])
 def test_step_spec_rejects_bad_settings(field: str, value: Any, match: str) -> None:
     settings: dict[str, Any] = {"address": "127.0.0.1:1", "rate": 1.0, "duration_s": 1.0, field: value}
     with pytest.raises(ValueError, match=match):

@@ -93,7 +93,9 @@ class ListLog:
         return len(self.records)
 
     def read_until(self, end: int) -> Callable[[int, int], list[CatalogRecord]]:
-        """catalog_after of the log as if position `end` were its newest (a batch may end there)."""
+        """A reader of the log as if position `end` were its newest: `limit` records at a time,
+        batches split wherever `limit` or `end` falls (the log before batch ends existed; a test's
+        cut of a log in the middle of a batch)."""
         def read(position: int, limit: int) -> list[CatalogRecord]:
             with self.lock:
                 return self.records[position:max(position, min(position + limit, end))]

@@ -266,7 +266,7 @@ def test_a_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
         assert log.counts() == (3, 4) and log.last_event_rowid() == 4
 
 
-def test_a_new_file_is_version_3_with_incremental_vacuum(log: EventLog) -> None:
+def test_a_new_file_has_the_current_schema_and_incremental_vacuum(log: EventLog) -> None:
     assert log._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert log._conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
     log.record_decision(decision())

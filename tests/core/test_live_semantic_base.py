@@ -62,9 +62,9 @@ def encoded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def opened(config: LiveShardConfig, log: ListLog, batch: int = 23) -> WriterShard:
-    """The shard at its base, caught up with `log` `batch` records at a time, a read ending
-    wherever the batch does (a read encodes each distinct text once: reads of 1 encode one text
-    per upsert)."""
+    """The shard at its base, caught up with `log` exactly `batch` records at a time, whatever the
+    log's batches (ListLog.read_until; a read encodes each distinct text once: reads of 1 encode
+    one text per upsert)."""
     shard = open_live_shard(config)
     assert isinstance(shard, WriterShard)
     catch_up(shard, log.read_until(log.last_catalog_position()), batch=batch)

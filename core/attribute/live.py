@@ -118,44 +118,53 @@ class LiveVocabulary(Vocabulary):
     def apply(self, changes: Sequence[Change]) -> None:
         """Apply changes the collection has applied already (its bitmaps are the new ones)."""
         with self.lock:
-            touched = self._count(changes)
+            touched, gained = self._count(changes)
             scale = max(self.collection.max_popularity(), 1e-9)
             rescale = scale != self.scale
             self.scale = scale
             keys: set[str] = set()
             words: set[str] = set()
             for value in sorted(touched):
-                self._refresh(value, keys, words)
+                self._refresh(value, keys, words, gained.get(value))
             if rescale:
                 for vid in self.popularity:
                     self.values[vid] = self._value(vid, self.values[vid].display, self.values[vid].bitmap)
             self._republish(keys, words)
 
-    def _count(self, changes: Sequence[Change]) -> set[ValueName]:
-        """Update spellings and own bitmaps (copy on write); returns the values touched."""
+    def _count(self, changes: Sequence[Change]) -> tuple[set[ValueName], dict[ValueName, float | None]]:
+        """Update spellings and own bitmaps (copy on write); returns the values touched and, per
+        value, the largest popularity among the entities that gained it, or None when an entity
+        lost it (an update takes the value from its old content and gives it to its new one)."""
         touched: set[ValueName] = set()
+        gained: dict[ValueName, float | None] = {}
         copies: dict[ValueName, BitMap] = {}
+        popularity = self.collection.popularity
         for c in changes:
             for sign, e in ((-1, c.old), (1, c.new)):
+                pop = float(popularity[c.ordinal]) if sign > 0 else 0.0
                 for f, name, spelling in contributions(e, self.analyzer) if e is not None else ():
                     if f in QU_FIELDS or f in ("title", "alias"):  # the others display as named
                         self._use((f, name), spelling, c.ordinal, sign)
+                    value = (f if f != "alias" else "title", name)
+                    touched.add(value)
+                    if sign < 0:
+                        gained[value] = None
+                    elif value not in gained or ((best := gained[value]) is not None and pop > best):
+                        gained[value] = pop
                     if f in QU_FIELDS or f == "alias":
-                        touched.add((f if f != "alias" else "title", name))
                         continue
                     if (f, name) not in copies:
                         source = self.text if f == "text" else self.own.get(f, {})
                         copies[(f, name)] = BitMap(source.get(name, BitMap()))
                     bits = copies[(f, name)]
                     (bits.add if sign > 0 else bits.discard)(c.ordinal)
-                    touched.add((f, name))
         for (f, name), bits in copies.items():
             target = self.text if f == "text" else self.own.setdefault(f, {})
             if bits:
                 target[name] = bits
             else:
                 target.pop(name, None)
-        return {v for v in touched if v[0] != "text"}
+        return {v for v in touched if v[0] != "text"}, gained
 
     def _use(self, value: ValueName, spelling: str, ordinal: int, sign: int) -> None:
         """Count (sign 1) or uncount (-1) one use of `spelling` for `value` by entity `ordinal`.
@@ -194,9 +203,11 @@ class LiveVocabulary(Vocabulary):
         f = self.names[vid][0]
         return Value(f, display, FIELD_PRIORS.get(f, 0.5) * (0.6 + 0.4 * self.popularity[vid] / self.scale), bitmap)
 
-    def _refresh(self, value: ValueName, keys: set[str], words: set[str]) -> None:
+    def _refresh(self, value: ValueName, keys: set[str], words: set[str], gained: float | None = None) -> None:
         """Recompute one value (or drop it when no live entity has it), noting the phrase keys and
-        partial-name words whose lists change."""
+        partial-name words whose lists change. gained: when no entity lost the value in this batch,
+        the largest popularity of those that gained it; its popularity (the max over its entities)
+        then needs only that, not a read of the whole bitmap (thousands for a genre or a decade)."""
         bitmap = self._bitmap(value)
         vid = self.vid_of.get(value)
         if not bitmap:
@@ -216,8 +227,10 @@ class LiveVocabulary(Vocabulary):
         if vid not in self.popularity:
             self.popularity[vid] = 0.0
             self._regroup(vid, value, keys, add=True)
-        pop = self.collection.popularity[bitmap.to_array()]
-        self.popularity[vid] = float(pop.max())
+            gained = None  # new or back: its max from all its entities
+        popularity = self.collection.popularity
+        self.popularity[vid] = float(popularity[bitmap.to_array()].max()) if gained is None else \
+            max(self.popularity[vid], gained)
         self.values[vid] = self._value(vid, self._display(value), bitmap)
         self._rephrase(vid, keys)
         for w in self.partial_words(vid):

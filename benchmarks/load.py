@@ -237,8 +237,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if unknown := sorted(set(args.targets) - set(TARGETS)):
         p.error(f"unknown --targets {unknown}; known: {', '.join(TARGETS)}")
-    if not 1 <= args.brokers <= 64:
-        p.error(f"--brokers must be in [1, 64], but got {args.brokers}")
+    from services.cluster import PRIVATE_POSTGRES, ClusterConfig
+
+    try:  # the cluster's own rule for its broker count
+        ClusterConfig(brokers=args.brokers, store={"url": PRIVATE_POSTGRES})
+    except ValueError as err:
+        p.error(f"--brokers: {err}")
     return args
 
 

@@ -75,6 +75,15 @@ def contributions(e: Entity, analyzer: Analyzer) -> Iterator[tuple[str, str, str
         yield "text", stem, stem
 
 
+def _note_gain(gained: dict[ValueName, float | None], value: ValueName, sign: int, popularity: float) -> None:
+    """One entity gained (sign 1, with its popularity) or lost (-1) `value`: `gained` keeps the
+    largest popularity gained, or None once any entity lost it (LiveVocabulary._count)."""
+    if sign < 0:
+        gained[value] = None
+    elif value not in gained or ((best := gained[value]) is not None and popularity > best):
+        gained[value] = popularity
+
+
 class LiveVocabulary(Vocabulary):
     """See the module docstring. spellings: value -> spelling -> ordinal -> uses, for the values
     displayed by their most used spelling (QU_FIELDS, "title"; a title's aliases under
@@ -147,10 +156,8 @@ class LiveVocabulary(Vocabulary):
                         self._use((f, name), spelling, c.ordinal, sign)
                     value = (f if f != "alias" else "title", name)
                     touched.add(value)
-                    if sign < 0:
-                        gained[value] = None
-                    elif value not in gained or ((best := gained[value]) is not None and pop > best):
-                        gained[value] = pop
+                    if f != "text":  # a text word is never refreshed: no popularity to keep
+                        _note_gain(gained, value, sign, pop)
                     if f in QU_FIELDS or f == "alias":
                         continue
                     if (f, name) not in copies:

@@ -77,6 +77,12 @@ class Served:
         return self.channel.unary_unary(f"/{SERVICE}/{name}", request_serializer=_identity,
                                         response_deserializer=_identity)
 
+    async def failure(self, name: str) -> grpc.aio.AioRpcError:
+        """The error status a call of `name` ends with (it must end with one)."""
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await self.method(name)(b"", timeout=30)
+        return caught.value
+
 
 LOOPS = pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop],
                                 ids=["asyncio", "uvloop"])
@@ -127,11 +133,10 @@ def test_a_call_runs_on_the_service_loop_with_the_callers_deadline(new_loop: Any
 @LOOPS
 def test_an_abort_on_the_service_loop_reaches_the_caller_with_its_status(new_loop: Any) -> None:
     async def body(served: Served) -> None:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await served.method("Refuse")(b"", timeout=30)
-        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert caught.value.details() == "overloaded: the test queue is full"
-        assert ("retry-after-ms", "50") in tuple(caught.value.trailing_metadata() or ())
+        error = await served.failure("Refuse")
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error.details() == "overloaded: the test queue is full"
+        assert ("retry-after-ms", "50") in tuple(error.trailing_metadata() or ())
         assert served.recorder.calls == [{"code": grpc.StatusCode.RESOURCE_EXHAUSTED}]  # what metrics read
 
     scenario(new_loop, body)
@@ -140,9 +145,7 @@ def test_an_abort_on_the_service_loop_reaches_the_caller_with_its_status(new_loo
 @LOOPS
 def test_an_error_on_the_service_loop_is_an_error_status_not_a_hang(new_loop: Any) -> None:
     async def body(served: Served) -> None:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await served.method("Fail")(b"", timeout=30)
-        assert caught.value.code() == grpc.StatusCode.UNKNOWN
+        assert (await served.failure("Fail")).code() == grpc.StatusCode.UNKNOWN
 
     scenario(new_loop, body)
 

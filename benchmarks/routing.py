@@ -37,8 +37,11 @@ experiment's 200 candidates.
 
 Reported per collection and pooled, mean ± 95% Student-t interval over seeds: target recall at
 the budget, nDCG@10 and Recall@100 of the final ranking (ir-measures), candidates fetched,
-candidate recall; and the share of the (best fixed split -> oracle) gap in pooled target recall
-that the learned policy closes. --out gets results.json, results.md and routing.png (the learned
+candidate recall; the share of the (best fixed split -> oracle) gap in pooled target recall
+that the learned policy closes; and, on the equal split's level tables, how much of that gap
+knowing each query's past could close (routing_run.per_query_routing, leave-one-out:
+`per_query_routing` in results.json, one figure per seed, next to each seed's best fixed split on
+the same tables). --out gets results.json, results.md and routing.png (the learned
 quota mix per collection and the oracle-gap bar); --json writes results.json's content elsewhere.
 Held-out collections (cranfield, cacm, lisa) may be run, but --sweep refuses them.
 """
@@ -100,7 +103,15 @@ def run_tasks(settings: Any, tasks: Sequence[tuple[int, str, tuple[int, ...] | N
 def run(args: argparse.Namespace, data: Any, root: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """(the JSON result, per plan the RoutingRun of every seed)."""
     from benchmarks.routing_report import gap_closed, seed_record
-    from benchmarks.routing_run import BEST_FIXED, DEFAULT, EQUAL, Settings, best_fixed_split, plan_specs
+    from benchmarks.routing_run import (
+        BEST_FIXED,
+        DEFAULT,
+        EQUAL,
+        Settings,
+        best_fixed_split,
+        per_query_routing,
+        plan_specs,
+    )
 
     settings = Settings(root=root, data_dirs=tuple(args.data), searches=args.searches, budget=args.budget,
                         zipf_exponent=args.zipf, max_query_chars=args.max_query_chars)
@@ -118,6 +129,8 @@ def run(args: argparse.Namespace, data: Any, root: Path) -> tuple[dict[str, Any]
         "default_policy": DEFAULT, "plans": plans, "collections": list(data.collections),
         "gap_closed": gap_closed(plans),
         "best_fixed": [{"quotas": list(q), "hindsight_target_recall": r} for q, r in best.values()],
+        "per_query_routing": [per_query_routing(runs[seed, EQUAL].hits, runs[seed, EQUAL].queries, args.budget)
+                              for seed in range(args.seeds)],
         "settings": {"searches": args.searches, "seeds": args.seeds, "budget": args.budget,
                      "levels": list(plan_levels(args.budget)),
                      "strategies": list(by_plan[DEFAULT][0].records.strategies),
@@ -208,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = (f"{tables(result)}\n\nBudget {args.budget} candidates (levels {plan_levels(args.budget)}), Zipf exponent "
             f"{args.zipf}, target drawn by grade, {cut} query texts cut to {args.max_query_chars} characters.\n"
             f"Best fixed split per seed (hindsight): {[b['quotas'] for b in result['best_fixed']]}.\n"
+            f"On the equal split's level tables, the best fixed split finds "
+            f"{[round(b['hindsight_target_recall'], 3) for b in result['best_fixed']]} of the targets and routing "
+            f"each query by its other searches (leave-one-out) {[round(r, 3) for r in result['per_query_routing']]}: "
+            f"what knowing each query's past, but not the wanted document, can reach.\n"
             f"{result['default_policy']} closes {closed[0]:.3f} ± {closed[1]:.3f} of the gap in pooled target "
             f"recall between the best fixed split and the oracle.\n"
             f"{result['seconds']:.0f} s, {args.jobs} process(es) of 1 thread (commit {info['commit']}, "

@@ -104,13 +104,14 @@ class RoutingRun:
     """One plan over one seed. records: the runner's per-search rows (intent = collection index);
     ndcg, recall: float64 (N,), nDCG@10 and Recall@100 of each search's final ranking against the
     query's qrels (ir-measures); hits: bool (N, S, L) and returned: int64 (N, S, L), the level
-    tables, kept only when asked (tables=True)."""
+    tables, and queries: each search's query id, kept only when asked (tables=True)."""
 
     records: Records
     ndcg: np.ndarray
     recall: np.ndarray
     hits: np.ndarray | None = None
     returned: np.ndarray | None = None
+    queries: tuple[str, ...] = ()
 
 
 @dataclass
@@ -194,17 +195,49 @@ def run_plan(settings: Settings, seed: int, name: str, best_fixed: tuple[int, ..
     if not tables:
         return RoutingRun(records=rec, ndcg=ndcg, recall=recall)
     return RoutingRun(records=rec, ndcg=ndcg, recall=recall, hits=np.array(observed.hits),
-                      returned=np.array(observed.returned))
+                      returned=np.array(observed.returned), queries=tuple(query_ids))
+
+
+def allocation_hits(hits: np.ndarray, budget: int) -> tuple[AllocationSpace, np.ndarray]:
+    """(the space, bool (N, A)): whether each allocation of the space would have retrieved each
+    search's target, from the level tables `hits` (bool (N, S, L))."""
+    space = AllocationSpace(strategies=STRATEGIES, levels=routing_levels(budget), budget=budget)
+    alloc = space.allocations
+    cols = np.arange(alloc.shape[1])[None, :]
+    return space, np.stack([hits[:, cols[0], a].any(axis=1) for a in alloc], axis=1)
+
+
+def per_query_routing(hits: np.ndarray, queries: Sequence[str], budget: int) -> float:
+    """The target recall of routing each search by the other searches of its query: the allocation
+    that retrieved the target most often on them, ties going to the one that did best on all other
+    searches (the best fixed split without this one), then to fewer candidates asked and the lower
+    index. A query searched once thus gets the best fixed split. Leave-one-out, so a search's own
+    target never chooses its allocation: what a policy that knew each query's past (but not the
+    wanted document) could reach. hits: the level tables (bool (N, S, L)); queries: query id per
+    search."""
+    if len(queries) != len(hits):
+        raise ValueError(f"`queries` must have one id per search ({len(hits)}), but got {len(queries)}")
+    space, table = allocation_hits(hits, budget)
+    asked = np.asarray(space.levels)[space.allocations].sum(axis=1)
+    index = np.arange(asked.size)
+    everywhere = table.sum(axis=0)
+    ids = np.unique(np.asarray(queries), return_inverse=True)[1]
+    found = np.zeros(len(queries), dtype=bool)
+    for q in range(int(ids.max()) + 1 if ids.size else 0):
+        rows = np.flatnonzero(ids == q)
+        here = table[rows].sum(axis=0)
+        for r in rows.tolist():
+            key = (here - table[r]) * (len(queries) + 1) + (everywhere - table[r])  # this query first
+            found[r] = table[r, int(np.lexsort((index, asked, -key))[0])]
+    return float(found.mean()) if found.size else float("nan")
 
 
 def best_fixed_split(hits: np.ndarray, budget: int) -> tuple[tuple[int, ...], float]:
     """(quotas, target recall) of the fixed allocation retrieving the target most often over the
     searches of `hits` (bool (N, S, L), the level tables), every allocation of the space evaluated;
     ties go to fewer candidates asked, then the lower allocation index (oracle_allocation's order)."""
-    space = AllocationSpace(strategies=STRATEGIES, levels=routing_levels(budget), budget=budget)
-    alloc = space.allocations
-    cols = np.arange(alloc.shape[1])[None, :]
-    recall = np.array([hits[:, cols[0], a].any(axis=1).mean() for a in alloc])
-    asked = np.asarray(space.levels)[alloc].sum(axis=1)
+    space, table = allocation_hits(hits, budget)
+    recall = table.mean(axis=0)
+    asked = np.asarray(space.levels)[space.allocations].sum(axis=1)
     best = int(np.lexsort((np.arange(recall.size), asked, -recall))[0])
     return space.quotas(best), float(recall[best])

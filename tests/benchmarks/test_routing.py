@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks.common import truncate_queries, truncate_query
 from benchmarks.routing_data import PooledData, pool_collections, routing_searches, zipf_weights
-from benchmarks.routing_run import best_fixed_split, judge_rankings, routing_levels
+from benchmarks.routing_run import best_fixed_split, judge_rankings, per_query_routing, routing_levels
 
 WORDS = ("protein", "cell", "library", "index", "retrieval", "ocean", "river", "engine", "matrix", "graph",
          "memory", "signal", "vaccine", "market", "climate", "orbit")
@@ -154,6 +154,33 @@ def test_best_fixed_split_from_level_tables() -> None:
         routing_levels(10)
 
 
+def test_per_query_routing_chooses_each_search_by_its_other_searches() -> None:
+    # Levels (0, 2, 4, 8). Query "a": three searches whose targets only semantic 8 finds. Query
+    # "b": three searches lexical 2 finds, and the third also semantic 8 (that search alone must
+    # not choose its allocation). Queries "c" and "d", searched once, get the best split of the
+    # other searches, semantic 8 (4 of 7 for each), which misses c's target (memory at 8 alone)
+    # and finds d's.
+    hits = np.zeros((8, 4, 4), dtype=bool)
+    hits[0:3, 1, 3] = True  # a
+    hits[3:6, 0, 1:] = True  # b
+    hits[5, 1, 3] = True
+    hits[6, 3, 3] = True  # c
+    hits[7, 1, 3] = True  # d
+    queries = ["a", "a", "a", "b", "b", "b", "c", "d"]
+    assert best_fixed_split(hits, 8) == ((0, 8, 0, 0), pytest.approx(5 / 8))
+    assert per_query_routing(hits, queries, 8) == pytest.approx(7 / 8)  # all but c
+    # a's second search has nothing now (the others still choose semantic 8 for it); for d,
+    # semantic 8 and lexical 2 each find 3 of the others, and the cheaper one misses
+    hits[1, 1, 3] = False
+    assert per_query_routing(hits, queries, 8) == pytest.approx(5 / 8)
+    # a's first two: the third's others found nothing, so it takes the best split of all other
+    # searches (lexical 2, b's three), and so do c and d
+    hits[0, 1, 3] = False
+    assert per_query_routing(hits, queries, 8) == pytest.approx(3 / 8)
+    with pytest.raises(ValueError, match="one id per search"):
+        per_query_routing(hits, queries[:3], 8)
+
+
 def test_judge_rankings_against_hand_computed_measures() -> None:
     qrels = {"a": {"x": 1}, "b": {"x": 1, "y": 1}}
     ndcg, recall = judge_rankings([("a", ["x", "z"]), ("a", ["z", "x"]), ("b", ["z", "x"]), ("a", ["x", "z"])], qrels)
@@ -192,4 +219,5 @@ def test_end_to_end_json_layout(collections: list[Path], tmp_path: Path) -> None
         assert plans["oracle"][seed]["target_recall"] >= plans["lexical-only"][seed]["target_recall"]
     assert result["settings"]["truncated_queries"] == {"alpha": 1, "beta": 1}
     assert len(result["gap_closed"]) == 2 and len(result["best_fixed"]) == 2
+    assert len(result["per_query_routing"]) == 2 and all(0 <= r <= 1 for r in result["per_query_routing"])
     assert (out / "routing.png").stat().st_size > 0 and (out / "results.md").exists()

@@ -14,7 +14,13 @@ from core.live_base import DEFAULT_BACKGROUND_NICE, DEFAULT_MERGE_ENTITIES
 from services.admission import DEFAULT_SHARD_MAX_QUEUE
 from services.cli_broker import add_broker_commands
 from services.cli_catalog import add_catalog_commands
-from services.cli_common import DEMO_QUERIES, add_security_flags, parse_options, security_from_args
+from services.cli_common import (
+    DEFAULT_SHARD_PORT,
+    DEMO_QUERIES,
+    add_security_flags,
+    parse_options,
+    security_from_args,
+)
 from services.logs import FORMATS
 from services.logs import setup as setup_logging
 from services.metrics import port_arg
@@ -182,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("strategy", help="lexical, semantic, attribute or memory")
     p.add_argument("--index", required=True, help="index directory built by `ltrr index`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=50051, help="port; 0 picks a free one (default: %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_SHARD_PORT,
+                   help="port; 0 picks a free one (default: %(default)s)")
     p.add_argument("--max-quota", type=int, default=1000, help="largest accepted quota (default: %(default)s)")
     p.add_argument("--max-query-chars", type=int, default=1024, help="longest accepted query (default: %(default)s)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -217,14 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("retrieve", help="ask a shard for candidates")
     p.add_argument("text")
-    p.add_argument("--target", default="127.0.0.1:50051", help="shard address (default: %(default)s)")
+    p.add_argument("--target", default=f"127.0.0.1:{DEFAULT_SHARD_PORT}", help="shard address (default: %(default)s)")
     p.add_argument("--quota", type=int, default=10)
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=V1|V2", help="hard filter (repeatable)")
     add_security_flags(p, server=False)
     p.set_defaults(func=cmd_retrieve)
 
     p = sub.add_parser("describe", help="show what a shard serves")
-    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--target", default=f"127.0.0.1:{DEFAULT_SHARD_PORT}")
     add_security_flags(p, server=False)
     p.set_defaults(func=cmd_describe)
 
@@ -241,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="index the bundled music catalog, serve it, run example queries")
     p.add_argument("--index", default=str(DEFAULT_DEMO_DIR), help="index directory (default: %(default)s)")
-    p.add_argument("--port", type=int, default=50051, help="shard port (default: %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_SHARD_PORT, help="shard port (default: %(default)s)")
     p.add_argument("--once", action="store_true", help="stop after the examples instead of serving on")
     p.set_defaults(func=cmd_demo)
 

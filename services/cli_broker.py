@@ -15,7 +15,13 @@ from typing import Any
 
 from core.policy.policies import PolicyConfig
 from core.storage import write_file_atomic
-from services.cli_common import DEMO_QUERIES, add_security_flags, parse_options, security_from_args
+from services.cli_common import (
+    DEFAULT_BROKER_PORT,
+    DEMO_QUERIES,
+    add_security_flags,
+    parse_options,
+    security_from_args,
+)
 from services.metrics import port_arg
 
 
@@ -312,7 +318,7 @@ def add_broker_commands(sub: Any) -> None:
     p.add_argument("--store", metavar="URL", help=store_help)
     p.add_argument("--catalog", required=True, help="the catalog the shards were built from")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=50050)
+    p.add_argument("--port", type=int, default=DEFAULT_BROKER_PORT)
     p.add_argument("--metrics-port", type=port_arg, default=0, metavar="PORT|auto",
                    help="serve Prometheus metrics over HTTP on --host at this port (0: off; auto: a free port, "
                         "printed as 'metrics on HOST:PORT') (default: off)")
@@ -350,7 +356,7 @@ def add_broker_commands(sub: Any) -> None:
 
     p = sub.add_parser("search", help="search through the broker")
     p.add_argument("text")
-    p.add_argument("--target", default="127.0.0.1:50050")
+    p.add_argument("--target", default=f"127.0.0.1:{DEFAULT_BROKER_PORT}")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--budget-ms", type=int, default=100)
     p.add_argument("--context", action="append", default=[], metavar="KEY=VALUE", help="e.g. device=mobile, hour=21")
@@ -362,7 +368,7 @@ def add_broker_commands(sub: Any) -> None:
     p.add_argument("entity_id")
     p.add_argument("--type", default="click", choices=["click", "play", "like", "favorite", "skip", "reformulate"])
     p.add_argument("--value", type=float, default=0.0)
-    p.add_argument("--target", default="127.0.0.1:50050")
+    p.add_argument("--target", default=f"127.0.0.1:{DEFAULT_BROKER_PORT}")
     add_security_flags(p, server=False)
     p.set_defaults(func=cmd_feedback)
 

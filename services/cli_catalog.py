@@ -27,7 +27,7 @@ from core.catalog import Entity, entity_from_json, open_text
 from core.catalog_log import MAX_WRITES_PER_BATCH
 from core.errors import CatalogError
 from ltrr.v1 import catalog_pb2, catalog_pb2_grpc
-from services.cli_common import add_security_flags, security_from_args
+from services.cli_common import DEFAULT_BROKER_PORT, add_security_flags, security_from_args
 from services.convert_catalog import write_to_proto
 from services.security import open_channel
 
@@ -177,7 +177,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser, *, writes: bool) -> None:
-    p.add_argument("--target", default="127.0.0.1:50050", help="the broker's address")
+    p.add_argument("--target", default=f"127.0.0.1:{DEFAULT_BROKER_PORT}", help="the broker's address")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per call")
     if writes:
         p.add_argument("--batch", type=int, default=DEFAULT_BATCH,

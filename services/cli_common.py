@@ -9,6 +9,12 @@ from typing import Any
 
 from services.security import ENV_TOKEN_FILE, SecurityConfig
 
+# Default ports on one machine: below Linux's ephemeral range (32768-60999 by default), where any
+# outgoing connection or free-port bind can hold a port for a moment. At 50050 a fresh clone's
+# `make demo` once failed to bind right after the test suite (NOTES.md, session 13). The k8s
+# manifests keep 50050/50051: a pod binds before it connects anywhere.
+DEFAULT_BROKER_PORT = 7050
+DEFAULT_SHARD_PORT = 7051
 DEMO_QUERIES = ("bohemian rhapsody", "taylor swift love", "dance monkey", "beyonce", "summer hits 2019")
 
 

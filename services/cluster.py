@@ -8,7 +8,7 @@ All keys are optional (defaults in parentheses):
     index = "indexes/demo"          # index directory; missing components are built first
     state = "indexes/demo-state"    # broker state: event log, policy snapshot, ranker model
     host = "127.0.0.1"              # where every process binds
-    port = 50050                    # broker port; shards take free ports
+    port = 7050                     # broker port; shards take free ports
     metrics_port = "auto"           # Prometheus /metrics of every process: "auto" = each on a free
                                     # port (`ltrr up` prints where), 0 = off, N = broker on N and the
                                     # shards on N+1, N+2, ... in `strategies` order
@@ -65,6 +65,7 @@ from core.indexing import build_index
 from core.partitioning import build_partitioned, read_partitions
 from core.storage import MANIFEST
 from services.broker_config import default_store
+from services.cli_common import DEFAULT_BROKER_PORT
 from services.process import ServerProcess, shard_args, spawn
 from services.topology import ShardAddresses, shard_flags
 
@@ -83,7 +84,7 @@ class ClusterConfig:
     index: str = "indexes/demo"
     state: str = "indexes/demo-state"
     host: str = "127.0.0.1"
-    port: int = 50050
+    port: int = DEFAULT_BROKER_PORT
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     build: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: DEFAULT_BUILD)
     run: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

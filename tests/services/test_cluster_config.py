@@ -77,3 +77,20 @@ def test_partitioned_index_is_built_once(tmp_path: Path, catalog: list[Entity]) 
     assert (tmp_path / "index" / "partitions.json").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="holds 2 partitions but the config asks for 3"):
         build_missing(ClusterConfig(catalog=c.catalog, index=c.index, partitions=3, strategies=("lexical",)))
+
+
+def test_default_ports_lie_below_the_ephemeral_range() -> None:
+    """Regression: at 50050 the demo broker once failed to bind, the port held by some socket's
+    ephemeral end right after the test suite. Every local default must stay below Linux's range."""
+    from services.cli import build_parser
+    from services.cli_common import DEFAULT_BROKER_PORT, DEFAULT_SHARD_PORT
+
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768  # Linux's default
+    parser = build_parser()
+    defaults = [ClusterConfig().port, parser.parse_args(["shard", "lexical", "--index", "x"]).port,
+                parser.parse_args(["broker", "--shard", "lexical=127.0.0.1:1", "--state", "s", "--catalog", "c"]).port]
+    targets = [parser.parse_args(argv).target.rsplit(":", 1)[1] for argv in
+               (["retrieve", "q"], ["describe"], ["search", "q"], ["catalog", "status"])]
+    assert defaults == [DEFAULT_BROKER_PORT, DEFAULT_SHARD_PORT, DEFAULT_BROKER_PORT]
+    assert all(0 < int(p) < low for p in [*defaults, *targets])

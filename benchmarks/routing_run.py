@@ -24,7 +24,7 @@ from core.policy.allocation import AllocationSpace, equal_split
 from core.policy.policies import PolicyKind
 from core.ranking import RankerKind
 from core.simulator.metrics import Records
-from core.simulator.policies import ORACLE, PolicySpec
+from core.simulator.policies import ORACLE, PolicySpec, oracle_allocation
 from core.simulator.users import SimSearch
 
 DEFAULT = "thompson"  # the broker's default policy (benchmarks.experiment.DEFAULT)
@@ -211,15 +211,13 @@ def per_query_routing(hits: np.ndarray, queries: Sequence[str], budget: int) -> 
     """The target recall of routing each search by the other searches of its query: the allocation
     that retrieved the target most often on them, ties going to the one that did best on all other
     searches (the best fixed split without this one), then to fewer candidates asked and the lower
-    index. A query searched once thus gets the best fixed split. Leave-one-out, so a search's own
-    target never chooses its allocation: what a policy that knew each query's past (but not the
-    wanted document) could reach. hits: the level tables (bool (N, S, L)); queries: query id per
-    search."""
+    index (oracle_allocation's rule). A query searched once thus gets the best fixed split.
+    Leave-one-out, so a search's own target never chooses its allocation: what a policy that knew
+    each query's past (but not the wanted document) could reach. hits: the level tables (bool
+    (N, S, L)); queries: query id per search."""
     if len(queries) != len(hits):
         raise ValueError(f"`queries` must have one id per search ({len(hits)}), but got {len(queries)}")
     space, table = allocation_hits(hits, budget)
-    asked = np.asarray(space.levels)[space.allocations].sum(axis=1)
-    index = np.arange(asked.size)
     everywhere = table.sum(axis=0)
     ids = np.unique(np.asarray(queries), return_inverse=True)[1]
     found = np.zeros(len(queries), dtype=bool)
@@ -228,7 +226,7 @@ def per_query_routing(hits: np.ndarray, queries: Sequence[str], budget: int) -> 
         here = table[rows].sum(axis=0)
         for r in rows.tolist():
             key = (here - table[r]) * (len(queries) + 1) + (everywhere - table[r])  # this query first
-            found[r] = table[r, int(np.lexsort((index, asked, -key))[0])]
+            found[r] = table[r, oracle_allocation(key.astype(np.float64), space).allocation]
     return float(found.mean()) if found.size else float("nan")
 
 
@@ -238,6 +236,5 @@ def best_fixed_split(hits: np.ndarray, budget: int) -> tuple[tuple[int, ...], fl
     ties go to fewer candidates asked, then the lower allocation index (oracle_allocation's order)."""
     space, table = allocation_hits(hits, budget)
     recall = table.mean(axis=0)
-    asked = np.asarray(space.levels)[space.allocations].sum(axis=1)
-    best = int(np.lexsort((np.arange(recall.size), asked, -recall))[0])
-    return space.quotas(best), float(recall[best])
+    best = oracle_allocation(recall, space)
+    return best.quotas, float(recall[best.allocation])

@@ -152,9 +152,8 @@ class _Aborted(Exception):
 class RelayedContext:
     """The part of grpc.aio.ServicerContext the broker's handlers use (services.shard.rpc,
     services.metrics, the deadline), for a handler running on the service loop: time_remaining
-    reads the call's context (what gRPC core set), abort
-    records its code (code(), as grpc.aio's does) and raises _Aborted for OnServiceLoop to send
-    from the server's loop."""
+    reads the call's context (what gRPC core set), abort records its code (code(), as grpc.aio's
+    does) and raises _Aborted for OnServiceLoop to send from the server's loop."""
 
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
         self._context = context

@@ -24,8 +24,11 @@ per plan, the mean over seeds with a 95% Student-t confidence interval over seed
 
 Then: both recalls per intent; the acceptance comparisons, paired over seeds (every plan of a
 seed sees the same searches and click draws; benchmarks.experiment_verdict); the share of the gap
-between the best static plan and the oracle each plan closes; and the off-policy check
-(benchmarks.experiment_ope, --ope-searches, 0 skips it). The index is built once with the chosen
+between the best static plan and the oracle each plan closes; the headroom any plan has, from the
+equal split's level tables (benchmarks.headroom: the best fixed split and the best split per
+intent with hindsight, each query routed by its other searches, the oracle; `headroom` in
+results.json, one record per seed); and the off-policy check (benchmarks.experiment_ope,
+--ope-searches, 0 skips it). The index is built once with the chosen
 encoder (MiniLM by default, the semantic strategy that serves; its embeddings are cached in
 ~/.cache/ltrr/embeddings, so a rebuild encodes nothing; --encoder hashing needs no model) under
 DIR/index-<encoder>-<noise>, or taken from --index. It is built from imperfect metadata
@@ -72,6 +75,7 @@ STRATEGIES = ("lexical", "semantic", "attribute", "memory")
 DEFAULT = DEFAULT_KIND.value  # the broker's default policy, the one the acceptance is about
 # The semantic strategy that serves; hashing is the model-free stand-in for unit tests.
 DEFAULT_ENCODER = "minilm"
+EQUAL = "static-equal"  # its level tables price every allocation on the same searches (`headroom`)
 COLUMNS = (("target_recall", "target recall"), ("candidate_recall", "candidate recall"), ("mrr@10", "MRR@10"),
            ("ndcg@10", "nDCG@10"), ("fetched", "fetched"),
            ("strategies_called", "strategies"), ("cumulative_regret", "regret"))
@@ -183,9 +187,10 @@ def seed_range(args: argparse.Namespace) -> range:
     return range(args.first_seed, args.first_seed + args.seeds)
 
 
-def run_plan(args: argparse.Namespace, root: Path, seed: int, name: str) -> tuple[Any, float]:
-    """One plan over the searches of one seed, in process: its Records and the seconds it took.
-    A task of its own, so that plans and seeds can run in parallel processes (--jobs)."""
+def run_plan(args: argparse.Namespace, root: Path, seed: int, name: str) -> tuple[Any, float, dict[str, Any] | None]:
+    """One plan over the searches of one seed, in process: its Records, the seconds it took and,
+    for the equal split, the hindsight bounds of its level tables (`headroom`; None for other
+    plans). A task of its own, so that plans and seeds can run in parallel processes (--jobs)."""
     from core.simulator.runner import run_policy, simulated_searches
 
     started = time.perf_counter()
@@ -195,10 +200,43 @@ def run_plan(args: argparse.Namespace, root: Path, seed: int, name: str) -> tupl
         _WORKER["searches"][seed] = simulated_searches(entities, config)
     users, searches = _WORKER["searches"][seed]
     spec = next(s for s in plans(args, config) if s.name == name)
+    tables = LevelTables() if name == EQUAL else None
     with tempfile.TemporaryDirectory() as work:
         rec = run_policy(spec, config, root, STRATEGIES, searches, users, table, memory_state=Path(work) / "memory",
-                         shared=shared)
-    return rec, time.perf_counter() - started
+                         shared=shared, observer=tables)
+    room = headroom(rec, tables, config.levels, config.budget) if tables is not None else None
+    return rec, time.perf_counter() - started, room
+
+
+class LevelTables:
+    """A SearchObserver (core.simulator.runner) keeping each search's level tables and query key."""
+
+    def __init__(self) -> None:
+        self.hits: list[Any] = []
+        self.keys: list[str] = []
+
+    def __call__(self, t: int, sim: Any, record: Any, hits: Any, returned: Any) -> None:
+        from core.analysis import text_key
+
+        self.hits.append(hits)
+        self.keys.append(text_key(sim.text))
+
+
+def headroom(rec: Any, tables: LevelTables, levels: Sequence[int], budget: int) -> dict[str, Any]:
+    """What any plan could have found on the searches of `tables` (benchmarks.headroom, all with
+    hindsight but per_query): the best fixed split, the best split per intent, routing each query
+    by its other searches (leave-one-out) and the oracle, as target recall."""
+    import numpy as np
+
+    from benchmarks import headroom as hr
+    from core.policy.allocation import AllocationSpace
+
+    space = AllocationSpace(strategies=STRATEGIES, levels=tuple(levels), budget=budget)
+    table = hr.allocation_table(np.array(tables.hits), space)
+    quotas, fixed = hr.best_fixed(table, space)
+    return {"best_fixed_quotas": list(quotas), "best_fixed": fixed,
+            "per_intent": hr.best_per_group(table, rec.intent, space),
+            "per_query": hr.leave_one_out(table, tables.keys, space), "oracle": float(table.any(axis=1).mean())}
 
 
 def _offpolicy(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -210,10 +248,11 @@ def _offpolicy(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         return offpolicy_check(entities, root, STRATEGIES, config, work, levels=config.levels)
 
 
-def _run_inprocess(args: argparse.Namespace, root: Path, specs: Sequence[Any]) -> tuple[dict[tuple[int, str], Any],
-                                                                                        dict[str, Any] | None]:
+def _run_inprocess(args: argparse.Namespace, root: Path, specs: Sequence[Any]
+                   ) -> tuple[dict[tuple[int, str], Any], dict[int, dict[str, Any]], dict[str, Any] | None]:
     """Every (seed, plan) task and the off-policy check, on args.jobs processes (in this one for
-    --jobs 1); the learned plans, the slowest, are started first."""
+    --jobs 1); the learned plans, the slowest, are started first. Returns the Records per (seed,
+    plan), the equal split's headroom per seed (when it ran) and the off-policy check."""
     import concurrent.futures
     import contextlib
     import functools
@@ -226,7 +265,7 @@ def _run_inprocess(args: argparse.Namespace, root: Path, specs: Sequence[Any]) -
     tasks = [(seed, spec.name) for spec in order for seed in seed_range(args)]
     offpolicy: Callable[[], dict[str, Any]] | None = None
     with contextlib.ExitStack() as stack:
-        done: Iterator[tuple[tuple[int, str], tuple[Any, float]]]
+        done: Iterator[tuple[tuple[int, str], tuple[Any, float, dict[str, Any] | None]]]
         if args.jobs == 1:
             done = ((task, run_plan(args, root, *task)) for task in tasks)
             if args.ope_searches > 0:
@@ -239,12 +278,15 @@ def _run_inprocess(args: argparse.Namespace, root: Path, specs: Sequence[Any]) -
                 offpolicy = pool.submit(_offpolicy, args, root).result
             done = ((futures[f], f.result()) for f in concurrent.futures.as_completed(futures))
         records: dict[tuple[int, str], Any] = {}
+        rooms: dict[int, dict[str, Any]] = {}
         with tqdm(total=len(tasks), desc="plans x seeds", unit="run", disable=None) as bar:
-            for (seed, name), (rec, took) in done:
+            for (seed, name), (rec, took, room) in done:
                 records[seed, name] = rec
+                if room is not None:
+                    rooms[seed] = room
                 bar.write(f"seed {seed} {name}: {args.searches} searches in {took:.0f} s")
                 bar.update()
-        return records, offpolicy() if offpolicy is not None else None
+        return records, rooms, offpolicy() if offpolicy is not None else None
 
 
 def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -264,6 +306,7 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
     names = [s.name for s in specs]
     started = time.perf_counter()
     offpolicy = None
+    rooms: dict[int, dict[str, Any]] = {}
     if args.mode == "grpc":
         from benchmarks.experiment_grpc import run_grpc
 
@@ -275,7 +318,7 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
                                                index_entities=noisy).items():
                     records[seed, name] = grpc_rec
     else:
-        records, offpolicy = _run_inprocess(args, root, specs)
+        records, rooms, offpolicy = _run_inprocess(args, root, specs)
     seconds = time.perf_counter() - started
     runs = {name: [records[seed, name] for seed in seed_range(args)] for name in names}
     result: dict[str, Any] = {"default_policy": DEFAULT, "run": info, "settings": settings(args, root),
@@ -288,6 +331,8 @@ def run(args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], dict[str, 
                                            for name, recs in runs.items()}}
     result["verdict"] = verdict(result["policies"], DEFAULT)
     result["oracle_gap"] = oracle_gap(result["policies"])
+    if rooms:
+        result["headroom"] = [rooms[seed] for seed in seed_range(args)]
     if offpolicy is not None:
         result["offpolicy"] = offpolicy
     return result, runs
@@ -344,6 +389,8 @@ def report(result: dict[str, Any]) -> str:
         extra += verdict_markdown(result["verdict"], result.get("default_policy", DEFAULT)) + "\n\n"
     if result.get("oracle_gap"):
         extra += oracle_gap_markdown(result["oracle_gap"]) + "\n\n"
+    if result.get("headroom"):
+        extra += headroom_markdown(result["headroom"]) + "\n\n"
     if "offpolicy" in result:
         from benchmarks.experiment_ope import offpolicy_markdown
 
@@ -354,6 +401,18 @@ def report(result: dict[str, Any]) -> str:
             f"Target and candidate recall per intent:\n\n{by_intent}\n\n{timing}{extra}"
             f"{n_runs * result['searches'] / result['seconds']:,.0f} searches/s {mode}, start-up included, "
             f"{result.get('jobs', 1)} process(es) of {r['threads']} thread (commit {r['commit']}, {r['machine']})")
+
+
+def headroom_markdown(rooms: Sequence[dict[str, Any]]) -> str:
+    """results.md's paragraph on `headroom` (one record per seed)."""
+    def per_seed(key: str) -> str:
+        return ", ".join(f"{r[key]:.3f}" for r in rooms)
+
+    splits = ", ".join(str(tuple(r["best_fixed_quotas"])) for r in rooms)
+    return (f"Headroom on {EQUAL}'s level tables (every allocation priced on the same searches; target "
+            f"recall per seed, benchmarks.headroom): the best fixed split with hindsight [{per_seed('best_fixed')}] "
+            f"({splits}); the best split per intent with hindsight [{per_seed('per_intent')}]; each query routed "
+            f"by its other searches (leave-one-out) [{per_seed('per_query')}]; the oracle [{per_seed('oracle')}].")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import headroom
 from benchmarks.routing_data import STRATEGIES, PooledData, routing_searches
 from core.eventlog import DecisionRecord
 from core.policy.allocation import AllocationSpace, equal_split
 from core.policy.policies import PolicyKind
 from core.ranking import RankerKind
 from core.simulator.metrics import Records
-from core.simulator.policies import ORACLE, PolicySpec, oracle_allocation
+from core.simulator.policies import ORACLE, PolicySpec
 from core.simulator.users import SimSearch
 
 DEFAULT = "thompson"  # the broker's default policy (benchmarks.experiment.DEFAULT)
@@ -66,8 +67,7 @@ def routing_levels(budget: int) -> tuple[int, ...]:
 def plan_specs(budget: int, names: Sequence[str] = (), best_fixed: tuple[int, ...] | None = None) -> list[PolicySpec]:
     """The plans of the benchmark (benchmarks.routing docstring) in report order; names: keep only
     these (empty = all); best_fixed: the hindsight split's quotas (None = leave that plan out)."""
-    levels = routing_levels(budget)
-    space = AllocationSpace(strategies=STRATEGIES, levels=levels, budget=budget)
+    space = routing_space(budget)
     specs = [PolicySpec(name=f"{s}-only", kind=PolicyKind.STATIC,
                         static_quotas=tuple(budget if t == s else 0 for t in STRATEGIES)) for s in STRATEGIES]
     specs += [PolicySpec(name=EQUAL, kind=PolicyKind.STATIC, static_quotas=equal_split(space), ranker=RankerKind.BLEND),
@@ -198,43 +198,23 @@ def run_plan(settings: Settings, seed: int, name: str, best_fixed: tuple[int, ..
                       returned=np.array(observed.returned), queries=tuple(query_ids))
 
 
-def allocation_hits(hits: np.ndarray, budget: int) -> tuple[AllocationSpace, np.ndarray]:
-    """(the space, bool (N, A)): whether each allocation of the space would have retrieved each
-    search's target, from the level tables `hits` (bool (N, S, L))."""
-    space = AllocationSpace(strategies=STRATEGIES, levels=routing_levels(budget), budget=budget)
-    alloc = space.allocations
-    cols = np.arange(alloc.shape[1])[None, :]
-    return space, np.stack([hits[:, cols[0], a].any(axis=1) for a in alloc], axis=1)
+def routing_space(budget: int) -> AllocationSpace:
+    """The allocation space of the routing benchmark's strategies at `budget`."""
+    return AllocationSpace(strategies=STRATEGIES, levels=routing_levels(budget), budget=budget)
 
 
 def per_query_routing(hits: np.ndarray, queries: Sequence[str], budget: int) -> float:
-    """The target recall of routing each search by the other searches of its query: the allocation
-    that retrieved the target most often on them, ties going to the one that did best on all other
-    searches (the best fixed split without this one), then to fewer candidates asked and the lower
-    index (oracle_allocation's rule). A query searched once thus gets the best fixed split.
-    Leave-one-out, so a search's own target never chooses its allocation: what a policy that knew
-    each query's past (but not the wanted document) could reach. hits: the level tables (bool
-    (N, S, L)); queries: query id per search."""
-    if len(queries) != len(hits):
-        raise ValueError(f"`queries` must have one id per search ({len(hits)}), but got {len(queries)}")
-    space, table = allocation_hits(hits, budget)
-    everywhere = table.sum(axis=0)
-    ids = np.unique(np.asarray(queries), return_inverse=True)[1]
-    found = np.zeros(len(queries), dtype=bool)
-    for q in range(int(ids.max()) + 1 if ids.size else 0):
-        rows = np.flatnonzero(ids == q)
-        here = table[rows].sum(axis=0)
-        for r in rows.tolist():
-            key = (here - table[r]) * (len(queries) + 1) + (everywhere - table[r])  # this query first
-            found[r] = table[r, oracle_allocation(key.astype(np.float64), space).allocation]
-    return float(found.mean()) if found.size else float("nan")
+    """The target recall of routing each search by the other searches of its query
+    (benchmarks.headroom.leave_one_out): what a policy that knew each query's past (but not the
+    wanted document) could reach. hits: the level tables (bool (N, S, L)); queries: query id per
+    search."""
+    space = routing_space(budget)
+    return headroom.leave_one_out(headroom.allocation_table(hits, space), queries, space)
 
 
 def best_fixed_split(hits: np.ndarray, budget: int) -> tuple[tuple[int, ...], float]:
     """(quotas, target recall) of the fixed allocation retrieving the target most often over the
-    searches of `hits` (bool (N, S, L), the level tables), every allocation of the space evaluated;
-    ties go to fewer candidates asked, then the lower allocation index (oracle_allocation's order)."""
-    space, table = allocation_hits(hits, budget)
-    recall = table.mean(axis=0)
-    best = oracle_allocation(recall, space)
-    return best.quotas, float(recall[best.allocation])
+    searches of `hits` (bool (N, S, L), the level tables), every allocation of the space evaluated
+    (benchmarks.headroom.best_fixed)."""
+    space = routing_space(budget)
+    return headroom.best_fixed(headroom.allocation_table(hits, space), space)

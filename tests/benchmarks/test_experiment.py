@@ -123,8 +123,8 @@ def test_the_report_leads_with_target_recall(small_run: dict[str, Any]) -> None:
 @pytest.mark.slow
 def test_main_writes_results_json_with_a_record_per_seed(tmp_path: Path) -> None:
     """End to end over the demo catalog (the hashing encoder: no model needed): results.json holds
-    default_policy, the run's settings and one record per seed of every plan, seeds counted from
-    --first-seed; the plots are written."""
+    default_policy, the run's settings, one record per seed of every plan, seeds counted from
+    --first-seed, and the headroom per seed; the plots are written."""
     out = tmp_path / "out"
     main(["--searches", "30", "--seeds", "2", "--first-seed", "5",
           "--policies", "thompson,static-equal,attribute-only,oracle",
@@ -138,6 +138,14 @@ def test_main_writes_results_json_with_a_record_per_seed(tmp_path: Path) -> None
         assert [r["seed"] for r in records] == [5, 6]
         assert all(k in r for r in records for k in MEASURES)
     assert result["verdict"]["target_recall"]["best_static"] in ("static-equal", "attribute-only")
+    # the equal split's level tables price every allocation on its searches: no fixed split beats
+    # the best one, routing per intent or per query does no worse, and none beats the oracle
+    rooms = result["headroom"]
+    assert len(rooms) == 2
+    for room, equal in zip(rooms, result["policies"]["static-equal"], strict=True):
+        assert equal["target_recall"] <= room["best_fixed"] <= room["per_intent"] <= room["oracle"]
+        assert room["per_query"] <= room["oracle"] and len(room["best_fixed_quotas"]) == 4
+    assert "Headroom on static-equal's level tables" in (out / "results.md").read_text()
     assert {Path(p).name for p in result["plots"]} == {"recall_over_time.png", "cumulative_regret.png",
                                                       "oracle_gap.png", "quota_mix_thompson.png"}
     assert all((out / p).stat().st_size > 10_000 for p in result["plots"])

@@ -49,11 +49,10 @@ def best_fixed(table: np.ndarray, space: AllocationSpace) -> tuple[tuple[int, ..
 
 def best_per_group(table: np.ndarray, groups: Sequence[int] | np.ndarray, space: AllocationSpace) -> float:
     """Target recall when each group's searches get the group's hindsight best allocation."""
-    ids = _group_ids(table, groups)
     found = 0
-    for g in np.unique(ids).tolist():
-        rows = table[ids == g]
-        found += int(rows[:, oracle_allocation(rows.sum(axis=0).astype(np.float64), space).allocation].sum())
+    for rows in _groups(table, groups):
+        here = table[rows]
+        found += int(here[:, oracle_allocation(here.sum(axis=0).astype(np.float64), space).allocation].sum())
     return found / len(table) if len(table) else float("nan")
 
 
@@ -61,11 +60,9 @@ def leave_one_out(table: np.ndarray, groups: Sequence[str] | np.ndarray, space: 
     """Target recall when each search gets the allocation that retrieved the target most often on
     the other searches of its group, ties to the most on all other searches, then oracle_allocation's
     rule (module docstring). A search alone in its group thus gets the best fixed split of the others."""
-    ids = _group_ids(table, groups)
     everywhere = table.sum(axis=0)
     found = np.zeros(len(table), dtype=bool)
-    for g in np.unique(ids).tolist():
-        rows = np.flatnonzero(ids == g)
+    for rows in _groups(table, groups):
         here = table[rows].sum(axis=0)
         for r in rows.tolist():
             key = (here - table[r]) * (len(table) + 1) + (everywhere - table[r])  # the group first
@@ -73,8 +70,11 @@ def leave_one_out(table: np.ndarray, groups: Sequence[str] | np.ndarray, space: 
     return float(found.mean()) if found.size else float("nan")
 
 
-def _group_ids(table: np.ndarray, groups: Sequence[str] | Sequence[int] | np.ndarray) -> np.ndarray:
-    """int64 (N,): each search's group as a dense index."""
+def _groups(table: np.ndarray, groups: Sequence[str] | Sequence[int] | np.ndarray) -> list[np.ndarray]:
+    """The rows of each group, int64 arrays in ascending order (one sort, so a table of mostly
+    distinct queries costs O(N log N), not a scan per group)."""
     if len(groups) != len(table):
         raise ValueError(f"`groups` must have one id per search ({len(table)}), but got {len(groups)}")
-    return np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1)
+    ids = np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1)
+    order = np.argsort(ids, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(ids[order])) + 1) if ids.size else []

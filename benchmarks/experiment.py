@@ -200,43 +200,34 @@ def run_plan(args: argparse.Namespace, root: Path, seed: int, name: str) -> tupl
         _WORKER["searches"][seed] = simulated_searches(entities, config)
     users, searches = _WORKER["searches"][seed]
     spec = next(s for s in plans(args, config) if s.name == name)
-    tables = LevelTables() if name == EQUAL else None
+    hits: list[Any] = []  # the equal split's level tables, one (S, L) array per search
+    observer = (lambda t, sim, record, h, returned: hits.append(h)) if name == EQUAL else None
     with tempfile.TemporaryDirectory() as work:
         rec = run_policy(spec, config, root, STRATEGIES, searches, users, table, memory_state=Path(work) / "memory",
-                         shared=shared, observer=tables)
-    room = headroom(rec, tables, config.levels, config.budget) if tables is not None else None
+                         shared=shared, observer=observer)
+    room = headroom(rec, hits, [s.text for s in searches], config.levels, config.budget) if hits else None
     return rec, time.perf_counter() - started, room
 
 
-class LevelTables:
-    """A SearchObserver (core.simulator.runner) keeping each search's level tables and query key."""
-
-    def __init__(self) -> None:
-        self.hits: list[Any] = []
-        self.keys: list[str] = []
-
-    def __call__(self, t: int, sim: Any, record: Any, hits: Any, returned: Any) -> None:
-        from core.analysis import text_key
-
-        self.hits.append(hits)
-        self.keys.append(text_key(sim.text))
-
-
-def headroom(rec: Any, tables: LevelTables, levels: Sequence[int], budget: int) -> dict[str, Any]:
-    """What any plan could have found on the searches of `tables` (benchmarks.headroom, all with
+def headroom(rec: Any, hits: Sequence[Any], texts: Sequence[str], levels: Sequence[int], budget: int
+             ) -> dict[str, Any]:
+    """What any plan could have found on the searches of `rec` (benchmarks.headroom, all with
     hindsight but per_query): the best fixed split, the best split per intent, routing each query
-    by its other searches (leave-one-out) and the oracle, as target recall."""
+    (keyed like the memory strategy, core.analysis.text_key) by its other searches (leave-one-out)
+    and the oracle, as target recall. hits: each search's level tables; texts: its query."""
     import numpy as np
 
     from benchmarks import headroom as hr
+    from core.analysis import text_key
     from core.policy.allocation import AllocationSpace
 
     space = AllocationSpace(strategies=STRATEGIES, levels=tuple(levels), budget=budget)
-    table = hr.allocation_table(np.array(tables.hits), space)
+    table = hr.allocation_table(np.array(hits), space)
     quotas, fixed = hr.best_fixed(table, space)
     return {"best_fixed_quotas": list(quotas), "best_fixed": fixed,
             "per_intent": hr.best_per_group(table, rec.intent, space),
-            "per_query": hr.leave_one_out(table, tables.keys, space), "oracle": float(table.any(axis=1).mean())}
+            "per_query": hr.leave_one_out(table, [text_key(t) for t in texts], space),
+            "oracle": float(table.any(axis=1).mean())}
 
 
 def _offpolicy(args: argparse.Namespace, root: Path) -> dict[str, Any]:

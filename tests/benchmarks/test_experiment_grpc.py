@@ -114,4 +114,6 @@ def test_every_process_is_stopped_when_a_run_fails(music_slice: list[Entity], mu
     with pytest.raises(RuntimeError, match="simulated failure"):
         run_grpc(music_slice, music_index, strategies, [plan], CONFIG, tmp_path)
     assert len(started) == len(strategies) + 1  # every shard and the broker
-    assert all(s.process.poll() == 0 for s in started)
+    codes = [s.process.poll() for s in started]
+    logs = {f.name: f.read_text()[-2000:] for f in (tmp_path / "logs").glob("*")}
+    assert all(code == 0 for code in codes), (codes, logs)  # the logs say why, should this ever fail

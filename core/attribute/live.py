@@ -110,7 +110,11 @@ class LiveVocabulary(Vocabulary):
         self.tokens = LiveDeleteIndex(SYNONYMS, min_chars=4)
         self.partial: dict[str, list[tuple[int, float]]] = {}
         self.partial_members: dict[str, set[int]] = {}
+        self.partials: dict[int, tuple[str, ...]] = {}  # partial_words of each value id
         self.spellings: dict[ValueName, dict[str, dict[int, int]]] = {}
+        # per value and spelling: its uses summed, and its first user (lowest ordinal; absent: unknown)
+        self.totals: dict[ValueName, dict[str, int]] = {}
+        self.firsts: dict[ValueName, dict[str, int]] = {}
         # each value's display spelling, dropped when a write may change it (_use)
         self.displays: dict[ValueName, str] = {}
         self.own: dict[str, dict[str, BitMap]] = {}
@@ -176,22 +180,32 @@ class LiveVocabulary(Vocabulary):
     def _use(self, value: ValueName, spelling: str, ordinal: int, sign: int) -> None:
         """Count (sign 1) or uncount (-1) one use of `spelling` for `value` by entity `ordinal`.
         A use of the display spelling or the loss of another's leaves the display as it is (it
-        only gains on the others); anything else makes _display work it out again."""
+        only gains on the others); anything else makes _display work it out again. The spelling's
+        total uses and first user are kept beside its uses, so _display costs O(spellings), not
+        O(entities using them) (a genre's spelling has thousands)."""
         if (sign > 0) != (spelling == self.displays.get(value)):
             self.displays.pop(value, None)
         spellings = self.spellings.setdefault(value, {})
         uses = spellings.get(spelling)
         if uses is None:
             uses = spellings[spelling] = {}
-        count = uses.get(ordinal, 0) + sign
+        before = uses.get(ordinal, 0)
+        count = max(before + sign, 0)
+        totals, firsts = self.totals.setdefault(value, {}), self.firsts.setdefault(value, {})
+        totals[spelling] = totals.get(spelling, 0) + count - before
         if count > 0:
             uses[ordinal] = count
+            if spelling in firsts and ordinal < firsts[spelling]:
+                firsts[spelling] = ordinal
             return
         uses.pop(ordinal, None)
+        if firsts.get(spelling) == ordinal:
+            del firsts[spelling]  # the next _display finds the new first user
         if not uses:
-            del spellings[spelling]
+            del spellings[spelling], totals[spelling]
+            firsts.pop(spelling, None)
             if not spellings:
-                del self.spellings[value]
+                del self.spellings[value], self.totals[value], self.firsts[value]
 
     def _bitmap(self, value: ValueName) -> BitMap | None:
         f, name = value
@@ -202,7 +216,9 @@ class LiveVocabulary(Vocabulary):
         """The most used spelling; ties: the one whose first use comes first in catalog order."""
         if value in self.displays:
             return self.displays[value]
-        used = [(sum(u.values()), -min(u), s) for s, u in self.spellings.get(value, {}).items()]
+        totals, firsts = self.totals.get(value, {}), self.firsts.get(value, {})
+        used = [(totals[s], -(firsts[s] if s in firsts else firsts.setdefault(s, min(u))), s)
+                for s, u in self.spellings.get(value, {}).items()]
         display = self.displays[value] = max(used)[2] if used else value[1]
         return display
 
@@ -231,7 +247,8 @@ class LiveVocabulary(Vocabulary):
             self.names.append(value)
             self.keys.append(text_key(value[1]))
             self.values.append(Value(value[0], "", 0.0, bitmap))
-        if vid not in self.popularity:
+        was = self.popularity.get(vid)  # None: new, or back after no live entity had it
+        if was is None:
             self.popularity[vid] = 0.0
             self._regroup(vid, value, keys, add=True)
             gained = None  # new or back: its max from all its entities
@@ -240,9 +257,10 @@ class LiveVocabulary(Vocabulary):
             max(self.popularity[vid], gained)
         self.values[vid] = self._value(vid, self._display(value), bitmap)
         self._rephrase(vid, keys)
-        for w in self.partial_words(vid):
-            self.partial_members.setdefault(w, set()).add(vid)
-            words.add(w)
+        if self.popularity[vid] != was:  # partial lists rank live values by popularity: else they stay as they are
+            for w in self.partial_words(vid):
+                self.partial_members.setdefault(w, set()).add(vid)
+                words.add(w)
 
     def _regroup(self, vid: int, value: ValueName, keys: set[str], *, add: bool) -> None:
         """Values of one (field, key) share the synonyms of by_name: the last of them by name."""
@@ -283,13 +301,18 @@ class LiveVocabulary(Vocabulary):
         self.vid_phrases[vid] = new
         keys.update(old.keys() | new.keys())
 
-    def partial_words(self, vid: int) -> set[str]:
-        """The words a multi-word PARTIAL_FIELDS name is found by alone (Vocabulary._partial)."""
-        f, name = self.names[vid]
-        words = text_key(name).split()
-        if f not in PARTIAL_FIELDS or len(words) < 2:
-            return set()
-        return {w for w in set(words) - PARTIAL_STOP if len(w) >= 3}
+    def partial_words(self, vid: int) -> tuple[str, ...]:
+        """The words a multi-word PARTIAL_FIELDS name is found by alone (Vocabulary._partial), each
+        once; kept per value id, whose name never changes (as tuples: the collector stops tracking
+        a tuple of strings, and there is one per value)."""
+        found = self.partials.get(vid)
+        if found is None:
+            f, name = self.names[vid]
+            words = text_key(name).split()
+            found = () if f not in PARTIAL_FIELDS or len(words) < 2 else \
+                tuple(sorted(w for w in set(words) - PARTIAL_STOP if len(w) >= 3))
+            self.partials[vid] = found
+        return found
 
     def _republish(self, keys: set[str], words: set[str]) -> None:
         """Replace the phrase lists of `keys` and their fuzzy entries, and the partial lists of `words`."""

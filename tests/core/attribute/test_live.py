@@ -121,3 +121,32 @@ def test_equally_weighted_values_are_kept_in_the_build_order(tmp_path: Path, tra
     got = strategy.understand(make_query("mara"), 8)
     assert got == rebuilt.understand(make_query("mara"), 8)
     assert {s.value for i in got for s in i.slots} == {"maro", "mira", "mora"}
+
+
+def test_the_display_spelling_follows_uses_and_first_use_through_deletes(tmp_path: Path,
+                                                                         tracks: list[Entity]) -> None:
+    """One artist spelled two ways, "DJ Qorvane" by tracks 0, 2, 4 and "Dj Qorvane" by 1, 3: the
+    display is the spelling used most (3 to 2). Deleting track 0 leaves 2 to 2, a tie that goes to
+    the spelling used first in catalog order, now track 1's; deleting track 1 then makes it 2 to 1
+    again; the catalog's first track, re-written by "Dj Qorvane", ties it 2 to 2 from the first
+    place. At each step the live vocabulary displays what a fresh build of the catalog does."""
+    spellings = ["DJ Qorvane", "Dj Qorvane", "DJ Qorvane", "Dj Qorvane", "DJ Qorvane"]
+    new = [Entity(id=f"dj-{i}", fields={"title": f"Xylq Brennt {i}", "artist": s}, attributes={"artist": s},
+                  popularity=1.0) for i, s in enumerate(spellings)]
+    base = tracks[:50] + new
+    live, strategy, writer = live_attribute(base, tmp_path / "live")
+
+    def displayed(s: AttributeStrategy) -> set[str]:
+        return {slot.value for i in s.understand(make_query("dj qorvane"), 3) for slot in i.slots
+                if slot.field == "artist"}
+
+    first = dataclasses.replace(base[0], fields={**base[0].fields, "artist": "Dj Qorvane"},
+                                attributes={**base[0].attributes, "artist": "Dj Qorvane"})
+    assert displayed(strategy) == {"DJ Qorvane"}
+    steps: list[tuple[Upsert | Delete, str]] = [(Delete("dj-0"), "Dj Qorvane"), (Delete("dj-1"), "DJ Qorvane"),
+                                                (Upsert(first), "Dj Qorvane")]
+    for step, (write, expected) in enumerate(steps):
+        writer.apply(live.apply([write]))
+        base = [first if e.id == first.id and isinstance(write, Upsert) else e for e in base
+                if not isinstance(write, Delete) or e.id != write.entity_id]
+        assert displayed(strategy) == displayed(attribute(base, tmp_path / f"fresh-{step}")) == {expected}

@@ -142,10 +142,12 @@ def markdown(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 def plans(args: argparse.Namespace, config: Any) -> list[Any]:
     """The plans of this run: core.simulator.policies.standard_policies plus, in process, Vowpal
-    Wabbit SquareCB (benchmarks.vw_peer) when vowpalwabbit is installed; --policies filters them."""
-    from core.simulator.policies import ORACLE, standard_policies
+    Wabbit SquareCB (benchmarks.vw_peer) when vowpalwabbit is installed; --policies filters them
+    (and adds a diagnostic_policies plan it names)."""
+    from core.simulator.policies import ORACLE, diagnostic_policies, standard_policies
 
     specs = standard_policies(STRATEGIES, config.levels, config.budget)
+    specs += [s for s in diagnostic_policies() if s.name in args.policies]  # only when named
     if args.mode == "inprocess":
         try:
             from benchmarks.vw_peer import squarecb_spec

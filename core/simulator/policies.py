@@ -9,7 +9,11 @@
 - `oracle`: knows the target of every search and takes the cheapest allocation that retrieves it
   (OracleAllocator, oracle_allocation), or the cheapest allocation when none does;
 - a spec with a `factory` plugs in any other Allocator (an external peer such as Vowpal Wabbit, or
-  a frozen policy for off-policy checks).
+  a frozen policy for off-policy checks);
+- `thompson-taught-target` (a diagnostic, run only when named: `diagnostic_policies`): the default
+  learner taught each search's target, what the user wanted, instead of the user's events. Against
+  `thompson` it splits a learned policy's shortfall into what its feedback costs (users settle for
+  a near track, abandon, or reformulate) and what learning itself costs.
 
 Every plan is a core.policy.allocator.Allocator, so the runner treats them all alike.
 
@@ -76,13 +80,17 @@ levels, budget and costs it must use)."""
 class PolicySpec:
     """name: as reported; kind: the BanditPolicy kind (None for the oracle and for a factory);
     static_quotas: per strategy, for kind STATIC (empty = equal split); ranker: how the merged
-    candidates are ranked; factory: builds the Allocator instead of a BanditPolicy of `kind`."""
+    candidates are ranked; factory: builds the Allocator instead of a BanditPolicy of `kind`;
+    teach_target: a learning plan's allocator is taught each search's target (a feedback event
+    naming it) instead of the user's events, which still reach the memory strategy (a diagnostic,
+    core.simulator.runner.PolicyRun.feedback)."""
 
     name: str
     kind: PolicyKind | None
     static_quotas: tuple[int, ...] = ()
     ranker: RankerKind = DEFAULT_COLD_START
     factory: AllocatorFactory | None = None
+    teach_target: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -94,6 +102,8 @@ class PolicySpec:
             raise ValueError(f"give either `kind` or `factory` for {self.name!r}, not both")
         if self.static_quotas and self.kind is not PolicyKind.STATIC:
             raise ValueError(f"`static_quotas` needs kind 'static', but got {self.kind}")
+        if self.teach_target and not self.learns:
+            raise ValueError(f"`teach_target` needs a plan that learns, but {self.name!r} does not")
 
     @property
     def learns(self) -> bool:
@@ -126,3 +136,12 @@ def standard_policies(strategies: Sequence[str], levels: Sequence[int], budget: 
             PolicySpec(name="thompson", kind=PolicyKind.THOMPSON),
             PolicySpec(name=ORACLE, kind=None)]
     return out
+
+
+TAUGHT_TARGET = "thompson-taught-target"
+
+
+def diagnostic_policies() -> list[PolicySpec]:
+    """Plans that no deployment could run, for taking a result apart (module docstring): run only
+    when named."""
+    return [PolicySpec(name=TAUGHT_TARGET, kind=PolicyKind.THOMPSON, teach_target=True)]

@@ -33,7 +33,7 @@ import numpy as np
 from core.catalog import Entity
 from core.collapse import recording_copies
 from core.eventlog import DecisionRecord, EventRecord
-from core.pipeline import Answer, CallStatus, SearchPipeline
+from core.pipeline import Answer, CallStatus, SearchPipeline, acted_ranks
 from core.policy.allocation import DEFAULT_LEVELS, AllocationSpace
 from core.policy.features import DIM
 from core.policy.policies import Decision, PolicyConfig
@@ -44,7 +44,7 @@ from core.simulator.policies import Foresight, PolicySpec, oracle_allocation
 from core.simulator.retrieval import InProcessStrategies
 from core.simulator.users import SimSearch, SimulatorConfig, UserSimulator
 from core.simulator.world import MusicWorld
-from core.types import FeedbackEvent, StrategyKind
+from core.types import EventType, FeedbackEvent, StrategyKind
 
 EXPERIMENT_LEVELS = DEFAULT_LEVELS
 EXPERIMENT_BUDGET = 200
@@ -255,19 +255,28 @@ class PolicyRun:
     def feedback(self, t: int, sim: SimSearch, record: DecisionRecord, reactions: Sequence[Reaction],
                  rec: Records) -> None:
         """Every event of search t through the pipeline, as the broker's Feedback takes them (the
-        first satisfying one teaches); the satisfying ones to the memory strategy."""
+        first satisfying one teaches); the satisfying ones to the memory strategy. A plan taught the
+        target (PolicySpec.teach_target) learns instead from one REFORMULATE naming the copy of the
+        target that the most strategies retrieved: what the user wanted, as if they had said so."""
         logged: list[EventRecord] = []
         for i, r in enumerate(reactions):
             entity_id, event_id = self.strategies.ids[r.entity], f"{t}:{i}"
             judged = self.pipeline.judge(record, entity_id, r.type, r.value, earlier=logged)
-            self.pipeline.learn(record, judged, entity_id, r.type)
+            if not self.spec.teach_target:
+                self.pipeline.learn(record, judged, entity_id, r.type)
             logged.append(EventRecord(event_id=event_id, decision_id=record.decision_id, entity_id=entity_id,
                                       type=r.type, value=r.value, ts=self.now, reward=judged.reward))
-            if judged.teaches:
+            if judged.teaches:  # what the user acted on, whatever the allocator is taught
                 record_feedback(rec, t, judged.reward, judged.retrieved)
             if self.pipeline.satisfies(r.type, r.value, entity_id):
                 self.pending.append(FeedbackEvent(event_id=event_id, query_text=sim.text, entity_id=entity_id,
                                                   type=r.type, value=r.value, timestamp=self.now, context=sim.context))
+        if self.spec.teach_target:
+            copies = sorted(self.copies.get(sim.target, frozenset((sim.target,))))
+            wanted = max((self.strategies.ids[c] for c in copies),
+                         key=lambda e: sum(r > 0 for r in acted_ranks(record, e)))
+            judged = self.pipeline.judge(record, wanted, EventType.REFORMULATE)
+            self.pipeline.learn(record, judged, wanted, EventType.REFORMULATE)
         if len(self.pending) >= self.config.learn_every:
             self.flush()
 

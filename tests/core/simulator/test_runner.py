@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,11 +14,12 @@ from core.collection import Collection
 from core.memory.context import SEPARATOR, context_bucket, contextual_key
 from core.memory.index import DEFAULT_CONTEXT_KEYS, MemoryStrategy
 from core.policy.allocation import AllocationSpace, equal_split
-from core.policy.policies import PolicyConfig, PolicyKind
+from core.policy.features import DIM
+from core.policy.policies import BanditPolicy, Decision, Outcome, PolicyConfig, PolicyKind
 from core.reward import satisfies
 from core.simulator.listening import ListeningConfig
 from core.simulator.metrics import Records
-from core.simulator.policies import ORACLE, PolicySpec, standard_policies
+from core.simulator.policies import ORACLE, TAUGHT_TARGET, PolicySpec, diagnostic_policies, standard_policies
 from core.simulator.runner import (
     EXPERIMENT_BUDGET,
     EXPERIMENT_LEVELS,
@@ -204,3 +206,45 @@ def test_a_scaled_budget_keeps_the_allocation_space_and_the_equal_split(budget: 
 def test_a_budget_below_four_levels_is_rejected(budget: int) -> None:
     with pytest.raises(ValueError, match="`budget` must be >= 4"):
         experiment_levels(budget)
+
+
+class _Recorder(BanditPolicy):
+    """A static plan that keeps the outcomes it is taught, one list per learn()."""
+
+    def __init__(self, strategies: tuple[str, ...], config: PolicyConfig) -> None:
+        super().__init__(strategies, DIM, replace(config, kind=PolicyKind.STATIC))
+        self.taught: list[Sequence[Outcome]] = []
+
+    def learn(self, x: np.ndarray, decision: Decision, outcomes: Sequence[Outcome], reward: float) -> None:
+        self.taught.append(outcomes)
+        super().learn(x, decision, outcomes, reward)
+
+
+def test_a_plan_taught_the_target_learns_from_every_search_what_the_user_wanted(
+        music_slice: list[Entity], music_index: Path, tmp_path: Path) -> None:
+    """Users who never act teach an ordinary plan nothing; the same plan taught the target
+    (PolicySpec.teach_target) learns once per search, and a strategy's outcome finds the target
+    exactly on the searches where the target was a candidate."""
+    silent = ListeningConfig(target_attraction=0.0, relevant_attraction=0.0, irrelevant_attraction=0.0,
+                             reformulate=0.0)
+    config = ExperimentConfig(searches=40, seed=6, listening=silent)
+    made: dict[str, _Recorder] = {}
+
+    def recorder(name: str) -> Callable[[tuple[str, ...], PolicyConfig], _Recorder]:
+        return lambda strategies, policy: made.setdefault(name, _Recorder(strategies, policy))
+
+    specs = [PolicySpec(name="plain", kind=None, factory=recorder("plain")),
+             PolicySpec(name="taught", kind=None, factory=recorder("taught"), teach_target=True)]
+    rec = run_experiment(music_slice, music_index, STRATEGIES, specs, config, tmp_path)
+    assert made["plain"].taught == [] and not rec["plain"].feedback.any()
+    taught = made["taught"].taught
+    assert len(taught) == config.searches
+    found = np.array([any(o.rank > 0 for o in outcomes) for outcomes in taught])
+    assert found.any() and not found.all()
+    np.testing.assert_array_equal(found, rec["taught"].target_found)
+
+
+def test_only_a_plan_that_learns_can_be_taught_the_target() -> None:
+    with pytest.raises(ValueError, match="teach_target"):
+        PolicySpec(name="attribute-only", kind=PolicyKind.STATIC, static_quotas=(0, 0, 200, 0), teach_target=True)
+    assert [s.name for s in diagnostic_policies()] == [TAUGHT_TARGET]

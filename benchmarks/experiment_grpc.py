@@ -135,6 +135,9 @@ def broker_settings(spec: PolicySpec, config: ExperimentConfig, strategies: Sequ
     if spec.kind is None:
         raise ValueError(f"plan {spec.name!r} has no broker policy: the oracle and external allocators "
                          "run in process only")
+    if spec.teach_target:
+        raise ValueError(f"plan {spec.name!r} is taught each search's target, which a broker never learns: "
+                         "it runs in process only")
     order = broker_order(strategies)
     quotas = dict(zip(strategies, spec.static_quotas, strict=True)) if spec.static_quotas else {}
     policy = replace(config.policy, kind=spec.kind, levels=config.levels, budget=config.budget,

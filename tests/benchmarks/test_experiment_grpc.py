@@ -14,7 +14,7 @@ from core.catalog import Entity
 from core.eventlog import EventLog
 from core.policy.features import DIM
 from core.policy.policies import BanditPolicy, PolicyConfig, PolicyKind
-from core.simulator.policies import ORACLE, PolicySpec, standard_policies
+from core.simulator.policies import ORACLE, PolicySpec, diagnostic_policies, standard_policies
 from core.simulator.runner import EXPERIMENT_BUDGET, EXPERIMENT_LEVELS, ExperimentConfig, run_experiment
 from services.process import ServerProcess
 from tests.core.simulator.conftest import STRATEGIES
@@ -89,6 +89,8 @@ def test_plans_the_broker_cannot_run_are_refused_before_anything_starts(music_sl
         run_grpc(music_slice, music_index, STRATEGIES, [*specs(), PolicySpec(name=ORACLE, kind=None)], CONFIG,
                  tmp_path)
     assert not any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="taught each search's target"):
+        broker_settings(diagnostic_policies()[0], CONFIG, STRATEGIES)
     static = PolicySpec(name="semantic-heavy", kind=PolicyKind.STATIC, static_quotas=(200, 0, 0, 0))
     settings = broker_settings(static, CONFIG, ("semantic", "lexical", "attribute", "memory"))
     assert settings["static_quotas"] == "0,200,0,0"  # reordered to the broker's strategy order

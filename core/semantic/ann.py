@@ -23,9 +23,12 @@ answers: a key staged while a search ran is never returned, a published one alwa
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +56,15 @@ DEFAULT_OVERFETCH = 2.0
 # so a live batch inserts a few at a time (~0.5 ms each on the demo index) and a search waits for
 # at most one call.
 STAGE_CHUNK = 8
+# usearch holds the GIL for a whole save or load into memory, stalling every other thread of the
+# process, searches included (the demo index's 28k x 384 f16: 6-13 ms a save; a million vectors,
+# ~40 times that). Given a progress callback it calls back once per node, and a callback that hands
+# the GIL over every SAVE_YIELD_EVERY nodes bounds the wait to about the interpreter's switch
+# interval (5 ms), for a save ~3 times slower. Measured on the demo index (a thread waking every 1 ms
+# beside VectorIndex.to_bytes, 8 calls each, NOTES.md session 21): without staged keys 5-8 ms with a
+# longest wait of 4-8 ms, against 16-22 ms and 4-6 ms with it; with staged keys (a load, a remove
+# and a save) 27-31 ms and 14-21 ms, against 56-70 ms and 9-14 ms. The gain grows with the index.
+SAVE_YIELD_EVERY = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +95,29 @@ class AnnConfig:
             raise ValueError(f"`exact_below` must be >= 0, but got {self.exact_below}")
         if not (math.isfinite(self.overfetch) and self.overfetch >= 1):
             raise ValueError(f"`overfetch` must be finite and >= 1, but got {self.overfetch}")
+
+
+def _yielding() -> Callable[[int, int], bool]:
+    """A usearch progress callback that hands the GIL to waiting threads every SAVE_YIELD_EVERY calls."""
+    calls = itertools.count(1)
+
+    def progress(done: int, total: int) -> bool:
+        if next(calls) % SAVE_YIELD_EVERY == 0:
+            time.sleep(0)  # releases the GIL: a waiting thread takes it
+        return True
+
+    progress.__annotations__ = {"done": int, "total": int, "return": bool}  # usearch checks them, not as strings
+    return progress
+
+
+def _loaded(data: bytes | bytearray) -> Index:
+    """A copy in memory of the index saved in `data` (Index.restore, yielding the GIL as it loads)."""
+    meta = Index.metadata(data)
+    if not meta:
+        raise RuntimeError("usearch could not read its own saved index")
+    index = Index(ndim=meta["dimensions"], dtype=meta["kind_scalar"], metric=meta["kind_metric"])
+    index.load(data, progress=_yielding())
+    return index
 
 
 def _set_expansion(index: Index, expansion_search: int) -> None:
@@ -137,14 +172,12 @@ class VectorIndex:
             if not self.staged:
                 return self._saved()
             # a checkpoint between a batch's stage and its publish (common under steady writes)
-            copy = Index.restore(self._saved(), view=False)
-            if copy is None:
-                raise RuntimeError("usearch could not copy its index")
+            copy = _loaded(self._saved())
             copy.remove(np.asarray(self.staged.to_array(), dtype=np.uint64))
             return self._saved(copy)
 
     def _saved(self, index: Index | None = None) -> bytes:
-        data = (self.index if index is None else index).save()
+        data = (self.index if index is None else index).save(progress=_yielding())
         if data is None:
             raise RuntimeError("usearch returned no buffer from save()")
         return data
@@ -153,7 +186,7 @@ class VectorIndex:
 
     def make_writable(self) -> None:
         """Copy a memory-mapped index into memory now (the demo catalog's 28k vectors: ~56 ms,
-        ~12 ms of it holding the GIL), as the first write would: a live shard calls it at start-up,
+        handing the GIL over as it goes: SAVE_YIELD_EVERY), as the first write would: a live shard calls it at start-up,
         so that its first write does not make the copy while searches run. The price: a live
         replica holds its own copy from the start, even one that is never written to, instead of
         sharing the mapped file's pages with the page cache."""
@@ -162,9 +195,7 @@ class VectorIndex:
 
     def _writable(self) -> Index:
         if self.view:  # nothing is staged in a view: staging makes the index writable first
-            copy = Index.restore(bytearray(self._saved()), view=False)
-            if copy is None:
-                raise RuntimeError("usearch could not copy its index into memory")
+            copy = _loaded(bytearray(self._saved()))
             _set_expansion(copy, self.config.expansion_search)
             self.index = copy
             self.view = False

@@ -186,10 +186,10 @@ class VectorIndex:
 
     def make_writable(self) -> None:
         """Copy a memory-mapped index into memory now (the demo catalog's 28k vectors: ~56 ms,
-        handing the GIL over as it goes: SAVE_YIELD_EVERY), as the first write would: a live shard calls it at start-up,
-        so that its first write does not make the copy while searches run. The price: a live
-        replica holds its own copy from the start, even one that is never written to, instead of
-        sharing the mapped file's pages with the page cache."""
+        handing the GIL over as it goes: SAVE_YIELD_EVERY), as the first write would: a live shard
+        calls it at start-up, so that its first write does not make the copy while searches run.
+        The price: a live replica holds its own copy from the start, even one that is never written
+        to, instead of sharing the mapped file's pages with the page cache."""
         with self._lock:
             self._writable()
 

@@ -34,6 +34,7 @@ from core.policy.policies import BanditPolicy, Decision, Outcome, PolicyConfig, 
 from core.ranking import DEFAULT_COLD_START, RankerKind
 
 ORACLE = "oracle"
+TAUGHT_TARGET = "thompson-taught-target"
 
 
 @dataclass
@@ -136,9 +137,6 @@ def standard_policies(strategies: Sequence[str], levels: Sequence[int], budget: 
             PolicySpec(name="thompson", kind=PolicyKind.THOMPSON),
             PolicySpec(name=ORACLE, kind=None)]
     return out
-
-
-TAUGHT_TARGET = "thompson-taught-target"
 
 
 def diagnostic_policies() -> list[PolicySpec]:

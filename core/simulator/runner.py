@@ -250,14 +250,15 @@ class PolicyRun:
                       bool(hits[np.arange(level.size), level].any()), rewards, self.space, self.config)
         if self.observer is not None:
             self.observer(t, sim, served.record, hits, returned)
-        self.feedback(t, sim, served.record, reactions, rec)
+        self.feedback(t, sim, served.record, reactions, rec, copies)
 
     def feedback(self, t: int, sim: SimSearch, record: DecisionRecord, reactions: Sequence[Reaction],
-                 rec: Records) -> None:
+                 rec: Records, copies: AbstractSet[int]) -> None:
         """Every event of search t through the pipeline, as the broker's Feedback takes them (the
         first satisfying one teaches); the satisfying ones to the memory strategy. A plan taught the
         target (PolicySpec.teach_target) learns instead from one REFORMULATE naming the copy of the
-        target that the most strategies retrieved: what the user wanted, as if they had said so."""
+        target (`copies`: its recording's ordinals) that the most strategies retrieved: what the
+        user wanted, as if they had said so."""
         logged: list[EventRecord] = []
         for i, r in enumerate(reactions):
             entity_id, event_id = self.strategies.ids[r.entity], f"{t}:{i}"
@@ -272,8 +273,7 @@ class PolicyRun:
                 self.pending.append(FeedbackEvent(event_id=event_id, query_text=sim.text, entity_id=entity_id,
                                                   type=r.type, value=r.value, timestamp=self.now, context=sim.context))
         if self.spec.teach_target:
-            copies = sorted(self.copies.get(sim.target, frozenset((sim.target,))))
-            wanted = max((self.strategies.ids[c] for c in copies),
+            wanted = max((self.strategies.ids[c] for c in sorted(copies)),
                          key=lambda e: sum(r > 0 for r in acted_ranks(record, e)))
             judged = self.pipeline.judge(record, wanted, EventType.REFORMULATE)
             self.pipeline.learn(record, judged, wanted, EventType.REFORMULATE)

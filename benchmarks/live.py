@@ -49,7 +49,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +101,9 @@ def under_load(gen: LoadGenerator, spec: StepSpec, during: Callable[[], Any] | N
 
 
 def probed(gen: LoadGenerator, spec: StepSpec, shards: list[tuple[str, int, str]], rate: float) -> StepRecord:
-    """One load step under the prober's traffic without writes (live_stream.ProbeLoad) at `rate`."""
-    with ProbeLoad(shards, demo_catalog()[:PROBED_TRACKS], rate):
+    """One load step under the prober's traffic without writes (live_stream.ProbeLoad) at `rate`,
+    its channels connected before the step starts (as WritePhase's are)."""
+    with ProbeLoad(shards, demo_catalog()[:PROBED_TRACKS], rate).connect():
         return under_load(gen, spec)[0]
 
 
@@ -122,39 +122,59 @@ def shards_of(status: dict[str, Any]) -> list[tuple[str, int, str]]:
     return [(s["strategy"], s["partition"], s["address"]) for s in status["shards"]]
 
 
-def write_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float,
-                batch: int) -> WriteStream:
-    stream = WriteStream(address, [(upsert(t), t.fields["title"]) for t in tracks], rate, batch).start()
-    with Prober(shards, [stream]):
-        stream.done.wait()
-        deadline = time.perf_counter() + 10.0
-        while time.perf_counter() < deadline and any(w.visible is None and w.acked for w in stream.written):
-            time.sleep(0.05)
-    return stream
+class WritePhase:
+    """`tracks` written at `rate` per second, `batch` per Catalog.Write, under the visibility
+    prober; calling it runs the phase and returns its stream once every write is answered and
+    visible (or 10 s passed). Everything the phase needs is made at construction, before the
+    measured step that calls it: the writes built and the stream's and prober's channels
+    connected. Made inside the step, that set-up took this process up to 80% of a core in the
+    step's first 100 ms, and those searches were among the slowest of the whole run (the
+    baseline step's ProbeLoad is connected before its step too)."""
+
+    def __init__(self, address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float,
+                 batch: int) -> None:
+        self.stream = WriteStream(address, [(upsert(t), t.fields["title"]) for t in tracks], rate, batch).connect()
+        self.prober = Prober(shards, [self.stream]).connect()
+
+    def __call__(self) -> WriteStream:
+        with self.prober:
+            self.stream.start().done.wait()
+            deadline = time.perf_counter() + 10.0
+            while time.perf_counter() < deadline and any(w.visible is None and w.acked for w in self.stream.written):
+                time.sleep(0.05)
+        return self.stream
 
 
-def merge_phase(address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float,
-                batch: int) -> dict[str, Any]:
-    """Write `tracks` (enough to take every lexical shard's delta past its merge threshold), then
-    wait until every lexical shard replica's base has moved: a merge ran while the caller's
-    searches did. base_position: the lowest of the new bases."""
-    clients = [ShardClient(a) for name, _, a in shards if name == "lexical"]
-    try:
-        def bases() -> list[int]:
-            return [int(c.stub.CatalogPosition(shard_pb2.CatalogPositionRequest(), timeout=2.0).base_position)
-                    for c in clients]
+class MergePhase:
+    """A WritePhase of `tracks` (enough to take every lexical shard's delta past its merge
+    threshold), then a wait until every lexical shard replica's base has moved: a merge ran while
+    the caller's searches did. Made before the measured step, as WritePhase; calling it returns
+    {"merged": bool, "base_position": the lowest of the new bases, "seconds": from the call}."""
 
-        before, started = bases(), time.perf_counter()
-        write_phase(address, shards, tracks, rate, batch)
-        while time.perf_counter() - started < MERGE_WAIT_S:
-            now = bases()
-            if all(n > b for n, b in zip(now, before, strict=True)):
-                return {"merged": True, "base_position": min(now), "seconds": round(time.perf_counter() - started, 3)}
-            time.sleep(0.05)
-    finally:
-        for c in clients:
-            c.close()
-    return {"merged": False}
+    def __init__(self, address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float,
+                 batch: int) -> None:
+        self.clients = [ShardClient(a) for name, _, a in shards if name == "lexical"]
+        self.before = self.bases()
+        self.writes = WritePhase(address, shards, tracks, rate, batch)
+
+    def bases(self) -> list[int]:
+        return [int(c.stub.CatalogPosition(shard_pb2.CatalogPositionRequest(), timeout=2.0).base_position)
+                for c in self.clients]
+
+    def __call__(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            self.writes()
+            while time.perf_counter() - started < MERGE_WAIT_S:
+                now = self.bases()
+                if all(n > b for n, b in zip(now, self.before, strict=True)):
+                    return {"merged": True, "base_position": min(now),
+                            "seconds": round(time.perf_counter() - started, 3)}
+                time.sleep(0.05)
+        finally:
+            for c in self.clients:
+                c.close()
+        return {"merged": False}
 
 
 def new_artist_phase(address: str) -> dict[str, Any]:
@@ -289,13 +309,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             for r in range(args.rounds):
                 bases.append(probed(gen, replace(spec, seed=10 + r), shards, args.write_rate))
                 tracks = new_tracks(args.writes, seed=100 + r)
-                during, stream = under_load(gen, replace(writing, seed=20 + r), partial(
-                    write_phase, address, shards, tracks, args.write_rate, args.write_batch))
+                during, stream = under_load(gen, replace(writing, seed=20 + r), WritePhase(
+                    address, shards, tracks, args.write_rate, args.write_batch))
                 durings.append(during)
                 streams.append(stream)
                 extra = new_tracks(extra_n, seed=200 + r)
-                merging, merged = under_load(gen, replace(spec, seed=30 + r, duration_s=merge_s), partial(
-                    merge_phase, address, shards, extra, args.write_rate, args.write_batch))
+                merging, merged = under_load(gen, replace(spec, seed=30 + r, duration_s=merge_s), MergePhase(
+                    address, shards, extra, args.write_rate, args.write_batch))
                 if not merged["merged"]:
                     raise SystemExit(f"round {r + 1}: the lexical shard did not merge within {MERGE_WAIT_S:.0f} s")
                 mergings.append(merging)

@@ -11,8 +11,8 @@ its own sends benchmarks.load_client's simulated searches open-loop (Poisson arr
 latency, the broker's `took_ms`, and each strategy's `latency_ms` from the SearchResponse.
 Meanwhile the phases run in turn: --rounds times quiet (--quiet seconds under the visibility
 prober's own traffic, benchmarks.live_stream.ProbeLoad) then writes (--writes new tracks at
---write-rate, benchmarks.live.write_phase) and, with --merge, a merge phase (enough writes to take
-the lexical delta past its threshold, 1.5 x --writes by default; benchmarks.live.merge_phase), as
+--write-rate, benchmarks.live.WritePhase) and, with --merge, a merge phase (enough writes to take
+the lexical delta past its threshold, 1.5 x --writes by default; benchmarks.live.MergePhase), as
 benchmarks.live's rounds do; then quiet again. Per phase kind it prints p50/p99 of the client
 latency, `took_ms`, the broker's own time (`took_ms` minus the slowest strategy's latency), each
 strategy's latency (0 where the plan left it out) and the transport gap (client latency minus
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import run_info, write_json
-from benchmarks.live import config, merge_phase, shards_of, write_phase
+from benchmarks.live import MergePhase, WritePhase, config, shards_of
 from benchmarks.live_stream import ProbeLoad, demo_catalog, new_tracks
 from benchmarks.load_stats import OK, Arrivals, arrival_offsets
 from benchmarks.scaleout import up
@@ -204,19 +204,22 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         merged: list[dict[str, Any]] = []
         time.sleep(3)  # the client's start-up
 
-        def quiet() -> None:
-            with ProbeLoad(shards, demo_catalog()[:2000], args.write_rate):
+        def quiet(probe: ProbeLoad) -> None:
+            with probe:
                 time.sleep(args.quiet)
 
+        def quiet_phase() -> None:  # each phase's instrument is connected before the phase (benchmarks.live)
+            phases.run("quiet", partial(quiet, ProbeLoad(shards, demo_catalog()[:2000], args.write_rate).connect()))
+
         for r in range(args.rounds):
-            phases.run("quiet", quiet)
+            quiet_phase()
             tracks = new_tracks(args.writes, seed=100 + r)
-            phases.run("writes", partial(write_phase, address, shards, tracks, args.write_rate, args.write_batch))
+            phases.run("writes", WritePhase(address, shards, tracks, args.write_rate, args.write_batch))
             if args.merge:
                 extra = new_tracks(threshold - written + 1, seed=200 + r)
-                merged.append(phases.run("merge", partial(merge_phase, address, shards, extra, args.write_rate,
-                                                          args.write_batch)))
-        phases.run("quiet", quiet)
+                merged.append(phases.run("merge", MergePhase(address, shards, extra, args.write_rate,
+                                                             args.write_batch)))
+        quiet_phase()
         stop.set()
         searcher.join()
         searches: list[Search] = [(s[0], s[1], s[2], s[3], s[4]) for s in json.loads(out.read_text())]

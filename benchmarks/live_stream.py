@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Self
 
 import grpc
 import numpy as np
@@ -37,6 +38,7 @@ PROBE_INTERVAL_S = 0.05
 SYLLABLES = ("ka", "lo", "vi", "re", "zu", "mo", "sa", "ne", "tor", "quil", "dra", "fen", "ix", "bel", "yun", "va")
 WRITE_TIMEOUT_S = 10.0
 WRITERS = 8  # writes in flight at once, so a slow acknowledgement never delays the next due write
+CONNECT_TIMEOUT_S = 10.0
 
 
 def made_up_word(rng: np.random.Generator, syllables: int = 3) -> str:
@@ -86,6 +88,12 @@ def one_typo(name: str) -> str:
     return " ".join(words)
 
 
+def ready(channel: grpc.Channel, timeout_s: float) -> grpc.Channel:
+    """`channel` once it is connected; grpc.FutureTimeoutError if it is not within `timeout_s`."""
+    grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    return channel
+
+
 def upsert(entity: Entity, version: int = 0) -> catalog_pb2.CatalogWrite:
     return catalog_pb2.CatalogWrite(upsert=convert_catalog.entity_to_proto(entity), version=version)
 
@@ -120,13 +128,20 @@ class WriteStream:
     batch: int = 1
     written: list[Written] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
+    channel: grpc.Channel | None = field(default=None, repr=False)
+
+    def connect(self, timeout_s: float = CONNECT_TIMEOUT_S) -> WriteStream:
+        """Open the channel to the broker and wait until it is connected, so that a stream started
+        later spends its first due time writing, not connecting."""
+        self.channel = ready(grpc.insecure_channel(self.address), timeout_s)
+        return self
 
     def start(self) -> WriteStream:
         threading.Thread(target=self._run, daemon=True, name="write-stream").start()
         return self
 
     def _run(self) -> None:
-        channel = grpc.insecure_channel(self.address)
+        channel = self.channel if self.channel is not None else grpc.insecure_channel(self.address)
         stub = catalog_pb2_grpc.CatalogStub(channel)
         start = time.perf_counter()
         with ThreadPoolExecutor(WRITERS) as pool:
@@ -169,6 +184,12 @@ class Prober:
         self.stopping = threading.Event()
         self.errors = 0
         self.thread = threading.Thread(target=self._run, daemon=True, name="prober")
+
+    def connect(self, timeout_s: float = CONNECT_TIMEOUT_S) -> Self:
+        """Wait until every channel is connected, so that probing started later spends nothing on it."""
+        for ch in self.channels.values():
+            ready(ch, timeout_s)
+        return self
 
     def __enter__(self) -> Prober:
         self.thread.start()

@@ -1,8 +1,14 @@
-"""benchmarks.live_stream's new tracks: new ids, titles no catalog track has, and one-typo names."""
+"""benchmarks.live_stream's new tracks: new ids, titles no catalog track has, and one-typo names;
+channels connected before a measured step."""
 
 from __future__ import annotations
 
-from benchmarks.live_stream import new_artist_track, new_tracks, one_typo
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from benchmarks.live_stream import new_artist_track, new_tracks, one_typo, ready
 from core.catalog import demo_catalog_path, load_catalog
 
 
@@ -34,3 +40,21 @@ def test_one_typo_changes_exactly_one_character() -> None:
         typo = one_typo(name)
         assert len(typo) == len(name)
         assert sum(a != b for a, b in zip(typo, name, strict=True)) == 1
+
+
+def test_ready_waits_for_a_connection_and_gives_up_where_nothing_listens() -> None:
+    server = grpc.server(ThreadPoolExecutor(1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        assert ready(channel, 10.0) is channel
+        channel.close()
+    finally:
+        server.stop(None).wait()
+    silent = grpc.insecure_channel(f"127.0.0.1:{port}")  # the server is gone: nothing listens on the port
+    try:
+        with pytest.raises(grpc.FutureTimeoutError):
+            ready(silent, 0.3)
+    finally:
+        silent.close()

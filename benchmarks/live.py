@@ -22,7 +22,9 @@ work directory; the demo index is built on the first run) and stops it. Phases, 
    of the next round's baseline). The ratios compare each kind of step pooled over the rounds with
    the baseline steps pooled: a p99 of one 10 s step is its 3rd- or 4th-slowest search, which
    moved by half between runs of the same code; rounds interleaved, a noisy machine's drift
-   counts on both sides, and the instrument's cost on both sides too;
+   counts on both sides, and the instrument's cost on both sides too. Every step's own set-up
+   (the writes built, the stream's and the prober's channels connected) is done before the step
+   starts, so no step carries this process's set-up (WritePhase);
 3. after: a probed baseline step after the last merge (reported, not pooled);
 4. new artist: a track by a made-up artist, then searches for the name with one typo through the
    attribute strategy (plan attribute only) until it is found;
@@ -127,7 +129,7 @@ class WritePhase:
     prober; calling it runs the phase and returns its stream once every write is answered and
     visible (or 10 s passed). Everything the phase needs is made at construction, before the
     measured step that calls it: the writes built and the stream's and prober's channels
-    connected. Made inside the step, that set-up took this process up to 80% of a core in the
+    connected. Made inside the step, that set-up took this process up to 83% of a core in the
     step's first 100 ms, and those searches were among the slowest of the whole run (the
     baseline step's ProbeLoad is connected before its step too)."""
 
@@ -154,8 +156,16 @@ class MergePhase:
     def __init__(self, address: str, shards: list[tuple[str, int, str]], tracks: Sequence[Any], rate: float,
                  batch: int) -> None:
         self.clients = [ShardClient(a) for name, _, a in shards if name == "lexical"]
-        self.before = self.bases()
-        self.writes = WritePhase(address, shards, tracks, rate, batch)
+        try:
+            self.before = self.bases()
+            self.writes = WritePhase(address, shards, tracks, rate, batch)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
 
     def bases(self) -> list[int]:
         return [int(c.stub.CatalogPosition(shard_pb2.CatalogPositionRequest(), timeout=2.0).base_position)
@@ -172,8 +182,7 @@ class MergePhase:
                             "seconds": round(time.perf_counter() - started, 3)}
                 time.sleep(0.05)
         finally:
-            for c in self.clients:
-                c.close()
+            self.close()
         return {"merged": False}
 
 

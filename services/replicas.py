@@ -20,11 +20,13 @@ answered after the `hedge_percentile` of this partition's recent attempt latenci
 replica; the first answer wins and the other attempt is cancelled. One hedge per call, so about
 (100 - percentile)% more load. The window (the last `latency_window` calls answered) holds one
 sample per call, the latency of the attempt a hedge would back up: its time when it answered, and
-when the hedge beat it, the time it had run when the hedge went (a lower bound). Adding the
-hedges' own times, or leaving the beaten attempts out, biases the window fast and hedges ever more
-(about 20% of calls in benchmarks.hedging); timing the beaten ones until the hedge answered, or
-timing whole calls, lets a replica that is always slow push the percentile up call after call
-until nothing is hedged in time. A call that failed or ran out of time is no sample.
+when the hedge beat it, the time it had run when the hedge was due (a lower bound; not when the
+event loop got round to sending it: on a busy machine that lateness would raise the percentile by
+the loop's lag at every refresh while a replica stays slow). Adding the hedges' own times, or
+leaving the beaten attempts out, biases the window fast and hedges ever more (about 20% of calls in
+benchmarks.hedging); timing the beaten ones until the hedge answered, or timing whole calls, lets a
+replica that is always slow push the percentile up call after call until nothing is hedged in time.
+A call that failed or ran out of time is no sample.
 """
 
 from __future__ import annotations
@@ -206,8 +208,10 @@ class ReplicaSet:
                         raise TimeoutError(self._late())
                     if time.perf_counter() < hedge_at:  # woke early (see _whole_ms): not yet
                         continue
+                    # the delay the hedge was due after, not when the loop woke: a late loop's
+                    # lateness would add to every such sample (module docstring)
+                    waited = hedge_at - running[primary][1] if primary in running else 0.0
                     hedge_at, hedged = None, True
-                    waited = time.perf_counter() - running[primary][1] if primary in running else 0.0
                     if (r := self.pick(tried)) is not None:
                         self._count_hedge()
                         self._start(r, invoke, deadline, running, tried)

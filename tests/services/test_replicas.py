@@ -208,3 +208,35 @@ def test_one_replica_answers_fails_and_times_out_as_its_only_attempt() -> None:
         assert servicers[0].calls == calls and servicers[0].cancelled == cancelled + 1
 
     run(go)
+
+
+def test_a_hedged_call_leaves_the_delay_it_was_due_after_not_the_loops_lateness() -> None:
+    """The sample a call beaten by its hedge leaves is the hedge delay it was given: here every call
+    goes to the slow "a" first (it has the fewer calls outstanding) and the loop is blocked for 30 ms
+    just before the hedge is due; that lateness must not enter the window (it would raise the
+    percentile at every refresh while "a" stays slow, until no hedge came in time)."""
+    async def go() -> None:
+        async with replicas("a", "b") as (servicers, _, addresses):
+            rs = ReplicaSet("lexical", 0, addresses, ReplicaConfig(hedge_min_samples=6, latency_window=50), seed=1)
+            for _ in range(6):
+                await ask(rs)
+            servicers[0].delay_s = 10.0
+            samples: list[tuple[float, float]] = []  # (the call's sample, the hedge delay it was given), ms
+            loop = asyncio.get_running_loop()
+            for _ in range(12):
+                delay_s, hedges = rs.hedge_delay_s(), rs.hedges
+                assert delay_s is not None
+                blocker = loop.call_later(max(delay_s - 0.001, 0.0), time.sleep, 0.03)
+                rs.replicas[1].outstanding += 1  # so the call starts on "a"; the hedge has only "b" left
+                try:
+                    assert await ask(rs, timeout_s=3.0) == "b"
+                finally:
+                    rs.replicas[1].outstanding -= 1
+                    blocker.cancel()
+                assert rs.hedges == hedges + 1
+                samples.append((rs.latencies[-1], delay_s * 1000))
+                await asyncio.sleep(0.05)  # the cancelled attempt on "a" ends (its outstanding count with it)
+            await rs.close()
+        assert all(sample <= delay for sample, delay in samples), samples
+
+    run(go)

@@ -349,7 +349,14 @@ class PgLease:
         return self.held
 
     def release(self) -> None:
-        """Give the lease up: closing the session releases the lock. Idempotent."""
+        """Give the lease up, at once: the lock is unlocked before the session closes (a closed
+        session's locks go only when its server process has noticed, a moment later, so another
+        user's `hold` right after could still be refused). Idempotent."""
+        if self.held and self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+            except psycopg.OperationalError:
+                pass  # the session is gone, and its locks with it
         self.held = False
         if self._conn is not None:
             self._conn.close()

@@ -227,7 +227,8 @@ def test_one_lease_holder_until_its_session_dies(pg_url: str) -> None:
         assert store.lease("other-job").hold()
         with psycopg.connect(pg_url, autocommit=True) as admin:  # the holder's session dies
             assert first._conn is not None
-            admin.execute("SELECT pg_terminate_backend(%s)", (first._conn.info.backend_pid,))
+            # waits (up to 10 s) until the server process has exited, its locks released
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (first._conn.info.backend_pid,))
         assert not first.hold()
         assert second.hold()
         assert not first.hold()

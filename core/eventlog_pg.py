@@ -34,7 +34,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import Any
 
@@ -353,10 +353,8 @@ class PgLease:
         session's locks go only when its server process has noticed, a moment later, so another
         user's `hold` right after could still be refused). Idempotent."""
         if self.held and self._conn is not None and not self._conn.closed:
-            try:
+            with suppress(psycopg.OperationalError):  # the session is gone, and its locks with it
                 self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
-            except psycopg.OperationalError:
-                pass  # the session is gone, and its locks with it
         self.held = False
         if self._conn is not None:
             self._conn.close()

@@ -33,7 +33,9 @@ work directory; the demo index is built on the first run) and stops it. Phases, 
    `ltrr up` again on the same state; every acknowledged upsert must be found (exact title) and
    every acknowledged delete gone.
 The JSON holds visibility_p99_s, failed_searches, search_p99_ratio_writes, search_p99_ratio_merge
-(against the pooled probed baseline), search_p99_ratio_writes_bare (against the bare one: the
+(against the pooled probed baseline), each with a 95% interval (`..._interval`: a block bootstrap
+over 1 s blocks of every step, benchmarks.load_stats.p99_ratio_interval, so that one run says
+how far its ratio could move by chance), search_p99_ratio_writes_bare (against the bare one: the
 writes and the instrument together), search_p99_ratio_writes_by_round and
 search_p99_ratio_merge_by_round (each step against its round's baseline step), bulk_writes_per_s,
 every merge and every phase's rows.
@@ -70,7 +72,7 @@ from benchmarks.live_stream import (
     visibility_s,
 )
 from benchmarks.load_client import LoadGenerator, StepSpec
-from benchmarks.load_stats import StepRecord, ratio, summarize
+from benchmarks.load_stats import StepRecord, p99_ratio_interval, ratio, summarize
 from benchmarks.scaleout import Up, up
 from core.catalog import write_jsonl
 from core.live_base import DEFAULT_BACKGROUND_NICE
@@ -352,6 +354,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                       failed_searches=sum(row["sent"] - row["ok"] for row in rows.values()),
                       search_p99_ratio_writes=ratio(p99["writes"], p99["baseline"]),
                       search_p99_ratio_merge=ratio(p99["merge"], p99["baseline"]),
+                      search_p99_ratio_writes_interval=p99_ratio_interval(bases, durings),
+                      search_p99_ratio_merge_interval=p99_ratio_interval(bases, mergings),
                       search_p99_ratio_writes_bare=ratio(p99["writes"], p99["baseline_bare"]),
                       search_p99_ratio_writes_by_round=by_round(durings),
                       search_p99_ratio_merge_by_round=by_round(mergings))
@@ -368,7 +372,8 @@ def report(result: dict[str, Any]) -> None:
         print(f"{name:9s} sent {row['sent']:5d} ok {row['ok']:5d} p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms "
               f"errors {row['errors']}")
     for key in ("visibility_p50_s", "visibility_p99_s", "visibility_max_s", "writes_acked", "write_errors",
-                "failed_searches", "search_p99_ratio_writes", "search_p99_ratio_merge",
+                "failed_searches", "search_p99_ratio_writes", "search_p99_ratio_writes_interval",
+                "search_p99_ratio_merge", "search_p99_ratio_merge_interval",
                 "search_p99_ratio_writes_bare", "search_p99_ratio_writes_by_round", "search_p99_ratio_merge_by_round",
                 "merges", "new_artist",
                 "bulk", "bulk_writes_per_s", "crash"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,10 @@ SHED = "RESOURCE_EXHAUSTED"
 HANG = "HANG"  # no answer at all by the client deadline plus its grace
 PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
 DEFAULT_MAX_ERROR_SHARE = 0.01
+# The p99 ratio's bootstrap (p99_ratio_interval): blocks of this much schedule keep a burst of
+# slow answers together, as one stall of a process makes them; resamples as ltrr's OPE intervals.
+DEFAULT_BLOCK_S = 1.0
+DEFAULT_RESAMPLES = 2000
 
 
 class Arrivals(enum.Enum):
@@ -155,3 +159,48 @@ def rate_list(text: str) -> list[float]:
     if not rates or rates[0] <= 0:
         raise ValueError(f"`rates` must be positive numbers, but got {text!r}")
     return rates
+
+
+def _blocks(records: Sequence[StepRecord], block_s: float) -> list[np.ndarray]:
+    """The OK latencies of `records`, cut per step into consecutive blocks of `block_s` seconds of
+    schedule (a step's last, shorter block included); empty blocks left out."""
+    out: list[np.ndarray] = []
+    for r in records:
+        ok = np.array([c == OK for c in r.codes], dtype=bool)
+        which = np.floor(r.scheduled_s[ok] / block_s).astype(np.int64)
+        lat = r.latency_ms[ok]
+        out.extend(lat[which == b] for b in np.unique(which))
+    return out
+
+
+def _resampled_p99(blocks: list[np.ndarray], rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """float64 (resamples,): the nearest-rank p99 of `blocks` drawn with replacement, as many as there are."""
+    out = np.empty(resamples)
+    for i in range(resamples):
+        pick = rng.integers(0, len(blocks), size=len(blocks))
+        ordered = np.sort(np.concatenate([blocks[j] for j in pick]))
+        out[i] = ordered[max(math.ceil(round(0.99 * ordered.size, 9)), 1) - 1]
+    return out
+
+
+def p99_ratio_interval(base: Sequence[StepRecord], other: Sequence[StepRecord], *, block_s: float = DEFAULT_BLOCK_S,
+                       resamples: int = DEFAULT_RESAMPLES, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float] | None:
+    """A `level` interval of p99(other) / p99(base), each side the OK answers of its steps pooled
+    (benchmarks.live's ratios), by a block bootstrap: each step is cut into blocks of `block_s`
+    seconds of its schedule, each side's blocks are drawn with replacement, as many as it has, and
+    the ratio of the two p99s is taken per resample; the interval is the ratio's (1 - level) / 2
+    and (1 + level) / 2 quantiles (percentile method), rounded to 3 places. Blocks, not single
+    answers, because slow answers come in bursts (a process stalled for 30 ms slows every search
+    it holds): resampling answers one by one would spread a burst over every resample and give
+    too narrow an interval. None when either side has no OK answer."""
+    if not block_s > 0 or resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"`block_s` must be > 0, `resamples` >= 1 and `level` in (0, 1), but got {block_s}, "
+                         f"{resamples}, {level}")
+    base_blocks, other_blocks = _blocks(base, block_s), _blocks(other, block_s)
+    if not base_blocks or not other_blocks:
+        return None
+    rng = np.random.default_rng(seed)
+    ratios = _resampled_p99(other_blocks, rng, resamples) / _resampled_p99(base_blocks, rng, resamples)
+    lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return round(float(lo), 3), round(float(hi), 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from benchmarks.load_stats import (
     capacity,
     failed_below,
     goodput,
+    p99_ratio_interval,
     percentiles,
     rate_list,
     should_stop,
@@ -159,6 +161,43 @@ def test_step_record_checks_its_shapes() -> None:
     with pytest.raises(ValueError, match="`latency_ms` must have shape"):
         StepRecord(scheduled_s=np.zeros(2), latency_ms=np.zeros(3), lag_ms=np.zeros(2), codes=(OK, OK),
                    degraded=np.zeros(2, dtype=bool))
+
+
+def _step(latency: np.ndarray, rate: float = 30.0) -> StepRecord:
+    """A step of OK answers, one every 1/rate s."""
+    n = latency.size
+    return StepRecord(scheduled_s=np.arange(n) / rate, latency_ms=latency, lag_ms=np.zeros(n), codes=(OK,) * n,
+                      degraded=np.zeros(n, dtype=bool))
+
+
+def test_the_p99_ratio_interval_covers_an_equal_load_and_not_a_doubled_one() -> None:
+    rng = np.random.default_rng(3)
+    base = [_step(rng.lognormal(3.0, 0.5, 300)) for _ in range(3)]
+    same = [_step(rng.lognormal(3.0, 0.5, 300)) for _ in range(3)]
+    interval = p99_ratio_interval(base, same)
+    assert interval is not None and interval[0] < 1.0 < interval[1]
+    doubled = p99_ratio_interval(base, [replace(s, latency_ms=s.latency_ms * 2) for s in base])
+    assert doubled is not None and 1.0 < doubled[0] < 2.0 < doubled[1]
+    assert p99_ratio_interval(base, same) == interval  # seeded
+
+
+def test_the_p99_ratio_interval_resamples_a_burst_whole() -> None:
+    """25 slow answers within one second of one step (one stall) make the pooled p99 five times
+    the base's; a resample leaves that second out about a third of the time (30 blocks drawn 30
+    times), so the interval reaches down to 1. Drawn answer by answer, nearly every resample
+    would hold 10 or more of them, and the interval would be [5, 5]."""
+    base = [_step(np.full(300, 10.0)) for _ in range(3)]
+    other = [_step(np.full(300, 10.0)) for _ in range(3)]
+    other[1].latency_ms[30:55] = 50.0  # 30 answers a second: all in the step's second 1
+    assert p99_ratio_interval(base, other) == (1.0, 5.0)
+
+
+def test_the_p99_ratio_interval_needs_answers_and_sane_settings() -> None:
+    shed = StepRecord(scheduled_s=np.zeros(2), latency_ms=np.ones(2), lag_ms=np.zeros(2), codes=(SHED, SHED),
+                      degraded=np.zeros(2, dtype=bool))
+    assert p99_ratio_interval([_step(np.ones(10))], [shed]) is None
+    with pytest.raises(ValueError, match="`block_s` must be > 0"):
+        p99_ratio_interval([_step(np.ones(10))], [_step(np.ones(10))], block_s=0.0)
 
 
 def _row(rate: float, p99: float | None, error_share: float = 0.0) -> dict[str, Any]:

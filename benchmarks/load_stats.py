@@ -76,14 +76,18 @@ class StepRecord:
                                  f"{getattr(self, name).shape}")
 
 
+def nearest_rank(ordered: np.ndarray, q: float) -> float:
+    """The `q` percentile of `ordered` (ascending, not empty), nearest rank: the value at rank
+    ceil(q n / 100), rounded first so that 99.9% of 1000 is rank 999, not 1000 by float error."""
+    return float(ordered[max(math.ceil(round(q * ordered.size / 100, 9)), 1) - 1])
+
+
 def percentiles(latency_ms: np.ndarray) -> dict[str, float | None]:
     """p50/p90/p99/p99.9 (nearest rank) and max of `latency_ms` (float64), None when empty."""
     if latency_ms.size == 0:
         return {**{name: None for name, _ in PERCENTILES}, "max_ms": None}
     ordered = np.sort(latency_ms)
-    # rank ceil(q n / 100), rounded first so that 99.9% of 1000 is rank 999, not 1000 by float error
-    ranks = {name: max(math.ceil(round(q * ordered.size / 100, 9)), 1) for name, q in PERCENTILES}
-    out: dict[str, float | None] = {name: round(float(ordered[r - 1]), 3) for name, r in ranks.items()}
+    out: dict[str, float | None] = {name: round(nearest_rank(ordered, q), 3) for name, q in PERCENTILES}
     out["max_ms"] = round(float(ordered[-1]), 3)
     return out
 
@@ -178,8 +182,7 @@ def _resampled_p99(blocks: list[np.ndarray], rng: np.random.Generator, resamples
     out = np.empty(resamples)
     for i in range(resamples):
         pick = rng.integers(0, len(blocks), size=len(blocks))
-        ordered = np.sort(np.concatenate([blocks[j] for j in pick]))
-        out[i] = ordered[max(math.ceil(round(0.99 * ordered.size, 9)), 1) - 1]
+        out[i] = nearest_rank(np.sort(np.concatenate([blocks[j] for j in pick])), 99.0)
     return out
 
 

@@ -130,7 +130,7 @@ class WriteStream:
     done: threading.Event = field(default_factory=threading.Event)
     channel: grpc.Channel | None = field(default=None, repr=False)
 
-    def connect(self, timeout_s: float = CONNECT_TIMEOUT_S) -> WriteStream:
+    def connect(self, timeout_s: float = CONNECT_TIMEOUT_S) -> Self:
         """Open the channel to the broker and wait until it is connected, so that a stream started
         later spends its first due time writing, not connecting."""
         self.channel = ready(grpc.insecure_channel(self.address), timeout_s)

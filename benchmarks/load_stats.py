@@ -75,6 +75,11 @@ class StepRecord:
                 raise ValueError(f"`{name}` must have shape ({n},), one entry per code, but got "
                                  f"{getattr(self, name).shape}")
 
+    @property
+    def ok(self) -> np.ndarray:
+        """bool (N,): the request was answered OK."""
+        return np.array([c == OK for c in self.codes], dtype=bool)
+
 
 def nearest_rank(ordered: np.ndarray, q: float) -> float:
     """The `q` percentile of `ordered` (ascending, not empty), nearest rank: the value at rank
@@ -97,7 +102,7 @@ def summarize(record: StepRecord, rate: float, duration_s: float) -> dict[str, A
     achieved throughput (OK answers per second), client latency percentiles of the OK answers,
     errors by status, shed (RESOURCE_EXHAUSTED) count, degraded share of the OK answers, error
     share (every non-OK over all sent), hangs and the generator's own lag."""
-    ok = np.array([c == OK for c in record.codes], dtype=bool)
+    ok = record.ok
     n, n_ok = len(record.codes), int(ok.sum())
     errors = Counter(c for c in record.codes if c != OK)
     lag = percentiles(record.lag_ms)
@@ -170,7 +175,7 @@ def _blocks(records: Sequence[StepRecord], block_s: float) -> list[np.ndarray]:
     schedule (a step's last, shorter block included); empty blocks left out."""
     out: list[np.ndarray] = []
     for r in records:
-        ok = np.array([c == OK for c in r.codes], dtype=bool)
+        ok = r.ok
         which = np.floor(r.scheduled_s[ok] / block_s).astype(np.int64)
         lat = r.latency_ms[ok]
         out.extend(lat[which == b] for b in np.unique(which))

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -304,6 +305,19 @@ def test_non_finite_scores_survive_the_encoding(log: EventLog) -> None:
     log.record_decision(replace(decision(), lists=lists))
     got = log.decision("d1").lists[0].scores
     assert got.dtype == np.float32 and got[0] == np.inf and got[1] == 1.5 and np.isnan(got[2])
+
+
+def test_lists_written_with_decimal_scores_are_still_read(log: EventLog) -> None:
+    """Rows written before the "f4" encoding hold the scores as JSON decimals (core.eventlog_schema)."""
+    log.record_decision(decision())
+    old = {"lexical": {"ids": ["a", "b"], "scores": [2.5, 0.1]}, "memory": {"ids": ["c"], "scores": [math.inf]}}
+    blob = zlib.compress(json.dumps(old).encode(), 1)  # json writes math.inf as Infinity, as the old code did
+    with log._conn:
+        log._conn.execute("UPDATE decisions SET lists = ? WHERE decision_id = 'd1'", (blob,))
+    lists = log.decision("d1").lists
+    assert [(s.strategy, list(s.entity_ids)) for s in lists] == [("lexical", ["a", "b"]), ("memory", ["c"])]
+    assert lists[0].scores.dtype == np.float32 and lists[0].scores.tolist() == [2.5, np.float32(0.1)]
+    assert lists[1].scores[0] == np.inf
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

@@ -59,6 +59,7 @@ from core.eventstore import EventStore, SnapshotStore, StoreKind, parse_store_ur
 from core.pipeline import Judged, Plan, SearchPipeline, Served, decision_bytes
 from core.policy.digest import policy_digest
 from core.policy.features import DIM
+from core.policy.models import warm_up as warm_up_policy
 from core.policy.policies import BanditPolicy
 from core.ranking import make_ranker
 from core.ranking import warm_up as warm_up_ranking
@@ -216,7 +217,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         table = live.table
         self.positions = table.positions if c.entities else None
         ranker = make_ranker(c.ranker, table, c.ranker_model)
-        warm_up_ranking()  # its Numba kernel, before the first search
+        warm_up_ranking()  # the Numba kernels of ranking and of Thompson draws, before the first search
+        warm_up_policy()
         log.info("ranker: %s (asked for %s); catalog log applied up to %d", type(ranker).__name__, c.ranker,
                  live.position)
         pipeline = SearchPipeline(policy, ranker, history=load_history(saved, path), recordings=table)

@@ -27,7 +27,8 @@ Two ways to turn arms into the hit probability of a joint allocation (core.polic
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -70,8 +71,11 @@ class LinearArms:
     def sample(self, x: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
         """Thompson draws of theta . x, float64 (n_samples, n)."""
         mean, var = self.predict(x)
-        z = rng.standard_normal((n_samples, mean.size))
-        return mean[None] + self.noise * np.sqrt(var)[None] * z
+        return mean[None] + self.noise * np.sqrt(var)[None] * self.draws(n_samples, rng)
+
+    def draws(self, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+        """The standard normals of `n_samples` draws of every arm, float64 (n_samples, n)."""
+        return rng.standard_normal((n_samples, self.b.shape[0]))
 
     def update(self, x: np.ndarray, arms: np.ndarray, rewards: np.ndarray, weights: np.ndarray | None = None) -> None:
         """One observation (x, rewards[i]) for each of the distinct `arms` (int64): batched
@@ -116,6 +120,10 @@ class HitModel(Protocol):
     def sample(self, x: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
         """Thompson draws of every allocation's hit probability, float64 (n_samples, A)."""
 
+    def winners(self, x: np.ndarray, n_samples: int, rng: np.random.Generator, cost: np.ndarray) -> np.ndarray:
+        """int64 (n_samples,): per Thompson draw, the allocation whose drawn hit probability less
+        `cost` (float64 (A,)) is largest (the first on ties): `(sample(...) - cost).argmax(axis=1)`."""
+
     def mean(self, x: np.ndarray, ucb_alpha: float = 0.0) -> np.ndarray:
         """Posterior mean (plus ucb_alpha posterior standard deviations) per allocation, (A,)."""
 
@@ -148,6 +156,9 @@ class IndependentModel:
 
     def sample(self, x: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
         return self.space.union_hit(self.arms.sample(x, n_samples, rng).reshape(n_samples, *self.shape))
+
+    def winners(self, x: np.ndarray, n_samples: int, rng: np.random.Generator, cost: np.ndarray) -> np.ndarray:
+        return (self.sample(x, n_samples, rng) - cost[None, :]).argmax(axis=1)
 
     def mean(self, x: np.ndarray, ucb_alpha: float = 0.0) -> np.ndarray:
         mean, var = self.arms.predict(x)
@@ -183,6 +194,10 @@ class JointModel:
         self.arms = LinearArms(len(self.alloc), dim, prior_precision=prior_precision, noise=noise, prior_mean=prior)
         self.quota = np.asarray(space.levels)[self.alloc]  # (A, S)
         self.layers = _dominance_layers(self.alloc)
+        # the layers end to end, for the kernel: a member's predecessors are all in earlier layers
+        self.members = np.concatenate([m for m, _ in self.layers]) if self.layers else np.zeros(0, np.int64)
+        self.preds = (np.concatenate([p for _, p in self.layers]) if self.layers
+                      else np.zeros((0, self.alloc.shape[1]), np.int64))
 
     def _monotone(self, p: np.ndarray) -> np.ndarray:
         """p: float64 (M, A), in place: each allocation's value raised to its predecessors' (one
@@ -193,6 +208,17 @@ class JointModel:
 
     def sample(self, x: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
         return self._monotone(self.arms.sample(x, n_samples, rng))
+
+    def winners(self, x: np.ndarray, n_samples: int, rng: np.random.Generator, cost: np.ndarray) -> np.ndarray:
+        """As `(sample(...) - cost).argmax(axis=1)`, draw for draw (the same normals from `rng`, the
+        same arithmetic), in one compiled pass: the broker decides every search this way, and
+        numpy's calls on (n_samples, 53) arrays cost more than the work."""
+        mean, var = self.arms.predict(x)
+        z = self.arms.draws(n_samples, rng)
+        out = np.empty(n_samples, dtype=np.int64)
+        _winners_jit()(mean, self.arms.noise * np.sqrt(var), z, np.ascontiguousarray(cost, dtype=np.float64),
+                       self.members, self.preds, out)
+        return out
 
     def mean(self, x: np.ndarray, ucb_alpha: float = 0.0) -> np.ndarray:
         mean, var = self.arms.predict(x)
@@ -224,6 +250,46 @@ def _dominance_layers(alloc: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
                 preds[k, s] = index.get(tuple(row), a) if row[s] >= 0 else a
         layers.append((members, preds))
     return layers
+
+
+def _winners(mean: np.ndarray, scale: np.ndarray, z: np.ndarray, cost: np.ndarray, members: np.ndarray,
+             preds: np.ndarray, out: np.ndarray) -> None:
+    """out[m] = argmax over allocations of monotone(mean + scale * z[m]) - cost, the first on ties;
+    monotone: in `members` order, each member raised to the largest of its `preds` row (JointModel)."""
+    n_arms = mean.size
+    p = np.empty(n_arms)
+    for m in range(z.shape[0]):
+        for a in range(n_arms):
+            p[a] = mean[a] + scale[a] * z[m, a]
+        for i in range(members.size):
+            best = p[members[i]]
+            for s in range(preds.shape[1]):
+                v = p[preds[i, s]]
+                if v > best:
+                    best = v
+            p[members[i]] = best
+        chosen, top = 0, p[0] - cost[0]
+        for a in range(1, n_arms):
+            v = p[a] - cost[a]
+            if v > top:
+                chosen, top = a, v
+        out[m] = chosen
+
+
+@functools.cache
+def _winners_jit() -> Callable[..., None]:
+    """_winners compiled by Numba (cache=True), imported on first use as core.ranking does."""
+    import numba
+
+    kernel: Callable[..., None] = numba.njit(cache=True, nogil=True)(_winners)
+    return kernel
+
+
+def warm_up() -> None:
+    """Compile (or load from Numba's cache) the Thompson kernel, so a server's first search does not pay."""
+    one = np.zeros(1)
+    _winners_jit()(one, one, np.zeros((1, 1)), one, np.zeros(0, np.int64), np.zeros((0, 1), np.int64),
+                   np.zeros(1, np.int64))
 
 
 MODELS: dict[ModelKind, type[IndependentModel] | type[JointModel]] = {

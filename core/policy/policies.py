@@ -212,7 +212,7 @@ def _thompson(policy: BanditPolicy, x: np.ndarray, rng: np.random.Generator) -> 
     """Act on draw 0; estimate every allocation's probability from draws 1..K alone (module
     docstring: draw 0 among them would bias the chosen allocation's estimate upwards)."""
     k = policy.config.propensity_samples
-    winners = (policy.model.sample(x, k + 1, rng) - policy.cost(x)[None, :]).argmax(axis=1)
+    winners = policy.model.winners(x, k + 1, rng, policy.cost(x))
     return int(winners[0]), np.bincount(winners[1:], minlength=policy.n_allocations) / k
 
 

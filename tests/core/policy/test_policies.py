@@ -211,6 +211,27 @@ def test_joint_predictions_are_monotone_in_the_quotas() -> None:
         assert (draws[:, a] >= draws[:, dominated].max(axis=1) - 1e-12).all()
 
 
+@pytest.mark.parametrize("model", [ModelKind.JOINT, ModelKind.INDEPENDENT])
+def test_thompson_winners_are_the_argmax_of_the_draws_less_the_cost(model: ModelKind) -> None:
+    """The compiled pass picks, draw for draw, what numpy's monotone draws less the cost pick,
+    the first allocation on ties (with no cost, monotone draws tie often)."""
+    policy = BanditPolicy(STRATEGIES, DIM, PolicyConfig(model=model))
+    rng = np.random.default_rng(3)
+    for _ in range(200):  # a posterior with some spread between the arms
+        outcome = [Outcome(quota=int(q), rank=int(r), answered=q > 0)
+                   for q, r in zip(rng.choice(policy.config.levels, 4), rng.integers(0, 150, 4), strict=True)]
+        policy.update(rng.random(DIM), outcome)
+    ties = 0
+    for t in range(300):
+        x, seed = rng.random(DIM), int(rng.integers(1 << 31))
+        cost = rng.random(policy.n_allocations) * 0.05 * (t % 2)
+        draws = policy.model.sample(x, 33, np.random.default_rng(seed)) - cost[None, :]
+        got = policy.model.winners(x, 33, np.random.default_rng(seed), cost)
+        assert got.dtype == np.int64 and np.array_equal(got, draws.argmax(axis=1))
+        ties += int((draws == draws.max(axis=1, keepdims=True)).sum(axis=1).max() > 1)
+    assert ties > 10  # ties were exercised
+
+
 def test_ignored_features_do_not_reach_the_hit_model() -> None:
     """Two contexts that differ only in ignored features (time, device, affinity by default) get
     the same predictions, and learning from one teaches the other identically."""

@@ -31,6 +31,7 @@ class Shard(shard_pb2_grpc.ShardServicer):
         self.name = name
         self.down = False
         self.learned: list[str] = []
+        self.batches: list[int] = []  # events per Learn call
         self.asked: list[str] = []
 
     async def _check(self, context: grpc.aio.ServicerContext) -> None:
@@ -41,6 +42,7 @@ class Shard(shard_pb2_grpc.ShardServicer):
                     ) -> shard_pb2.LearnResponse:
         await self._check(context)
         self.learned.extend(e.event_id for e in request.events)
+        self.batches.append(len(request.events))
         return shard_pb2.LearnResponse(accepted=len(request.events))
 
     async def Retrieve(self, request: shard_pb2.RetrieveRequest, context: grpc.aio.ServicerContext
@@ -66,17 +68,24 @@ def run(go: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(go())
 
 
-def logged(path: Path) -> EventLog:
-    """An event log with one decision per text of TEXTS and one click on each (event id = its text's index)."""
+def logged(path: Path, *, clicks: bool = True) -> EventLog:
+    """An event log with one decision per text of TEXTS and one click on each (event id = its
+    text's index; `click` records it)."""
     log = EventLog(path)
     for i, text in enumerate(TEXTS):
         log.record_decision(DecisionRecord(
             decision_id=f"d{i}", ts=1.0, query_text=text, context={}, features=np.zeros(4), strategies=("memory",),
             quotas=(10,), allocation=0, propensity=1.0, marginals=(1.0,), policy="static",
             lists=(StrategyList("memory", ["x"], np.ones(1, dtype=np.float32)),), final=("x",)))
-        log.record_event(EventRecord(event_id=f"e{i}", decision_id=f"d{i}", entity_id="x", type=EventType.CLICK,
-                                     value=0.0, ts=2.0, reward=1.0))
+        if clicks:
+            click(log, i)
     return log
+
+
+def click(log: EventLog, i: int) -> int:
+    """Log the click on decision i; its position."""
+    return log.record_events([EventRecord(event_id=f"e{i}", decision_id=f"d{i}", entity_id="x", type=EventType.CLICK,
+                                          value=0.0, ts=2.0, reward=1.0)])[0]
 
 
 async def on_log(fn: Callable[..., Any], *args: Any) -> Any:
@@ -118,6 +127,29 @@ def test_each_replica_gets_its_partitions_events_and_one_that_was_down_catches_u
         assert owned(0) and owned(1)  # TEXTS spread over both partitions
         assert [s.learned for s in servicers] == [owned(0), owned(0), owned(1), owned(1)]
         assert [log.cursor(replica_cursor(p, r)) for p in (0, 1) for r in (0, 1)] == [log.last_event_rowid()] * 4
+        log.close()
+
+    run(go)
+
+
+def test_events_logged_while_the_outbox_lingers_go_in_one_learn_call(tmp_path: Path) -> None:
+    """The outbox waits linger_s after the first event wakes it: the next ones, logged 10 ms apart,
+    join its Learn call and cursor write."""
+    async def go() -> None:
+        log = logged(tmp_path / "events.sqlite", clicks=False)
+        async with shards(["m"]) as (servicers, addresses):
+            pool = ShardPool({"memory": [[addresses[0]]]})
+            outboxes = MemoryOutboxes(log, [[pool.partitions["memory"][0].replicas[0].stub]], on_log,
+                                      OutboxConfig(linger_s=1.0))
+            outboxes.start()
+            for i in range(5):
+                outboxes.notify(click(log, i))
+                await asyncio.sleep(0.01)
+            await settle(outboxes)
+            await outboxes.stop()
+            await pool.close()
+        assert servicers[0].batches == [5] and servicers[0].learned == [f"e{i}" for i in range(5)]
+        assert log.cursor(CURSOR) == 5  # a lone memory shard keeps the older cursor name
         log.close()
 
     run(go)

@@ -79,7 +79,7 @@ from services.decisions import DecisionWriter
 from services.fanout import ShardPool, fan_out, understand
 from services.learning import Learner
 from services.outbox import MemoryOutboxes
-from services.server import Refreezer
+from services.server import Refreezer, received_at
 from services.shard import rpc
 from services.snapshots import (
     APPLIED,
@@ -356,12 +356,15 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     @rpc
     async def Search(self, request: broker_pb2.SearchRequest, context: grpc.aio.ServicerContext
                      ) -> broker_pb2.SearchResponse:
-        started = time.perf_counter()
+        started = received_at(context)  # the wait for the service loop counts against the budget
         caller_s = context.time_remaining()
+        if caller_s is not None:
+            caller_s += time.perf_counter() - started  # what the caller had left when the call was taken
         decision_id = uuid.uuid4().hex
         logs.DECISION_ID.set(decision_id)
-        own_s = _own_time_s(request.budget_ms or DEFAULT_BUDGET_MS, caller_s)  # the budget is checked in _search
-        # a place, waiting at most half the search's own time for one (the rest is for the search)
+        # the budget is checked in _search; what is left of the search's own time:
+        own_s = _own_time_s(request.budget_ms or DEFAULT_BUDGET_MS, caller_s) - (time.perf_counter() - started)
+        # a place, waiting at most half of that for one (the rest is for the search)
         await self.admission.acquire_within(min(self.config.max_wait_ms / 1000, max(own_s, 0.0) / 2))
         try:  # the wait counts against the budget: `started` is before it
             return await self._search(request, started, caller_s, decision_id)

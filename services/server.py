@@ -20,6 +20,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -153,11 +154,13 @@ class RelayedContext:
     """The part of grpc.aio.ServicerContext the broker's handlers use (services.shard.rpc,
     services.metrics, the deadline), for a handler running on the service loop: time_remaining
     reads the call's context (what gRPC core set), abort records its code (code(), as grpc.aio's
-    does) and raises _Aborted for OnServiceLoop to send from the server's loop."""
+    does) and raises _Aborted for OnServiceLoop to send from the server's loop. received: when the
+    server's loop took the call (time.perf_counter()), before it waited for the service loop."""
 
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
         self._context = context
         self._code: grpc.StatusCode | None = None
+        self.received = time.perf_counter()
 
     def code(self) -> grpc.StatusCode | None:
         return self._code
@@ -168,6 +171,13 @@ class RelayedContext:
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[Any] = ()) -> NoReturn:
         self._code = code
         raise _Aborted(code, details, trailing_metadata)
+
+
+def received_at(context: Any) -> float:
+    """When the call of `context` was taken (time.perf_counter()): a relayed call's time on the
+    server's loop, so that its wait for a busy service loop counts against its budget; now for
+    any other context."""
+    return context.received if isinstance(context, RelayedContext) else time.perf_counter()
 
 
 # Calls to these services stay on the server's loop: health checks answer even while the service

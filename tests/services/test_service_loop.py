@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +18,7 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from core.errors import NotFoundError
-from services.server import Hosted, OnServiceLoop, RelayedContext, ServiceLoop, run, watch_service_loop
+from services.server import Hosted, OnServiceLoop, RelayedContext, ServiceLoop, received_at, run, watch_service_loop
 
 SERVICE = "ltrr.test.Relay"
 
@@ -37,7 +38,8 @@ class Recorder:
 
     async def where(self, request: bytes, context: Any) -> bytes:
         self.calls.append({"thread": threading.current_thread().name, "loop": asyncio.get_running_loop(),
-                           "remaining": context.time_remaining(), "context": context})
+                           "remaining": context.time_remaining(), "context": context,
+                           "started": time.perf_counter()})
         return b"ran on " + threading.current_thread().name.encode()
 
     async def refuse(self, request: bytes, context: Any) -> bytes:
@@ -171,6 +173,29 @@ def test_health_checks_answer_while_the_service_loop_is_busy(new_loop: Any) -> N
         assert await pending == b"ran on ltrr-service-loop"
 
     scenario(new_loop, body)
+
+
+@LOOPS
+def test_a_relayed_call_was_received_before_it_waited_for_the_service_loop(new_loop: Any) -> None:
+    """received_at gives the time the server's loop took the call, so a search's budget counts the
+    time it waited for a busy service loop (services.broker)."""
+
+    async def body(served: Served) -> None:
+        busy = threading.Event()
+        served.service.loop.call_soon_threadsafe(busy.wait)  # blocks the service loop until set
+        pending = asyncio.ensure_future(served.method("Where")(b"", timeout=30))
+        await asyncio.sleep(0.3)
+        busy.set()
+        await pending
+        (call,) = served.recorder.calls
+        assert call["started"] - received_at(call["context"]) >= 0.2
+
+    scenario(new_loop, body)
+
+
+def test_received_at_is_now_for_a_context_that_was_not_relayed() -> None:
+    before = time.perf_counter()
+    assert before <= received_at(object()) <= time.perf_counter()
 
 
 @LOOPS

@@ -243,10 +243,17 @@ def test_a_collection_is_observed_as_a_pause_of_its_generation() -> None:
     def count(generation: str) -> float:
         return BROKER.get_sample_value("ltrr_gc_pause_ms_count", {"generation": generation}) or 0.0
 
-    before = count("2"), count("0")
-    gc.collect()
-    gc.collect(0)
-    assert count("2") == before[0] + 1 and count("0") == before[1] + 1
+    enabled = gc.isenabled()
+    gc.disable()  # no automatic collection in between, from any thread (one made this flaky)
+    try:
+        before = count("2"), count("0")
+        gc.collect()
+        gc.collect(0)
+        after = count("2"), count("0")
+    finally:
+        if enabled:
+            gc.enable()
+    assert after == (before[0] + 1, before[1] + 1)
     assert (BROKER.get_sample_value("ltrr_gc_pause_ms_sum", {"generation": "2"}) or 0.0) > 0
 
 

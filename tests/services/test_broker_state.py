@@ -331,3 +331,34 @@ def test_the_broker_freezes_what_its_searches_built(built: Path, tmp_path: Path,
         asyncio.run(go())
     finally:
         gc.unfreeze()
+
+
+class _NoDeadline:
+    """The part of a grpc.aio context RelayedContext reads: a caller without a deadline."""
+
+    def time_remaining(self) -> None:
+        return None
+
+
+def test_a_searchs_budget_counts_from_when_the_call_was_taken(tmp_path: Path) -> None:
+    """A relayed search that waited for the busy service loop longer than its budget has no time
+    left for its shards (TIMEOUT, not the unreachable shard's ERROR), and its took_ms includes the wait."""
+    from services.server import RelayedContext
+
+    async def go() -> None:
+        service = BrokerService(BrokerConfig(shards={"lexical": "127.0.0.1:1"}, state_dir=str(tmp_path),
+                                             policy=PolicyConfig(kind=PolicyKind.STATIC)))
+        await service.start()
+        try:
+            request = broker_pb2.SearchRequest(query=common_pb2.Query(text="love"), k=5, budget_ms=100)
+            fresh = await service.Search(request, RelayedContext(_NoDeadline()))  # type: ignore[arg-type]
+            late = RelayedContext(_NoDeadline())  # type: ignore[arg-type]
+            late.received -= 1.0  # taken 1 s ago, then waited for the service loop
+            waited = await service.Search(request, late)
+        finally:
+            await service.close()
+        assert [r.status for r in fresh.strategies] == [broker_pb2.STRATEGY_STATUS_ERROR] and fresh.took_ms < 1000
+        assert [r.status for r in waited.strategies] == [broker_pb2.STRATEGY_STATUS_TIMEOUT]
+        assert waited.took_ms >= 1000 and waited.degraded
+
+    asyncio.run(go())

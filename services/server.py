@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import logging
 import signal
@@ -78,8 +79,31 @@ class ServiceLoop:
         self.thread.start()
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await `coro` run on the service loop (cancelling this cancels it there)."""
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+        """Await `coro` run on the service loop (cancelling this cancels it there). One hop each
+        way (call_soon_threadsafe), where run_coroutine_threadsafe + wrap_future chain a
+        concurrent.futures.Future between two asyncio ones: 61 against 85 us of CPU a round trip."""
+        here = asyncio.get_running_loop()
+        outer: asyncio.Future[T] = here.create_future()
+        task: list[asyncio.Task[T]] = []  # made on the service loop
+
+        def finished(done: asyncio.Task[T]) -> None:  # on the service loop
+            here.call_soon_threadsafe(_settle, outer, done)
+
+        def start() -> None:  # on the service loop
+            task.append(self.loop.create_task(coro))
+            task[0].add_done_callback(finished)
+
+        try:
+            self.loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the service loop is closed
+            coro.close()
+            raise
+        try:
+            return await outer
+        except asyncio.CancelledError:
+            with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed, nothing runs there
+                self.loop.call_soon_threadsafe(lambda: task and task[0].cancel())  # after start: one queue
+            raise
 
     def close(self, timeout_s: float = GRACE_SECONDS) -> None:
         """Cancel what still runs on the loop (its tasks' `finally` blocks run), shut down its
@@ -96,6 +120,18 @@ class ServiceLoop:
             self.thread.join(timeout_s)
         if not self.thread.is_alive():
             self.loop.close()
+
+
+def _settle(outer: asyncio.Future[T], done: asyncio.Task[T]) -> None:
+    """On the caller's loop: `outer` takes the outcome of the service loop's task `done`."""
+    if outer.done():  # the caller cancelled it
+        return
+    if done.cancelled():
+        outer.cancel()
+    elif (error := done.exception()) is not None:
+        outer.set_exception(error)
+    else:
+        outer.set_result(done.result())
 
 
 async def _wind_down() -> None:

@@ -31,7 +31,6 @@ core.ranking_train.train_lambdamart. lightgbm is imported only where a model is 
 from __future__ import annotations
 
 import enum
-import functools
 import math
 import os
 import threading
@@ -48,6 +47,7 @@ from core.catalog import Entity
 from core.collapse import recording_key, strip_credits
 from core.errors import IndexFormatError
 from core.fusion import DEFAULT_RRF_K, rrf_scores
+from core.lazy_jit import lazy_njit
 from core.merge import Merged
 from core.types import StrategyKind
 
@@ -280,15 +280,7 @@ def _count_matches(indptr: np.ndarray, terms: np.ndarray, rows: np.ndarray, quer
         out[i] = hits
 
 
-@functools.cache
-def _count_matches_jit() -> Callable[..., None]:
-    """_count_matches compiled by Numba (cache=True: machine code kept on disk between processes).
-    numba is imported here, on first use, so that commands that never rank do not load it and
-    services.cli can set NUMBA_NUM_THREADS before it does."""
-    import numba
-
-    kernel: Callable[..., None] = numba.njit(cache=True, nogil=True)(_count_matches)
-    return kernel
+_count_matches_jit = lazy_njit(_count_matches)  # numba loads on first use (core.lazy_jit)
 
 
 def warm_up() -> None:

@@ -27,12 +27,12 @@ Two ways to turn arms into the hit probability of a joint allocation (core.polic
 from __future__ import annotations
 
 import enum
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
+from core.lazy_jit import lazy_njit
 from core.policy.allocation import AllocationSpace
 
 
@@ -276,13 +276,7 @@ def _winners(mean: np.ndarray, scale: np.ndarray, z: np.ndarray, cost: np.ndarra
         out[m] = chosen
 
 
-@functools.cache
-def _winners_jit() -> Callable[..., None]:
-    """_winners compiled by Numba (cache=True), imported on first use as core.ranking does."""
-    import numba
-
-    kernel: Callable[..., None] = numba.njit(cache=True, nogil=True)(_winners)
-    return kernel
+_winners_jit = lazy_njit(_winners)  # numba loads on first use (core.lazy_jit)
 
 
 def warm_up() -> None:

@@ -357,13 +357,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def Search(self, request: broker_pb2.SearchRequest, context: grpc.aio.ServicerContext
                      ) -> broker_pb2.SearchResponse:
         started = received_at(context)  # the wait for the service loop counts against the budget
+        relayed_s = time.perf_counter() - started
         caller_s = context.time_remaining()
         if caller_s is not None:
-            caller_s += time.perf_counter() - started  # what the caller had left when the call was taken
+            caller_s += relayed_s  # what the caller had left when the call was taken
         decision_id = uuid.uuid4().hex
         logs.DECISION_ID.set(decision_id)
         # the budget is checked in _search; what is left of the search's own time:
-        own_s = _own_time_s(request.budget_ms or DEFAULT_BUDGET_MS, caller_s) - (time.perf_counter() - started)
+        own_s = _own_time_s(request.budget_ms or DEFAULT_BUDGET_MS, caller_s) - relayed_s
         # a place, waiting at most half of that for one (the rest is for the search)
         await self.admission.acquire_within(min(self.config.max_wait_ms / 1000, max(own_s, 0.0) / 2))
         try:  # the wait counts against the budget: `started` is before it

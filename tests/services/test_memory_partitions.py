@@ -69,8 +69,8 @@ def run(go: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 def logged(path: Path, *, clicks: bool = True) -> EventLog:
-    """An event log with one decision per text of TEXTS and one click on each (event id = its
-    text's index; `click` records it)."""
+    """An event log with one decision per text of TEXTS and, with `clicks`, one click on each
+    (`click`: event id = its text's index)."""
     log = EventLog(path)
     for i, text in enumerate(TEXTS):
         log.record_decision(DecisionRecord(
